@@ -1,0 +1,200 @@
+"""The `timelapse` command line.
+
+Exit codes: 0 success, 1 internal error, 2 a user error (bad SQL, bad options), 3 the state directory is
+busy, 130 interrupted. A user error is one line on stderr, never a traceback (TIMELAPSE_DEBUG=1 shows one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.runner import EpochReport
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_duration(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*", text)
+    if not match:
+        raise UsageError(f"'{text}' is not a duration; write e.g. 500ms, 2s or 1m")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600}[unit]
+
+
+class Progress:
+    """One live status line on a terminal; a line every few seconds when stderr is not a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.last_print = 0.0
+        self.rows = 0
+        self.started = time.perf_counter()
+
+    def __call__(self, report: EpochReport) -> None:
+        self.rows += sum(report.rows_in.values())
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        rate = self.rows / max(now - self.started, 1e-9)
+        wm = report.watermark.strftime("%Y-%m-%d %H:%M:%S") if report.watermark else "-"
+        dead = sum(report.dead_letters.values())
+        line = (f"epoch {report.epoch:>6}  in {sum(report.rows_in.values()):>8}  out {sum(report.rows_out.values()):>8}"
+                f"  {rate:>10,.0f} rows/s  watermark {wm}  commit {report.commit_s * 1000:6.1f} ms"
+                + (f"  dead letters {dead}" if dead else "") + ("  (replayed)" if report.replayed else ""))
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+            sys.stderr.flush()
+        elif now - self.last_print >= 2.0:
+            sys.stderr.write(line + "\n")
+            self.last_print = now
+
+    def finish(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    lines = [f"{summary['epochs']} epoch(s) run; last committed epoch {summary['last_epoch']}"]
+    for name, count in summary["rows_in"].items():
+        lines.append(f"  read    {count:>10}  from {name}")
+    for name, count in summary["rows_out"].items():
+        lines.append(f"  wrote   {count:>10}  to {name}")
+    for name, count in summary["dead_letters"].items():
+        lines.append(f"  dead    {count:>10}  records from {name} (see {summary['state']}/dead_letters/)")
+    if summary["watermark"]:
+        lines.append(f"  watermark {summary['watermark']}")
+    print("\n".join(lines), file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.pipeline import Pipeline
+
+    if args.once and args.trigger:
+        raise UsageError("--once and --trigger exclude each other")
+    pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf))
+    progress = Progress(enabled=not args.quiet)
+    summary = pipeline.run(
+        once=args.once,
+        trigger=parse_duration(args.trigger) if args.trigger else 1.0,
+        max_epochs=args.max_epochs,
+        max_epoch_rows=args.max_epoch_rows,
+        on_epoch=progress,
+    )
+    progress.finish()
+    _print_summary(summary, args.json)
+    return EXIT_INTERRUPTED if summary["stopped"] == "interrupted" else EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from sql import plan_script
+
+    plan = plan_script(Path(args.file).read_text(), _load_udfs(args.udf))
+    if args.json:
+        print(json.dumps({"fingerprint": plan.fingerprint, "plan": plan.explain().splitlines()}))
+    else:
+        print(plan.explain())
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
+    return run_demo(Path(args.dir), as_json=args.json)
+
+
+def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
+    """Import Python files whose `@udf` functions register themselves."""
+    import importlib.util
+
+    from sql.udf import REGISTRY
+
+    for index, path in enumerate(paths or []):
+        spec = importlib.util.spec_from_file_location(f"timelapse_udfs_{index}", path)
+        if spec is None or spec.loader is None:
+            raise UsageError(f"cannot import UDF file {path}")
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    return dict(REGISTRY)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="timelapse", description="Streaming SQL with time-travelling state.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a pipeline (a .sql file of CREATE TABLE and INSERT INTO statements)")
+    run.add_argument("file")
+    run.add_argument("--state", required=True, help="state directory: manifest, offsets, dead letters")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="process everything available now, then exit")
+    mode.add_argument("--trigger", help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s")
+    run.add_argument("--max-epochs", type=int, help="stop after N epochs")
+    run.add_argument("--max-epoch-rows", type=int, help="at most N rows from each source per epoch")
+    run.add_argument("--udf", action="append", help="a Python file defining @udf functions (repeatable)")
+    run.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
+    run.add_argument("--quiet", action="store_true", help="no live progress line")
+    run.set_defaults(handler=cmd_run)
+
+    explain = commands.add_parser("explain", help="print the plan: operators, inputs, stateless or stateful")
+    explain.add_argument("file")
+    explain.add_argument("--udf", action="append")
+    explain.add_argument("--json", action="store_true")
+    explain.set_defaults(handler=cmd_explain)
+
+    demo = commands.add_parser("demo", help="generate sensor readings and run the example pipeline")
+    demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")
+    demo.add_argument("--json", action="store_true")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: args.handler(args))
+
+
+def guarded(action: Callable[[], int]) -> int:
+    from engine.sources.base import ConnectorError
+    from engine.state_dir import StateDirBusy
+    from sql.errors import SqlError
+
+    try:
+        return action()
+    except SqlError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER
+    except (ConnectorError, UsageError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER
+    except StateDirBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BUSY
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if os.environ.get("TIMELAPSE_DEBUG"):
+            traceback.print_exc()
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"internal error: {type(err).__name__}: {first} (TIMELAPSE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Delta Lake helpers shared by the manifest, the sinks and the dead-letter tables.
+
+Every table the engine creates turns off Delta's own clean-up clocks (delta-facts §4): history is the
+product, so only the engine decides what may be deleted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+KEEP_HISTORY = {
+    "delta.logRetentionDuration": "interval 36500 days",
+    "delta.deletedFileRetentionDuration": "interval 36500 days",
+}
+
+
+def arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
+    return to_arrow(pl.DataFrame(schema=schema)).schema
+
+
+def to_arrow(frame: pl.DataFrame) -> pa.Table:
+    """Delta stores microseconds with a zone; normalise timestamps so every append matches the table schema."""
+    casts = {
+        name: pl.Datetime("us", dtype.time_zone or "UTC")
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime) and (dtype.time_unit != "us" or dtype.time_zone is None)
+    }
+    if casts:
+        frame = frame.with_columns(
+            pl.col(n).dt.replace_time_zone("UTC").cast(t) if frame.schema[n].time_zone is None  # type: ignore[union-attr]
+            else pl.col(n).cast(t)
+            for n, t in casts.items()
+        )
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+def open_table(path: Path) -> DeltaTable | None:
+    try:
+        return DeltaTable(str(path))
+    except TableNotFoundError:
+        return None
+
+
+def ensure_table(path: Path, schema: dict[str, pl.DataType], partition_by: list[str] | None = None) -> DeltaTable:
+    table = open_table(path)
+    if table is not None:
+        return table
+    path.mkdir(parents=True, exist_ok=True)
+    empty = to_arrow(pl.DataFrame(schema=schema))
+    write_deltalake(str(path), empty, mode="append", partition_by=partition_by or None, configuration=KEEP_HISTORY)
+    return DeltaTable(str(path))
+
+
+def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int) -> bool:
+    """Append `frame` as epoch `epoch` unless this table already holds that epoch.
+
+    delta-rs records the marker but does not enforce it (delta-facts §1), so the check is ours.
+    Returns whether a commit was made.
+    """
+    table.update_incremental()
+    done = table.transaction_version(app_id)
+    if done is not None and done >= epoch:
+        return False
+    write_deltalake(
+        table,
+        to_arrow(frame),
+        mode="append",
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(app_id=app_id, version=epoch)],
+            custom_metadata={"timelapse.epoch": str(epoch)},
+        ),
+    )
+    table.update_incremental()
+    return True

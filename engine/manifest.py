@@ -1,0 +1,97 @@
+"""The manifest: one Delta row per committed epoch. Appending that row is the commit point of the epoch.
+
+Readers open every other table at the version its latest row names, so they always see a consistent cut
+(delta-facts, "Multi-table consistency").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from deltalake import write_deltalake
+
+from engine.delta_tables import ensure_table, to_arrow
+
+TABLE_ENTRY = pl.Struct({"name": pl.String, "role": pl.String, "path": pl.String, "version": pl.Int64})
+
+SCHEMA: dict[str, pl.DataType] = {
+    "epoch": pl.Int64(),
+    "kind": pl.String(),
+    "committed_at": pl.Datetime("us", "UTC"),
+    "plan_fingerprint": pl.String(),
+    "watermark": pl.Datetime("us", "UTC"),
+    "source_offsets": pl.String(),  # JSON: {source: {"position": ..., "watermark": ...}}
+    "tables": pl.List(TABLE_ENTRY),  # Delta version of every sink, state and dead-letter table
+    "metrics": pl.String(),  # JSON: rows in/out, dead letters, timings
+}
+
+COMPACT_EVERY = 100
+
+
+@dataclass
+class Checkpoint:
+    epoch: int
+    source_offsets: dict[str, Any]
+    watermark: dt.datetime | None
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    plan_fingerprint: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    kind: str = "epoch"
+    committed_at: dt.datetime | None = None
+
+
+class Manifest:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.table = ensure_table(path, SCHEMA)
+        self._commits = 0
+
+    def latest(self) -> Checkpoint | None:
+        self.table.update_incremental()
+        frame = pl.scan_delta(str(self.path)).collect()
+        frame = frame.filter(pl.col("kind") == "epoch")
+        if frame.is_empty():
+            return None
+        row = frame.sort("epoch").row(-1, named=True)
+        return _checkpoint(row)
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        row = {
+            "epoch": checkpoint.epoch,
+            "kind": checkpoint.kind,
+            "committed_at": checkpoint.committed_at or dt.datetime.now(dt.UTC),
+            "plan_fingerprint": checkpoint.plan_fingerprint,
+            "watermark": checkpoint.watermark,
+            "source_offsets": json.dumps(checkpoint.source_offsets, sort_keys=True),
+            "tables": checkpoint.tables,
+            "metrics": json.dumps(checkpoint.metrics, sort_keys=True),
+        }
+        write_deltalake(self.table, to_arrow(pl.DataFrame([row], schema=SCHEMA)), mode="append")
+        self._commits += 1
+        if self._commits % COMPACT_EVERY == 0:
+            # One small file per epoch makes every later commit and read slower (delta-facts §8).
+            self.table.optimize.compact()
+            self.table.create_checkpoint()
+
+
+def _checkpoint(row: dict[str, Any]) -> Checkpoint:
+    return Checkpoint(
+        epoch=row["epoch"],
+        source_offsets=json.loads(row["source_offsets"] or "{}"),
+        watermark=row["watermark"],
+        tables=list(row["tables"] or []),
+        plan_fingerprint=row["plan_fingerprint"],
+        metrics=json.loads(row["metrics"] or "{}"),
+        kind=row["kind"],
+        committed_at=row["committed_at"],
+    )
+
+
+def read_checkpoints(path: Path) -> pl.DataFrame:
+    """All manifest rows, oldest first: what notebooks and `timelapse log` build on."""
+    return pl.scan_delta(str(path)).sort("epoch").collect()

@@ -1,0 +1,300 @@
+"""The epoch loop: plan and log offsets, read, run the operators, write the sinks, commit the manifest row.
+
+Epoch N
+  1. takes the slice logged for N if a crashed run left one (replay), or plans a new slice of every source
+     and logs it durably (offset log) before reading anything;
+  2. reads exactly that slice (bad records go to the source's dead-letter table);
+  3. runs the operator graph as Polars queries;
+  4. appends to each sink with the marker (pipeline/table, N), skipping tables that already hold N;
+  5. appends the manifest row: the commit point.
+A crash anywhere before 5 replays N from its logged slice; sinks that already hold N skip it. Hence
+exactly-once, whatever the instant of the crash.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.delta_tables import append_once, ensure_table
+from engine.manifest import Checkpoint, Manifest
+from engine.offset_log import OffsetLog
+from engine.operators import evaluate
+from engine.operators.context import EpochContext
+from engine.operators.scan import run as run_scan
+from engine.sinks import SinkConnector, make_sink
+from engine.sources import Source, make_source
+from engine.sources.base import DEAD_LETTER_SCHEMA
+from engine.state_dir import StateDir
+from sql.plan import Plan, Scan, Sink
+
+DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
+
+
+@dataclass
+class RunOptions:
+    once: bool = False
+    trigger_seconds: float = 1.0
+    max_epochs: int | None = None
+    max_epoch_rows: int | None = None
+
+
+@dataclass
+class EpochReport:
+    epoch: int
+    rows_in: dict[str, int]
+    rows_out: dict[str, int]
+    dead_letters: dict[str, int]
+    watermark: dt.datetime | None
+    duration_s: float
+    commit_s: float
+    replayed: bool
+
+
+@dataclass
+class Summary:
+    state: str
+    epochs: int = 0
+    last_epoch: int | None = None
+    rows_in: dict[str, int] = field(default_factory=dict)
+    rows_out: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    watermark: dt.datetime | None = None
+    elapsed_s: float = 0.0
+    stopped: str = "finished"
+
+    def add(self, report: EpochReport) -> None:
+        self.epochs += 1
+        self.last_epoch = report.epoch
+        self.watermark = report.watermark
+        for target, counts in ((self.rows_in, report.rows_in), (self.rows_out, report.rows_out),
+                               (self.dead_letters, report.dead_letters)):
+            for key, value in counts.items():
+                target[key] = target.get(key, 0) + value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "epochs": self.epochs,
+            "last_epoch": self.last_epoch,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "dead_letters": self.dead_letters,
+            "watermark": self.watermark.isoformat() if self.watermark else None,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "stopped": self.stopped,
+        }
+
+
+class Runner:
+    def __init__(self, plan: Plan, state: Path, base_dir: Path) -> None:
+        self.plan = plan
+        self.dir = StateDir(state)
+        self.base_dir = base_dir
+        self._lock = self.dir.lock()
+        self.pipeline_id = self.dir.pipeline_id()
+        self.manifest = Manifest(self.dir.manifest)
+        self.offsets = OffsetLog(self.dir.offsets)
+        self.scans = {n.table.name: n for n in plan.nodes if isinstance(n, Scan)}
+        self.sources: dict[str, Source] = {name: make_source(n.table, base_dir) for name, n in self.scans.items()}
+        self.sink_nodes: dict[str, list[Sink]] = {}
+        for sink in plan.sinks:
+            self.sink_nodes.setdefault(sink.table.name, []).append(sink)
+        self.sinks: dict[str, SinkConnector] = {
+            name: make_sink(nodes[0].table, base_dir, f"{self.pipeline_id}/{name}")
+            for name, nodes in self.sink_nodes.items()
+        }
+        for sink in self.sinks.values():
+            sink.open()
+        self.dead_tables: dict[str, Any] = {}
+        self.watermarks: dict[str, dt.datetime | None] = {}
+        self.last_epoch = 0
+        self._restore()
+
+    def close(self) -> None:
+        self._lock.close()
+
+    # -- recovery ------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        latest = self.manifest.latest()
+        self.last_epoch = latest.epoch if latest else 0
+        offsets = latest.source_offsets if latest else {}
+        self.offsets.discard_after(self.last_epoch + 1)
+        history: dict[str, list[dict[str, Any]]] = {name: [] for name in self.sources}
+        for epoch in self.offsets.epochs():
+            if epoch > self.last_epoch:
+                break
+            entry = self.offsets.read(epoch) or {}
+            for name, piece in entry.get("sources", {}).items():
+                if name in history:
+                    history[name].append(piece)
+        for name, source in self.sources.items():
+            saved = offsets.get(name, {})
+            source.restore(saved.get("position"), history[name])
+            wm = saved.get("watermark")
+            self.watermarks[name] = dt.datetime.fromisoformat(wm) if wm else None
+        for name in self.sources:
+            path = self.dir.dead_letters(name)
+            if path.exists():
+                self.dead_tables[name] = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, options: RunOptions, on_epoch: Callable[[EpochReport], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> Summary:
+        summary = Summary(state=str(self.dir.root))
+        started = time.perf_counter()
+        try:
+            while options.max_epochs is None or summary.epochs < options.max_epochs:
+                if should_stop is not None and should_stop():
+                    summary.stopped = "stopped"
+                    break
+                tick = time.perf_counter()
+                report = self.run_epoch(options.max_epoch_rows)
+                if report is None:
+                    if options.once:
+                        break
+                    time.sleep(max(0.0, options.trigger_seconds - (time.perf_counter() - tick)))
+                    continue
+                summary.add(report)
+                if on_epoch is not None:
+                    on_epoch(report)
+                if not options.once:
+                    time.sleep(max(0.0, options.trigger_seconds - (time.perf_counter() - tick)))
+            else:
+                summary.stopped = "max-epochs"
+        except KeyboardInterrupt:
+            summary.stopped = "interrupted"
+        summary.elapsed_s = time.perf_counter() - started
+        if summary.last_epoch is None:
+            summary.last_epoch = self.last_epoch or None
+            summary.watermark = self._pipeline_watermark()
+        return summary
+
+    def run_epoch(self, max_rows: int | None) -> EpochReport | None:
+        """Run the next epoch; None when no source has anything new."""
+        started = time.perf_counter()
+        epoch = self.last_epoch + 1
+        logged = self.offsets.read(epoch)
+        if logged is not None:
+            pieces: dict[str, dict[str, Any]] = logged["sources"]
+            planned_at = dt.datetime.fromisoformat(logged["planned_at"])
+        else:
+            pieces = {}
+            for name, source in self.sources.items():
+                piece = source.plan(max_rows)
+                if piece is not None:
+                    pieces[name] = piece
+            if not pieces:
+                return None
+            planned_at = dt.datetime.now(dt.UTC)
+            self.offsets.write(epoch, {"planned_at": planned_at.isoformat(), "sources": pieces})
+
+        batches = {name: self.sources[name].read(piece) for name, piece in pieces.items()}
+        frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
+        ctx = EpochContext(epoch, planned_at, frames)
+
+        sink_names = list(self.sink_nodes)
+        outputs = [node for name in sink_names for node in self.sink_nodes[name]]
+        queries = evaluate(list(outputs), ctx)
+        watermark_queries = {
+            name: run_scan(scan, [], ctx).select(scan.table.watermark.expr.max().alias("wm"))
+            for name, scan in self.scans.items()
+            if scan.table.watermark is not None
+        }
+        collected = pl.collect_all(queries + list(watermark_queries.values()))
+        results = collected[: len(queries)]
+        for name, frame in zip(watermark_queries, collected[len(queries):], strict=True):
+            candidate = frame.item()
+            previous = self.watermarks.get(name)
+            if candidate is not None and (previous is None or candidate > previous):
+                self.watermarks[name] = candidate
+
+        rows_out: dict[str, int] = {}
+        position = 0
+        for name in sink_names:
+            count = len(self.sink_nodes[name])
+            parts = results[position: position + count]
+            position += count
+            rows = parts[0] if count == 1 else pl.concat(parts)
+            self.sinks[name].write(epoch, rows)
+            rows_out[name] = rows.height
+
+        dead_counts = self._write_dead_letters(epoch, batches)
+        commit_started = time.perf_counter()
+        watermark = self._pipeline_watermark()
+        self.manifest.commit(
+            Checkpoint(
+                epoch=epoch,
+                source_offsets=self._offsets_after(pieces),
+                watermark=watermark,
+                tables=self._table_versions(),
+                plan_fingerprint=self.plan.fingerprint,
+                metrics={
+                    "rows_in": {n: b.rows.height for n, b in batches.items()},
+                    "rows_out": rows_out,
+                    "dead_letters": dead_counts,
+                    "duration_ms": round((commit_started - started) * 1000, 3),
+                },
+            )
+        )
+        for name, piece in pieces.items():
+            self.sources[name].advance(piece)
+        self.last_epoch = epoch
+        finished = time.perf_counter()
+        return EpochReport(
+            epoch=epoch,
+            rows_in={n: b.rows.height + b.dead_letters.height for n, b in batches.items()},
+            rows_out=rows_out,
+            dead_letters=dead_counts,
+            watermark=watermark,
+            duration_s=finished - started,
+            commit_s=finished - commit_started,
+            replayed=logged is not None,
+        )
+
+    def _write_dead_letters(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for name, batch in batches.items():
+            dead = batch.dead_letters
+            if dead.height == 0:
+                continue
+            counts[name] = dead.height
+            if name not in self.dead_tables:
+                self.dead_tables[name] = ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA)
+            rows = dead.with_columns(pl.lit(epoch, dtype=pl.Int64).alias("epoch")).select(
+                list(DEAD_LETTER_TABLE_SCHEMA)
+            )
+            append_once(self.dead_tables[name], rows, f"{self.pipeline_id}/dead_letters/{name}", epoch)
+        return counts
+
+    def _offsets_after(self, pieces: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        result = {}
+        for name, source in self.sources.items():
+            position = source.position_after(pieces[name]) if name in pieces else source.position
+            wm = self.watermarks.get(name)
+            result[name] = {"position": position, "watermark": wm.isoformat() if wm else None}
+        return result
+
+    def _pipeline_watermark(self) -> dt.datetime | None:
+        marks = [self.watermarks.get(name) for name, scan in self.scans.items() if scan.table.watermark is not None]
+        if not marks or any(m is None for m in marks):
+            return None
+        return min(m for m in marks if m is not None)
+
+    def _table_versions(self) -> list[dict[str, Any]]:
+        tables = [
+            {"name": name, "role": "sink", "path": str(sink.path), "version": sink.version()}
+            for name, sink in self.sinks.items()
+            if sink.version() is not None
+        ]
+        tables += [
+            {"name": name, "role": "dead_letters", "path": str(self.dir.dead_letters(name)), "version": t.version()}
+            for name, t in self.dead_tables.items()
+        ]
+        return tables

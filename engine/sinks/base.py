@@ -1,0 +1,38 @@
+"""What every sink connector provides to the epoch loop."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import polars as pl
+
+from sql.catalog import TableDef
+
+
+class SinkConnector(ABC):
+    #: Whether a replayed epoch is written only once. Non-transactional sinks (print) repeat output on replay.
+    exactly_once = True
+
+    def __init__(self, table: TableDef, base_dir: Path, app_id: str) -> None:
+        self.table = table
+        self.base_dir = base_dir
+        self.app_id = app_id
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate)
+
+    def open(self) -> None:
+        """Create whatever the sink needs before the first epoch."""
+
+    @abstractmethod
+    def write(self, epoch: int, rows: pl.DataFrame) -> None: ...
+
+    def version(self) -> int | None:
+        """The Delta version after the last write, for the manifest; None for sinks without versions."""
+        return None
+
+    @property
+    def path(self) -> Path | None:
+        return None

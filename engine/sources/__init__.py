@@ -1,0 +1,27 @@
+"""Source connectors, chosen by the `'connector'` option of CREATE TABLE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.sources.base import ConnectorError, Source, SourceBatch
+from engine.sources.datagen import DatagenSource
+from engine.sources.delta import DeltaSource
+from engine.sources.filesystem import FileSource
+from sql.catalog import TableDef
+
+SOURCES: dict[str, type[Source]] = {"filesystem": FileSource, "datagen": DatagenSource, "delta": DeltaSource}
+
+
+def make_source(table: TableDef, base_dir: Path) -> Source:
+    kind = SOURCES.get(table.connector.lower())
+    if kind is None:
+        where = f" (line {table.line})" if table.line else ""
+        raise ConnectorError(
+            f"table '{table.name}'{where}: connector '{table.connector}' cannot be read; "
+            f"sources are {', '.join(sorted(SOURCES))}"
+        )
+    return kind(table, base_dir)
+
+
+__all__ = ["ConnectorError", "Source", "SourceBatch", "make_source"]

@@ -1,0 +1,122 @@
+"""What every source connector provides to the epoch loop.
+
+A source moves through positions. `plan` proposes the slice for the next epoch (JSON-serialisable, logged
+before it is read), `read` returns exactly that slice's rows every time it is asked, and `advance` moves the
+position to the slice's end once the epoch commits. Reading a logged slice twice yields the same rows: that
+is what makes replay after a crash exact.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sql.catalog import TableDef
+from sql.expressions import parse_text, parse_timestamp
+from sql.types import sql_name
+
+DEAD_LETTER_SCHEMA: dict[str, pl.DataType] = {
+    "file": pl.String(),
+    "position": pl.Int64(),
+    "raw": pl.String(),
+    "reason": pl.String(),
+}
+
+
+class ConnectorError(ValueError):
+    """A connector is misconfigured; the message names the table and option."""
+
+
+@dataclass
+class SourceBatch:
+    rows: pl.DataFrame
+    dead_letters: pl.DataFrame = field(default_factory=lambda: empty_dead_letters())
+
+
+class Source(ABC):
+    def __init__(self, table: TableDef, base_dir: Path) -> None:
+        self.table = table
+        self.base_dir = base_dir
+        self.schema = table.physical_schema
+
+    def option(self, key: str, default: str | None = None) -> str:
+        value = self.table.options.get(key, default)
+        if value is None:
+            raise ConnectorError(f"table '{self.table.name}': option '{key}' is required")
+        return value
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else (self.base_dir / candidate)
+
+    @abstractmethod
+    def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
+        """Resume at `position` (None: from the start). `history` holds this source's logged slices, oldest first."""
+
+    @abstractmethod
+    def plan(self, max_rows: int | None) -> dict[str, Any] | None:
+        """The next slice, or None when nothing new is available."""
+
+    @abstractmethod
+    def read(self, piece: dict[str, Any]) -> SourceBatch: ...
+
+    @abstractmethod
+    def advance(self, piece: dict[str, Any]) -> None:
+        """Move to the end of `piece`, once its epoch has committed."""
+
+    @abstractmethod
+    def position_after(self, piece: dict[str, Any]) -> Any:
+        """The position `advance(piece)` will reach: what the manifest records at the commit."""
+
+    @property
+    @abstractmethod
+    def position(self) -> Any: ...
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.schema)
+
+
+def typed_from_text(raw: pl.DataFrame, schema: dict[str, pl.DataType], context: pl.DataFrame) -> SourceBatch:
+    """Convert all-text columns to `schema`; a row with any unconvertible value becomes a dead letter.
+
+    `context` has the columns file, position and raw, aligned row by row with `raw`.
+    """
+    present = [name for name in schema if name in raw.columns]
+    typed_names = {name: f"{name}\x00typed" for name in schema}
+    conversions = [_from_text(pl.col(name) if name in present else pl.lit(None, dtype=pl.String), dtype)
+                   .alias(typed_names[name]) for name, dtype in schema.items()]
+    both = raw.with_row_index("\x00row").with_columns(conversions)
+    reasons = [
+        pl.when(pl.col(name).is_not_null() & pl.col(typed_names[name]).is_null()).then(
+            pl.format("column '{}': cannot read '{}' as {}", pl.lit(name), pl.col(name).str.slice(0, 80),
+                      pl.lit(sql_name(schema[name])))
+        )
+        for name in present
+    ]
+    both = both.with_columns(
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("\x00reason") if reasons
+        else pl.lit(None, dtype=pl.String).alias("\x00reason")
+    )
+    bad = pl.col("\x00reason").is_not_null() & (pl.col("\x00reason") != "")
+    rows = both.filter(~bad).select(pl.col(typed_names[n]).alias(n) for n in schema)
+    dead = context.with_columns(reason=both.get_column("\x00reason")).filter(
+        pl.col("reason").is_not_null() & (pl.col("reason") != "")
+    )
+    return SourceBatch(rows, dead.select(list(DEAD_LETTER_SCHEMA)).cast(DEAD_LETTER_SCHEMA))  # type: ignore[arg-type]
+
+
+def _from_text(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.Datetime):
+        # Event times often arrive as epoch milliseconds.
+        millis = text.str.strip_chars().cast(pl.Int64, strict=False)
+        as_millis = millis.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").cast(dtype)
+        return pl.when(text.str.contains(r"^\s*-?\d+\s*$")).then(as_millis).otherwise(parse_timestamp(text, dtype))
+    return parse_text(text, dtype)
+
+
+def empty_dead_letters() -> pl.DataFrame:
+    return pl.DataFrame(schema=DEAD_LETTER_SCHEMA)

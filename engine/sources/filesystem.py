@@ -1,0 +1,249 @@
+"""`'connector' = 'filesystem'`: JSON lines, CSV or Parquet files in a directory, each processed once.
+
+A file is registered when first seen, with its size and record count at that moment; bytes appended later
+are not read (write files elsewhere and move them in, as with Flink and Spark). Files are taken in
+discovery order, and within one discovery in lexicographic path order; a position is (file, record).
+Hidden files and names starting with `_` or `.` are skipped as in-progress.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from engine.sources.base import DEAD_LETTER_SCHEMA, ConnectorError, Source, SourceBatch, typed_from_text
+
+FORMATS = ("json", "csv", "parquet")
+
+
+class FileSource(Source):
+    def __init__(self, table: Any, base_dir: Path) -> None:
+        super().__init__(table, base_dir)
+        self.root = self.resolve(self.option("path"))
+        self.format = self.option("format", "json").lower()
+        if self.format not in FORMATS:
+            raise ConnectorError(f"table '{table.name}': format '{self.format}' is not one of {', '.join(FORMATS)}")
+        self.header = self.option("csv.header", "false").lower() == "true"
+        self.delimiter = self.option("csv.field-delimiter", ",")
+        self.files: list[tuple[str, int, int]] = []  # (path, size at discovery, records)
+        self.known: set[str] = set()
+        self.cursor = (0, 0)
+        self._cache: tuple[str, list[bytes]] | None = None
+
+    # -- position ------------------------------------------------------------------------------
+    def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
+        for piece in history:
+            self._register(piece.get("files_added", []))
+        self.cursor = tuple(position["cursor"]) if position else (0, 0)  # type: ignore[assignment]
+
+    @property
+    def position(self) -> Any:
+        return {"cursor": list(self.cursor), "files": len(self.files)}
+
+    def _register(self, added: list[list[Any]]) -> None:
+        for path, size, records in added:
+            if path not in self.known:
+                self.known.add(path)
+                self.files.append((path, int(size), int(records)))
+
+    def position_after(self, piece: dict[str, Any]) -> Any:
+        new = sum(1 for f in piece["files_added"] if f[0] not in self.known)
+        return {"cursor": list(piece["end"]), "files": len(self.files) + new}
+
+    def advance(self, piece: dict[str, Any]) -> None:
+        self._register(piece["files_added"])
+        self.cursor = tuple(piece["end"])  # type: ignore[assignment]
+
+    # -- planning ------------------------------------------------------------------------------
+    def _discover(self) -> list[list[Any]]:
+        if not self.root.exists():
+            return []
+        candidates = sorted(
+            p for p in (self.root.rglob("*") if self.root.is_dir() else [self.root])
+            if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(self.root).parts)
+        ) if self.root.is_dir() else [self.root]
+        added = []
+        for path in candidates:
+            key = str(path)
+            if key in self.known:
+                continue
+            size = path.stat().st_size
+            added.append([key, size, self._count_records(path, size)])
+        return added
+
+    def _count_records(self, path: Path, size: int) -> int:
+        if self.format == "parquet":
+            try:
+                return int(pq.ParquetFile(path).metadata.num_rows)
+            except Exception:  # an unreadable file becomes one dead letter
+                return 1
+        return len(_lines(path, size))
+
+    def plan(self, max_rows: int | None) -> dict[str, Any] | None:
+        added = self._discover()
+        files = self.files + [(p, s, r) for p, s, r in added]
+        file_index, record = self.cursor
+        budget = max_rows if max_rows is not None else float("inf")
+        while file_index < len(files) and budget > 0:
+            remaining = files[file_index][2] - record
+            take = int(min(remaining, budget))
+            record += take
+            budget -= take
+            if record >= files[file_index][2]:
+                file_index, record = file_index + 1, 0
+        # Empty files are consumed without costing budget.
+        while file_index < len(files) and files[file_index][2] == 0 and record == 0:
+            file_index += 1
+        end = (file_index, record)
+        if end == tuple(self.cursor) and not added:
+            return None
+        return {"files_added": added, "start": list(self.cursor), "end": list(end)}
+
+    # -- reading -------------------------------------------------------------------------------
+    def read(self, piece: dict[str, Any]) -> SourceBatch:
+        files = self.files + [tuple(f) for f in piece["files_added"] if f[0] not in self.known]
+        (fi, ri), (fj, rj) = piece["start"], piece["end"]
+        parts: list[SourceBatch] = []
+        for index in range(fi, min(fj, len(files) - 1) + 1):
+            path, size, records = files[index]
+            lo = ri if index == fi else 0
+            hi = rj if index == fj else records
+            if hi > lo:
+                parts.append(self._read_file(Path(str(path)), int(size), lo, hi))
+        if not parts:
+            return SourceBatch(self.empty())
+        return SourceBatch(
+            pl.concat([p.rows for p in parts], how="vertical_relaxed"),
+            pl.concat([p.dead_letters for p in parts]),
+        )
+
+    def _read_file(self, path: Path, size: int, lo: int, hi: int) -> SourceBatch:
+        if self.format == "parquet":
+            return self._read_parquet(path, lo, hi)
+        if self._cache is None or self._cache[0] != str(path):
+            self._cache = (str(path), _lines(path, size))
+        lines = self._cache[1][lo:hi]
+        positions = list(range(lo, hi))
+        if self.format == "csv" and self.header and lo == 0:
+            lines, positions = lines[1:], positions[1:]
+        text = pl.Series("raw", lines, dtype=pl.Binary)
+        decoded = text.cast(pl.String, strict=False)
+        context = pl.DataFrame({"file": [str(path)] * len(lines), "position": positions, "raw": decoded})
+        bad_utf8 = decoded.is_null()
+        blank = decoded.str.strip_chars().str.len_bytes().fill_null(1) == 0
+        invalid = context.filter(bad_utf8).with_columns(
+            raw=text.filter(bad_utf8).map_elements(lambda b: b.decode("utf-8", "replace"), return_dtype=pl.String),
+            reason=pl.lit("invalid UTF-8"),
+        )
+        context = context.filter(~bad_utf8 & ~blank)
+        raw = self._parse_json(context) if self.format == "json" else self._parse_csv(context)
+        batch = typed_from_text(raw.rows, self.schema, context.filter(raw.ok))
+        dead = pl.concat([invalid.select(list(DEAD_LETTER_SCHEMA)), raw.dead, batch.dead_letters])
+        return SourceBatch(batch.rows, dead.cast(DEAD_LETTER_SCHEMA))  # type: ignore[arg-type]
+
+    def _parse_json(self, context: pl.DataFrame) -> _Parsed:
+        names = list(self.schema)
+        struct = pl.Struct({n: pl.String for n in names})
+        try:
+            decoded = context.get_column("raw").str.json_decode(struct)
+            if decoded.null_count():
+                raise ValueError("non-object line")
+            return _Parsed(decoded.struct.unnest() if names else pl.DataFrame(), pl.Series([True] * context.height))
+        except (pl.exceptions.PolarsError, ValueError):
+            pass
+        # Slow path, taken only for files with bad records: find them one by one.
+        rows: list[dict[str, str | None]] = []
+        ok: list[bool] = []
+        dead: list[dict[str, Any]] = []
+        for record in context.iter_rows(named=True):
+            try:
+                value = json.loads(record["raw"])
+                if not isinstance(value, dict):
+                    raise ValueError("the record is not a JSON object")
+            except ValueError as err:
+                ok.append(False)
+                dead.append({**record, "reason": f"malformed JSON: {err}"})
+                continue
+            ok.append(True)
+            rows.append({n: _as_text(value.get(n)) for n in names})
+        frame = pl.DataFrame(rows, schema={n: pl.String for n in names}) if names else pl.DataFrame()
+        return _Parsed(frame, pl.Series(ok, dtype=pl.Boolean), pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA))
+
+    def _parse_csv(self, context: pl.DataFrame) -> _Parsed:
+        names = list(self.schema)
+        rows: list[dict[str, str | None]] = []
+        ok: list[bool] = []
+        dead: list[dict[str, Any]] = []
+        raw = context.get_column("raw")
+        lines = raw.to_list()
+        try:
+            frame = pl.read_csv(
+                io.StringIO("\n".join(lines)), has_header=False, new_columns=names, separator=self.delimiter,
+                schema={n: pl.String for n in names}, missing_utf8_is_empty_string=False,
+            ) if lines else pl.DataFrame(schema={n: pl.String for n in names})
+            quoted = raw.str.contains('"', literal=True).any()
+            counts_ok = quoted or bool((raw.str.count_matches(self.delimiter, literal=True) + 1 == len(names)).all())
+            if frame.height == len(lines) and counts_ok:
+                return _Parsed(frame, pl.Series([True] * len(lines)))
+        except pl.exceptions.PolarsError:
+            pass
+        for record in context.iter_rows(named=True):
+            fields = next(csv.reader([record["raw"]], delimiter=self.delimiter))
+            if len(fields) != len(names):
+                ok.append(False)
+                dead.append({**record, "reason": f"expected {len(names)} fields, found {len(fields)}"})
+                continue
+            ok.append(True)
+            rows.append({n: (f if f != "" else None) for n, f in zip(names, fields, strict=True)})
+        return _Parsed(pl.DataFrame(rows, schema={n: pl.String for n in names}), pl.Series(ok, dtype=pl.Boolean),
+                       pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA))
+
+    def _read_parquet(self, path: Path, lo: int, hi: int) -> SourceBatch:
+        try:
+            frame = pl.read_parquet(path).slice(lo, hi - lo)
+        except Exception as err:  # noqa: BLE001 - any unreadable file is a dead letter, never a crash
+            dead = pl.DataFrame(
+                [{"file": str(path), "position": lo, "raw": None, "reason": f"unreadable Parquet file: {err}"}],
+                schema=DEAD_LETTER_SCHEMA,
+            )
+            return SourceBatch(self.empty(), dead)
+        text = frame.select(
+            [pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
+             for n in self.schema]
+        )
+        context = pl.DataFrame({"file": [str(path)] * frame.height, "position": list(range(lo, hi))}).with_columns(
+            raw=pl.lit(None, dtype=pl.String)
+        )
+        return typed_from_text(text, self.schema, context)
+
+
+class _Parsed:
+    def __init__(self, rows: pl.DataFrame, ok: pl.Series, dead: pl.DataFrame | None = None) -> None:
+        self.rows = rows
+        self.ok = ok
+        self.dead = dead if dead is not None else pl.DataFrame(schema=DEAD_LETTER_SCHEMA)
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _lines(path: Path, size: int) -> list[bytes]:
+    with open(path, "rb") as handle:
+        data = handle.read(size)
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]

@@ -1,0 +1,15 @@
+"""The timelapse front end: SQL text in, a plan of operators with Polars expressions out.
+
+Pure: no I/O, and nothing here imports the runtime (`engine`).
+"""
+
+from sql.catalog import Column, TableDef, Watermark
+from sql.errors import SqlError, UnsupportedError
+from sql.plan import Calc, Node, Plan, Scan, Sink, UnionAll
+from sql.planner import parse, plan_script
+from sql.udf import ScalarUdf, udf
+
+__all__ = [
+    "Calc", "Column", "Node", "Plan", "Scan", "ScalarUdf", "Sink", "SqlError", "TableDef", "UnionAll",
+    "UnsupportedError", "Watermark", "parse", "plan_script", "udf",
+]

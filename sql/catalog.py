@@ -1,0 +1,53 @@
+"""Tables declared with CREATE TABLE, as the planner and the runtime see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType
+    computed: pl.Expr | None = None  # `name AS expr`: evaluated when rows are read
+    computed_sql: str | None = None
+
+
+@dataclass(frozen=True)
+class Watermark:
+    column: str
+    expr: pl.Expr  # evaluated per row; the watermark is the maximum seen so far
+    sql: str
+
+
+@dataclass(frozen=True)
+class TableDef:
+    name: str
+    columns: tuple[Column, ...]
+    options: dict[str, str] = field(default_factory=dict)
+    watermark: Watermark | None = None
+    primary_key: tuple[str, ...] = ()
+    line: int | None = None
+
+    @property
+    def connector(self) -> str:
+        return self.options.get("connector", "")
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        return {c.name: c.dtype for c in self.columns}
+
+    @property
+    def physical_schema(self) -> dict[str, pl.DataType]:
+        """The columns a connector reads or writes: computed columns are derived, never stored."""
+        return {c.name: c.dtype for c in self.columns if c.computed is None}
+
+    @property
+    def computed(self) -> list[Column]:
+        return [c for c in self.columns if c.computed is not None]
+
+    def column(self, name: str) -> Column | None:
+        lowered = name.lower()
+        return next((c for c in self.columns if c.name.lower() == lowered), None)

@@ -1,0 +1,76 @@
+"""SQL types <-> Polars dtypes.
+
+Every timestamp is stored with the UTC zone: a zone-less timestamp would force Delta's timestampNtz
+feature (reader 3 / writer 7), which Arrow-based readers cannot open. TIMESTAMP(p) values are read as UTC.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+from sqlglot import exp
+
+from sql.errors import UnsupportedError, error_at
+
+DT = exp.DataType.Type
+
+_SIMPLE: dict[DT, pl.DataType] = {
+    DT.BOOLEAN: pl.Boolean(),
+    DT.TINYINT: pl.Int8(),
+    DT.SMALLINT: pl.Int16(),
+    DT.INT: pl.Int32(),
+    DT.BIGINT: pl.Int64(),
+    DT.FLOAT: pl.Float32(),
+    DT.DOUBLE: pl.Float64(),
+    DT.TEXT: pl.String(),
+    DT.VARCHAR: pl.String(),
+    DT.CHAR: pl.String(),
+    DT.NVARCHAR: pl.String(),
+    DT.NCHAR: pl.String(),
+    DT.VARBINARY: pl.Binary(),
+    DT.BINARY: pl.Binary(),
+    DT.DATE: pl.Date(),
+}
+_TIMESTAMPS = {DT.TIMESTAMP, DT.TIMESTAMPTZ, DT.TIMESTAMPLTZ, DT.TIMESTAMP_MS, DT.DATETIME}
+
+
+def timestamp(precision: int = 6) -> pl.Datetime:
+    return pl.Datetime("ms" if precision <= 3 else "us", "UTC")
+
+
+def to_polars(dtype: exp.DataType) -> pl.DataType:
+    kind = dtype.this
+    if kind in _SIMPLE:
+        return _SIMPLE[kind]
+    params = [int(p.this.this) for p in dtype.expressions if isinstance(p, exp.DataTypeParam)]
+    if kind in _TIMESTAMPS:
+        return timestamp(params[0] if params else 6)
+    if kind == DT.DECIMAL:
+        precision, scale = (params + [38, 0])[:2] if params else (38, 0)
+        return pl.Decimal(precision, scale)
+    if kind == DT.ARRAY and dtype.expressions:
+        return pl.List(to_polars(dtype.expressions[0]))
+    raise error_at(dtype, f"type {dtype.sql()} is not supported", UnsupportedError)
+
+
+def sql_name(dtype: pl.DataType) -> str:
+    """The Flink spelling of a Polars dtype, for messages and `explain`."""
+    names = {
+        pl.Boolean: "BOOLEAN", pl.Int8: "TINYINT", pl.Int16: "SMALLINT", pl.Int32: "INT", pl.Int64: "BIGINT",
+        pl.UInt32: "BIGINT", pl.UInt64: "BIGINT", pl.Float32: "FLOAT", pl.Float64: "DOUBLE", pl.String: "STRING",
+        pl.Binary: "BYTES", pl.Date: "DATE", pl.Null: "NULL",
+    }
+    if isinstance(dtype, pl.Datetime):
+        return f"TIMESTAMP_LTZ({3 if dtype.time_unit == 'ms' else 6})"
+    if isinstance(dtype, pl.Decimal):
+        return f"DECIMAL({dtype.precision}, {dtype.scale})"
+    if isinstance(dtype, pl.List):
+        return f"ARRAY<{sql_name(dtype.inner)}>"
+    return names.get(type(dtype), str(dtype))
+
+
+def is_numeric(dtype: pl.DataType) -> bool:
+    return dtype.is_numeric()
+
+
+def is_temporal(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.Datetime | pl.Date)

@@ -1,0 +1,43 @@
+"""Python scalar UDFs: vectorised functions over Polars Series, callable from SQL by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class ScalarUdf:
+    name: str
+    function: Callable[..., pl.Series]
+    return_type: pl.DataType
+
+    def expression(self, args: Sequence[pl.Expr]) -> pl.Expr:
+        def call(series: Sequence[pl.Series]) -> pl.Series:
+            return pl.Series(self.function(*series)).cast(self.return_type)
+
+        return pl.map_batches(list(args), call, return_dtype=self.return_type, is_elementwise=True)
+
+
+REGISTRY: dict[str, ScalarUdf] = {}
+
+
+def udf(
+    return_type: pl.DataType | type[pl.DataType], name: str | None = None
+) -> Callable[[Callable[..., pl.Series]], Callable[..., pl.Series]]:
+    """Register `fn(*series) -> Series` as a SQL function.
+
+    >>> @udf(pl.Int64)
+    ... def count_c(s: pl.Series) -> pl.Series:
+    ...     return s.str.count_matches("c")
+    """
+    dtype = return_type() if isinstance(return_type, type) else return_type
+
+    def register(fn: Callable[..., pl.Series]) -> Callable[..., pl.Series]:
+        key = (name or fn.__name__).upper()
+        REGISTRY[key] = ScalarUdf(key, fn, dtype)
+        return fn
+
+    return register
