@@ -111,6 +111,8 @@ class Flink(Spark):
 
     class Tokenizer(Spark.Tokenizer):
         KEYWORDS = {**Spark.Tokenizer.KEYWORDS, "BYTES": TokenType.VARBINARY}
+        # Flink writes a quote inside a string as '' and has no backslash escapes.
+        STRING_ESCAPES = ["'"]
 
     Parser = FlinkParser
     Generator = FlinkGenerator

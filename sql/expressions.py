@@ -404,8 +404,6 @@ class ExprCompiler:
             ).cast(target)
         if isinstance(target, pl.Datetime) and isinstance(source, pl.Date):
             return value.cast(pl.Datetime(target.time_unit)).dt.replace_time_zone("UTC")
-        if target.is_integer() and source.is_float():
-            return value.round(0, mode="half_away_from_zero").cast(target, strict=False)
         return value.cast(target, strict=False)
 
     def _paren(self, node: exp.Paren) -> pl.Expr:
@@ -456,7 +454,8 @@ class ExprCompiler:
     def _trim(self, node: exp.Trim) -> pl.Expr:
         value = self._string_arg(node.this)
         chars = node.expression
-        characters = str(_literal_value(chars)) if chars is not None else None
+        # SQL's TRIM removes spaces only, not every whitespace character.
+        characters = str(_literal_value(chars)) if chars is not None else " "
         position = (node.args.get("position") or "BOTH").upper()
         if position == "LEADING":
             return value.str.strip_chars_start(characters)

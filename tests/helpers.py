@@ -1,0 +1,51 @@
+"""Shared test helpers: write inputs, run pipelines through the public API, read sinks back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from engine import Pipeline
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]], extra_lines: list[str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows] + (extra_lines or [])
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def run(workdir: Path, sql: str, state: str = "state", **options: Any) -> dict[str, Any]:
+    script = workdir / "pipeline.sql"
+    script.write_text(sql)
+    return Pipeline.from_sql(script, state=workdir / state).run(once=True, **options)
+
+
+def read_sink(path: Path) -> pl.DataFrame:
+    return pl.read_delta(str(path))
+
+
+def sort_all(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.sort(frame.columns, nulls_last=True)
+
+
+def duck(query: str, **tables: pl.DataFrame) -> pl.DataFrame:
+    """Run `query` in DuckDB over Polars frames; timestamps are handed over as UTC wall-clock values."""
+    con = duckdb.connect()
+    for name, frame in tables.items():
+        naive = frame.with_columns(
+            pl.col(c).dt.replace_time_zone(None) for c, t in frame.schema.items() if isinstance(t, pl.Datetime)
+        )
+        con.register(name, naive.to_arrow())
+    return con.sql(query).pl()
+
+
+def naive(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        pl.col(c).dt.convert_time_zone("UTC").dt.replace_time_zone(None).dt.cast_time_unit("us")
+        for c, t in frame.schema.items()
+        if isinstance(t, pl.Datetime)
+    )
