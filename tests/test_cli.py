@@ -1,0 +1,74 @@
+"""The CLI as a user runs it: the README's demo, explain, --json, and one-line errors with positions."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from tests.test_epochs import SQL, make_input
+
+
+def timelapse(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_demo_runs_and_says_what_to_try_next(tmp_path: Path) -> None:
+    result = timelapse("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "hot ones" in result.stdout and "Try next" in result.stdout
+    table = pl.read_delta(str(tmp_path / "timelapse-demo" / "out" / "hot_readings"))
+    assert table.height > 0 and table.get_column("temperature").min() > 30  # type: ignore[operator]
+    again = timelapse("demo", "--json", cwd=tmp_path)  # re-running starts afresh
+    assert json.loads(again.stdout)["sink_rows"] == table.height
+
+
+def test_run_json_summary_and_explain(tmp_path: Path) -> None:
+    make_input(tmp_path, 5, 2, 10)
+    (tmp_path / "pipeline.sql").write_text(SQL)
+    result = timelapse("run", "pipeline.sql", "--state", "state", "--once", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["rows_in"]["SensorData"] == 22 and summary["dead_letters"]["SensorData"] == 2
+    assert set(summary) >= {"epochs", "rows_in", "rows_out", "dead_letters", "last_epoch", "watermark"}
+    assert "epoch" in result.stderr  # live progress goes to stderr
+    plan = timelapse("explain", "pipeline.sql", cwd=tmp_path)
+    assert plan.returncode == 0
+    assert "Scan SensorData" in plan.stdout and "stateless" in plan.stdout and "Sink hot_readings" in plan.stdout
+
+
+def test_bad_sql_is_one_line_with_its_position(tmp_path: Path) -> None:
+    (tmp_path / "bad.sql").write_text(SQL.replace("WHERE temperature > 30", "WHERE temprature > 30"))
+    result = timelapse("run", "bad.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert result.returncode == 2
+    line = SQL.splitlines().index(next(x for x in SQL.splitlines() if x.startswith("INSERT"))) + 1
+    column = SQL.splitlines()[line - 1].index("temperature > 30") + 1
+    assert result.stderr.strip() == (
+        f"error: line {line}, column {column}: unknown column 'temprature' (did you mean 'temperature'?)"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_unsupported_connector_and_missing_file_are_user_errors(tmp_path: Path) -> None:
+    (tmp_path / "p.sql").write_text(SQL.replace("'connector' = 'delta'", "'connector' = 'kafka2'"))
+    result = timelapse("run", "p.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert result.returncode == 2 and "connector 'kafka2'" in result.stderr and "Traceback" not in result.stderr
+    missing = timelapse("run", "nope.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+
+
+def test_a_second_run_on_a_busy_state_dir_is_refused(tmp_path: Path) -> None:
+    from engine.state_dir import StateDir
+
+    make_input(tmp_path, 5, 1, 5)
+    (tmp_path / "pipeline.sql").write_text(SQL)
+    handle = StateDir(tmp_path / "state").lock()
+    try:
+        result = timelapse("run", "pipeline.sql", "--state", "state", "--once", cwd=tmp_path)
+    finally:
+        handle.close()
+    assert result.returncode == 3 and "another timelapse process" in result.stderr
