@@ -133,7 +133,10 @@ class FileSource(Source):
         if self.format == "csv" and self.header and lo == 0:
             lines, positions = lines[1:], positions[1:]
         text = pl.Series("raw", lines, dtype=pl.Binary)
-        decoded = text.cast(pl.String, strict=False)
+        try:
+            decoded = text.cast(pl.String)
+        except pl.exceptions.ComputeError:  # slow path, only for files holding invalid UTF-8
+            decoded = pl.Series("raw", [_utf8_or_none(line) for line in lines], dtype=pl.String)
         context = pl.DataFrame({"file": [str(path)] * len(lines), "position": positions, "raw": decoded})
         bad_utf8 = decoded.is_null()
         blank = decoded.str.strip_chars().str.len_bytes().fill_null(1) == 0
@@ -185,7 +188,7 @@ class FileSource(Source):
         try:
             frame = pl.read_csv(
                 io.StringIO("\n".join(lines)), has_header=False, new_columns=names, separator=self.delimiter,
-                schema={n: pl.String for n in names}, missing_utf8_is_empty_string=False,
+                schema={n: pl.String for n in names},
             ) if lines else pl.DataFrame(schema={n: pl.String for n in names})
             quoted = raw.str.contains('"', literal=True).any()
             counts_ok = quoted or bool((raw.str.count_matches(self.delimiter, literal=True) + 1 == len(names)).all())
@@ -238,6 +241,13 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
+
+
+def _utf8_or_none(line: bytes) -> str | None:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _lines(path: Path, size: int) -> list[bytes]:
