@@ -52,9 +52,12 @@ class Progress:
         rate = self.rows / max(now - self.started, 1e-9)
         wm = report.watermark.strftime("%Y-%m-%d %H:%M:%S") if report.watermark else "-"
         dead = sum(report.dead_letters.values())
-        line = (f"epoch {report.epoch:>6}  in {sum(report.rows_in.values()):>8}  out {sum(report.rows_out.values()):>8}"
-                f"  {rate:>10,.0f} rows/s  watermark {wm}  commit {report.commit_s * 1000:6.1f} ms"
-                + (f"  dead letters {dead}" if dead else "") + ("  (replayed)" if report.replayed else ""))
+        line = (
+            f"epoch {report.epoch:>6}  in {sum(report.rows_in.values()):>8}  out {sum(report.rows_out.values()):>8}"
+            f"  {rate:>10,.0f} rows/s  watermark {wm}  commit {report.commit_s * 1000:6.1f} ms"
+            + (f"  dead letters {dead}" if dead else "")
+            + ("  (replayed)" if report.replayed else "")
+        )
         if self.tty:
             sys.stderr.write("\r\033[K" + line)
             sys.stderr.flush()
@@ -187,12 +190,11 @@ def guarded(action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as err:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+    except Exception as err:
         if os.environ.get("TIMELAPSE_DEBUG"):
             traceback.print_exc()
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"internal error: {type(err).__name__}: {first} (TIMELAPSE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(f"internal error: {type(err).__name__}: {first} (TIMELAPSE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 
 

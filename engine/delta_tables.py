@@ -10,13 +10,17 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 KEEP_HISTORY = {
     "delta.logRetentionDuration": "interval 36500 days",
     "delta.deletedFileRetentionDuration": "interval 36500 days",
 }
+
+
+# Log clean-up after each commit only lists files to delete nothing (retention is the engine's job); skip it.
+NO_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
 def arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
@@ -32,7 +36,8 @@ def to_arrow(frame: pl.DataFrame) -> pa.Table:
     }
     if casts:
         frame = frame.with_columns(
-            pl.col(n).dt.replace_time_zone("UTC").cast(t) if frame.schema[n].time_zone is None  # type: ignore[union-attr]
+            pl.col(n).dt.replace_time_zone("UTC").cast(t)
+            if frame.schema[n].time_zone is None  # type: ignore[union-attr]
             else pl.col(n).cast(t)
             for n, t in casts.items()
         )
@@ -74,6 +79,7 @@ def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int)
             app_transactions=[Transaction(app_id=app_id, version=epoch)],
             custom_metadata={"timelapse.epoch": str(epoch)},
         ),
+        post_commithook_properties=NO_CLEANUP,
     )
     table.update_incremental()
     return True

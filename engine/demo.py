@@ -59,13 +59,16 @@ def run_demo(directory: Path, as_json: bool = False) -> int:
 
     print(pipeline.explain())
     print()
-    print(f"Ran {summary['epochs']} epochs: read {summary['rows_in'].get('SensorData', 0)} readings, "
-          f"wrote {summary['rows_out'].get('hot_readings', 0)} hot ones to {table}.")
+    print(
+        f"Ran {summary['epochs']} epochs: read {summary['rows_in'].get('SensorData', 0)} readings, "
+        f"wrote {summary['rows_out'].get('hot_readings', 0)} hot ones to {table}."
+    )
     with pl.Config(tbl_rows=6, tbl_hide_dataframe_shape=True):
         print(result.sort("ts").head(6))
         print("\nHot readings per sensor:")
-        print(result.group_by("id").agg(pl.len().alias("readings"), pl.col("temperature").max().alias("max"))
-              .sort("id"))
+        print(
+            result.group_by("id").agg(pl.len().alias("readings"), pl.col("temperature").max().alias("max")).sort("id")
+        )
     print(f"""
 Try next:
   timelapse explain {sql_path}

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 from deltalake import write_deltalake
 
-from engine.delta_tables import ensure_table, to_arrow
+from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 
 TABLE_ENTRY = pl.Struct({"name": pl.String, "role": pl.String, "path": pl.String, "version": pl.Int64})
 
@@ -71,7 +71,12 @@ class Manifest:
             "tables": checkpoint.tables,
             "metrics": json.dumps(checkpoint.metrics, sort_keys=True),
         }
-        write_deltalake(self.table, to_arrow(pl.DataFrame([row], schema=SCHEMA)), mode="append")
+        write_deltalake(
+            self.table,
+            to_arrow(pl.DataFrame([row], schema=SCHEMA)),
+            mode="append",
+            post_commithook_properties=NO_CLEANUP,
+        )
         self._commits += 1
         if self._commits % COMPACT_EVERY == 0:
             # One small file per epoch makes every later commit and read slower (delta-facts §8).

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.runner import EpochReport, RunOptions, Runner
+from engine.runner import EpochReport, Runner, RunOptions
 from sql import Plan, ScalarUdf, plan_script
 
 
@@ -46,8 +46,9 @@ class Pipeline:
         """Run epochs; returns the summary that `timelapse run --json` prints."""
         runner = Runner(self.plan, self.state, self.base_dir)
         try:
-            options = RunOptions(once=once, trigger_seconds=trigger, max_epochs=max_epochs,
-                                 max_epoch_rows=max_epoch_rows)
+            options = RunOptions(
+                once=once, trigger_seconds=trigger, max_epochs=max_epochs, max_epoch_rows=max_epoch_rows
+            )
             return runner.run(options, on_epoch, should_stop).as_dict()
         finally:
             runner.close()

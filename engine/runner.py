@@ -73,8 +73,11 @@ class Summary:
         self.epochs += 1
         self.last_epoch = report.epoch
         self.watermark = report.watermark
-        for target, counts in ((self.rows_in, report.rows_in), (self.rows_out, report.rows_out),
-                               (self.dead_letters, report.dead_letters)):
+        for target, counts in (
+            (self.rows_in, report.rows_in),
+            (self.rows_out, report.rows_out),
+            (self.dead_letters, report.dead_letters),
+        ):
             for key, value in counts.items():
                 target[key] = target.get(key, 0) + value
 
@@ -145,8 +148,12 @@ class Runner:
                 self.dead_tables[name] = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
 
     # -- the loop ------------------------------------------------------------------------------
-    def run(self, options: RunOptions, on_epoch: Callable[[EpochReport], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> Summary:
+    def run(
+        self,
+        options: RunOptions,
+        on_epoch: Callable[[EpochReport], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Summary:
         summary = Summary(state=str(self.dir.root))
         started = time.perf_counter()
         try:
@@ -209,7 +216,7 @@ class Runner:
         }
         collected = pl.collect_all(queries + list(watermark_queries.values()))
         results = collected[: len(queries)]
-        for name, frame in zip(watermark_queries, collected[len(queries):], strict=True):
+        for name, frame in zip(watermark_queries, collected[len(queries) :], strict=True):
             candidate = frame.item()
             previous = self.watermarks.get(name)
             if candidate is not None and (previous is None or candidate > previous):
@@ -219,7 +226,7 @@ class Runner:
         position = 0
         for name in sink_names:
             count = len(self.sink_nodes[name])
-            parts = results[position: position + count]
+            parts = results[position : position + count]
             position += count
             rows = parts[0] if count == 1 else pl.concat(parts)
             self.sinks[name].write(epoch, rows)

@@ -10,6 +10,19 @@ from sql.planner import parse, plan_script
 from sql.udf import ScalarUdf, udf
 
 __all__ = [
-    "Calc", "Column", "Node", "Plan", "Scan", "ScalarUdf", "Sink", "SqlError", "TableDef", "UnionAll",
-    "UnsupportedError", "Watermark", "parse", "plan_script", "udf",
+    "Calc",
+    "Column",
+    "Node",
+    "Plan",
+    "ScalarUdf",
+    "Scan",
+    "Sink",
+    "SqlError",
+    "TableDef",
+    "UnionAll",
+    "UnsupportedError",
+    "Watermark",
+    "parse",
+    "plan_script",
+    "udf",
 ]

@@ -97,9 +97,15 @@ class FlinkParser(SparkParser):
 class FlinkGenerator(SparkGenerator):
     TRANSFORMS = {
         **SparkGenerator.TRANSFORMS,
-        TableArgument: lambda self, e: "TABLE "
-        + self.sql(e, "this")
-        + (f" PARTITION BY ({self.expressions(e, key='partition_by', flat=True)})" if e.args.get("partition_by") else ""),
+        TableArgument: lambda self, e: (
+            "TABLE "
+            + self.sql(e, "this")
+            + (
+                f" PARTITION BY ({self.expressions(e, key='partition_by', flat=True)})"
+                if e.args.get("partition_by")
+                else ""
+            )
+        ),
         Descriptor: lambda self, e: f"DESCRIPTOR({self.expressions(e, flat=True)})",
         WindowCall: lambda self, e: f"{e.kind}({self.expressions(e, flat=True)})",
         exp.Kwarg: lambda self, e: f"{self.sql(e, 'this')} => {self.sql(e, 'expression')}",

@@ -43,7 +43,11 @@ class Scope:
 
 
 _INTERVAL_UNITS = {
-    "MILLISECOND": "milliseconds", "SECOND": "seconds", "MINUTE": "minutes", "HOUR": "hours", "DAY": "days",
+    "MILLISECOND": "milliseconds",
+    "SECOND": "seconds",
+    "MINUTE": "minutes",
+    "HOUR": "hours",
+    "DAY": "days",
     "WEEK": "weeks",
 }
 
@@ -99,9 +103,27 @@ def parse_text(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 def java_to_strftime(pattern: str) -> str:
     """Translate a Java date pattern (`yyyy-MM-dd HH:mm:ss.SSS`) into chrono's strftime language."""
     table = {
-        "yyyy": "%Y", "yy": "%y", "MMMM": "%B", "MMM": "%b", "MM": "%m", "M": "%-m", "dd": "%d", "d": "%-d",
-        "HH": "%H", "H": "%-H", "hh": "%I", "mm": "%M", "ss": "%S", "SSSSSS": "%6f", "SSS": "%3f", "a": "%p",
-        "EEEE": "%A", "EEE": "%a", "D": "%j", "XXX": "%:z", "Z": "%z",
+        "yyyy": "%Y",
+        "yy": "%y",
+        "MMMM": "%B",
+        "MMM": "%b",
+        "MM": "%m",
+        "M": "%-m",
+        "dd": "%d",
+        "d": "%-d",
+        "HH": "%H",
+        "H": "%-H",
+        "hh": "%I",
+        "mm": "%M",
+        "ss": "%S",
+        "SSSSSS": "%6f",
+        "SSS": "%3f",
+        "a": "%p",
+        "EEEE": "%A",
+        "EEE": "%a",
+        "D": "%j",
+        "XXX": "%:z",
+        "Z": "%z",
     }
     out: list[str] = []
     i = 0
@@ -187,7 +209,9 @@ class ExprCompiler:
             raise error_at(node, f"aggregate {node.sql()} is not allowed here", UnsupportedError)
         if isinstance(node, exp.Func):
             return self._function(node)
-        raise error_at(node, f"{type(node).__name__.upper()} expression `{node.sql()}` is not supported", UnsupportedError)
+        raise error_at(
+            node, f"{type(node).__name__.upper()} expression `{node.sql()}` is not supported", UnsupportedError
+        )
 
     def _column(self, node: exp.Column) -> pl.Expr:
         return pl.col(self.scope.resolve(node))
@@ -282,7 +306,8 @@ class ExprCompiler:
         right, rtype = self.typed(node.expression)
         if isinstance(ltype, pl.String) or isinstance(rtype, pl.String):
             raise error_at(
-                node, f"cannot apply {type(node).__name__.lower()} to {types.sql_name(ltype)} and {types.sql_name(rtype)}"
+                node,
+                f"cannot apply {type(node).__name__.lower()} to {types.sql_name(ltype)} and {types.sql_name(rtype)}",
             )
         ops: dict[type, Callable[[pl.Expr, pl.Expr], pl.Expr]] = {
             exp.Add: lambda a, b: a + b,
@@ -381,7 +406,9 @@ class ExprCompiler:
     def _cast(self, node: exp.Cast) -> pl.Expr:
         target = types.to_polars(node.args["to"])
         if isinstance(node.this, exp.Literal) and node.this.is_string and isinstance(target, pl.Datetime | pl.Date):
-            value = self._constant_timestamp(node.this, target if isinstance(target, pl.Datetime) else types.timestamp(6))
+            value = self._constant_timestamp(
+                node.this, target if isinstance(target, pl.Datetime) else types.timestamp(6)
+            )
             return value if isinstance(target, pl.Datetime) else value.dt.date()
         return self.cast(self.compile(node.this), target, node)
 
@@ -399,9 +426,11 @@ class ExprCompiler:
                 return pl.when(value).then(pl.lit("TRUE")).when(~value).then(pl.lit("FALSE")).otherwise(None)
             return value.cast(pl.String)
         if isinstance(target, pl.Datetime) and isinstance(source, pl.Datetime):
-            return value.dt.convert_time_zone("UTC").cast(target) if source.time_zone else value.dt.replace_time_zone(
-                "UTC"
-            ).cast(target)
+            return (
+                value.dt.convert_time_zone("UTC").cast(target)
+                if source.time_zone
+                else value.dt.replace_time_zone("UTC").cast(target)
+            )
         if isinstance(target, pl.Datetime) and isinstance(source, pl.Date):
             return value.cast(pl.Datetime(target.time_unit)).dt.replace_time_zone("UTC")
         return value.cast(target, strict=False)
@@ -496,9 +525,11 @@ class ExprCompiler:
 
     def _function(self, node: exp.Func) -> pl.Expr:
         name = node.name.upper() if isinstance(node, exp.Anonymous) else node.sql_name().upper()
-        args = list(node.expressions) if isinstance(node, exp.Anonymous) else [
-            v for v in node.args.values() if isinstance(v, exp.Expr)
-        ]
+        args = (
+            list(node.expressions)
+            if isinstance(node, exp.Anonymous)
+            else [v for v in node.args.values() if isinstance(v, exp.Expr)]
+        )
         if name in self.udfs:
             udf = self.udfs[name]
             compiled = [self.compile(a) for a in args]
@@ -551,7 +582,9 @@ def _split_index(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Ex
 def _simple(method: Callable[[pl.Expr], pl.Expr], arity: int = 1) -> Callable[..., pl.Expr]:
     def build(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
         if len(args) != arity:
-            raise error_at(node, f"{node.sql_name() if hasattr(node, 'sql_name') else node.name} takes {arity} argument(s)")
+            raise error_at(
+                node, f"{node.sql_name() if hasattr(node, 'sql_name') else node.name} takes {arity} argument(s)"
+            )
         return method(*[c.compile(a) for a in args])
 
     return build

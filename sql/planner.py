@@ -119,7 +119,9 @@ class _Planner:
         query = statement.expression
         relation = self._query(query)
         produced = list(relation.node.schema.items())
-        wanted = [table.column(c.name) for c in columns] if columns else [c for c in table.columns if c.computed is None]
+        wanted = (
+            [table.column(c.name) for c in columns] if columns else [c for c in table.columns if c.computed is None]
+        )
         if columns:
             for ident, col in zip(columns, wanted, strict=True):
                 if col is None:
@@ -144,7 +146,9 @@ class _Planner:
                 )
             projections.append((col.name, compiler.cast(pl.col(name), col.dtype).alias(col.name)))
         by_name = dict(projections)
-        ordered = [(c.name, by_name.get(c.name, pl.lit(None, dtype=c.dtype))) for c in table.columns if c.computed is None]
+        ordered = [
+            (c.name, by_name.get(c.name, pl.lit(None, dtype=c.dtype))) for c in table.columns if c.computed is None
+        ]
         schema = {c.name: c.dtype for c in table.columns if c.computed is None}
         calc = Calc(self._next_id("cast"), [relation.node], schema, projections=ordered, sql=f"cast to {table.name}")
         self.sinks.append(Sink(f"sink:{table.name}", [calc], schema, table=table))
@@ -163,8 +167,9 @@ class _Planner:
             return self._query(query.this)
         if isinstance(query, exp.Union):
             if query.args.get("distinct"):
-                raise error_at(query, "UNION without ALL needs state and is not supported yet; use UNION ALL",
-                               UnsupportedError)
+                raise error_at(
+                    query, "UNION without ALL needs state and is not supported yet; use UNION ALL", UnsupportedError
+                )
             return self._union(query)
         if isinstance(query, exp.Intersect | exp.Except):
             raise error_at(query, f"{type(query).__name__.upper()} is not supported", UnsupportedError)
@@ -182,16 +187,24 @@ class _Planner:
         schema: dict[str, pl.DataType] = {}
         for (lname, ltype), (_, rtype) in zip(lschema, rschema, strict=True):
             try:
-                schema[lname] = pl.select(pl.lit(None, ltype), pl.lit(None, rtype).alias("r")).select(
-                    pl.concat_list(pl.all())
-                ).dtypes[0].inner  # type: ignore[attr-defined]
+                schema[lname] = (
+                    pl.select(pl.lit(None, ltype), pl.lit(None, rtype).alias("r"))
+                    .select(pl.concat_list(pl.all()))
+                    .dtypes[0]
+                    .inner
+                )  # type: ignore[attr-defined]
             except pl.exceptions.PolarsError:
-                raise error_at(query, f"UNION ALL column '{lname}': {types.sql_name(ltype)} and "
-                               f"{types.sql_name(rtype)} have no common type") from None
+                raise error_at(
+                    query,
+                    f"UNION ALL column '{lname}': {types.sql_name(ltype)} and "
+                    f"{types.sql_name(rtype)} have no common type",
+                ) from None
         for side in (left, right):
             side_names = list(side.node.schema)
-            cols = [(name, pl.col(src).cast(dtype).alias(name)) for (name, dtype), src in zip(schema.items(), side_names,
-                                                                                               strict=True)]
+            cols = [
+                (name, pl.col(src).cast(dtype).alias(name))
+                for (name, dtype), src in zip(schema.items(), side_names, strict=True)
+            ]
             inputs.append(Calc(self._next_id("calc"), [side.node], schema, projections=cols, sql="align union input"))
         return _Relation(UnionAll(self._next_id("union"), inputs, schema))
 
@@ -207,8 +220,9 @@ class _Planner:
             inner = self._query(item.this)
             return _Relation(inner.node, frozenset({alias.lower()} if alias else set()))
         if isinstance(item, exp.Table) and isinstance(item.this, exp.Anonymous | WindowCall):
-            raise error_at(item, "window table functions (TUMBLE, HOP, CUMULATE, SESSION) are not supported yet",
-                           UnsupportedError)
+            raise error_at(
+                item, "window table functions (TUMBLE, HOP, CUMULATE, SESSION) are not supported yet", UnsupportedError
+            )
         if isinstance(item, exp.Table):
             name = item.name
             qualifiers = {name.lower()} | ({alias.lower()} if alias else set())
@@ -225,8 +239,14 @@ class _Planner:
         return self.scans[key]
 
     def _select(self, select: exp.Select) -> _Relation:
-        for arg, what in (("group", "GROUP BY"), ("having", "HAVING"), ("order", "ORDER BY"), ("limit", "LIMIT"),
-                          ("distinct", "SELECT DISTINCT"), ("qualify", "QUALIFY")):
+        for arg, what in (
+            ("group", "GROUP BY"),
+            ("having", "HAVING"),
+            ("order", "ORDER BY"),
+            ("limit", "LIMIT"),
+            ("distinct", "SELECT DISTINCT"),
+            ("qualify", "QUALIFY"),
+        ):
             if select.args.get(arg):
                 raise error_at(select.args[arg], f"{what} is not supported yet", UnsupportedError)
         relation = self._from(select)
@@ -238,9 +258,9 @@ class _Planner:
             predicate = compiler.condition(where.this)
         projections: list[tuple[str, pl.Expr]] = []
         used: set[str] = set()
-        for position, item in enumerate(select.expressions):
+        for index, item in enumerate(select.expressions):
             _refuse_nested(item)
-            for name, expr in self._projection(item, position, relation, compiler):
+            for name, expr in self._projection(item, index, relation, compiler):
                 unique = name
                 suffix = 1
                 while unique.lower() in used:
@@ -250,8 +270,14 @@ class _Planner:
                 projections.append((unique, expr.alias(unique)))
         schema = {name: compiler.dtype(expr) for name, expr in projections}
         sql_text = select.sql(dialect=Flink)
-        calc = Calc(self._next_id("calc"), [relation.node], schema, projections=projections, predicate=predicate,
-                    sql=sql_text if len(sql_text) < 120 else sql_text[:117] + "...")
+        calc = Calc(
+            self._next_id("calc"),
+            [relation.node],
+            schema,
+            projections=projections,
+            predicate=predicate,
+            sql=sql_text if len(sql_text) < 120 else sql_text[:117] + "...",
+        )
         return _Relation(calc)
 
     def _projection(
@@ -280,8 +306,11 @@ def _refuse_nested(node: exp.Expr) -> None:
         if isinstance(inner, exp.Window):
             raise error_at(inner, "OVER windows are not supported yet", UnsupportedError)
         if isinstance(inner, exp.AggFunc):
-            raise error_at(inner, f"aggregate {inner.sql(dialect=Flink)} needs GROUP BY, which is not supported yet",
-                           UnsupportedError)
+            raise error_at(
+                inner,
+                f"aggregate {inner.sql(dialect=Flink)} needs GROUP BY, which is not supported yet",
+                UnsupportedError,
+            )
         raise error_at(inner, "subqueries in expressions are not supported", UnsupportedError)
 
 
@@ -306,8 +335,11 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
         if isinstance(prop, exp.Property):
             options[str(prop.this.name)] = str(prop.args["value"].name)
         else:
-            raise error_at(prop, f"table property {prop.sql(dialect=Flink)} is not supported; use WITH ('k' = 'v')",
-                           UnsupportedError)
+            raise error_at(
+                prop,
+                f"table property {prop.sql(dialect=Flink)} is not supported; use WITH ('k' = 'v')",
+                UnsupportedError,
+            )
     physical: dict[str, pl.DataType] = {}
     columns: list[Column] = []
     watermark_node: exp.WatermarkColumnConstraint | None = None
@@ -349,15 +381,16 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
         if column is None:
             raise error_at(watermark_node.this, f"WATERMARK FOR unknown column '{watermark_node.this.name}'")
         if not isinstance(column.dtype, pl.Datetime):
-            raise error_at(watermark_node.this, f"WATERMARK FOR '{column.name}' needs a TIMESTAMP column, "
-                           f"not {types.sql_name(column.dtype)}")
+            raise error_at(
+                watermark_node.this,
+                f"WATERMARK FOR '{column.name}' needs a TIMESTAMP column, not {types.sql_name(column.dtype)}",
+            )
         compiler = ExprCompiler(Scope(table.schema), udfs)
         expr, dtype = compiler.typed(watermark_node.expression)
         if not isinstance(dtype, pl.Datetime):
             raise error_at(watermark_node.expression, "the watermark expression must give a TIMESTAMP")
         sql_text = watermark_node.expression.sql(dialect=Flink)
-        table = TableDef(name, tuple(columns), options, Watermark(column.name, expr, sql_text), primary_key,
-                         table.line)
+        table = TableDef(name, tuple(columns), options, Watermark(column.name, expr, sql_text), primary_key, table.line)
     return table
 
 

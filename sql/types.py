@@ -45,7 +45,7 @@ def to_polars(dtype: exp.DataType) -> pl.DataType:
     if kind in _TIMESTAMPS:
         return timestamp(params[0] if params else 6)
     if kind == DT.DECIMAL:
-        precision, scale = (params + [38, 0])[:2] if params else (38, 0)
+        precision, scale = ([*params, 38, 0])[:2] if params else (38, 0)
         return pl.Decimal(precision, scale)
     if kind == DT.ARRAY and dtype.expressions:
         return pl.List(to_polars(dtype.expressions[0]))
@@ -55,9 +55,19 @@ def to_polars(dtype: exp.DataType) -> pl.DataType:
 def sql_name(dtype: pl.DataType) -> str:
     """The Flink spelling of a Polars dtype, for messages and `explain`."""
     names = {
-        pl.Boolean: "BOOLEAN", pl.Int8: "TINYINT", pl.Int16: "SMALLINT", pl.Int32: "INT", pl.Int64: "BIGINT",
-        pl.UInt32: "BIGINT", pl.UInt64: "BIGINT", pl.Float32: "FLOAT", pl.Float64: "DOUBLE", pl.String: "STRING",
-        pl.Binary: "BYTES", pl.Date: "DATE", pl.Null: "NULL",
+        pl.Boolean: "BOOLEAN",
+        pl.Int8: "TINYINT",
+        pl.Int16: "SMALLINT",
+        pl.Int32: "INT",
+        pl.Int64: "BIGINT",
+        pl.UInt32: "BIGINT",
+        pl.UInt64: "BIGINT",
+        pl.Float32: "FLOAT",
+        pl.Float64: "DOUBLE",
+        pl.String: "STRING",
+        pl.Binary: "BYTES",
+        pl.Date: "DATE",
+        pl.Null: "NULL",
     }
     if isinstance(dtype, pl.Datetime):
         return f"TIMESTAMP_LTZ({3 if dtype.time_unit == 'ms' else 6})"

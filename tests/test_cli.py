@@ -13,8 +13,9 @@ from tests.test_epochs import SQL, make_input
 
 
 def timelapse(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_demo_runs_and_says_what_to_try_next(tmp_path: Path) -> None:

@@ -19,8 +19,20 @@ from tests.test_epochs import SQL, expected, make_input
 
 
 def _start(root: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "engine.cli", "run", str(root / "pipeline.sql"), "--state", str(root / "state"),
-               "--once", "--max-epoch-rows", "3", "--quiet", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "engine.cli",
+        "run",
+        str(root / "pipeline.sql"),
+        "--state",
+        str(root / "state"),
+        "--once",
+        "--max-epoch-rows",
+        "3",
+        "--quiet",
+        "--json",
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=root)
 
 
@@ -36,7 +48,7 @@ def crash_until_done(root: Path, kills: int, seed: int) -> int:
             landed += 1
         process.wait()
     process = _start(root)
-    out, err = process.communicate(timeout=120)
+    _out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err.decode()
     return landed
 

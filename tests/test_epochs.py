@@ -29,8 +29,11 @@ INSERT INTO hot_readings SELECT id, temperature, ts FROM SensorData WHERE temper
 def readings(seed: int, count: int) -> list[dict[str, object]]:
     rng = random.Random(seed)
     return [
-        {"id": f"sensor-{rng.randint(1, 4)}", "temperature": round(rng.uniform(15, 45), 2),
-         "ts": 1767225600000 + i * 250 + rng.randint(-2000, 0)}
+        {
+            "id": f"sensor-{rng.randint(1, 4)}",
+            "temperature": round(rng.uniform(15, 45), 2),
+            "ts": 1767225600000 + i * 250 + rng.randint(-2000, 0),
+        }
         for i in range(count)
     ]
 
@@ -54,13 +57,20 @@ def expected(root: Path) -> pl.DataFrame:
             rows.append(row)
         frames.append(pl.DataFrame(rows, schema={"id": pl.String, "temperature": pl.Float64, "ts": pl.Int64}))
     every = pl.concat(frames)
-    return sort_all(every.filter(pl.col("temperature") > 30).with_columns(
-        pl.col("ts").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").dt.cast_time_unit("us")))
+    return sort_all(
+        every.filter(pl.col("temperature") > 30).with_columns(
+            pl.col("ts").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").dt.cast_time_unit("us")
+        )
+    )
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 1000), files=st.integers(1, 4), per_file=st.integers(0, 30),
-       max_rows=st.one_of(st.none(), st.integers(1, 40)))
+@given(
+    seed=st.integers(0, 1000),
+    files=st.integers(1, 4),
+    per_file=st.integers(0, 30),
+    max_rows=st.one_of(st.none(), st.integers(1, 40)),
+)
 def test_sinks_do_not_depend_on_epoch_size(seed: int, files: int, per_file: int, max_rows: int | None) -> None:
     root = Path(tempfile.mkdtemp())
     try:

@@ -13,18 +13,72 @@ from polars.testing import assert_frame_equal
 from tests.helpers import duck, naive, read_sink, run, write_jsonl
 
 ROWS = [
-    {"id": 1, "name": "alpha", "n": 1, "temperature": 31.25, "ts": "2026-03-01T10:15:30Z", "path": "a/b/c",
-     "numtext": "12", "pad": "  x  ", "ms": 1767225600123},
-    {"id": 2, "name": "Bravo_b", "n": -7, "temperature": 29.5, "ts": "2026-03-01T23:59:59.250Z", "path": "one",
-     "numtext": "x1", "pad": "y ", "ms": 0},
-    {"id": 3, "name": None, "n": None, "temperature": None, "ts": "2026-02-28T00:00:00Z", "path": None,
-     "numtext": None, "pad": None, "ms": None},
-    {"id": 4, "name": "ünïcødé✓", "n": 2, "temperature": -2.5, "ts": "2026-03-02T05:00:00Z", "path": "/lead/x",
-     "numtext": "-5", "pad": "", "ms": -1000},
-    {"id": 5, "name": "a%b", "n": 7, "temperature": 30.0, "ts": "2026-03-07T12:00:00Z", "path": "x//y",
-     "numtext": " 3 ", "pad": "\tz", "ms": 1700000000000},
-    {"id": 6, "name": "abc", "n": 0, "temperature": 2.5, "ts": "2026-03-08T18:30:00Z", "path": "p/q",
-     "numtext": "3.5", "pad": "w", "ms": 86400000},
+    {
+        "id": 1,
+        "name": "alpha",
+        "n": 1,
+        "temperature": 31.25,
+        "ts": "2026-03-01T10:15:30Z",
+        "path": "a/b/c",
+        "numtext": "12",
+        "pad": "  x  ",
+        "ms": 1767225600123,
+    },
+    {
+        "id": 2,
+        "name": "Bravo_b",
+        "n": -7,
+        "temperature": 29.5,
+        "ts": "2026-03-01T23:59:59.250Z",
+        "path": "one",
+        "numtext": "x1",
+        "pad": "y ",
+        "ms": 0,
+    },
+    {
+        "id": 3,
+        "name": None,
+        "n": None,
+        "temperature": None,
+        "ts": "2026-02-28T00:00:00Z",
+        "path": None,
+        "numtext": None,
+        "pad": None,
+        "ms": None,
+    },
+    {
+        "id": 4,
+        "name": "ünïcødé✓",
+        "n": 2,
+        "temperature": -2.5,
+        "ts": "2026-03-02T05:00:00Z",
+        "path": "/lead/x",
+        "numtext": "-5",
+        "pad": "",
+        "ms": -1000,
+    },
+    {
+        "id": 5,
+        "name": "a%b",
+        "n": 7,
+        "temperature": 30.0,
+        "ts": "2026-03-07T12:00:00Z",
+        "path": "x//y",
+        "numtext": " 3 ",
+        "pad": "\tz",
+        "ms": 1700000000000,
+    },
+    {
+        "id": 6,
+        "name": "abc",
+        "n": 0,
+        "temperature": 2.5,
+        "ts": "2026-03-08T18:30:00Z",
+        "path": "p/q",
+        "numtext": "3.5",
+        "pad": "w",
+        "ms": 86400000,
+    },
 ]
 
 SOURCE = """
@@ -57,12 +111,21 @@ CASES: list[tuple[str, str, str]] = [
     ("CONCAT(name, '-', path)", "name || '-' || path", "STRING"),
     ("name || '!'", "name || '!'", "STRING"),
     ("CHAR_LENGTH(name)", "length(name)", "INT"),
-    ("REGEXP_EXTRACT(name, '([a-z]+)_([a-z])', 2)", "nullif(regexp_extract(name, '([a-z]+)_([a-z])', 2), '')",
-     "STRING"),
-    ("SPLIT_INDEX(path, '/', 1)",
-     "CASE WHEN len(string_split(path, '/')) > 1 THEN string_split(path, '/')[2] END", "STRING"),
-    ("CASE WHEN temperature > 30 THEN 'hot' WHEN temperature IS NULL THEN 'unknown' ELSE 'ok' END",
-     "CASE WHEN temperature > 30 THEN 'hot' WHEN temperature IS NULL THEN 'unknown' ELSE 'ok' END", "STRING"),
+    (
+        "REGEXP_EXTRACT(name, '([a-z]+)_([a-z])', 2)",
+        "nullif(regexp_extract(name, '([a-z]+)_([a-z])', 2), '')",
+        "STRING",
+    ),
+    (
+        "SPLIT_INDEX(path, '/', 1)",
+        "CASE WHEN len(string_split(path, '/')) > 1 THEN string_split(path, '/')[2] END",
+        "STRING",
+    ),
+    (
+        "CASE WHEN temperature > 30 THEN 'hot' WHEN temperature IS NULL THEN 'unknown' ELSE 'ok' END",
+        "CASE WHEN temperature > 30 THEN 'hot' WHEN temperature IS NULL THEN 'unknown' ELSE 'ok' END",
+        "STRING",
+    ),
     ("CASE n WHEN 1 THEN 'one' WHEN 2 THEN 'two' END", "CASE n WHEN 1 THEN 'one' WHEN 2 THEN 'two' END", "STRING"),
     ("COALESCE(name, path, 'none')", "coalesce(name, path, 'none')", "STRING"),
     ("NULLIF(n, 2)", "nullif(n, 2)", "INT"),
@@ -78,8 +141,11 @@ CASES: list[tuple[str, str, str]] = [
     ("n > 1 OR temperature < 30", "n > 1 OR temperature < 30", "BOOLEAN"),
     ("CAST(n AS STRING)", "CAST(n AS VARCHAR)", "STRING"),
     # Flink reads only integer text as INT ('3.5' is not an INT); DuckDB would round it.
-    ("CAST(numtext AS INT)",
-     "CASE WHEN regexp_matches(trim(numtext), '^-?[0-9]+$') THEN TRY_CAST(trim(numtext) AS INTEGER) END", "INT"),
+    (
+        "CAST(numtext AS INT)",
+        "CASE WHEN regexp_matches(trim(numtext), '^-?[0-9]+$') THEN TRY_CAST(trim(numtext) AS INTEGER) END",
+        "INT",
+    ),
     ("CAST(numtext AS DOUBLE)", "TRY_CAST(trim(numtext) AS DOUBLE)", "DOUBLE"),
     ("CAST(temperature AS BIGINT)", "CAST(trunc(temperature) AS BIGINT)", "BIGINT"),
     ("EXTRACT(HOUR FROM ts)", "extract(hour FROM ts)", "BIGINT"),
@@ -101,16 +167,29 @@ def _stream(tmp_path: Path, exprs: list[str], types: list[str], where: str = "")
     write_jsonl(tmp_path / "in" / "part-2.json", ROWS[3:])
     columns = ", ".join(f"c{i} {t}" for i, t in enumerate(types))
     select = ", ".join(exprs)
-    sql = (SOURCE + f"CREATE TABLE out (id BIGINT, {columns}) WITH ('connector' = 'delta', 'path' = 'out');\n"
-           f"INSERT INTO out SELECT id, {select} FROM src {where};")
+    sql = (
+        SOURCE + f"CREATE TABLE out (id BIGINT, {columns}) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        f"INSERT INTO out SELECT id, {select} FROM src {where};"
+    )
     run(tmp_path, sql, max_epoch_rows=2)
     return naive(read_sink(tmp_path / "out")).sort("id")
 
 
 def _input() -> pl.DataFrame:
-    frame = pl.DataFrame(ROWS, schema={"id": pl.Int64, "name": pl.String, "n": pl.Int32, "temperature": pl.Float64,
-                                       "ts": pl.String, "path": pl.String, "numtext": pl.String, "pad": pl.String,
-                                       "ms": pl.Int64})
+    frame = pl.DataFrame(
+        ROWS,
+        schema={
+            "id": pl.Int64,
+            "name": pl.String,
+            "n": pl.Int32,
+            "temperature": pl.Float64,
+            "ts": pl.String,
+            "path": pl.String,
+            "numtext": pl.String,
+            "pad": pl.String,
+            "ms": pl.Int64,
+        },
+    )
     return frame.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC", time_unit="ms"))
 
 
@@ -150,7 +229,9 @@ def test_filters_use_three_valued_logic(tmp_path: Path, where: str) -> None:
 
 def test_union_all_subqueries_and_views(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in" / "part-1.json", ROWS)
-    sql = SOURCE + """
+    sql = (
+        SOURCE
+        + """
     CREATE TEMPORARY VIEW warm AS SELECT id, temperature FROM src WHERE temperature > 10;
     CREATE TABLE out (id BIGINT, t DOUBLE, tag STRING) WITH ('connector' = 'delta', 'path' = 'out');
     INSERT INTO out
@@ -158,6 +239,7 @@ def test_union_all_subqueries_and_views(tmp_path: Path) -> None:
       UNION ALL
       SELECT q.id, q.t * 10, 'scaled' FROM (SELECT id, temperature AS t FROM src WHERE n < 2) AS q;
     """
+    )
     run(tmp_path, sql, max_epoch_rows=4)
     streamed = read_sink(tmp_path / "out").sort("id", "tag")
     oracle = duck(
@@ -171,10 +253,13 @@ def test_union_all_subqueries_and_views(tmp_path: Path) -> None:
 def test_empty_input_commits_nothing_and_fails_nothing(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "empty.json").write_text("")
-    sql = SOURCE + """
+    sql = (
+        SOURCE
+        + """
     CREATE TABLE out (id BIGINT) WITH ('connector' = 'delta', 'path' = 'out');
     INSERT INTO out SELECT id FROM src;
     """
+    )
     summary = run(tmp_path, sql)
     assert read_sink(tmp_path / "out").height == 0
     assert summary["rows_out"].get("out", 0) == 0

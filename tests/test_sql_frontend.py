@@ -41,8 +41,9 @@ def test_window_tvfs_parse_and_round_trip(query: str) -> None:
 
 
 def test_legacy_group_windows_parse() -> None:
-    tree = parse("SELECT TUMBLE_START(ts, INTERVAL '1' MINUTE), COUNT(*) FROM t "
-                 "GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), k")[0]
+    tree = parse(
+        "SELECT TUMBLE_START(ts, INTERVAL '1' MINUTE), COUNT(*) FROM t GROUP BY TUMBLE(ts, INTERVAL '1' MINUTE), k"
+    )[0]
     call = tree.find(WindowCall)
     assert call is not None and not call.is_tvf and call.kind == "TUMBLE"
 
@@ -81,8 +82,10 @@ def test_errors_carry_line_and_column(statement: str, message: str, line: int, c
     ("statement", "message"),
     [
         ("INSERT INTO o SELECT k, COUNT(*) FROM t GROUP BY k;", "GROUP BY is not supported yet"),
-        ("INSERT INTO o SELECT k, v FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND));",
-         "window table functions"),
+        (
+            "INSERT INTO o SELECT k, v FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND));",
+            "window table functions",
+        ),
         ("INSERT INTO o SELECT a.k, b.v FROM t a JOIN t b ON a.k = b.k;", "joins are not supported yet"),
         ("INSERT INTO o SELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts) FROM t;", "OVER windows"),
         ("INSERT INTO o SELECT k, v FROM t UNION SELECT k, v FROM t;", "UNION without ALL"),
@@ -105,5 +108,9 @@ def test_statement_sets_share_their_sources() -> None:
     plan = plan_script(DDL + "INSERT INTO o SELECT k, v FROM t WHERE v > 1;\nINSERT INTO o SELECT k, v * 2 FROM t;")
     scans = [n for n in plan.nodes if type(n).__name__ == "Scan"]
     assert len(scans) == 1 and len(plan.sinks) == 2
-    assert plan.fingerprint == plan_script(DDL + "INSERT INTO o SELECT k, v FROM t WHERE v > 1;\n"
-                                           "INSERT INTO o SELECT k, v * 2 FROM t;").fingerprint
+    assert (
+        plan.fingerprint
+        == plan_script(
+            DDL + "INSERT INTO o SELECT k, v FROM t WHERE v > 1;\nINSERT INTO o SELECT k, v * 2 FROM t;"
+        ).fingerprint
+    )

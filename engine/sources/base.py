@@ -87,18 +87,25 @@ def typed_from_text(raw: pl.DataFrame, schema: dict[str, pl.DataType], context: 
     """
     present = [name for name in schema if name in raw.columns]
     typed_names = {name: f"{name}\x00typed" for name in schema}
-    conversions = [_from_text(pl.col(name) if name in present else pl.lit(None, dtype=pl.String), dtype)
-                   .alias(typed_names[name]) for name, dtype in schema.items()]
+    conversions = [
+        _from_text(pl.col(name) if name in present else pl.lit(None, dtype=pl.String), dtype).alias(typed_names[name])
+        for name, dtype in schema.items()
+    ]
     both = raw.with_row_index("\x00row").with_columns(conversions)
     reasons = [
         pl.when(pl.col(name).is_not_null() & pl.col(typed_names[name]).is_null()).then(
-            pl.format("column '{}': cannot read '{}' as {}", pl.lit(name), pl.col(name).str.slice(0, 80),
-                      pl.lit(sql_name(schema[name])))
+            pl.format(
+                "column '{}': cannot read '{}' as {}",
+                pl.lit(name),
+                pl.col(name).str.slice(0, 80),
+                pl.lit(sql_name(schema[name])),
+            )
         )
         for name in present
     ]
     both = both.with_columns(
-        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("\x00reason") if reasons
+        pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("\x00reason")
+        if reasons
         else pl.lit(None, dtype=pl.String).alias("\x00reason")
     )
     bad = pl.col("\x00reason").is_not_null() & (pl.col("\x00reason") != "")

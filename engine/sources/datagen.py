@@ -50,6 +50,7 @@ class DatagenSource(Source):
         self.start_us = int(start.timestamp() * 1_000_000)
         self.row = 0
         self.started_at: float | None = None
+        self._columns = [self._column(name, dtype).alias(name) for name, dtype in self.schema.items()]
         for name in self.schema:
             kind = self.field(name, "kind", "random")
             if kind not in ("random", "sequence"):
@@ -86,13 +87,10 @@ class DatagenSource(Source):
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         rows = pl.int_range(int(piece["start"]), int(piece["end"]), dtype=pl.Int64, eager=True).alias("__row")
-        frame = rows.to_frame().select(
-            self._column(name, dtype).alias(name) for name, dtype in self.schema.items()
-        )
-        return SourceBatch(frame)
+        return SourceBatch(rows.to_frame().select(self._columns))
 
     def _column(self, name: str, dtype: pl.DataType) -> pl.Expr:
-        key = (int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "little") + self.seed * 7919)
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "little") + self.seed * 7919
         rows = pl.col("__row")
         u = _uniform(rows, key)
         kind = self.field(name, "kind", "random")

@@ -64,10 +64,15 @@ class FileSource(Source):
     def _discover(self) -> list[list[Any]]:
         if not self.root.exists():
             return []
-        candidates = sorted(
-            p for p in (self.root.rglob("*") if self.root.is_dir() else [self.root])
-            if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(self.root).parts)
-        ) if self.root.is_dir() else [self.root]
+        candidates = (
+            sorted(
+                p
+                for p in (self.root.rglob("*") if self.root.is_dir() else [self.root])
+                if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(self.root).parts)
+            )
+            if self.root.is_dir()
+            else [self.root]
+        )
         added = []
         for path in candidates:
             key = str(path)
@@ -186,10 +191,17 @@ class FileSource(Source):
         raw = context.get_column("raw")
         lines = raw.to_list()
         try:
-            frame = pl.read_csv(
-                io.StringIO("\n".join(lines)), has_header=False, new_columns=names, separator=self.delimiter,
-                schema={n: pl.String for n in names},
-            ) if lines else pl.DataFrame(schema={n: pl.String for n in names})
+            frame = (
+                pl.read_csv(
+                    io.StringIO("\n".join(lines)),
+                    has_header=False,
+                    new_columns=names,
+                    separator=self.delimiter,
+                    schema={n: pl.String for n in names},
+                )
+                if lines
+                else pl.DataFrame(schema={n: pl.String for n in names})
+            )
             quoted = raw.str.contains('"', literal=True).any()
             counts_ok = quoted or bool((raw.str.count_matches(self.delimiter, literal=True) + 1 == len(names)).all())
             if frame.height == len(lines) and counts_ok:
@@ -204,21 +216,26 @@ class FileSource(Source):
                 continue
             ok.append(True)
             rows.append({n: (f if f != "" else None) for n, f in zip(names, fields, strict=True)})
-        return _Parsed(pl.DataFrame(rows, schema={n: pl.String for n in names}), pl.Series(ok, dtype=pl.Boolean),
-                       pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA))
+        return _Parsed(
+            pl.DataFrame(rows, schema={n: pl.String for n in names}),
+            pl.Series(ok, dtype=pl.Boolean),
+            pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA),
+        )
 
     def _read_parquet(self, path: Path, lo: int, hi: int) -> SourceBatch:
         try:
             frame = pl.read_parquet(path).slice(lo, hi - lo)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is a dead letter, never a crash
+        except Exception as err:
             dead = pl.DataFrame(
                 [{"file": str(path), "position": lo, "raw": None, "reason": f"unreadable Parquet file: {err}"}],
                 schema=DEAD_LETTER_SCHEMA,
             )
             return SourceBatch(self.empty(), dead)
         text = frame.select(
-            [pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
-             for n in self.schema]
+            [
+                pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
+                for n in self.schema
+            ]
         )
         context = pl.DataFrame({"file": [str(path)] * frame.height, "position": list(range(lo, hi))}).with_columns(
             raw=pl.lit(None, dtype=pl.String)
