@@ -73,3 +73,13 @@ def test_a_second_run_on_a_busy_state_dir_is_refused(tmp_path: Path) -> None:
     finally:
         handle.close()
     assert result.returncode == 3 and "another timelapse process" in result.stderr
+
+
+def test_durations() -> None:
+    from engine.cli import UsageError, parse_duration
+
+    assert parse_duration("500ms") == 0.5 and parse_duration("2s") == 2 and parse_duration("1m") == 60
+    import pytest
+
+    with pytest.raises(UsageError):
+        parse_duration("soon")

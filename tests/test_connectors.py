@@ -124,3 +124,32 @@ def test_python_udf_is_vectorised_and_callable_from_sql(tmp_path: Path) -> None:
     expected = out.with_columns(n=pl.col("s").str.count_matches("c").cast(pl.Int64))
     assert_frame_equal(sort_all(out), sort_all(expected))
     assert out.height > 0 and max(calls) > 1  # whole batches, not rows
+
+
+def test_continuous_trigger_runs_epochs_as_data_arrives(tmp_path: Path) -> None:
+    sql = """
+    CREATE TABLE gen (v BIGINT) WITH ('connector' = 'datagen', 'rows-per-second' = '2000',
+                                      'fields.v.kind' = 'sequence');
+    CREATE TABLE out (v BIGINT) WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out SELECT v FROM gen;
+    """
+    script = tmp_path / "p.sql"
+    script.write_text(sql)
+    reports = []
+    summary = Pipeline.from_sql(script, state=tmp_path / "state").run(
+        trigger=0.05, max_epochs=4, on_epoch=reports.append
+    )
+    assert summary["epochs"] == 4 and summary["stopped"] == "max-epochs"
+    values = read_sink(tmp_path / "out").get_column("v").sort().to_list()
+    assert values == list(range(len(values))) and len(values) == sum(r.rows_in["gen"] for r in reports)
+
+
+def test_a_bounded_sequence_ends_the_source(tmp_path: Path) -> None:
+    sql = """
+    CREATE TABLE gen (v INT) WITH ('connector' = 'datagen', 'fields.v.kind' = 'sequence',
+                                   'fields.v.start' = '5', 'fields.v.end' = '14');
+    CREATE TABLE out (v INT) WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out SELECT v FROM gen;
+    """
+    run(tmp_path, sql, max_epoch_rows=3)
+    assert sorted(read_sink(tmp_path / "out").get_column("v").to_list()) == list(range(5, 15))

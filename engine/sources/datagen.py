@@ -5,7 +5,8 @@ Timestamps advance with the row number at `rows-per-second` from `start-time`, a
 
 Options: `number-of-rows` (unbounded if absent), `rows-per-second` (10000), `seed` (0),
 `start-time` ('2026-01-01 00:00:00'), and per field `fields.<f>.kind` (random | sequence),
-`.min`, `.max`, `.start`, `.end`, `.length`, `.values` (comma-separated choices), `.null-rate`.
+`.min`, `.max`, `.start`, `.end` (a sequence with an end bounds the source), `.length`,
+`.values` (comma-separated choices), `.null-rate`.
 An unbounded source makes rows available at `rows-per-second` of wall-clock time since the pipeline started.
 """
 
@@ -41,7 +42,7 @@ class DatagenSource(Source):
     def __init__(self, table: Any, base_dir: Path) -> None:
         super().__init__(table, base_dir)
         total = table.options.get("number-of-rows")
-        self.total = int(total) if total is not None else None
+        self.total = int(total) if total is not None else self._sequence_length(table.options)
         self.rate = float(self.option("rows-per-second", "10000"))
         self.seed = int(self.option("seed", "0"))
         start = pl.select(parse_timestamp(pl.lit(self.option("start-time", "2026-01-01 00:00:00")))).item()
@@ -55,6 +56,16 @@ class DatagenSource(Source):
             kind = self.field(name, "kind", "random")
             if kind not in ("random", "sequence"):
                 raise ConnectorError(f"table '{table.name}': fields.{name}.kind must be 'random' or 'sequence'")
+
+    @staticmethod
+    def _sequence_length(options: dict[str, str]) -> int | None:
+        """As in Flink, a sequence field with an `end` bounds the source to end - start + 1 rows."""
+        lengths = [
+            int(options[key]) - int(options.get(key[: -len(".end")] + ".start", "0")) + 1
+            for key in options
+            if key.startswith("fields.") and key.endswith(".end")
+        ]
+        return min(lengths) if lengths else None
 
     def field(self, name: str, key: str, default: str | None = None) -> str | None:
         return self.table.options.get(f"fields.{name}.{key}", default)
@@ -78,7 +89,9 @@ class DatagenSource(Source):
         self.started_at = float(piece["started_at"])
 
     def plan(self, max_rows: int | None) -> dict[str, Any] | None:
-        started = self.started_at if self.started_at is not None else time.time()
+        if self.started_at is None:
+            self.started_at = time.time()  # logged with the first slice, so a restart keeps the same clock
+        started = self.started_at
         available = self.total if self.total is not None else int((time.time() - started) * self.rate)
         end = available if max_rows is None else min(available, self.row + max_rows)
         if end <= self.row:
