@@ -24,6 +24,7 @@ import polars as pl
 
 from engine.delta_tables import append_once, ensure_table
 from engine.manifest import Checkpoint, Manifest
+from engine.operators.aggregate import AggregateOperator
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate
 from engine.operators.context import EpochContext
@@ -32,7 +33,7 @@ from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
-from sql.plan import Plan, Scan, Sink
+from sql.plan import Aggregate, Plan, Scan, Sink
 
 DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
 
@@ -51,6 +52,7 @@ class EpochReport:
     rows_in: dict[str, int]
     rows_out: dict[str, int]
     dead_letters: dict[str, int]
+    late_rows: dict[str, int]
     watermark: dt.datetime | None
     duration_s: float
     commit_s: float
@@ -65,6 +67,7 @@ class Summary:
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
+    late_rows: dict[str, int] = field(default_factory=dict)
     watermark: dt.datetime | None = None
     elapsed_s: float = 0.0
     stopped: str = "finished"
@@ -77,6 +80,7 @@ class Summary:
             (self.rows_in, report.rows_in),
             (self.rows_out, report.rows_out),
             (self.dead_letters, report.dead_letters),
+            (self.late_rows, report.late_rows),
         ):
             for key, value in counts.items():
                 target[key] = target.get(key, 0) + value
@@ -89,6 +93,7 @@ class Summary:
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "dead_letters": self.dead_letters,
+            "late_rows": self.late_rows,
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "elapsed_s": round(self.elapsed_s, 3),
             "stopped": self.stopped,
@@ -115,6 +120,11 @@ class Runner:
         }
         for sink in self.sinks.values():
             sink.open()
+        self.operators = {
+            node.id: AggregateOperator(node, self.dir.root, self.pipeline_id)
+            for node in plan.nodes
+            if isinstance(node, Aggregate)
+        }
         self.dead_tables: dict[str, Any] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_epoch = 0
@@ -146,6 +156,9 @@ class Runner:
             path = self.dir.dead_letters(name)
             if path.exists():
                 self.dead_tables[name] = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
+        versions = {t["name"]: t["version"] for t in (latest.tables if latest else []) if t["role"] == "state"}
+        for operator in self.operators.values():
+            operator.restore(versions, latest.watermark if latest else None)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(
@@ -204,23 +217,30 @@ class Runner:
 
         batches = {name: self.sources[name].read(piece) for name, piece in pieces.items()}
         frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
-        ctx = EpochContext(epoch, planned_at, frames)
-
-        sink_names = list(self.sink_nodes)
-        outputs = [node for name in sink_names for node in self.sink_nodes[name]]
-        queries = evaluate(list(outputs), ctx)
-        watermark_queries = {
-            name: run_scan(scan, [], ctx).select(scan.table.watermark.expr.max().alias("wm"))
-            for name, scan in self.scans.items()
-            if scan.table.watermark is not None
-        }
-        collected = pl.collect_all(queries + list(watermark_queries.values()))
-        results = collected[: len(queries)]
-        for name, frame in zip(watermark_queries, collected[len(queries) :], strict=True):
-            candidate = frame.item()
+        ctx = EpochContext(
+            epoch,
+            planned_at,
+            frames,
+            previous_watermarks=dict(self.watermarks),
+            watermark_floors=self._watermark_floors(),
+            operators=self.operators,
+        )
+        # Sources first: their rows fix the new watermarks, which decide what stateful operators fire.
+        scans = pl.collect_all([run_scan(scan, [], ctx) for scan in self.scans.values()])
+        ctx.scanned = dict(zip(self.scans, scans, strict=True))
+        for name, scan in self.scans.items():
+            watermark = scan.table.watermark
+            if watermark is None or ctx.scanned[name].height == 0:
+                continue
+            candidate = ctx.scanned[name].select(watermark.expr.max()).item()
             previous = self.watermarks.get(name)
             if candidate is not None and (previous is None or candidate > previous):
                 self.watermarks[name] = candidate
+        ctx.watermark = self._pipeline_watermark()
+
+        sink_names = list(self.sink_nodes)
+        outputs = [node for name in sink_names for node in self.sink_nodes[name]]
+        results = pl.collect_all(evaluate(list(outputs), ctx))
 
         rows_out: dict[str, int] = {}
         position = 0
@@ -233,8 +253,13 @@ class Runner:
             rows_out[name] = rows.height
 
         dead_counts = self._write_dead_letters(epoch, batches)
+        late_counts = {op.node.state_id: op.late_count for op in self.operators.values() if op.late_count}
+        state_rows: dict[str, int] = {}
+        for operator in self.operators.values():
+            operator.commit(epoch, self.pipeline_id)
+            state_rows[operator.node.state_id] = operator.state.height
         commit_started = time.perf_counter()
-        watermark = self._pipeline_watermark()
+        watermark = ctx.watermark
         self.manifest.commit(
             Checkpoint(
                 epoch=epoch,
@@ -246,6 +271,8 @@ class Runner:
                     "rows_in": {n: b.rows.height for n, b in batches.items()},
                     "rows_out": rows_out,
                     "dead_letters": dead_counts,
+                    "late_rows": late_counts,
+                    "state_rows": state_rows,
                     "duration_ms": round((commit_started - started) * 1000, 3),
                 },
             )
@@ -259,6 +286,7 @@ class Runner:
             rows_in={n: b.rows.height + b.dead_letters.height for n, b in batches.items()},
             rows_out=rows_out,
             dead_letters=dead_counts,
+            late_rows=late_counts,
             watermark=watermark,
             duration_s=finished - started,
             commit_s=finished - commit_started,
@@ -288,6 +316,18 @@ class Runner:
             result[name] = {"position": position, "watermark": wm.isoformat() if wm else None}
         return result
 
+    def _watermark_floors(self) -> dict[str, dt.datetime | None | str]:
+        """For each source, the minimum of the other sources' watermarks: a row's watermark cannot pass it."""
+        with_watermark = [n for n, scan in self.scans.items() if scan.table.watermark is not None]
+        floors: dict[str, dt.datetime | None | str] = {}
+        for name in with_watermark:
+            others = [self.watermarks.get(o) for o in with_watermark if o != name]
+            if any(o is None for o in others):
+                floors[name] = "undefined"
+            else:
+                floors[name] = min(others) if others else None  # type: ignore[type-var]
+        return floors
+
     def _pipeline_watermark(self) -> dt.datetime | None:
         marks = [self.watermarks.get(name) for name, scan in self.scans.items() if scan.table.watermark is not None]
         if not marks or any(m is None for m in marks):
@@ -304,4 +344,7 @@ class Runner:
             {"name": name, "role": "dead_letters", "path": str(self.dir.dead_letters(name)), "version": t.version()}
             for name, t in self.dead_tables.items()
         ]
+        for operator in self.operators.values():
+            for name, (role, path, version) in operator.tables().items():
+                tables.append({"name": name, "role": role, "path": str(path), "version": version})
         return tables

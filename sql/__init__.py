@@ -7,7 +7,7 @@ from sql.catalog import Column, TableDef, Watermark
 from sql.errors import SqlError, UnsupportedError
 from sql.plan import Calc, Node, Plan, Scan, Sink, UnionAll
 from sql.planner import parse, plan_script
-from sql.udf import ScalarUdf, udf
+from sql.udf import AggregateUdf, ScalarUdf, udaf, udf
 
 __all__ = [
     "Calc",

@@ -1,12 +1,16 @@
 """The plan: a DAG of operators from sources to sinks, with Polars expressions inside.
 
 The planner builds it; the engine executes it. Nodes are plain data: the engine maps each node type to the
-operator module that runs it. `changelog` says what rows a node emits: `append` (inserts only) today;
-`retract` and `upsert` arrive with stateful operators.
+operator module that runs it. `changelog` says what rows a node emits: `append` (inserts only) or `retract`
+(rows carry a row kind in the hidden column `__op`: +I, -U, +U, -D).
+
+Hidden columns start with `__` and never reach a sink: `__wm` is the watermark in force before each row
+arrived (what decides whether the row is late), `__op` the row kind of an updating stream.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -62,6 +66,80 @@ class Calc(Node):
 
     def describe(self) -> str:
         return f"Calc {self.sql}" if self.sql else "Calc"
+
+
+WATERMARK_COLUMN = "__wm"
+OP_COLUMN = "__op"
+INSERT, UPDATE_BEFORE, UPDATE_AFTER, DELETE = "+I", "-U", "+U", "-D"
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """A window over the event-time column `time_col`: TUMBLE, HOP, CUMULATE or SESSION."""
+
+    kind: str
+    time_col: str
+    size: dt.timedelta | None = None  # TUMBLE, HOP, CUMULATE (the maximum size)
+    slide: dt.timedelta | None = None  # HOP slide, CUMULATE step
+    offset: dt.timedelta = dt.timedelta(0)
+    gap: dt.timedelta | None = None  # SESSION
+    partition_by: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "SESSION":
+            return f"SESSION({self.time_col}, gap {self.gap})"
+        if self.kind == "TUMBLE":
+            return f"TUMBLE({self.time_col}, {self.size})"
+        step = "slide" if self.kind == "HOP" else "step"
+        return f"{self.kind}({self.time_col}, {step} {self.slide}, size {self.size})"
+
+
+@dataclass(eq=False)
+class WindowAssign(Node):
+    """TUMBLE, HOP or CUMULATE without aggregation: adds window_start, window_end, window_time. Stateless."""
+
+    window: WindowSpec = field(kw_only=True)
+
+    def describe(self) -> str:
+        return f"WindowAssign {self.window.describe()}"
+
+
+@dataclass(frozen=True)
+class AggCall:
+    """One aggregate: `function(args) [FILTER (WHERE filter)]`, its result column and type."""
+
+    function: str  # COUNT, SUM, AVG, MIN, MAX, or a registered UDAF name
+    args: tuple[pl.Expr, ...]
+    arg_types: tuple[pl.DataType, ...]
+    output: str
+    dtype: pl.DataType
+    distinct: bool = False
+    filter: pl.Expr | None = None
+    sql: str = ""
+
+
+@dataclass(eq=False)
+class Aggregate(Node):
+    """GROUP BY, over a window or unbounded, with HAVING and the SELECT list computed from keys and aggregates.
+
+    `keys` are computed from the input; `aggs` produce their `output` columns; `projections` and `having`
+    see the key and aggregate columns (and window_start/window_end/window_time for windows).
+    """
+
+    keys: list[tuple[str, pl.Expr]] = field(kw_only=True)
+    aggs: list[AggCall] = field(kw_only=True)
+    projections: list[tuple[str, pl.Expr]] = field(kw_only=True)
+    having: pl.Expr | None = field(default=None, kw_only=True)
+    window: WindowSpec | None = field(default=None, kw_only=True)
+    state_id: str = field(kw_only=True)
+    sql: str = field(default="", kw_only=True)
+    stateful = True
+
+    def describe(self) -> str:
+        keys = ", ".join(name for name, _ in self.keys) or "()"
+        aggs = ", ".join(a.sql for a in self.aggs)
+        kind = f"WindowAggregate {self.window.describe()}" if self.window else "GroupAggregate"
+        return f"{kind} [{self.state_id}] keys ({keys}) aggs ({aggs})"
 
 
 @dataclass(eq=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,10 +14,24 @@ from sqlglot.errors import ParseError, TokenError
 
 from sql import types
 from sql.catalog import Column, TableDef, Watermark
-from sql.dialect import Flink, WindowCall
+from sql.dialect import Descriptor, Flink, TableArgument, WindowCall
 from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
 from sql.expressions import PROCTIME_COLUMN, ExprCompiler, Scope
-from sql.plan import Calc, Node, Plan, Scan, Sink, UnionAll
+from sql.plan import (
+    OP_COLUMN,
+    WATERMARK_COLUMN,
+    Aggregate,
+    AggCall,
+    Calc,
+    Node,
+    Plan,
+    Scan,
+    Sink,
+    UnionAll,
+    WindowAssign,
+    WindowSpec,
+)
+from sql.udf import AGGREGATES as UDAF_REGISTRY
 from sql.udf import REGISTRY, ScalarUdf
 
 
@@ -40,10 +55,19 @@ def plan_script(text: str, udfs: Mapping[str, ScalarUdf] | None = None) -> Plan:
     return _Planner({**REGISTRY, **(udfs or {})}).plan(parse(text))
 
 
+WINDOW_COLUMNS = ("window_start", "window_end", "window_time")
+HIDDEN = (WATERMARK_COLUMN, OP_COLUMN)
+UPDATING_SINKS_WITHOUT_KEY = ("print", "blackhole")
+
+
 @dataclass
 class _Relation:
     node: Node
     qualifiers: frozenset[str] = field(default_factory=frozenset)
+    # A window TVF in FROM: the spec and the relation it windows. `node` then assigns windows row by row
+    # (TUMBLE, HOP, CUMULATE) or is a placeholder schema (SESSION, which only runs inside an aggregation).
+    window: WindowSpec | None = None
+    window_input: Node | None = None
 
     @property
     def scope(self) -> Scope:
@@ -118,7 +142,18 @@ class _Planner:
         table = self._table(target)
         query = statement.expression
         relation = self._query(query)
-        produced = list(relation.node.schema.items())
+        if relation.window is not None and relation.window.kind == "SESSION":
+            raise error_at(query, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
+        produced = [(n, t) for n, t in relation.node.schema.items() if n not in HIDDEN]
+        updating = relation.node.changelog != "append"
+        if updating and not table.primary_key and table.connector.lower() not in UPDATING_SINKS_WITHOUT_KEY:
+            raise error_at(
+                query,
+                f"INSERT INTO {table.name}: the query gives an updating result (rows change as more input "
+                f"arrives), but '{table.name}' is append-only. Declare PRIMARY KEY (...) NOT ENFORCED on "
+                f"'{table.name}' to upsert by key, or aggregate over a window (TUMBLE, HOP, CUMULATE, SESSION) "
+                "to get final, append-only rows",
+            )
         wanted = (
             [table.column(c.name) for c in columns] if columns else [c for c in table.columns if c.computed is None]
         )
@@ -150,8 +185,18 @@ class _Planner:
             (c.name, by_name.get(c.name, pl.lit(None, dtype=c.dtype))) for c in table.columns if c.computed is None
         ]
         schema = {c.name: c.dtype for c in table.columns if c.computed is None}
-        calc = Calc(self._next_id("cast"), [relation.node], schema, projections=ordered, sql=f"cast to {table.name}")
-        self.sinks.append(Sink(f"sink:{table.name}", [calc], schema, table=table))
+        if updating:
+            ordered.append((OP_COLUMN, pl.col(OP_COLUMN)))
+            schema[OP_COLUMN] = pl.String()
+        calc = Calc(
+            self._next_id("cast"),
+            [relation.node],
+            schema,
+            relation.node.changelog,
+            projections=ordered,
+            sql=f"cast to {table.name}",
+        )
+        self.sinks.append(Sink(f"sink:{table.name}", [calc], schema, relation.node.changelog, table=table))
 
     # -- queries -------------------------------------------------------------------------------
     def _table(self, node: exp.Expr) -> TableDef:
@@ -180,7 +225,8 @@ class _Planner:
     def _union(self, query: exp.Union) -> _Relation:
         left = self._query(query.this)
         right = self._query(query.expression)
-        lschema, rschema = list(left.node.schema.items()), list(right.node.schema.items())
+        lschema = [(n, t) for n, t in left.node.schema.items() if n not in HIDDEN]
+        rschema = [(n, t) for n, t in right.node.schema.items() if n not in HIDDEN]
         if len(lschema) != len(rschema):
             raise error_at(query, f"UNION ALL inputs have {len(lschema)} and {len(rschema)} columns")
         inputs: list[Node] = []
@@ -199,14 +245,27 @@ class _Planner:
                     f"UNION ALL column '{lname}': {types.sql_name(ltype)} and "
                     f"{types.sql_name(rtype)} have no common type",
                 ) from None
+        changelog = "retract" if "retract" in (left.node.changelog, right.node.changelog) else "append"
+        with_wm = WATERMARK_COLUMN in left.node.schema and WATERMARK_COLUMN in right.node.schema
+        if with_wm:
+            schema[WATERMARK_COLUMN] = types.timestamp(3)
+        if changelog == "retract":
+            schema[OP_COLUMN] = pl.String()
         for side in (left, right):
-            side_names = list(side.node.schema)
+            side_names = [n for n in side.node.schema if n not in HIDDEN]
             cols = [
                 (name, pl.col(src).cast(dtype).alias(name))
-                for (name, dtype), src in zip(schema.items(), side_names, strict=True)
+                for (name, dtype), src in zip(schema.items(), side_names, strict=False)
             ]
-            inputs.append(Calc(self._next_id("calc"), [side.node], schema, projections=cols, sql="align union input"))
-        return _Relation(UnionAll(self._next_id("union"), inputs, schema))
+            if with_wm:
+                cols.append((WATERMARK_COLUMN, pl.col(WATERMARK_COLUMN).cast(types.timestamp(3))))
+            if changelog == "retract":
+                op = pl.col(OP_COLUMN) if side.node.changelog == "retract" else pl.lit("+I").alias(OP_COLUMN)
+                cols.append((OP_COLUMN, op))
+            inputs.append(
+                Calc(self._next_id("calc"), [side.node], schema, changelog, projections=cols, sql="align union input")
+            )
+        return _Relation(UnionAll(self._next_id("union"), inputs, schema, changelog))
 
     def _from(self, select: exp.Select) -> _Relation:
         source = select.args.get("from_") or select.args.get("from")
@@ -214,48 +273,122 @@ class _Planner:
             raise error_at(select, "SELECT without FROM is not supported in a streaming query", UnsupportedError)
         if select.args.get("joins"):
             raise error_at(select.args["joins"][0], "joins are not supported yet", UnsupportedError)
-        item = source.this
+        return self._from_item(source.this)
+
+    def _from_item(self, item: exp.Expr) -> _Relation:
         alias = item.alias_or_name if item.alias else None
+        aliases = frozenset({alias.lower()} if alias else set())
         if isinstance(item, exp.Subquery):
             inner = self._query(item.this)
-            return _Relation(inner.node, frozenset({alias.lower()} if alias else set()))
-        if isinstance(item, exp.Table) and isinstance(item.this, exp.Anonymous | WindowCall):
-            raise error_at(
-                item, "window table functions (TUMBLE, HOP, CUMULATE, SESSION) are not supported yet", UnsupportedError
-            )
+            return _Relation(inner.node, aliases, inner.window, inner.window_input)
+        if isinstance(item, exp.Table) and isinstance(item.this, exp.Anonymous) and item.this.name.upper() == "TABLE":
+            calls = item.this.expressions
+            if len(calls) != 1 or not isinstance(calls[0], WindowCall):
+                raise error_at(
+                    item,
+                    "only window table functions (TUMBLE, HOP, CUMULATE, SESSION) are supported in TABLE(...)",
+                    UnsupportedError,
+                )
+            return self._window_tvf(calls[0], aliases)
+        if isinstance(item, exp.Table) and isinstance(item.this, WindowCall):
+            # RisingWave style: FROM TUMBLE(t, ts, INTERVAL ...)
+            return self._window_tvf(item.this, aliases)
         if isinstance(item, exp.Table):
             name = item.name
-            qualifiers = {name.lower()} | ({alias.lower()} if alias else set())
+            qualifiers = {name.lower()} | set(aliases)
             if name.lower() in self.views:
                 inner = self._query(self.views[name.lower()])
-                return _Relation(inner.node, frozenset(qualifiers))
+                return _Relation(inner.node, frozenset(qualifiers), inner.window, inner.window_input)
             return _Relation(self._scan(self._table(item)), frozenset(qualifiers))
-        raise error_at(item, f"FROM {item.sql()} is not supported", UnsupportedError)
+        raise error_at(item, f"FROM {item.sql(dialect=Flink)} is not supported", UnsupportedError)
+
+    def _window_tvf(self, call: WindowCall, aliases: frozenset[str]) -> _Relation:
+        named = {a.this.name.upper(): a.expression for a in call.expressions if isinstance(a, exp.Kwarg)}
+        positional = [a for a in call.expressions if not isinstance(a, exp.Kwarg)]
+        table_arg = named.get("DATA") or (positional.pop(0) if positional else None)
+        if isinstance(table_arg, TableArgument):
+            source = self._from_item(table_arg.this)
+            partition = tuple(c.name for c in table_arg.args.get("partition_by") or [])
+        elif isinstance(table_arg, exp.Column | exp.Table):  # TUMBLE(t, ts, ...) without TABLE
+            source = self._from_item(exp.Table(this=exp.to_identifier(table_arg.name)))
+            partition = ()
+        else:
+            raise error_at(call, f"{call.kind} needs a table as its first argument: TABLE t")
+        time_arg = named.get("TIMECOL") or (positional.pop(0) if positional else None)
+        if isinstance(time_arg, Descriptor):
+            time_arg = time_arg.expressions[0]
+        if not isinstance(time_arg, exp.Column):
+            raise error_at(call, f"{call.kind} needs the time column: DESCRIPTOR(ts)")
+        time_col = source.scope.resolve(time_arg)
+        if not isinstance(source.node.schema[time_col], pl.Datetime):
+            raise error_at(time_arg, f"window time column '{time_col}' must be a TIMESTAMP")
+        order = {
+            "TUMBLE": ["SIZE", "OFFSET"],
+            "HOP": ["SLIDE", "SIZE", "OFFSET"],
+            "CUMULATE": ["STEP", "SIZE", "OFFSET"],
+            "SESSION": ["GAP"],
+        }[call.kind]
+        values: dict[str, exp.Expr] = {}
+        for key in order:
+            if key in named:
+                values[key] = named[key]
+            elif positional:
+                values[key] = positional.pop(0)
+        if positional:
+            raise error_at(positional[0], f"too many arguments for {call.kind}")
+        spec = _window_spec(call, call.kind, time_col, values, partition)
+        for column in partition:
+            source.scope.resolve(exp.column(column))
+        schema = {k: v for k, v in source.node.schema.items() if k not in WINDOW_COLUMNS}
+        window_types = {
+            "window_start": types.timestamp(3),
+            "window_end": types.timestamp(3),
+            "window_time": types.timestamp(3),
+        }
+        if spec.kind == "SESSION":
+            placeholder = Node(self._next_id("session"), [source.node], {**schema, **window_types})
+            return _Relation(placeholder, source.qualifiers | aliases, spec, source.node)
+        assign = WindowAssign(
+            self._next_id("window"), [source.node], {**schema, **window_types}, source.node.changelog, window=spec
+        )
+        return _Relation(assign, source.qualifiers | aliases, spec, source.node)
 
     def _scan(self, table: TableDef) -> Scan:
         key = table.name.lower()
         if key not in self.scans:
-            self.scans[key] = Scan(f"scan:{table.name}", [], table.schema, table=table)
+            schema = dict(table.schema)
+            if table.watermark is not None:
+                schema[WATERMARK_COLUMN] = types.timestamp(3)
+            self.scans[key] = Scan(f"scan:{table.name}", [], schema, table=table)
         return self.scans[key]
 
     def _select(self, select: exp.Select) -> _Relation:
-        for arg, what in (
-            ("group", "GROUP BY"),
-            ("having", "HAVING"),
-            ("order", "ORDER BY"),
-            ("limit", "LIMIT"),
-            ("distinct", "SELECT DISTINCT"),
-            ("qualify", "QUALIFY"),
-        ):
+        for arg, what in (("order", "ORDER BY"), ("limit", "LIMIT"), ("qualify", "QUALIFY")):
             if select.args.get(arg):
                 raise error_at(select.args[arg], f"{what} is not supported yet", UnsupportedError)
         relation = self._from(select)
+        aggregated = (
+            bool(select.args.get("group"))
+            or bool(select.args.get("having"))
+            or any(_aggregates_in(item, self.udfs) for item in select.expressions)
+            or bool(select.args.get("distinct"))
+        )
+        if aggregated:
+            return self._aggregate(select, relation)
+        if relation.window is not None and relation.window.kind == "SESSION":
+            raise error_at(select, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
         compiler = ExprCompiler(relation.scope, self.udfs)
         predicate = None
         where = select.args.get("where")
         if where is not None:
             _refuse_nested(where.this)
             predicate = compiler.condition(where.this)
+        projections = self._projections(select, relation, compiler)
+        return _Relation(self._calc(relation.node, projections, predicate, select))
+
+    def _projections(
+        self, select: exp.Select, relation: _Relation, compiler: ExprCompiler
+    ) -> list[tuple[str, pl.Expr]]:
         projections: list[tuple[str, pl.Expr]] = []
         used: set[str] = set()
         for index, item in enumerate(select.expressions):
@@ -268,17 +401,26 @@ class _Planner:
                     suffix += 1
                 used.add(unique.lower())
                 projections.append((unique, expr.alias(unique)))
+        return projections
+
+    def _calc(
+        self, child: Node, projections: list[tuple[str, pl.Expr]], predicate: pl.Expr | None, select: exp.Expr
+    ) -> Calc:
+        """A Calc that also carries the hidden columns (watermark, row kind) of its input."""
+        compiler = ExprCompiler(Scope(child.schema), self.udfs)
         schema = {name: compiler.dtype(expr) for name, expr in projections}
+        hidden = [(h, pl.col(h)) for h in HIDDEN if h in child.schema]
+        schema.update({h: child.schema[h] for h, _ in hidden})
         sql_text = select.sql(dialect=Flink)
-        calc = Calc(
+        return Calc(
             self._next_id("calc"),
-            [relation.node],
+            [child],
             schema,
-            projections=projections,
+            child.changelog,
+            projections=projections + hidden,
             predicate=predicate,
             sql=sql_text if len(sql_text) < 120 else sql_text[:117] + "...",
         )
-        return _Relation(calc)
 
     def _projection(
         self, item: exp.Expr, position: int, relation: _Relation, compiler: ExprCompiler
@@ -294,6 +436,338 @@ class _Planner:
         compiler.dtype(expr, node)
         return [(name, expr)]
 
+    # -- aggregation ---------------------------------------------------------------------------
+    def _aggregate(self, select: exp.Select, relation: _Relation) -> _Relation:
+        scope = relation.scope
+        compiler = ExprCompiler(scope, self.udfs)
+        where = select.args.get("where")
+        predicate = compiler.condition(where.this) if where is not None else None
+        group_items = list(select.args["group"].expressions) if select.args.get("group") else []
+        if select.args.get("distinct"):
+            if group_items or any(_aggregates_in(i, self.udfs) for i in select.expressions):
+                raise error_at(select, "SELECT DISTINCT with GROUP BY or aggregates is not supported", UnsupportedError)
+            group_items = [i.this if isinstance(i, exp.Alias) else i for i in select.expressions]
+
+        window = None
+        window_input = relation.node
+        keys: list[tuple[str, pl.Expr, str]] = []  # (output name, expression, canonical SQL)
+        has_start = has_end = False
+        for item in group_items:
+            if isinstance(item, WindowCall):
+                if window is not None or relation.window is not None:
+                    raise error_at(item, "only one window per GROUP BY")
+                window = self._legacy_window(item, relation)
+                continue
+            if (
+                isinstance(item, exp.Column)
+                and item.name.lower() in ("window_start", "window_end")
+                and relation.window is not None
+            ):
+                has_start |= item.name.lower() == "window_start"
+                has_end |= item.name.lower() == "window_end"
+                continue
+            if isinstance(item, exp.Column) and item.name.lower() == "window_time" and relation.window is not None:
+                continue
+            _refuse_nested(item)
+            expr, dtype = compiler.typed(item)
+            name = item.name if isinstance(item, exp.Column) else f"EXPR$k{len(keys)}"
+            keys.append((name, expr, item.sql(dialect=Flink)))
+        if relation.window is not None and (has_start or has_end):
+            if not (has_start and has_end):
+                raise error_at(select.args["group"], "a window aggregation groups by both window_start and window_end")
+            window = relation.window
+            assert relation.window_input is not None
+            window_input = relation.window_input
+        elif relation.window is not None and relation.window.kind == "SESSION":
+            raise error_at(select, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
+        if window is not None and window.partition_by:
+            keys = [(c, pl.col(c), c) for c in window.partition_by if c not in {k[0] for k in keys}] + keys
+        if window is not None and relation.node.changelog != "append":
+            raise error_at(select, "a window aggregation needs an append-only input", UnsupportedError)
+
+        # Aggregate calls, numbered in order of appearance in SELECT then HAVING.
+        aggs: list[AggCall] = []
+        canonical_aggs: dict[str, str] = {}
+        having = select.args.get("having")
+        for node in [*select.expressions, *([having.this] if having else [])]:
+            for call in _aggregate_calls(node, self.udfs):
+                key = call.sql(dialect=Flink)
+                if key not in canonical_aggs:
+                    output = f"__agg{len(aggs)}"
+                    canonical_aggs[key] = output
+                    aggs.append(self._agg_call(call, compiler, output, relation.node.changelog))
+
+        post_schema: dict[str, pl.DataType] = {}
+        for name, expr, _ in keys:
+            post_schema[name] = compiler.dtype(expr)
+        if window is not None:
+            post_schema.update({c: types.timestamp(3) for c in WINDOW_COLUMNS})
+        for agg in aggs:
+            post_schema[agg.output] = agg.dtype
+        post = ExprCompiler(Scope(post_schema), self.udfs)
+        key_sql = {sql_text: name for name, _, sql_text in keys}
+
+        def rewrite(node: exp.Expr) -> exp.Expr:
+            def replace(sub: exp.Expr) -> exp.Expr:
+                sql_text = sub.sql(dialect=Flink) if isinstance(sub, exp.Expr) else ""
+                if sql_text in canonical_aggs and _is_aggregate(sub, self.udfs):
+                    return exp.column(canonical_aggs[sql_text], quoted=True)
+                if sql_text in key_sql and not isinstance(sub, exp.Alias):
+                    return exp.column(key_sql[sql_text], quoted=True)
+                legacy = _legacy_window_column(sub)
+                if legacy is not None:
+                    if window is None:
+                        raise error_at(sub, f"{sub.sql(dialect=Flink)} needs a group window in GROUP BY")
+                    return exp.column(legacy, quoted=True)
+                return sub
+
+            return node.copy().transform(replace)
+
+        projections: list[tuple[str, pl.Expr]] = []
+        used: set[str] = set()
+        for index, item in enumerate(select.expressions):
+            if isinstance(item, exp.Star):
+                raise error_at(item, "SELECT * is not allowed with GROUP BY")
+            name = item.alias_or_name if isinstance(item, exp.Alias | exp.Column) else f"EXPR${index}"
+            if isinstance(item, exp.Alias) is False and _legacy_window_column(item) is not None:
+                name = f"EXPR${index}"
+            body = item.this if isinstance(item, exp.Alias) else item
+            try:
+                expr = post.compile(rewrite(body))
+            except SqlError as err:
+                if "unknown column" in err.message:
+                    raise error_at(
+                        body, f"'{body.sql(dialect=Flink)}' must appear in GROUP BY or inside an aggregate function"
+                    ) from None
+                raise
+            unique = name
+            while unique.lower() in used:
+                unique += "$"
+            used.add(unique.lower())
+            projections.append((unique, expr.alias(unique)))
+        having_expr = None
+        if having is not None:
+            try:
+                having_expr = post.condition(rewrite(having.this))
+            except SqlError as err:
+                if "unknown column" in err.message:
+                    raise error_at(having, "HAVING may only use GROUP BY columns and aggregates") from None
+                raise
+        schema = {name: post.dtype(expr) for name, expr in projections}
+
+        child = window_input
+        if predicate is not None:
+            passthrough = [(c, pl.col(c)) for c in child.schema]
+            child = Calc(
+                self._next_id("calc"),
+                [child],
+                dict(child.schema),
+                child.changelog,
+                projections=passthrough,
+                predicate=predicate,
+                sql="WHERE " + where.this.sql(dialect=Flink),
+            )
+        if window is not None:
+            schema[WATERMARK_COLUMN] = types.timestamp(3)
+        else:
+            schema[OP_COLUMN] = pl.String()
+        state_id = _hint(select, "STATE_ID") or self._state_id(select, keys, aggs, window)
+        node = Aggregate(
+            self._next_id("agg"),
+            [child],
+            schema,
+            "append" if window is not None else "retract",
+            keys=[(name, expr.alias(name)) for name, expr, _ in keys],
+            aggs=aggs,
+            projections=projections,
+            having=having_expr,
+            window=window,
+            state_id=state_id,
+            sql=select.sql(dialect=Flink)[:200],
+        )
+        return _Relation(node)
+
+    def _state_id(
+        self, select: exp.Select, keys: list[tuple[str, pl.Expr, str]], aggs: list[AggCall], window: WindowSpec | None
+    ) -> str:
+        """A stable id from the operator's role: what it groups by, over which window and input tables."""
+        tables = sorted(t.name.lower() for t in select.find_all(exp.Table))
+        role = "|".join(
+            [window.describe() if window else "group", *(k[2] for k in keys), *(a.sql for a in aggs), *tables]
+        )
+        base = "window-agg" if window else "group-agg"
+        digest = hashlib.sha256(role.encode()).hexdigest()[:10]
+        used = {s.state_id for s in self._stateful}
+        candidate = f"{base}-{digest}"
+        suffix = 1
+        while candidate in used:
+            suffix += 1
+            candidate = f"{base}-{digest}-{suffix}"
+        return candidate
+
+    @property
+    def _stateful(self) -> list[Aggregate]:
+        nodes: list[Aggregate] = []
+        for sink in self.sinks:
+            nodes += [n for n in sink.walk() if isinstance(n, Aggregate)]
+        return nodes
+
+    def _agg_call(self, call: exp.Expr, compiler: ExprCompiler, output: str, changelog: str) -> AggCall:
+        filter_expr = None
+        if isinstance(call, exp.Filter):
+            filter_expr = compiler.condition(call.expression.this)
+            call = call.this
+        distinct = isinstance(call.this, exp.Distinct) if isinstance(call, exp.AggFunc) else False
+        if isinstance(call, exp.Anonymous):
+            function = call.name.upper()
+            arg_nodes = list(call.expressions)
+        else:
+            function = call.sql_name().upper()
+            inner = call.this.expressions if distinct else ([call.this] if call.this is not None else [])
+            arg_nodes = [a for a in inner if not isinstance(a, exp.Star)]
+        args = [compiler.typed(a) for a in arg_nodes]
+        arg_types = tuple(t for _, t in args)
+        if function == "COUNT":
+            dtype: pl.DataType = pl.Int64()
+        elif function in ("SUM",):
+            (t,) = arg_types
+            if not t.is_numeric():
+                raise error_at(call, f"SUM needs a number, got {types.sql_name(t)}")
+            dtype = pl.Int64() if t.is_integer() else (t if isinstance(t, pl.Decimal) else pl.Float64())
+        elif function == "AVG":
+            (t,) = arg_types
+            if not t.is_numeric():
+                raise error_at(call, f"AVG needs a number, got {types.sql_name(t)}")
+            dtype = pl.Float64()
+        elif function in ("MIN", "MAX"):
+            (t,) = arg_types
+            dtype = t
+            if changelog != "append":
+                raise error_at(call, f"{function} over an updating input is not supported yet", UnsupportedError)
+        elif function in UDAF_REGISTRY:
+            dtype = UDAF_REGISTRY[function].result_type
+            if changelog != "append":
+                raise error_at(call, f"{function} over an updating input is not supported", UnsupportedError)
+        else:
+            raise error_at(call, f"aggregate function {function} is not supported", UnsupportedError)
+        if distinct and (function != "COUNT" or len(args) != 1):
+            raise error_at(call, "DISTINCT is supported in COUNT(DISTINCT x) only", UnsupportedError)
+        if distinct and changelog != "append":
+            raise error_at(call, "COUNT(DISTINCT) over an updating input is not supported yet", UnsupportedError)
+        return AggCall(
+            function,
+            tuple(e for e, _ in args),
+            arg_types,
+            output,
+            dtype,
+            distinct,
+            filter_expr,
+            call.sql(dialect=Flink),
+        )
+
+    def _legacy_window(self, item: WindowCall, relation: _Relation) -> WindowSpec:
+        args = list(item.expressions)
+        if not args or not isinstance(args[0], exp.Column):
+            raise error_at(item, f"{item.kind}(time_column, ...) expected in GROUP BY")
+        time_col = relation.scope.resolve(args[0])
+        if not isinstance(relation.node.schema[time_col], pl.Datetime):
+            raise error_at(args[0], f"window time column '{time_col}' must be a TIMESTAMP")
+        # Legacy HOP takes (ts, slide, size) as the TVF does; SESSION takes (ts, gap).
+        order = {
+            "TUMBLE": ["SIZE", "OFFSET"],
+            "HOP": ["SLIDE", "SIZE"],
+            "SESSION": ["GAP"],
+            "CUMULATE": ["STEP", "SIZE"],
+        }[item.kind]
+        values = dict(zip(order, args[1:], strict=False))
+        return _window_spec(item, item.kind, time_col, values, ())
+
+
+def _window_spec(
+    node: exp.Expr, kind: str, time_col: str, values: dict[str, exp.Expr], partition: tuple[str, ...]
+) -> WindowSpec:
+    def interval(key: str) -> dt.timedelta:
+        if key not in values:
+            raise error_at(node, f"{kind} needs {key.lower()}")
+        length = ExprCompiler.interval(values[key])
+        if length <= dt.timedelta(0):
+            raise error_at(values[key], f"{kind} {key.lower()} must be positive")
+        return length
+
+    offset = ExprCompiler.interval(values["OFFSET"]) if "OFFSET" in values else dt.timedelta(0)
+    if kind == "TUMBLE":
+        return WindowSpec(kind, time_col, size=interval("SIZE"), offset=offset)
+    if kind == "SESSION":
+        return WindowSpec(kind, time_col, gap=interval("GAP"), partition_by=partition)
+    step = interval("SLIDE" if kind == "HOP" else "STEP")
+    size = interval("SIZE")
+    if size % step:
+        raise error_at(node, f"{kind} size must be a multiple of its {'slide' if kind == 'HOP' else 'step'}")
+    return WindowSpec(kind, time_col, size=size, slide=step, offset=offset)
+
+
+_AGG_NAMES = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+
+
+def _is_aggregate(node: exp.Expr, udfs: Mapping[str, ScalarUdf]) -> bool:
+    if isinstance(node, exp.Filter):
+        return _is_aggregate(node.this, udfs)
+    if isinstance(node, exp.AggFunc):
+        return True
+    return isinstance(node, exp.Anonymous) and node.name.upper() in UDAF_REGISTRY
+
+
+def _aggregate_calls(node: exp.Expr, udfs: Mapping[str, ScalarUdf]) -> list[exp.Expr]:
+    """Outermost aggregate calls (with their FILTER clause) inside `node`."""
+    found: list[exp.Expr] = []
+
+    def visit(sub: exp.Expr) -> None:
+        if _is_aggregate(sub, udfs):
+            if isinstance(sub, exp.Window):
+                raise error_at(sub, "OVER windows are not supported yet", UnsupportedError)
+            found.append(sub)
+            return
+        if isinstance(sub, exp.Window):
+            raise error_at(sub, "OVER windows are not supported yet", UnsupportedError)
+        for child in sub.iter_expressions():
+            visit(child)
+
+    visit(node.this if isinstance(node, exp.Alias) else node)
+    return found
+
+
+def _aggregates_in(node: exp.Expr, udfs: Mapping[str, ScalarUdf]) -> bool:
+    return bool(_aggregate_calls(node, udfs))
+
+
+_LEGACY_WINDOW_COLUMNS = {
+    "TUMBLE_START": "window_start",
+    "TUMBLE_END": "window_end",
+    "TUMBLE_ROWTIME": "window_time",
+    "HOP_START": "window_start",
+    "HOP_END": "window_end",
+    "HOP_ROWTIME": "window_time",
+    "SESSION_START": "window_start",
+    "SESSION_END": "window_end",
+    "SESSION_ROWTIME": "window_time",
+    "CUMULATE_START": "window_start",
+    "CUMULATE_END": "window_end",
+}
+
+
+def _legacy_window_column(node: exp.Expr) -> str | None:
+    if isinstance(node, exp.Anonymous):
+        return _LEGACY_WINDOW_COLUMNS.get(node.name.upper())
+    return None
+
+
+def _hint(select: exp.Select, name: str) -> str | None:
+    hint = select.args.get("hint")
+    for item in hint.expressions if hint is not None else []:
+        if isinstance(item, exp.Anonymous) and item.name.upper() == name and item.expressions:
+            return str(item.expressions[0].name)
+    return None
+
 
 def _select_items(query: exp.Expr) -> list[exp.Expr]:
     while isinstance(query, exp.Union | exp.Subquery):
@@ -307,9 +781,7 @@ def _refuse_nested(node: exp.Expr) -> None:
             raise error_at(inner, "OVER windows are not supported yet", UnsupportedError)
         if isinstance(inner, exp.AggFunc):
             raise error_at(
-                inner,
-                f"aggregate {inner.sql(dialect=Flink)} needs GROUP BY, which is not supported yet",
-                UnsupportedError,
+                inner, f"aggregate {inner.sql(dialect=Flink)} is not allowed here (use HAVING to filter on aggregates)"
             )
         raise error_at(inner, "subqueries in expressions are not supported", UnsupportedError)
 

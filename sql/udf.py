@@ -41,3 +41,43 @@ def udf(
         return fn
 
     return register
+
+
+@dataclass(frozen=True)
+class AggregateUdf:
+    """A Python aggregate, vectorised as Polars expressions over whole groups.
+
+    - `state`: the typed partial-state columns kept per group (they become columns of the state table);
+    - `partial(*args)`: one aggregation expression per state column, evaluated over a group's new rows;
+    - `merge(old, new)`: one expression per state column combining two partial states (given as dicts of
+      column expressions);
+    - `finish(state)`: the result expression from the state columns.
+    """
+
+    name: str
+    state: dict[str, pl.DataType]
+    partial: Callable[..., dict[str, pl.Expr]]
+    merge: Callable[[dict[str, pl.Expr], dict[str, pl.Expr]], dict[str, pl.Expr]]
+    finish: Callable[[dict[str, pl.Expr]], pl.Expr]
+    result_type: pl.DataType
+
+
+AGGREGATES: dict[str, AggregateUdf] = {}
+
+
+def udaf(
+    name: str,
+    state: dict[str, pl.DataType],
+    partial: Callable[..., dict[str, pl.Expr]],
+    merge: Callable[[dict[str, pl.Expr], dict[str, pl.Expr]], dict[str, pl.Expr]],
+    finish: Callable[[dict[str, pl.Expr]], pl.Expr],
+    result_type: pl.DataType,
+) -> AggregateUdf:
+    """Register an aggregate callable from SQL as `name(args)`.
+
+    >>> udaf("SUM_SQ", {"s": pl.Float64()}, partial=lambda x: {"s": (x * x).sum()},
+    ...      merge=lambda a, b: {"s": a["s"] + b["s"]}, finish=lambda st: st["s"], result_type=pl.Float64())
+    """
+    aggregate = AggregateUdf(name.upper(), state, partial, merge, finish, result_type)
+    AGGREGATES[aggregate.name] = aggregate
+    return aggregate

@@ -1,7 +1,8 @@
 """Operators: one module each. Each turns a plan node and its inputs' rows into its output rows.
 
 Stateless operators work on Polars LazyFrames, so a whole chain fuses into one Polars query per epoch.
-Stateful operators (windows, aggregates, joins) own a Delta state table, defined in their own module.
+Stateful operators (aggregate.py) are objects that live across epochs, own Delta state tables, and receive
+their input materialised.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from collections.abc import Callable
 
 import polars as pl
 
-from engine.operators import calc, scan, union
+from engine.operators import calc, scan, union, windows
 from engine.operators.context import EpochContext
-from sql.plan import Calc, Node, Scan, Sink, UnionAll
+from sql.plan import Calc, Node, Scan, Sink, UnionAll, WindowAssign
 
 Operator = Callable[[Node, list[pl.LazyFrame], EpochContext], pl.LazyFrame]
 
@@ -20,6 +21,7 @@ OPERATORS: dict[type[Node], Operator] = {
     Scan: scan.run,  # type: ignore[dict-item]
     Calc: calc.run,  # type: ignore[dict-item]
     UnionAll: union.run,
+    WindowAssign: windows.run,  # type: ignore[dict-item]
     Sink: lambda node, inputs, ctx: inputs[0],  # the sink connector writes what its input produced
 }
 
@@ -31,5 +33,9 @@ def evaluate(outputs: list[Node], ctx: EpochContext) -> list[pl.LazyFrame]:
         for node in output.walk():
             if id(node) not in built:
                 inputs = [built[id(child)] for child in node.inputs]
-                built[id(node)] = OPERATORS[type(node)](node, inputs, ctx)
+                if node.stateful:
+                    rows = inputs[0].collect()
+                    built[id(node)] = ctx.operators[node.id].process(rows, ctx).lazy()
+                else:
+                    built[id(node)] = OPERATORS[type(node)](node, inputs, ctx)
     return [built[id(o)] for o in outputs]

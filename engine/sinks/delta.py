@@ -1,7 +1,11 @@
-"""`'connector' = 'delta'` as a sink: appends each epoch's rows exactly once.
+"""`'connector' = 'delta'` as a sink: appends each epoch's rows exactly once, or upserts by primary key.
 
 Each commit carries the marker `Transaction(<pipeline>/<table>, epoch)`; before writing, the sink reads the
 marker back and skips an epoch that the table already holds (delta-rs does not enforce markers itself).
+
+A table declared with `PRIMARY KEY (...) NOT ENFORCED` that receives an updating result is kept as the
+materialised result: each epoch's changelog is reduced to the last change per key and applied in one MERGE
+(insert or update for +I/+U, delete for -D). Applying the same epoch twice gives the same table.
 """
 
 from __future__ import annotations
@@ -9,11 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from deltalake import DeltaTable
+from deltalake import CommitProperties, DeltaTable, Transaction
 
-from engine.delta_tables import append_once, ensure_table
+from engine.delta_tables import append_once, ensure_table, to_arrow
 from engine.sinks.base import SinkConnector
 from sql.catalog import TableDef
+from sql.plan import DELETE, OP_COLUMN, UPDATE_BEFORE
+
+DELETE_FLAG = "__delete"
 
 
 class DeltaSink(SinkConnector):
@@ -36,8 +43,43 @@ class DeltaSink(SinkConnector):
 
     def write(self, epoch: int, rows: pl.DataFrame) -> None:
         assert self._table is not None
-        if rows.height:
+        if not rows.height:
+            return
+        if OP_COLUMN in rows.columns:
+            self._upsert(epoch, rows)
+        else:
             append_once(self._table, rows, self.app_id, epoch)
+
+    def _upsert(self, epoch: int, rows: pl.DataFrame) -> None:
+        assert self._table is not None
+        table = self._table
+        table.update_incremental()
+        done = table.transaction_version(self.app_id)
+        if done is not None and done >= epoch:
+            return
+        keys = list(self.table.primary_key)
+        columns = [c for c in rows.columns if c != OP_COLUMN]
+        last = rows.with_row_index("__seq").sort("__seq").group_by(keys, maintain_order=True).last()
+        changes = last.select(*columns, pl.col(OP_COLUMN).is_in([DELETE, UPDATE_BEFORE]).alias(DELETE_FLAG))
+        matched = " AND ".join(f't."{k}" IS NOT DISTINCT FROM s."{k}"' for k in keys)
+        assignments = {f'"{c}"': f's."{c}"' for c in columns}
+        (
+            table.merge(
+                to_arrow(changes),
+                predicate=matched,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id=self.app_id, version=epoch)],
+                    custom_metadata={"timelapse.epoch": str(epoch)},
+                ),
+            )
+            .when_matched_delete(predicate=f's."{DELETE_FLAG}"')
+            .when_matched_update(updates=assignments, predicate=f'NOT s."{DELETE_FLAG}"')
+            .when_not_matched_insert(updates=assignments, predicate=f'NOT s."{DELETE_FLAG}"')
+            .execute()
+        )
+        table.update_incremental()
 
     def version(self) -> int | None:
         assert self._table is not None

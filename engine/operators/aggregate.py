@@ -1,0 +1,378 @@
+"""GROUP BY aggregation, unbounded or over windows. Stateful: its state is a Delta table it owns.
+
+State schema (one row per group; for windows, per group and window):
+    <group keys> [window_start, window_end] __rows <partial-state columns> _kg _epoch _deleted
+COUNT(DISTINCT x) also keeps, per aggregate, a table of the distinct values with their counts:
+    <group keys> [window_start, window_end] __value __count _kg _epoch _deleted
+Late rows (whose window had closed when they arrived) go to a late-rows table:
+    <input columns> _epoch _watermark _reason
+
+Unbounded aggregation emits a changelog per epoch: +I for a new group, -U/+U when its row changes, -D when
+it disappears (its rows were retracted, or HAVING stopped holding). Window aggregation emits each window's
+final row once the watermark passes the window's end, then purges the window from state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.delta_tables import append_once, ensure_table
+from engine.operators.aggregates import ROWS, SIGN, AggState, agg_state, merge_grouped, merge_pairwise
+from engine.operators.context import EpochContext
+from engine.operators.windows import ONE_MS, assign
+from engine.state_store import StateTable, key_group
+from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate
+
+OLD = "__old"
+VALUE, COUNT = "__value", "__count"
+WINDOW_BOUNDS = ["window_start", "window_end"]
+
+
+class AggregateOperator:
+    def __init__(self, node: Aggregate, root: Path, app_prefix: str) -> None:
+        self.node = node
+        self.window = node.window
+        # A global aggregate (no GROUP BY keys) is one group under a constant key.
+        self.key_exprs = node.keys or [("__all", pl.lit(0, pl.Int32).alias("__all"))]
+        self.keys = [name for name, _ in self.key_exprs]
+        self.groups = self.keys + (WINDOW_BOUNDS if self.window else [])
+        self.states: list[AggState] = [agg_state(call, i) for i, call in enumerate(node.aggs)]
+        input_schema = dict(node.inputs[0].schema)
+        key_types = pl.LazyFrame(schema=input_schema).select([e for _, e in self.key_exprs]).collect_schema()
+        group_types = {
+            **dict(key_types),
+            **({w: pl.Datetime("ms", "UTC") for w in WINDOW_BOUNDS} if self.window else {}),
+        }
+        values = {ROWS: pl.Int64(), **{c.name: c.dtype for s in self.states for c in s.columns}}
+        self.directory = root / "operators" / node.state_id
+        self.table = StateTable(
+            self.directory / "state", self.groups, values, f"{app_prefix}/{node.state_id}", group_types
+        )
+        self.distinct: dict[int, StateTable] = {}
+        for i, state in enumerate(self.states):
+            if state.distinct:
+                value_type = state.call.arg_types[0]
+                self.distinct[i] = StateTable(
+                    self.directory / f"distinct_{i}",
+                    [*self.groups, VALUE],
+                    {COUNT: pl.Int64()},
+                    f"{app_prefix}/{node.state_id}/distinct_{i}",
+                    {**group_types, VALUE: value_type},
+                )
+        self.state = self.table.load(None)
+        self.distinct_state = {i: t.load(None) for i, t in self.distinct.items()}
+        self.visible_input = [c for c in input_schema if not c.startswith("__")]
+        self.input_schema = input_schema
+        self.late_path = self.directory / "late"
+        self.late_table: Any = ensure_table(self.late_path, self._late_schema()) if self.late_path.exists() else None
+        self.late_pending: pl.DataFrame | None = None
+        self.last_watermark: dt.datetime | None = None
+
+    # -- tables the manifest records -----------------------------------------------------------
+    def tables(self) -> dict[str, tuple[str, Path, int]]:
+        """name -> (role, path, version)."""
+        entries = {self.node.state_id: ("state", self.table.path, self.table.version())}
+        for i, table in self.distinct.items():
+            entries[f"{self.node.state_id}/distinct_{i}"] = ("state", table.path, table.version())
+        if self.late_table is not None:
+            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, int(self.late_table.version()))
+        return entries
+
+    def schema_of(self) -> dict[str, str]:
+        return {name: str(dtype) for name, dtype in self.table.schema.items()}
+
+    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
+        self.state = self.table.load(versions.get(self.node.state_id))
+        for i, table in self.distinct.items():
+            self.distinct_state[i] = table.load(versions.get(f"{self.node.state_id}/distinct_{i}"))
+        self.last_watermark = watermark
+
+    # -- per epoch -----------------------------------------------------------------------------
+    def process(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
+        self.late_pending = None
+        if self.window is None:
+            return self._unbounded(rows)
+        if self.window.kind == "SESSION":
+            output = self._sessions(rows, ctx)
+        else:
+            output = self._windows(rows, ctx)
+        self.last_watermark = ctx.watermark
+        return output
+
+    def commit(self, epoch: int, app_prefix: str) -> int:
+        if self.late_pending is not None and self.late_pending.height:
+            if self.late_table is None:
+                self.late_table = ensure_table(self.late_path, self._late_schema())
+            rows = self.late_pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")).select(
+                list(self._late_schema())
+            )
+            append_once(self.late_table, rows, f"{app_prefix}/{self.node.state_id}/late", epoch)
+        for i, table in self.distinct.items():
+            table.commit(epoch, self.distinct_state[i].height)
+        return self.table.commit(epoch, self.state.height)
+
+    @property
+    def late_count(self) -> int:
+        return 0 if self.late_pending is None else self.late_pending.height
+
+    # -- unbounded GROUP BY --------------------------------------------------------------------
+    def _unbounded(self, rows: pl.DataFrame) -> pl.DataFrame:
+        if rows.height == 0:
+            return self._empty_output()
+        if OP_COLUMN in rows.columns:
+            sign = pl.when(pl.col(OP_COLUMN).is_in([UPDATE_BEFORE, DELETE])).then(-1).otherwise(1)
+        else:
+            sign = pl.lit(1)
+        rows = rows.with_columns(sign.cast(pl.Int64).alias(SIGN), *[e for _, e in self.key_exprs])
+        old, new = self._merge(rows)
+        live = new.filter(pl.col(ROWS) > 0)
+        gone = new.filter(pl.col(ROWS) <= 0).join(old.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
+        self._replace(old, live, gone)
+        return self._changelog(self._outputs(old), self._outputs(live))
+
+    # -- TUMBLE, HOP, CUMULATE ------------------------------------------------------------------
+    def _windows(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
+        assert self.window is not None
+        if rows.height:
+            indexed = rows.with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
+            assigned = assign(indexed.lazy(), self.window).collect()
+            late = self._late_mask(pl.col("window_end"))
+            flagged = assigned.with_columns(late.alias("__late"))
+            self._record_late(rows, flagged)
+            on_time = flagged.filter(~pl.col("__late")).with_columns(pl.lit(1, pl.Int64).alias(SIGN))
+            if on_time.height:
+                old, new = self._merge(on_time)
+                self._replace(old, new, new.clear())
+        return self._fire(ctx)
+
+    def _late_mask(self, window_end: pl.Expr) -> pl.Expr:
+        if WATERMARK_COLUMN not in self.input_schema:
+            return pl.lit(False)
+        return (window_end - ONE_MS <= pl.col(WATERMARK_COLUMN)).fill_null(False)
+
+    def _record_late(self, rows: pl.DataFrame, flagged: pl.DataFrame) -> None:
+        per_row = (
+            flagged.group_by("__row")
+            .agg(
+                pl.col("__late").sum().alias("late"),
+                pl.len().alias("windows"),
+                pl.col("window_end").filter(pl.col("__late")).max().alias("closed_end"),
+            )
+            .filter(pl.col("late") > 0)
+        )
+        if per_row.height == 0:
+            return
+        late_rows = rows.with_row_index("__row").join(per_row, on="__row").sort("__row")
+        reason = pl.format(
+            "{} of {} window(s) already closed (latest closed window ends {}); watermark was {}",
+            pl.col("late"),
+            pl.col("windows"),
+            pl.col("closed_end"),
+            pl.col(WATERMARK_COLUMN),
+        )
+        self._add_late(late_rows, reason)
+
+    def _add_late(self, late_rows: pl.DataFrame, reason: pl.Expr) -> None:
+        frame = late_rows.select(
+            *self.visible_input,
+            pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
+            reason.alias("_reason"),
+        )
+        self.late_pending = frame if self.late_pending is None else pl.concat([self.late_pending, frame])
+
+    def _fire(self, ctx: EpochContext) -> pl.DataFrame:
+        watermark = ctx.watermark
+        if watermark is None or self.state.height == 0:
+            return self._empty_output()
+        due = pl.col("window_end") - ONE_MS <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
+        fired = self.state.filter(due)
+        if fired.height == 0:
+            return self._empty_output()
+        self.state = self.state.filter(~due)
+        self.table.stage(fired.head(0), fired.select(self.groups + ["_kg"]))
+        for i, table in self.distinct.items():
+            values = self.distinct_state[i]
+            closed = values.join(fired.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
+            self.distinct_state[i] = values.join(
+                fired.select(self.groups), on=self.groups, how="anti", nulls_equal=True
+            )
+            table.stage(closed.head(0), closed.select([*self.groups, VALUE, "_kg"]))
+        out = self._outputs(fired).sort(WINDOW_BOUNDS[1], *[f"__g_{k}" for k in self.keys], nulls_last=True)
+        previous = self.last_watermark
+        return (
+            out.select([c for c in out.columns if not c.startswith("__g_")])
+            .with_columns(pl.lit(previous, pl.Datetime("ms", "UTC")).alias(WATERMARK_COLUMN))
+            .select(list(self.node.schema))
+        )
+
+    # -- SESSION -------------------------------------------------------------------------------
+    def _sessions(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
+        assert self.window is not None and self.window.gap is not None
+        if rows.height:
+            time_col = self.window.time_col
+            gap = self.window.gap
+            rows = rows.filter(pl.col(time_col).is_not_null())
+            late = self._late_mask(pl.col(time_col) + gap)
+            flagged = rows.with_columns(late.alias("__late"))
+            late_rows = flagged.filter(pl.col("__late"))
+            if late_rows.height:
+                self._add_late(
+                    late_rows,
+                    pl.format(
+                        "its session (gap {}) had closed; watermark was {}", pl.lit(str(gap)), pl.col(WATERMARK_COLUMN)
+                    ),
+                )
+            on_time = flagged.filter(~pl.col("__late")).with_columns(
+                pl.lit(1, pl.Int64).alias(SIGN), *[e for _, e in self.key_exprs]
+            )
+            if on_time.height:
+                self._merge_sessions(on_time, time_col, gap)
+        return self._fire(ctx)
+
+    def _merge_sessions(self, rows: pl.DataFrame, time_col: str, gap: dt.timedelta) -> None:
+        partial = (
+            rows.group_by([*self.keys, time_col])
+            .agg(pl.col(SIGN).sum().alias(ROWS), *[p for s in self.states for p in s.partial])
+            .with_columns(
+                pl.col(time_col).cast(pl.Datetime("ms", "UTC")).alias("window_start"),
+                (pl.col(time_col) + gap).cast(pl.Datetime("ms", "UTC")).alias("window_end"),
+            )
+            .drop(time_col)
+        )
+        touched = partial.select(self.keys).unique()
+        old = self.state.join(touched, on=self.keys, how="semi", nulls_equal=True)
+        columns = [*self.groups, ROWS, *[c.name for s in self.states for c in s.columns]]
+        combined = pl.concat([old.select(columns), partial.select(columns)], how="vertical_relaxed").sort(
+            [*self.keys, "window_start"], nulls_last=True
+        )
+        previous_end = pl.col("window_end").cum_max().shift(1).over(self.keys)
+        combined = combined.with_columns(
+            (previous_end.is_null() | (pl.col("window_start") > previous_end)).cast(pl.Int64).alias("__new")
+        )
+        combined = combined.with_columns(pl.col("__new").cum_sum().over(self.keys).alias("__session"))
+        merged = (
+            combined.group_by([*self.keys, "__session"])
+            .agg(
+                pl.col("window_start").min(),
+                pl.col("window_end").max(),
+                pl.col(ROWS).sum(),
+                *merge_grouped(self.states),
+            )
+            .drop("__session")
+            .with_columns(key_group(self.groups).alias("_kg"))
+        )
+        replaced = old.join(merged.select(self.groups), on=self.groups, how="anti", nulls_equal=True)
+        self.state = pl.concat(
+            [self.state.join(touched, on=self.keys, how="anti", nulls_equal=True), merged.select(self.state.columns)],
+            how="vertical_relaxed",
+        )
+        self.table.stage(merged.select(self.state.columns), replaced.select([*self.groups, "_kg"]))
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def _merge(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Combine the new rows' partial states with the stored ones: (old rows, new rows) of touched groups."""
+        partial = rows.group_by(self.groups).agg(
+            pl.col(SIGN).sum().alias(ROWS), *[p for s in self.states for p in s.partial]
+        )
+        for i in self.distinct:
+            partial = self._distinct_delta(i, rows, partial)
+        old = self.state.join(partial.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
+        joined = partial.join(old, on=self.groups, how="left", suffix=OLD, nulls_equal=True)
+        new = joined.select(
+            *self.groups,
+            (pl.col(ROWS + OLD).fill_null(0) + pl.col(ROWS)).alias(ROWS),
+            *merge_pairwise(self.states, OLD),
+            key_group(self.groups).alias("_kg"),
+        )
+        return old, new
+
+    def _replace(self, old: pl.DataFrame, live: pl.DataFrame, gone: pl.DataFrame) -> None:
+        touched = pl.concat([live.select(self.groups), gone.select(self.groups)])
+        kept = self.state.join(touched, on=self.groups, how="anti", nulls_equal=True)
+        self.state = pl.concat([kept, live.select(self.state.columns)], how="vertical_relaxed")
+        self.table.stage(live.select(self.state.columns), gone.select([*self.groups, "_kg"]))
+
+    def _distinct_delta(self, index: int, rows: pl.DataFrame, partial: pl.DataFrame) -> pl.DataFrame:
+        state = self.states[index]
+        call = state.call
+        mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
+        counts = (
+            rows.filter(mask & call.args[0].is_not_null())
+            .group_by([*self.groups, call.args[0].alias(VALUE)])
+            .agg(pl.col(SIGN).sum().alias("__delta"))
+        )
+        stored = self.distinct_state[index]
+        keys = [*self.groups, VALUE]
+        joined = counts.join(stored.select(*keys, COUNT), on=keys, how="left", nulls_equal=True)
+        joined = joined.with_columns((pl.col(COUNT).fill_null(0) + pl.col("__delta")).alias("__new"))
+        joined = joined.with_columns(
+            ((pl.col("__new") > 0).cast(pl.Int64) - (pl.col(COUNT).fill_null(0) > 0).cast(pl.Int64)).alias("__chg")
+        )
+        present = joined.filter(pl.col("__new") > 0).select(
+            *keys, pl.col("__new").alias(COUNT), key_group(keys).alias("_kg")
+        )
+        absent = joined.filter((pl.col("__new") <= 0) & pl.col(COUNT).is_not_null()).select(
+            *keys, key_group(keys).alias("_kg")
+        )
+        self.distinct_state[index] = pl.concat(
+            [stored.join(joined.select(keys), on=keys, how="anti", nulls_equal=True), present.select(stored.columns)],
+            how="vertical_relaxed",
+        )
+        self.distinct[index].stage(present, absent)
+        change = joined.group_by(self.groups).agg(pl.col("__chg").sum().alias("__chg"))
+        column = state.columns[0].name
+        return (
+            partial.join(change, on=self.groups, how="left", nulls_equal=True)
+            .with_columns(pl.col("__chg").fill_null(0).alias(column))
+            .drop("__chg")
+        )
+
+    def _outputs(self, groups: pl.DataFrame) -> pl.DataFrame:
+        """The SELECT list (plus group keys as __g_ columns) for groups that pass HAVING."""
+        frame = groups.lazy().with_columns(*[s.finish for s in self.states])
+        if self.window is not None:
+            frame = frame.with_columns((pl.col("window_end") - ONE_MS).alias("window_time"))
+        if self.node.having is not None:
+            frame = frame.filter(self.node.having)
+        return frame.select(
+            *[pl.col(g).alias(f"__g_{g}") for g in self.groups], *[e for _, e in self.node.projections]
+        ).collect()
+
+    def _changelog(self, before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
+        keys = [f"__g_{g}" for g in self.groups]
+        values = [name for name, _ in self.node.projections]
+        deleted = before.join(after.select(keys), on=keys, how="anti", nulls_equal=True)
+        inserted = after.join(before.select(keys), on=keys, how="anti", nulls_equal=True)
+        pairs = before.join(after, on=keys, how="inner", suffix="__after", nulls_equal=True)
+        changed = (
+            pairs.filter(~pl.all_horizontal(pl.col(v).eq_missing(pl.col(v + "__after")) for v in values))
+            if values
+            else pairs.clear()
+        )
+        changed = changed.with_row_index("__pair")
+        parts = [
+            deleted.select(values).with_columns(pl.lit(DELETE).alias(OP_COLUMN), pl.lit(-1).alias("__order")),
+            changed.select(
+                *values, pl.lit(UPDATE_BEFORE).alias(OP_COLUMN), (pl.col("__pair") * 2).cast(pl.Int64).alias("__order")
+            ),
+            changed.select(
+                *[pl.col(v + "__after").alias(v) for v in values],
+                pl.lit(UPDATE_AFTER).alias(OP_COLUMN),
+                (pl.col("__pair") * 2 + 1).cast(pl.Int64).alias("__order"),
+            ),
+            inserted.select(values).with_columns(pl.lit(INSERT).alias(OP_COLUMN), pl.lit(1 << 62).alias("__order")),
+        ]
+        out = pl.concat([p.cast({"__order": pl.Int64}) for p in parts], how="vertical_relaxed")
+        return out.sort("__order", maintain_order=True).drop("__order").select(list(self.node.schema))
+
+    def _empty_output(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.node.schema)
+
+    def _late_schema(self) -> dict[str, pl.DataType]:
+        schema = {c: self.input_schema[c] for c in self.visible_input}
+        schema.update({"_epoch": pl.Int64(), "_watermark": pl.Datetime("us", "UTC"), "_reason": pl.String()})
+        return schema

@@ -1,0 +1,165 @@
+"""Aggregate functions as partial states: how each aggregate is computed, combined and finished.
+
+Every aggregate keeps typed partial-state columns (they become columns of the operator's state table):
+COUNT keeps a count, SUM and AVG a sum and a count of non-NULL values, MIN and MAX the extreme value.
+Partial states are computed over the new rows of an epoch with Polars aggregations, then combined with the
+stored state. Retractions (-U/-D rows) enter with sign -1, so COUNT, SUM and AVG stay exact over updating
+inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import polars as pl
+
+from sql.plan import AggCall
+from sql.udf import AGGREGATES
+
+SIGN = "__sign"
+ROWS = "__rows"  # rows currently in a group: a group whose count falls to 0 is deleted
+
+
+@dataclass(frozen=True)
+class StateColumn:
+    name: str
+    dtype: pl.DataType
+    combine: str  # how two partial states merge: sum | min | max | udaf
+
+
+@dataclass
+class AggState:
+    """The partial-state view of one aggregate call."""
+
+    call: AggCall
+    columns: list[StateColumn]
+    partial: list[pl.Expr]  # aggregation expressions over a group of input rows, one per state column
+    finish: pl.Expr  # the result from the state columns, aliased to call.output
+    udaf_merge: Callable[[dict[str, pl.Expr], dict[str, pl.Expr]], dict[str, pl.Expr]] | None = None
+
+    @property
+    def distinct(self) -> bool:
+        return self.call.distinct
+
+
+def agg_state(call: AggCall, index: int) -> AggState:
+    prefix = f"a{index}_"
+    sign = pl.col(SIGN)
+    mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
+    arg = call.args[0] if call.args else None
+    name = call.function
+
+    if name == "COUNT" and call.distinct:
+        # The operator maintains the distinct values; this column receives the change in their number.
+        count = prefix + "count"
+        return AggState(
+            call,
+            [StateColumn(count, pl.Int64(), "sum")],
+            [pl.lit(0, pl.Int64).alias(count)],
+            pl.col(count).alias(call.output),
+        )
+    if name == "COUNT":
+        present = mask if arg is None else (mask & arg.is_not_null())
+        count = prefix + "count"
+        return AggState(
+            call,
+            [StateColumn(count, pl.Int64(), "sum")],
+            [(sign * present.cast(pl.Int64)).sum().alias(count)],
+            pl.col(count).alias(call.output),
+        )
+    if name in ("SUM", "AVG"):
+        assert arg is not None
+        present = mask & arg.is_not_null()
+        total_type = call.dtype if name == "SUM" else pl.Float64()
+        total, count = prefix + "sum", prefix + "count"
+        partial = [
+            pl.when(present)
+            .then(arg.cast(total_type) * sign)
+            .otherwise(pl.lit(0, total_type))
+            .sum()
+            .cast(total_type)
+            .alias(total),
+            (sign * present.cast(pl.Int64)).sum().alias(count),
+        ]
+        result = pl.col(total) if name == "SUM" else pl.col(total) / pl.col(count)
+        finish = pl.when(pl.col(count) > 0).then(result).otherwise(None).cast(call.dtype).alias(call.output)
+        return AggState(
+            call, [StateColumn(total, total_type, "sum"), StateColumn(count, pl.Int64(), "sum")], partial, finish
+        )
+    if name in ("MIN", "MAX"):
+        assert arg is not None
+        column = prefix + name.lower()
+        values = arg.filter(mask)
+        extreme = values.min() if name == "MIN" else values.max()
+        return AggState(
+            call,
+            [StateColumn(column, call.dtype, name.lower())],
+            [extreme.alias(column)],
+            pl.col(column).alias(call.output),
+        )
+    udaf = AGGREGATES[name]
+    columns = [StateColumn(prefix + col, dtype, "udaf") for col, dtype in udaf.state.items()]
+    args = [a.filter(mask) for a in call.args]
+    produced = udaf.partial(*args)
+    partial = [produced[col].alias(prefix + col) for col in udaf.state]
+    finish = udaf.finish({col: pl.col(prefix + col) for col in udaf.state}).cast(call.dtype).alias(call.output)
+
+    def merge(old: dict[str, pl.Expr], new: dict[str, pl.Expr]) -> dict[str, pl.Expr]:
+        plain_old = {c: old[prefix + c] for c in udaf.state}
+        plain_new = {c: new[prefix + c] for c in udaf.state}
+        merged = udaf.merge(plain_old, plain_new)
+        return {prefix + c: merged[c] for c in udaf.state}
+
+    return AggState(call, columns, partial, finish, merge)
+
+
+def merge_pairwise(states: list[AggState], old_suffix: str) -> list[pl.Expr]:
+    """Expressions combining the stored state (columns suffixed `old_suffix`) with new partials (plain names).
+
+    A missing side (a new group, or a group without new rows) is NULL and contributes nothing.
+    """
+    merged: list[pl.Expr] = []
+    for state in states:
+        if state.udaf_merge is not None:
+            old = {c.name: pl.col(c.name + old_suffix) for c in state.columns}
+            new = {c.name: pl.col(c.name) for c in state.columns}
+            combined = state.udaf_merge(old, new)
+            for column in state.columns:
+                o, n = old[column.name], new[column.name]
+                merged.append(
+                    pl.when(n.is_null())
+                    .then(o)
+                    .when(o.is_null())
+                    .then(n)
+                    .otherwise(combined[column.name])
+                    .cast(column.dtype)
+                    .alias(column.name)
+                )
+            continue
+        for column in state.columns:
+            o, n = pl.col(column.name + old_suffix), pl.col(column.name)
+            if column.combine == "sum":
+                expr = o.fill_null(0) + n.fill_null(0)
+            elif column.combine == "min":
+                expr = pl.min_horizontal(o, n)
+            else:
+                expr = pl.max_horizontal(o, n)
+            merged.append(expr.cast(column.dtype).alias(column.name))
+    return merged
+
+
+def merge_grouped(states: list[AggState]) -> list[pl.Expr]:
+    """Aggregations that merge any number of partial states of one group (used when sessions merge)."""
+    exprs: list[pl.Expr] = []
+    for state in states:
+        for column in state.columns:
+            if column.combine == "udaf":
+                raise ValueError(f"{state.call.function} cannot merge sessions")
+            agg = {
+                "sum": pl.col(column.name).sum(),
+                "min": pl.col(column.name).min(),
+                "max": pl.col(column.name).max(),
+            }[column.combine]
+            exprs.append(agg.cast(column.dtype).alias(column.name))
+    return exprs
