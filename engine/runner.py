@@ -24,9 +24,9 @@ import polars as pl
 
 from engine.delta_tables import append_once, ensure_table
 from engine.manifest import Checkpoint, Manifest
-from engine.operators.aggregate import AggregateOperator
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate
+from engine.operators.aggregate import AggregateOperator
 from engine.operators.context import EpochContext
 from engine.operators.scan import run as run_scan
 from engine.sinks import SinkConnector, make_sink
@@ -316,10 +316,10 @@ class Runner:
             result[name] = {"position": position, "watermark": wm.isoformat() if wm else None}
         return result
 
-    def _watermark_floors(self) -> dict[str, dt.datetime | None | str]:
+    def _watermark_floors(self) -> dict[str, dt.datetime | str | None]:
         """For each source, the minimum of the other sources' watermarks: a row's watermark cannot pass it."""
         with_watermark = [n for n, scan in self.scans.items() if scan.table.watermark is not None]
-        floors: dict[str, dt.datetime | None | str] = {}
+        floors: dict[str, dt.datetime | str | None] = {}
         for name in with_watermark:
             others = [self.watermarks.get(o) for o in with_watermark if o != name]
             if any(o is None for o in others):

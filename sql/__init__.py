@@ -5,11 +5,13 @@ Pure: no I/O, and nothing here imports the runtime (`engine`).
 
 from sql.catalog import Column, TableDef, Watermark
 from sql.errors import SqlError, UnsupportedError
-from sql.plan import Calc, Node, Plan, Scan, Sink, UnionAll
+from sql.plan import Aggregate, Calc, Node, Plan, Scan, Sink, UnionAll, WindowAssign, WindowSpec
 from sql.planner import parse, plan_script
 from sql.udf import AggregateUdf, ScalarUdf, udaf, udf
 
 __all__ = [
+    "Aggregate",
+    "AggregateUdf",
     "Calc",
     "Column",
     "Node",
@@ -22,7 +24,10 @@ __all__ = [
     "UnionAll",
     "UnsupportedError",
     "Watermark",
+    "WindowAssign",
+    "WindowSpec",
     "parse",
     "plan_script",
+    "udaf",
     "udf",
 ]

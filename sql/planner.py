@@ -20,8 +20,8 @@ from sql.expressions import PROCTIME_COLUMN, ExprCompiler, Scope
 from sql.plan import (
     OP_COLUMN,
     WATERMARK_COLUMN,
-    Aggregate,
     AggCall,
+    Aggregate,
     Calc,
     Node,
     Plan,
@@ -469,7 +469,7 @@ class _Planner:
             if isinstance(item, exp.Column) and item.name.lower() == "window_time" and relation.window is not None:
                 continue
             _refuse_nested(item)
-            expr, dtype = compiler.typed(item)
+            expr, _ = compiler.typed(item)
             name = item.name if isinstance(item, exp.Column) else f"EXPR$k{len(keys)}"
             keys.append((name, expr, item.sql(dialect=Flink)))
         if relation.window is not None and (has_start or has_end):

@@ -81,10 +81,10 @@ def test_errors_carry_line_and_column(statement: str, message: str, line: int, c
 @pytest.mark.parametrize(
     ("statement", "message"),
     [
-        ("INSERT INTO o SELECT k, COUNT(*) FROM t GROUP BY k;", "GROUP BY is not supported yet"),
+        ("INSERT INTO o SELECT k, v FROM t ORDER BY v;", "ORDER BY is not supported yet"),
         (
-            "INSERT INTO o SELECT k, v FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND));",
-            "window table functions",
+            "INSERT INTO o SELECT k, v FROM TABLE(SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND));",
+            "SESSION windows need GROUP BY window_start, window_end",
         ),
         ("INSERT INTO o SELECT a.k, b.v FROM t a JOIN t b ON a.k = b.k;", "joins are not supported yet"),
         ("INSERT INTO o SELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts) FROM t;", "OVER windows"),

@@ -96,10 +96,7 @@ class AggregateOperator:
         self.late_pending = None
         if self.window is None:
             return self._unbounded(rows)
-        if self.window.kind == "SESSION":
-            output = self._sessions(rows, ctx)
-        else:
-            output = self._windows(rows, ctx)
+        output = self._sessions(rows, ctx) if self.window.kind == "SESSION" else self._windows(rows, ctx)
         self.last_watermark = ctx.watermark
         return output
 
@@ -193,7 +190,7 @@ class AggregateOperator:
         if fired.height == 0:
             return self._empty_output()
         self.state = self.state.filter(~due)
-        self.table.stage(fired.head(0), fired.select(self.groups + ["_kg"]))
+        self.table.stage(fired.head(0), fired.select([*self.groups, "_kg"]))
         for i, table in self.distinct.items():
             values = self.distinct_state[i]
             closed = values.join(fired.select(self.groups), on=self.groups, how="semi", nulls_equal=True)

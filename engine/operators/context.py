@@ -19,6 +19,6 @@ class EpochContext:
     #: per source: its watermark before this epoch, and the floor the other sources put under it
     #: (None: no constraint; `undefined`: some other source has no watermark yet)
     previous_watermarks: dict[str, dt.datetime | None] = field(default_factory=dict)
-    watermark_floors: dict[str, dt.datetime | None | str] = field(default_factory=dict)
+    watermark_floors: dict[str, dt.datetime | str | None] = field(default_factory=dict)
     scanned: dict[str, pl.DataFrame] = field(default_factory=dict)  # Scan outputs, materialised once
     operators: dict[str, Any] = field(default_factory=dict)  # stateful operator instances by node id
