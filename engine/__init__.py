@@ -1,6 +1,6 @@
 """The timelapse runtime: epochs, operators, Delta state and sinks, checkpoints and history."""
 
 from engine.pipeline import Pipeline
-from sql.udf import udf
+from sql.udf import udaf, udf
 
-__all__ = ["Pipeline", "udf"]
+__all__ = ["Pipeline", "udaf", "udf"]

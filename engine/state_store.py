@@ -89,9 +89,9 @@ class StateTable:
         """Append the staged changes as epoch `epoch` (once), compact if the log has grown; returns the version."""
         self.live_rows = live_rows
         if self._pending:
-            rows = pl.concat(self._pending, how="vertical_relaxed").with_columns(
-                pl.lit(epoch, pl.Int64).alias("_epoch")
-            )
+            # A key changed twice in one epoch (merged, then its window fired) keeps its last change only.
+            rows = pl.concat(self._pending, how="vertical_relaxed").unique(self.keys, keep="last", maintain_order=True)
+            rows = rows.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
             rows = rows.select(list(self.schema)).cast(self.schema)  # type: ignore[arg-type]
             self._pending = []
             if append_once(self.table, rows, self.app_id, epoch):

@@ -497,6 +497,10 @@ class _Planner:
                     canonical_aggs[key] = output
                     aggs.append(self._agg_call(call, compiler, output, relation.node.changelog))
 
+        if window is not None and window.kind == "SESSION":
+            for agg in aggs:
+                if agg.distinct or agg.function in UDAF_REGISTRY:
+                    raise error_at(select, f"{agg.sql} is not supported in SESSION windows yet", UnsupportedError)
         post_schema: dict[str, pl.DataType] = {}
         for name, expr, _ in keys:
             post_schema[name] = compiler.dtype(expr)

@@ -198,7 +198,7 @@ class AggregateOperator:
                 fired.select(self.groups), on=self.groups, how="anti", nulls_equal=True
             )
             table.stage(closed.head(0), closed.select([*self.groups, VALUE, "_kg"]))
-        out = self._outputs(fired).sort(WINDOW_BOUNDS[1], *[f"__g_{k}" for k in self.keys], nulls_last=True)
+        out = self._outputs(fired).sort("__g_window_end", *[f"__g_{k}" for k in self.keys], nulls_last=True)
         previous = self.last_watermark
         return (
             out.select([c for c in out.columns if not c.startswith("__g_")])

@@ -1,0 +1,293 @@
+"""Window aggregation against DuckDB, with out-of-order rows (within the watermark delay) and late rows.
+
+The oracle computes, in DuckDB, each row's watermark (the running maximum of ts - 5 s over the rows before
+it), drops the (row, window) pairs whose window had closed by then, and aggregates the windows that the
+final watermark closed. Hypothesis varies the data and the epoch size: the result must not change.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import udaf
+from tests.helpers import duck, naive, read_sink, run, write_jsonl
+
+BASE_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
+DELAY_S = 5
+
+SOURCE = f"""
+CREATE TABLE events (
+  seq BIGINT, k STRING, v INT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '{DELAY_S}' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+"""
+SINK = """
+CREATE TABLE out (k STRING, ws TIMESTAMP(3), we TIMESTAMP(3), c BIGINT, cv BIGINT, cd BIGINT, s BIGINT,
+                  a DOUBLE, mn INT, mx INT, cf BIGINT, e BIGINT)
+WITH ('connector' = 'delta', 'path' = 'out');
+"""
+AGGS = (
+    "COUNT(*), COUNT(v), COUNT(DISTINCT v), SUM(v), AVG(v), MIN(v), MAX(v), "
+    "COUNT(*) FILTER (WHERE v > 3), SUM(v) * 2 + COUNT(*)"
+)
+DUCK_AGGS = (
+    "count(*), count(v), count(DISTINCT v), sum(v), avg(v), min(v), max(v), "
+    "count(*) FILTER (WHERE v > 3), sum(v) * 2 + count(*)"
+)
+
+WINDOWS = {
+    "tumble": (
+        "TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
+        "unnest([e - (e % 10000)]) AS t(s), unnest([10000]) AS z(len)",
+    ),
+    "tumble_offset": (
+        "TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND, INTERVAL '3' SECOND)",
+        "unnest([e - ((e - 3000) % 10000)]) AS t(s), unnest([10000]) AS z(len)",
+    ),
+    "hop": (
+        "HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '15' SECOND)",
+        "unnest(range(0, 3)) AS h(i), unnest([e - (e % 5000) - i * 5000]) AS t(s), unnest([15000]) AS z(len)",
+    ),
+    "cumulate": (
+        "CUMULATE(TABLE events, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '20' SECOND)",
+        "unnest(range(1, 5)) AS h(i), unnest([e - (e % 20000)]) AS t(s), unnest([i * 5000]) AS z(len)",
+    ),
+}
+
+
+def make_rows(seed: int, count: int, late_share: float = 0.1) -> list[dict[str, object]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        if rng.random() < late_share:
+            ts = BASE_MS + i * 1000 - rng.randint(15, 40) * 1000  # far behind: late for most windows
+        else:
+            ts = BASE_MS + i * 1000 - rng.randint(0, DELAY_S - 1) * 1000  # out of order within the delay
+        rows.append(
+            {
+                "seq": i,
+                "k": rng.choice(["a", "b", "c", None]) if rng.random() < 0.95 else "b",
+                "v": rng.choice([None, 1, 2, 3, 4, 5, 6, 7]),
+                "ts": max(ts, BASE_MS),
+            }
+        )
+    return rows
+
+
+def write_input(root: Path, rows: list[dict[str, object]], files: int = 3) -> None:
+    size = max(1, math.ceil(len(rows) / files))
+    for f in range(files):
+        write_jsonl(root / "in" / f"part-{f}.json", rows[f * size : (f + 1) * size])
+
+
+def frame(rows: list[dict[str, object]]) -> pl.DataFrame:
+    df = pl.DataFrame(rows, schema={"seq": pl.Int64, "k": pl.String, "v": pl.Int32, "ts": pl.Int64})
+    return df.with_columns(pl.col("ts").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"))
+
+
+MARKS = f"""
+WITH marks AS (
+  SELECT *, epoch_ms(ts) AS e,
+         max(ts) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+           - INTERVAL {DELAY_S} SECOND AS wm
+  FROM src),
+final AS (SELECT max(ts) - INTERVAL {DELAY_S} SECOND AS fwm FROM src)
+"""
+
+
+def oracle_window(rows: list[dict[str, object]], expansion: str) -> pl.DataFrame:
+    query = (
+        MARKS
+        + f"""
+    , assigned AS (
+      SELECT marks.*, make_timestamp(s * 1000) AS ws, make_timestamp((s + len) * 1000) AS we
+      FROM marks, {expansion} WHERE s + len > e)
+    SELECT k, ws, we, {DUCK_AGGS} FROM assigned
+    WHERE (wm IS NULL OR we - INTERVAL 1 MILLISECOND > wm)
+      AND we - INTERVAL 1 MILLISECOND <= (SELECT fwm FROM final)
+    GROUP BY k, ws, we HAVING count(*) > 1
+    """
+    )
+    return duck(query, src=frame(rows))
+
+
+def oracle_session(rows: list[dict[str, object]], gap_s: int) -> pl.DataFrame:
+    query = (
+        MARKS
+        + f"""
+    , ontime AS (SELECT * FROM marks WHERE wm IS NULL OR ts + INTERVAL {gap_s} SECOND - INTERVAL 1 MILLISECOND > wm),
+    flagged AS (
+      SELECT *, CASE WHEN ts <= max(ts) OVER (PARTITION BY k ORDER BY ts, seq
+                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                              + INTERVAL {gap_s} SECOND THEN 0 ELSE 1 END AS fresh
+      FROM ontime),
+    sessions AS (SELECT *, sum(fresh) OVER (PARTITION BY k ORDER BY ts, seq) AS sid FROM flagged)
+    SELECT k, min(ts) AS ws, max(ts) + INTERVAL {gap_s} SECOND AS we, {DUCK_SESSION_AGGS} FROM sessions
+    GROUP BY k, sid
+    HAVING count(*) > 1 AND max(ts) + INTERVAL {gap_s} SECOND - INTERVAL 1 MILLISECOND <= (SELECT fwm FROM final)
+    """
+    )
+    return duck(query, src=frame(rows)).select(pl.exclude("sid"))
+
+
+def streamed(root: Path, query: str, max_rows: int | None) -> pl.DataFrame:
+    run(root, SOURCE + SINK + query, max_epoch_rows=max_rows)
+    return naive(read_sink(root / "out"))
+
+
+def assert_same(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
+    keys = ["k", "ws", "we"]
+    expected = naive(expected.rename(dict(zip(expected.columns, actual.columns, strict=True))))
+    actual = actual.sort(keys, nulls_last=True)
+    expected = expected.sort(keys, nulls_last=True).cast(actual.schema)  # type: ignore[arg-type]
+    assert actual.height == expected.height, f"{actual.height} rows, expected {expected.height}"
+    for column in actual.columns:
+        a, e = actual.get_column(column).to_list(), expected.get_column(column).to_list()
+        for x, y in zip(a, e, strict=True):
+            if isinstance(x, float) and y is not None:
+                assert math.isclose(x, y, rel_tol=1e-9), (column, a, e)
+            else:
+                assert x == y, (column, a, e)
+
+
+def tvf_query(window: str) -> str:
+    return (
+        f"INSERT INTO out SELECT k, window_start, window_end, {AGGS} FROM TABLE({window}) "
+        "GROUP BY k, window_start, window_end HAVING COUNT(*) > 1;"
+    )
+
+
+@pytest.mark.parametrize("name", list(WINDOWS))
+def test_window_tvfs_match_duckdb(tmp_path: Path, name: str) -> None:
+    rows = make_rows(11, 120)
+    write_input(tmp_path, rows)
+    window, expansion = WINDOWS[name]
+    assert_same(streamed(tmp_path, tvf_query(window), max_rows=17), oracle_window(rows, expansion))
+
+
+SESSION_AGGS = AGGS.replace("COUNT(DISTINCT v)", "COUNT(v)")
+DUCK_SESSION_AGGS = DUCK_AGGS.replace("count(DISTINCT v)", "count(v)")
+
+
+def test_session_windows_match_duckdb(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    rows, t = [], BASE_MS
+    for i in range(150):  # bursts separated by quiet gaps, some late rows
+        t += rng.choice([1000, 1000, 2000, 9000, 15000])
+        ts = t - rng.randint(0, 3) * 1000 if rng.random() > 0.08 else t - 60_000
+        rows.append({"seq": i, "k": rng.choice(["a", "b", None]), "v": rng.randint(1, 7), "ts": ts})
+    write_input(tmp_path, rows)
+    query = (
+        f"INSERT INTO out SELECT k, window_start, window_end, {SESSION_AGGS} FROM TABLE(SESSION(TABLE events "
+        "PARTITION BY k, DESCRIPTOR(ts), INTERVAL '7' SECOND)) GROUP BY k, window_start, window_end "
+        "HAVING COUNT(*) > 1;"
+    )
+    assert_same(streamed(tmp_path, query, max_rows=13), oracle_session(rows, 7))
+
+
+def test_legacy_group_window_syntax(tmp_path: Path) -> None:
+    rows = make_rows(3, 90)
+    write_input(tmp_path, rows)
+    query = (
+        f"INSERT INTO out SELECT k, TUMBLE_START(ts, INTERVAL '10' SECOND), TUMBLE_END(ts, INTERVAL '10' SECOND), "
+        f"{AGGS} FROM events GROUP BY TUMBLE(ts, INTERVAL '10' SECOND), k HAVING COUNT(*) > 1;"
+    )
+    assert_same(streamed(tmp_path, query, max_rows=9), oracle_window(rows, WINDOWS["tumble"][1]))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    count=st.integers(0, 80),
+    max_rows=st.one_of(st.none(), st.integers(1, 30)),
+    window=st.sampled_from(["tumble", "hop", "cumulate"]),
+)
+def test_results_do_not_depend_on_epoch_size(seed: int, count: int, max_rows: int | None, window: str) -> None:
+    root = Path(tempfile.mkdtemp())
+    try:
+        rows = make_rows(seed, count)
+        write_input(root, rows, files=2)
+        sql, expansion = WINDOWS[window]
+        assert_same(streamed(root, tvf_query(sql), max_rows), oracle_window(rows, expansion))
+    finally:
+        shutil.rmtree(root)
+
+
+def test_late_rows_table_holds_exactly_the_late_rows(tmp_path: Path) -> None:
+    rows = make_rows(21, 150, late_share=0.2)
+    write_input(tmp_path, rows)
+    summary = run(tmp_path, SOURCE + SINK + tvf_query(WINDOWS["tumble"][0]), max_epoch_rows=11)
+    late_dirs = list((tmp_path / "state" / "operators").glob("*/late"))
+    assert len(late_dirs) == 1
+    late = pl.read_delta(str(late_dirs[0]))
+    expected = duck(
+        MARKS
+        + """
+        SELECT seq FROM marks
+        WHERE wm IS NOT NULL AND make_timestamp((e - e % 10000 + 10000) * 1000) - INTERVAL 1 MILLISECOND <= wm
+        ORDER BY seq""",
+        src=frame(rows),
+    )
+    assert sorted(late.get_column("seq").to_list()) == expected.get_column("seq").to_list()
+    assert expected.height > 0
+    assert late.get_column("_reason").str.contains("already closed").all()
+    assert sum(summary["late_rows"].values()) == expected.height
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("epoch")
+    roles = {t["role"] for t in manifest.row(-1, named=True)["tables"]}
+    assert {"state", "late", "sink"} <= roles
+
+
+def test_window_state_is_typed_delta_and_purged_after_firing(tmp_path: Path) -> None:
+    rows = make_rows(8, 60, late_share=0)
+    write_input(tmp_path, rows)
+    run(tmp_path, SOURCE + SINK + tvf_query(WINDOWS["tumble"][0]), max_epoch_rows=20)
+    state_dir = next((tmp_path / "state" / "operators").glob("window-agg-*"))
+    log = pl.read_delta(str(state_dir / "state"))
+    assert {"k", "window_start", "window_end", "a0_count", "a3_sum", "_kg", "_epoch", "_deleted"} <= set(log.columns)
+    assert log.schema["window_start"] == pl.Datetime("us", "UTC")
+    live = log.filter(pl.col("_epoch") == pl.col("_epoch").max().over("k", "window_start")).filter(~pl.col("_deleted"))
+    final_wm = max(r["ts"] for r in rows) - DELAY_S * 1000  # type: ignore[type-var]
+    open_ends = live.get_column("window_end").dt.epoch("ms").to_list()
+    assert all(end - 1 > final_wm for end in open_ends)  # fired windows left the state
+    distinct = pl.read_delta(str(state_dir / "distinct_2"))
+    assert {"k", "window_start", "window_end", "__value", "__count"} <= set(distinct.columns)
+
+
+def test_python_udaf_in_a_window(tmp_path: Path) -> None:
+    udaf(
+        "SUM_SQ",
+        {"s": pl.Int64()},
+        partial=lambda x: {"s": (x.cast(pl.Int64) ** 2).sum()},
+        merge=lambda a, b: {"s": a["s"] + b["s"]},
+        finish=lambda st: st["s"],
+        result_type=pl.Int64(),
+    )
+    rows = make_rows(4, 70)
+    write_input(tmp_path, rows)
+    sink = "CREATE TABLE out (k STRING, ws TIMESTAMP(3), q BIGINT) WITH ('connector' = 'delta', 'path' = 'out');"
+    query = (
+        "INSERT INTO out SELECT k, window_start, SUM_SQ(v) FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), "
+        "INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;"
+    )
+    run(tmp_path, SOURCE + sink + query, max_epoch_rows=7)
+    oracle = duck(
+        MARKS
+        + """
+        , assigned AS (SELECT marks.*, make_timestamp((e - e % 10000) * 1000) AS ws FROM marks)
+        SELECT k, ws, coalesce(sum(v * v), 0)::BIGINT AS q FROM assigned
+        WHERE (wm IS NULL OR ws + INTERVAL 10 SECOND - INTERVAL 1 MILLISECOND > wm)
+          AND ws + INTERVAL 10 SECOND - INTERVAL 1 MILLISECOND <= (SELECT fwm FROM final)
+        GROUP BY k, ws ORDER BY k, ws""",
+        src=frame(rows),
+    )
+    actual = naive(read_sink(tmp_path / "out")).sort("k", "ws", nulls_last=True)
+    assert actual.get_column("q").to_list() == oracle.sort("k", "ws", nulls_last=True).get_column("q").to_list()
