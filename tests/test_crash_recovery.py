@@ -76,3 +76,33 @@ def test_kill_9_soak(tmp_path: Path) -> None:
     (tmp_path / "pipeline.sql").write_text(SQL)
     crash_until_done(tmp_path, kills=100, seed=7)
     _check(tmp_path)
+
+
+STATEFUL = """
+CREATE TABLE events (
+  seq BIGINT, k STRING, v INT, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+CREATE TABLE out (k STRING, ws TIMESTAMP(3), we TIMESTAMP(3), c BIGINT, cv BIGINT, cd BIGINT, s BIGINT,
+                  a DOUBLE, mn INT, mx INT, cf BIGINT, e BIGINT)
+WITH ('connector' = 'delta', 'path' = 'out');
+CREATE TABLE totals (k STRING, n BIGINT, s BIGINT, PRIMARY KEY (k) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'totals');
+INSERT INTO totals SELECT k, COUNT(*), SUM(v) FROM events GROUP BY k;
+"""
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_kill_9_with_stateful_operators(tmp_path: Path, seed: int) -> None:
+    from tests import test_windows as w
+
+    rows = w.make_rows(seed, 240)
+    w.write_input(tmp_path, rows, files=4)
+    sql = STATEFUL + w.tvf_query(w.WINDOWS["hop"][0])
+    (tmp_path / "pipeline.sql").write_text(sql)
+    landed = crash_until_done(tmp_path, kills=5, seed=seed)
+    assert landed >= 1
+    w.assert_same(w.naive(read_sink(tmp_path / "out")), w.oracle_window(rows, w.WINDOWS["hop"][1]))
+    totals = read_sink(tmp_path / "totals")
+    expected = w.duck("SELECT k, count(*) AS n, sum(v) AS s FROM src GROUP BY k", src=w.frame(rows))
+    assert_frame_equal(sort_all(totals), sort_all(expected), check_dtypes=False)
