@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 import traceback
@@ -17,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine import durations
 from engine.runner import EpochReport
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -27,11 +27,10 @@ class UsageError(Exception):
 
 
 def parse_duration(text: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*", text)
-    if not match:
-        raise UsageError(f"'{text}' is not a duration; write e.g. 500ms, 2s or 1m")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600}[unit]
+    try:
+        return durations.parse_duration(text)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 class Progress:

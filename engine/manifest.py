@@ -17,7 +17,11 @@ from deltalake import write_deltalake
 
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 
-TABLE_ENTRY = pl.Struct({"name": pl.String, "role": pl.String, "path": pl.String, "version": pl.Int64})
+# role: sink | state | late | dead_letters; schema: the column types of a state table (JSON), so a changed
+# plan can be checked against the state it would restore.
+TABLE_ENTRY = pl.Struct(
+    {"name": pl.String, "role": pl.String, "path": pl.String, "version": pl.Int64, "schema": pl.String}
+)
 
 SCHEMA: dict[str, pl.DataType] = {
     "epoch": pl.Int64(),

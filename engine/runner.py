@@ -14,6 +14,7 @@ exactly-once, whatever the instant of the crash.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from engine import durations
 from engine.delta_tables import append_once, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
@@ -127,6 +129,14 @@ class Runner:
         }
         self.dead_tables: dict[str, Any] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
+        self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
+        self.idle: set[str] = set()
+        self.started_at = time.time()
+        self.idle_timeouts = {
+            name: durations.parse_duration(scan.table.options["scan.watermark.idle-timeout"])
+            for name, scan in self.scans.items()
+            if "scan.watermark.idle-timeout" in scan.table.options
+        }
         self.last_epoch = 0
         self._restore()
 
@@ -152,6 +162,8 @@ class Runner:
             source.restore(saved.get("position"), history[name])
             wm = saved.get("watermark")
             self.watermarks[name] = dt.datetime.fromisoformat(wm) if wm else None
+            if saved.get("last_active") is not None:
+                self.last_active[name] = float(saved["last_active"])
         for name in self.sources:
             path = self.dir.dead_letters(name)
             if path.exists():
@@ -204,16 +216,27 @@ class Runner:
         if logged is not None:
             pieces: dict[str, dict[str, Any]] = logged["sources"]
             planned_at = dt.datetime.fromisoformat(logged["planned_at"])
+            self.idle = set(logged.get("idle", []))
         else:
             pieces = {}
             for name, source in self.sources.items():
                 piece = source.plan(max_rows)
                 if piece is not None:
                     pieces[name] = piece
-            if not pieces:
-                return None
             planned_at = dt.datetime.now(dt.UTC)
-            self.offsets.write(epoch, {"planned_at": planned_at.isoformat(), "sources": pieces})
+            idle = self._idle_sources(pieces, planned_at.timestamp())
+            # An epoch without rows still runs when sources going idle move the watermark: windows may fire.
+            timers_due = (
+                idle != self.idle
+                and self.operators
+                and self._pipeline_watermark(idle) != (self._pipeline_watermark(self.idle))
+            )
+            if not pieces and not timers_due:
+                return None
+            self.idle = idle
+            self.offsets.write(epoch, {"planned_at": planned_at.isoformat(), "sources": pieces, "idle": sorted(idle)})
+        for name in pieces:
+            self.last_active[name] = planned_at.timestamp()
 
         batches = {name: self.sources[name].read(piece) for name, piece in pieces.items()}
         frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
@@ -313,12 +336,26 @@ class Runner:
         for name, source in self.sources.items():
             position = source.position_after(pieces[name]) if name in pieces else source.position
             wm = self.watermarks.get(name)
-            result[name] = {"position": position, "watermark": wm.isoformat() if wm else None}
+            result[name] = {
+                "position": position,
+                "watermark": wm.isoformat() if wm else None,
+                "last_active": self.last_active.get(name),
+            }
         return result
+
+    def _idle_sources(self, pieces: dict[str, Any], now: float) -> set[str]:
+        """Sources silent for longer than their 'scan.watermark.idle-timeout': they stop holding the watermark."""
+        return {
+            name
+            for name, timeout in self.idle_timeouts.items()
+            if name not in pieces and now - self.last_active.get(name, self.started_at) >= timeout
+        }
 
     def _watermark_floors(self) -> dict[str, dt.datetime | str | None]:
         """For each source, the minimum of the other sources' watermarks: a row's watermark cannot pass it."""
-        with_watermark = [n for n, scan in self.scans.items() if scan.table.watermark is not None]
+        with_watermark = [
+            n for n, scan in self.scans.items() if scan.table.watermark is not None and n not in self.idle
+        ]
         floors: dict[str, dt.datetime | str | None] = {}
         for name in with_watermark:
             others = [self.watermarks.get(o) for o in with_watermark if o != name]
@@ -328,8 +365,12 @@ class Runner:
                 floors[name] = min(others) if others else None  # type: ignore[type-var]
         return floors
 
-    def _pipeline_watermark(self) -> dt.datetime | None:
-        marks = [self.watermarks.get(name) for name, scan in self.scans.items() if scan.table.watermark is not None]
+    def _pipeline_watermark(self, idle: set[str] | None = None) -> dt.datetime | None:
+        """The minimum over the sources' watermarks, leaving out idle ones (unless all are idle)."""
+        idle = self.idle if idle is None else idle
+        sources = [name for name, scan in self.scans.items() if scan.table.watermark is not None]
+        active = [name for name in sources if name not in idle] or sources
+        marks = [self.watermarks.get(name) for name in active]
         if not marks or any(m is None for m in marks):
             return None
         return min(m for m in marks if m is not None)
@@ -346,5 +387,6 @@ class Runner:
         ]
         for operator in self.operators.values():
             for name, (role, path, version) in operator.tables().items():
-                tables.append({"name": name, "role": role, "path": str(path), "version": version})
+                schema = json.dumps(operator.schema_of()) if name == operator.node.state_id else None
+                tables.append({"name": name, "role": role, "path": str(path), "version": version, "schema": schema})
         return tables

@@ -291,3 +291,27 @@ def test_python_udaf_in_a_window(tmp_path: Path) -> None:
     )
     actual = naive(read_sink(tmp_path / "out")).sort("k", "ws", nulls_last=True)
     assert actual.get_column("q").to_list() == oracle.sort("k", "ws", nulls_last=True).get_column("q").to_list()
+
+
+def test_an_idle_source_does_not_hold_the_watermark_back(tmp_path: Path) -> None:
+    rows = make_rows(6, 60, late_share=0)
+    write_input(tmp_path, rows)
+    (tmp_path / "quiet").mkdir()
+    template = (
+        SOURCE
+        + """
+    CREATE TABLE quiet (seq BIGINT, k STRING, v INT, ts TIMESTAMP(3),
+      WATERMARK FOR ts AS ts - INTERVAL '5' SECOND
+    ) WITH ('connector' = 'filesystem', 'path' = 'quiet', 'format' = 'json'{options});
+    CREATE TEMPORARY VIEW everything AS SELECT * FROM events UNION ALL SELECT * FROM quiet;
+    CREATE TABLE counts (ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'delta', 'path' = '{sink}');
+    INSERT INTO counts SELECT window_start, COUNT(*)
+    FROM TABLE(TUMBLE(TABLE everything, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end;
+    """
+    )
+    run(tmp_path, template.format(options="", sink="held"), state="held-state")
+    assert read_sink(tmp_path / "held").height == 0  # the silent source has no watermark yet: nothing fires
+    idle = ", 'scan.watermark.idle-timeout' = '0 ms'"
+    run(tmp_path, template.format(options=idle, sink="fired"), state="idle-state")
+    fired = read_sink(tmp_path / "fired")
+    assert fired.height > 0 and fired.get_column("n").sum() > 0
