@@ -30,8 +30,10 @@ VALUES = {"__rows": pl.Int64(), "a0_count": pl.Int64(), "a1_sum": pl.Float64(), 
 def state_rows(keys: pl.Series, seed: int) -> pl.DataFrame:
     n = keys.len()
     return pl.DataFrame({"key": keys}).with_columns(
-        pl.lit(seed, pl.Int64).alias("__rows"), pl.lit(seed, pl.Int64).alias("a0_count"),
-        (pl.col("key").cast(pl.Float64) * 0.5 + seed).alias("a1_sum"), pl.lit(n, pl.Int64).alias("a1_count"),
+        pl.lit(seed, pl.Int64).alias("__rows"),
+        pl.lit(seed, pl.Int64).alias("a0_count"),
+        (pl.col("key").cast(pl.Float64) * 0.5 + seed).alias("a1_sum"),
+        pl.lit(n, pl.Int64).alias("a1_count"),
         key_group(["key"]).alias("_kg"),
     )
 
@@ -52,7 +54,9 @@ def run(total: int, share: float, epochs: int = 8) -> dict[str, float]:
             table.log_rows = 0  # time the append itself; compaction is measured below
             table.commit(epoch, total)
             checkpoint_ms.append((time.perf_counter() - started) * 1000)
-            plain = to_arrow(rows.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"), pl.lit(False).alias("_deleted")))
+            plain = to_arrow(
+                rows.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"), pl.lit(False).alias("_deleted"))
+            )
             started = time.perf_counter()
             write_deltalake(str(plain_path), plain, mode="append")
             plain_ms.append((time.perf_counter() - started) * 1000)
@@ -61,9 +65,15 @@ def run(total: int, share: float, epochs: int = 8) -> dict[str, float]:
         table.compact()
         compaction_ms = (time.perf_counter() - started) * 1000
     checkpoint, plain = statistics.median(checkpoint_ms[1:]), statistics.median(plain_ms[1:])
-    return {"total_keys": total, "changed_share": share, "changed_keys": changed,
-            "checkpoint_ms": round(checkpoint, 2), "plain_append_ms": round(plain, 2),
-            "ratio": round(checkpoint / plain, 2), "compaction_ms": round(compaction_ms, 1)}
+    return {
+        "total_keys": total,
+        "changed_share": share,
+        "changed_keys": changed,
+        "checkpoint_ms": round(checkpoint, 2),
+        "plain_append_ms": round(plain, 2),
+        "ratio": round(checkpoint / plain, 2),
+        "compaction_ms": round(compaction_ms, 1),
+    }
 
 
 def main() -> None:

@@ -50,8 +50,13 @@ def measure(rows: int, epoch_rows: int, keys: int) -> dict[str, float]:
     for start in range(0, rows, epoch_rows):
         source.read({"start": start, "end": min(rows, start + epoch_rows), "started_at": 0})
     generation = time.perf_counter() - gen_started
-    return {"events_per_s": rows / elapsed, "epochs": epochs, "elapsed_s": elapsed,
-            "engine_only_events_per_s": rows / max(elapsed - generation, 1e-9), "generation_s": generation}
+    return {
+        "events_per_s": rows / elapsed,
+        "epochs": epochs,
+        "elapsed_s": elapsed,
+        "engine_only_events_per_s": rows / max(elapsed - generation, 1e-9),
+        "generation_s": generation,
+    }
 
 
 def main() -> None:
@@ -69,12 +74,33 @@ def main() -> None:
     for threads in (1, 2):
         env = {**os.environ, "POLARS_MAX_THREADS": str(threads)}
         out = subprocess.run(
-            [sys.executable, "-m", "benchmarks.window_agg", "--threads", str(threads), "--rows", str(args.rows),
-             "--epoch-rows", str(args.epoch_rows), "--keys", str(args.keys)],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.window_agg",
+                "--threads",
+                str(threads),
+                "--rows",
+                str(args.rows),
+                "--epoch-rows",
+                str(args.epoch_rows),
+                "--keys",
+                str(args.keys),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
-        row = {"benchmark": "window-agg", "date": time.strftime("%Y-%m-%d"), "threads": threads,
-               "rows": args.rows, "epoch_rows": args.epoch_rows, "keys": args.keys, **json.loads(out)}
+        row = {
+            "benchmark": "window-agg",
+            "date": time.strftime("%Y-%m-%d"),
+            "threads": threads,
+            "rows": args.rows,
+            "epoch_rows": args.epoch_rows,
+            "keys": args.keys,
+            **json.loads(out),
+        }
         results.append(row)
         print(json.dumps(row))
     if args.record:

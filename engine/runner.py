@@ -24,7 +24,7 @@ from typing import Any
 import polars as pl
 
 from engine import durations
-from engine.delta_tables import append_once, ensure_table
+from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate
@@ -127,7 +127,7 @@ class Runner:
             for node in plan.nodes
             if isinstance(node, Aggregate)
         }
-        self.dead_tables: dict[str, Any] = {}
+        self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
         self.idle: set[str] = set()
@@ -167,7 +167,7 @@ class Runner:
         for name in self.sources:
             path = self.dir.dead_letters(name)
             if path.exists():
-                self.dead_tables[name] = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
+                self.dead_tables[name] = AppendTable(ensure_table(path, DEAD_LETTER_TABLE_SCHEMA))
         versions = {t["name"]: t["version"] for t in (latest.tables if latest else []) if t["role"] == "state"}
         for operator in self.operators.values():
             operator.restore(versions, latest.watermark if latest else None)
@@ -324,11 +324,13 @@ class Runner:
                 continue
             counts[name] = dead.height
             if name not in self.dead_tables:
-                self.dead_tables[name] = ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA)
+                self.dead_tables[name] = AppendTable(
+                    ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA)
+                )
             rows = dead.with_columns(pl.lit(epoch, dtype=pl.Int64).alias("epoch")).select(
                 list(DEAD_LETTER_TABLE_SCHEMA)
             )
-            append_once(self.dead_tables[name], rows, f"{self.pipeline_id}/dead_letters/{name}", epoch)
+            self.dead_tables[name].append_once(rows, f"{self.pipeline_id}/dead_letters/{name}", epoch)
         return counts
 
     def _offsets_after(self, pieces: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
-from engine.delta_tables import NO_CLEANUP, append_once, ensure_table, to_arrow
+from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
 
 KEY_GROUPS = 128
 BOOKKEEPING = {"_kg": pl.Int32(), "_epoch": pl.Int64(), "_deleted": pl.Boolean()}
@@ -58,6 +58,7 @@ class StateTable:
         self.app_id = app_id
         self.schema: dict[str, pl.DataType] = {**key_types, **values, **BOOKKEEPING}
         self.table: DeltaTable = ensure_table(path, self.schema)
+        self.appends = AppendTable(self.table)
         self._pending: list[pl.DataFrame] = []
         self.log_rows = 0  # rows in the table since its last compaction
         self.live_rows = 0
@@ -94,7 +95,7 @@ class StateTable:
             rows = rows.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
             rows = rows.select(list(self.schema)).cast(self.schema)  # type: ignore[arg-type]
             self._pending = []
-            if append_once(self.table, rows, self.app_id, epoch):
+            if self.appends.append_once(rows, self.app_id, epoch):
                 self.log_rows += rows.height
         if self.log_rows > max(2 * self.live_rows, COMPACT_MIN_ROWS):
             self.compact()

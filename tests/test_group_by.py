@@ -177,3 +177,32 @@ def test_state_survives_restarts_and_compacts(tmp_path: Path, monkeypatch: pytes
     assert "WRITE" in operations and operations.count("WRITE") > 1  # appends, plus compaction overwrites
     live = pl.read_delta(str(table))
     assert live.height <= 3 * 5 + 10  # compacted: bounded by live keys, not by epochs
+
+
+def test_state_as_of_each_epoch_equals_a_recomputation(tmp_path: Path) -> None:
+    from engine import checkpoint, state_at
+
+    rows = make_orders(12, 60)
+    write_jsonl(tmp_path / "in" / "a.json", rows)
+    sql = (
+        SOURCE
+        + """
+    CREATE TABLE totals (customer STRING, n BIGINT, total BIGINT, PRIMARY KEY (customer) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'totals');
+    INSERT INTO totals SELECT /*+ STATE_ID('totals_by_customer') */ customer, COUNT(*), SUM(amount)
+    FROM orders GROUP BY customer;
+    """
+    )
+    summary = run(tmp_path, sql, max_epoch_rows=5)
+    assert summary["last_epoch"] == 12
+    for epoch in (1, 4, 12):
+        state = state_at(tmp_path / "state", "totals_by_customer", epoch).collect()
+        expected = duck(
+            "SELECT customer, count(*) AS __rows, sum(amount) AS a1_sum FROM src GROUP BY customer",
+            src=frame(rows[: 5 * epoch]),
+        )
+        actual = state.select("customer", "__rows", pl.when(pl.col("a1_count") > 0).then(pl.col("a1_sum")))
+        assert_frame_equal(sort_all(actual), sort_all(expected), check_dtypes=False)
+        assert checkpoint(tmp_path / "state", epoch)["epoch"] == epoch
+    with pytest.raises(KeyError, match="operators: totals_by_customer"):
+        state_at(tmp_path / "state", "nope")

@@ -315,3 +315,42 @@ def test_an_idle_source_does_not_hold_the_watermark_back(tmp_path: Path) -> None
     run(tmp_path, template.format(options=idle, sink="fired"), state="idle-state")
     fired = read_sink(tmp_path / "fired")
     assert fired.height > 0 and fired.get_column("n").sum() > 0
+
+
+def test_windows_cascade_through_window_time(tmp_path: Path) -> None:
+    rows = make_rows(14, 150, late_share=0)
+    write_input(tmp_path, rows)
+    sql = (
+        SOURCE
+        + """
+    CREATE TEMPORARY VIEW per10 AS
+      SELECT k, window_start, window_end, window_time, COUNT(*) AS c
+      FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+      GROUP BY k, window_start, window_end, window_time;
+    CREATE TABLE per30 (k STRING, ws TIMESTAMP(3), c BIGINT, windows BIGINT)
+    WITH ('connector' = 'delta', 'path' = 'per30');
+    INSERT INTO per30 SELECT k, window_start, SUM(c), COUNT(*)
+    FROM TABLE(TUMBLE(TABLE per10, DESCRIPTOR(window_time), INTERVAL '30' SECOND))
+    GROUP BY k, window_start, window_end;
+    """
+    )
+    run(tmp_path, sql, max_epoch_rows=8)
+    actual = naive(read_sink(tmp_path / "per30")).sort("k", "ws", nulls_last=True)
+    expected = duck(
+        MARKS
+        + """
+        , inner_windows AS (
+          SELECT k, make_timestamp((e - e % 10000) * 1000) AS ws10, count(*) AS c FROM marks
+          WHERE (wm IS NULL OR make_timestamp((e - e % 10000 + 10000) * 1000) - INTERVAL 1 MILLISECOND > wm)
+            AND make_timestamp((e - e % 10000 + 10000) * 1000) - INTERVAL 1 MILLISECOND <= (SELECT fwm FROM final)
+          GROUP BY k, ws10)
+        SELECT k, make_timestamp((epoch_ms(ws10) - epoch_ms(ws10) % 30000) * 1000) AS ws, sum(c) AS c,
+               count(*) AS windows
+        FROM inner_windows
+        WHERE make_timestamp((epoch_ms(ws10) - epoch_ms(ws10) % 30000 + 30000) * 1000) - INTERVAL 1 MILLISECOND
+              <= (SELECT fwm FROM final)
+        GROUP BY k, ws ORDER BY k, ws NULLS LAST""",
+        src=frame(rows),
+    )
+    assert actual.height > 0
+    assert actual.rows() == naive(expected).cast(actual.schema).rows()  # type: ignore[arg-type]

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from engine.delta_tables import append_once, ensure_table
+from engine.delta_tables import AppendTable, ensure_table
 from engine.operators.aggregates import ROWS, SIGN, AggState, agg_state, merge_grouped, merge_pairwise
 from engine.operators.context import EpochContext
 from engine.operators.windows import ONE_MS, assign
@@ -68,7 +67,9 @@ class AggregateOperator:
         self.visible_input = [c for c in input_schema if not c.startswith("__")]
         self.input_schema = input_schema
         self.late_path = self.directory / "late"
-        self.late_table: Any = ensure_table(self.late_path, self._late_schema()) if self.late_path.exists() else None
+        self.late_table: AppendTable | None = (
+            AppendTable(ensure_table(self.late_path, self._late_schema())) if self.late_path.exists() else None
+        )
         self.late_pending: pl.DataFrame | None = None
         self.last_watermark: dt.datetime | None = None
 
@@ -103,11 +104,11 @@ class AggregateOperator:
     def commit(self, epoch: int, app_prefix: str) -> int:
         if self.late_pending is not None and self.late_pending.height:
             if self.late_table is None:
-                self.late_table = ensure_table(self.late_path, self._late_schema())
+                self.late_table = AppendTable(ensure_table(self.late_path, self._late_schema()))
             rows = self.late_pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")).select(
                 list(self._late_schema())
             )
-            append_once(self.late_table, rows, f"{app_prefix}/{self.node.state_id}/late", epoch)
+            self.late_table.append_once(rows, f"{app_prefix}/{self.node.state_id}/late", epoch)
         for i, table in self.distinct.items():
             table.commit(epoch, self.distinct_state[i].height)
         return self.table.commit(epoch, self.state.height)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction
 
-from engine.delta_tables import append_once, ensure_table, to_arrow
+from engine.delta_tables import AppendTable, ensure_table, to_arrow
 from engine.sinks.base import SinkConnector
 from sql.catalog import TableDef
 from sql.plan import DELETE, OP_COLUMN, UPDATE_BEFORE
@@ -33,6 +33,7 @@ class DeltaSink(SinkConnector):
         partition = options.get("partition-by") or options.get("sink.partition-by")
         self.partition_by = [p.strip() for p in partition.split(",")] if partition else None
         self._table: DeltaTable | None = None
+        self._appends: AppendTable | None = None
 
     @property
     def path(self) -> Path:
@@ -40,6 +41,7 @@ class DeltaSink(SinkConnector):
 
     def open(self) -> None:
         self._table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
+        self._appends = AppendTable(self._table)
 
     def write(self, epoch: int, rows: pl.DataFrame) -> None:
         assert self._table is not None
@@ -48,7 +50,8 @@ class DeltaSink(SinkConnector):
         if OP_COLUMN in rows.columns:
             self._upsert(epoch, rows)
         else:
-            append_once(self._table, rows, self.app_id, epoch)
+            assert self._appends is not None
+            self._appends.append_once(rows, self.app_id, epoch)
 
     def _upsert(self, epoch: int, rows: pl.DataFrame) -> None:
         assert self._table is not None
