@@ -14,7 +14,6 @@ exactly-once, whatever the instant of the crash.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,12 +29,13 @@ from engine.offset_log import OffsetLog
 from engine.operators import evaluate
 from engine.operators.aggregate import AggregateOperator
 from engine.operators.context import EpochContext
+from engine.operators.join import JoinOperator
 from engine.operators.scan import run as run_scan
 from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
-from sql.plan import Aggregate, Plan, Scan, Sink
+from sql.plan import Aggregate, Join, Plan, Scan, Sink
 
 DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
 
@@ -122,11 +122,12 @@ class Runner:
         }
         for sink in self.sinks.values():
             sink.open()
-        self.operators = {
-            node.id: AggregateOperator(node, self.dir.root, self.pipeline_id)
-            for node in plan.nodes
-            if isinstance(node, Aggregate)
-        }
+        self.operators: dict[str, AggregateOperator | JoinOperator] = {}
+        for node in plan.nodes:
+            if isinstance(node, Aggregate):
+                self.operators[node.id] = AggregateOperator(node, self.dir.root, self.pipeline_id)
+            elif isinstance(node, Join):
+                self.operators[node.id] = JoinOperator(node, self.dir.root, self.pipeline_id, base_dir)
         self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
@@ -217,6 +218,7 @@ class Runner:
             pieces: dict[str, dict[str, Any]] = logged["sources"]
             planned_at = dt.datetime.fromisoformat(logged["planned_at"])
             self.idle = set(logged.get("idle", []))
+            dimensions = logged.get("dimensions", {})
         else:
             pieces = {}
             for name, source in self.sources.items():
@@ -234,7 +236,16 @@ class Runner:
             if not pieces and not timers_due:
                 return None
             self.idle = idle
-            self.offsets.write(epoch, {"planned_at": planned_at.isoformat(), "sources": pieces, "idle": sorted(idle)})
+            dimensions = {
+                op.node.state_id: version for op in self.operators.values() if (version := op.plan_epoch()) is not None
+            }
+            entry = {
+                "planned_at": planned_at.isoformat(),
+                "sources": pieces,
+                "idle": sorted(idle),
+                "dimensions": dimensions,
+            }
+            self.offsets.write(epoch, entry)
         for name in pieces:
             self.last_active[name] = planned_at.timestamp()
 
@@ -247,6 +258,7 @@ class Runner:
             previous_watermarks=dict(self.watermarks),
             watermark_floors=self._watermark_floors(),
             operators=self.operators,
+            dimension_versions=dimensions,
         )
         # Sources first: their rows fix the new watermarks, which decide what stateful operators fire.
         scans = pl.collect_all([run_scan(scan, [], ctx) for scan in self.scans.values()])
@@ -280,7 +292,7 @@ class Runner:
         state_rows: dict[str, int] = {}
         for operator in self.operators.values():
             operator.commit(epoch, self.pipeline_id)
-            state_rows[operator.node.state_id] = operator.state.height
+            state_rows[operator.node.state_id] = operator.state_rows
         commit_started = time.perf_counter()
         watermark = ctx.watermark
         self.manifest.commit(
@@ -388,7 +400,6 @@ class Runner:
             for name, t in self.dead_tables.items()
         ]
         for operator in self.operators.values():
-            for name, (role, path, version) in operator.tables().items():
-                schema = json.dumps(operator.schema_of()) if name == operator.node.state_id else None
+            for name, (role, path, version, schema) in operator.tables().items():
                 tables.append({"name": name, "role": role, "path": str(path), "version": version, "schema": schema})
         return tables

@@ -26,16 +26,33 @@ AGGREGATES = (exp.AggFunc,)
 
 @dataclass(frozen=True)
 class Scope:
-    """The columns an expression can see: name -> dtype, plus the table aliases that qualify them."""
+    """The columns an expression can see: name -> dtype, plus the table aliases that qualify them.
+
+    After a join, `columns` maps (qualifier, column name), both lower-case, to the column's name in the
+    joined rows, where clashing names were renamed (`id`, `id0`).
+    """
 
     schema: Mapping[str, pl.DataType]
     qualifiers: frozenset[str] = frozenset()
+    columns: Mapping[tuple[str, str], str] | None = None
 
     def resolve(self, column: exp.Column) -> str:
         table = column.table
+        lowered = column.name.lower()
         if table and table.lower() not in self.qualifiers:
             raise error_at(column, f"unknown table or alias '{table}'{did_you_mean(table, self.qualifiers)}")
-        lowered = column.name.lower()
+        if self.columns is not None:
+            if table:
+                found = self.columns.get((table.lower(), lowered))
+                if found is not None:
+                    return found
+                names = [n for (q, n) in self.columns if q == table.lower()]
+                raise error_at(column, f"'{table}' has no column '{column.name}'{did_you_mean(lowered, names)}")
+            matches = {internal for (_, n), internal in self.columns.items() if n == lowered}
+            if len(matches) > 1:
+                raise error_at(column, f"column '{column.name}' is ambiguous; qualify it with a table alias")
+            if matches:
+                return matches.pop()
         for name in self.schema:
             if name.lower() == lowered:
                 return name

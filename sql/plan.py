@@ -142,6 +142,46 @@ class Aggregate(Node):
         return f"{kind} [{self.state_id}] keys ({keys}) aggs ({aggs})"
 
 
+@dataclass(frozen=True)
+class TimeBounds:
+    """An interval join's condition on time: right_time - left_time lies in [lower, upper]."""
+
+    left_time: str
+    right_time: str
+    lower: dt.timedelta
+    upper: dt.timedelta
+
+
+@dataclass(eq=False)
+class Join(Node):
+    """An equi-join of two inputs: regular, interval (with time bounds) or lookup (the right side a dimension).
+
+    Key expressions are evaluated on each input's own columns; `residual` (INNER only) on the joined row.
+    `left_names`/`right_names` map each input column to its name in the output.
+    """
+
+    kind: str = field(kw_only=True)  # INNER, LEFT, RIGHT, FULL
+    left_keys: list[pl.Expr] = field(kw_only=True)
+    right_keys: list[pl.Expr] = field(kw_only=True)
+    left_names: dict[str, str] = field(kw_only=True)
+    right_names: dict[str, str] = field(kw_only=True)
+    residual: pl.Expr | None = field(default=None, kw_only=True)
+    bounds: TimeBounds | None = field(default=None, kw_only=True)
+    lookup: bool = field(default=False, kw_only=True)
+    dimension: TableDef | None = field(default=None, kw_only=True)  # the right side of a lookup join
+    state_id: str = field(kw_only=True)
+    sql: str = field(default="", kw_only=True)
+    stateful = True
+
+    def describe(self) -> str:
+        flavour = "LookupJoin" if self.lookup else "IntervalJoin" if self.bounds else "Join"
+        extra = ""
+        if self.bounds:
+            b = self.bounds
+            extra = f" time {b.right_time} - {b.left_time} in [{b.lower}, {b.upper}]"
+        return f"{flavour} {self.kind} [{self.state_id}] on {self.sql}{extra}"
+
+
 @dataclass(eq=False)
 class UnionAll(Node):
     def describe(self) -> str:

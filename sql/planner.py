@@ -23,10 +23,12 @@ from sql.plan import (
     AggCall,
     Aggregate,
     Calc,
+    Join,
     Node,
     Plan,
     Scan,
     Sink,
+    TimeBounds,
     UnionAll,
     WindowAssign,
     WindowSpec,
@@ -68,10 +70,18 @@ class _Relation:
     # (TUMBLE, HOP, CUMULATE) or is a placeholder schema (SESSION, which only runs inside an aggregation).
     window: WindowSpec | None = None
     window_input: Node | None = None
+    # After a join: (qualifier, column) -> output column name.
+    columns: dict[tuple[str, str], str] | None = None
 
     @property
     def scope(self) -> Scope:
-        return Scope(self.node.schema, self.qualifiers)
+        return Scope(self.node.schema, self.qualifiers, self.columns)
+
+    def column_map(self) -> dict[tuple[str, str], str]:
+        if self.columns is not None:
+            return dict(self.columns)
+        visible = [n for n in self.node.schema if not n.startswith("__")]
+        return {(q, n.lower()): n for q in self.qualifiers for n in visible}
 
 
 class _Planner:
@@ -83,6 +93,7 @@ class _Planner:
         self.scans: dict[str, Scan] = {}
         self.sinks: list[Sink] = []
         self._ids: dict[str, int] = {}
+        self._pending_ids: set[str | None] = set()
 
     def _next_id(self, kind: str) -> str:
         self._ids[kind] = self._ids.get(kind, 0) + 1
@@ -271,9 +282,209 @@ class _Planner:
         source = select.args.get("from_") or select.args.get("from")
         if source is None:
             raise error_at(select, "SELECT without FROM is not supported in a streaming query", UnsupportedError)
-        if select.args.get("joins"):
-            raise error_at(select.args["joins"][0], "joins are not supported yet", UnsupportedError)
-        return self._from_item(source.this)
+        relation = self._from_item(source.this)
+        for join in select.args.get("joins") or []:
+            relation = self._join(relation, join, select)
+        return relation
+
+    # -- joins ---------------------------------------------------------------------------------
+    def _join(self, left: _Relation, join: exp.Join, select: exp.Select) -> _Relation:
+        kind = (join.side or join.kind or "INNER").upper()
+        if kind not in ("INNER", "LEFT", "RIGHT", "FULL"):
+            raise error_at(join, f"{kind} JOIN is not supported", UnsupportedError)
+        on = join.args.get("on")
+        if on is None:
+            raise error_at(join, "a join needs ON with at least one equality between the two sides", UnsupportedError)
+        item = join.this
+        lookup = isinstance(item, exp.Table) and item.args.get("version") is not None
+        if lookup:
+            if kind not in ("INNER", "LEFT"):
+                raise error_at(join, "a lookup join is INNER or LEFT", UnsupportedError)
+            table = self._table(item)
+            alias = item.alias_or_name.lower()
+            right_node = Node(f"dim:{table.name}", [], dict(table.schema))
+            right = _Relation(right_node, frozenset({alias, table.name.lower()}))
+        else:
+            table = None
+            right = self._from_item(item)
+        for side in (left, right):
+            if side.window is not None and side.window.kind == "SESSION":
+                raise error_at(join, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
+        # Output names: the left side's as they are; a clashing right name gets a digit (id, id0).
+        left_map, right_map = left.column_map(), right.column_map()
+        left_cols = [n for n in left.node.schema if not n.startswith("__")]
+        right_cols = [n for n in right.node.schema if not n.startswith("__")]
+        used = {n.lower() for n in left_cols}
+        right_names: dict[str, str] = {}
+        for name in right_cols:
+            out, suffix = name, 0
+            while out.lower() in used:
+                out, suffix = f"{name}{suffix}", suffix + 1
+            used.add(out.lower())
+            right_names[name] = out
+        left_names = {n: n for n in left_cols}
+        columns = {**left_map, **{k: right_names[v] for k, v in right_map.items()}}
+        schema = {
+            **{n: left.node.schema[n] for n in left_cols},
+            **{right_names[n]: right.node.schema[n] for n in right_cols},
+        }
+        out_scope = Scope(schema, left.qualifiers | right.qualifiers, columns)
+        left_compiler, right_compiler = ExprCompiler(left.scope, self.udfs), ExprCompiler(right.scope, self.udfs)
+
+        left_keys: list[pl.Expr] = []
+        right_keys: list[pl.Expr] = []
+        bounds: list[tuple[str, str, str, dt.timedelta]] = []  # (left time, right time, op, constant)
+        bound_conjuncts: list[exp.Expr] = []
+        residual: list[exp.Expr] = []
+        for conjunct in _conjuncts(on):
+            sides = self._sides(conjunct, left, right)
+            if isinstance(conjunct, exp.EQ) and {
+                self._sides(conjunct.this, left, right),
+                self._sides(conjunct.expression, left, right),
+            } == {"left", "right"}:
+                l_node, r_node = (
+                    (conjunct.this, conjunct.expression)
+                    if self._sides(conjunct.this, left, right) == "left"
+                    else (conjunct.expression, conjunct.this)
+                )
+                left_keys.append(left_compiler.compile(l_node))
+                right_keys.append(right_compiler.compile(r_node))
+                continue
+            found = self._time_bounds(conjunct, left, right) if sides == "both" else None
+            if found:
+                bounds.extend(found)
+                bound_conjuncts.append(conjunct)
+                continue
+            residual.append(conjunct)
+        if not left_keys:
+            raise error_at(on, "a join needs at least one equality between the two sides", UnsupportedError)
+
+        time_bounds = None
+        if lookup:
+            residual = bound_conjuncts + residual
+        elif bounds:
+            pairs = {(b[0], b[1]) for b in bounds}
+            lowers = [b[3] for b in bounds if b[2] == ">="]
+            uppers = [b[3] for b in bounds if b[2] == "<="]
+            watermarked = WATERMARK_COLUMN in left.node.schema and WATERMARK_COLUMN in right.node.schema
+            appends = left.node.changelog == "append" and right.node.changelog == "append"
+            if len(pairs) == 1 and lowers and uppers and watermarked and appends:
+                ((l_time, r_time),) = pairs
+                time_bounds = TimeBounds(l_time, r_time, max(lowers), min(uppers))
+            else:
+                residual = bound_conjuncts + residual  # not an interval join: the bounds filter a regular join
+        residual_expr = None
+        if residual:
+            if kind != "INNER" and not lookup:
+                raise error_at(
+                    residual[0],
+                    f"{kind} JOIN conditions other than equalities (and interval bounds on "
+                    "time attributes) are not supported yet",
+                    UnsupportedError,
+                )
+            compiler = ExprCompiler(out_scope, self.udfs)
+            combined = residual[0]
+            for extra in residual[1:]:
+                combined = exp.And(this=combined, expression=extra)
+            residual_expr = compiler.condition(combined)
+
+        updating = left.node.changelog != "append" or right.node.changelog != "append"
+        if updating and (kind != "INNER" or time_bounds is not None):
+            raise error_at(join, f"{kind} JOIN over an updating input is not supported yet", UnsupportedError)
+        if lookup:
+            changelog = left.node.changelog
+        elif time_bounds is not None or (kind == "INNER" and not updating):
+            changelog = "append"
+        else:
+            changelog = "retract"
+        if changelog == "retract":
+            schema[OP_COLUMN] = pl.String()
+        sql_text = on.sql(dialect=Flink)
+        state_id = self._unique_id("join", f"{kind}|{sql_text}|{sorted(left.qualifiers)}|{sorted(right.qualifiers)}")
+        inputs = [left.node] if lookup else [left.node, right.node]
+        node = Join(
+            self._next_id("join"),
+            inputs,
+            schema,
+            changelog,
+            kind=kind,
+            left_keys=left_keys,
+            right_keys=right_keys,
+            left_names=left_names,
+            right_names=right_names,
+            residual=residual_expr,
+            bounds=time_bounds,
+            lookup=lookup,
+            dimension=table,
+            state_id=state_id,
+            sql=sql_text[:150],
+        )
+        return _Relation(node, left.qualifiers | right.qualifiers, columns=columns)
+
+    def _sides(self, node: exp.Expr, left: _Relation, right: _Relation) -> str:
+        found: set[str] = set()
+        for column in node.find_all(exp.Column):
+            for label, side in (("left", left), ("right", right)):
+                try:
+                    side.scope.resolve(column)
+                    found.add(label)
+                except SqlError:
+                    pass
+        if not found:
+            return "none"
+        return found.pop() if len(found) == 1 else "both"
+
+    def _time_bounds(
+        self, node: exp.Expr, left: _Relation, right: _Relation
+    ) -> list[tuple[str, str, str, dt.timedelta]] | None:
+        """`l.t BETWEEN r.t - a AND r.t + b`, `l.t >= r.t - a`, ... as bounds on (right time - left time)."""
+        if isinstance(node, exp.Between):
+            low = self._time_bounds(exp.GTE(this=node.this, expression=node.args["low"]), left, right)
+            high = self._time_bounds(exp.LTE(this=node.this, expression=node.args["high"]), left, right)
+            return (low + high) if low and high else None
+        ops = {exp.GTE: ">=", exp.GT: ">", exp.LTE: "<=", exp.LT: "<"}
+        if type(node) not in ops:
+            return None
+        a, b = _time_term(node.this), _time_term(node.expression)
+        if a is None or b is None:
+            return None
+        (a_col, a_shift), (b_col, b_shift) = a, b
+        side_a, side_b = self._sides(a_col, left, right), self._sides(b_col, left, right)
+        if {side_a, side_b} != {"left", "right"}:
+            return None
+        op = ops[type(node)]
+        # a_col + a_shift OP b_col + b_shift
+        if side_a == "left":  # l OP r + (b - a)  =>  r - l FLIP (a - b)
+            l_col, r_col, constant = a_col, b_col, a_shift - b_shift
+            op = {">=": "<=", ">": "<", "<=": ">=", "<": ">"}[op]
+        else:  # r OP l + (b - a)  =>  r - l OP (b - a)
+            l_col, r_col, constant = b_col, a_col, b_shift - a_shift
+        if op == ">":
+            op, constant = ">=", constant + dt.timedelta(milliseconds=1)
+        elif op == "<":
+            op, constant = "<=", constant - dt.timedelta(milliseconds=1)
+        l_name, r_name = left.scope.resolve(l_col), right.scope.resolve(r_col)
+        if not isinstance(left.node.schema[l_name], pl.Datetime) or not isinstance(
+            right.node.schema[r_name], pl.Datetime
+        ):
+            return None
+        return [(l_name, r_name, op, constant)]
+
+    def _stateful_ids(self) -> set[str | None]:
+        ids: set[str | None] = set()
+        for sink in self.sinks:
+            ids |= {getattr(n, "state_id", None) for n in sink.walk() if n.stateful}
+        return ids
+
+    def _unique_id(self, base: str, role: str) -> str:
+        digest = hashlib.sha256(role.encode()).hexdigest()[:10]
+        used = self._stateful_ids() | self._pending_ids
+        candidate, suffix = f"{base}-{digest}", 1
+        while candidate in used:
+            suffix += 1
+            candidate = f"{base}-{digest}-{suffix}"
+        self._pending_ids.add(candidate)
+        return candidate
 
     def _from_item(self, item: exp.Expr) -> _Relation:
         alias = item.alias_or_name if item.alias else None
@@ -685,6 +896,30 @@ class _Planner:
         }[item.kind]
         values = dict(zip(order, args[1:], strict=False))
         return _window_spec(item, item.kind, time_col, values, ())
+
+
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    if isinstance(node, exp.And):
+        return _conjuncts(node.this) + _conjuncts(node.expression)
+    return [node]
+
+
+def _time_term(node: exp.Expr) -> tuple[exp.Column, dt.timedelta] | None:
+    """`col`, `col + INTERVAL ...` or `col - INTERVAL ...` as (column, shift)."""
+    if isinstance(node, exp.Paren):
+        return _time_term(node.this)
+    if isinstance(node, exp.Column):
+        return node, dt.timedelta(0)
+    if (
+        isinstance(node, exp.Add | exp.Sub)
+        and isinstance(node.this, exp.Column)
+        and isinstance(node.expression, exp.Interval)
+    ):
+        shift = ExprCompiler.interval(node.expression)
+        return node.this, shift if isinstance(node, exp.Add) else -shift
+    return None
 
 
 def _window_spec(

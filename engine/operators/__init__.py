@@ -34,8 +34,8 @@ def evaluate(outputs: list[Node], ctx: EpochContext) -> list[pl.LazyFrame]:
             if id(node) not in built:
                 inputs = [built[id(child)] for child in node.inputs]
                 if node.stateful:
-                    rows = inputs[0].collect()
-                    built[id(node)] = ctx.operators[node.id].process(rows, ctx).lazy()
+                    frames = pl.collect_all(inputs)
+                    built[id(node)] = ctx.operators[node.id].process(frames, ctx).lazy()
                 else:
                     built[id(node)] = OPERATORS[type(node)](node, inputs, ctx)
     return [built[id(o)] for o in outputs]

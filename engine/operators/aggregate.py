@@ -15,6 +15,7 @@ final row once the watermark passes the window's end, then purges the window fro
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import polars as pl
@@ -74,17 +75,24 @@ class AggregateOperator:
         self.last_watermark: dt.datetime | None = None
 
     # -- tables the manifest records -----------------------------------------------------------
-    def tables(self) -> dict[str, tuple[str, Path, int]]:
-        """name -> (role, path, version)."""
-        entries = {self.node.state_id: ("state", self.table.path, self.table.version())}
+    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
+        """name -> (role, path, version, schema as JSON for the main state table)."""
+        schema = json.dumps({name: str(dtype) for name, dtype in self.table.schema.items()})
+        entries: dict[str, tuple[str, Path, int, str | None]] = {
+            self.node.state_id: ("state", self.table.path, self.table.version(), schema)
+        }
         for i, table in self.distinct.items():
-            entries[f"{self.node.state_id}/distinct_{i}"] = ("state", table.path, table.version())
+            entries[f"{self.node.state_id}/distinct_{i}"] = ("state", table.path, table.version(), None)
         if self.late_table is not None:
-            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, int(self.late_table.version()))
+            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, self.late_table.version(), None)
         return entries
 
-    def schema_of(self) -> dict[str, str]:
-        return {name: str(dtype) for name, dtype in self.table.schema.items()}
+    @property
+    def state_rows(self) -> int:
+        return self.state.height
+
+    def plan_epoch(self) -> None:
+        return None
 
     def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
         self.state = self.table.load(versions.get(self.node.state_id))
@@ -93,7 +101,8 @@ class AggregateOperator:
         self.last_watermark = watermark
 
     # -- per epoch -----------------------------------------------------------------------------
-    def process(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
+    def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
+        (rows,) = inputs
         self.late_pending = None
         if self.window is None:
             return self._unbounded(rows)

@@ -22,3 +22,4 @@ class EpochContext:
     watermark_floors: dict[str, dt.datetime | str | None] = field(default_factory=dict)
     scanned: dict[str, pl.DataFrame] = field(default_factory=dict)  # Scan outputs, materialised once
     operators: dict[str, Any] = field(default_factory=dict)  # stateful operator instances by node id
+    dimension_versions: dict[str, Any] = field(default_factory=dict)  # lookup tables' versions, as logged

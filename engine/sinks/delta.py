@@ -64,7 +64,7 @@ class DeltaSink(SinkConnector):
         columns = [c for c in rows.columns if c != OP_COLUMN]
         last = rows.with_row_index("__seq").sort("__seq").group_by(keys, maintain_order=True).last()
         changes = last.select(*columns, pl.col(OP_COLUMN).is_in([DELETE, UPDATE_BEFORE]).alias(DELETE_FLAG))
-        matched = " AND ".join(f't."{k}" IS NOT DISTINCT FROM s."{k}"' for k in keys)
+        matched = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in keys)
         assignments = {f'"{c}"': f's."{c}"' for c in columns}
         (
             table.merge(

@@ -1,0 +1,82 @@
+"""Per-epoch latency over many epochs of a stateful pipeline: does commit latency stay flat?
+
+    python -m benchmarks.epoch_latency [--epochs 2000] [--rows-per-epoch 200] [--record]
+
+A datagen source feeds a TUMBLE window aggregation (COUNT, SUM per key) and an unbounded GROUP BY upserted
+into Delta. Every epoch commits the state change logs, the sinks and the manifest. Latency percentiles are
+reported per block of epochs: with log checkpoints and small-file compaction they must not grow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from engine.runner import Runner
+from sql import plan_script
+
+SQL = """
+CREATE TABLE readings (sensor BIGINT, temperature DOUBLE, ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '100',
+      'fields.sensor.min' = '1', 'fields.sensor.max' = '50');
+CREATE TABLE windows (sensor BIGINT, ws TIMESTAMP(3), n BIGINT, total DOUBLE) WITH ('connector' = 'delta',
+  'path' = '{root}/windows');
+CREATE TABLE totals (sensor BIGINT, n BIGINT, PRIMARY KEY (sensor) NOT ENFORCED) WITH ('connector' = 'delta',
+  'path' = '{root}/totals');
+INSERT INTO windows SELECT sensor, window_start, COUNT(*), SUM(temperature)
+FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY sensor, window_start, window_end;
+INSERT INTO totals SELECT sensor, COUNT(*) FROM readings GROUP BY sensor;
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=2000)
+    parser.add_argument("--rows-per-epoch", type=int, default=200)
+    parser.add_argument("--block", type=int, default=250)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        plan = plan_script(SQL.format(rows=args.epochs * args.rows_per_epoch, root=root))
+        runner = Runner(plan, Path(root) / "state", Path(root))
+        latencies = []
+        started = time.perf_counter()
+        while (report := runner.run_epoch(args.rows_per_epoch)) is not None:
+            latencies.append(report.duration_s * 1000)
+        elapsed = time.perf_counter() - started
+        runner.close()
+        disk_mb = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file()) / 1e6
+    blocks = []
+    for start in range(0, len(latencies), args.block):
+        block = sorted(latencies[start : start + args.block])
+        blocks.append(
+            {
+                "epochs": f"{start + 1}-{start + len(block)}",
+                "p50_ms": round(statistics.median(block), 1),
+                "p99_ms": round(block[int(len(block) * 0.99) - 1], 1),
+            }
+        )
+    result = {
+        "benchmark": "epoch-latency",
+        "date": time.strftime("%Y-%m-%d"),
+        "epochs": len(latencies),
+        "rows_per_epoch": args.rows_per_epoch,
+        "elapsed_s": round(elapsed, 1),
+        "disk_mb": round(disk_mb, 1),
+        "blocks": blocks,
+    }
+    print(json.dumps(result, indent=1))
+    if args.record:
+        path = Path(__file__).parent / "results" / "epoch_latency.jsonl"
+        path.parent.mkdir(exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""Joins: regular (both sides kept), interval (rows kept until the watermark passes their bound) and lookup.
+
+State schema, one table per input side (`left/`, `right/` under `state/operators/<id>/`):
+    __k0.. (the join key values)  <the side's columns>  __count  [__matched]  _kg _epoch _deleted
+Rows are kept with their multiplicity (`__count`); an interval join also remembers whether each row found a
+partner (`__matched`), so an outer join can emit the row padded with NULLs when it leaves the state.
+
+- Regular INNER join of append-only inputs emits inserts; over updating inputs the multiplicities carry signs.
+- Regular LEFT/RIGHT/FULL joins emit a changelog: a row without a partner is emitted padded (+I) and retracted
+  (-D) when its first partner arrives.
+- Interval joins emit inserts only: a padded row is emitted when the unmatched row is evicted. Rows behind
+  the watermark when they arrive are late: they go to `late_left/` or `late_right/`.
+- Lookup joins read the dimension table at its latest version (the version each epoch used is logged, so a
+  replay reads the same one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.delta_tables import AppendTable, ensure_table, open_table
+from engine.operators.context import EpochContext
+from engine.state_store import StateTable, key_group
+from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, Join
+
+COUNT, MATCHED = "__count", "__matched"
+
+
+class JoinOperator:
+    def __init__(self, node: Join, root: Path, app_prefix: str, base_dir: Path) -> None:
+        self.node = node
+        self.directory = root / "operators" / node.state_id
+        self.keys = [f"__k{i}" for i in range(len(node.left_keys))]
+        self.app_prefix = app_prefix
+        left_schema = node.inputs[0].schema
+        self.left_cols = list(node.left_names)
+        self.right_cols = list(node.right_names)
+        key_types = (
+            pl.LazyFrame(schema=dict(left_schema))
+            .select([e.alias(k) for e, k in zip(node.left_keys, self.keys, strict=True)])
+            .collect_schema()
+        )
+        self.output_cols = [c for c in node.schema if c != OP_COLUMN]
+        self.dimension: _Dimension | None = None
+        self.sides: dict[str, StateTable] = {}
+        self.rows: dict[str, pl.DataFrame] = {}
+        self.late: dict[str, AppendTable | None] = {}
+        self.late_pending: dict[str, pl.DataFrame] = {}
+        if node.lookup:
+            assert node.dimension is not None
+            self.dimension = _Dimension(node, base_dir)
+            return
+        right_schema = node.inputs[1].schema
+        values = {COUNT: pl.Int64(), **({MATCHED: pl.Boolean()} if node.bounds else {})}
+        for side, schema, cols in (("left", left_schema, self.left_cols), ("right", right_schema, self.right_cols)):
+            # Right-side columns are stored under their output names, so both tables read as the join's result.
+            names = cols if side == "left" else [node.right_names[c] for c in cols]
+            types = {**dict(key_types), **{n: schema[c] for n, c in zip(names, cols, strict=True)}}
+            self.sides[side] = StateTable(
+                self.directory / side, [*self.keys, *names], values, f"{app_prefix}/{node.state_id}/{side}", types
+            )
+            self.rows[side] = self.sides[side].load(None)
+            late_path = self.directory / f"late_{side}"
+            self.late[side] = (
+                AppendTable(ensure_table(late_path, self._late_schema(schema, cols))) if late_path.exists() else None
+            )
+
+    # -- bookkeeping the runner needs ----------------------------------------------------------
+    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
+        entries: dict[str, tuple[str, Path, int, str | None]] = {
+            f"{self.node.state_id}/{side}": ("state", table.path, table.version(), self._schema_json(side))
+            for side, table in self.sides.items()
+        }
+        for side, late in self.late.items():
+            if late is not None:
+                path = self.directory / f"late_{side}"
+                entries[f"{self.node.state_id}/late_{side}"] = ("late", path, late.version(), None)
+        return entries
+
+    def _schema_json(self, side: str) -> str:
+        return json.dumps({k: str(v) for k, v in self.sides[side].schema.items()})
+
+    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
+        for side, table in self.sides.items():
+            self.rows[side] = table.load(versions.get(f"{self.node.state_id}/{side}"))
+
+    def plan_epoch(self) -> Any:
+        """What the epoch will read besides its sources: the dimension version, logged before reading."""
+        return self.dimension.latest() if self.dimension else None
+
+    @property
+    def late_count(self) -> int:
+        return sum(f.height for f in self.late_pending.values())
+
+    @property
+    def state_rows(self) -> int:
+        return sum(f.height for f in self.rows.values())
+
+    def commit(self, epoch: int, app_prefix: str) -> int:
+        for side, frame in self.late_pending.items():
+            if not frame.height:
+                continue
+            if self.late[side] is None:
+                schema = dict(frame.schema)
+                self.late[side] = AppendTable(ensure_table(self.directory / f"late_{side}", schema))
+            late = self.late[side]
+            assert late is not None
+            late.append_once(
+                frame.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")),
+                f"{app_prefix}/{self.node.state_id}/late_{side}",
+                epoch,
+            )
+        self.late_pending = {}
+        versions = [table.commit(epoch, self.rows[side].height) for side, table in self.sides.items()]
+        return versions[0] if versions else 0
+
+    # -- per epoch -----------------------------------------------------------------------------
+    def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
+        self.late_pending = {}
+        if self.node.lookup:
+            return self._lookup(inputs[0], ctx)
+        left, right = (self._prepare(frame, side) for frame, side in zip(inputs, ("left", "right"), strict=True))
+        if self.node.bounds is not None:
+            return self._interval(left, right, ctx)
+        return self._regular(left, right)
+
+    def _prepare(self, frame: pl.DataFrame, side: str) -> pl.DataFrame:
+        """Key columns, output column names, and the signed multiplicity of each distinct row."""
+        exprs = self.node.left_keys if side == "left" else self.node.right_keys
+        names = self.node.left_names if side == "left" else self.node.right_names
+        if OP_COLUMN in frame.columns:
+            sign = pl.when(pl.col(OP_COLUMN).is_in([UPDATE_BEFORE, DELETE])).then(-1).otherwise(1)
+        else:
+            sign = pl.lit(1)
+        keep = [WATERMARK_COLUMN] if self.node.bounds is not None and WATERMARK_COLUMN in frame.columns else []
+        return frame.select(
+            *[e.alias(k) for e, k in zip(exprs, self.keys, strict=True)],
+            *[pl.col(c).alias(n) for c, n in names.items()],
+            sign.cast(pl.Int64).alias(COUNT),
+            *keep,
+        )
+
+    def _columns(self, side: str) -> list[str]:
+        return self.left_cols if side == "left" else [self.node.right_names[c] for c in self.right_cols]
+
+    def _collapse(self, frame: pl.DataFrame, side: str) -> pl.DataFrame:
+        group = [*self.keys, *self._columns(side)]
+        return frame.group_by(group, maintain_order=True).agg(pl.col(COUNT).sum()).filter(pl.col(COUNT) != 0)
+
+    def _pairs(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+        joined = left.join(right, on=self.keys, how="inner", suffix="__r")
+        joined = joined.with_columns((pl.col(COUNT) * pl.col(COUNT + "__r")).alias(COUNT))
+        if self.node.residual is not None:
+            joined = joined.filter(self.node.residual)
+        if self.node.bounds is not None:
+            b = self.node.bounds
+            gap = pl.col(self.node.right_names[b.right_time]) - pl.col(b.left_time)
+            joined = joined.filter((gap >= b.lower) & (gap <= b.upper))
+        return joined
+
+    # -- regular joins -------------------------------------------------------------------------
+    def _regular(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+        dl, dr = self._collapse(left, "left"), self._collapse(right, "right")
+        old_l, old_r = self.rows["left"], self.rows["right"]
+        pairs = pl.concat(
+            [self._pairs(dl, old_r.drop("_kg")), self._pairs(old_l.drop("_kg"), dr), self._pairs(dl, dr)],
+            how="vertical_relaxed",
+        )
+        parts = [self._emit(pairs.select(*self.output_cols, COUNT))]
+        kind = self.node.kind
+        if kind in ("LEFT", "FULL"):
+            parts.append(self._padding(dl, old_l, old_r, dr, "left"))
+        if kind in ("RIGHT", "FULL"):
+            parts.append(self._padding(dr, old_r, old_l, dl, "right"))
+        self._apply(dl, "left")
+        self._apply(dr, "right")
+        out = (
+            pl.concat([p for p in parts if p.height], how="vertical_relaxed")
+            if any(p.height for p in parts)
+            else pl.DataFrame(schema=self.node.schema)
+        )
+        return out.select(list(self.node.schema))
+
+    def _padding(
+        self, delta: pl.DataFrame, old: pl.DataFrame, other_old: pl.DataFrame, other_delta: pl.DataFrame, side: str
+    ) -> pl.DataFrame:
+        """Outer-join rows: new rows without a partner (+I padded); old rows whose first partner came (-D)."""
+        before = other_old.group_by(self.keys).agg(pl.col(COUNT).sum().alias("__before"))
+        added = other_delta.group_by(self.keys).agg(pl.col(COUNT).sum().alias("__added"))
+        counts = before.join(added, on=self.keys, how="full", coalesce=True).with_columns(
+            pl.col("__before").fill_null(0),
+            (pl.col("__before").fill_null(0) + pl.col("__added").fill_null(0)).alias("__after"),
+        )
+        lonely = delta.join(counts.filter(pl.col("__after") > 0), on=self.keys, how="anti")
+        found = old.drop("_kg").join(
+            counts.filter((pl.col("__before") <= 0) & (pl.col("__after") > 0)), on=self.keys, how="semi"
+        )
+        return pl.concat(
+            [
+                self._emit(self._pad(lonely, side)),
+                self._emit(self._pad(found, side).with_columns(-pl.col(COUNT))),
+            ],
+            how="vertical_relaxed",
+        )
+
+    def _pad(self, rows: pl.DataFrame, side: str) -> pl.DataFrame:
+        other = "right" if side == "left" else "left"
+        nulls = [pl.lit(None, self.node.schema[c]).alias(c) for c in self._columns(other)]
+        return rows.with_columns(nulls).select(*self.output_cols, COUNT)
+
+    def _emit(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Rows with signed multiplicities -> that many +I (or -D) rows."""
+        if rows.height == 0:
+            return pl.DataFrame(schema=self.node.schema)
+        expanded = (
+            rows.filter(pl.col(COUNT) != 0)
+            .with_columns(
+                pl.when(pl.col(COUNT) > 0).then(pl.lit(INSERT)).otherwise(pl.lit(DELETE)).alias(OP_COLUMN),
+                pl.int_ranges(0, pl.col(COUNT).abs()).alias("__copy"),
+            )
+            .explode("__copy")
+            .drop("__copy", COUNT)
+        )
+        if OP_COLUMN not in self.node.schema:
+            expanded = expanded.drop(OP_COLUMN)
+        return expanded.select(list(self.node.schema))
+
+    def _apply(self, delta: pl.DataFrame, side: str) -> None:
+        """Merge signed row counts into a side's state and stage the change for the checkpoint."""
+        if delta.height == 0:
+            return
+        group = [*self.keys, *self._columns(side)]
+        stored = self.rows[side]
+        merged = pl.concat(
+            [
+                stored.drop("_kg").select(*group, COUNT, *([MATCHED] if MATCHED in stored.columns else [])),
+                delta.select(*group, COUNT, *([MATCHED] if MATCHED in delta.columns else [])),
+            ],
+            how="vertical_relaxed",
+        )
+        aggs = [pl.col(COUNT).sum()] + ([pl.col(MATCHED).any()] if MATCHED in merged.columns else [])
+        touched = delta.select(group).unique()
+        combined = merged.join(touched, on=group, how="semi", nulls_equal=True).group_by(group).agg(aggs)
+        combined = combined.with_columns(key_group(self.keys).alias("_kg"))
+        live, gone = combined.filter(pl.col(COUNT) > 0), combined.filter(pl.col(COUNT) <= 0)
+        kept = stored.join(touched, on=group, how="anti", nulls_equal=True)
+        self.rows[side] = pl.concat([kept, live.select(stored.columns)], how="vertical_relaxed")
+        self.sides[side].stage(live.select(stored.columns), gone.select(*group, "_kg"))
+
+    # -- interval joins ------------------------------------------------------------------------
+    def _interval(self, left: pl.DataFrame, right: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
+        b = self.node.bounds
+        assert b is not None
+        right_time = self.node.right_names[b.right_time]
+        left, right = self._drop_late(left, "left", b.left_time), self._drop_late(right, "right", right_time)
+        dl = self._collapse(left, "left").with_columns(pl.lit(False).alias(MATCHED))
+        dr = self._collapse(right, "right").with_columns(pl.lit(False).alias(MATCHED))
+        old_l, old_r = self.rows["left"].drop("_kg"), self.rows["right"].drop("_kg")
+        pairs = pl.concat(
+            [
+                self._pairs(dl.drop(MATCHED), old_r.drop(MATCHED)),
+                self._pairs(old_l.drop(MATCHED), dr.drop(MATCHED)),
+                self._pairs(dl.drop(MATCHED), dr.drop(MATCHED)),
+            ],
+            how="vertical_relaxed",
+        )
+        out = [self._emit(pairs.select(*self.output_cols, COUNT))]
+        left_group, right_group = [*self.keys, *self._columns("left")], [*self.keys, *self._columns("right")]
+        matched_l = pairs.select(left_group).unique()
+        matched_r = pairs.select(right_group).unique()
+        dl = _mark(dl, matched_l, left_group)
+        dr = _mark(dr, matched_r, right_group)
+        self._apply(dl, "left")
+        self._apply(dr, "right")
+        self._remark(matched_l, "left")
+        self._remark(matched_r, "right")
+        watermark = ctx.watermark
+        if watermark is not None:
+            wm = pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
+            out.append(self._evict("left", pl.col(b.left_time) + b.upper < wm, self.node.kind in ("LEFT", "FULL")))
+            out.append(self._evict("right", pl.col(right_time) - b.lower < wm, self.node.kind in ("RIGHT", "FULL")))
+        parts = [p for p in out if p.height]
+        result = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=self.node.schema)
+        return result.select(list(self.node.schema))
+
+    def _drop_late(self, rows: pl.DataFrame, side: str, time_col: str) -> pl.DataFrame:
+        if WATERMARK_COLUMN not in rows.columns:
+            return rows
+        late = (pl.col(time_col) < pl.col(WATERMARK_COLUMN)).fill_null(False)
+        late_rows = rows.filter(late)
+        if late_rows.height:
+            self.late_pending[side] = late_rows.select(
+                *self._columns(side),
+                pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
+                pl.lit("arrived behind the watermark").alias("_reason"),
+            )
+        return rows.filter(~late).drop(WATERMARK_COLUMN)
+
+    def _remark(self, matched: pl.DataFrame, side: str) -> None:
+        stored = self.rows[side]
+        group = [*self.keys, *self._columns(side)]
+        newly = stored.join(matched, on=group, how="semi", nulls_equal=True).filter(~pl.col(MATCHED))
+        if newly.height == 0:
+            return
+        updated = newly.with_columns(pl.lit(True).alias(MATCHED))
+        self.rows[side] = pl.concat(
+            [stored.join(newly.select(group), on=group, how="anti", nulls_equal=True), updated], how="vertical_relaxed"
+        )
+        self.sides[side].stage(updated, updated.head(0).select(*group, "_kg"))
+
+    def _evict(self, side: str, expired: pl.Expr, pad: bool) -> pl.DataFrame:
+        stored = self.rows[side]
+        gone = stored.filter(expired)
+        if gone.height == 0:
+            return pl.DataFrame(schema=self.node.schema)
+        group = [*self.keys, *self._columns(side)]
+        self.rows[side] = stored.filter(~expired)
+        self.sides[side].stage(gone.head(0), gone.select(*group, "_kg"))
+        if not pad:
+            return pl.DataFrame(schema=self.node.schema)
+        return self._emit(self._pad(gone.filter(~pl.col(MATCHED)), side))
+
+    # -- lookup joins --------------------------------------------------------------------------
+    def _lookup(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
+        assert self.dimension is not None
+        version = ctx.dimension_versions.get(self.node.state_id)
+        dim = self.dimension.read(version)
+        left = rows.with_columns([e.alias(k) for e, k in zip(self.node.left_keys, self.keys, strict=True)])
+        right = dim.select(
+            *[e.alias(k) for e, k in zip(self.node.right_keys, self.keys, strict=True)],
+            *[pl.col(c).alias(n) for c, n in self.node.right_names.items()],
+        )
+        how = "left" if self.node.kind == "LEFT" else "inner"
+        joined = left.join(right, on=self.keys, how=how)  # type: ignore[arg-type]
+        if self.node.residual is not None:
+            joined = joined.filter(self.node.residual)
+        return joined.select(list(self.node.schema))
+
+    def _late_schema(self, schema: dict[str, pl.DataType], cols: list[str]) -> dict[str, pl.DataType]:
+        return {
+            **{c: schema[c] for c in cols},
+            "_watermark": pl.Datetime("us", "UTC"),
+            "_reason": pl.String(),
+            "_epoch": pl.Int64(),
+        }
+
+
+def _mark(rows: pl.DataFrame, matched: pl.DataFrame, group: list[str]) -> pl.DataFrame:
+    hits = (
+        rows.join(matched, on=group, how="semi", nulls_equal=True)
+        .select(group)
+        .with_columns(pl.lit(True).alias("__hit"))
+    )
+    return (
+        rows.join(hits, on=group, how="left", nulls_equal=True)
+        .with_columns((pl.col(MATCHED) | pl.col("__hit").fill_null(False)).alias(MATCHED))
+        .drop("__hit")
+    )
+
+
+class _Dimension:
+    """The right side of a lookup join: a bounded table read whole, again whenever it changes."""
+
+    def __init__(self, node: Join, base_dir: Path) -> None:
+        assert node.dimension is not None
+        self.table = node.dimension
+        path = Path(self.table.options.get("path", "")).expanduser()
+        self.path = path if path.is_absolute() else base_dir / path
+        self.connector = self.table.connector.lower()
+        self.format = self.table.options.get("format", "parquet").lower()
+        self._cache: tuple[Any, pl.DataFrame] | None = None
+
+    def latest(self) -> Any:
+        if self.connector == "delta":
+            table = open_table(self.path)
+            return None if table is None else int(table.version())
+        files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
+        return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.exists()]
+
+    def read(self, version: Any) -> pl.DataFrame:
+        if self._cache is not None and self._cache[0] == version:
+            return self._cache[1]
+        schema = self.table.physical_schema
+        if self.connector == "delta":
+            frame = (
+                pl.read_delta(str(self.path), version=version) if version is not None else pl.DataFrame(schema=schema)
+            )
+        else:
+            paths = [Path(p) for p, _, _ in version or []]
+            readers = {
+                "parquet": pl.read_parquet,
+                "csv": lambda p: pl.read_csv(
+                    p,
+                    has_header=self.table.options.get("csv.header", "false") == "true",
+                    new_columns=list(schema),
+                    schema_overrides=schema,
+                ),
+                "json": pl.read_ndjson,
+            }
+            frames = [readers[self.format](p) for p in paths]
+            frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=schema)
+        frame = frame.select(
+            (pl.col(n) if n in frame.columns else pl.lit(None)).cast(t, strict=False).alias(n)
+            for n, t in schema.items()
+        )
+        self._cache = (version, frame)
+        return frame
