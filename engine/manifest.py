@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 
@@ -83,9 +83,11 @@ class Manifest:
         )
         self._commits += 1
         if self._commits % COMPACT_EVERY == 0:
-            # One small file per epoch makes every later commit and read slower (delta-facts §8).
-            self.table.optimize.compact()
+            # One small file per epoch makes every later commit and read slower (delta-facts §8), and so does
+            # an aging handle (see AppendTable).
+            self.table.optimize.compact(post_commithook_properties=NO_CLEANUP)
             self.table.create_checkpoint()
+            self.table = DeltaTable(str(self.path))
 
 
 def _checkpoint(row: dict[str, Any]) -> Checkpoint:

@@ -31,11 +31,12 @@ from engine.operators.aggregate import AggregateOperator
 from engine.operators.context import EpochContext
 from engine.operators.join import JoinOperator
 from engine.operators.scan import run as run_scan
+from engine.operators.top_n import TopNOperator
 from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
-from sql.plan import Aggregate, Join, Plan, Scan, Sink
+from sql.plan import Aggregate, Join, Plan, Scan, Sink, TopN
 
 DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
 
@@ -122,12 +123,14 @@ class Runner:
         }
         for sink in self.sinks.values():
             sink.open()
-        self.operators: dict[str, AggregateOperator | JoinOperator] = {}
+        self.operators: dict[str, AggregateOperator | JoinOperator | TopNOperator] = {}
         for node in plan.nodes:
             if isinstance(node, Aggregate):
                 self.operators[node.id] = AggregateOperator(node, self.dir.root, self.pipeline_id)
             elif isinstance(node, Join):
                 self.operators[node.id] = JoinOperator(node, self.dir.root, self.pipeline_id, base_dir)
+            elif isinstance(node, TopN):
+                self.operators[node.id] = TopNOperator(node, self.dir.root, self.pipeline_id)
         self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows

@@ -57,8 +57,7 @@ class StateTable:
         self.values = values
         self.app_id = app_id
         self.schema: dict[str, pl.DataType] = {**key_types, **values, **BOOKKEEPING}
-        self.table: DeltaTable = ensure_table(path, self.schema)
-        self.appends = AppendTable(self.table)
+        self.appends = AppendTable(ensure_table(path, self.schema))
         self._pending: list[pl.DataFrame] = []
         self.log_rows = 0  # rows in the table since its last compaction
         self.live_rows = 0
@@ -101,6 +100,10 @@ class StateTable:
             self.compact()
         return int(self.table.version())
 
+    @property
+    def table(self) -> DeltaTable:
+        return self.appends.table
+
     def compact(self) -> None:
         self.table.update_incremental()
         live = resolve(pl.scan_delta(str(self.path), version=self.table.version()), self.keys).collect()
@@ -111,6 +114,7 @@ class StateTable:
             post_commithook_properties=NO_CLEANUP,
         )
         self.table.update_incremental()
+        self.appends.committed()
         self.log_rows = live.height
 
     def version(self) -> int:

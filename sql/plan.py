@@ -183,6 +183,29 @@ class Join(Node):
 
 
 @dataclass(eq=False)
+class TopN(Node):
+    """`ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn ... WHERE rn <= n`: the first n rows per partition.
+
+    `partition` and `order` name columns of the input (hidden `__p*`/`__o*` columns computed below it).
+    `first_by_time`: n = 1 ordered ascending by a time attribute: the row is final once the watermark passes
+    its time, so the output is append-only (deduplication keeping the first row).
+    """
+
+    partition: list[str] = field(kw_only=True)
+    order: list[tuple[str, bool]] = field(kw_only=True)  # (column, descending)
+    limit: int = field(kw_only=True)
+    rank_column: str | None = field(default=None, kw_only=True)
+    first_by_time: bool = field(default=False, kw_only=True)
+    state_id: str = field(kw_only=True)
+    sql: str = field(default="", kw_only=True)
+    stateful = True
+
+    def describe(self) -> str:
+        what = "Deduplicate keep first" if self.first_by_time else f"TopN {self.limit}"
+        return f"{what} [{self.state_id}] partition ({', '.join(self.partition)}) order ({self.sql})"
+
+
+@dataclass(eq=False)
 class UnionAll(Node):
     def describe(self) -> str:
         return f"UnionAll ({len(self.inputs)} inputs)"

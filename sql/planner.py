@@ -29,6 +29,7 @@ from sql.plan import (
     Scan,
     Sink,
     TimeBounds,
+    TopN,
     UnionAll,
     WindowAssign,
     WindowSpec,
@@ -577,6 +578,14 @@ class _Planner:
         for arg, what in (("order", "ORDER BY"), ("limit", "LIMIT"), ("qualify", "QUALIFY")):
             if select.args.get(arg):
                 raise error_at(select.args[arg], f"{what} is not supported yet", UnsupportedError)
+        ranked = self._top_n(select)
+        if ranked is not None:
+            relation, where = ranked
+            compiler = ExprCompiler(relation.scope, self.udfs)
+            predicate = compiler.condition(where) if where is not None else None
+            return _Relation(
+                self._calc(relation.node, self._projections(select, relation, compiler), predicate, select)
+            )
         relation = self._from(select)
         aggregated = (
             bool(select.args.get("group"))
@@ -646,6 +655,97 @@ class _Planner:
         expr = compiler.compile(node)
         compiler.dtype(expr, node)
         return [(name, expr)]
+
+    # -- Top-N and deduplication ---------------------------------------------------------------
+    def _top_n(self, select: exp.Select) -> tuple[_Relation, exp.Expr | None] | None:
+        """`SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (...) AS rn FROM t) WHERE rn <= n [AND ...]`."""
+        source = select.args.get("from_") or select.args.get("from")
+        if source is None or select.args.get("joins") or not isinstance(source.this, exp.Subquery):
+            return None
+        inner = source.this.this
+        if not isinstance(inner, exp.Select):
+            return None
+        ranks = [
+            i
+            for i in inner.expressions
+            if isinstance(i, exp.Alias) and isinstance(i.this, exp.Window) and isinstance(i.this.this, exp.RowNumber)
+        ]
+        if not ranks:
+            return None
+        rank = ranks[0]
+        rank_name = rank.alias
+        where = select.args.get("where")
+        limit, rest = None, []
+        for conjunct in _conjuncts(where.this) if where is not None else []:
+            bound = _rank_bound(conjunct, rank_name)
+            if bound is not None and limit is None:
+                limit = bound
+            else:
+                rest.append(conjunct)
+        if limit is None:
+            raise error_at(
+                rank,
+                f"ROW_NUMBER() needs a filter on '{rank_name}' in the outer query (WHERE "
+                f"{rank_name} <= N), as in Flink's Top-N",
+                UnsupportedError,
+            )
+        for item in inner.expressions:
+            if item is not rank:
+                _refuse_nested(item)
+        window = rank.this
+        relation = self._from(inner)
+        compiler = ExprCompiler(relation.scope, self.udfs)
+        inner_where = inner.args.get("where")
+        predicate = compiler.condition(inner_where.this) if inner_where is not None else None
+        projections: list[tuple[str, pl.Expr]] = []
+        for index, item in enumerate(inner.expressions):
+            if item is rank:
+                continue
+            projections += self._projection(item, index, relation, compiler)
+        partition_nodes = list(window.args.get("partition_by") or [])
+        order_nodes = list(window.args["order"].expressions) if window.args.get("order") else []
+        if not order_nodes:
+            raise error_at(window, "ROW_NUMBER() needs ORDER BY", UnsupportedError)
+        # Without PARTITION BY, the whole stream is one partition.
+        hidden = [(f"__p{i}", compiler.compile(n)) for i, n in enumerate(partition_nodes)] or [
+            ("__p0", pl.lit(0, pl.Int32))
+        ]
+        hidden += [(f"__o{i}", compiler.compile(o.this)) for i, o in enumerate(order_nodes)]
+        calc = self._calc(relation.node, [(n, e.alias(n)) for n, e in projections + hidden], predicate, inner)
+        order = [(f"__o{i}", bool(o.args.get("desc"))) for i, o in enumerate(order_nodes)]
+        schema = {n: t for n, t in calc.schema.items() if n != WATERMARK_COLUMN}
+        first_by_time = (
+            limit == 1
+            and len(order) == 1
+            and not order[0][1]
+            and WATERMARK_COLUMN in calc.schema
+            and isinstance(calc.schema[order[0][0]], pl.Datetime)
+            and calc.changelog == "append"
+        )
+        if calc.changelog != "append" and first_by_time:
+            first_by_time = False
+        out_schema = {n: t for n, t in schema.items() if not n.startswith("__")}
+        out_schema[rank_name] = pl.Int64()
+        changelog = "append" if first_by_time else "retract"
+        if changelog == "retract":
+            out_schema[OP_COLUMN] = pl.String()
+        node = TopN(
+            self._next_id("topn"),
+            [calc],
+            out_schema,
+            changelog,
+            partition=[n for n, _ in hidden if n.startswith("__p")],
+            order=order,
+            limit=limit,
+            rank_column=rank_name,
+            first_by_time=first_by_time,
+            state_id=self._unique_id("topn", inner.sql(dialect=Flink)),
+            sql=window.args["order"].sql(dialect=Flink),
+        )
+        rest_expr = None
+        for conjunct in rest:
+            rest_expr = conjunct if rest_expr is None else exp.And(this=rest_expr, expression=conjunct)
+        return _Relation(node, relation.qualifiers), rest_expr
 
     # -- aggregation ---------------------------------------------------------------------------
     def _aggregate(self, select: exp.Select, relation: _Relation) -> _Relation:
@@ -896,6 +996,21 @@ class _Planner:
         }[item.kind]
         values = dict(zip(order, args[1:], strict=False))
         return _window_spec(item, item.kind, time_col, values, ())
+
+
+def _rank_bound(node: exp.Expr, rank: str) -> int | None:
+    """`rn <= 3`, `rn < 4`, `rn = 1`, `3 >= rn` -> the largest rank kept."""
+    flips = {exp.GTE: exp.LTE, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.LT: exp.GT, exp.EQ: exp.EQ}
+    if type(node) not in flips:
+        return None
+    left, right = node.this, node.expression
+    kind = type(node)
+    if isinstance(right, exp.Column) and right.name.lower() == rank.lower():
+        left, right, kind = right, left, flips[kind]
+    if not (isinstance(left, exp.Column) and left.name.lower() == rank.lower() and isinstance(right, exp.Literal)):
+        return None
+    value = int(right.this)
+    return {exp.LTE: value, exp.LT: value - 1, exp.EQ: value if value == 1 else None}.get(kind)
 
 
 def _conjuncts(node: exp.Expr) -> list[exp.Expr]:

@@ -161,7 +161,8 @@ def test_interval_join_state_stays_bounded(tmp_path: Path) -> None:
     WITH ('connector' = 'datagen', 'number-of-rows' = '20000', 'rows-per-second' = '100', 'seed' = '2',
           'fields.k.min' = '1', 'fields.k.max' = '50');
     CREATE TABLE out (k BIGINT, ta TIMESTAMP(3), tb TIMESTAMP(3)) WITH ('connector' = 'blackhole');
-    INSERT INTO out SELECT a.k, a.ts, b.ts FROM a JOIN b ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '2' SECOND;
+    INSERT INTO out SELECT a.k, a.ts, b.ts FROM a JOIN b
+      ON a.k = b.k AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '2' SECOND;
     """
     summary = run(tmp_path, sql, max_epoch_rows=1000)
     assert summary["epochs"] == 20

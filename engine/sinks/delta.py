@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction
 
-from engine.delta_tables import AppendTable, ensure_table, to_arrow
+from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
 from engine.sinks.base import SinkConnector
 from sql.catalog import TableDef
 from sql.plan import DELETE, OP_COLUMN, UPDATE_BEFORE
@@ -32,7 +32,6 @@ class DeltaSink(SinkConnector):
         self._path = self.resolve(options["path"])
         partition = options.get("partition-by") or options.get("sink.partition-by")
         self.partition_by = [p.strip() for p in partition.split(",")] if partition else None
-        self._table: DeltaTable | None = None
         self._appends: AppendTable | None = None
 
     @property
@@ -40,8 +39,11 @@ class DeltaSink(SinkConnector):
         return self._path
 
     def open(self) -> None:
-        self._table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
-        self._appends = AppendTable(self._table)
+        self._appends = AppendTable(ensure_table(self._path, self.table.physical_schema, self.partition_by))
+
+    @property
+    def _table(self) -> DeltaTable | None:
+        return self._appends.table if self._appends is not None else None
 
     def write(self, epoch: int, rows: pl.DataFrame) -> None:
         assert self._table is not None
@@ -76,6 +78,7 @@ class DeltaSink(SinkConnector):
                     app_transactions=[Transaction(app_id=self.app_id, version=epoch)],
                     custom_metadata={"timelapse.epoch": str(epoch)},
                 ),
+                post_commithook_properties=NO_CLEANUP,
             )
             .when_matched_delete(predicate=f's."{DELETE_FLAG}"')
             .when_matched_update(updates=assignments, predicate=f'NOT s."{DELETE_FLAG}"')
@@ -83,6 +86,8 @@ class DeltaSink(SinkConnector):
             .execute()
         )
         table.update_incremental()
+        assert self._appends is not None
+        self._appends.committed()
 
     def version(self) -> int | None:
         assert self._table is not None

@@ -1,0 +1,251 @@
+"""Top-N and deduplication: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn ... WHERE rn <= n`.
+
+Top-N keeps, per partition, the rows that can still rank (all rows over an updating input, only the top n over
+an append-only one) and emits the changes of the top n: -D for a row that left it, +I for one that entered
+(with the rank column, a row whose rank changed leaves and re-enters). State table:
+    <input columns, with the hidden __p* partition and __o* order columns>  __count  _kg _epoch _deleted
+
+Deduplication keeping the first row by event time (n = 1, ORDER BY a time attribute ASC) is append-only: a
+partition's candidate is final once the watermark passes its time, since an earlier row would now be late.
+State table: __p*  <input columns>  __emitted  _kg _epoch _deleted. Late rows go to `late/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+
+from engine.delta_tables import AppendTable, ensure_table
+from engine.operators.context import EpochContext
+from engine.state_store import StateTable, key_group
+from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, TopN
+
+COUNT, EMITTED = "__count", "__emitted"
+
+
+class TopNOperator:
+    def __init__(self, node: TopN, root: Path, app_prefix: str) -> None:
+        self.node = node
+        self.directory = root / "operators" / node.state_id
+        schema = {n: t for n, t in node.inputs[0].schema.items() if n not in (WATERMARK_COLUMN, OP_COLUMN)}
+        self.columns = list(schema)
+        self.visible = [c for c in self.columns if not c.startswith("__")]
+        self.partition = node.partition
+        if node.first_by_time:
+            rest = {n: t for n, t in schema.items() if n not in self.partition}
+            self.table = StateTable(
+                self.directory / "state",
+                self.partition,
+                {**rest, EMITTED: pl.Boolean()},
+                f"{app_prefix}/{node.state_id}",
+                {p: schema[p] for p in self.partition},
+            )
+        else:
+            self.table = StateTable(
+                self.directory / "state", self.columns, {COUNT: pl.Int64()}, f"{app_prefix}/{node.state_id}", schema
+            )
+        self.rows = self.table.load(None)
+        self.late_path = self.directory / "late"
+        self.late: AppendTable | None = None
+        self.late_pending: pl.DataFrame | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
+        schema = json.dumps({k: str(v) for k, v in self.table.schema.items()})
+        entries: dict[str, tuple[str, Path, int, str | None]] = {
+            self.node.state_id: ("state", self.table.path, self.table.version(), schema)
+        }
+        if self.late is not None:
+            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, self.late.version(), None)
+        return entries
+
+    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
+        self.rows = self.table.load(versions.get(self.node.state_id))
+        if self.late_path.exists():
+            self.late = AppendTable(ensure_table(self.late_path, {}))
+
+    def plan_epoch(self) -> None:
+        return None
+
+    @property
+    def state_rows(self) -> int:
+        return self.rows.height
+
+    @property
+    def late_count(self) -> int:
+        return 0 if self.late_pending is None else self.late_pending.height
+
+    def commit(self, epoch: int, app_prefix: str) -> int:
+        if self.late_pending is not None and self.late_pending.height:
+            if self.late is None:
+                schema = {**dict(self.late_pending.schema), "_epoch": pl.Int64()}
+                self.late = AppendTable(ensure_table(self.late_path, schema))
+            self.late.append_once(
+                self.late_pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")),
+                f"{app_prefix}/{self.node.state_id}/late",
+                epoch,
+            )
+        self.late_pending = None
+        return self.table.commit(epoch, self.rows.height)
+
+    # -- per epoch -----------------------------------------------------------------------------
+    def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
+        (rows,) = inputs
+        self.late_pending = None
+        if self.node.first_by_time:
+            return self._first(rows, ctx)
+        return self._top_n(rows)
+
+    def _top_n(self, rows: pl.DataFrame) -> pl.DataFrame:
+        if rows.height == 0:
+            return pl.DataFrame(schema=self.node.schema)
+        if OP_COLUMN in rows.columns:
+            sign = pl.when(pl.col(OP_COLUMN).is_in([UPDATE_BEFORE, DELETE])).then(-1).otherwise(1)
+        else:
+            sign = pl.lit(1)
+        delta = (
+            rows.select(*self.columns, sign.cast(pl.Int64).alias(COUNT))
+            .group_by(self.columns, maintain_order=True)
+            .agg(pl.col(COUNT).sum())
+            .filter(pl.col(COUNT) != 0)
+        )
+        touched = delta.select(self.partition).unique()
+        in_scope = self.rows.join(touched, on=self.partition, how="semi", nulls_equal=True)
+        before = self._ranked(in_scope)
+        merged = (
+            pl.concat([in_scope.drop("_kg"), delta], how="vertical_relaxed")
+            .group_by(self.columns)
+            .agg(pl.col(COUNT).sum())
+        )
+        after = self._ranked(merged.filter(pl.col(COUNT) > 0))
+        keep = merged.filter(pl.col(COUNT) > 0)
+        if OP_COLUMN not in rows.columns:
+            # Over an append-only input a row outside the top n can never rank again: forget it.
+            kept_counts = after.group_by(self.columns).agg(pl.len().cast(pl.Int64).alias(COUNT))
+            keep = kept_counts
+        keep = keep.with_columns(key_group(self.columns).alias("_kg"))
+        gone = in_scope.join(keep.select(self.columns), on=self.columns, how="anti", nulls_equal=True)
+        changed = keep.join(
+            in_scope.select(*self.columns, COUNT), on=[*self.columns, COUNT], how="anti", nulls_equal=True
+        )
+        outside = self.rows.join(touched, on=self.partition, how="anti", nulls_equal=True)
+        self.rows = pl.concat([outside, keep.select(self.rows.columns)], how="vertical_relaxed")
+        self.table.stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
+        return self._diff(before, after)
+
+    def _ranked(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The top n rows of each partition, with their ROW_NUMBER."""
+        if rows.height == 0:
+            return pl.DataFrame(schema={**{c: self.rows.schema[c] for c in self.columns}, "__rank": pl.Int64})
+        expanded = rows.with_columns(pl.int_ranges(0, pl.col(COUNT)).alias("__copy")).explode("__copy")
+        order_cols = [c for c, _ in self.node.order]
+        ties = [c for c in self.columns if c not in order_cols and c not in self.partition]
+        ordered = expanded.sort(
+            [*self.partition, *order_cols, *ties],
+            descending=[False] * len(self.partition) + [d for _, d in self.node.order] + [False] * len(ties),
+            nulls_last=True,
+        )
+        ranked = ordered.with_columns((pl.int_range(pl.len()).over(self.partition) + 1).cast(pl.Int64).alias("__rank"))
+        return ranked.filter(pl.col("__rank") <= self.node.limit).select(*self.columns, "__rank")
+
+    def _diff(self, before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
+        rank = self.node.rank_column
+        out = [*self.visible, *(["__rank"] if rank else [])]
+        old = before.select(out).with_columns(pl.lit(1).alias("__n"))
+        new = after.select(out).with_columns(pl.lit(1).alias("__n"))
+        counts = (
+            pl.concat([old.with_columns(pl.lit(-1).alias("__n")), new])
+            .group_by(out, maintain_order=True)
+            .agg(pl.col("__n").sum())
+        )
+        removed = counts.filter(pl.col("__n") < 0).with_columns(pl.lit(DELETE).alias(OP_COLUMN))
+        added = counts.filter(pl.col("__n") > 0).with_columns(pl.lit(INSERT).alias(OP_COLUMN))
+        changes = (
+            pl.concat([removed, added])
+            .with_columns(pl.int_ranges(0, pl.col("__n").abs()).alias("__copy"))
+            .explode("__copy")
+        )
+        if rank:
+            changes = changes.rename({"__rank": rank})
+        return changes.select(list(self.node.schema))
+
+    def _first(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
+        time_col = self.node.order[0][0]
+        if rows.height:
+            emitted = self.rows.filter(pl.col(EMITTED)).select(self.partition)
+            fresh = rows.join(emitted, on=self.partition, how="anti", nulls_equal=True)
+            late = (pl.col(time_col) < pl.col(WATERMARK_COLUMN)).fill_null(False)
+            late_rows = fresh.filter(late)
+            if late_rows.height:
+                self.late_pending = late_rows.select(
+                    *self.visible,
+                    pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
+                    pl.lit("arrived behind the watermark before its key's first row was final").alias("_reason"),
+                )
+            candidates = (
+                fresh.filter(~late)
+                .select(self.columns)
+                .with_row_index("__arrival")
+                .sort(time_col, "__arrival", nulls_last=True)
+                .group_by(self.partition, maintain_order=True)
+                .first()
+                .drop("__arrival")
+                .with_columns(pl.lit(False).alias(EMITTED))
+            )
+            stored = self.rows.filter(~pl.col(EMITTED)).join(
+                candidates.select(self.partition), on=self.partition, how="semi", nulls_equal=True
+            )
+            best = (
+                pl.concat(
+                    [
+                        stored.drop("_kg").with_columns(pl.lit(0).alias("__old")),
+                        candidates.with_columns(pl.lit(1).alias("__old")),
+                    ],
+                    how="vertical_relaxed",
+                )
+                .sort(time_col, "__old", nulls_last=True)
+                .group_by(self.partition, maintain_order=True)
+                .first()
+                .drop("__old")
+                .with_columns(key_group(self.partition).alias("_kg"))
+            )
+            changed = best.join(
+                stored.select(self.rows.columns), on=list(self.rows.columns), how="anti", nulls_equal=True
+            )
+            self.rows = pl.concat(
+                [
+                    self.rows.join(best.select(self.partition), on=self.partition, how="anti", nulls_equal=True),
+                    best.select(self.rows.columns),
+                ],
+                how="vertical_relaxed",
+            )
+            self.table.stage(changed.select(self.rows.columns), changed.head(0).select(*self.partition, "_kg"))
+        watermark = ctx.watermark
+        if watermark is None:
+            return pl.DataFrame(schema=self.node.schema)
+        due = ~pl.col(EMITTED) & (pl.col(time_col) <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC")))
+        final = self.rows.filter(due)
+        if final.height == 0:
+            return pl.DataFrame(schema=self.node.schema)
+        # Keep only the partition and the fact that it was emitted: later rows of the key are duplicates.
+        marked = (
+            final.select(*self.partition, "_kg")
+            .with_columns(
+                *[
+                    pl.lit(None, self.rows.schema[c]).alias(c)
+                    for c in self.rows.columns
+                    if c not in (*self.partition, "_kg", EMITTED)
+                ],
+                pl.lit(True).alias(EMITTED),
+            )
+            .select(self.rows.columns)
+        )
+        self.rows = pl.concat([self.rows.filter(~due), marked], how="vertical_relaxed")
+        self.table.stage(marked, marked.head(0).select(*self.partition, "_kg"))
+        out = final.sort(time_col).select(*self.visible)
+        if self.node.rank_column:
+            out = out.with_columns(pl.lit(1, pl.Int64).alias(self.node.rank_column))
+        return out.select(list(self.node.schema))
