@@ -30,13 +30,14 @@ from engine.operators import evaluate
 from engine.operators.aggregate import AggregateOperator
 from engine.operators.context import EpochContext
 from engine.operators.join import JoinOperator
+from engine.operators.over import OverOperator
 from engine.operators.scan import run as run_scan
 from engine.operators.top_n import TopNOperator
 from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
-from sql.plan import Aggregate, Join, Plan, Scan, Sink, TopN
+from sql.plan import Aggregate, Join, OverAggregate, Plan, Scan, Sink, TopN
 
 DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
 
@@ -123,7 +124,7 @@ class Runner:
         }
         for sink in self.sinks.values():
             sink.open()
-        self.operators: dict[str, AggregateOperator | JoinOperator | TopNOperator] = {}
+        self.operators: dict[str, AggregateOperator | JoinOperator | TopNOperator | OverOperator] = {}
         for node in plan.nodes:
             if isinstance(node, Aggregate):
                 self.operators[node.id] = AggregateOperator(node, self.dir.root, self.pipeline_id)
@@ -131,6 +132,8 @@ class Runner:
                 self.operators[node.id] = JoinOperator(node, self.dir.root, self.pipeline_id, base_dir)
             elif isinstance(node, TopN):
                 self.operators[node.id] = TopNOperator(node, self.dir.root, self.pipeline_id)
+            elif isinstance(node, OverAggregate):
+                self.operators[node.id] = OverOperator(node, self.dir.root, self.pipeline_id)
         self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows

@@ -34,6 +34,12 @@ def key_group(keys: list[str]) -> pl.Expr:
     return (pl.struct(keys).hash(seed=0x7A11) % KEY_GROUPS).cast(pl.Int32)
 
 
+def tidy(frame: pl.DataFrame) -> pl.DataFrame:
+    """Operators rebuild their in-memory state by concatenation each epoch; merge the chunks now and then,
+    or every later join pays for thousands of them."""
+    return frame.rechunk() if frame.n_chunks() > 16 else frame
+
+
 def resolve(frame: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     """Live state from change-log rows: the latest row per key, tombstones dropped."""
     if keys:

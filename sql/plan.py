@@ -206,6 +206,36 @@ class TopN(Node):
 
 
 @dataclass(eq=False)
+class OverAggregate(Node):
+    """`agg(x) OVER (PARTITION BY p ORDER BY t ROWS|RANGE BETWEEN ... PRECEDING AND CURRENT ROW)`.
+
+    One output row per input row, emitted in event-time order once the watermark passes the row's time.
+    Partition and time are hidden input columns (`__p*`, `__o0`); each aggregate writes `call.output`.
+    `rows` (ROWS n PRECEDING), `range` (RANGE INTERVAL PRECEDING), or neither (UNBOUNDED PRECEDING).
+    """
+
+    partition: list[str] = field(kw_only=True)
+    time: str = field(kw_only=True)
+    aggs: list[AggCall] = field(kw_only=True)
+    rows: int | None = field(default=None, kw_only=True)
+    range: dt.timedelta | None = field(default=None, kw_only=True)
+    frame_kind: str = field(default="ROWS", kw_only=True)
+    state_id: str = field(kw_only=True)
+    sql: str = field(default="", kw_only=True)
+    stateful = True
+
+    def describe(self) -> str:
+        frame = (
+            f"ROWS {self.rows} PRECEDING"
+            if self.rows is not None
+            else f"RANGE {self.range} PRECEDING"
+            if self.range is not None
+            else f"{self.frame_kind} UNBOUNDED"
+        )
+        return f"OverAggregate [{self.state_id}] {frame} aggs ({', '.join(a.sql for a in self.aggs)})"
+
+
+@dataclass(eq=False)
 class UnionAll(Node):
     def describe(self) -> str:
         return f"UnionAll ({len(self.inputs)} inputs)"

@@ -25,6 +25,7 @@ from sql.plan import (
     Calc,
     Join,
     Node,
+    OverAggregate,
     Plan,
     Scan,
     Sink,
@@ -597,6 +598,8 @@ class _Planner:
             return self._aggregate(select, relation)
         if relation.window is not None and relation.window.kind == "SESSION":
             raise error_at(select, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
+        if any(isinstance(w.this, exp.AggFunc) for item in select.expressions for w in item.find_all(exp.Window)):
+            return self._over(select, relation)
         compiler = ExprCompiler(relation.scope, self.udfs)
         predicate = None
         where = select.args.get("where")
@@ -655,6 +658,122 @@ class _Planner:
         expr = compiler.compile(node)
         compiler.dtype(expr, node)
         return [(name, expr)]
+
+    # -- OVER aggregates -----------------------------------------------------------------------
+    def _over(self, select: exp.Select, relation: _Relation) -> _Relation:
+        compiler = ExprCompiler(relation.scope, self.udfs)
+        where = select.args.get("where")
+        predicate = compiler.condition(where.this) if where is not None else None
+        windows = [w for item in select.expressions for w in item.find_all(exp.Window)]
+        first = windows[0]
+        signature = (
+            first.args.get("partition_by") and [p.sql() for p in first.args["partition_by"]],
+            first.args.get("order") and first.args["order"].sql(),
+            first.args.get("spec") and first.args["spec"].sql(),
+        )
+        for window in windows[1:]:
+            other = (
+                window.args.get("partition_by") and [p.sql() for p in window.args["partition_by"]],
+                window.args.get("order") and window.args["order"].sql(),
+                window.args.get("spec") and window.args["spec"].sql(),
+            )
+            if other != signature:
+                raise error_at(window, "all OVER windows of one SELECT must be the same", UnsupportedError)
+        order = first.args["order"].expressions if first.args.get("order") else []
+        if len(order) != 1 or order[0].args.get("desc"):
+            raise error_at(first, "OVER needs ORDER BY one time attribute, ascending", UnsupportedError)
+        time_expr, time_type = compiler.typed(order[0].this)
+        if not isinstance(time_type, pl.Datetime) or WATERMARK_COLUMN not in relation.node.schema:
+            raise error_at(
+                order[0], "OVER must be ordered by a time attribute (a column with a WATERMARK)", UnsupportedError
+            )
+        if relation.node.changelog != "append":
+            raise error_at(first, "OVER over an updating input is not supported yet", UnsupportedError)
+        spec = first.args.get("spec")
+        rows_n: int | None = None
+        range_d: dt.timedelta | None = None
+        kind = "ROWS"
+        if spec is not None:
+            kind = str(spec.args.get("kind") or "ROWS").upper()
+            start = spec.args.get("start")
+            end = spec.args.get("end")
+            if str(end).upper() != "CURRENT ROW":
+                raise error_at(spec, "OVER frames end at CURRENT ROW", UnsupportedError)
+            if not (isinstance(start, str) and start.upper() == "UNBOUNDED"):
+                if kind == "ROWS":
+                    rows_n = int(_literal_int(start, spec))
+                else:
+                    range_d = ExprCompiler.interval(start)
+        else:
+            kind = "RANGE"
+        hidden = [(f"__p{i}", compiler.compile(p)) for i, p in enumerate(first.args.get("partition_by") or [])]
+        hidden = hidden or [("__p0", pl.lit(0, pl.Int32))]
+        hidden.append(("__o0", time_expr))
+        calls: list[AggCall] = []
+        replacements: dict[int, str] = {}
+        for window in windows:
+            call = window.this
+            function = call.sql_name().upper()
+            if function not in ("COUNT", "SUM", "AVG", "MIN", "MAX") or isinstance(call.this, exp.Distinct):
+                raise error_at(window, f"{call.sql(dialect=Flink)} OVER is not supported", UnsupportedError)
+            arg_nodes = [call.this] if call.this is not None and not isinstance(call.this, exp.Star) else []
+            index = len(calls)
+            args = []
+            for j, node in enumerate(arg_nodes):
+                expr, dtype = compiler.typed(node)
+                hidden.append((f"__a{index}_{j}", expr))
+                args.append((pl.col(f"__a{index}_{j}"), dtype))
+            fake = self._agg_call(call, compiler, f"__over{index}", "append")
+            calls.append(
+                AggCall(
+                    fake.function,
+                    tuple(a for a, _ in args),
+                    tuple(t for _, t in args),
+                    fake.output,
+                    fake.dtype,
+                    sql=window.sql(dialect=Flink),
+                )
+            )
+            replacements[id(window)] = fake.output
+        visible = [(n, pl.col(n)) for n in relation.node.schema if not n.startswith("__")]
+        pre = self._calc(relation.node, visible + [(n, e.alias(n)) for n, e in hidden], predicate, select)
+        schema = {n: t for n, t in pre.schema.items() if not n.startswith("__")}
+        schema.update({c.output: c.dtype for c in calls})
+        schema[WATERMARK_COLUMN] = types.timestamp(3)
+        node = OverAggregate(
+            self._next_id("over"),
+            [pre],
+            schema,
+            "append",
+            partition=[n for n, _ in hidden if n.startswith("__p")],
+            time="__o0",
+            aggs=calls,
+            rows=rows_n,
+            range=range_d,
+            frame_kind=kind,
+            state_id=self._unique_id("over", select.sql(dialect=Flink)),
+            sql=first.sql(dialect=Flink)[:150],
+        )
+        over_relation = _Relation(node, relation.qualifiers, columns=relation.columns)
+        post = ExprCompiler(over_relation.scope, self.udfs)
+        projections: list[tuple[str, pl.Expr]] = []
+        for index, item in enumerate(select.expressions):
+            body = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(body, exp.Star):
+                projections += [(n, pl.col(n)) for n in schema if not n.startswith("__")]
+                continue
+            rewritten = body.copy() if not isinstance(body, exp.Window) else body
+            rewritten = (
+                body.transform(
+                    lambda sub: exp.column(replacements[id(sub)], quoted=True) if id(sub) in replacements else sub,
+                    copy=False,
+                )
+                if not isinstance(body, exp.Window)
+                else exp.column(replacements[id(body)], quoted=True)
+            )
+            name = item.alias_or_name if isinstance(item, exp.Alias | exp.Column) else f"EXPR${index}"
+            projections.append((name, post.compile(rewritten).alias(name)))
+        return _Relation(self._calc(node, projections, None, select))
 
     # -- Top-N and deduplication ---------------------------------------------------------------
     def _top_n(self, select: exp.Select) -> tuple[_Relation, exp.Expr | None] | None:
@@ -998,6 +1117,12 @@ class _Planner:
         return _window_spec(item, item.kind, time_col, values, ())
 
 
+def _literal_int(node: object, where: exp.Expr) -> int:
+    if isinstance(node, exp.Literal) and not node.is_string:
+        return int(node.this)
+    raise error_at(where, "ROWS needs a number of preceding rows")
+
+
 def _rank_bound(node: exp.Expr, rank: str) -> int | None:
     """`rn <= 3`, `rn < 4`, `rn = 1`, `3 >= rn` -> the largest rank kept."""
     flips = {exp.GTE: exp.LTE, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.LT: exp.GT, exp.EQ: exp.EQ}
@@ -1076,13 +1201,11 @@ def _aggregate_calls(node: exp.Expr, udfs: Mapping[str, ScalarUdf]) -> list[exp.
     found: list[exp.Expr] = []
 
     def visit(sub: exp.Expr) -> None:
+        if isinstance(sub, exp.Window):
+            return  # an OVER aggregate is not a GROUP BY aggregate
         if _is_aggregate(sub, udfs):
-            if isinstance(sub, exp.Window):
-                raise error_at(sub, "OVER windows are not supported yet", UnsupportedError)
             found.append(sub)
             return
-        if isinstance(sub, exp.Window):
-            raise error_at(sub, "OVER windows are not supported yet", UnsupportedError)
         for child in sub.iter_expressions():
             visit(child)
 

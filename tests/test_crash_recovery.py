@@ -106,3 +106,37 @@ def test_kill_9_with_stateful_operators(tmp_path: Path, seed: int) -> None:
     totals = read_sink(tmp_path / "totals")
     expected = w.duck("SELECT k, count(*) AS n, sum(v) AS s FROM src GROUP BY k", src=w.frame(rows))
     assert_frame_equal(sort_all(totals), sort_all(expected), check_dtypes=False)
+
+
+def test_kill_9_with_a_join_and_a_top_n(tmp_path: Path) -> None:
+    from tests import test_joins as j
+    from tests import test_top_n as t
+
+    orders, payments = j.make(21, 150, 0), j.make(22, 150, 1000)
+    j.write(tmp_path, orders, payments)
+    sql = (
+        j.SOURCES
+        + j.SINK
+        + """
+    INSERT INTO out SELECT o.id, p.id, o.amount, p.paid FROM orders o FULL JOIN payments p ON o.cust = p.cust;
+    CREATE TABLE top3 (cust BIGINT, id BIGINT, amount INT, rn BIGINT, PRIMARY KEY (cust, rn) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'top3');
+    INSERT INTO top3 SELECT cust, id, amount, rn FROM (
+      SELECT *, ROW_NUMBER() OVER (PARTITION BY cust ORDER BY amount DESC, id) AS rn FROM orders) WHERE rn <= 3;
+    """
+    )
+    (tmp_path / "pipeline.sql").write_text(sql)
+    landed = crash_until_done(tmp_path, kills=4, seed=21)
+    assert landed >= 1
+    joined = t.duck(
+        "SELECT o.id AS oid, p.id AS pid, o.amount, p.paid FROM o FULL JOIN p ON o.cust = p.cust",
+        o=j.frame(orders),
+        p=j.frame(payments),
+    )
+    assert_frame_equal(sort_all(read_sink(tmp_path / "out")), sort_all(joined), check_dtypes=False)
+    top = t.duck(
+        """SELECT cust, id, amount, rn FROM (SELECT *, row_number() OVER (PARTITION BY cust
+                    ORDER BY amount DESC, id) AS rn FROM o) WHERE rn <= 3""",
+        o=j.frame(orders),
+    )
+    assert_frame_equal(sort_all(read_sink(tmp_path / "top3")), sort_all(top), check_dtypes=False)

@@ -207,3 +207,51 @@ def test_lookup_join_reads_the_latest_dimension(tmp_path: Path) -> None:
     later = read_sink(tmp_path / "out").filter(pl.col("oid") >= 100)
     names = {1: "ann", 2: "bob", 3: "cy", 4: "dee"}
     assert dict(later.iter_rows()) == {int(r["id"]): names.get(r["cust"]) for r in more}  # type: ignore[call-overload]
+
+
+def test_window_join_and_window_top_n(tmp_path: Path) -> None:
+    orders, payments = make(31, 120, 0), make(32, 120, 1000)
+    write(tmp_path, orders, payments)
+    sql = (
+        SOURCES
+        + """
+    CREATE TEMPORARY VIEW o10 AS SELECT cust, window_start, window_end, SUM(amount) AS amount
+      FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY cust, window_start, window_end;
+    CREATE TEMPORARY VIEW p10 AS SELECT cust, window_start, window_end, SUM(paid) AS paid
+      FROM TABLE(TUMBLE(TABLE payments, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY cust, window_start, window_end;
+    CREATE TABLE balance (cust BIGINT, ws TIMESTAMP(3), amount BIGINT, paid BIGINT)
+    WITH ('connector' = 'delta', 'path' = 'balance');
+    INSERT INTO balance SELECT o.cust, o.window_start, o.amount, p.paid FROM o10 o JOIN p10 p
+      ON o.cust = p.cust AND o.window_start = p.window_start AND o.window_end = p.window_end;
+    CREATE TABLE top2 (ws TIMESTAMP(3), cust BIGINT, amount BIGINT, rn BIGINT, PRIMARY KEY (ws, rn) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'top2');
+    INSERT INTO top2 SELECT window_start, cust, amount, rn FROM (
+      SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY amount DESC, cust) AS rn FROM o10
+    ) WHERE rn <= 2;
+    """
+    )
+    run(tmp_path, sql, max_epoch_rows=11)
+    final = max(int(r["ts"]) for r in orders + payments) - 5000  # type: ignore[call-overload]
+    closed = f"epoch_ms(ws) + 10000 - 1 <= {final}"
+    windows = """
+      o10 AS (SELECT cust, make_timestamp((epoch_ms(ts) - epoch_ms(ts) % 10000) * 1000) AS ws, sum(amount) AS amount
+              FROM o GROUP BY ALL),
+      p10 AS (SELECT cust, make_timestamp((epoch_ms(ts) - epoch_ms(ts) % 10000) * 1000) AS ws, sum(paid) AS paid
+              FROM p GROUP BY ALL)"""
+    balance = duck(
+        f"""WITH {windows} SELECT o10.cust, o10.ws, o10.amount, p10.paid FROM o10 JOIN p10
+                       ON o10.cust = p10.cust AND o10.ws = p10.ws WHERE {closed.replace("ws", "o10.ws")}""",
+        o=frame(orders),
+        p=frame(payments),
+    )
+    actual = read_sink(tmp_path / "balance").with_columns(pl.col("ws").dt.replace_time_zone(None))
+    assert_frame_equal(sort_all(actual), sort_all(balance), check_dtypes=False)
+    top2 = duck(
+        f"""WITH {windows} SELECT ws, cust, amount, rn FROM (
+                      SELECT *, row_number() OVER (PARTITION BY ws ORDER BY amount DESC, cust NULLS LAST) AS rn
+                      FROM o10 WHERE {closed}) WHERE rn <= 2""",
+        o=frame(orders),
+        p=frame(payments),
+    )
+    actual_top = read_sink(tmp_path / "top2").with_columns(pl.col("ws").dt.replace_time_zone(None))
+    assert_frame_equal(sort_all(actual_top), sort_all(top2), check_dtypes=False)

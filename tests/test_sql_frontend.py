@@ -87,7 +87,7 @@ def test_errors_carry_line_and_column(statement: str, message: str, line: int, c
             "SESSION windows need GROUP BY window_start, window_end",
         ),
         ("INSERT INTO o SELECT a.k, b.v FROM t a JOIN t b ON a.k > b.k;", "at least one equality"),
-        ("INSERT INTO o SELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts) FROM t;", "OVER windows"),
+        ("INSERT INTO o SELECT k, SUM(v) OVER (PARTITION BY k ORDER BY v) FROM t;", "time attribute"),
         ("INSERT INTO o SELECT k, v FROM t UNION SELECT k, v FROM t;", "UNION without ALL"),
         ("INSERT INTO o SELECT k, FOO(v) FROM t;", "function FOO is not supported"),
     ],

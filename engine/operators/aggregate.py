@@ -24,7 +24,7 @@ from engine.delta_tables import AppendTable, ensure_table
 from engine.operators.aggregates import ROWS, SIGN, AggState, agg_state, merge_grouped, merge_pairwise
 from engine.operators.context import EpochContext
 from engine.operators.windows import ONE_MS, assign
-from engine.state_store import StateTable, key_group
+from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate
 
 OLD = "__old"
@@ -273,9 +273,14 @@ class AggregateOperator:
             .with_columns(key_group(self.groups).alias("_kg"))
         )
         replaced = old.join(merged.select(self.groups), on=self.groups, how="anti", nulls_equal=True)
-        self.state = pl.concat(
-            [self.state.join(touched, on=self.keys, how="anti", nulls_equal=True), merged.select(self.state.columns)],
-            how="vertical_relaxed",
+        self.state = tidy(
+            pl.concat(
+                [
+                    self.state.join(touched, on=self.keys, how="anti", nulls_equal=True),
+                    merged.select(self.state.columns),
+                ],
+                how="vertical_relaxed",
+            )
         )
         self.table.stage(merged.select(self.state.columns), replaced.select([*self.groups, "_kg"]))
 
@@ -300,7 +305,7 @@ class AggregateOperator:
     def _replace(self, old: pl.DataFrame, live: pl.DataFrame, gone: pl.DataFrame) -> None:
         touched = pl.concat([live.select(self.groups), gone.select(self.groups)])
         kept = self.state.join(touched, on=self.groups, how="anti", nulls_equal=True)
-        self.state = pl.concat([kept, live.select(self.state.columns)], how="vertical_relaxed")
+        self.state = tidy(pl.concat([kept, live.select(self.state.columns)], how="vertical_relaxed"))
         self.table.stage(live.select(self.state.columns), gone.select([*self.groups, "_kg"]))
 
     def _distinct_delta(self, index: int, rows: pl.DataFrame, partial: pl.DataFrame) -> pl.DataFrame:
@@ -325,9 +330,14 @@ class AggregateOperator:
         absent = joined.filter((pl.col("__new") <= 0) & pl.col(COUNT).is_not_null()).select(
             *keys, key_group(keys).alias("_kg")
         )
-        self.distinct_state[index] = pl.concat(
-            [stored.join(joined.select(keys), on=keys, how="anti", nulls_equal=True), present.select(stored.columns)],
-            how="vertical_relaxed",
+        self.distinct_state[index] = tidy(
+            pl.concat(
+                [
+                    stored.join(joined.select(keys), on=keys, how="anti", nulls_equal=True),
+                    present.select(stored.columns),
+                ],
+                how="vertical_relaxed",
+            )
         )
         self.distinct[index].stage(present, absent)
         change = joined.group_by(self.groups).agg(pl.col("__chg").sum().alias("__chg"))

@@ -25,7 +25,7 @@ import polars as pl
 
 from engine.delta_tables import AppendTable, ensure_table, open_table
 from engine.operators.context import EpochContext
-from engine.state_store import StateTable, key_group
+from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, Join
 
 COUNT, MATCHED = "__count", "__matched"
@@ -249,7 +249,7 @@ class JoinOperator:
         combined = combined.with_columns(key_group(self.keys).alias("_kg"))
         live, gone = combined.filter(pl.col(COUNT) > 0), combined.filter(pl.col(COUNT) <= 0)
         kept = stored.join(touched, on=group, how="anti", nulls_equal=True)
-        self.rows[side] = pl.concat([kept, live.select(stored.columns)], how="vertical_relaxed")
+        self.rows[side] = tidy(pl.concat([kept, live.select(stored.columns)], how="vertical_relaxed"))
         self.sides[side].stage(live.select(stored.columns), gone.select(*group, "_kg"))
 
     # -- interval joins ------------------------------------------------------------------------
@@ -308,8 +308,11 @@ class JoinOperator:
         if newly.height == 0:
             return
         updated = newly.with_columns(pl.lit(True).alias(MATCHED))
-        self.rows[side] = pl.concat(
-            [stored.join(newly.select(group), on=group, how="anti", nulls_equal=True), updated], how="vertical_relaxed"
+        self.rows[side] = tidy(
+            pl.concat(
+                [stored.join(newly.select(group), on=group, how="anti", nulls_equal=True), updated],
+                how="vertical_relaxed",
+            )
         )
         self.sides[side].stage(updated, updated.head(0).select(*group, "_kg"))
 

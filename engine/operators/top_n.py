@@ -20,7 +20,7 @@ import polars as pl
 
 from engine.delta_tables import AppendTable, ensure_table
 from engine.operators.context import EpochContext
-from engine.state_store import StateTable, key_group
+from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, TopN
 
 COUNT, EMITTED = "__count", "__emitted"
@@ -132,7 +132,7 @@ class TopNOperator:
             in_scope.select(*self.columns, COUNT), on=[*self.columns, COUNT], how="anti", nulls_equal=True
         )
         outside = self.rows.join(touched, on=self.partition, how="anti", nulls_equal=True)
-        self.rows = pl.concat([outside, keep.select(self.rows.columns)], how="vertical_relaxed")
+        self.rows = tidy(pl.concat([outside, keep.select(self.rows.columns)], how="vertical_relaxed"))
         self.table.stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
         return self._diff(before, after)
 
@@ -215,12 +215,14 @@ class TopNOperator:
             changed = best.join(
                 stored.select(self.rows.columns), on=list(self.rows.columns), how="anti", nulls_equal=True
             )
-            self.rows = pl.concat(
-                [
-                    self.rows.join(best.select(self.partition), on=self.partition, how="anti", nulls_equal=True),
-                    best.select(self.rows.columns),
-                ],
-                how="vertical_relaxed",
+            self.rows = tidy(
+                pl.concat(
+                    [
+                        self.rows.join(best.select(self.partition), on=self.partition, how="anti", nulls_equal=True),
+                        best.select(self.rows.columns),
+                    ],
+                    how="vertical_relaxed",
+                )
             )
             self.table.stage(changed.select(self.rows.columns), changed.head(0).select(*self.partition, "_kg"))
         watermark = ctx.watermark
@@ -243,7 +245,7 @@ class TopNOperator:
             )
             .select(self.rows.columns)
         )
-        self.rows = pl.concat([self.rows.filter(~due), marked], how="vertical_relaxed")
+        self.rows = tidy(pl.concat([self.rows.filter(~due), marked], how="vertical_relaxed"))
         self.table.stage(marked, marked.head(0).select(*self.partition, "_kg"))
         out = final.sort(time_col).select(*self.visible)
         if self.node.rank_column:

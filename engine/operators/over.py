@@ -1,0 +1,293 @@
+"""OVER aggregates: `agg(x) OVER (PARTITION BY p ORDER BY t {ROWS n | RANGE interval | UNBOUNDED} PRECEDING)`.
+
+Rows wait in state until the watermark passes their time; then, in event-time order, each gets the aggregates
+of its frame and is emitted (append-only). Rows behind the watermark when they arrive are late (`late/`).
+State table, keyed by an arrival number `__seq`:
+    __seq  <input columns, with hidden __p* (partition), __o0 (time), __a* (arguments)>  __emitted  _kg ...
+Waiting rows have `__emitted = false`; emitted rows stay only as long as a later frame can reach them
+(the last n per partition, or those within the RANGE of the watermark). UNBOUNDED frames keep running
+aggregates per partition instead, in a second table `totals/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+
+from engine.delta_tables import AppendTable, ensure_table
+from engine.operators.context import EpochContext
+from engine.state_store import StateTable, key_group, tidy
+from sql.plan import WATERMARK_COLUMN, OverAggregate
+
+SEQ, EMITTED, HISTORY = "__seq", "__emitted", "__history"
+
+
+class OverOperator:
+    def __init__(self, node: OverAggregate, root: Path, app_prefix: str) -> None:
+        self.node = node
+        self.directory = root / "operators" / node.state_id
+        schema = {n: t for n, t in node.inputs[0].schema.items() if n != WATERMARK_COLUMN}
+        self.columns = list(schema)
+        self.visible = [c for c in self.columns if not c.startswith("__")]
+        self.partition = node.partition
+        self.table = StateTable(
+            self.directory / "state",
+            [SEQ],
+            {**schema, EMITTED: pl.Boolean()},
+            f"{app_prefix}/{node.state_id}",
+            {SEQ: pl.Int64()},
+        )
+        self.rows = self.table.load(None)
+        self.unbounded = node.rows is None and node.range is None
+        totals = {f"__t{i}_{part}": dtype for i, call in enumerate(node.aggs) for part, dtype in _totals(call)}
+        self.totals_table = StateTable(
+            self.directory / "totals",
+            self.partition,
+            totals,
+            f"{app_prefix}/{node.state_id}/totals",
+            {p: schema[p] for p in self.partition},
+        )
+        self.totals = self.totals_table.load(None)
+        self.late_path = self.directory / "late"
+        self.late: AppendTable | None = None
+        self.late_pending: pl.DataFrame | None = None
+        self.last_watermark: dt.datetime | None = None
+
+    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
+        schema = json.dumps({k: str(v) for k, v in self.table.schema.items()})
+        entries: dict[str, tuple[str, Path, int, str | None]] = {
+            self.node.state_id: ("state", self.table.path, self.table.version(), schema),
+            f"{self.node.state_id}/totals": ("state", self.totals_table.path, self.totals_table.version(), None),
+        }
+        if self.late is not None:
+            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, self.late.version(), None)
+        return entries
+
+    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
+        self.rows = self.table.load(versions.get(self.node.state_id))
+        self.totals = self.totals_table.load(versions.get(f"{self.node.state_id}/totals"))
+        self.last_watermark = watermark
+        if self.late_path.exists():
+            self.late = AppendTable(ensure_table(self.late_path, {}))
+
+    def plan_epoch(self) -> None:
+        return None
+
+    @property
+    def state_rows(self) -> int:
+        return self.rows.height + self.totals.height
+
+    @property
+    def late_count(self) -> int:
+        return 0 if self.late_pending is None else self.late_pending.height
+
+    def commit(self, epoch: int, app_prefix: str) -> int:
+        if self.late_pending is not None and self.late_pending.height:
+            if self.late is None:
+                self.late = AppendTable(
+                    ensure_table(self.late_path, {**dict(self.late_pending.schema), "_epoch": pl.Int64()})
+                )
+            self.late.append_once(
+                self.late_pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")),
+                f"{app_prefix}/{self.node.state_id}/late",
+                epoch,
+            )
+        self.late_pending = None
+        self.totals_table.commit(epoch, self.totals.height)
+        return self.table.commit(epoch, self.rows.height)
+
+    # -- per epoch -----------------------------------------------------------------------------
+    def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
+        (rows,) = inputs
+        self.late_pending = None
+        previous = self.last_watermark
+        self.last_watermark = ctx.watermark
+        time = self.node.time
+        if rows.height:
+            late = (pl.col(time) < pl.col(WATERMARK_COLUMN)).fill_null(False)
+            late_rows = rows.filter(late)
+            if late_rows.height:
+                self.late_pending = late_rows.select(
+                    *self.visible,
+                    pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
+                    pl.lit("arrived behind the watermark").alias("_reason"),
+                )
+            fresh = (
+                rows.filter(~late)
+                .select(self.columns)
+                .with_row_index(SEQ)
+                .with_columns(
+                    (pl.col(SEQ).cast(pl.Int64) + ctx.epoch * 1_000_000_000).alias(SEQ),
+                    pl.lit(False).alias(EMITTED),
+                    key_group([SEQ]).alias("_kg"),
+                )
+            )
+            fresh = fresh.with_columns(key_group([SEQ]).alias("_kg")).select(self.rows.columns)
+            self.rows = tidy(pl.concat([self.rows, fresh], how="vertical_relaxed"))
+            self.table.stage(fresh, fresh.head(0).select(SEQ, "_kg"))
+        watermark = ctx.watermark
+        empty = pl.DataFrame(schema=self.node.schema)
+        if watermark is None:
+            return empty
+        wm = pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
+        ready = self.rows.filter(~pl.col(EMITTED) & (pl.col(time) <= wm))
+        if ready.height == 0:
+            return empty
+        touched = ready.select(self.partition).unique()
+        order = [*self.partition, time, SEQ]
+        if self.unbounded:
+            out = self._unbounded(ready.sort(order))
+            gone = ready
+            self.rows = self.rows.join(ready.select(SEQ), on=SEQ, how="anti")
+        else:
+            history = self.rows.filter(pl.col(EMITTED)).join(touched, on=self.partition, how="semi", nulls_equal=True)
+            frame = pl.concat(
+                [history.with_columns(pl.lit(True).alias(HISTORY)), ready.with_columns(pl.lit(False).alias(HISTORY))]
+            ).sort(order)
+            computed = frame.with_columns(self._frame_aggs())
+            out = computed.filter(~pl.col(HISTORY))
+            keep = self._still_needed(frame, wm)
+            kept = keep.with_columns(pl.lit(True).alias(EMITTED)).select(self.rows.columns)
+            gone = history.join(kept.select(SEQ), on=SEQ, how="anti")
+            promoted = ready.join(kept.select(SEQ), on=SEQ, how="semi")
+            self.rows = tidy(
+                pl.concat([self.rows.join(frame.select(SEQ), on=SEQ, how="anti"), kept], how="vertical_relaxed")
+            )
+            self.table.stage(
+                promoted.with_columns(pl.lit(True).alias(EMITTED)).select(self.rows.columns),
+                pl.DataFrame(schema={SEQ: pl.Int64, "_kg": pl.Int32}),
+            )
+            gone = pl.concat(
+                [gone.select(SEQ, "_kg"), ready.join(kept.select(SEQ), on=SEQ, how="anti").select(SEQ, "_kg")]
+            )
+        self.table.stage(pl.DataFrame(schema=self.table.schema).drop("_epoch", "_deleted"), gone.select(SEQ, "_kg"))
+        result = out.sort(time, SEQ).select(
+            *self.visible,
+            *[pl.col(c.output) for c in self.node.aggs],
+            pl.lit(previous, pl.Datetime("ms", "UTC")).alias(WATERMARK_COLUMN),
+        )
+        return result.select(list(self.node.schema))
+
+    def _roll(self, expr: pl.Expr, how: str) -> pl.Expr:
+        if self.node.rows is not None:
+            rolled = getattr(expr, f"rolling_{how}")(window_size=self.node.rows + 1, min_samples=1)
+        else:
+            assert self.node.range is not None
+            size = f"{int(self.node.range.total_seconds() * 1000)}ms"
+            rolled = getattr(expr, f"rolling_{how}_by")(self.node.time, window_size=size, closed="both")
+        return rolled.over(self.partition)
+
+    def _frame_aggs(self) -> list[pl.Expr]:
+        exprs = []
+        for call in self.node.aggs:
+            arg = call.args[0] if call.args else None
+            present = arg.is_not_null().cast(pl.Int64) if arg is not None else pl.lit(1, pl.Int64)
+            count = self._roll(present, "sum")
+            if call.function == "COUNT":
+                result = count
+            elif call.function in ("SUM", "AVG"):
+                assert arg is not None
+                total = self._roll(arg.cast(pl.Float64 if call.function == "AVG" else call.dtype).fill_null(0), "sum")
+                result = total if call.function == "SUM" else total / count
+                result = pl.when(count > 0).then(result)
+            else:
+                assert arg is not None
+                numeric = arg.cast(pl.Float64)
+                fill = float("inf") if call.function == "MIN" else float("-inf")
+                extreme = self._roll(numeric.fill_null(fill), call.function.lower())
+                result = pl.when(count > 0).then(extreme)
+            exprs.append(result.cast(call.dtype).alias(call.output))
+        return exprs
+
+    def _still_needed(self, frame: pl.DataFrame, wm: pl.Expr) -> pl.DataFrame:
+        """Emitted rows a later frame may still reach: the last n per partition, or those within the RANGE."""
+        if self.node.rows is not None:
+            if self.node.rows == 0:
+                return frame.head(0)
+            position = pl.int_range(pl.len()).over(self.partition)
+            size = pl.len().over(self.partition)
+            return frame.filter(position >= size - self.node.rows)
+        assert self.node.range is not None
+        return frame.filter(pl.col(self.node.time) >= wm - self.node.range)
+
+    def _unbounded(self, ready: pl.DataFrame) -> pl.DataFrame:
+        names = [f"__t{i}_{part}" for i, call in enumerate(self.node.aggs) for part, _ in _totals(call)]
+        prior = (
+            ready.select(self.partition)
+            .unique()
+            .join(self.totals.drop("_kg"), on=self.partition, how="left", nulls_equal=True)
+        )
+        frame = ready.join(prior, on=self.partition, how="left", nulls_equal=True)
+        cumulative = []
+        for i, call in enumerate(self.node.aggs):
+            arg = call.args[0] if call.args else None
+            present = arg.is_not_null().cast(pl.Int64) if arg is not None else pl.lit(1, pl.Int64)
+            cumulative.append(
+                (present.cum_sum().over(self.partition) + pl.col(f"__t{i}_n").fill_null(0)).alias(f"__c{i}_n")
+            )
+            if call.function in ("SUM", "AVG"):
+                assert arg is not None
+                cumulative.append(
+                    (
+                        arg.cast(pl.Float64).fill_null(0).cum_sum().over(self.partition)
+                        + pl.col(f"__t{i}_v").fill_null(0)
+                    ).alias(f"__c{i}_v")
+                )
+            elif call.function in ("MIN", "MAX"):
+                assert arg is not None
+                fill = float("inf") if call.function == "MIN" else float("-inf")
+                running = getattr(arg.cast(pl.Float64).fill_null(fill), f"cum_{call.function.lower()}")().over(
+                    self.partition
+                )
+                previous = pl.col(f"__t{i}_v").fill_null(fill)
+                combined = (
+                    pl.min_horizontal(running, previous)
+                    if call.function == "MIN"
+                    else pl.max_horizontal(running, previous)
+                )
+                cumulative.append(combined.alias(f"__c{i}_v"))
+        frame = frame.with_columns(cumulative)
+        if self.node.frame_kind == "RANGE":
+            # RANGE frames include the current row's peers: every row with the same time.
+            peers = [c for c in frame.columns if c.startswith("__c")]
+            frame = frame.with_columns(pl.col(c).last().over([*self.partition, self.node.time]) for c in peers)
+        results = []
+        for i, call in enumerate(self.node.aggs):
+            count = pl.col(f"__c{i}_n")
+            if call.function == "COUNT":
+                value = count
+            elif call.function == "SUM":
+                value = pl.when(count > 0).then(pl.col(f"__c{i}_v"))
+            elif call.function == "AVG":
+                value = pl.when(count > 0).then(pl.col(f"__c{i}_v") / count)
+            else:
+                value = pl.when(count > 0).then(pl.col(f"__c{i}_v"))
+            results.append(value.cast(call.dtype).alias(call.output))
+        frame = frame.with_columns(results)
+        latest = (
+            frame.group_by(self.partition, maintain_order=True)
+            .last()
+            .select(*self.partition, *[pl.col(n.replace("__t", "__c", 1)).alias(n) for n in names])
+        )
+        latest = latest.with_columns(key_group(self.partition).alias("_kg")).select(self.totals.columns)
+        self.totals = tidy(
+            pl.concat(
+                [
+                    self.totals.join(latest.select(self.partition), on=self.partition, how="anti", nulls_equal=True),
+                    latest,
+                ],
+                how="vertical_relaxed",
+            )
+        )
+        self.totals_table.stage(latest, latest.head(0).select(*self.partition, "_kg"))
+        return frame
+
+
+def _totals(call: object) -> list[tuple[str, pl.DataType]]:
+    function = call.function
+    if function == "COUNT":
+        return [("n", pl.Int64())]
+    return [("n", pl.Int64()), ("v", pl.Float64())]
