@@ -26,8 +26,8 @@ WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = 
 """
 PIPELINES = {
     "interval-join": (
-        STREAM.format(name="a", rows="{rows}", seed=1, keys=10000) + STREAM.format(name="b", rows="{rows}", seed=2,
-                                                                                   keys=10000)
+        STREAM.format(name="a", rows="{rows}", seed=1, keys=10000)
+        + STREAM.format(name="b", rows="{rows}", seed=2, keys=10000)
         + "CREATE TABLE out (k BIGINT, va BIGINT, vb BIGINT) WITH ('connector' = 'blackhole');\n"
         "INSERT INTO out SELECT a.k, a.v, b.v FROM a JOIN b ON a.k = b.k "
         "AND b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '1' SECOND;"
@@ -60,12 +60,22 @@ def measure(name: str, rows: int, epoch_rows: int) -> dict[str, object]:
         state_rows = sum(op.state_rows for op in runner.operators.values())
         runner.close()
         state_bytes = sum(f.stat().st_size for f in (Path(root) / "operators").rglob("*.parquet"))
-        live_files = {p.parent.name: pl.read_delta(str(p.parent)).height
-                      for p in (Path(root) / "operators").rglob("_delta_log") if p.parent.name in ("left", "right",
-                                                                                                 "state")}
-    return {"benchmark": name, "date": time.strftime("%Y-%m-%d"), "rows_in": rows_in, "epoch_rows": epoch_rows,
-            "events_per_s": round(rows_in / elapsed), "elapsed_s": round(elapsed, 2), "state_rows_live": state_rows,
-            "state_log_rows": live_files, "state_mb_on_disk": round(state_bytes / 1e6, 1)}
+        live_files = {
+            p.parent.name: pl.read_delta(str(p.parent)).height
+            for p in (Path(root) / "operators").rglob("_delta_log")
+            if p.parent.name in ("left", "right", "state")
+        }
+    return {
+        "benchmark": name,
+        "date": time.strftime("%Y-%m-%d"),
+        "rows_in": rows_in,
+        "epoch_rows": epoch_rows,
+        "events_per_s": round(rows_in / elapsed),
+        "elapsed_s": round(elapsed, 2),
+        "state_rows_live": state_rows,
+        "state_log_rows": live_files,
+        "state_mb_on_disk": round(state_bytes / 1e6, 1),
+    }
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import durations
 from engine.runner import EpochReport
+from sql import durations
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 

@@ -18,9 +18,16 @@ from deltalake import DeltaTable, write_deltalake
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 
 # role: sink | state | late | dead_letters; schema: the column types of a state table (JSON), so a changed
-# plan can be checked against the state it would restore.
+# plan can be checked against the state it would restore; ttl: the state TTL of its operator, if any.
 TABLE_ENTRY = pl.Struct(
-    {"name": pl.String, "role": pl.String, "path": pl.String, "version": pl.Int64, "schema": pl.String}
+    {
+        "name": pl.String,
+        "role": pl.String,
+        "path": pl.String,
+        "version": pl.Int64,
+        "schema": pl.String,
+        "ttl": pl.String,
+    }
 )
 
 SCHEMA: dict[str, pl.DataType] = {

@@ -22,7 +22,6 @@ from typing import Any
 
 import polars as pl
 
-from engine import durations
 from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
@@ -37,6 +36,7 @@ from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
+from sql import durations
 from sql.plan import Aggregate, Join, OverAggregate, Plan, Scan, Sink, TopN
 
 DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
@@ -406,6 +406,19 @@ class Runner:
             for name, t in self.dead_tables.items()
         ]
         for operator in self.operators.values():
+            ttl = getattr(operator.node, "ttl", None)
             for name, (role, path, version, schema) in operator.tables().items():
+                if ttl is not None and role == "state":
+                    tables.append(
+                        {
+                            "name": name,
+                            "role": role,
+                            "path": str(path),
+                            "version": version,
+                            "schema": schema,
+                            "ttl": f"{ttl.duration.total_seconds():g} s {ttl.time} time",
+                        }
+                    )
+                    continue
                 tables.append({"name": name, "role": role, "path": str(path), "version": version, "schema": schema})
         return tables

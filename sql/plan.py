@@ -105,6 +105,17 @@ class WindowAssign(Node):
 
 
 @dataclass(frozen=True)
+class StateTtl:
+    """How long an unused state row is kept: by processing time (epoch clock) or event time (watermark)."""
+
+    duration: dt.timedelta
+    time: str = "processing"  # processing | event
+
+    def describe(self) -> str:
+        return f"TTL {self.duration} ({self.time} time)"
+
+
+@dataclass(frozen=True)
 class AggCall:
     """One aggregate: `function(args) [FILTER (WHERE filter)]`, its result column and type."""
 
@@ -131,6 +142,7 @@ class Aggregate(Node):
     projections: list[tuple[str, pl.Expr]] = field(kw_only=True)
     having: pl.Expr | None = field(default=None, kw_only=True)
     window: WindowSpec | None = field(default=None, kw_only=True)
+    ttl: StateTtl | None = field(default=None, kw_only=True)
     state_id: str = field(kw_only=True)
     sql: str = field(default="", kw_only=True)
     stateful = True
@@ -139,7 +151,8 @@ class Aggregate(Node):
         keys = ", ".join(name for name, _ in self.keys) or "()"
         aggs = ", ".join(a.sql for a in self.aggs)
         kind = f"WindowAggregate {self.window.describe()}" if self.window else "GroupAggregate"
-        return f"{kind} [{self.state_id}] keys ({keys}) aggs ({aggs})"
+        ttl = f" {self.ttl.describe()}" if self.ttl else ""
+        return f"{kind} [{self.state_id}] keys ({keys}) aggs ({aggs}){ttl}"
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,7 @@ class Join(Node):
     bounds: TimeBounds | None = field(default=None, kw_only=True)
     lookup: bool = field(default=False, kw_only=True)
     dimension: TableDef | None = field(default=None, kw_only=True)  # the right side of a lookup join
+    ttl: StateTtl | None = field(default=None, kw_only=True)
     state_id: str = field(kw_only=True)
     sql: str = field(default="", kw_only=True)
     stateful = True
@@ -179,6 +193,8 @@ class Join(Node):
         if self.bounds:
             b = self.bounds
             extra = f" time {b.right_time} - {b.left_time} in [{b.lower}, {b.upper}]"
+        if self.ttl:
+            extra += f" {self.ttl.describe()}"
         return f"{flavour} {self.kind} [{self.state_id}] on {self.sql}{extra}"
 
 

@@ -12,7 +12,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from sql import types
+from sql import durations, types
 from sql.catalog import Column, TableDef, Watermark
 from sql.dialect import Descriptor, Flink, TableArgument, WindowCall
 from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
@@ -29,6 +29,7 @@ from sql.plan import (
     Plan,
     Scan,
     Sink,
+    StateTtl,
     TimeBounds,
     TopN,
     UnionAll,
@@ -418,10 +419,35 @@ class _Planner:
             bounds=time_bounds,
             lookup=lookup,
             dimension=table,
+            ttl=None if (lookup or time_bounds is not None) else self._ttl(select),
             state_id=state_id,
             sql=sql_text[:150],
         )
         return _Relation(node, left.qualifiers | right.qualifiers, columns=columns)
+
+    def _ttl(self, select: exp.Select) -> StateTtl | None:
+        """`/*+ STATE_TTL('1 h' [, 'event']) */` on the SELECT, else `SET 'state.ttl' = '1 h'` for the pipeline."""
+        hint = select.args.get("hint")
+        args: list[str] = []
+        for item in hint.expressions if hint is not None else []:
+            if isinstance(item, exp.Anonymous) and item.name.upper() == "STATE_TTL":
+                args = [str(a.name) for a in item.expressions]
+                node: exp.Expr = item
+                break
+        else:
+            node = select
+            if "state.ttl" in self.options:
+                args = [self.options["state.ttl"], self.options.get("state.ttl.time", "processing")]
+        if not args:
+            return None
+        try:
+            seconds = durations.parse_duration(args[0])
+        except ValueError as err:
+            raise error_at(node, str(err)) from None
+        time = (args[1] if len(args) > 1 else "processing").lower()
+        if time not in ("processing", "event"):
+            raise error_at(node, "STATE_TTL time must be 'processing' or 'event'")
+        return StateTtl(dt.timedelta(seconds=seconds), time)
 
     def _sides(self, node: exp.Expr, left: _Relation, right: _Relation) -> str:
         found: set[str] = set()
@@ -1016,6 +1042,7 @@ class _Planner:
             projections=projections,
             having=having_expr,
             window=window,
+            ttl=None if window is not None else self._ttl(select),
             state_id=state_id,
             sql=select.sql(dialect=Flink)[:200],
         )

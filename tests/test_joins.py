@@ -255,3 +255,64 @@ def test_window_join_and_window_top_n(tmp_path: Path) -> None:
     )
     actual_top = read_sink(tmp_path / "top2").with_columns(pl.col("ws").dt.replace_time_zone(None))
     assert_frame_equal(sort_all(actual_top), sort_all(top2), check_dtypes=False)
+
+
+def test_state_ttl_expires_join_and_group_state(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    early = [{"id": i, "cust": i, "amount": 1, "paid": 1, "ts": BASE_MS + i * 1000} for i in range(20)]
+    late = [{"id": 100 + i, "cust": i, "amount": 1, "paid": 1, "ts": BASE_MS + 600_000 + i * 1000} for i in range(20)]
+    del rng
+    write_jsonl(tmp_path / "orders" / "1.json", [{k: v for k, v in r.items() if k != "paid"} for r in early])
+    write_jsonl(tmp_path / "payments" / "1.json", [{k: v for k, v in r.items() if k != "amount"} for r in late])
+    sql = (
+        SOURCES
+        + """
+    CREATE TABLE out (oid BIGINT, pid BIGINT) WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out SELECT /*+ STATE_TTL('1 min', 'event') */ o.id, p.id FROM orders o JOIN payments p
+      ON o.cust = p.cust;
+    CREATE TABLE counts (cust BIGINT, n BIGINT, PRIMARY KEY (cust) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'counts');
+    INSERT INTO counts SELECT /*+ STATE_TTL('1 min', 'event') */ cust, COUNT(*) FROM orders GROUP BY cust;
+    """
+    )
+    # Orders first, then payments ten minutes of event time later: the orders' state has expired by then.
+    # The orders source goes idle, so the watermark follows the payments.
+    sql = sql.replace("'format' = 'json'", "'format' = 'json', 'scan.watermark.idle-timeout' = '0 ms'")
+    run(tmp_path, sql.replace("'path' = 'payments'", "'path' = 'none'"))
+    (tmp_path / "none").mkdir()
+    write_jsonl(tmp_path / "none" / "1.json", [{k: v for k, v in r.items() if k != "amount"} for r in late])
+    summary = run(tmp_path, sql.replace("'path' = 'payments'", "'path' = 'none'"))
+    assert summary["rows_out"].get("out", 0) == 0
+    assert read_sink(tmp_path / "out").height == 0
+    operators = tmp_path / "state" / "operators"
+    left = pl.read_delta(str(next(operators.glob("join-*")) / "left"))
+    live = left.filter(pl.col("_epoch") == pl.col("_epoch").max().over("__k0", "id")).filter(~pl.col("_deleted"))
+    assert live.height == 0 and "_touched" in left.columns
+    group = pl.read_delta(str(next(operators.glob("group-agg-*")) / "state"))
+    assert group.filter(pl.col("_deleted")).height == 20  # every group expired through the change log
+    assert read_sink(tmp_path / "counts").height == 20  # the sink keeps the results
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("epoch")
+    ttls = {t["name"]: t["ttl"] for t in manifest.row(-1, named=True)["tables"] if t["role"] == "state"}
+    assert set(ttls.values()) == {"60 s event time"}
+
+
+def test_inner_join_over_an_updating_input(tmp_path: Path) -> None:
+    orders, payments = make(41, 60, 0), make(42, 30, 1000)
+    write(tmp_path, orders, payments)
+    sql = (
+        SOURCES
+        + """
+    CREATE TABLE out (cust BIGINT, n BIGINT, pid BIGINT, PRIMARY KEY (cust, pid) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out SELECT c.cust, c.n, p.id FROM (SELECT cust, COUNT(*) AS n FROM orders GROUP BY cust) AS c
+      JOIN payments p ON c.cust = p.cust;
+    """
+    )
+    run(tmp_path, sql, max_epoch_rows=5)
+    expected = duck(
+        """SELECT c.cust, c.n, p.id AS pid FROM (SELECT cust, count(*) AS n FROM o GROUP BY cust) c
+                       JOIN p ON c.cust = p.cust""",
+        o=frame(orders),
+        p=frame(payments),
+    )
+    assert_frame_equal(sort_all(read_sink(tmp_path / "out")), sort_all(expected), check_dtypes=False)

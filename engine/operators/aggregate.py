@@ -28,6 +28,16 @@ from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate
 
 OLD = "__old"
+TOUCHED = "_touched"
+
+
+def _clock(ttl: object, ctx: EpochContext) -> dt.datetime | None:
+    """The clock a state TTL runs on: the epoch's processing time, or the watermark."""
+    if ttl is None:
+        return None
+    return ctx.watermark if getattr(ttl, "time", "processing") == "event" else ctx.proctime
+
+
 VALUE, COUNT = "__value", "__count"
 WINDOW_BOUNDS = ["window_start", "window_end"]
 
@@ -48,6 +58,9 @@ class AggregateOperator:
             **({w: pl.Datetime("ms", "UTC") for w in WINDOW_BOUNDS} if self.window else {}),
         }
         values = {ROWS: pl.Int64(), **{c.name: c.dtype for s in self.states for c in s.columns}}
+        if node.ttl is not None:
+            values[TOUCHED] = pl.Datetime("ms", "UTC")
+        self.now: dt.datetime | None = None
         self.directory = root / "operators" / node.state_id
         self.table = StateTable(
             self.directory / "state", self.groups, values, f"{app_prefix}/{node.state_id}", group_types
@@ -105,6 +118,8 @@ class AggregateOperator:
         (rows,) = inputs
         self.late_pending = None
         if self.window is None:
+            self.now = _clock(self.node.ttl, ctx)
+            self._expire()  # an expired group starts afresh, as in Flink
             return self._unbounded(rows)
         output = self._sessions(rows, ctx) if self.window.kind == "SESSION" else self._windows(rows, ctx)
         self.last_watermark = ctx.watermark
@@ -299,8 +314,23 @@ class AggregateOperator:
             (pl.col(ROWS + OLD).fill_null(0) + pl.col(ROWS)).alias(ROWS),
             *merge_pairwise(self.states, OLD),
             key_group(self.groups).alias("_kg"),
+            *([pl.lit(self.now, pl.Datetime("ms", "UTC")).alias(TOUCHED)] if self.node.ttl is not None else []),
         )
         return old, new
+
+    def _expire(self) -> None:
+        """Forget groups unchanged for longer than the state TTL; they leave the table as tombstones."""
+        ttl = self.node.ttl
+        if ttl is None or self.now is None or self.state.height == 0:
+            return
+        # Rows stored before the clock was known (no watermark yet) count from the first time it is.
+        stale = pl.col(TOUCHED).fill_null(pl.lit(self.now, pl.Datetime("ms", "UTC"))) < pl.lit(
+            self.now - ttl.duration, pl.Datetime("ms", "UTC")
+        )
+        expired = self.state.filter(stale)
+        if expired.height:
+            self.state = self.state.filter(~stale)
+            self.table.stage(expired.head(0), expired.select([*self.groups, "_kg"]))
 
     def _replace(self, old: pl.DataFrame, live: pl.DataFrame, gone: pl.DataFrame) -> None:
         touched = pl.concat([live.select(self.groups), gone.select(self.groups)])

@@ -24,11 +24,13 @@ from typing import Any
 import polars as pl
 
 from engine.delta_tables import AppendTable, ensure_table, open_table
+from engine.operators.aggregate import _clock
 from engine.operators.context import EpochContext
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, Join
 
 COUNT, MATCHED = "__count", "__matched"
+TOUCHED = "_touched"
 
 
 class JoinOperator:
@@ -56,7 +58,12 @@ class JoinOperator:
             self.dimension = _Dimension(node, base_dir)
             return
         right_schema = node.inputs[1].schema
-        values = {COUNT: pl.Int64(), **({MATCHED: pl.Boolean()} if node.bounds else {})}
+        values = {
+            COUNT: pl.Int64(),
+            **({MATCHED: pl.Boolean()} if node.bounds else {}),
+            **({TOUCHED: pl.Datetime("ms", "UTC")} if node.ttl else {}),
+        }
+        self.now: dt.datetime | None = None
         for side, schema, cols in (("left", left_schema, self.left_cols), ("right", right_schema, self.right_cols)):
             # Right-side columns are stored under their output names, so both tables read as the join's result.
             names = cols if side == "left" else [node.right_names[c] for c in cols]
@@ -127,6 +134,9 @@ class JoinOperator:
         left, right = (self._prepare(frame, side) for frame, side in zip(inputs, ("left", "right"), strict=True))
         if self.node.bounds is not None:
             return self._interval(left, right, ctx)
+        self.now = _clock(self.node.ttl, ctx)
+        for side in self.sides:  # expired rows are gone before the epoch's rows look for partners
+            self._expire(side)
         return self._regular(left, right)
 
     def _prepare(self, frame: pl.DataFrame, side: str) -> pl.DataFrame:
@@ -166,7 +176,7 @@ class JoinOperator:
     # -- regular joins -------------------------------------------------------------------------
     def _regular(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
         dl, dr = self._collapse(left, "left"), self._collapse(right, "right")
-        old_l, old_r = self.rows["left"], self.rows["right"]
+        old_l, old_r = (self.rows[s].drop(TOUCHED, strict=False) for s in ("left", "right"))
         pairs = pl.concat(
             [self._pairs(dl, old_r.drop("_kg")), self._pairs(old_l.drop("_kg"), dr), self._pairs(dl, dr)],
             how="vertical_relaxed",
@@ -236,14 +246,18 @@ class JoinOperator:
             return
         group = [*self.keys, *self._columns(side)]
         stored = self.rows[side]
+        extra = [c for c in (MATCHED, TOUCHED) if c in stored.columns]
+        if TOUCHED in extra:
+            delta = delta.with_columns(pl.lit(self.now, pl.Datetime("ms", "UTC")).alias(TOUCHED))
         merged = pl.concat(
-            [
-                stored.drop("_kg").select(*group, COUNT, *([MATCHED] if MATCHED in stored.columns else [])),
-                delta.select(*group, COUNT, *([MATCHED] if MATCHED in delta.columns else [])),
-            ],
+            [stored.drop("_kg").select(*group, COUNT, *extra), delta.select(*group, COUNT, *extra)],
             how="vertical_relaxed",
         )
-        aggs = [pl.col(COUNT).sum()] + ([pl.col(MATCHED).any()] if MATCHED in merged.columns else [])
+        aggs = (
+            [pl.col(COUNT).sum()]
+            + ([pl.col(MATCHED).any()] if MATCHED in extra else [])
+            + ([pl.col(TOUCHED).max()] if TOUCHED in extra else [])
+        )
         touched = delta.select(group).unique()
         combined = merged.join(touched, on=group, how="semi", nulls_equal=True).group_by(group).agg(aggs)
         combined = combined.with_columns(key_group(self.keys).alias("_kg"))
@@ -251,6 +265,21 @@ class JoinOperator:
         kept = stored.join(touched, on=group, how="anti", nulls_equal=True)
         self.rows[side] = tidy(pl.concat([kept, live.select(stored.columns)], how="vertical_relaxed"))
         self.sides[side].stage(live.select(stored.columns), gone.select(*group, "_kg"))
+
+    def _expire(self, side: str) -> None:
+        """Forget rows unchanged for longer than the state TTL; they leave the table as tombstones."""
+        ttl = self.node.ttl
+        stored = self.rows[side]
+        if ttl is None or self.now is None or stored.height == 0:
+            return
+        # Rows stored before the clock was known (no watermark yet) count from the first time it is.
+        stale = pl.col(TOUCHED).fill_null(pl.lit(self.now, pl.Datetime("ms", "UTC"))) < pl.lit(
+            self.now - ttl.duration, pl.Datetime("ms", "UTC")
+        )
+        expired = stored.filter(stale)
+        if expired.height:
+            self.rows[side] = stored.filter(~stale)
+            self.sides[side].stage(expired.head(0), expired.select(*self.keys, *self._columns(side), "_kg"))
 
     # -- interval joins ------------------------------------------------------------------------
     def _interval(self, left: pl.DataFrame, right: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
