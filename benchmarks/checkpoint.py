@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import write_deltalake
 
+from benchmarks.record import record
 from engine.delta_tables import to_arrow
 from engine.state_store import StateTable, key_group
 
@@ -87,11 +88,7 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row))
     if args.record:
-        path = Path(__file__).parent / "results" / "checkpoint.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        with path.open("a") as handle:
-            for row in results:
-                handle.write(json.dumps(row) + "\n")
+        record("checkpoint", results)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.record import record
 from engine.runner import Runner
 from sql import plan_script
 
@@ -72,10 +73,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     if args.record:
-        path = Path(__file__).parent / "results" / "epoch_latency.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        with path.open("a") as handle:
-            handle.write(json.dumps(result) + "\n")
+        record("epoch_latency", [result])
 
 
 if __name__ == "__main__":

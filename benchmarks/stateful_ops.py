@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from benchmarks.record import record
 from engine.runner import Runner
 from sql import plan_script
 
@@ -90,11 +91,7 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row))
     if args.record:
-        path = Path(__file__).parent / "results" / "stateful_ops.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        with path.open("a") as handle:
-            for row in results:
-                handle.write(json.dumps(row) + "\n")
+        record("stateful_ops", results)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import polars as pl
 
+from benchmarks.record import record
 from engine.runner import Runner
 from engine.sources.datagen import DatagenSource
 from sql import plan_script
@@ -103,10 +104,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=2))
     if args.record:
-        out = Path(__file__).parent / "results" / "throughput.jsonl"
-        out.parent.mkdir(exist_ok=True)
-        with out.open("a") as handle:
-            handle.write(json.dumps(result) + "\n")
+        record("throughput", [result])
 
 
 if __name__ == "__main__":

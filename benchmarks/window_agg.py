@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.record import record
+
 SQL = """
 CREATE TABLE readings (sensor BIGINT, temperature DOUBLE, ts TIMESTAMP(3),
   WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
@@ -104,11 +106,7 @@ def main() -> None:
         results.append(row)
         print(json.dumps(row))
     if args.record:
-        path = Path(__file__).parent / "results" / "window_agg.jsonl"
-        path.parent.mkdir(exist_ok=True)
-        with path.open("a") as handle:
-            for row in results:
-                handle.write(json.dumps(row) + "\n")
+        record("window_agg", results)
 
 
 if __name__ == "__main__":

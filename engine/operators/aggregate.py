@@ -20,9 +20,9 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.delta_tables import AppendTable, ensure_table
 from engine.operators.aggregates import ROWS, SIGN, AggState, agg_state, merge_grouped, merge_pairwise
 from engine.operators.context import EpochContext
+from engine.operators.late import LateRows
 from engine.operators.windows import ONE_MS, assign
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate
@@ -80,11 +80,7 @@ class AggregateOperator:
         self.distinct_state = {i: t.load(None) for i, t in self.distinct.items()}
         self.visible_input = [c for c in input_schema if not c.startswith("__")]
         self.input_schema = input_schema
-        self.late_path = self.directory / "late"
-        self.late_table: AppendTable | None = (
-            AppendTable(ensure_table(self.late_path, self._late_schema())) if self.late_path.exists() else None
-        )
-        self.late_pending: pl.DataFrame | None = None
+        self.late = LateRows(self.directory / "late", f"{app_prefix}/{node.state_id}/late", self.visible_input)
         self.last_watermark: dt.datetime | None = None
 
     # -- tables the manifest records -----------------------------------------------------------
@@ -96,8 +92,7 @@ class AggregateOperator:
         }
         for i, table in self.distinct.items():
             entries[f"{self.node.state_id}/distinct_{i}"] = ("state", table.path, table.version(), None)
-        if self.late_table is not None:
-            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, self.late_table.version(), None)
+        entries.update(self.late.entry(f"{self.node.state_id}/late"))
         return entries
 
     @property
@@ -116,7 +111,6 @@ class AggregateOperator:
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
-        self.late_pending = None
         if self.window is None:
             self.now = _clock(self.node.ttl, ctx)
             self._expire()  # an expired group starts afresh, as in Flink
@@ -126,20 +120,14 @@ class AggregateOperator:
         return output
 
     def commit(self, epoch: int, app_prefix: str) -> int:
-        if self.late_pending is not None and self.late_pending.height:
-            if self.late_table is None:
-                self.late_table = AppendTable(ensure_table(self.late_path, self._late_schema()))
-            rows = self.late_pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")).select(
-                list(self._late_schema())
-            )
-            self.late_table.append_once(rows, f"{app_prefix}/{self.node.state_id}/late", epoch)
+        self.late.commit(epoch)
         for i, table in self.distinct.items():
             table.commit(epoch, self.distinct_state[i].height)
         return self.table.commit(epoch, self.state.height)
 
     @property
     def late_count(self) -> int:
-        return 0 if self.late_pending is None else self.late_pending.height
+        return self.late.count
 
     # -- unbounded GROUP BY --------------------------------------------------------------------
     def _unbounded(self, rows: pl.DataFrame) -> pl.DataFrame:
@@ -196,15 +184,7 @@ class AggregateOperator:
             pl.col("closed_end"),
             pl.col(WATERMARK_COLUMN),
         )
-        self._add_late(late_rows, reason)
-
-    def _add_late(self, late_rows: pl.DataFrame, reason: pl.Expr) -> None:
-        frame = late_rows.select(
-            *self.visible_input,
-            pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
-            reason.alias("_reason"),
-        )
-        self.late_pending = frame if self.late_pending is None else pl.concat([self.late_pending, frame])
+        self.late.add(late_rows, reason)
 
     def _fire(self, ctx: EpochContext) -> pl.DataFrame:
         watermark = ctx.watermark
@@ -242,7 +222,7 @@ class AggregateOperator:
             flagged = rows.with_columns(late.alias("__late"))
             late_rows = flagged.filter(pl.col("__late"))
             if late_rows.height:
-                self._add_late(
+                self.late.add(
                     late_rows,
                     pl.format(
                         "its session (gap {}) had closed; watermark was {}", pl.lit(str(gap)), pl.col(WATERMARK_COLUMN)
@@ -418,8 +398,3 @@ class AggregateOperator:
 
     def _empty_output(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.node.schema)
-
-    def _late_schema(self) -> dict[str, pl.DataType]:
-        schema = {c: self.input_schema[c] for c in self.visible_input}
-        schema.update({"_epoch": pl.Int64(), "_watermark": pl.Datetime("us", "UTC"), "_reason": pl.String()})
-        return schema

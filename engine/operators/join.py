@@ -23,9 +23,10 @@ from typing import Any
 
 import polars as pl
 
-from engine.delta_tables import AppendTable, ensure_table, open_table
+from engine.delta_tables import open_table
 from engine.operators.aggregate import _clock
 from engine.operators.context import EpochContext
+from engine.operators.late import LateRows
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, Join
 
@@ -51,8 +52,7 @@ class JoinOperator:
         self.dimension: _Dimension | None = None
         self.sides: dict[str, StateTable] = {}
         self.rows: dict[str, pl.DataFrame] = {}
-        self.late: dict[str, AppendTable | None] = {}
-        self.late_pending: dict[str, pl.DataFrame] = {}
+        self.late: dict[str, LateRows] = {}
         if node.lookup:
             assert node.dimension is not None
             self.dimension = _Dimension(node, base_dir)
@@ -72,9 +72,8 @@ class JoinOperator:
                 self.directory / side, [*self.keys, *names], values, f"{app_prefix}/{node.state_id}/{side}", types
             )
             self.rows[side] = self.sides[side].load(None)
-            late_path = self.directory / f"late_{side}"
-            self.late[side] = (
-                AppendTable(ensure_table(late_path, self._late_schema(schema, cols))) if late_path.exists() else None
+            self.late[side] = LateRows(
+                self.directory / f"late_{side}", f"{app_prefix}/{node.state_id}/late_{side}", names
             )
 
     # -- bookkeeping the runner needs ----------------------------------------------------------
@@ -84,9 +83,7 @@ class JoinOperator:
             for side, table in self.sides.items()
         }
         for side, late in self.late.items():
-            if late is not None:
-                path = self.directory / f"late_{side}"
-                entries[f"{self.node.state_id}/late_{side}"] = ("late", path, late.version(), None)
+            entries.update(late.entry(f"{self.node.state_id}/late_{side}"))
         return entries
 
     def _schema_json(self, side: str) -> str:
@@ -102,33 +99,20 @@ class JoinOperator:
 
     @property
     def late_count(self) -> int:
-        return sum(f.height for f in self.late_pending.values())
+        return sum(late.count for late in self.late.values())
 
     @property
     def state_rows(self) -> int:
         return sum(f.height for f in self.rows.values())
 
     def commit(self, epoch: int, app_prefix: str) -> int:
-        for side, frame in self.late_pending.items():
-            if not frame.height:
-                continue
-            if self.late[side] is None:
-                schema = dict(frame.schema)
-                self.late[side] = AppendTable(ensure_table(self.directory / f"late_{side}", schema))
-            late = self.late[side]
-            assert late is not None
-            late.append_once(
-                frame.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")),
-                f"{app_prefix}/{self.node.state_id}/late_{side}",
-                epoch,
-            )
-        self.late_pending = {}
+        for late in self.late.values():
+            late.commit(epoch)
         versions = [table.commit(epoch, self.rows[side].height) for side, table in self.sides.items()]
         return versions[0] if versions else 0
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
-        self.late_pending = {}
         if self.node.lookup:
             return self._lookup(inputs[0], ctx)
         left, right = (self._prepare(frame, side) for frame, side in zip(inputs, ("left", "right"), strict=True))
@@ -321,13 +305,7 @@ class JoinOperator:
         if WATERMARK_COLUMN not in rows.columns:
             return rows
         late = (pl.col(time_col) < pl.col(WATERMARK_COLUMN)).fill_null(False)
-        late_rows = rows.filter(late)
-        if late_rows.height:
-            self.late_pending[side] = late_rows.select(
-                *self._columns(side),
-                pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
-                pl.lit("arrived behind the watermark").alias("_reason"),
-            )
+        self.late[side].add(rows.filter(late), "arrived behind the watermark")
         return rows.filter(~late).drop(WATERMARK_COLUMN)
 
     def _remark(self, matched: pl.DataFrame, side: str) -> None:
@@ -372,14 +350,6 @@ class JoinOperator:
         if self.node.residual is not None:
             joined = joined.filter(self.node.residual)
         return joined.select(list(self.node.schema))
-
-    def _late_schema(self, schema: dict[str, pl.DataType], cols: list[str]) -> dict[str, pl.DataType]:
-        return {
-            **{c: schema[c] for c in cols},
-            "_watermark": pl.Datetime("us", "UTC"),
-            "_reason": pl.String(),
-            "_epoch": pl.Int64(),
-        }
 
 
 def _mark(rows: pl.DataFrame, matched: pl.DataFrame, group: list[str]) -> pl.DataFrame:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.delta_tables import AppendTable, ensure_table
 from engine.operators.context import EpochContext
+from engine.operators.late import LateRows
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import WATERMARK_COLUMN, OverAggregate
 
@@ -51,9 +51,7 @@ class OverOperator:
             {p: schema[p] for p in self.partition},
         )
         self.totals = self.totals_table.load(None)
-        self.late_path = self.directory / "late"
-        self.late: AppendTable | None = None
-        self.late_pending: pl.DataFrame | None = None
+        self.late = LateRows(self.directory / "late", f"{app_prefix}/{node.state_id}/late", self.visible)
         self.last_watermark: dt.datetime | None = None
 
     def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
@@ -62,16 +60,13 @@ class OverOperator:
             self.node.state_id: ("state", self.table.path, self.table.version(), schema),
             f"{self.node.state_id}/totals": ("state", self.totals_table.path, self.totals_table.version(), None),
         }
-        if self.late is not None:
-            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, self.late.version(), None)
+        entries.update(self.late.entry(f"{self.node.state_id}/late"))
         return entries
 
     def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
         self.rows = self.table.load(versions.get(self.node.state_id))
         self.totals = self.totals_table.load(versions.get(f"{self.node.state_id}/totals"))
         self.last_watermark = watermark
-        if self.late_path.exists():
-            self.late = AppendTable(ensure_table(self.late_path, {}))
 
     def plan_epoch(self) -> None:
         return None
@@ -82,39 +77,22 @@ class OverOperator:
 
     @property
     def late_count(self) -> int:
-        return 0 if self.late_pending is None else self.late_pending.height
+        return self.late.count
 
     def commit(self, epoch: int, app_prefix: str) -> int:
-        if self.late_pending is not None and self.late_pending.height:
-            if self.late is None:
-                self.late = AppendTable(
-                    ensure_table(self.late_path, {**dict(self.late_pending.schema), "_epoch": pl.Int64()})
-                )
-            self.late.append_once(
-                self.late_pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")),
-                f"{app_prefix}/{self.node.state_id}/late",
-                epoch,
-            )
-        self.late_pending = None
+        self.late.commit(epoch)
         self.totals_table.commit(epoch, self.totals.height)
         return self.table.commit(epoch, self.rows.height)
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
-        self.late_pending = None
         previous = self.last_watermark
         self.last_watermark = ctx.watermark
         time = self.node.time
         if rows.height:
             late = (pl.col(time) < pl.col(WATERMARK_COLUMN)).fill_null(False)
-            late_rows = rows.filter(late)
-            if late_rows.height:
-                self.late_pending = late_rows.select(
-                    *self.visible,
-                    pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
-                    pl.lit("arrived behind the watermark").alias("_reason"),
-                )
+            self.late.add(rows.filter(late), "arrived behind the watermark")
             fresh = (
                 rows.filter(~late)
                 .select(self.columns)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.delta_tables import AppendTable, ensure_table
 from engine.operators.context import EpochContext
+from engine.operators.late import LateRows
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, TopN
 
@@ -48,9 +48,7 @@ class TopNOperator:
                 self.directory / "state", self.columns, {COUNT: pl.Int64()}, f"{app_prefix}/{node.state_id}", schema
             )
         self.rows = self.table.load(None)
-        self.late_path = self.directory / "late"
-        self.late: AppendTable | None = None
-        self.late_pending: pl.DataFrame | None = None
+        self.late = LateRows(self.directory / "late", f"{app_prefix}/{node.state_id}/late", self.visible)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
@@ -58,14 +56,11 @@ class TopNOperator:
         entries: dict[str, tuple[str, Path, int, str | None]] = {
             self.node.state_id: ("state", self.table.path, self.table.version(), schema)
         }
-        if self.late is not None:
-            entries[f"{self.node.state_id}/late"] = ("late", self.late_path, self.late.version(), None)
+        entries.update(self.late.entry(f"{self.node.state_id}/late"))
         return entries
 
     def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
         self.rows = self.table.load(versions.get(self.node.state_id))
-        if self.late_path.exists():
-            self.late = AppendTable(ensure_table(self.late_path, {}))
 
     def plan_epoch(self) -> None:
         return None
@@ -76,25 +71,15 @@ class TopNOperator:
 
     @property
     def late_count(self) -> int:
-        return 0 if self.late_pending is None else self.late_pending.height
+        return self.late.count
 
     def commit(self, epoch: int, app_prefix: str) -> int:
-        if self.late_pending is not None and self.late_pending.height:
-            if self.late is None:
-                schema = {**dict(self.late_pending.schema), "_epoch": pl.Int64()}
-                self.late = AppendTable(ensure_table(self.late_path, schema))
-            self.late.append_once(
-                self.late_pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch")),
-                f"{app_prefix}/{self.node.state_id}/late",
-                epoch,
-            )
-        self.late_pending = None
+        self.late.commit(epoch)
         return self.table.commit(epoch, self.rows.height)
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
-        self.late_pending = None
         if self.node.first_by_time:
             return self._first(rows, ctx)
         return self._top_n(rows)
@@ -178,13 +163,7 @@ class TopNOperator:
             emitted = self.rows.filter(pl.col(EMITTED)).select(self.partition)
             fresh = rows.join(emitted, on=self.partition, how="anti", nulls_equal=True)
             late = (pl.col(time_col) < pl.col(WATERMARK_COLUMN)).fill_null(False)
-            late_rows = fresh.filter(late)
-            if late_rows.height:
-                self.late_pending = late_rows.select(
-                    *self.visible,
-                    pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
-                    pl.lit("arrived behind the watermark before its key's first row was final").alias("_reason"),
-                )
+            self.late.add(fresh.filter(late), "arrived behind the watermark before its key's first row was final")
             candidates = (
                 fresh.filter(~late)
                 .select(self.columns)

@@ -1,0 +1,51 @@
+"""Late rows: kept, never dropped silently. Each stateful operator that judges lateness owns one table:
+
+    <the input row's visible columns>  _watermark (the watermark the row arrived behind)  _reason  _epoch
+
+Rows are collected while the epoch runs and appended, exactly once, when the operator commits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from engine.delta_tables import AppendTable, ensure_table
+from sql.plan import WATERMARK_COLUMN
+
+
+class LateRows:
+    def __init__(self, path: Path, app_id: str, columns: list[str]) -> None:
+        self.path = path
+        self.app_id = app_id
+        self.columns = columns
+        self.table: AppendTable | None = AppendTable(ensure_table(path, {})) if path.exists() else None
+        self.pending: pl.DataFrame | None = None
+
+    def add(self, rows: pl.DataFrame, reason: pl.Expr | str) -> None:
+        """Record `rows` (with their `__wm` column) as late, for `reason`."""
+        if rows.height == 0:
+            return
+        frame = rows.select(
+            *self.columns,
+            pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
+            (pl.lit(reason) if isinstance(reason, str) else reason).cast(pl.String).alias("_reason"),
+        )
+        self.pending = frame if self.pending is None else pl.concat([self.pending, frame])
+
+    @property
+    def count(self) -> int:
+        return 0 if self.pending is None else self.pending.height
+
+    def commit(self, epoch: int) -> None:
+        if self.pending is not None and self.pending.height:
+            rows = self.pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
+            if self.table is None:
+                self.table = AppendTable(ensure_table(self.path, dict(rows.schema)))
+            self.table.append_once(rows, self.app_id, epoch)
+        self.pending = None
+
+    def entry(self, name: str) -> dict[str, tuple[str, Path, int, str | None]]:
+        """The manifest entry of the table, once it exists."""
+        return {} if self.table is None else {name: ("late", self.path, self.table.version(), None)}
