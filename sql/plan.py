@@ -262,7 +262,7 @@ class Sink(Node):
     table: TableDef = field(kw_only=True)
 
     def describe(self) -> str:
-        cols = ", ".join(f"{n} {types.sql_name(t)}" for n, t in self.schema.items())
+        cols = ", ".join(f"{n} {types.sql_name(t)}" for n, t in self.schema.items() if not n.startswith("__"))
         return f"Sink {self.table.name} [{self.table.connector}] ({cols})"
 
 

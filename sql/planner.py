@@ -1074,6 +1074,7 @@ class _Planner:
         return nodes
 
     def _agg_call(self, call: exp.Expr, compiler: ExprCompiler, output: str, changelog: str) -> AggCall:
+        original_sql = call.sql(dialect=Flink)
         filter_expr = None
         if isinstance(call, exp.Filter):
             filter_expr = compiler.condition(call.expression.this)
@@ -1123,7 +1124,7 @@ class _Planner:
             dtype,
             distinct,
             filter_expr,
-            call.sql(dialect=Flink),
+            original_sql,
         )
 
     def _legacy_window(self, item: WindowCall, relation: _Relation) -> WindowSpec:
