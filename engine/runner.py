@@ -233,12 +233,13 @@ class Runner:
                     pieces[name] = piece
             planned_at = dt.datetime.now(dt.UTC)
             idle = self._idle_sources(pieces, planned_at.timestamp())
-            # An epoch without rows still runs when sources going idle move the watermark: windows may fire.
+            # An epoch without rows still runs when timers are due: sources going idle move the watermark, or a
+            # processing-time window reaches its end.
             timers_due = (
                 idle != self.idle
                 and self.operators
                 and self._pipeline_watermark(idle) != (self._pipeline_watermark(self.idle))
-            )
+            ) or any(getattr(op, "timer_due", lambda _: False)(planned_at) for op in self.operators.values())
             if not pieces and not timers_due:
                 return None
             self.idle = idle

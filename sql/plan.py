@@ -84,8 +84,16 @@ class WindowSpec:
     offset: dt.timedelta = dt.timedelta(0)
     gap: dt.timedelta | None = None  # SESSION
     partition_by: tuple[str, ...] = ()
+    proctime: bool = False  # over a PROCTIME() attribute: windows close on the epochs' clock, not a watermark
 
     def describe(self) -> str:
+        if self.proctime:
+            return (
+                WindowSpec(
+                    self.kind, self.time_col, self.size, self.slide, self.offset, self.gap, self.partition_by
+                ).describe()
+                + " [processing time]"
+            )
         if self.kind == "SESSION":
             return f"SESSION({self.time_col}, gap {self.gap})"
         if self.kind == "TUMBLE":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Mapping
@@ -576,6 +577,8 @@ class _Planner:
         if positional:
             raise error_at(positional[0], f"too many arguments for {call.kind}")
         spec = _window_spec(call, call.kind, time_col, values, partition)
+        if _is_proctime(source.node, time_col):
+            spec = dataclasses.replace(spec, proctime=True)
         for column in partition:
             source.scope.resolve(exp.column(column))
         schema = {k: v for k, v in source.node.schema.items() if k not in WINDOW_COLUMNS}
@@ -1142,7 +1145,8 @@ class _Planner:
             "CUMULATE": ["STEP", "SIZE"],
         }[item.kind]
         values = dict(zip(order, args[1:], strict=False))
-        return _window_spec(item, item.kind, time_col, values, ())
+        spec = _window_spec(item, item.kind, time_col, values, ())
+        return dataclasses.replace(spec, proctime=True) if _is_proctime(relation.node, time_col) else spec
 
 
 def _literal_int(node: object, where: exp.Expr) -> int:
@@ -1164,6 +1168,14 @@ def _rank_bound(node: exp.Expr, rank: str) -> int | None:
         return None
     value = int(right.this)
     return {exp.LTE: value, exp.LT: value - 1, exp.EQ: value if value == 1 else None}.get(kind)
+
+
+def _is_proctime(node: Node, column: str) -> bool:
+    """Whether `column` of `node` is a source's `PROCTIME()` column, passed through unchanged by name."""
+    if isinstance(node, Scan):
+        declared = node.table.column(column)
+        return declared is not None and (declared.computed_sql or "").upper().replace(" ", "") == "PROCTIME()"
+    return any(column in child.schema and _is_proctime(child, column) for child in node.inputs)
 
 
 def _conjuncts(node: exp.Expr) -> list[exp.Expr]:

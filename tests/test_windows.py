@@ -354,3 +354,27 @@ def test_windows_cascade_through_window_time(tmp_path: Path) -> None:
     )
     assert actual.height > 0
     assert actual.rows() == naive(expected).cast(actual.schema).rows()  # type: ignore[arg-type]
+
+
+def test_processing_time_windows_fire_in_epochs_without_rows(tmp_path: Path) -> None:
+    from engine import Pipeline
+
+    script = tmp_path / "p.sql"
+    script.write_text("""
+    CREATE TABLE clicks (page STRING, proc AS PROCTIME())
+    WITH ('connector' = 'datagen', 'number-of-rows' = '100', 'rows-per-second' = '1000000',
+          'fields.page.values' = 'home,cart,help');
+    CREATE TABLE per_second (page STRING, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT)
+    WITH ('connector' = 'delta', 'path' = 'per_second');
+    INSERT INTO per_second SELECT page, window_start, window_end, COUNT(*)
+    FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(proc), INTERVAL '1' SECOND)) GROUP BY page, window_start, window_end;
+    """)
+    reports: list = []
+    summary = Pipeline.from_sql(script, state=tmp_path / "state").run(
+        trigger=0.1, max_epochs=2, on_epoch=reports.append
+    )
+    assert summary["epochs"] == 2
+    assert reports[0].rows_in == {"clicks": 100} and reports[1].rows_in == {}  # the second epoch only fires
+    out = read_sink(tmp_path / "per_second")
+    assert out.get_column("n").sum() == 100 and set(out.get_column("page")) == {"home", "cart", "help"}
+    assert out.get_column("ws").n_unique() == 1

@@ -159,8 +159,15 @@ class AggregateOperator:
                 self._replace(old, new, new.clear())
         return self._fire(ctx)
 
+    def timer_due(self, now: dt.datetime) -> bool:
+        """Whether a processing-time window would close at `now`, so an epoch without rows must still run."""
+        if self.window is None or not self.window.proctime or self.state.height == 0:
+            return False
+        earliest = self.state.get_column("window_end").min()
+        return earliest is not None and earliest - ONE_MS <= now  # type: ignore[operator]
+
     def _late_mask(self, window_end: pl.Expr) -> pl.Expr:
-        if WATERMARK_COLUMN not in self.input_schema:
+        if WATERMARK_COLUMN not in self.input_schema or (self.window is not None and self.window.proctime):
             return pl.lit(False)
         return (window_end - ONE_MS <= pl.col(WATERMARK_COLUMN)).fill_null(False)
 
@@ -187,7 +194,8 @@ class AggregateOperator:
         self.late.add(late_rows, reason)
 
     def _fire(self, ctx: EpochContext) -> pl.DataFrame:
-        watermark = ctx.watermark
+        # Processing-time windows close on the epoch's clock (its logged planning time, so replays agree).
+        watermark = ctx.proctime if self.window is not None and self.window.proctime else ctx.watermark
         if watermark is None or self.state.height == 0:
             return self._empty_output()
         due = pl.col("window_end") - ONE_MS <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
