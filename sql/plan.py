@@ -191,12 +191,23 @@ class Join(Node):
     lookup: bool = field(default=False, kw_only=True)
     dimension: TableDef | None = field(default=None, kw_only=True)  # the right side of a lookup join
     ttl: StateTtl | None = field(default=None, kw_only=True)
+    # A window join (window_end = window_end between two windowed inputs): (left column, right input column).
+    # A row leaves the state once the watermark passes its window's end: no later row can share the window.
+    window_ends: tuple[str, str] | None = field(default=None, kw_only=True)
     state_id: str = field(kw_only=True)
     sql: str = field(default="", kw_only=True)
     stateful = True
 
     def describe(self) -> str:
-        flavour = "LookupJoin" if self.lookup else "IntervalJoin" if self.bounds else "Join"
+        flavour = (
+            "LookupJoin"
+            if self.lookup
+            else "IntervalJoin"
+            if self.bounds
+            else "WindowJoin"
+            if self.window_ends
+            else "Join"
+        )
         extra = ""
         if self.bounds:
             b = self.bounds

@@ -340,6 +340,7 @@ class _Planner:
         bounds: list[tuple[str, str, str, dt.timedelta]] = []  # (left time, right time, op, constant)
         bound_conjuncts: list[exp.Expr] = []
         residual: list[exp.Expr] = []
+        window_ends: tuple[str, str] | None = None
         for conjunct in _conjuncts(on):
             sides = self._sides(conjunct, left, right)
             if isinstance(conjunct, exp.EQ) and {
@@ -353,6 +354,8 @@ class _Planner:
                 )
                 left_keys.append(left_compiler.compile(l_node))
                 right_keys.append(right_compiler.compile(r_node))
+                if all(isinstance(n, exp.Column) and n.name.lower() == "window_end" for n in (l_node, r_node)):
+                    window_ends = (left.scope.resolve(l_node), right.scope.resolve(r_node))
                 continue
             found = self._time_bounds(conjunct, left, right) if sides == "both" else None
             if found:
@@ -421,6 +424,15 @@ class _Planner:
             lookup=lookup,
             dimension=table,
             ttl=None if (lookup or time_bounds is not None) else self._ttl(select),
+            window_ends=window_ends
+            if (
+                changelog == "append"
+                and not lookup
+                and time_bounds is None
+                and WATERMARK_COLUMN in left.node.schema
+                and WATERMARK_COLUMN in right.node.schema
+            )
+            else None,
             state_id=state_id,
             sql=sql_text[:150],
         )

@@ -121,7 +121,23 @@ class JoinOperator:
         self.now = _clock(self.node.ttl, ctx)
         for side in self.sides:  # expired rows are gone before the epoch's rows look for partners
             self._expire(side)
-        return self._regular(left, right)
+        output = self._regular(left, right)
+        self._close_windows(ctx)
+        return output
+
+    def _close_windows(self, ctx: EpochContext) -> None:
+        """Window join: drop rows whose window has closed; later rows all belong to later windows."""
+        if self.node.window_ends is None or ctx.watermark is None:
+            return
+        closed = pl.lit(ctx.watermark).cast(pl.Datetime("ms", "UTC")) + dt.timedelta(milliseconds=1)
+        left_end, right_end = self.node.window_ends
+        for side, column in (("left", left_end), ("right", self.node.right_names[right_end])):
+            stored = self.rows[side]
+            done = pl.col(column) <= closed
+            gone = stored.filter(done)
+            if gone.height:
+                self.rows[side] = stored.filter(~done)
+                self.sides[side].stage(gone.head(0), gone.select(*self.keys, *self._columns(side), "_kg"))
 
     def _prepare(self, frame: pl.DataFrame, side: str) -> pl.DataFrame:
         """Key columns, output column names, and the signed multiplicity of each distinct row."""
