@@ -398,9 +398,9 @@ class Runner:
 
     def _table_versions(self) -> list[dict[str, Any]]:
         tables = [
-            {"name": name, "role": "sink", "path": str(sink.path), "version": sink.version()}
+            {"name": name, "role": "sink", "path": str(sink.path), "version": version}
             for name, sink in self.sinks.items()
-            if sink.version() is not None
+            if (version := sink.version()) is not None
         ]
         tables += [
             {"name": name, "role": "dead_letters", "path": str(self.dir.dead_letters(name)), "version": t.version()}
