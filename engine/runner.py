@@ -267,22 +267,25 @@ class Runner:
             operators=self.operators,
             dimension_versions=dimensions,
         )
-        # Sources first: their rows fix the new watermarks, which decide what stateful operators fire.
-        scans = pl.collect_all([run_scan(scan, [], ctx) for scan in self.scans.values()])
-        ctx.scanned = dict(zip(self.scans, scans, strict=True))
-        for name, scan in self.scans.items():
-            watermark = scan.table.watermark
-            if watermark is None or ctx.scanned[name].height == 0:
-                continue
-            candidate = ctx.scanned[name].select(watermark.expr.max()).item()
-            previous = self.watermarks.get(name)
-            if candidate is not None and (previous is None or candidate > previous):
-                self.watermarks[name] = candidate
-        ctx.watermark = self._pipeline_watermark()
-
         sink_names = list(self.sink_nodes)
         outputs = [node for name in sink_names for node in self.sink_nodes[name]]
-        results = pl.collect_all(evaluate(list(outputs), ctx))
+        watermarked = {name: scan for name, scan in self.scans.items() if scan.table.watermark is not None}
+        if self.operators:
+            # Sources first: their rows fix the new watermarks, which decide what stateful operators fire.
+            scans = pl.collect_all([run_scan(scan, [], ctx) for scan in self.scans.values()])
+            ctx.scanned = dict(zip(self.scans, scans, strict=True))
+            marks = [ctx.scanned[name].select(self._max_watermark(scan)) for name, scan in watermarked.items()]
+            self._advance_watermarks(watermarked, marks)
+            ctx.watermark = self._pipeline_watermark()
+            results = pl.collect_all(evaluate(list(outputs), ctx))
+        else:
+            # Stateless: nothing waits for the watermark, so one Polars query computes sinks and watermarks.
+            queries = evaluate(list(outputs), ctx)
+            mark_queries = [run_scan(scan, [], ctx).select(self._max_watermark(scan)) for scan in watermarked.values()]
+            collected = pl.collect_all(queries + mark_queries)
+            results = collected[: len(queries)]
+            self._advance_watermarks(watermarked, collected[len(queries) :])
+            ctx.watermark = self._pipeline_watermark()
 
         rows_out: dict[str, int] = {}
         position = 0
@@ -363,6 +366,19 @@ class Runner:
                 "last_active": self.last_active.get(name),
             }
         return result
+
+    @staticmethod
+    def _max_watermark(scan: Scan) -> pl.Expr:
+        assert scan.table.watermark is not None
+        return scan.table.watermark.expr.max().alias("wm")
+
+    def _advance_watermarks(self, scans: dict[str, Scan], marks: list[pl.DataFrame]) -> None:
+        """Source watermarks only move forward."""
+        for name, frame in zip(scans, marks, strict=True):
+            candidate = frame.item() if frame.height else None
+            previous = self.watermarks.get(name)
+            if candidate is not None and (previous is None or candidate > previous):
+                self.watermarks[name] = candidate
 
     def _idle_sources(self, pieces: dict[str, Any], now: float) -> set[str]:
         """Sources silent for longer than their 'scan.watermark.idle-timeout': they stop holding the watermark."""
