@@ -1119,8 +1119,6 @@ class _Planner:
         elif function in ("MIN", "MAX"):
             (t,) = arg_types
             dtype = t
-            if changelog != "append":
-                raise error_at(call, f"{function} over an updating input is not supported yet", UnsupportedError)
         elif function in UDAF_REGISTRY:
             dtype = UDAF_REGISTRY[function].result_type
             if changelog != "append":
@@ -1129,8 +1127,6 @@ class _Planner:
             raise error_at(call, f"aggregate function {function} is not supported", UnsupportedError)
         if distinct and (function != "COUNT" or len(args) != 1):
             raise error_at(call, "DISTINCT is supported in COUNT(DISTINCT x) only", UnsupportedError)
-        if distinct and changelog != "append":
-            raise error_at(call, "COUNT(DISTINCT) over an updating input is not supported yet", UnsupportedError)
         return AggCall(
             function,
             tuple(e for e, _ in args),

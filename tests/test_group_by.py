@@ -206,3 +206,29 @@ def test_state_as_of_each_epoch_equals_a_recomputation(tmp_path: Path) -> None:
         assert checkpoint(tmp_path / "state", epoch)["epoch"] == epoch
     with pytest.raises(KeyError, match="operators: totals_by_customer"):
         state_at(tmp_path / "state", "nope")
+
+
+def test_min_max_and_count_distinct_over_an_updating_input(tmp_path: Path) -> None:
+    rows = make_orders(17, 150)
+    write_jsonl(tmp_path / "in" / "a.json", rows)
+    sql = (
+        SOURCE
+        + """
+    CREATE TABLE spread (bucket BIGINT, customers BIGINT, lowest BIGINT, highest BIGINT, totals BIGINT,
+                         PRIMARY KEY (bucket) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'spread');
+    INSERT INTO spread
+    SELECT n % 3, COUNT(*), MIN(total), MAX(total), COUNT(DISTINCT total) FROM (
+      SELECT customer, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY customer
+    ) GROUP BY n % 3;
+    """
+    )
+    run(tmp_path, sql, max_epoch_rows=4)
+    expected = duck(
+        """SELECT n % 3 AS bucket, count(*) AS customers, min(total) AS lowest, max(total) AS highest,
+                              count(DISTINCT total) AS totals
+                       FROM (SELECT customer, count(*) AS n, sum(amount) AS total FROM src GROUP BY customer)
+                       GROUP BY n % 3""",
+        src=frame(rows),
+    )
+    assert_frame_equal(sort_all(read_sink(tmp_path / "spread")), sort_all(expected), check_dtypes=False)

@@ -50,7 +50,8 @@ class AggregateOperator:
         self.key_exprs = node.keys or [("__all", pl.lit(0, pl.Int32).alias("__all"))]
         self.keys = [name for name, _ in self.key_exprs]
         self.groups = self.keys + (WINDOW_BOUNDS if self.window else [])
-        self.states: list[AggState] = [agg_state(call, i) for i, call in enumerate(node.aggs)]
+        retracting = node.inputs[0].changelog == "retract"
+        self.states: list[AggState] = [agg_state(call, i, retracting) for i, call in enumerate(node.aggs)]
         input_schema = dict(node.inputs[0].schema)
         key_types = pl.LazyFrame(schema=input_schema).select([e for _, e in self.key_exprs]).collect_schema()
         group_types = {
@@ -67,10 +68,10 @@ class AggregateOperator:
         )
         self.distinct: dict[int, StateTable] = {}
         for i, state in enumerate(self.states):
-            if state.distinct:
+            if state.needs_values:
                 value_type = state.call.arg_types[0]
                 self.distinct[i] = StateTable(
-                    self.directory / f"distinct_{i}",
+                    self.directory / (f"distinct_{i}" if state.distinct else f"values_{i}"),
                     [*self.groups, VALUE],
                     {COUNT: pl.Int64()},
                     f"{app_prefix}/{node.state_id}/distinct_{i}",
@@ -358,8 +359,19 @@ class AggregateOperator:
             )
         )
         self.distinct[index].stage(present, absent)
-        change = joined.group_by(self.groups).agg(pl.col("__chg").sum().alias("__chg"))
         column = state.columns[0].name
+        if not state.distinct:  # MIN or MAX over retractions: the extreme of the values still present
+            values = self.distinct_state[index].join(
+                partial.select(self.groups), on=self.groups, how="semi", nulls_equal=True
+            )
+            extreme = pl.col(VALUE).min() if call.function == "MIN" else pl.col(VALUE).max()
+            best = values.group_by(self.groups).agg(extreme.alias("__best"))
+            return (
+                partial.join(best, on=self.groups, how="left", nulls_equal=True)
+                .with_columns(pl.col("__best").cast(state.columns[0].dtype).alias(column))
+                .drop("__best")
+            )
+        change = joined.group_by(self.groups).agg(pl.col("__chg").sum().alias("__chg"))
         return (
             partial.join(change, on=self.groups, how="left", nulls_equal=True)
             .with_columns(pl.col("__chg").fill_null(0).alias(column))

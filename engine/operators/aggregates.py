@@ -25,7 +25,7 @@ ROWS = "__rows"  # rows currently in a group: a group whose count falls to 0 is 
 class StateColumn:
     name: str
     dtype: pl.DataType
-    combine: str  # how two partial states merge: sum | min | max | udaf
+    combine: str  # how two partial states merge: sum | min | max | udaf | replace (recomputed by the operator)
 
 
 @dataclass
@@ -42,8 +42,14 @@ class AggState:
     def distinct(self) -> bool:
         return self.call.distinct
 
+    @property
+    def needs_values(self) -> bool:
+        """Whether the operator must keep every value with its count (COUNT DISTINCT, retractable MIN/MAX)."""
+        return self.call.distinct or any(c.combine == "replace" for c in self.columns)
 
-def agg_state(call: AggCall, index: int) -> AggState:
+
+def agg_state(call: AggCall, index: int, retracting: bool = False) -> AggState:
+    """The partial state of `call`; over a `retracting` input MIN and MAX are recomputed from stored values."""
     prefix = f"a{index}_"
     sign = pl.col(SIGN)
     mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
@@ -86,6 +92,15 @@ def agg_state(call: AggCall, index: int) -> AggState:
         finish = pl.when(pl.col(count) > 0).then(result).otherwise(None).cast(call.dtype).alias(call.output)
         return AggState(
             call, [StateColumn(total, total_type, "sum"), StateColumn(count, pl.Int64(), "sum")], partial, finish
+        )
+    if name in ("MIN", "MAX") and retracting:
+        # A retraction can remove the extreme: the operator keeps every value with its count and recomputes.
+        column = prefix + name.lower()
+        return AggState(
+            call,
+            [StateColumn(column, call.dtype, "replace")],
+            [pl.lit(None, call.dtype).alias(column)],
+            pl.col(column).alias(call.output),
         )
     if name in ("MIN", "MAX"):
         assert arg is not None
@@ -139,7 +154,9 @@ def merge_pairwise(states: list[AggState], old_suffix: str) -> list[pl.Expr]:
             continue
         for column in state.columns:
             o, n = pl.col(column.name + old_suffix), pl.col(column.name)
-            if column.combine == "sum":
+            if column.combine == "replace":
+                expr = n
+            elif column.combine == "sum":
                 expr = o.fill_null(0) + n.fill_null(0)
             elif column.combine == "min":
                 expr = pl.min_horizontal(o, n)
