@@ -146,9 +146,17 @@ class AggregateOperator:
         return self._changelog(self._outputs(old), self._outputs(live))
 
     # -- TUMBLE, HOP, CUMULATE ------------------------------------------------------------------
+    def _with_row_watermarks(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Rows that carry no watermark of their own (a join's output) are judged against the watermark at
+        which this operator last fired: a window that has fired is never reopened."""
+        if WATERMARK_COLUMN in rows.columns:
+            return rows
+        return rows.with_columns(pl.lit(self.last_watermark, pl.Datetime("ms", "UTC")).alias(WATERMARK_COLUMN))
+
     def _windows(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
         assert self.window is not None
         if rows.height:
+            rows = self._with_row_watermarks(rows)
             indexed = rows.with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
             assigned = assign(indexed.lazy(), self.window).collect()
             late = self._late_mask(pl.col("window_end"))
@@ -168,7 +176,7 @@ class AggregateOperator:
         return earliest is not None and earliest - ONE_MS <= now  # type: ignore[operator]
 
     def _late_mask(self, window_end: pl.Expr) -> pl.Expr:
-        if WATERMARK_COLUMN not in self.input_schema or (self.window is not None and self.window.proctime):
+        if self.window is not None and self.window.proctime:
             return pl.lit(False)
         return (window_end - ONE_MS <= pl.col(WATERMARK_COLUMN)).fill_null(False)
 
@@ -226,7 +234,7 @@ class AggregateOperator:
         if rows.height:
             time_col = self.window.time_col
             gap = self.window.gap
-            rows = rows.filter(pl.col(time_col).is_not_null())
+            rows = self._with_row_watermarks(rows.filter(pl.col(time_col).is_not_null()))
             late = self._late_mask(pl.col(time_col) + gap)
             flagged = rows.with_columns(late.alias("__late"))
             late_rows = flagged.filter(pl.col("__late"))
