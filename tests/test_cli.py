@@ -83,3 +83,17 @@ def test_durations() -> None:
 
     with pytest.raises(UsageError):
         parse_duration("soon")
+
+
+def test_a_sink_table_with_other_columns_is_a_clear_user_error(tmp_path: Path) -> None:
+    make_input(tmp_path, 5, 1, 5)
+    (tmp_path / "pipeline.sql").write_text(SQL)
+    assert timelapse("run", "pipeline.sql", "--state", "state", "--once", cwd=tmp_path).returncode == 0
+    changed = SQL.replace(
+        "CREATE TABLE hot_readings (id STRING, temperature DOUBLE, ts TIMESTAMP(3))",
+        "CREATE TABLE hot_readings (id STRING, celsius DOUBLE, ts TIMESTAMP(3))",
+    )
+    (tmp_path / "changed.sql").write_text(changed)
+    result = timelapse("run", "changed.sql", "--state", "state2", "--once", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "has columns (id, temperature, ts) but CREATE TABLE declares (id, celsius, ts)" in result.stderr

@@ -17,6 +17,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction
 
 from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
 from engine.sinks.base import SinkConnector
+from engine.sources.base import ConnectorError
 from sql.catalog import TableDef
 from sql.plan import DELETE, OP_COLUMN, UPDATE_BEFORE
 
@@ -39,7 +40,17 @@ class DeltaSink(SinkConnector):
         return self._path
 
     def open(self) -> None:
-        self._appends = AppendTable(ensure_table(self._path, self.table.physical_schema, self.partition_by))
+        table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
+        existing = [field.name for field in table.schema().fields]
+        declared = list(self.table.physical_schema)
+        if existing != declared:
+            where = f" (line {self.table.line})" if self.table.line else ""
+            raise ConnectorError(
+                f"table '{self.table.name}'{where}: the Delta table at {self._path} has columns "
+                f"({', '.join(existing)}) but CREATE TABLE declares ({', '.join(declared)}); "
+                "point 'path' at a new location or declare the same columns"
+            )
+        self._appends = AppendTable(table)
 
     @property
     def _table(self) -> DeltaTable | None:
