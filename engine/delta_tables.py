@@ -23,10 +23,6 @@ KEEP_HISTORY = {
 NO_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
-def arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
-    return to_arrow(pl.DataFrame(schema=schema)).schema
-
-
 def to_arrow(frame: pl.DataFrame) -> pa.Table:
     """Delta stores microseconds with a zone; normalise timestamps so every append matches the table schema."""
     casts = {

@@ -257,10 +257,6 @@ class ExprCompiler:
             raise error_at(node, f"bad interval literal {node.sql()}") from None
         return dt.timedelta(**{_INTERVAL_UNITS[unit]: amount})
 
-    def _binary_numeric(self, node: exp.Binary, op: Callable[[pl.Expr, pl.Expr], pl.Expr]) -> pl.Expr:
-        left, right = self.compile(node.this), self.compile(node.expression)
-        return op(left, right)
-
     def _coerce_pair(self, node: exp.Binary) -> tuple[pl.Expr, pl.Expr]:
         """Comparisons between a timestamp and a string literal parse the literal, as Flink's implicit cast."""
         left, ltype = self.typed(node.this)
