@@ -121,6 +121,61 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.dir), as_json=args.json)
 
 
+def cmd_savepoint(args: argparse.Namespace) -> int:
+    from engine import versioning
+
+    if args.action == "create":
+        if not args.name:
+            raise UsageError("savepoint create needs --name")
+        result: Any = versioning.create_savepoint(args.dir, args.name, args.epoch)
+        message = f"savepoint '{result['savepoint']}' marks epoch {result['epoch']}"
+    elif args.action == "delete":
+        if not args.name:
+            raise UsageError("savepoint delete needs --name")
+        result = versioning.delete_savepoint(args.dir, args.name)
+        message = f"savepoint '{args.name}' deleted"
+    else:
+        table = versioning.savepoints(args.dir)
+        result = [{**row, "created_at": row["created_at"].isoformat()} for row in table.iter_rows(named=True)]
+        message = (
+            "\n".join(f"{r['name']:<24} epoch {r['epoch']:>8}  {r['created_at']}  {r['user'] or ''}" for r in result)
+            or "no savepoints"
+        )
+    print(json.dumps(result) if args.json else message)
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from engine import versioning
+
+    timestamp = None
+    if args.timestamp:
+        try:
+            timestamp = dt.datetime.fromisoformat(args.timestamp)
+        except ValueError:
+            raise UsageError(f"'{args.timestamp}' is not an ISO timestamp") from None
+        if timestamp.tzinfo is None:
+            timestamp = timestamp.replace(tzinfo=dt.UTC)
+    result = versioning.rollback(
+        args.dir,
+        to_epoch=args.to_epoch,
+        savepoint=args.savepoint,
+        timestamp=timestamp,
+        reason=args.reason,
+        force=args.force,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"rolled back to epoch {result['rolled_back_to']}: {result['tables']} tables restored; "
+            f"the next run starts at epoch {result['next_epoch']} from that epoch's offsets"
+        )
+    return EXIT_OK
+
+
 def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
     """Import Python files whose `@udf` functions register themselves."""
     import importlib.util
@@ -158,6 +213,27 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true")
     explain.set_defaults(handler=cmd_explain)
 
+    savepoint = commands.add_parser("savepoint", help="name an epoch so that you can roll back to it")
+    savepoint.add_argument("action", choices=["create", "list", "delete"])
+    savepoint.add_argument("dir", help="the state directory")
+    savepoint.add_argument("--name")
+    savepoint.add_argument("--epoch", type=int, help="the epoch to name (default: the latest)")
+    savepoint.add_argument("--json", action="store_true")
+    savepoint.set_defaults(handler=cmd_savepoint)
+
+    rollback = commands.add_parser("rollback", help="roll state, source offsets and Delta sinks back together")
+    rollback.add_argument("dir", help="the state directory")
+    target = rollback.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-epoch", type=int)
+    target.add_argument("--savepoint")
+    target.add_argument("--timestamp", help="the last epoch committed at or before this time (ISO, UTC)")
+    rollback.add_argument("--reason", help="recorded in the manifest")
+    rollback.add_argument(
+        "--force", action="store_true", help="roll back even if a non-rollbackable sink (print) will repeat output"
+    )
+    rollback.add_argument("--json", action="store_true")
+    rollback.set_defaults(handler=cmd_rollback)
+
     demo = commands.add_parser("demo", help="generate sensor readings and run the example pipeline")
     demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")
     demo.add_argument("--json", action="store_true")
@@ -173,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def guarded(action: Callable[[], int]) -> int:
     from engine.sources.base import ConnectorError
     from engine.state_dir import StateDirBusy
+    from engine.versioning import VersioningError
     from sql.errors import SqlError
 
     try:
@@ -180,7 +257,7 @@ def guarded(action: Callable[[], int]) -> int:
     except SqlError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
-    except (ConnectorError, UsageError, FileNotFoundError) as err:
+    except (ConnectorError, UsageError, FileNotFoundError, VersioningError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
     except StateDirBusy as err:

@@ -11,16 +11,18 @@ from typing import Any
 
 import polars as pl
 
-from engine.manifest import read_checkpoints
+from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
 from engine.state_store import resolve
 
 
 def checkpoint(state: str | Path, epoch: int | None = None) -> dict[str, Any]:
-    """The manifest row of `epoch` (default: the latest)."""
-    rows = read_checkpoints(StateDir(Path(state)).manifest).filter(pl.col("kind") == "epoch")
+    """The manifest row of `epoch`; by default the current cut (the latest epoch, or a later rollback)."""
+    rows = read_checkpoints(StateDir(Path(state)).manifest).sort("committed_at", "epoch")
     if epoch is not None:
-        rows = rows.filter(pl.col("epoch") == epoch)
+        rows = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
+    else:
+        rows = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     if rows.is_empty():
         raise KeyError(f"epoch {epoch} is not a committed epoch of {state}" if epoch else f"{state} has no epochs")
     return rows.row(-1, named=True)

@@ -43,6 +43,11 @@ SCHEMA: dict[str, pl.DataType] = {
 
 COMPACT_EVERY = 100
 
+# Row kinds. `epoch` commits an epoch; `rollback` makes an earlier epoch's cut current again (keeping the latest
+# epoch number, so re-run epochs get new numbers and new markers); `savepoint` names an epoch's cut;
+# `savepoint_deleted` frees the name.
+RESUMABLE = ("epoch", "rollback")
+
 
 @dataclass
 class Checkpoint:
@@ -63,12 +68,13 @@ class Manifest:
         self._commits = 0
 
     def latest(self) -> Checkpoint | None:
+        """The state a run resumes from: the last epoch committed, or the last rollback, whichever is newer."""
         self.table.update_incremental()
         frame = pl.scan_delta(str(self.path)).collect()
-        frame = frame.filter(pl.col("kind") == "epoch")
+        frame = frame.filter(pl.col("kind").is_in(list(RESUMABLE)))
         if frame.is_empty():
             return None
-        row = frame.sort("epoch").row(-1, named=True)
+        row = frame.sort("committed_at", "epoch").row(-1, named=True)
         return _checkpoint(row)
 
     def commit(self, checkpoint: Checkpoint) -> None:

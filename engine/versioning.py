@@ -1,0 +1,204 @@
+"""Savepoints and rollback: the manifest's epochs as a version history you can name and return to.
+
+A rollback makes an earlier epoch's consistent cut current again, for everything at once:
+- every Delta table the manifest names (sinks, operator state, late rows, dead letters) is restored to its
+  version at that epoch, and tables created after it are emptied;
+- the source offsets and watermarks go back with the manifest row the rollback appends.
+Epoch numbers never go back: the rollback row keeps the latest number, so the epochs that run next get new
+numbers and new transaction markers, and no table can skip them as already written (the trap Spark's Delta
+sink falls into, delta-facts §2). Every rollback and savepoint change is a manifest row: who, when, why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from deltalake import CommitProperties, write_deltalake
+
+from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
+from engine.manifest import RESUMABLE, Checkpoint, Manifest, read_checkpoints
+from engine.offset_log import OffsetLog
+from engine.state_dir import StateDir
+
+
+class VersioningError(ValueError):
+    """A savepoint or rollback request that cannot be carried out as asked."""
+
+
+def _rows(state: StateDir) -> pl.DataFrame:
+    if not state.manifest.exists():
+        raise VersioningError(f"{state.root} is not a timelapse state directory")
+    return read_checkpoints(state.manifest).sort("committed_at", "epoch")
+
+
+def _epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
+    found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
+    if found.is_empty():
+        raise VersioningError(f"epoch {epoch} is not a committed epoch")
+    return found.row(-1, named=True)
+
+
+def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
+    base = Checkpoint(
+        epoch=row["epoch"],
+        source_offsets=json.loads(row["source_offsets"] or "{}"),
+        watermark=row["watermark"],
+        tables=list(row["tables"] or []),
+        plan_fingerprint=row["plan_fingerprint"],
+        metrics=json.loads(row["metrics"] or "{}"),
+        kind=row["kind"],
+    )
+    for key, value in changes.items():
+        setattr(base, key, value)
+    return base
+
+
+def savepoints(state: str | Path) -> pl.DataFrame:
+    """The live savepoints: name, epoch, when, by whom."""
+    rows = _rows(StateDir(Path(state))).filter(pl.col("kind").is_in(["savepoint", "savepoint_deleted"]))
+    live: dict[str, dict[str, Any]] = {}
+    for row in rows.iter_rows(named=True):
+        info = json.loads(row["metrics"] or "{}")
+        if row["kind"] == "savepoint":
+            live[info["savepoint"]] = {
+                "name": info["savepoint"],
+                "epoch": row["epoch"],
+                "created_at": row["committed_at"],
+                "user": info.get("user"),
+            }
+        else:
+            live.pop(info["savepoint"], None)
+    schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
+    return pl.DataFrame(list(live.values()), schema=schema)
+
+
+def create_savepoint(state: str | Path, name: str, epoch: int | None = None) -> dict[str, Any]:
+    """Name an epoch's cut (default: the latest epoch). Refused while a pipeline runs on the directory."""
+    directory = StateDir(Path(state))
+    with directory.lock():
+        rows = _rows(directory)
+        if name in savepoints(state).get_column("name").to_list():
+            raise VersioningError(f"savepoint '{name}' already exists")
+        if epoch is None:
+            resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
+            if resumable.is_empty():
+                raise VersioningError("no epoch has been committed yet")
+            epoch = int(resumable.row(-1, named=True)["epoch"])
+            if resumable.row(-1, named=True)["kind"] == "rollback":
+                raise VersioningError(
+                    "run an epoch after a rollback before taking a savepoint of it, or name the epoch with --epoch"
+                )
+        row = _epoch_row(rows, epoch)
+        Manifest(directory.manifest).commit(
+            _checkpoint(row, kind="savepoint", metrics={"savepoint": name, "user": getpass.getuser()})
+        )
+        return {"savepoint": name, "epoch": epoch}
+
+
+def delete_savepoint(state: str | Path, name: str) -> dict[str, Any]:
+    directory = StateDir(Path(state))
+    with directory.lock():
+        if name not in savepoints(state).get_column("name").to_list():
+            raise VersioningError(f"no savepoint named '{name}'")
+        rows = _rows(directory)
+        last = rows.row(-1, named=True)
+        Manifest(directory.manifest).commit(
+            _checkpoint(last, kind="savepoint_deleted", metrics={"savepoint": name, "user": getpass.getuser()})
+        )
+        return {"deleted": name}
+
+
+def rollback(
+    state: str | Path,
+    to_epoch: int | None = None,
+    savepoint: str | None = None,
+    timestamp: dt.datetime | None = None,
+    reason: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Make an earlier epoch's cut current: state, offsets and Delta sinks together."""
+    directory = StateDir(Path(state))
+    with directory.lock():
+        rows = _rows(directory)
+        epochs = rows.filter(pl.col("kind") == "epoch")
+        if savepoint is not None:
+            found = savepoints(state).filter(pl.col("name") == savepoint)
+            if found.is_empty():
+                raise VersioningError(f"no savepoint named '{savepoint}'")
+            to_epoch = int(found.item(0, "epoch"))
+        elif timestamp is not None:
+            before = epochs.filter(pl.col("committed_at") <= timestamp)
+            if before.is_empty():
+                raise VersioningError(f"no epoch was committed at or before {timestamp.isoformat()}")
+            to_epoch = int(before.row(-1, named=True)["epoch"])
+        if to_epoch is None:
+            raise VersioningError("say where to roll back to: an epoch, a savepoint or a timestamp")
+        target = _epoch_row(rows, to_epoch)
+        current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
+        latest_epoch = int(epochs.get_column("epoch").max())  # type: ignore[arg-type]
+
+        # Sinks that cannot be restored (print) already showed what epochs after the target produced.
+        restorable = {t["name"] for t in target["tables"] or []} | {t["name"] for t in current["tables"] or []}
+        repeated: dict[str, int] = {}
+        for row in epochs.filter(pl.col("committed_at") > target["committed_at"]).iter_rows(named=True):
+            for sink, count in json.loads(row["metrics"] or "{}").get("rows_out", {}).items():
+                if sink not in restorable and count:
+                    repeated[sink] = repeated.get(sink, 0) + count
+        if repeated and not force:
+            listing = ", ".join(f"'{name}' ({count} rows)" for name, count in sorted(repeated.items()))
+            raise VersioningError(
+                f"sinks that cannot be rolled back received output after epoch {to_epoch}: "
+                f"{listing}; they would get it again. Pass --force to roll back anyway"
+            )
+
+        marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
+        target_versions = {t["name"]: t for t in target["tables"] or []}
+        restored: list[dict[str, Any]] = []
+        for entry in current["tables"] or []:
+            table = open_table(Path(entry["path"]))
+            if table is None:
+                continue
+            keep = target_versions.get(entry["name"])
+            if keep is not None:
+                if int(table.version()) != int(keep["version"]):
+                    table.restore(
+                        int(keep["version"]),
+                        commit_properties=CommitProperties(custom_metadata=marker),
+                        post_commithook_properties=NO_CLEANUP,
+                    )
+            else:  # created after the target epoch: it held nothing then
+                empty = to_arrow(pl.scan_delta(entry["path"]).head(0).collect())
+                write_deltalake(
+                    table,
+                    empty,
+                    mode="overwrite",
+                    commit_properties=CommitProperties(custom_metadata=marker),
+                    post_commithook_properties=NO_CLEANUP,
+                )
+            table.update_incremental()
+            restored.append({**entry, "version": int(table.version())})
+        OffsetLog(directory.offsets).discard_after(latest_epoch)  # a planned, uncommitted epoch is replanned
+        audit = {
+            "rollback": {
+                "from_epoch": int(current["epoch"]),
+                "to_epoch": to_epoch,
+                "savepoint": savepoint,
+                "reason": reason,
+                "user": getpass.getuser(),
+                "repeated_output": repeated,
+            }
+        }
+        Manifest(directory.manifest).commit(
+            _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics=audit)
+        )
+        return {
+            "rolled_back_to": to_epoch,
+            "next_epoch": latest_epoch + 1,
+            "tables": len(restored),
+            "repeated_output": repeated,
+        }
