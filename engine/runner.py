@@ -110,6 +110,10 @@ class Runner:
         self.dir = StateDir(state)
         self.base_dir = base_dir
         self._lock = self.dir.lock()
+        if self.dir.manifest.exists():
+            from engine.versioning import finish_interrupted
+
+            finish_interrupted(self.dir)  # a rollback cut short by a crash completes before anything runs
         self.pipeline_id = self.dir.pipeline_id()
         self.manifest = Manifest(self.dir.manifest)
         self.offsets = OffsetLog(self.dir.offsets)

@@ -23,7 +23,7 @@ from deltalake import CommitProperties, write_deltalake
 from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
 from engine.manifest import RESUMABLE, Checkpoint, Manifest, read_checkpoints
 from engine.offset_log import OffsetLog
-from engine.state_dir import StateDir
+from engine.state_dir import StateDir, write_atomic
 
 
 class VersioningError(ValueError):
@@ -124,6 +124,7 @@ def rollback(
     """Make an earlier epoch's cut current: state, offsets and Delta sinks together."""
     directory = StateDir(Path(state))
     with directory.lock():
+        finish_interrupted(directory)
         rows = _rows(directory)
         epochs = rows.filter(pl.col("kind") == "epoch")
         if savepoint is not None:
@@ -140,7 +141,6 @@ def rollback(
             raise VersioningError("say where to roll back to: an epoch, a savepoint or a timestamp")
         target = _epoch_row(rows, to_epoch)
         current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
-        latest_epoch = int(epochs.get_column("epoch").max())  # type: ignore[arg-type]
 
         # Sinks that cannot be restored (print) already showed what epochs after the target produced.
         restorable = {t["name"] for t in target["tables"] or []} | {t["name"] for t in current["tables"] or []}
@@ -155,50 +155,80 @@ def rollback(
                 f"sinks that cannot be rolled back received output after epoch {to_epoch}: "
                 f"{listing}; they would get it again. Pass --force to roll back anyway"
             )
-
-        marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
-        target_versions = {t["name"]: t for t in target["tables"] or []}
-        restored: list[dict[str, Any]] = []
-        for entry in current["tables"] or []:
-            table = open_table(Path(entry["path"]))
-            if table is None:
-                continue
-            keep = target_versions.get(entry["name"])
-            if keep is not None:
-                if int(table.version()) != int(keep["version"]):
-                    table.restore(
-                        int(keep["version"]),
-                        commit_properties=CommitProperties(custom_metadata=marker),
-                        post_commithook_properties=NO_CLEANUP,
-                    )
-            else:  # created after the target epoch: it held nothing then
-                empty = to_arrow(pl.scan_delta(entry["path"]).head(0).collect())
-                write_deltalake(
-                    table,
-                    empty,
-                    mode="overwrite",
-                    commit_properties=CommitProperties(custom_metadata=marker),
-                    post_commithook_properties=NO_CLEANUP,
-                )
-            table.update_incremental()
-            restored.append({**entry, "version": int(table.version())})
-        OffsetLog(directory.offsets).discard_after(latest_epoch)  # a planned, uncommitted epoch is replanned
-        audit = {
-            "rollback": {
-                "from_epoch": int(current["epoch"]),
-                "to_epoch": to_epoch,
-                "savepoint": savepoint,
-                "reason": reason,
-                "user": getpass.getuser(),
-                "repeated_output": repeated,
-            }
+        intent = {
+            "from_epoch": int(current["epoch"]),
+            "to_epoch": to_epoch,
+            "savepoint": savepoint,
+            "reason": reason,
+            "user": getpass.getuser(),
+            "repeated_output": repeated,
         }
-        Manifest(directory.manifest).commit(
-            _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics=audit)
-        )
+        # The intent is durable before any table changes, so a crash part-way is finished by the next run.
+        write_atomic(_intent_path(directory), json.dumps(intent).encode())
+        return _apply(directory, intent)
+
+
+def finish_interrupted(directory: StateDir) -> dict[str, Any] | None:
+    """Complete a rollback that a crash interrupted (the caller holds the directory's lock)."""
+    path = _intent_path(directory)
+    if not path.exists():
+        return None
+    return _apply(directory, json.loads(path.read_text()))
+
+
+def _intent_path(directory: StateDir) -> Path:
+    return directory.root / "rollback-in-progress.json"
+
+
+def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
+    rows = _rows(directory)
+    current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
+    latest_epoch = int(rows.filter(pl.col("kind") == "epoch").get_column("epoch").max())  # type: ignore[arg-type]
+    to_epoch = int(intent["to_epoch"])
+    done = json.loads(current["metrics"] or "{}").get("rollback") if current["kind"] == "rollback" else None
+    if done and done["to_epoch"] == to_epoch and done["from_epoch"] == intent["from_epoch"]:
+        _intent_path(directory).unlink(missing_ok=True)  # the crash came after the manifest row
         return {
             "rolled_back_to": to_epoch,
             "next_epoch": latest_epoch + 1,
-            "tables": len(restored),
-            "repeated_output": repeated,
+            "tables": len(current["tables"] or []),
+            "repeated_output": intent["repeated_output"],
         }
+    target = _epoch_row(rows, to_epoch)
+    marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
+    target_versions = {t["name"]: t for t in target["tables"] or []}
+    restored: list[dict[str, Any]] = []
+    for entry in current["tables"] or []:
+        table = open_table(Path(entry["path"]))
+        if table is None:
+            continue
+        keep = target_versions.get(entry["name"])
+        if keep is not None:
+            if int(table.version()) != int(keep["version"]):
+                table.restore(
+                    int(keep["version"]),
+                    commit_properties=CommitProperties(custom_metadata=marker),
+                    post_commithook_properties=NO_CLEANUP,
+                )
+        else:  # created after the target epoch: it held nothing then
+            empty = to_arrow(pl.scan_delta(entry["path"]).head(0).collect())
+            write_deltalake(
+                table,
+                empty,
+                mode="overwrite",
+                commit_properties=CommitProperties(custom_metadata=marker),
+                post_commithook_properties=NO_CLEANUP,
+            )
+        table.update_incremental()
+        restored.append({**entry, "version": int(table.version())})
+    OffsetLog(directory.offsets).discard_after(latest_epoch)  # a planned, uncommitted epoch is replanned
+    Manifest(directory.manifest).commit(
+        _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics={"rollback": intent})
+    )
+    _intent_path(directory).unlink(missing_ok=True)
+    return {
+        "rolled_back_to": to_epoch,
+        "next_epoch": latest_epoch + 1,
+        "tables": len(restored),
+        "repeated_output": intent["repeated_output"],
+    }

@@ -131,3 +131,29 @@ def test_savepoints_from_the_cli(tmp_path: Path) -> None:
     assert rolled.returncode == 0 and json.loads(rolled.stdout)["rolled_back_to"] == 2
     unknown = cli("rollback", "state", "--to-epoch", "99")
     assert unknown.returncode == 2 and "epoch 99 is not a committed epoch" in unknown.stderr
+
+
+def test_a_rollback_cut_short_by_a_crash_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.manifest import Manifest
+
+    straight, rolled = tmp_path / "straight", tmp_path / "rolled"
+    for root in (straight, rolled):
+        _inputs(root)
+    run(straight, STATEFUL, max_epoch_rows=25)
+    run(rolled, STATEFUL, max_epoch_rows=25)
+    original = Manifest.commit
+
+    def crash(self: Manifest, checkpoint: object) -> None:
+        raise SystemExit("killed after the tables were restored, before the manifest row")
+
+    monkeypatch.setattr(Manifest, "commit", crash)
+    with pytest.raises(SystemExit):
+        versioning.rollback(rolled / "state", to_epoch=3)
+    monkeypatch.setattr(Manifest, "commit", original)
+    assert (rolled / "state" / "rollback-in-progress.json").exists()
+    run(rolled, STATEFUL, max_epoch_rows=25)  # finishes the rollback, then re-runs epochs 4-8 as 9-13
+    assert not (rolled / "state" / "rollback-in-progress.json").exists()
+    for name, frame in _sinks(straight).items():
+        assert_frame_equal(_sinks(rolled)[name], frame, check_dtypes=False)
