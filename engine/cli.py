@@ -176,6 +176,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_log(args: argparse.Namespace) -> int:
+    from engine import versioning
+
+    events = versioning.history(args.dir)
+    print(json.dumps(events) if args.json else versioning.render_history(events))
+    return EXIT_OK
+
+
 def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
     """Import Python files whose `@udf` functions register themselves."""
     import importlib.util
@@ -233,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(handler=cmd_rollback)
+
+    log = commands.add_parser("log", help="the history: epochs, savepoints and rollbacks")
+    log.add_argument("dir", help="the state directory")
+    log.add_argument("--json", action="store_true")
+    log.set_defaults(handler=cmd_log)
 
     demo = commands.add_parser("demo", help="generate sensor readings and run the example pipeline")
     demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")

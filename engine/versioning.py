@@ -232,3 +232,74 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         "tables": len(restored),
         "repeated_output": intent["repeated_output"],
     }
+
+
+def history(state: str | Path) -> list[dict[str, Any]]:
+    """The manifest as events: runs of epochs (compressed into ranges), savepoints and rollbacks, oldest first."""
+    events: list[dict[str, Any]] = []
+    base = None  # the epoch a run of epochs continues from, after a rollback
+    for row in _rows(StateDir(Path(state))).iter_rows(named=True):
+        info = json.loads(row["metrics"] or "{}")
+        when = row["committed_at"].isoformat()
+        if row["kind"] == "epoch":
+            last = events[-1] if events else None
+            if last is not None and last["kind"] == "epochs" and last["last"] == row["epoch"] - 1:
+                last.update(last=row["epoch"], until=when)
+                last["rows_in"] += sum(info.get("rows_in", {}).values())
+                last["rows_out"] += sum(info.get("rows_out", {}).values())
+            else:
+                events.append(
+                    {
+                        "kind": "epochs",
+                        "first": row["epoch"],
+                        "last": row["epoch"],
+                        "since": when,
+                        "until": when,
+                        "continues_from": base,
+                        "rows_in": sum(info.get("rows_in", {}).values()),
+                        "rows_out": sum(info.get("rows_out", {}).values()),
+                    }
+                )
+        elif row["kind"] == "rollback":
+            audit = info.get("rollback", {})
+            base = audit.get("to_epoch")
+            events.append({"kind": "rollback", "at": when, **audit})
+        else:
+            events.append(
+                {
+                    "kind": row["kind"],
+                    "name": info.get("savepoint"),
+                    "epoch": row["epoch"],
+                    "at": when,
+                    "user": info.get("user"),
+                }
+            )
+    return events
+
+
+def render_history(events: list[dict[str, Any]]) -> str:
+    lines = []
+    for event in events:
+        if event["kind"] == "epochs":
+            span = (
+                f"epoch {event['first']}"
+                if event["first"] == event["last"]
+                else (f"epochs {event['first']}-{event['last']}")
+            )
+            branch = f"  (continuing from epoch {event['continues_from']})" if event["continues_from"] else ""
+            indent = "└─ " if event["continues_from"] else ""
+            lines.append(
+                f"{indent}{span:<18} {event['since'][:19]} .. {event['until'][11:19]}  "
+                f"in {event['rows_in']}, out {event['rows_out']}{branch}"
+            )
+        elif event["kind"] == "rollback":
+            reason = f' "{event["reason"]}"' if event.get("reason") else ""
+            lines.append(
+                f"rollback {event['from_epoch']} -> {event['to_epoch']}  {event['at'][:19]}  "
+                f"{event.get('user') or ''}{reason}"
+            )
+        elif event["kind"] == "savepoint":
+            lines.append(f"   savepoint '{event['name']}' = epoch {event['epoch']}  {event['at'][:19]}")
+        else:
+            lines.append(f"   savepoint '{event['name']}' deleted  {event['at'][:19]}")
+    return "\n".join(lines)

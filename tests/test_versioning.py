@@ -131,6 +131,20 @@ def test_savepoints_from_the_cli(tmp_path: Path) -> None:
     assert rolled.returncode == 0 and json.loads(rolled.stdout)["rolled_back_to"] == 2
     unknown = cli("rollback", "state", "--to-epoch", "99")
     assert unknown.returncode == 2 and "epoch 99 is not a committed epoch" in unknown.stderr
+    run(tmp_path, STATEFUL, max_epoch_rows=50)
+    events = json.loads(cli("log", "state", "--json").stdout)
+    assert [e["kind"] for e in events] == [
+        "epochs",
+        "savepoint",
+        "savepoint",
+        "savepoint_deleted",
+        "rollback",
+        "epochs",
+    ]
+    assert (events[0]["first"], events[0]["last"]) == (1, 4) and events[-1]["continues_from"] == 2
+    assert (events[-1]["first"], events[-1]["last"]) == (5, 6)
+    text = cli("log", "state").stdout
+    assert "rollback 4 -> 2" in text and "epochs 5-6" in text and "continuing from epoch 2" in text
 
 
 def test_a_rollback_cut_short_by_a_crash_is_finished_by_the_next_run(
