@@ -98,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_epochs=args.max_epochs,
         max_epoch_rows=args.max_epoch_rows,
         on_epoch=progress,
+        checkpoint_interval=args.checkpoint_interval,
     )
     progress.finish()
     _print_summary(summary, args.json)
@@ -210,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--trigger", help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s")
     run.add_argument("--max-epochs", type=int, help="stop after N epochs")
     run.add_argument("--max-epoch-rows", type=int, help="at most N rows from each source per epoch")
+    run.add_argument(
+        "--checkpoint-interval",
+        help="make epochs durable every '5 epochs' or every '10s' (default: every epoch, or SET 'checkpoint.interval')",
+    )
     run.add_argument("--udf", action="append", help="a Python file defining @udf functions (repeatable)")
     run.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no live progress line")

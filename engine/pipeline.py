@@ -42,12 +42,17 @@ class Pipeline:
         max_epoch_rows: int | None = None,
         on_epoch: Callable[[EpochReport], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        checkpoint_interval: str | None = None,
     ) -> dict[str, Any]:
         """Run epochs; returns the summary that `timelapse run --json` prints."""
         runner = Runner(self.plan, self.state, self.base_dir)
         try:
             options = RunOptions(
-                once=once, trigger_seconds=trigger, max_epochs=max_epochs, max_epoch_rows=max_epoch_rows
+                once=once,
+                trigger_seconds=trigger,
+                max_epochs=max_epochs,
+                max_epoch_rows=max_epoch_rows,
+                checkpoint_interval=checkpoint_interval,
             )
             return runner.run(options, on_epoch, should_stop).as_dict()
         finally:

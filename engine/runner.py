@@ -48,6 +48,19 @@ class RunOptions:
     trigger_seconds: float = 1.0
     max_epochs: int | None = None
     max_epoch_rows: int | None = None
+    #: checkpoint policy: `5 epochs`, `10 s`, or None for the pipeline's `SET 'checkpoint.interval'` (default:
+    #: every epoch)
+    checkpoint_interval: str | None = None
+
+
+def checkpoint_policy(text: str | None) -> tuple[int, float | None]:
+    """`'5 epochs'` -> (5, None); `'10 s'` -> (0, 10.0); None -> every epoch."""
+    if not text:
+        return 1, None
+    words = text.strip().lower().split()
+    if len(words) == 2 and words[1] in ("epoch", "epochs") and words[0].isdigit() and int(words[0]) > 0:
+        return int(words[0]), None
+    return 0, durations.parse_duration(text)
 
 
 @dataclass
@@ -159,7 +172,6 @@ class Runner:
         latest = self.manifest.latest()
         self.last_epoch = latest.epoch if latest else 0
         offsets = latest.source_offsets if latest else {}
-        self.offsets.discard_after(self.last_epoch + 1)
         history: dict[str, list[dict[str, Any]]] = {name: [] for name in self.sources}
         for epoch in self.offsets.epochs():
             if epoch > self.last_epoch:
@@ -182,6 +194,11 @@ class Runner:
         versions = {t["name"]: t["version"] for t in (latest.tables if latest else []) if t["role"] == "state"}
         for operator in self.operators.values():
             operator.restore(versions, latest.watermark if latest else None)
+        # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
+        self.last_checkpoint_epoch = self.last_epoch
+        self.last_checkpoint_time = time.monotonic()
+        self.policy = checkpoint_policy(self.plan.options.get("checkpoint.interval"))
+        self._since_checkpoint: dict[str, Any] = {}
 
     # -- the loop ------------------------------------------------------------------------------
     def run(
@@ -192,6 +209,8 @@ class Runner:
     ) -> Summary:
         summary = Summary(state=str(self.dir.root))
         started = time.perf_counter()
+        if options.checkpoint_interval:
+            self.policy = checkpoint_policy(options.checkpoint_interval)
         try:
             while options.max_epochs is None or summary.epochs < options.max_epochs:
                 if should_stop is not None and should_stop():
@@ -213,6 +232,7 @@ class Runner:
                 summary.stopped = "max-epochs"
         except KeyboardInterrupt:
             summary.stopped = "interrupted"
+        self.checkpoint()  # whatever ran since the last checkpoint becomes durable before the run ends
         summary.elapsed_s = time.perf_counter() - started
         if summary.last_epoch is None:
             summary.last_epoch = self.last_epoch or None
@@ -262,6 +282,7 @@ class Runner:
 
         batches = {name: self.sources[name].read(piece) for name, piece in pieces.items()}
         frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
+        late_before = {node_id: op.late_count for node_id, op in self.operators.items()}
         ctx = EpochContext(
             epoch,
             planned_at,
@@ -302,33 +323,32 @@ class Runner:
             rows_out[name] = rows.height
 
         dead_counts = self._write_dead_letters(epoch, batches)
-        late_counts = {op.node.state_id: op.late_count for op in self.operators.values() if op.late_count}
-        state_rows: dict[str, int] = {}
-        for operator in self.operators.values():
-            operator.commit(epoch, self.pipeline_id)
-            state_rows[operator.node.state_id] = operator.state_rows
-        commit_started = time.perf_counter()
-        watermark = ctx.watermark
-        self.manifest.commit(
-            Checkpoint(
-                epoch=epoch,
-                source_offsets=self._offsets_after(pieces),
-                watermark=watermark,
-                tables=self._table_versions(),
-                plan_fingerprint=self.plan.fingerprint,
-                metrics={
-                    "rows_in": {n: b.rows.height for n, b in batches.items()},
-                    "rows_out": rows_out,
-                    "dead_letters": dead_counts,
-                    "late_rows": late_counts,
-                    "state_rows": state_rows,
-                    "duration_ms": round((commit_started - started) * 1000, 3),
-                },
-            )
-        )
+        late_counts = {
+            op.node.state_id: op.late_count - late_before[op.node.id]
+            for op in self.operators.values()
+            if op.late_count > late_before[op.node.id]
+        }
         for name, piece in pieces.items():
             self.sources[name].advance(piece)
         self.last_epoch = epoch
+        totals = self._since_checkpoint
+        for key, counts in (
+            ("rows_in", {n: b.rows.height for n, b in batches.items()}),
+            ("rows_out", rows_out),
+            ("dead_letters", dead_counts),
+            ("late_rows", late_counts),
+        ):
+            bucket = totals.setdefault(key, {})
+            for name, count in counts.items():
+                bucket[name] = bucket.get(name, 0) + count
+        totals["duration_ms"] = totals.get("duration_ms", 0.0) + round((time.perf_counter() - started) * 1000, 3)
+        commit_started = time.perf_counter()
+        every, seconds = self.policy
+        due = (every and epoch - self.last_checkpoint_epoch >= every) or (
+            seconds is not None and time.monotonic() - self.last_checkpoint_time >= seconds
+        )
+        if due:
+            self.checkpoint()
         finished = time.perf_counter()
         return EpochReport(
             epoch=epoch,
@@ -336,11 +356,38 @@ class Runner:
             rows_out=rows_out,
             dead_letters=dead_counts,
             late_rows=late_counts,
-            watermark=watermark,
+            watermark=ctx.watermark,
             duration_s=finished - started,
             commit_s=finished - commit_started,
             replayed=logged is not None,
         )
+
+    def checkpoint(self) -> None:
+        """Make every epoch run so far durable: operator state, then the manifest row (the commit point)."""
+        if self.last_epoch == self.last_checkpoint_epoch:
+            return
+        state_rows: dict[str, int] = {}
+        for operator in self.operators.values():
+            operator.commit(self.last_epoch, self.pipeline_id)
+            state_rows[operator.node.state_id] = operator.state_rows
+        metrics = {
+            **self._since_checkpoint,
+            "state_rows": state_rows,
+            "epochs": [self.last_checkpoint_epoch + 1, self.last_epoch],
+        }
+        self.manifest.commit(
+            Checkpoint(
+                epoch=self.last_epoch,
+                source_offsets=self._positions(),
+                watermark=self._pipeline_watermark(),
+                tables=self._table_versions(),
+                plan_fingerprint=self.plan.fingerprint,
+                metrics=metrics,
+            )
+        )
+        self.last_checkpoint_epoch = self.last_epoch
+        self.last_checkpoint_time = time.monotonic()
+        self._since_checkpoint = {}
 
     def _write_dead_letters(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -359,10 +406,10 @@ class Runner:
             self.dead_tables[name].append_once(rows, f"{self.pipeline_id}/dead_letters/{name}", epoch)
         return counts
 
-    def _offsets_after(self, pieces: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def _positions(self) -> dict[str, Any]:
         result = {}
         for name, source in self.sources.items():
-            position = source.position_after(pieces[name]) if name in pieces else source.position
+            position = source.position
             wm = self.watermarks.get(name)
             result[name] = {
                 "position": position,

@@ -140,3 +140,21 @@ def test_kill_9_with_a_join_and_a_top_n(tmp_path: Path) -> None:
         o=j.frame(orders),
     )
     assert_frame_equal(sort_all(read_sink(tmp_path / "top3")), sort_all(top), check_dtypes=False)
+
+
+def test_kill_9_with_checkpoints_every_few_epochs(tmp_path: Path) -> None:
+    from tests import test_windows as w
+
+    rows = w.make_rows(5, 200)
+    w.write_input(tmp_path, rows, files=4)
+    sql = "SET 'checkpoint.interval' = '4 epochs';\n" + STATEFUL + w.tvf_query(w.WINDOWS["tumble"][0])
+    (tmp_path / "pipeline.sql").write_text(sql)
+    landed = crash_until_done(tmp_path, kills=4, seed=5)
+    assert landed >= 1
+    w.assert_same(w.naive(read_sink(tmp_path / "out")), w.oracle_window(rows, w.WINDOWS["tumble"][1]))
+    totals = read_sink(tmp_path / "totals")
+    expected = w.duck("SELECT k, count(*) AS n, sum(v) AS s FROM src GROUP BY k", src=w.frame(rows))
+    assert_frame_equal(sort_all(totals), sort_all(expected), check_dtypes=False)
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).filter(pl.col("kind") == "epoch")
+    epochs = sorted(manifest.get_column("epoch").to_list())
+    assert epochs[-1] == 67 and all(e % 4 == 0 for e in epochs[:-1])  # 200 rows / 3 per epoch: 67 epochs

@@ -124,3 +124,18 @@ def test_manifest_records_every_epoch(tmp_path: Path) -> None:
     assert last["watermark"] is not None
     offsets = json.loads(last["source_offsets"])
     assert offsets["SensorData"]["position"]["files"] == 2
+
+
+def test_checkpoint_every_n_epochs(tmp_path: Path) -> None:
+    make_input(tmp_path, 6, 3, 20)
+    from engine import Pipeline
+
+    script = tmp_path / "pipeline.sql"
+    script.write_text(SQL)
+    summary = Pipeline.from_sql(script, state=tmp_path / "state").run(
+        once=True, max_epoch_rows=5, checkpoint_interval="3 epochs"
+    )
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("epoch")
+    assert manifest.get_column("epoch").to_list() == [3, 6, 9, 12, 13] and summary["last_epoch"] == 13
+    assert json.loads(manifest.row(1, named=True)["metrics"])["epochs"] == [4, 6]
+    assert_frame_equal(sort_all(read_sink(tmp_path / "out" / "hot_readings")), expected(tmp_path))

@@ -68,10 +68,6 @@ class Source(ABC):
     def advance(self, piece: dict[str, Any]) -> None:
         """Move to the end of `piece`, once its epoch has committed."""
 
-    @abstractmethod
-    def position_after(self, piece: dict[str, Any]) -> Any:
-        """The position `advance(piece)` will reach: what the manifest records at the commit."""
-
     @property
     @abstractmethod
     def position(self) -> Any: ...

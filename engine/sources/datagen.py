@@ -81,9 +81,6 @@ class DatagenSource(Source):
     def position(self) -> Any:
         return {"row": self.row, "started_at": self.started_at}
 
-    def position_after(self, piece: dict[str, Any]) -> Any:
-        return {"row": int(piece["end"]), "started_at": float(piece["started_at"])}
-
     def advance(self, piece: dict[str, Any]) -> None:
         self.row = int(piece["end"])
         self.started_at = float(piece["started_at"])

@@ -33,9 +33,6 @@ class DeltaSource(Source):
     def position(self) -> Any:
         return {"cursor": list(self.cursor)}
 
-    def position_after(self, piece: dict[str, Any]) -> Any:
-        return {"cursor": list(piece["end"])}
-
     def advance(self, piece: dict[str, Any]) -> None:
         self.cursor = tuple(piece["end"])  # type: ignore[assignment]
 

@@ -52,10 +52,6 @@ class FileSource(Source):
                 self.known.add(path)
                 self.files.append((path, int(size), int(records)))
 
-    def position_after(self, piece: dict[str, Any]) -> Any:
-        new = sum(1 for f in piece["files_added"] if f[0] not in self.known)
-        return {"cursor": list(piece["end"]), "files": len(self.files) + new}
-
     def advance(self, piece: dict[str, Any]) -> None:
         self._register(piece["files_added"])
         self.cursor = tuple(piece["end"])  # type: ignore[assignment]
