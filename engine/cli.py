@@ -177,6 +177,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from engine.pipeline import request_checkpoint
+
+    request_checkpoint(args.dir)
+    print("checkpoint requested: the running pipeline takes it at its next epoch boundary")
+    return EXIT_OK
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     from engine import versioning
 
@@ -246,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rollback.add_argument("--json", action="store_true")
     rollback.set_defaults(handler=cmd_rollback)
+
+    checkpoint = commands.add_parser("checkpoint", help="ask a running pipeline for a checkpoint now")
+    checkpoint.add_argument("dir", help="the state directory")
+    checkpoint.set_defaults(handler=cmd_checkpoint)
 
     log = commands.add_parser("log", help="the history: epochs, savepoints and rollbacks")
     log.add_argument("dir", help="the state directory")

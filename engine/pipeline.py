@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.runner import EpochReport, Runner, RunOptions
+from engine.state_dir import StateDir, write_atomic
 from sql import Plan, ScalarUdf, plan_script
 
 
@@ -34,6 +35,10 @@ class Pipeline:
     def explain(self) -> str:
         return self.plan.explain()
 
+    def request_checkpoint(self) -> None:
+        """Ask this pipeline's running instance for a checkpoint at its next epoch boundary."""
+        request_checkpoint(self.state)
+
     def run(
         self,
         once: bool = False,
@@ -57,6 +62,14 @@ class Pipeline:
             return runner.run(options, on_epoch, should_stop).as_dict()
         finally:
             runner.close()
+
+
+def request_checkpoint(state: str | Path) -> None:
+    """Ask the pipeline running on `state` for a checkpoint at its next epoch boundary (or the next run's first)."""
+    directory = StateDir(Path(state))
+    if not directory.manifest.exists():
+        raise FileNotFoundError(f"{state} is not a timelapse state directory")
+    write_atomic(directory.checkpoint_request, b"requested\n")
 
 
 def _looks_like_path(text: str) -> bool:

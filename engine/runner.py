@@ -344,8 +344,10 @@ class Runner:
         totals["duration_ms"] = totals.get("duration_ms", 0.0) + round((time.perf_counter() - started) * 1000, 3)
         commit_started = time.perf_counter()
         every, seconds = self.policy
-        due = (every and epoch - self.last_checkpoint_epoch >= every) or (
-            seconds is not None and time.monotonic() - self.last_checkpoint_time >= seconds
+        due = (
+            (every and epoch - self.last_checkpoint_epoch >= every)
+            or (seconds is not None and time.monotonic() - self.last_checkpoint_time >= seconds)
+            or self.dir.checkpoint_request.exists()
         )
         if due:
             self.checkpoint()
@@ -388,6 +390,7 @@ class Runner:
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
         self._since_checkpoint = {}
+        self.dir.checkpoint_request.unlink(missing_ok=True)
 
     def _write_dead_letters(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
         counts: dict[str, int] = {}

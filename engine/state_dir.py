@@ -40,6 +40,11 @@ class StateDir:
         write_atomic(path, json.dumps({"pipeline_id": pid}).encode())
         return pid
 
+    @property
+    def checkpoint_request(self) -> Path:
+        """Present while someone has asked the running pipeline for a checkpoint at its next epoch boundary."""
+        return self.root / "checkpoint-requested"
+
     def lock(self) -> IO[bytes]:
         """Hold an exclusive lock for the life of the run; the kernel drops it if the process dies."""
         self.root.mkdir(parents=True, exist_ok=True)

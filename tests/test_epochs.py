@@ -139,3 +139,24 @@ def test_checkpoint_every_n_epochs(tmp_path: Path) -> None:
     assert manifest.get_column("epoch").to_list() == [3, 6, 9, 12, 13] and summary["last_epoch"] == 13
     assert json.loads(manifest.row(1, named=True)["metrics"])["epochs"] == [4, 6]
     assert_frame_equal(sort_all(read_sink(tmp_path / "out" / "hot_readings")), expected(tmp_path))
+
+
+def test_a_checkpoint_on_request(tmp_path: Path) -> None:
+    from engine import Pipeline
+    from engine.pipeline import request_checkpoint
+    from engine.runner import EpochReport
+
+    make_input(tmp_path, 7, 2, 20)
+    script = tmp_path / "pipeline.sql"
+    script.write_text(SQL)
+    pipeline = Pipeline.from_sql(script, state=tmp_path / "state")
+    pipeline.run(once=True, max_epoch_rows=5, max_epochs=1)  # the state dir exists from here on
+
+    def ask(report: EpochReport) -> None:
+        if report.epoch == 3:
+            request_checkpoint(tmp_path / "state")
+
+    pipeline.run(once=True, max_epoch_rows=5, checkpoint_interval="100 epochs", on_epoch=ask)
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("epoch")
+    assert manifest.get_column("epoch").to_list() == [1, 4, 9]  # the request, then the end of the run
+    assert not (tmp_path / "state" / "checkpoint-requested").exists()
