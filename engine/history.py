@@ -18,7 +18,7 @@ from engine.state_store import resolve
 
 def checkpoint(state: str | Path, epoch: int | None = None) -> dict[str, Any]:
     """The manifest row of `epoch`; by default the current cut (the latest epoch, or a later rollback)."""
-    rows = read_checkpoints(StateDir(Path(state)).manifest).sort("committed_at", "epoch")
+    rows = read_checkpoints(StateDir(Path(state)).manifest)
     if epoch is not None:
         rows = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
     else:

@@ -69,13 +69,8 @@ class Manifest:
 
     def latest(self) -> Checkpoint | None:
         """The state a run resumes from: the last epoch committed, or the last rollback, whichever is newer."""
-        self.table.update_incremental()
-        frame = pl.scan_delta(str(self.path)).collect()
-        frame = frame.filter(pl.col("kind").is_in(list(RESUMABLE)))
-        if frame.is_empty():
-            return None
-        row = frame.sort("committed_at", "epoch").row(-1, named=True)
-        return _checkpoint(row)
+        frame = read_checkpoints(self.path).filter(pl.col("kind").is_in(list(RESUMABLE)))
+        return None if frame.is_empty() else checkpoint_from_row(frame.row(-1, named=True))
 
     def commit(self, checkpoint: Checkpoint) -> None:
         row = {
@@ -103,7 +98,7 @@ class Manifest:
             self.table = DeltaTable(str(self.path))
 
 
-def _checkpoint(row: dict[str, Any]) -> Checkpoint:
+def checkpoint_from_row(row: dict[str, Any]) -> Checkpoint:
     return Checkpoint(
         epoch=row["epoch"],
         source_offsets=json.loads(row["source_offsets"] or "{}"),
@@ -117,5 +112,5 @@ def _checkpoint(row: dict[str, Any]) -> Checkpoint:
 
 
 def read_checkpoints(path: Path) -> pl.DataFrame:
-    """All manifest rows, oldest first: what notebooks and `timelapse log` build on."""
-    return pl.scan_delta(str(path)).sort("epoch").collect()
+    """All manifest rows in commit order: what notebooks, rollbacks and `timelapse log` build on."""
+    return pl.scan_delta(str(path)).sort("committed_at", "epoch").collect()

@@ -11,6 +11,7 @@ sink falls into, delta-facts §2). Every rollback and savepoint change is a mani
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -21,7 +22,7 @@ import polars as pl
 from deltalake import CommitProperties, write_deltalake
 
 from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
-from engine.manifest import RESUMABLE, Checkpoint, Manifest, read_checkpoints
+from engine.manifest import RESUMABLE, Checkpoint, Manifest, checkpoint_from_row, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
 
@@ -33,7 +34,7 @@ class VersioningError(ValueError):
 def _rows(state: StateDir) -> pl.DataFrame:
     if not state.manifest.exists():
         raise VersioningError(f"{state.root} is not a timelapse state directory")
-    return read_checkpoints(state.manifest).sort("committed_at", "epoch")
+    return read_checkpoints(state.manifest)
 
 
 def _epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
@@ -44,18 +45,8 @@ def _epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
 
 
 def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
-    base = Checkpoint(
-        epoch=row["epoch"],
-        source_offsets=json.loads(row["source_offsets"] or "{}"),
-        watermark=row["watermark"],
-        tables=list(row["tables"] or []),
-        plan_fingerprint=row["plan_fingerprint"],
-        metrics=json.loads(row["metrics"] or "{}"),
-        kind=row["kind"],
-    )
-    for key, value in changes.items():
-        setattr(base, key, value)
-    return base
+    """A new manifest row made from an existing one; it gets its own commit time."""
+    return dataclasses.replace(checkpoint_from_row(row), committed_at=None, **changes)
 
 
 def savepoints(state: str | Path) -> pl.DataFrame:
