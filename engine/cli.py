@@ -99,10 +99,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_epoch_rows=args.max_epoch_rows,
         on_epoch=progress,
         checkpoint_interval=args.checkpoint_interval,
+        retain_count=args.retain,
+        retain_age=args.retain_age,
+        allow_non_restored_state=args.allow_non_restored_state,
+        on_upgrade=_print_upgrade,
     )
     progress.finish()
     _print_summary(summary, args.json)
     return EXIT_INTERRUPTED if summary["stopped"] == "interrupted" else EXIT_OK
+
+
+def _print_upgrade(changes: list[Any]) -> None:
+    from engine import upgrade
+
+    print(f"the SQL changed; state of the stateful operators:\n{upgrade.render(changes)}", file=sys.stderr)
+
+
+def cmd_upgrade_check(args: argparse.Namespace) -> int:
+    from engine import upgrade
+    from engine.pipeline import upgrade_check
+
+    changes = upgrade_check(Path(args.file), args.dir, _load_udfs(args.udf))
+    refused = upgrade.refusal(changes)
+    if args.json:
+        print(json.dumps({"operators": upgrade.as_json(changes), "refused": refused is not None}))
+    else:
+        print(upgrade.render(changes))
+        if refused:
+            print("timelapse run would refuse this change unless --allow-non-restored-state is given")
+    return EXIT_OK
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -193,6 +218,29 @@ def cmd_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from engine import retention
+    from engine.state_dir import StateDir
+
+    directory = StateDir(Path(args.dir))
+    if not directory.manifest.exists():
+        raise FileNotFoundError(f"{args.dir} is not a timelapse state directory")
+    policy = retention.policy_from_options({}, args.count, args.age)
+    with directory.lock():
+        report = retention.apply(directory, policy, reason=args.reason)
+    if args.json:
+        print(json.dumps(report))
+    elif not report["expired_epochs"] and "oldest_epoch" not in report:
+        print("nothing to free")
+    else:
+        print(
+            f"{report['expired_epochs']} checkpoints freed; epochs from {report['oldest_epoch']} on stay readable "
+            f"({report['policy']}); {report['data_files_removed']} data files and "
+            f"{report['log_entries_removed']} log entries removed"
+        )
+    return EXIT_OK
+
+
 def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
     """Import Python files whose `@udf` functions register themselves."""
     import importlib.util
@@ -222,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--checkpoint-interval",
         help="make epochs durable every '5 epochs' or every '10s' (default: every epoch, or SET 'checkpoint.interval')",
+    )
+    run.add_argument(
+        "--retain",
+        help="keep the last N checkpoints readable, or 'all' (default 1000, or SET 'checkpoint.retention.count')",
+    )
+    run.add_argument("--retain-age", help="also keep every checkpoint younger than this (e.g. '7 d')")
+    run.add_argument(
+        "--allow-non-restored-state",
+        action="store_true",
+        help="run changed SQL even if some operators' state cannot be restored (they start empty)",
     )
     run.add_argument("--udf", action="append", help="a Python file defining @udf functions (repeatable)")
     run.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
@@ -259,6 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint.add_argument("dir", help="the state directory")
     checkpoint.set_defaults(handler=cmd_checkpoint)
 
+    check = commands.add_parser(
+        "upgrade-check", help="which operators' state changed SQL would keep, start empty, drop or refuse"
+    )
+    check.add_argument("dir", help="the state directory")
+    check.add_argument("file", help="the new .sql file")
+    check.add_argument("--udf", action="append")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=cmd_upgrade_check)
+
+    retain = commands.add_parser("retention", help="free the checkpoints a retention policy no longer keeps")
+    retain.add_argument("dir", help="the state directory")
+    retain.add_argument("--count", help="keep the last N checkpoints (default 1000)")
+    retain.add_argument("--age", help="also keep every checkpoint younger than this (e.g. '2 h')")
+    retain.add_argument("--reason", help="recorded in the manifest")
+    retain.add_argument("--json", action="store_true")
+    retain.set_defaults(handler=cmd_retention)
+
     log = commands.add_parser("log", help="the history: epochs, savepoints and rollbacks")
     log.add_argument("dir", help="the state directory")
     log.add_argument("--json", action="store_true")
@@ -277,8 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def guarded(action: Callable[[], int]) -> int:
+    from engine.retention import RetentionError
     from engine.sources.base import ConnectorError
     from engine.state_dir import StateDirBusy
+    from engine.upgrade import UpgradeRefused
     from engine.versioning import VersioningError
     from sql.errors import SqlError
 
@@ -287,7 +364,7 @@ def guarded(action: Callable[[], int]) -> int:
     except SqlError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
-    except (ConnectorError, UsageError, FileNotFoundError, VersioningError) as err:
+    except (ConnectorError, UsageError, FileNotFoundError, VersioningError, RetentionError, UpgradeRefused) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
     except StateDirBusy as err:

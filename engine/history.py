@@ -14,18 +14,22 @@ import polars as pl
 from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
 from engine.state_store import resolve
+from engine.versioning import expired_message, readable
 
 
 def checkpoint(state: str | Path, epoch: int | None = None) -> dict[str, Any]:
     """The manifest row of `epoch`; by default the current cut (the latest epoch, or a later rollback)."""
-    rows = read_checkpoints(StateDir(Path(state)).manifest)
+    everything = rows = read_checkpoints(StateDir(Path(state)).manifest)
     if epoch is not None:
         rows = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
     else:
         rows = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     if rows.is_empty():
         raise KeyError(f"epoch {epoch} is not a committed epoch of {state}" if epoch else f"{state} has no epochs")
-    return rows.row(-1, named=True)
+    row = rows.row(-1, named=True)
+    if epoch is not None and not readable(everything, row):
+        raise KeyError(expired_message(everything, epoch))
+    return row
 
 
 def state_at(state: str | Path, operator: str, epoch: int | None = None) -> pl.LazyFrame:

@@ -39,6 +39,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "source_offsets": pl.String(),  # JSON: {source: {"position": ..., "watermark": ...}}
     "tables": pl.List(TABLE_ENTRY),  # Delta version of every sink, state and dead-letter table
     "metrics": pl.String(),  # JSON: rows in/out, dead letters, timings
+    # JSON: {state id: what the operator's state means (sql.plan.state_descriptor) + its directory}
+    "operators": pl.String(),
 }
 
 COMPACT_EVERY = 100
@@ -59,6 +61,7 @@ class Checkpoint:
     metrics: dict[str, Any] = field(default_factory=dict)
     kind: str = "epoch"
     committed_at: dt.datetime | None = None
+    operators: dict[str, Any] = field(default_factory=dict)
 
 
 class Manifest:
@@ -82,6 +85,7 @@ class Manifest:
             "source_offsets": json.dumps(checkpoint.source_offsets, sort_keys=True),
             "tables": checkpoint.tables,
             "metrics": json.dumps(checkpoint.metrics, sort_keys=True),
+            "operators": json.dumps(checkpoint.operators, sort_keys=True),
         }
         write_deltalake(
             self.table,
@@ -108,6 +112,7 @@ def checkpoint_from_row(row: dict[str, Any]) -> Checkpoint:
         metrics=json.loads(row["metrics"] or "{}"),
         kind=row["kind"],
         committed_at=row["committed_at"],
+        operators=json.loads(row.get("operators") or "{}"),
     )
 
 

@@ -33,7 +33,43 @@ class OffsetLog:
     def epochs(self) -> list[int]:
         if not self.directory.exists():
             return []
-        return sorted(int(p.stem) for p in self.directory.glob("*.json"))
+        return sorted(int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit())
+
+    @property
+    def _base(self) -> Path:
+        return self.directory / "base.json"
+
+    def history(self, until_epoch: int) -> dict[str, list[dict[str, Any]]]:
+        """Each source's logged slices up to `until_epoch`, oldest first (folded slices come first)."""
+        pieces: dict[str, list[dict[str, Any]]] = {}
+        if self._base.exists():
+            for name, folded in json.loads(self._base.read_text())["sources"].items():
+                pieces.setdefault(name, []).extend(folded)
+        for epoch in self.epochs():
+            if epoch > until_epoch:
+                break
+            for name, piece in (self.read(epoch) or {}).get("sources", {}).items():
+                pieces.setdefault(name, []).append(piece)
+        return pieces
+
+    def fold(self, until_epoch: int) -> None:
+        """Replace the files of epochs before `until_epoch` by one summary, so the log stays small.
+
+        A source's history is only ever used for what accumulates: the first slice (when the source started)
+        and the `files_added` lists. The summary keeps exactly that, written before the files go.
+        """
+        older = [e for e in self.epochs() if e < until_epoch]
+        if not older:
+            return
+        history = self.history(older[-1])
+        folded = {}
+        for name, pieces in history.items():
+            first = {k: v for k, v in pieces[0].items() if k != "files_added"}
+            files = [f for piece in pieces for f in piece.get("files_added", [])]
+            folded[name] = [{**first, "files_added": files}]
+        write_atomic(self._base, json.dumps({"until_epoch": older[-1], "sources": folded}, sort_keys=True).encode())
+        for epoch in older:
+            self._path(epoch).unlink(missing_ok=True)
 
     def discard_after(self, epoch: int) -> None:
         """Forget planned-but-uncommitted epochs beyond `epoch` (their slices will be planned again)."""

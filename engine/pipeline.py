@@ -6,8 +6,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from engine import upgrade
+from engine.manifest import Manifest
 from engine.runner import EpochReport, Runner, RunOptions
 from engine.state_dir import StateDir, write_atomic
+from engine.upgrade import Change
 from sql import Plan, ScalarUdf, plan_script
 
 
@@ -48,9 +51,20 @@ class Pipeline:
         on_epoch: Callable[[EpochReport], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         checkpoint_interval: str | None = None,
+        retain_count: str | int | None = None,
+        retain_age: str | None = None,
+        allow_non_restored_state: bool = False,
+        on_upgrade: Callable[[list[Change]], None] | None = None,
     ) -> dict[str, Any]:
-        """Run epochs; returns the summary that `timelapse run --json` prints."""
-        runner = Runner(self.plan, self.state, self.base_dir)
+        """Run epochs; returns the summary that `timelapse run --json` prints.
+
+        On a state directory written by different SQL, the operators' state is matched first: state that the
+        new SQL cannot restore refuses the run (`UpgradeRefused`) unless `allow_non_restored_state`.
+        `on_upgrade` receives the per-operator report before the first epoch.
+        """
+        runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state)
+        if runner.upgrade and on_upgrade is not None:
+            on_upgrade(runner.upgrade)
         try:
             options = RunOptions(
                 once=once,
@@ -58,10 +72,30 @@ class Pipeline:
                 max_epochs=max_epochs,
                 max_epoch_rows=max_epoch_rows,
                 checkpoint_interval=checkpoint_interval,
+                retain_count=None if retain_count is None else str(retain_count),
+                retain_age=retain_age,
             )
-            return runner.run(options, on_epoch, should_stop).as_dict()
+            summary = runner.run(options, on_epoch, should_stop).as_dict()
+            if runner.upgrade:
+                summary["upgrade"] = upgrade.as_json(runner.upgrade)
+            return summary
         finally:
             runner.close()
+
+
+def upgrade_check(sql: str | Path, state: str | Path, udfs: Mapping[str, ScalarUdf] | None = None) -> list[Change]:
+    """What running `sql` on `state` would keep, start empty, drop or refuse; nothing is changed."""
+    directory = StateDir(Path(state))
+    if not directory.manifest.exists():
+        raise FileNotFoundError(f"{state} is not a timelapse state directory")
+    latest = Manifest(directory.manifest).latest()
+    plan = Pipeline.from_sql(sql, state, udfs).plan
+    if latest is None:
+        return [
+            upgrade.Change(sid, "new", str(d["kind"]), "starts with empty state")
+            for sid, d in plan.stateful_operators().items()
+        ]
+    return upgrade.compare(latest.operators, plan)
 
 
 def request_checkpoint(state: str | Path) -> None:

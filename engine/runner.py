@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from engine import retention, upgrade
 from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
@@ -51,6 +52,9 @@ class RunOptions:
     #: checkpoint policy: `5 epochs`, `10 s`, or None for the pipeline's `SET 'checkpoint.interval'` (default:
     #: every epoch)
     checkpoint_interval: str | None = None
+    #: retention: keep the last N checkpoints / those younger than an age (None: the pipeline's SET options)
+    retain_count: str | None = None
+    retain_age: str | None = None
 
 
 def checkpoint_policy(text: str | None) -> tuple[int, float | None]:
@@ -118,7 +122,7 @@ class Summary:
 
 
 class Runner:
-    def __init__(self, plan: Plan, state: Path, base_dir: Path) -> None:
+    def __init__(self, plan: Plan, state: Path, base_dir: Path, allow_non_restored_state: bool = False) -> None:
         self.plan = plan
         self.dir = StateDir(state)
         self.base_dir = base_dir
@@ -141,16 +145,27 @@ class Runner:
         }
         for sink in self.sinks.values():
             sink.open()
+        latest = self.manifest.latest()
+        self.upgrade: list[upgrade.Change] = []
+        if latest is not None and latest.operators and latest.plan_fingerprint != plan.fingerprint:
+            self.upgrade = upgrade.compare(latest.operators, plan)
+            refused = upgrade.refusal(self.upgrade)
+            if refused and not allow_non_restored_state:
+                self._lock.close()
+                raise upgrade.UpgradeRefused(refused)
+        self.fresh_state = {c.state_id for c in self.upgrade if c.status in ("new", "incompatible")}
+        self.operator_dirs = self._operator_directories(latest)
         self.operators: dict[str, AggregateOperator | JoinOperator | TopNOperator | OverOperator] = {}
         for node in plan.nodes:
             if isinstance(node, Aggregate):
-                self.operators[node.id] = AggregateOperator(node, self.dir.root, self.pipeline_id)
+                self.operators[node.id] = AggregateOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
             elif isinstance(node, Join):
-                self.operators[node.id] = JoinOperator(node, self.dir.root, self.pipeline_id, base_dir)
+                directory = self.operator_dirs[node.state_id]
+                self.operators[node.id] = JoinOperator(node, directory, self.pipeline_id, base_dir)
             elif isinstance(node, TopN):
-                self.operators[node.id] = TopNOperator(node, self.dir.root, self.pipeline_id)
+                self.operators[node.id] = TopNOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
             elif isinstance(node, OverAggregate):
-                self.operators[node.id] = OverOperator(node, self.dir.root, self.pipeline_id)
+                self.operators[node.id] = OverOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
         self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
@@ -167,22 +182,40 @@ class Runner:
     def close(self) -> None:
         self._lock.close()
 
+    def _operator_directories(self, latest: Checkpoint | None) -> dict[str, Path]:
+        """Where each operator keeps its tables: where the manifest says it did, or a fresh directory.
+
+        State that cannot be restored (an incompatible upgrade) is never overwritten: the operator starts in a
+        new directory, so earlier epochs stay readable where they were.
+        """
+        recorded = latest.operators if latest else {}
+        next_epoch = (latest.epoch if latest else 0) + 1
+        directories = {}
+        for state_id in self.plan.stateful_operators():
+            default = self.dir.root / "operators" / state_id
+            if state_id in recorded and state_id not in self.fresh_state:
+                directories[state_id] = Path(recorded[state_id].get("directory", default))
+            elif default.exists():
+                directories[state_id] = default.with_name(f"{state_id}@{next_epoch}")
+            else:
+                directories[state_id] = default
+        return directories
+
+    def _operator_records(self) -> dict[str, Any]:
+        return {
+            sid: {**descriptor, "directory": str(self.operator_dirs[sid])}
+            for sid, descriptor in self.plan.stateful_operators().items()
+        }
+
     # -- recovery ------------------------------------------------------------------------------
     def _restore(self) -> None:
         latest = self.manifest.latest()
         self.last_epoch = latest.epoch if latest else 0
         offsets = latest.source_offsets if latest else {}
-        history: dict[str, list[dict[str, Any]]] = {name: [] for name in self.sources}
-        for epoch in self.offsets.epochs():
-            if epoch > self.last_epoch:
-                break
-            entry = self.offsets.read(epoch) or {}
-            for name, piece in entry.get("sources", {}).items():
-                if name in history:
-                    history[name].append(piece)
+        history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():
             saved = offsets.get(name, {})
-            source.restore(saved.get("position"), history[name])
+            source.restore(saved.get("position"), history.get(name, []))
             wm = saved.get("watermark")
             self.watermarks[name] = dt.datetime.fromisoformat(wm) if wm else None
             if saved.get("last_active") is not None:
@@ -191,13 +224,19 @@ class Runner:
             path = self.dir.dead_letters(name)
             if path.exists():
                 self.dead_tables[name] = AppendTable(ensure_table(path, DEAD_LETTER_TABLE_SCHEMA))
-        versions = {t["name"]: t["version"] for t in (latest.tables if latest else []) if t["role"] == "state"}
+        versions = {
+            t["name"]: t["version"]
+            for t in (latest.tables if latest else [])
+            if t["role"] == "state" and t["name"].split("/")[0] not in self.fresh_state
+        }
         for operator in self.operators.values():
             operator.restore(versions, latest.watermark if latest else None)
         # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
         self.policy = checkpoint_policy(self.plan.options.get("checkpoint.interval"))
+        self.retention = retention.policy_from_options(self.plan.options)
+        self._checkpoints_since_retention = 0
         self._since_checkpoint: dict[str, Any] = {}
 
     # -- the loop ------------------------------------------------------------------------------
@@ -211,6 +250,7 @@ class Runner:
         started = time.perf_counter()
         if options.checkpoint_interval:
             self.policy = checkpoint_policy(options.checkpoint_interval)
+        self.retention = retention.policy_from_options(self.plan.options, options.retain_count, options.retain_age)
         try:
             while options.max_epochs is None or summary.epochs < options.max_epochs:
                 if should_stop is not None and should_stop():
@@ -385,12 +425,17 @@ class Runner:
                 tables=self._table_versions(),
                 plan_fingerprint=self.plan.fingerprint,
                 metrics=metrics,
+                operators=self._operator_records(),
             )
         )
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
         self._since_checkpoint = {}
         self.dir.checkpoint_request.unlink(missing_ok=True)
+        self._checkpoints_since_retention += 1
+        if self._checkpoints_since_retention >= self.retention.every:
+            self._checkpoints_since_retention = 0
+            retention.apply(self.dir, self.retention)
 
     def _write_dead_letters(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
         counts: dict[str, int] = {}

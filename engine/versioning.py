@@ -41,7 +41,30 @@ def _epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
     found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
     if found.is_empty():
         raise VersioningError(f"epoch {epoch} is not a committed epoch")
-    return found.row(-1, named=True)
+    row = found.row(-1, named=True)
+    if not readable(rows, row):
+        raise VersioningError(expired_message(rows, epoch))
+    return row
+
+
+def readable(rows: pl.DataFrame, row: dict[str, Any]) -> bool:
+    """Whether retention has kept an epoch row's tables: it is recent enough, or a live savepoint names it."""
+    passes = rows.filter(pl.col("kind") == "retention")
+    if passes.is_empty():
+        return True
+    floor = json.loads(passes.row(-1, named=True)["metrics"])["oldest_epoch"]
+    if row["epoch"] >= floor:
+        return True
+    live = _live_savepoints(rows)
+    return any(sp["epoch"] == row["epoch"] for sp in live.values())
+
+
+def expired_message(rows: pl.DataFrame, epoch: int) -> str:
+    info = json.loads(rows.filter(pl.col("kind") == "retention").row(-1, named=True)["metrics"])
+    return (
+        f"epoch {epoch} was removed by retention ({info['policy']}); the oldest readable epoch is "
+        f"{info['oldest_epoch']}, besides savepoints"
+    )
 
 
 def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
@@ -51,9 +74,14 @@ def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
 
 def savepoints(state: str | Path) -> pl.DataFrame:
     """The live savepoints: name, epoch, when, by whom."""
-    rows = _rows(StateDir(Path(state))).filter(pl.col("kind").is_in(["savepoint", "savepoint_deleted"]))
+    live = _live_savepoints(_rows(StateDir(Path(state))))
+    schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
+    return pl.DataFrame(list(live.values()), schema=schema)
+
+
+def _live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
     live: dict[str, dict[str, Any]] = {}
-    for row in rows.iter_rows(named=True):
+    for row in rows.filter(pl.col("kind").is_in(["savepoint", "savepoint_deleted"])).iter_rows(named=True):
         info = json.loads(row["metrics"] or "{}")
         if row["kind"] == "savepoint":
             live[info["savepoint"]] = {
@@ -64,8 +92,7 @@ def savepoints(state: str | Path) -> pl.DataFrame:
             }
         else:
             live.pop(info["savepoint"], None)
-    schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
-    return pl.DataFrame(list(live.values()), schema=schema)
+    return live
 
 
 def create_savepoint(state: str | Path, name: str, epoch: int | None = None) -> dict[str, Any]:
@@ -255,6 +282,8 @@ def history(state: str | Path) -> list[dict[str, Any]]:
             audit = info.get("rollback", {})
             base = audit.get("to_epoch")
             events.append({"kind": "rollback", "at": when, **audit})
+        elif row["kind"] == "retention":
+            events.append({"kind": "retention", "at": when, **info})
         else:
             events.append(
                 {
@@ -288,6 +317,11 @@ def render_history(events: list[dict[str, Any]]) -> str:
             lines.append(
                 f"rollback {event['from_epoch']} -> {event['to_epoch']}  {event['at'][:19]}  "
                 f"{event.get('user') or ''}{reason}"
+            )
+        elif event["kind"] == "retention":
+            lines.append(
+                f"   retention: epochs before {event['oldest_epoch']} freed ({event['expired_epochs']} checkpoints)"
+                f"  {event['at'][:19]}"
             )
         elif event["kind"] == "savepoint":
             lines.append(f"   savepoint '{event['name']}' = epoch {event['epoch']}  {event['at'][:19]}")

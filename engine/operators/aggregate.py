@@ -43,7 +43,7 @@ WINDOW_BOUNDS = ["window_start", "window_end"]
 
 
 class AggregateOperator:
-    def __init__(self, node: Aggregate, root: Path, app_prefix: str) -> None:
+    def __init__(self, node: Aggregate, directory: Path, app_prefix: str) -> None:
         self.node = node
         self.window = node.window
         # A global aggregate (no GROUP BY keys) is one group under a constant key.
@@ -62,7 +62,7 @@ class AggregateOperator:
         if node.ttl is not None:
             values[TOUCHED] = pl.Datetime("ms", "UTC")
         self.now: dt.datetime | None = None
-        self.directory = root / "operators" / node.state_id
+        self.directory = directory
         self.table = StateTable(
             self.directory / "state", self.groups, values, f"{app_prefix}/{node.state_id}", group_types
         )

@@ -35,9 +35,9 @@ TOUCHED = "_touched"
 
 
 class JoinOperator:
-    def __init__(self, node: Join, root: Path, app_prefix: str, base_dir: Path) -> None:
+    def __init__(self, node: Join, directory: Path, app_prefix: str, base_dir: Path) -> None:
         self.node = node
-        self.directory = root / "operators" / node.state_id
+        self.directory = directory
         self.keys = [f"__k{i}" for i in range(len(node.left_keys))]
         self.app_prefix = app_prefix
         left_schema = node.inputs[0].schema

@@ -26,9 +26,9 @@ SEQ, EMITTED, HISTORY = "__seq", "__emitted", "__history"
 
 
 class OverOperator:
-    def __init__(self, node: OverAggregate, root: Path, app_prefix: str) -> None:
+    def __init__(self, node: OverAggregate, directory: Path, app_prefix: str) -> None:
         self.node = node
-        self.directory = root / "operators" / node.state_id
+        self.directory = directory
         schema = {n: t for n, t in node.inputs[0].schema.items() if n != WATERMARK_COLUMN}
         self.columns = list(schema)
         self.visible = [c for c in self.columns if not c.startswith("__")]

@@ -27,9 +27,9 @@ COUNT, EMITTED = "__count", "__emitted"
 
 
 class TopNOperator:
-    def __init__(self, node: TopN, root: Path, app_prefix: str) -> None:
+    def __init__(self, node: TopN, directory: Path, app_prefix: str) -> None:
         self.node = node
-        self.directory = root / "operators" / node.state_id
+        self.directory = directory
         schema = {n: t for n, t in node.inputs[0].schema.items() if n not in (WATERMARK_COLUMN, OP_COLUMN)}
         self.columns = list(schema)
         self.visible = [c for c in self.columns if not c.startswith("__")]

@@ -1,0 +1,211 @@
+"""Retention: which checkpoints stay readable, and the clean-up that frees everything else.
+
+Delta's own clocks never delete anything here (`delta_tables.KEEP_HISTORY`); this module is the only place
+that does, and it decides from the manifest:
+
+- a checkpoint is *retained* if it is among the last `count` checkpoints, or younger than `age`;
+- a live savepoint is always retained, whatever its age;
+- the current cut (the last epoch or rollback) is always retained.
+
+For every table the retained rows name, the Delta versions they name are kept and the rest is freed:
+`vacuum(keep_versions=...)` removes data files that no kept version reads, and log entries older than the
+last Delta checkpoint at or before the oldest kept version are deleted. Delta's `cleanup_metadata()` cannot
+be used for that last step: it judges log files by their modification time against a table property, so it
+cannot spare one chosen version (delta-facts §4-5); the engine deletes exactly the entries it no longer
+needs instead. The offset log is folded up to the oldest retained epoch. Every pass is a manifest row
+(kind `retention`) that says which epochs went, so readers can explain why an epoch cannot be opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import getpass
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from deltalake import CommitProperties, DeltaTable
+
+from engine.delta_tables import NO_CLEANUP, open_table
+from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, read_checkpoints
+from engine.offset_log import OffsetLog
+from engine.state_dir import StateDir
+from sql import durations
+
+DEFAULT_COUNT = 1000
+#: the runner applies retention after this many checkpoints
+EVERY_CHECKPOINTS = 100
+
+_LOG_ENTRY = re.compile(r"^(\d{20})\.(json|crc|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
+_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
+
+
+class RetentionError(ValueError):
+    """A retention setting that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    #: keep the last `count` checkpoints (None: no limit by count)
+    count: int | None = DEFAULT_COUNT
+    #: and every checkpoint younger than this (None: no limit by age)
+    age: dt.timedelta | None = None
+
+    @property
+    def every(self) -> int:
+        """How many checkpoints the runner lets pass between two retention passes."""
+        return max(1, min(EVERY_CHECKPOINTS, self.count or EVERY_CHECKPOINTS))
+
+    @property
+    def keeps_everything(self) -> bool:
+        return self.count is None and self.age is None
+
+    def describe(self) -> str:
+        if self.keeps_everything:
+            return "keep every checkpoint"
+        parts = []
+        if self.count is not None:
+            parts.append(f"the last {self.count} checkpoints")
+        if self.age is not None:
+            parts.append(f"checkpoints younger than {self.age}")
+        return "keep " + " and ".join(parts) + ", and every savepoint"
+
+
+def policy_from_options(options: dict[str, str], count: str | None = None, age: str | None = None) -> RetentionPolicy:
+    """The policy from `SET 'checkpoint.retention.count' / '...age'` (CLI flags win).
+
+    A count of `all` (or `unlimited`) keeps every checkpoint; an age alone means "only by age".
+    """
+    count_text = count if count is not None else options.get("checkpoint.retention.count")
+    age_text = age if age is not None else options.get("checkpoint.retention.age")
+    try:
+        parsed_age = dt.timedelta(seconds=durations.parse_duration(age_text)) if age_text else None
+    except ValueError as err:
+        raise RetentionError(f"'checkpoint.retention.age': {err}") from None
+    if count_text is None:
+        return RetentionPolicy(count=None if parsed_age else DEFAULT_COUNT, age=parsed_age)
+    text = count_text.strip().lower()
+    if text in ("all", "unlimited", "none"):
+        return RetentionPolicy(count=None, age=parsed_age)
+    if not text.isdigit() or int(text) < 1:
+        raise RetentionError(f"'checkpoint.retention.count' must be a positive number or 'all', not '{count_text}'")
+    return RetentionPolicy(count=int(text), age=parsed_age)
+
+
+def expired_before(state: str | Path) -> int | None:
+    """Epochs below this were removed by retention (savepoints excepted); None if nothing was removed."""
+    rows = read_checkpoints(StateDir(Path(state)).manifest).filter(pl.col("kind") == "retention")
+    if rows.is_empty():
+        return None
+    return int(json.loads(rows.row(-1, named=True)["metrics"])["oldest_epoch"])
+
+
+def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = None) -> dict[str, Any]:
+    """Free every checkpoint the policy does not keep. The caller holds the directory's lock."""
+    rows = read_checkpoints(directory.manifest)
+    if policy.keeps_everything or rows.is_empty():
+        return {"expired_epochs": 0}
+    resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).with_row_index("_n")
+    if resumable.is_empty():
+        return {"expired_epochs": 0}
+    keep = pl.col("_n") == resumable.height - 1
+    if policy.count is not None:
+        keep |= pl.col("_n") >= resumable.height - policy.count
+    if policy.age is not None:
+        keep |= pl.col("committed_at") >= dt.datetime.now(dt.UTC) - policy.age
+    retained = resumable.filter(keep).drop("_n")
+    oldest_epoch = int(retained.get_column("epoch").min())  # type: ignore[arg-type]
+    previous = expired_before(directory.root) or 0
+    expired = rows.filter(
+        (pl.col("kind") == "epoch") & (pl.col("epoch") < oldest_epoch) & (pl.col("epoch") >= previous)
+    ).height
+    pinned = pl.concat([retained, _live_savepoint_rows(rows)], how="vertical_relaxed")
+
+    versions: dict[str, set[int]] = {}
+    for tables in pinned.get_column("tables").to_list():
+        for entry in tables or []:
+            versions.setdefault(entry["path"], set()).add(int(entry["version"]))
+    files_removed = log_entries_removed = 0
+    for path, kept in sorted(versions.items()):
+        table = open_table(Path(path))
+        if table is None:
+            continue
+        # A Delta checkpoint at today's head lets a later pass delete the log up to here.
+        table.create_checkpoint()
+        files_removed += len(
+            table.vacuum(
+                retention_hours=0,
+                dry_run=False,
+                enforce_retention_duration=False,
+                keep_versions=sorted(kept),
+                commit_properties=CommitProperties(custom_metadata={"timelapse.retention": "vacuum"}),
+                post_commithook_properties=NO_CLEANUP,
+            )
+        )
+        log_entries_removed += prune_log(Path(path), min(kept))
+    _trim_manifest(directory.manifest)
+    OffsetLog(directory.offsets).fold(until_epoch=oldest_epoch)
+
+    report = {
+        "oldest_epoch": oldest_epoch,
+        "expired_epochs": expired,
+        "policy": policy.describe(),
+        "tables": len(versions),
+        "data_files_removed": files_removed,
+        "log_entries_removed": log_entries_removed,
+        "user": getpass.getuser(),
+        "reason": reason,
+    }
+    last = checkpoint_from_row(resumable.row(-1, named=True))
+    Manifest(directory.manifest).commit(dataclasses.replace(last, kind="retention", committed_at=None, metrics=report))
+    return report
+
+
+def prune_log(path: Path, oldest_kept: int) -> int:
+    """Delete the log entries before the last Delta checkpoint at or before `oldest_kept`.
+
+    Reading version v needs a checkpoint at or before v and every commit after it up to v, so everything
+    older than that checkpoint can go; without such a checkpoint nothing is deleted.
+    """
+    log = path / "_delta_log"
+    names = [p.name for p in log.iterdir()]
+    checkpoints = [int(m.group(1)) for n in names if (m := _CHECKPOINT.match(n)) and int(m.group(1)) <= oldest_kept]
+    if not checkpoints:
+        return 0
+    boundary = max(checkpoints)
+    removed = 0
+    for name in names:
+        match = _LOG_ENTRY.match(name)
+        if match and int(match.group(1)) < boundary:
+            (log / name).unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _trim_manifest(path: Path) -> None:
+    """The manifest is read at its latest version only; old versions are freed once an hour old, so that a
+    reader that opened one a moment ago can still finish."""
+    table = DeltaTable(str(path))
+    table.vacuum(
+        retention_hours=1,
+        dry_run=False,
+        enforce_retention_duration=False,
+        post_commithook_properties=NO_CLEANUP,
+    )
+    checkpoints = sorted(int(m.group(1)) for p in (path / "_delta_log").iterdir() if (m := _CHECKPOINT.match(p.name)))
+    if len(checkpoints) >= 2:
+        prune_log(path, checkpoints[-2])
+
+
+def _live_savepoint_rows(rows: pl.DataFrame) -> pl.DataFrame:
+    live: dict[str, int] = {}
+    for index, row in enumerate(rows.iter_rows(named=True)):
+        if row["kind"] == "savepoint":
+            live[json.loads(row["metrics"])["savepoint"]] = index
+        elif row["kind"] == "savepoint_deleted":
+            live.pop(json.loads(row["metrics"])["savepoint"], None)
+    return rows[sorted(live.values())] if live else rows.head(0)
