@@ -218,6 +218,49 @@ def cmd_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_branch(args: argparse.Namespace) -> int:
+    from engine import upgrade
+    from engine.branching import create_branch
+    from engine.pipeline import upgrade_check
+
+    kind, value = args.origin
+    if kind not in ("savepoint", "epoch"):
+        raise UsageError("--from takes 'savepoint NAME' or 'epoch N'")
+    if kind == "epoch" and not value.isdigit():
+        raise UsageError(f"--from epoch needs a number, not '{value}'")
+    sinks = {}
+    for item in args.sink or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--sink takes NAME=PATH, not '{item}'")
+        sinks[name] = str(Path(path).resolve())
+    result = create_branch(
+        args.dir,
+        args.new_dir,
+        savepoint=value if kind == "savepoint" else None,
+        epoch=int(value) if kind == "epoch" else None,
+        sink_paths=sinks,
+    )
+    report = upgrade_check(Path(args.sql), args.new_dir, _load_udfs(args.udf)) if args.sql else None
+    if args.json:
+        print(json.dumps({**result, "upgrade": upgrade.as_json(report) if report is not None else None}))
+        return EXIT_OK
+    origin = (
+        f"savepoint '{result['savepoint']}' (epoch {result['from_epoch']})"
+        if result["savepoint"]
+        else (f"epoch {result['from_epoch']}")
+    )
+    print(f"branch {result['branch']} created from {origin}")
+    for name, path in result["sinks"].items():
+        print(f"  sink {name} -> {path}")
+    if report is not None:
+        print(f"with {args.sql}:\n{upgrade.render(report)}")
+        if upgrade.refusal(report):
+            print("run it with --allow-non-restored-state to start the changed operators empty")
+    print(f"run it with: timelapse run {args.sql or 'PIPELINE.sql'} --state {args.new_dir}")
+    return EXIT_OK
+
+
 def cmd_retention(args: argparse.Namespace) -> int:
     from engine import retention
     from engine.state_dir import StateDir
@@ -316,6 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoint = commands.add_parser("checkpoint", help="ask a running pipeline for a checkpoint now")
     checkpoint.add_argument("dir", help="the state directory")
     checkpoint.set_defaults(handler=cmd_checkpoint)
+
+    branch = commands.add_parser("branch", help="start an independent pipeline from a savepoint or an epoch")
+    branch.add_argument("dir", help="the state directory to branch from")
+    branch.add_argument("new_dir", help="the branch's state directory (new)")
+    branch.add_argument(
+        "--from", dest="origin", nargs=2, required=True, metavar=("savepoint|epoch", "NAME|N"), help="the cut to copy"
+    )
+    branch.add_argument(
+        "--sink", action="append", metavar="NAME=PATH", help="where the branch writes sink NAME (default: beside it)"
+    )
+    branch.add_argument("--sql", help="the branch's SQL, if it differs: shows what state it keeps")
+    branch.add_argument("--udf", action="append")
+    branch.add_argument("--json", action="store_true")
+    branch.set_defaults(handler=cmd_branch)
 
     check = commands.add_parser(
         "upgrade-check", help="which operators' state changed SQL would keep, start empty, drop or refuse"

@@ -13,6 +13,7 @@ exactly-once, whatever the instant of the crash.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import retention, upgrade
+from engine import branching, retention, upgrade
 from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
@@ -38,6 +39,7 @@ from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
 from sql import durations
+from sql.catalog import TableDef
 from sql.plan import Aggregate, Join, OverAggregate, Plan, Scan, Sink, TopN
 
 DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
@@ -140,7 +142,7 @@ class Runner:
         for sink in plan.sinks:
             self.sink_nodes.setdefault(sink.table.name, []).append(sink)
         self.sinks: dict[str, SinkConnector] = {
-            name: make_sink(nodes[0].table, base_dir, f"{self.pipeline_id}/{name}")
+            name: make_sink(self._own_table(nodes[0].table), base_dir, f"{self.pipeline_id}/{name}")
             for name, nodes in self.sink_nodes.items()
         }
         for sink in self.sinks.values():
@@ -181,6 +183,15 @@ class Runner:
 
     def close(self) -> None:
         self._lock.close()
+
+    def _own_table(self, table: TableDef) -> TableDef:
+        """A branch writes its own copies of its parent's sink tables, whatever path the SQL names."""
+        if "path" not in table.options or branching.branch_info(self.dir.root) is None:
+            return table
+        declared = Path(table.options["path"])
+        declared = declared if declared.is_absolute() else self.base_dir / declared
+        path = branching.sink_path_for(self.dir.root, table.name, declared)
+        return dataclasses.replace(table, options={**table.options, "path": str(path)})
 
     def _operator_directories(self, latest: Checkpoint | None) -> dict[str, Path]:
         """Where each operator keeps its tables: where the manifest says it did, or a fresh directory.

@@ -37,7 +37,7 @@ def _rows(state: StateDir) -> pl.DataFrame:
     return read_checkpoints(state.manifest)
 
 
-def _epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
+def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
     found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
     if found.is_empty():
         raise VersioningError(f"epoch {epoch} is not a committed epoch")
@@ -111,7 +111,7 @@ def create_savepoint(state: str | Path, name: str, epoch: int | None = None) -> 
                 raise VersioningError(
                     "run an epoch after a rollback before taking a savepoint of it, or name the epoch with --epoch"
                 )
-        row = _epoch_row(rows, epoch)
+        row = epoch_row(rows, epoch)
         Manifest(directory.manifest).commit(
             _checkpoint(row, kind="savepoint", metrics={"savepoint": name, "user": getpass.getuser()})
         )
@@ -157,7 +157,7 @@ def rollback(
             to_epoch = int(before.row(-1, named=True)["epoch"])
         if to_epoch is None:
             raise VersioningError("say where to roll back to: an epoch, a savepoint or a timestamp")
-        target = _epoch_row(rows, to_epoch)
+        target = epoch_row(rows, to_epoch)
         current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
 
         # Sinks that cannot be restored (print) already showed what epochs after the target produced.
@@ -212,7 +212,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
             "tables": len(current["tables"] or []),
             "repeated_output": intent["repeated_output"],
         }
-    target = _epoch_row(rows, to_epoch)
+    target = epoch_row(rows, to_epoch)
     marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
     target_versions = {t["name"]: t for t in target["tables"] or []}
     restored: list[dict[str, Any]] = []
@@ -259,6 +259,9 @@ def history(state: str | Path) -> list[dict[str, Any]]:
     for row in _rows(StateDir(Path(state))).iter_rows(named=True):
         info = json.loads(row["metrics"] or "{}")
         when = row["committed_at"].isoformat()
+        if "branch" in info:
+            events.append({"kind": "branched_from", "at": when, **info["branch"]})
+            continue
         if row["kind"] == "epoch":
             last = events[-1] if events else None
             if last is not None and last["kind"] == "epochs" and last["last"] == row["epoch"] - 1:
@@ -294,6 +297,14 @@ def history(state: str | Path) -> list[dict[str, Any]]:
                     "user": info.get("user"),
                 }
             )
+    from engine.branching import branches_of
+
+    for record in branches_of(Path(state)):
+        position = next(
+            (i for i, e in enumerate(events) if (e.get("at") or e.get("since") or "") > record["created_at"]),
+            len(events),
+        )
+        events.insert(position, {"kind": "branch", "at": record["created_at"], **record})
     return events
 
 
@@ -318,6 +329,12 @@ def render_history(events: list[dict[str, Any]]) -> str:
                 f"rollback {event['from_epoch']} -> {event['to_epoch']}  {event['at'][:19]}  "
                 f"{event.get('user') or ''}{reason}"
             )
+        elif event["kind"] == "branched_from":
+            origin = f"savepoint '{event['savepoint']}' = " if event.get("savepoint") else ""
+            lines.append(f"branched from {event['parent']} at {origin}epoch {event['epoch']}  {event['at'][:19]}")
+        elif event["kind"] == "branch":
+            origin = f"savepoint '{event['savepoint']}' = " if event.get("savepoint") else ""
+            lines.append(f"   ├─ branch {event['path']} from {origin}epoch {event['epoch']}  {event['at'][:19]}")
         elif event["kind"] == "retention":
             lines.append(
                 f"   retention: epochs before {event['oldest_epoch']} freed ({event['expired_epochs']} checkpoints)"

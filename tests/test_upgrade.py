@@ -56,7 +56,8 @@ def test_the_report_covers_kept_new_dropped_and_incompatible(tmp_path: Path) -> 
         + TOTALS
         + PER_10S.replace("'10' SECOND", "'20' SECOND")
         + """
-CREATE TABLE biggest (cust BIGINT, amount INT, PRIMARY KEY (cust) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'biggest');
+CREATE TABLE biggest (cust BIGINT, amount INT, PRIMARY KEY (cust) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'biggest');
 INSERT INTO biggest SELECT cust, MAX(amount) FROM orders GROUP BY cust;
 """
     )

@@ -1,0 +1,174 @@
+"""Branches: an independent pipeline whose state, offsets and sinks start as copies of a savepoint or epoch.
+
+A branch is a new state directory. Every table of the chosen cut is copied as it was at that cut (operator
+state keeps its change log, so reading the branch's state at its first epoch gives exactly the parent's);
+the offset log up to the cut is copied, so the branch reads its sources on from the same positions. Sink
+tables are copied to paths of their own: the user's, or `<parent path>-<branch name>` next to the parent's.
+`branch.json` in the new directory records the parent and those paths; the runner writes a branch's sinks
+there whatever the SQL says, so a branch can never write into its parent's tables.
+
+The parent is only read (at the versions its manifest names), so it may keep running; it gains a file under
+`branches/` that `timelapse log` shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import getpass
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+
+from engine.delta_tables import KEEP_HISTORY, to_arrow
+from engine.manifest import Manifest, checkpoint_from_row, read_checkpoints
+from engine.offset_log import OffsetLog
+from engine.state_dir import StateDir, write_atomic
+from engine.versioning import VersioningError, epoch_row, savepoints
+
+BRANCH_FILE = "branch.json"
+
+
+def create_branch(
+    parent: str | Path,
+    new: str | Path,
+    savepoint: str | None = None,
+    epoch: int | None = None,
+    sink_paths: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Create the branch `new` from `parent` at a savepoint or epoch; returns what was copied where."""
+    source, target = StateDir(Path(parent).resolve()), StateDir(Path(new).resolve())
+    if not source.manifest.exists():
+        raise VersioningError(f"{parent} is not a timelapse state directory")
+    if target.root.exists() and any(target.root.iterdir()):
+        raise VersioningError(f"{new} already exists and is not empty; a branch needs a new directory")
+    rows = read_checkpoints(source.manifest)
+    if savepoint is not None:
+        found = savepoints(source.root).filter(pl.col("name") == savepoint)
+        if found.is_empty():
+            raise VersioningError(f"no savepoint named '{savepoint}'")
+        epoch = int(found.item(0, "epoch"))
+    if epoch is None:
+        raise VersioningError("say where to branch from: --from savepoint NAME or --from epoch N")
+    row = epoch_row(rows, epoch)
+    sink_paths = dict(sink_paths or {})
+    names = {t["name"] for t in row["tables"] or [] if t["role"] == "sink"}
+    unknown = sorted(set(sink_paths) - names)
+    if unknown:
+        raise VersioningError(f"no sink named {', '.join(unknown)} at epoch {epoch}; sinks: {', '.join(sorted(names))}")
+
+    target.root.mkdir(parents=True, exist_ok=True)
+    try:
+        tables = [_copy(entry, source, target, sink_paths) for entry in row["tables"] or []]
+        _copy_offsets(source, target, epoch)
+        checkpoint = checkpoint_from_row(row)
+        operators = {
+            sid: {**record, "directory": str(_moved(Path(record["directory"]), source, target))}
+            for sid, record in checkpoint.operators.items()
+            if "directory" in record
+        }
+        info = {
+            "parent": str(source.root),
+            "epoch": epoch,
+            "savepoint": savepoint,
+            "user": getpass.getuser(),
+            "sinks": {t["name"]: t["path"] for t in tables if t["role"] == "sink"},
+            "parent_sinks": {t["name"]: t["path"] for t in row["tables"] or [] if t["role"] == "sink"},
+        }
+        write_atomic(target.root / BRANCH_FILE, json.dumps(info, indent=1).encode())
+        target.pipeline_id()
+        Manifest(target.manifest).commit(
+            dataclasses.replace(
+                checkpoint,
+                kind="epoch",
+                committed_at=None,
+                tables=tables,
+                operators=operators,
+                metrics={"branch": {k: info[k] for k in ("parent", "epoch", "savepoint", "user")}},
+            )
+        )
+    except BaseException:
+        shutil.rmtree(target.root, ignore_errors=True)  # half a branch is no branch
+        raise
+    record = {
+        "path": str(target.root),
+        "epoch": epoch,
+        "savepoint": savepoint,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "user": getpass.getuser(),
+    }
+    write_atomic(source.root / "branches" / f"{uuid.uuid4().hex[:12]}.json", json.dumps(record).encode())
+    return {"branch": str(target.root), "from_epoch": epoch, "savepoint": savepoint, "sinks": info["sinks"]}
+
+
+def branch_info(state: Path) -> dict[str, Any] | None:
+    path = state / BRANCH_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def branches_of(state: Path) -> list[dict[str, Any]]:
+    folder = state / "branches"
+    if not folder.is_dir():
+        return []
+    return sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda r: r["created_at"])
+
+
+def sink_path_for(state: Path, name: str, declared: Path) -> Path:
+    """Where a branch writes sink `name` (declared at `declared` by its SQL); the declared path elsewhere."""
+    info = branch_info(state)
+    if info is None:
+        return declared
+    if name in info["sinks"]:
+        return Path(info["sinks"][name])
+    if str(declared.resolve()) in {str(Path(p).resolve()) for p in info["parent_sinks"].values()}:
+        return Path(f"{declared}-{state.name}")  # a new sink of the branch's SQL that points at a parent table
+    return declared
+
+
+def _copy(entry: dict[str, Any], source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> dict[str, Any]:
+    path = Path(entry["path"])
+    if entry["role"] == "sink":
+        destination = Path(sink_paths.get(entry["name"]) or f"{path}-{target.root.name}").resolve()
+        if destination.exists() and any(destination.iterdir()):
+            raise VersioningError(f"sink path {destination} for '{entry['name']}' already exists")
+    else:
+        destination = _moved(path, source, target)
+    table = DeltaTable(str(path), version=int(entry["version"]))
+    rows = pl.scan_delta(str(path), version=int(entry["version"])).collect()
+    destination.mkdir(parents=True, exist_ok=True)
+    write_deltalake(
+        str(destination),
+        to_arrow(rows),
+        mode="append",
+        partition_by=list(table.metadata().partition_columns) or None,
+        configuration=KEEP_HISTORY,
+    )
+    return {**entry, "path": str(destination), "version": int(DeltaTable(str(destination)).version())}
+
+
+def _moved(path: Path, source: StateDir, target: StateDir) -> Path:
+    """The branch's copy of a table that lives in the parent's state directory."""
+    try:
+        return target.root / path.resolve().relative_to(source.root)
+    except ValueError:
+        return target.root / "tables" / path.name
+
+
+def _copy_offsets(source: StateDir, target: StateDir, epoch: int) -> None:
+    """The branch continues each source from the cut; it needs the sources' history up to there."""
+    log = OffsetLog(source.offsets)
+    copy = OffsetLog(target.offsets)
+    base = source.offsets / "base.json"
+    if base.exists():
+        write_atomic(target.offsets / "base.json", base.read_bytes())
+    for logged in log.epochs():
+        if logged > epoch:
+            break
+        entry = log.read(logged)
+        if entry is not None:
+            copy.write(logged, {k: v for k, v in entry.items() if k != "epoch"})
