@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from benchmarks.record import record
-from engine.runner import Runner
+from engine.runner import CheckpointPolicy, Runner
 from engine.sources.datagen import DatagenSource
 from sql import plan_script
 
@@ -40,7 +40,7 @@ def engine_run(rows: int, epoch_rows: int, checkpoint_every: int = 1) -> tuple[f
     plan = plan_script(SQL.format(rows=rows))
     with tempfile.TemporaryDirectory() as state:
         runner = Runner(plan, Path(state), Path.cwd())
-        runner.policy = (checkpoint_every, None)
+        runner.policy = CheckpointPolicy(every_epochs=checkpoint_every)
         durations: list[float] = []
         started = time.perf_counter()
         while (report := runner.run_epoch(epoch_rows)) is not None:

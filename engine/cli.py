@@ -90,6 +90,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.once and args.trigger:
         raise UsageError("--once and --trigger exclude each other")
+    from engine.runner import checkpoint_policy
+
+    try:
+        checkpoint_policy(args.checkpoint_interval, args.checkpoint_state_growth)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf))
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
@@ -99,6 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_epoch_rows=args.max_epoch_rows,
         on_epoch=progress,
         checkpoint_interval=args.checkpoint_interval,
+        checkpoint_state_growth=args.checkpoint_state_growth,
         retain_count=args.retain,
         retain_age=args.retain_age,
         allow_non_restored_state=args.allow_non_restored_state,
@@ -313,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--checkpoint-interval",
         help="make epochs durable every '5 epochs' or every '10s' (default: every epoch, or SET 'checkpoint.interval')",
+    )
+    run.add_argument(
+        "--checkpoint-state-growth",
+        help="also checkpoint once operator state has grown by this much, e.g. '64 MB' "
+        "(alone: every 60 s or on that growth)",
     )
     run.add_argument(
         "--retain",

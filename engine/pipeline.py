@@ -51,6 +51,7 @@ class Pipeline:
         on_epoch: Callable[[EpochReport], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         checkpoint_interval: str | None = None,
+        checkpoint_state_growth: str | None = None,
         retain_count: str | int | None = None,
         retain_age: str | None = None,
         allow_non_restored_state: bool = False,
@@ -72,6 +73,7 @@ class Pipeline:
                 max_epochs=max_epochs,
                 max_epoch_rows=max_epoch_rows,
                 checkpoint_interval=checkpoint_interval,
+                checkpoint_state_growth=checkpoint_state_growth,
                 retain_count=None if retain_count is None else str(retain_count),
                 retain_age=retain_age,
             )

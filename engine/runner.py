@@ -54,19 +54,33 @@ class RunOptions:
     #: checkpoint policy: `5 epochs`, `10 s`, or None for the pipeline's `SET 'checkpoint.interval'` (default:
     #: every epoch)
     checkpoint_interval: str | None = None
+    #: also checkpoint when operator state has grown by this much, e.g. `64 MB` (or SET 'checkpoint.state-growth')
+    checkpoint_state_growth: str | None = None
     #: retention: keep the last N checkpoints / those younger than an age (None: the pipeline's SET options)
     retain_count: str | None = None
     retain_age: str | None = None
 
 
-def checkpoint_policy(text: str | None) -> tuple[int, float | None]:
-    """`'5 epochs'` -> (5, None); `'10 s'` -> (0, 10.0); None -> every epoch."""
-    if not text:
-        return 1, None
-    words = text.strip().lower().split()
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """When an epoch becomes a durable checkpoint: whichever of the set criteria comes first."""
+
+    every_epochs: int | None = 1
+    seconds: float | None = None
+    #: operator state (in memory) grew or shrank by this many bytes since the last checkpoint
+    growth_bytes: int | None = None
+
+
+def checkpoint_policy(interval: str | None, growth: str | None = None) -> CheckpointPolicy:
+    """`'5 epochs'`, `'10 s'`, or None (every epoch); `growth` ('64 MB') adds a state-growth trigger, and
+    alone means 'every 60 s, or sooner when the state grows that much'."""
+    size = durations.parse_size(growth) if growth else None
+    if not interval:
+        return CheckpointPolicy(every_epochs=None, seconds=60.0, growth_bytes=size) if size else CheckpointPolicy()
+    words = interval.strip().lower().split()
     if len(words) == 2 and words[1] in ("epoch", "epochs") and words[0].isdigit() and int(words[0]) > 0:
-        return int(words[0]), None
-    return 0, durations.parse_duration(text)
+        return CheckpointPolicy(every_epochs=int(words[0]), growth_bytes=size)
+    return CheckpointPolicy(every_epochs=None, seconds=durations.parse_duration(interval), growth_bytes=size)
 
 
 @dataclass
@@ -245,7 +259,10 @@ class Runner:
         # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
-        self.policy = checkpoint_policy(self.plan.options.get("checkpoint.interval"))
+        self.policy = checkpoint_policy(
+            self.plan.options.get("checkpoint.interval"), self.plan.options.get("checkpoint.state-growth")
+        )
+        self.state_bytes_at_checkpoint = self._state_bytes()
         self.retention = retention.policy_from_options(self.plan.options)
         self._checkpoints_since_retention = 0
         self._since_checkpoint: dict[str, Any] = {}
@@ -259,8 +276,11 @@ class Runner:
     ) -> Summary:
         summary = Summary(state=str(self.dir.root))
         started = time.perf_counter()
-        if options.checkpoint_interval:
-            self.policy = checkpoint_policy(options.checkpoint_interval)
+        if options.checkpoint_interval or options.checkpoint_state_growth:
+            self.policy = checkpoint_policy(
+                options.checkpoint_interval or self.plan.options.get("checkpoint.interval"),
+                options.checkpoint_state_growth or self.plan.options.get("checkpoint.state-growth"),
+            )
         self.retention = retention.policy_from_options(self.plan.options, options.retain_count, options.retain_age)
         try:
             while options.max_epochs is None or summary.epochs < options.max_epochs:
@@ -394,10 +414,14 @@ class Runner:
                 bucket[name] = bucket.get(name, 0) + count
         totals["duration_ms"] = totals.get("duration_ms", 0.0) + round((time.perf_counter() - started) * 1000, 3)
         commit_started = time.perf_counter()
-        every, seconds = self.policy
+        policy = self.policy
         due = (
-            (every and epoch - self.last_checkpoint_epoch >= every)
-            or (seconds is not None and time.monotonic() - self.last_checkpoint_time >= seconds)
+            (policy.every_epochs is not None and epoch - self.last_checkpoint_epoch >= policy.every_epochs)
+            or (policy.seconds is not None and time.monotonic() - self.last_checkpoint_time >= policy.seconds)
+            or (
+                policy.growth_bytes is not None
+                and abs(self._state_bytes() - self.state_bytes_at_checkpoint) >= policy.growth_bytes
+            )
             or self.dir.checkpoint_request.exists()
         )
         if due:
@@ -442,11 +466,15 @@ class Runner:
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
         self._since_checkpoint = {}
+        self.state_bytes_at_checkpoint = self._state_bytes()
         self.dir.checkpoint_request.unlink(missing_ok=True)
         self._checkpoints_since_retention += 1
         if self._checkpoints_since_retention >= self.retention.every:
             self._checkpoints_since_retention = 0
             retention.apply(self.dir, self.retention)
+
+    def _state_bytes(self) -> int:
+        return sum(operator.state_bytes for operator in self.operators.values())
 
     def _write_dead_letters(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
         counts: dict[str, int] = {}

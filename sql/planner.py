@@ -127,7 +127,11 @@ class _Planner:
             eq = item.this
             if not isinstance(eq, exp.EQ):
                 raise error_at(item, "SET 'key' = 'value' expected")
-            self.options[str(eq.this.name)] = str(eq.expression.name)
+            key, value = str(eq.this.name), str(eq.expression.name)
+            problem = _check_option(key, value)
+            if problem:
+                raise error_at(eq.expression, problem)
+            self.options[key] = value
 
     def _create(self, statement: exp.Create) -> None:
         kind = (statement.args.get("kind") or "").upper()
@@ -1393,3 +1397,26 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
 
 def _line(node: exp.Expr) -> int | None:
     return position(node)[0]
+
+
+def _check_option(key: str, value: str) -> str | None:
+    """Why a pipeline option's value is wrong (None when it is fine); unknown keys pass, as in Flink."""
+    try:
+        if key in ("checkpoint.interval",):
+            words = value.strip().lower().split()
+            if not (len(words) == 2 and words[1] in ("epoch", "epochs") and words[0].isdigit()):
+                durations.parse_duration(value)
+        elif key == "checkpoint.state-growth":
+            durations.parse_size(value)
+        elif key in ("checkpoint.retention.age", "state.ttl"):
+            durations.parse_duration(value)
+        elif key == "checkpoint.retention.count" and not _is_count(value):
+            return f"'{key}' must be a positive number or 'all', not '{value}'"
+    except ValueError as err:
+        return f"'{key}': {err}"
+    return None
+
+
+def _is_count(value: str) -> bool:
+    text = value.strip().lower()
+    return text in ("all", "unlimited", "none") or (text.isdigit() and int(text) > 0)

@@ -160,3 +160,23 @@ def test_a_checkpoint_on_request(tmp_path: Path) -> None:
     manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("epoch")
     assert manifest.get_column("epoch").to_list() == [1, 4, 9]  # the request, then the end of the run
     assert not (tmp_path / "state" / "checkpoint-requested").exists()
+
+
+def test_checkpoint_on_state_growth(tmp_path: Path) -> None:
+    from tests import test_joins as j
+
+    j.write(tmp_path, j.make(5, 120, 0), j.make(6, 120, 1000))
+    sql = (
+        "SET 'checkpoint.interval' = '1 h';\nSET 'checkpoint.state-growth' = '600 B';\n"
+        + j.SOURCES
+        + """
+CREATE TABLE per_order (id BIGINT, n BIGINT, PRIMARY KEY (id) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'o');
+INSERT INTO per_order SELECT id, COUNT(*) FROM orders GROUP BY id;
+"""
+    )
+    summary = run(tmp_path, sql, max_epoch_rows=5)
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("epoch")
+    epochs = manifest.get_column("epoch").to_list()
+    # Each epoch adds 5 keys (about 125 bytes of state): a checkpoint every 5 epochs, and one at the end.
+    assert epochs == [5, 10, 15, 20, 24] and summary["last_epoch"] == 24
+    assert read_sink(tmp_path / "o").height == 120

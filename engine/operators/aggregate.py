@@ -100,6 +100,10 @@ class AggregateOperator:
     def state_rows(self) -> int:
         return self.state.height
 
+    @property
+    def state_bytes(self) -> int:
+        return int(self.state.estimated_size()) + sum(int(f.estimated_size()) for f in self.distinct_state.values())
+
     def plan_epoch(self) -> None:
         return None
 

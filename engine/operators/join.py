@@ -105,6 +105,10 @@ class JoinOperator:
     def state_rows(self) -> int:
         return sum(f.height for f in self.rows.values())
 
+    @property
+    def state_bytes(self) -> int:
+        return sum(int(f.estimated_size()) for f in self.rows.values())
+
     def commit(self, epoch: int, app_prefix: str) -> int:
         for late in self.late.values():
             late.commit(epoch)

@@ -76,6 +76,10 @@ class OverOperator:
         return self.rows.height + self.totals.height
 
     @property
+    def state_bytes(self) -> int:
+        return int(self.rows.estimated_size() + self.totals.estimated_size())
+
+    @property
     def late_count(self) -> int:
         return self.late.count
 

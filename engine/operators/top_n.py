@@ -70,6 +70,10 @@ class TopNOperator:
         return self.rows.height
 
     @property
+    def state_bytes(self) -> int:
+        return int(self.rows.estimated_size())
+
+    @property
     def late_count(self) -> int:
         return self.late.count
 
