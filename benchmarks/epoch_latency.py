@@ -1,10 +1,12 @@
-"""Per-epoch latency over many epochs of a stateful pipeline: does commit latency stay flat?
+"""Per-epoch latency and disk use over many epochs of a stateful pipeline: do both stay flat?
 
-    python -m benchmarks.epoch_latency [--epochs 2000] [--rows-per-epoch 200] [--record]
+    python -m benchmarks.epoch_latency [--epochs 2000] [--rows-per-epoch 200] [--retain 100|all] [--record]
 
 A datagen source feeds a TUMBLE window aggregation (COUNT, SUM per key) and an unbounded GROUP BY upserted
 into Delta. Every epoch commits the state change logs, the sinks and the manifest. Latency percentiles are
-reported per block of epochs: with log checkpoints and small-file compaction they must not grow.
+reported per block of epochs, with the state directory's size at the end of the block: with log checkpoints,
+small-file compaction and retention (`--retain`: checkpoints kept; the engine default is 1000) neither may
+grow.
 """
 
 from __future__ import annotations
@@ -40,18 +42,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--rows-per-epoch", type=int, default=200)
     parser.add_argument("--block", type=int, default=250)
+    parser.add_argument("--retain", default="1000", help="checkpoints to keep, or 'all'")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
-        plan = plan_script(SQL.format(rows=args.epochs * args.rows_per_epoch, root=root))
+        retention = f"SET 'checkpoint.retention.count' = '{args.retain}';\n"
+        plan = plan_script(retention + SQL.format(rows=args.epochs * args.rows_per_epoch, root=root))
         runner = Runner(plan, Path(root) / "state", Path(root))
         latencies = []
+        disk: list[float] = []
         started = time.perf_counter()
         while (report := runner.run_epoch(args.rows_per_epoch)) is not None:
             latencies.append(report.duration_s * 1000)
+            if len(latencies) % args.block == 0:
+                disk.append(_megabytes(Path(root)))
         elapsed = time.perf_counter() - started
         runner.close()
-        disk_mb = sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file()) / 1e6
+        disk_mb = _megabytes(Path(root))
     blocks = []
     for start in range(0, len(latencies), args.block):
         block = sorted(latencies[start : start + args.block])
@@ -60,6 +67,7 @@ def main() -> None:
                 "epochs": f"{start + 1}-{start + len(block)}",
                 "p50_ms": round(statistics.median(block), 1),
                 "p99_ms": round(block[int(len(block) * 0.99) - 1], 1),
+                "disk_mb": disk[start // args.block] if start // args.block < len(disk) else round(disk_mb, 1),
             }
         )
     result = {
@@ -67,6 +75,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d"),
         "epochs": len(latencies),
         "rows_per_epoch": args.rows_per_epoch,
+        "retain": args.retain,
         "elapsed_s": round(elapsed, 1),
         "disk_mb": round(disk_mb, 1),
         "blocks": blocks,
@@ -74,6 +83,10 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.record:
         record("epoch_latency", [result])
+
+
+def _megabytes(root: Path) -> float:
+    return round(sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 1e6, 1)
 
 
 if __name__ == "__main__":

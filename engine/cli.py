@@ -109,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         retain_count=args.retain,
         retain_age=args.retain_age,
         allow_non_restored_state=args.allow_non_restored_state,
+        parallelism=args.parallelism,
         on_upgrade=_print_upgrade,
     )
     progress.finish()
@@ -331,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the last N checkpoints readable, or 'all' (default 1000, or SET 'checkpoint.retention.count')",
     )
     run.add_argument("--retain-age", help="also keep every checkpoint younger than this (e.g. '7 d')")
+    run.add_argument(
+        "--parallelism",
+        type=int,
+        choices=range(1, 129),
+        metavar="N",
+        help="worker threads for GROUP BY aggregations (1-128; may change between runs)",
+    )
     run.add_argument(
         "--allow-non-restored-state",
         action="store_true",

@@ -55,6 +55,7 @@ class Pipeline:
         retain_count: str | int | None = None,
         retain_age: str | None = None,
         allow_non_restored_state: bool = False,
+        parallelism: int | None = None,
         on_upgrade: Callable[[list[Change]], None] | None = None,
     ) -> dict[str, Any]:
         """Run epochs; returns the summary that `timelapse run --json` prints.
@@ -63,7 +64,7 @@ class Pipeline:
         new SQL cannot restore refuses the run (`UpgradeRefused`) unless `allow_non_restored_state`.
         `on_upgrade` receives the per-operator report before the first epoch.
         """
-        runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state)
+        runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
         if runner.upgrade and on_upgrade is not None:
             on_upgrade(runner.upgrade)
         try:

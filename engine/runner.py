@@ -28,7 +28,7 @@ from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate
-from engine.operators.aggregate import AggregateOperator
+from engine.operators.aggregate import AggregateOperator, ParallelAggregate
 from engine.operators.context import EpochContext
 from engine.operators.join import JoinOperator
 from engine.operators.over import OverOperator
@@ -138,7 +138,14 @@ class Summary:
 
 
 class Runner:
-    def __init__(self, plan: Plan, state: Path, base_dir: Path, allow_non_restored_state: bool = False) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        state: Path,
+        base_dir: Path,
+        allow_non_restored_state: bool = False,
+        parallelism: int | None = None,
+    ) -> None:
         self.plan = plan
         self.dir = StateDir(state)
         self.base_dir = base_dir
@@ -169,11 +176,18 @@ class Runner:
             if refused and not allow_non_restored_state:
                 self._lock.close()
                 raise upgrade.UpgradeRefused(refused)
+        # GROUP BY aggregations split their key groups over this many worker threads (`parallelism.default`).
+        self.parallelism = parallelism or int(plan.options.get("parallelism.default", "1"))
+        self.previous_parallelism = latest.metrics.get("parallelism", 1) if latest else self.parallelism
         self.fresh_state = {c.state_id for c in self.upgrade if c.status in ("new", "incompatible")}
         self.operator_dirs = self._operator_directories(latest)
-        self.operators: dict[str, AggregateOperator | JoinOperator | TopNOperator | OverOperator] = {}
+        self.operators: dict[str, AggregateOperator | ParallelAggregate | JoinOperator | TopNOperator | OverOperator]
+        self.operators = {}
         for node in plan.nodes:
-            if isinstance(node, Aggregate):
+            if isinstance(node, Aggregate) and self.parallelism > 1:
+                directory = self.operator_dirs[node.state_id]
+                self.operators[node.id] = ParallelAggregate(node, directory, self.pipeline_id, self.parallelism)
+            elif isinstance(node, Aggregate):
                 self.operators[node.id] = AggregateOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
             elif isinstance(node, Join):
                 directory = self.operator_dirs[node.state_id]
@@ -449,6 +463,8 @@ class Runner:
             state_rows[operator.node.state_id] = operator.state_rows
         metrics = {
             **self._since_checkpoint,
+            "parallelism": self.parallelism,
+            **({"rescaled_from": self.previous_parallelism} if self.previous_parallelism != self.parallelism else {}),
             "state_rows": state_rows,
             "epochs": [self.last_checkpoint_epoch + 1, self.last_epoch],
         }
@@ -467,6 +483,7 @@ class Runner:
         self.last_checkpoint_time = time.monotonic()
         self._since_checkpoint = {}
         self.state_bytes_at_checkpoint = self._state_bytes()
+        self.previous_parallelism = self.parallelism
         self.dir.checkpoint_request.unlink(missing_ok=True)
         self._checkpoints_since_retention += 1
         if self._checkpoints_since_retention >= self.retention.every:

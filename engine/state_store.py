@@ -16,19 +16,20 @@ readable, so time travel is unaffected.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
 from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
+from sql.plan import KEY_GROUPS
 
-KEY_GROUPS = 128
 BOOKKEEPING = {"_kg": pl.Int32(), "_epoch": pl.Int64(), "_deleted": pl.Boolean()}
 COMPACT_MIN_ROWS = 10_000
 
 
-def key_group(keys: list[str]) -> pl.Expr:
+def key_group(keys: Sequence[str | pl.Expr]) -> pl.Expr:
     if not keys:
         return pl.lit(0, pl.Int32)
     return (pl.struct(keys).hash(seed=0x7A11) % KEY_GROUPS).cast(pl.Int32)

@@ -18,6 +18,10 @@ import polars as pl
 from sql import types
 from sql.catalog import TableDef
 
+#: Keyed state is split into this many key groups (hash of the key); work is spread over workers by key group,
+#: so it is also the most workers a keyed operator can use.
+KEY_GROUPS = 128
+
 
 @dataclass(eq=False)
 class Node:

@@ -19,6 +19,7 @@ from sql.dialect import Descriptor, Flink, TableArgument, WindowCall
 from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
 from sql.expressions import PROCTIME_COLUMN, ExprCompiler, Scope
 from sql.plan import (
+    KEY_GROUPS,
     OP_COLUMN,
     WATERMARK_COLUMN,
     AggCall,
@@ -1410,6 +1411,8 @@ def _check_option(key: str, value: str) -> str | None:
             durations.parse_size(value)
         elif key in ("checkpoint.retention.age", "state.ttl"):
             durations.parse_duration(value)
+        elif key == "parallelism.default" and not (value.strip().isdigit() and 0 < int(value) <= KEY_GROUPS):
+            return f"'{key}' must be a number of workers from 1 to {KEY_GROUPS}, not '{value}'"
         elif key == "checkpoint.retention.count" and not _is_count(value):
             return f"'{key}' must be a positive number or 'all', not '{value}'"
     except ValueError as err:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +25,7 @@ from engine.operators.aggregates import ROWS, SIGN, AggState, agg_state, merge_g
 from engine.operators.context import EpochContext
 from engine.operators.late import LateRows
 from engine.operators.windows import ONE_MS, assign
-from engine.state_store import StateTable, key_group, tidy
+from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate
 
 OLD = "__old"
@@ -286,7 +287,7 @@ class AggregateOperator:
                 *merge_grouped(self.states),
             )
             .drop("__session")
-            .with_columns(key_group(self.groups).alias("_kg"))
+            .with_columns(key_group(self.keys).alias("_kg"))
         )
         replaced = old.join(merged.select(self.groups), on=self.groups, how="anti", nulls_equal=True)
         self.state = tidy(
@@ -314,7 +315,7 @@ class AggregateOperator:
             *self.groups,
             (pl.col(ROWS + OLD).fill_null(0) + pl.col(ROWS)).alias(ROWS),
             *merge_pairwise(self.states, OLD),
-            key_group(self.groups).alias("_kg"),
+            key_group(self.keys).alias("_kg"),
             *([pl.lit(self.now, pl.Datetime("ms", "UTC")).alias(TOUCHED)] if self.node.ttl is not None else []),
         )
         return old, new
@@ -356,10 +357,10 @@ class AggregateOperator:
             ((pl.col("__new") > 0).cast(pl.Int64) - (pl.col(COUNT).fill_null(0) > 0).cast(pl.Int64)).alias("__chg")
         )
         present = joined.filter(pl.col("__new") > 0).select(
-            *keys, pl.col("__new").alias(COUNT), key_group(keys).alias("_kg")
+            *keys, pl.col("__new").alias(COUNT), key_group(self.keys).alias("_kg")
         )
         absent = joined.filter((pl.col("__new") <= 0) & pl.col(COUNT).is_not_null()).select(
-            *keys, key_group(keys).alias("_kg")
+            *keys, key_group(self.keys).alias("_kg")
         )
         self.distinct_state[index] = tidy(
             pl.concat(
@@ -430,3 +431,77 @@ class AggregateOperator:
 
     def _empty_output(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.node.schema)
+
+
+class ParallelAggregate:
+    """A GROUP BY run by several workers (threads), each owning a range of the 128 key groups.
+
+    Every key's state lives in the one key group its key hashes to (`_kg`), so the work splits by key group:
+    each epoch's input rows go to the worker owning their key group, and the workers run side by side
+    (Polars releases the GIL). They share one set of state tables and commit once, as one operator: the
+    table, its markers and its change log do not depend on the number of workers. Restoring with another
+    number of workers reassigns the key groups: each worker takes the rows of its new range.
+    """
+
+    def __init__(self, node: Aggregate, directory: Path, app_prefix: str, workers: int) -> None:
+        self.node = node
+        self.workers = [AggregateOperator(node, directory, app_prefix) for _ in range(workers)]
+        first = self.workers[0]
+        for worker in self.workers[1:]:
+            worker.table, worker.distinct, worker.late = first.table, first.distinct, first.late
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"agg-{node.state_id}")
+
+    def _owner(self, key_groups: pl.Expr) -> pl.Expr:
+        return (key_groups * len(self.workers) // KEY_GROUPS).cast(pl.Int32)
+
+    def _split(self, frame: pl.DataFrame) -> list[pl.DataFrame]:
+        owners = frame.get_column("_kg") * len(self.workers) // KEY_GROUPS
+        return [frame.filter(owners == i) for i in range(len(self.workers))]
+
+    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
+        return self.workers[0].tables()
+
+    @property
+    def state_rows(self) -> int:
+        return sum(w.state_rows for w in self.workers)
+
+    @property
+    def state_bytes(self) -> int:
+        return sum(w.state_bytes for w in self.workers)
+
+    @property
+    def late_count(self) -> int:
+        return self.workers[0].late_count
+
+    def plan_epoch(self) -> None:
+        return None
+
+    def timer_due(self, now: dt.datetime) -> bool:
+        return any(w.timer_due(now) for w in self.workers)
+
+    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
+        first = self.workers[0]
+        first.restore(versions, watermark)
+        states = self._split(first.state)
+        distinct = {i: self._split(frame) for i, frame in first.distinct_state.items()}
+        for index, worker in enumerate(self.workers):
+            worker.state = states[index]
+            worker.distinct_state = {i: parts[index] for i, parts in distinct.items()}
+            worker.last_watermark = watermark
+
+    def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
+        (rows,) = inputs
+        first = self.workers[0]
+        key_groups = key_group([expr.alias(name) for name, expr in first.key_exprs])
+        owned = rows.with_columns(self._owner(key_groups).alias("__owner"))  # broadcasts a constant key, too
+        parts = [owned.filter(pl.col("__owner") == i).drop("__owner") for i in range(len(self.workers))]
+        work = zip(self.workers, parts, strict=True)
+        outputs = list(self.pool.map(lambda pair: pair[0].process([pair[1]], ctx), work))
+        return pl.concat(outputs, how="vertical_relaxed")
+
+    def commit(self, epoch: int, app_prefix: str) -> int:
+        first = self.workers[0]
+        first.late.commit(epoch)
+        for i, table in first.distinct.items():
+            table.commit(epoch, sum(w.distinct_state[i].height for w in self.workers))
+        return first.table.commit(epoch, self.state_rows)

@@ -21,7 +21,7 @@ class LateRows:
         self.app_id = app_id
         self.columns = columns
         self.table: AppendTable | None = AppendTable(ensure_table(path, {})) if path.exists() else None
-        self.pending: pl.DataFrame | None = None
+        self.pending: list[pl.DataFrame] = []  # appended to by parallel workers: list.append is atomic
 
     def add(self, rows: pl.DataFrame, reason: pl.Expr | str) -> None:
         """Record `rows` (with their `__wm` column) as late, for `reason`."""
@@ -32,19 +32,19 @@ class LateRows:
             pl.col(WATERMARK_COLUMN).cast(pl.Datetime("us", "UTC")).alias("_watermark"),
             (pl.lit(reason) if isinstance(reason, str) else reason).cast(pl.String).alias("_reason"),
         )
-        self.pending = frame if self.pending is None else pl.concat([self.pending, frame])
+        self.pending.append(frame)
 
     @property
     def count(self) -> int:
-        return 0 if self.pending is None else self.pending.height
+        return sum(frame.height for frame in self.pending)
 
     def commit(self, epoch: int) -> None:
-        if self.pending is not None and self.pending.height:
-            rows = self.pending.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
+        if self.count:
+            rows = pl.concat(self.pending).with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
             if self.table is None:
                 self.table = AppendTable(ensure_table(self.path, dict(rows.schema)))
             self.table.append_once(rows, self.app_id, epoch)
-        self.pending = None
+        self.pending = []
 
     def entry(self, name: str) -> dict[str, tuple[str, Path, int, str | None]]:
         """The manifest entry of the table, once it exists."""
