@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -292,6 +293,59 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _point(text: str | None) -> int | str | None:
+    """`--at` values: an epoch number, a savepoint name or an ISO time."""
+    if text is None:
+        return None
+    return int(text) if text.strip().isdigit() else text
+
+
+def _show(frame: Any, args: argparse.Namespace, limit: int | None = None) -> None:
+    """A frame as a readable table, or as JSON rows / CSV for scripts."""
+    import polars as pl
+
+    if args.json:
+        print(json.dumps(frame.to_dicts(), default=str))
+    elif args.csv:
+        sys.stdout.write(frame.with_columns(pl.col(pl.List(pl.String)).list.join(";")).write_csv())
+    else:
+        rows = frame.height if limit is None else min(limit, frame.height)
+        with pl.Config(tbl_rows=rows, tbl_cols=-1, tbl_width_chars=shutil.get_terminal_size((160, 40)).columns):
+            print(frame.head(rows))
+        if rows < frame.height:
+            print(f"({frame.height - rows} more rows; --limit N shows more)")
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    from engine.history import History
+
+    h = History(args.dir)
+    frame = h.scan_state(args.operator, _point(args.at)).head(args.limit).collect()
+    _show(frame.drop("_kg", strict=False) if not args.all_columns else frame, args)
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from engine.history import History
+
+    frame = History(args.dir).diff(args.operator, _point(args.a), _point(args.b))
+    _show(frame, args, args.limit)
+    return EXIT_OK
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from engine.history import History
+
+    try:
+        frame = History(args.dir).sql(args.query)
+    except duckdb.Error as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    _show(frame, args, args.limit)
+    return EXIT_OK
+
+
 def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
     """Import Python files whose `@udf` functions register themselves."""
     import importlib.util
@@ -403,6 +457,34 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=cmd_upgrade_check)
 
+    def output_flags(command: argparse.ArgumentParser, limit: int = 50) -> None:
+        formats = command.add_mutually_exclusive_group()
+        formats.add_argument("--json", action="store_true", help="rows as a JSON list")
+        formats.add_argument("--csv", action="store_true", help="rows as CSV")
+        command.add_argument("--limit", type=int, default=limit, help=f"rows to show (default {limit})")
+
+    state = commands.add_parser("state", help="an operator's state as of an epoch, savepoint or time")
+    state.add_argument("dir", help="the state directory")
+    state.add_argument("operator", help="the operator id (see `timelapse sql DIR 'SHOW TABLES'` or h.operators())")
+    state.add_argument("--at", help="an epoch number, a savepoint name or an ISO time (default: now)")
+    state.add_argument("--all-columns", action="store_true", help="also show the key-group column _kg")
+    output_flags(state)
+    state.set_defaults(handler=cmd_state)
+
+    diff = commands.add_parser("diff", help="keys inserted, deleted and changed in an operator's state between A and B")
+    diff.add_argument("dir", help="the state directory")
+    diff.add_argument("operator")
+    diff.add_argument("a", help="epoch, savepoint or time")
+    diff.add_argument("b", help="epoch, savepoint or time")
+    output_flags(diff)
+    diff.set_defaults(handler=cmd_diff)
+
+    sql = commands.add_parser("sql", help="DuckDB SQL over state and sinks, with AS OF EPOCH / SAVEPOINT / TIMESTAMP")
+    sql.add_argument("dir", help="the state directory")
+    sql.add_argument("query")
+    output_flags(sql)
+    sql.set_defaults(handler=cmd_sql)
+
     retain = commands.add_parser("retention", help="free the checkpoints a retention policy no longer keeps")
     retain.add_argument("dir", help="the state directory")
     retain.add_argument("--count", help="keep the last N checkpoints (default 1000)")
@@ -429,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def guarded(action: Callable[[], int]) -> int:
+    from engine.history import HistoryError
     from engine.retention import RetentionError
     from engine.sources.base import ConnectorError
     from engine.state_dir import StateDirBusy
@@ -441,7 +524,15 @@ def guarded(action: Callable[[], int]) -> int:
     except SqlError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
-    except (ConnectorError, UsageError, FileNotFoundError, VersioningError, RetentionError, UpgradeRefused) as err:
+    except (
+        ConnectorError,
+        UsageError,
+        FileNotFoundError,
+        VersioningError,
+        RetentionError,
+        UpgradeRefused,
+        HistoryError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
     except StateDirBusy as err:

@@ -1,58 +1,343 @@
-"""Reading a state directory as of a committed epoch, with no engine running.
+"""Reading a state directory as of any retained epoch, savepoint or time, with no engine running.
 
-Every read goes through the manifest: the row of the chosen epoch names the Delta version of each table,
-so what you read is a consistent cut.
+    h = engine.open("state/")
+    h.checkpoints()                       # epochs, times, watermarks, rows, state sizes, savepoints, rollbacks
+    h.state("totals", at=1234)            # an operator's state as of epoch 1234 (or a savepoint, or a time)
+    h.diff("totals", 1230, 1234)          # keys inserted, deleted and changed, before and after
+    h.sql("SELECT * FROM totals AS OF SAVEPOINT 'before_deploy'")
+
+Every read goes through the manifest: the row of the chosen point names the Delta version of each table, so
+what you read is a consistent cut, also while a pipeline is writing. Operator state tables are change logs;
+the state as of a version is, per key, its newest row unless that row is a tombstone (`state_store.resolve`),
+done lazily by Polars or, for SQL, by a DuckDB view over the Delta files (deltalake's Arrow dataset; DuckDB's
+own delta extension cannot be downloaded here).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
+from deltalake import DeltaTable
+from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 
 from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
 from engine.state_store import resolve
-from engine.versioning import expired_message, readable
+from engine.versioning import expired_message, live_savepoints, readable
+from sql import time_travel
+from sql.errors import did_you_mean
+
+BOOKKEEPING = ("_epoch", "_deleted")
+At = int | str | dt.datetime | None
+
+
+class HistoryError(LookupError):
+    """A point in time, operator or table that the state directory does not have (any more)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def open(state: str | Path) -> History:
+    """The history of the state directory `state`."""
+    return History(state)
+
+
+class History:
+    def __init__(self, state: str | Path) -> None:
+        self.dir = StateDir(Path(state))
+        if not self.dir.manifest.exists():
+            raise FileNotFoundError(f"{state} is not a timelapse state directory")
+
+    # -- the manifest --------------------------------------------------------------------------
+    def _rows(self) -> pl.DataFrame:
+        return read_checkpoints(self.dir.manifest)
+
+    def row(self, at: At = None, rows: pl.DataFrame | None = None) -> dict[str, Any]:
+        """The manifest row of a point: None (the current cut), an epoch, a savepoint name, or a time (the last
+        checkpoint committed at or before it; naive times are UTC)."""
+        rows = self._rows() if rows is None else rows
+        if at is None:
+            current = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
+            if current.is_empty():
+                raise HistoryError(f"{self.dir.root} has no committed epoch yet")
+            return current.row(-1, named=True)
+        if isinstance(at, str):
+            live = live_savepoints(rows)
+            if at in live:
+                return self.row(int(live[at]["epoch"]), rows)
+            try:
+                at = dt.datetime.fromisoformat(at)
+            except ValueError:
+                known = ", ".join(sorted(live)) or "none"
+                raise HistoryError(f"no savepoint named '{at}' (savepoints: {known}); times are ISO") from None
+        epochs = rows.filter(pl.col("kind") == "epoch")
+        if isinstance(at, dt.datetime):
+            when = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+            before = epochs.filter(pl.col("committed_at") <= when)
+            if before.is_empty():
+                raise HistoryError(f"no epoch was committed at or before {when.isoformat()}")
+            row = before.row(-1, named=True)
+        else:
+            found = epochs.filter(pl.col("epoch") == int(at))
+            if found.is_empty():
+                last = epochs.get_column("epoch").max()
+                raise HistoryError(f"epoch {at} is not a committed checkpoint (the last one is epoch {last})")
+            row = found.row(-1, named=True)
+        if not readable(rows, row):
+            raise HistoryError(expired_message(rows, int(row["epoch"])))
+        return row
+
+    def checkpoints(self) -> pl.DataFrame:
+        """One row per checkpoint and rollback: epoch, time, watermark, rows in and out, state sizes,
+        savepoints naming it, and for a rollback the epoch it returned to."""
+        rows = self._rows()
+        names: dict[int, list[str]] = {}
+        for sp in live_savepoints(rows).values():
+            names.setdefault(int(sp["epoch"]), []).append(sp["name"])
+        out = []
+        for row in rows.filter(pl.col("kind").is_in(list(RESUMABLE))).iter_rows(named=True):
+            metrics = json.loads(row["metrics"] or "{}")
+            out.append(
+                {
+                    "epoch": row["epoch"],
+                    "kind": row["kind"],
+                    "committed_at": row["committed_at"],
+                    "watermark": row["watermark"],
+                    "rows_in": sum(metrics.get("rows_in", {}).values()),
+                    "rows_out": sum(metrics.get("rows_out", {}).values()),
+                    "dead_letters": sum(metrics.get("dead_letters", {}).values()),
+                    "late_rows": sum(metrics.get("late_rows", {}).values()),
+                    "state_rows": sum(metrics.get("state_rows", {}).values()),
+                    "savepoints": names.get(row["epoch"], []) if row["kind"] == "epoch" else [],
+                    "rolled_back_to": metrics.get("rollback", {}).get("to_epoch"),
+                    "readable": readable(rows, row) if row["kind"] == "epoch" else True,
+                }
+            )
+        schema = {
+            "epoch": pl.Int64,
+            "kind": pl.String,
+            "committed_at": pl.Datetime("us", "UTC"),
+            "watermark": pl.Datetime("us", "UTC"),
+            "rows_in": pl.Int64,
+            "rows_out": pl.Int64,
+            "dead_letters": pl.Int64,
+            "late_rows": pl.Int64,
+            "state_rows": pl.Int64,
+            "savepoints": pl.List(pl.String),
+            "rolled_back_to": pl.Int64,
+            "readable": pl.Boolean,
+        }
+        return pl.DataFrame(out, schema=schema)
+
+    def operators(self) -> pl.DataFrame:
+        """Every stateful operator of the current cut: its SQL origin, key and kept values, and tables."""
+        row = self.row()
+        records = json.loads(row["operators"] or "{}")
+        tables = row["tables"] or []
+        out = []
+        for state_id, record in records.items():
+            main = next((t for t in tables if t["name"] in (state_id, f"{state_id}/left")), None)
+            out.append(
+                {
+                    "operator": state_id,
+                    "kind": record.get("kind"),
+                    "sinks": record.get("sinks", []),
+                    "key": json.dumps(record.get("key")),
+                    "window": record.get("window"),
+                    "state": json.dumps(record.get("state")),
+                    "sql": record.get("sql"),
+                    "tables": [t["name"] for t in tables if t["name"].split("/")[0] == state_id],
+                    "path": main["path"] if main else record.get("directory"),
+                }
+            )
+        return pl.DataFrame(
+            out,
+            schema={
+                "operator": pl.String,
+                "kind": pl.String,
+                "sinks": pl.List(pl.String),
+                "key": pl.String,
+                "window": pl.String,
+                "state": pl.String,
+                "sql": pl.String,
+                "tables": pl.List(pl.String),
+                "path": pl.String,
+            },
+        )
+
+    # -- tables as of a point --------------------------------------------------------------------
+    def _entry(self, row: dict[str, Any], name: str, roles: tuple[str, ...]) -> dict[str, Any]:
+        """The table called `name` among those of `roles`, trying the roles in order."""
+        tables = [t for t in row["tables"] or [] if t["role"] in roles]
+        for role in roles:
+            for table in tables:
+                if table["role"] == role and table["name"].lower() == name.lower():
+                    return table
+        known = sorted({t["name"] for t in tables})
+        listing = ", ".join(sorted(f"{t['name']} ({t['role']})" for t in tables))
+        raise HistoryError(f"no table '{name}' at epoch {row['epoch']}{did_you_mean(name, known)}; tables: {listing}")
+
+    def scan_state(self, op: str, at: At = None) -> pl.LazyFrame:
+        """An operator's live state as a lazy frame (one row per key), as of `at`."""
+        entry = self._entry(self.row(at), op, ("state",))
+        log = pl.scan_delta(entry["path"], version=entry["version"])
+        return resolve(log, _keys(entry)).drop(*BOOKKEEPING)
+
+    def state(self, op: str, at: At = None) -> pl.DataFrame:
+        """An operator's state table (by operator id, e.g. `totals` or `totals/distinct_0`) as of `at`."""
+        return self.scan_state(op, at).collect()
+
+    def sink(self, name: str, at: At = None) -> pl.DataFrame:
+        """A Delta sink table as it was at `at`."""
+        entry = self._entry(self.row(at), name, ("sink",))
+        return pl.read_delta(entry["path"], version=entry["version"])
+
+    def late(self, op: str, at: At = None) -> pl.DataFrame:
+        """The rows an operator judged late (with the watermark they arrived behind and why), as of `at`."""
+        row = self.row(at)
+        frames = [
+            pl.read_delta(t["path"], version=t["version"]).with_columns(pl.lit(t["name"]).alias("_table"))
+            for t in row["tables"] or []
+            if t["role"] == "late" and t["name"].split("/")[0] == op
+        ]
+        if not frames:
+            self._entry(row, op, ("state",))  # an unknown operator is an error, a punctual one is empty
+            return pl.DataFrame()
+        return pl.concat(frames, how="diagonal_relaxed")
+
+    def dead_letters(self, source: str, at: At = None) -> pl.DataFrame:
+        """A source's rejected records: epoch, file, position, raw text and reason."""
+        row = self.row(at)
+        matches = [
+            t for t in row["tables"] or [] if t["role"] == "dead_letters" and t["name"].lower() == source.lower()
+        ]
+        if not matches:
+            return pl.DataFrame()
+        return pl.read_delta(matches[0]["path"], version=matches[0]["version"])
+
+    def diff(self, op: str, a: At, b: At) -> pl.DataFrame:
+        """Keys inserted, deleted and changed in an operator's state between `a` and `b`: `change`, the key
+        columns, then `<column>_before` and `<column>_after` for every other column."""
+        entry = self._entry(self.row(b), op, ("state",))
+        keys = _keys(entry)
+        before = self.scan_state(op, a).drop("_kg", strict=False)
+        after = self.scan_state(op, b).drop("_kg", strict=False)
+        values = [c for c in after.collect_schema().names() if c not in keys]
+        joined = before.with_columns(pl.lit(True).alias("__a")).join(
+            after.with_columns(pl.lit(True).alias("__b")),
+            on=keys,
+            how="full",
+            coalesce=True,
+            nulls_equal=True,
+            suffix="_after",
+        )
+        joined = joined.rename({v: f"{v}_before" for v in values})
+        same = pl.all_horizontal(pl.col(f"{v}_before").eq_missing(pl.col(f"{v}_after")) for v in values)
+        change = (
+            pl.when(pl.col("__a").is_null())
+            .then(pl.lit("inserted"))
+            .when(pl.col("__b").is_null())
+            .then(pl.lit("deleted"))
+            .when(~same if values else pl.lit(False))
+            .then(pl.lit("changed"))
+        )
+        columns = [c for v in values for c in (f"{v}_before", f"{v}_after")]
+        return (
+            joined.with_columns(change.alias("change"))
+            .filter(pl.col("change").is_not_null())
+            .select("change", *keys, *columns)
+            .sort(keys, nulls_last=True)
+            .collect()
+        )
+
+    # -- SQL -----------------------------------------------------------------------------------
+    def sql(self, query: str) -> pl.DataFrame:
+        """DuckDB SQL over state, sinks, late rows and dead letters, each table `AS OF` any point:
+        `AS OF EPOCH n`, `AS OF SAVEPOINT 'name'`, `AS OF TIMESTAMP '...'`; without a clause, the current cut."""
+        tree = time_travel.parse(query)
+        rows = self._rows()
+        con = duckdb.connect()
+        views: dict[time_travel.TableAt, str] = {}
+        for _, point in time_travel.references(tree):
+            if point in views:
+                continue
+            row = self.row(None if point.at == "latest" else point.value, rows)
+            roles = (point.kind,) if point.kind else time_travel.KINDS
+            name = f"{point.kind or ''}.{point.name}@{point.at}:{point.value}"
+            _register(con, self._entry(row, point.name, roles), name)
+            views[point] = name
+        return con.sql(time_travel.rewrite(tree, views.__getitem__)).pl()
+
+    def duckdb(self, at: At = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with a view for every table of the cut at `at` (default: the current one):
+        in schemas `state` (operator ids), `sink`, `late` and `dead_letters` (source names), and unqualified in
+        the main schema too, state first where names collide."""
+        row = self.row(at)
+        con = duckdb.connect()
+        for role in time_travel.KINDS:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {role}")
+        named: set[str] = set()
+        for role in time_travel.KINDS:
+            for entry in row["tables"] or []:
+                if entry["role"] != role:
+                    continue
+                _register(con, entry, entry["name"], schema=role)
+                if entry["name"].lower() not in named:
+                    named.add(entry["name"].lower())
+                    con.execute(f"CREATE VIEW {_quote(entry['name'])} AS SELECT * FROM {role}.{_quote(entry['name'])}")
+        return con
+
+
+def _keys(entry: dict[str, Any]) -> list[str]:
+    described = json.loads(entry.get("schema") or "{}")
+    if "keys" in described:
+        return list(described["keys"])
+    keys = []  # written before tables described their keys: key columns came first, up to __rows
+    for name in described:
+        if name == "__rows":
+            break
+        if name not in ("_kg", *BOOKKEEPING):
+            keys.append(name)
+    return keys
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _register(con: duckdb.DuckDBPyConnection, entry: dict[str, Any], name: str, schema: str = "main") -> None:
+    """A view `name` over the table as of the entry's version; state tables resolved to their live rows.
+
+    The Delta files are read lazily through deltalake's Arrow dataset, so filters and projections reach them."""
+    path = str(Path(entry["path"]).resolve())
+    table = DeltaTable(path, version=int(entry["version"]))
+    # A sub-tree filesystem, not the default one: see delta-facts §11 (exits with code 134 otherwise).
+    dataset = table.to_pyarrow_dataset(filesystem=SubTreeFileSystem(path, LocalFileSystem()))
+    source = f"__{schema}_{len(con.execute('SELECT * FROM duckdb_views()').fetchall())}_{abs(hash(name))}"
+    con.register(source, dataset)
+    target = f"{schema}.{_quote(name)}"
+    if entry["role"] != "state":
+        con.execute(f"CREATE VIEW {target} AS SELECT * FROM {source}")
+        return
+    keys = ", ".join(_quote(k) for k in _keys(entry))
+    con.execute(
+        f"CREATE VIEW {target} AS SELECT * EXCLUDE (_epoch, _deleted, __newest) FROM "
+        f"(SELECT *, max(_epoch) OVER ({'PARTITION BY ' + keys if keys else ''}) AS __newest FROM {source}) "
+        "WHERE _epoch = __newest AND NOT _deleted"
+    )
 
 
 def checkpoint(state: str | Path, epoch: int | None = None) -> dict[str, Any]:
     """The manifest row of `epoch`; by default the current cut (the latest epoch, or a later rollback)."""
-    everything = rows = read_checkpoints(StateDir(Path(state)).manifest)
-    if epoch is not None:
-        rows = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
-    else:
-        rows = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
-    if rows.is_empty():
-        raise KeyError(f"epoch {epoch} is not a committed epoch of {state}" if epoch else f"{state} has no epochs")
-    row = rows.row(-1, named=True)
-    if epoch is not None and not readable(everything, row):
-        raise KeyError(expired_message(everything, epoch))
-    return row
+    return History(state).row(epoch)
 
 
-def state_at(state: str | Path, operator: str, epoch: int | None = None) -> pl.LazyFrame:
+def state_at(state: str | Path, operator: str, epoch: At = None) -> pl.LazyFrame:
     """The live state of a stateful operator (by state id) as of `epoch`: one row per key."""
-    row = checkpoint(state, epoch)
-    entry = next((t for t in row["tables"] if t["name"] == operator and t["role"] == "state"), None)
-    if entry is None:
-        known = sorted(t["name"] for t in row["tables"] if t["role"] == "state")
-        raise KeyError(f"no state table '{operator}' at epoch {row['epoch']}; operators: {', '.join(known)}")
-    log = pl.scan_delta(entry["path"], version=entry["version"])
-    bookkeeping = {"_kg", "_epoch", "_deleted"}
-    keys = [c for c in _key_columns(entry) if c not in bookkeeping]
-    return resolve(log, keys).drop("_epoch", "_deleted")
-
-
-def _key_columns(entry: dict[str, Any]) -> list[str]:
-    import json
-
-    schema = json.loads(entry["schema"] or "{}")
-    # Key columns come first in a state table, before __rows and the partial-state columns.
-    keys = []
-    for name in schema:
-        if name == "__rows":
-            break
-        keys.append(name)
-    return keys
+    return History(state).scan_state(operator, epoch)

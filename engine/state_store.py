@@ -16,6 +16,7 @@ readable, so time travel is unaffected.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -126,3 +127,7 @@ class StateTable:
 
     def version(self) -> int:
         return int(self.table.version())
+
+    def describe(self) -> str:
+        """What the manifest records of this table: its key columns and every column's type (JSON)."""
+        return json.dumps({"keys": self.keys, "columns": {name: str(dtype) for name, dtype in self.schema.items()}})

@@ -55,7 +55,7 @@ def readable(rows: pl.DataFrame, row: dict[str, Any]) -> bool:
     floor = json.loads(passes.row(-1, named=True)["metrics"])["oldest_epoch"]
     if row["epoch"] >= floor:
         return True
-    live = _live_savepoints(rows)
+    live = live_savepoints(rows)
     return any(sp["epoch"] == row["epoch"] for sp in live.values())
 
 
@@ -74,12 +74,12 @@ def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
 
 def savepoints(state: str | Path) -> pl.DataFrame:
     """The live savepoints: name, epoch, when, by whom."""
-    live = _live_savepoints(_rows(StateDir(Path(state))))
+    live = live_savepoints(_rows(StateDir(Path(state))))
     schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
     return pl.DataFrame(list(live.values()), schema=schema)
 
 
-def _live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
+def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
     live: dict[str, dict[str, Any]] = {}
     for row in rows.filter(pl.col("kind").is_in(["savepoint", "savepoint_deleted"])).iter_rows(named=True):
         info = json.loads(row["metrics"] or "{}")

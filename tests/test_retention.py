@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine import history, retention, state_at, versioning
+from engine import HistoryError, history, retention, state_at, versioning
 from tests.helpers import run, sort_all
 from tests.test_versioning import STATEFUL, _inputs, _sinks
 
@@ -34,7 +34,7 @@ def test_a_savepoint_survives_aggressive_retention_and_still_restores(tmp_path: 
     run(kept, STATEFUL, max_epoch_rows=5, retain_count=2)  # a retention pass every 2 checkpoints
 
     # Epochs older than the last two are gone, with a clear message; the savepoint's epoch is not.
-    with pytest.raises(KeyError, match="removed by retention"):
+    with pytest.raises(HistoryError, match="removed by retention"):
         history.checkpoint(kept / "state", 5)
     with pytest.raises(versioning.VersioningError, match="removed by retention"):
         versioning.rollback(kept / "state", to_epoch=5)

@@ -252,7 +252,8 @@ def test_window_state_is_typed_delta_and_purged_after_firing(tmp_path: Path) -> 
     run(tmp_path, SOURCE + SINK + tvf_query(WINDOWS["tumble"][0]), max_epoch_rows=20)
     state_dir = next((tmp_path / "state" / "operators").glob("window-agg-*"))
     log = pl.read_delta(str(state_dir / "state"))
-    assert {"k", "window_start", "window_end", "a0_count", "a3_sum", "_kg", "_epoch", "_deleted"} <= set(log.columns)
+    expected_columns = {"k", "window_start", "window_end", "count__count", "sum_v__sum", "_kg", "_epoch", "_deleted"}
+    assert expected_columns <= set(log.columns)
     assert log.schema["window_start"] == pl.Datetime("us", "UTC")
     live = log.filter(pl.col("_epoch") == pl.col("_epoch").max().over("k", "window_start")).filter(~pl.col("_deleted"))
     final_wm = max(r["ts"] for r in rows) - DELAY_S * 1000  # type: ignore[type-var]

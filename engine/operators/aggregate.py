@@ -15,13 +15,20 @@ final row once the watermark passes the window's end, then purges the window fro
 from __future__ import annotations
 
 import datetime as dt
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
 
-from engine.operators.aggregates import ROWS, SIGN, AggState, agg_state, merge_grouped, merge_pairwise
+from engine.operators.aggregates import (
+    ROWS,
+    SIGN,
+    AggState,
+    agg_state,
+    merge_grouped,
+    merge_pairwise,
+    state_prefixes,
+)
 from engine.operators.context import EpochContext
 from engine.operators.late import LateRows
 from engine.operators.windows import ONE_MS, assign
@@ -52,7 +59,8 @@ class AggregateOperator:
         self.keys = [name for name, _ in self.key_exprs]
         self.groups = self.keys + (WINDOW_BOUNDS if self.window else [])
         retracting = node.inputs[0].changelog == "retract"
-        self.states: list[AggState] = [agg_state(call, i, retracting) for i, call in enumerate(node.aggs)]
+        prefixes = state_prefixes(node.aggs)
+        self.states: list[AggState] = [agg_state(c, p, retracting) for c, p in zip(node.aggs, prefixes, strict=True)]
         input_schema = dict(node.inputs[0].schema)
         key_types = pl.LazyFrame(schema=input_schema).select([e for _, e in self.key_exprs]).collect_schema()
         group_types = {
@@ -88,12 +96,11 @@ class AggregateOperator:
     # -- tables the manifest records -----------------------------------------------------------
     def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
         """name -> (role, path, version, schema as JSON for the main state table)."""
-        schema = json.dumps({name: str(dtype) for name, dtype in self.table.schema.items()})
         entries: dict[str, tuple[str, Path, int, str | None]] = {
-            self.node.state_id: ("state", self.table.path, self.table.version(), schema)
+            self.node.state_id: ("state", self.table.path, self.table.version(), self.table.describe())
         }
         for i, table in self.distinct.items():
-            entries[f"{self.node.state_id}/distinct_{i}"] = ("state", table.path, table.version(), None)
+            entries[f"{self.node.state_id}/distinct_{i}"] = ("state", table.path, table.version(), table.describe())
         entries.update(self.late.entry(f"{self.node.state_id}/late"))
         return entries
 

@@ -9,6 +9,7 @@ inputs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,9 +49,22 @@ class AggState:
         return self.call.distinct or any(c.combine == "replace" for c in self.columns)
 
 
-def agg_state(call: AggCall, index: int, retracting: bool = False) -> AggState:
-    """The partial state of `call`; over a `retracting` input MIN and MAX are recomputed from stored values."""
-    prefix = f"a{index}_"
+def state_prefixes(calls: list[AggCall]) -> list[str]:
+    """Readable, unique column prefixes for the calls' partial states: `SUM(amount)` -> `sum_amount__`, so a
+    state table reads as `cust, sum_amount__sum, sum_amount__count` when opened in a notebook."""
+    prefixes: list[str] = []
+    for index, call in enumerate(calls):
+        base = re.sub(r"[^a-z0-9]+", "_", (call.sql or call.function).lower()).strip("_")[:40] or f"agg{index}"
+        prefix = f"{base}__"
+        if prefix in prefixes:
+            prefix = f"{base}_{index}__"
+        prefixes.append(prefix)
+    return prefixes
+
+
+def agg_state(call: AggCall, prefix: str, retracting: bool = False) -> AggState:
+    """The partial state of `call`, in columns named `prefix + part`; over a `retracting` input MIN and MAX
+    are recomputed from stored values."""
     sign = pl.col(SIGN)
     mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
     arg = call.args[0] if call.args else None

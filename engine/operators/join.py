@@ -17,7 +17,6 @@ partner (`__matched`), so an outer join can emit the row padded with NULLs when 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +78,12 @@ class JoinOperator:
     # -- bookkeeping the runner needs ----------------------------------------------------------
     def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
         entries: dict[str, tuple[str, Path, int, str | None]] = {
-            f"{self.node.state_id}/{side}": ("state", table.path, table.version(), self._schema_json(side))
+            f"{self.node.state_id}/{side}": ("state", table.path, table.version(), table.describe())
             for side, table in self.sides.items()
         }
         for side, late in self.late.items():
             entries.update(late.entry(f"{self.node.state_id}/late_{side}"))
         return entries
-
-    def _schema_json(self, side: str) -> str:
-        return json.dumps({k: str(v) for k, v in self.sides[side].schema.items()})
 
     def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
         for side, table in self.sides.items():

@@ -12,7 +12,6 @@ aggregates per partition instead, in a second table `totals/`.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import polars as pl
@@ -55,10 +54,10 @@ class OverOperator:
         self.last_watermark: dt.datetime | None = None
 
     def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
-        schema = json.dumps({k: str(v) for k, v in self.table.schema.items()})
+        totals = self.totals_table
         entries: dict[str, tuple[str, Path, int, str | None]] = {
-            self.node.state_id: ("state", self.table.path, self.table.version(), schema),
-            f"{self.node.state_id}/totals": ("state", self.totals_table.path, self.totals_table.version(), None),
+            self.node.state_id: ("state", self.table.path, self.table.version(), self.table.describe()),
+            f"{self.node.state_id}/totals": ("state", totals.path, totals.version(), totals.describe()),
         }
         entries.update(self.late.entry(f"{self.node.state_id}/late"))
         return entries

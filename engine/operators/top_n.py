@@ -13,7 +13,6 @@ State table: __p*  <input columns>  __emitted  _kg _epoch _deleted. Late rows go
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import polars as pl
@@ -52,9 +51,8 @@ class TopNOperator:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
-        schema = json.dumps({k: str(v) for k, v in self.table.schema.items()})
         entries: dict[str, tuple[str, Path, int, str | None]] = {
-            self.node.state_id: ("state", self.table.path, self.table.version(), schema)
+            self.node.state_id: ("state", self.table.path, self.table.version(), self.table.describe())
         }
         entries.update(self.late.entry(f"{self.node.state_id}/late"))
         return entries
