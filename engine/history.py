@@ -152,7 +152,11 @@ class History:
                     "window": record.get("window"),
                     "state": json.dumps(record.get("state")),
                     "sql": record.get("sql"),
-                    "tables": [t["name"] for t in tables if t["name"].split("/")[0] == state_id],
+                    "tables": [
+                        t["name"]
+                        for t in tables
+                        if t["role"] in ("state", "late") and t["name"].split("/")[0] == state_id
+                    ],
                     "path": main["path"] if main else record.get("directory"),
                 }
             )
