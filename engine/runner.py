@@ -337,7 +337,11 @@ class Runner:
         else:
             pieces = {}
             for name, source in self.sources.items():
-                piece = source.plan(max_rows)
+                # A table may cap its own share of an epoch ('scan.max-epoch-rows'), e.g. to keep sources of
+                # different rates aligned in event time.
+                own = source.table.options.get("scan.max-epoch-rows")
+                limit = min(int(own), max_rows) if own and max_rows else (int(own) if own else max_rows)
+                piece = source.plan(limit)
                 if piece is not None:
                     pieces[name] = piece
             planned_at = dt.datetime.now(dt.UTC)

@@ -292,7 +292,15 @@ class _Planner:
         if source is None:
             raise error_at(select, "SELECT without FROM is not supported in a streaming query", UnsupportedError)
         relation = self._from_item(source.this)
-        for join in select.args.get("joins") or []:
+        joins = select.args.get("joins") or []
+        where = select.args.get("where")
+        for join in joins:
+            if (join.kind or "").upper() == "CROSS" and join.args.get("on") is None and where and len(joins) == 1:
+                # `FROM a, b WHERE a.k = b.k AND ...` is an inner join on the WHERE clause (which still filters
+                # the joined rows afterwards, to the same effect).
+                join = join.copy()
+                join.set("kind", None)
+                join.set("on", where.this.copy())
             relation = self._join(relation, join, select)
         return relation
 

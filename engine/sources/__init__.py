@@ -8,9 +8,15 @@ from engine.sources.base import ConnectorError, Source, SourceBatch
 from engine.sources.datagen import DatagenSource
 from engine.sources.delta import DeltaSource
 from engine.sources.filesystem import FileSource
+from engine.sources.nexmark import NexmarkSource
 from sql.catalog import TableDef
 
-SOURCES: dict[str, type[Source]] = {"filesystem": FileSource, "datagen": DatagenSource, "delta": DeltaSource}
+SOURCES: dict[str, type[Source]] = {
+    "filesystem": FileSource,
+    "datagen": DatagenSource,
+    "delta": DeltaSource,
+    "nexmark": NexmarkSource,
+}
 
 
 def make_source(table: TableDef, base_dir: Path) -> Source:

@@ -27,7 +27,7 @@ _ALPHABET = string.ascii_lowercase + string.digits
 _PRIME = 2_147_483_647  # 2^31 - 1: products of two residues stay below 2^62, so Int64 never overflows
 
 
-def _uniform(rows: pl.Expr, key: int) -> pl.Expr:
+def uniform(rows: pl.Expr, key: int) -> pl.Expr:
     """A counter-based hash of the row number into [0, 1): row n's value never depends on the epoch split.
 
     Squaring modulo a prime makes the rounds non-linear, so consecutive rows do not form a progression.
@@ -102,7 +102,7 @@ class DatagenSource(Source):
     def _column(self, name: str, dtype: pl.DataType) -> pl.Expr:
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "little") + self.seed * 7919
         rows = pl.col("__row")
-        u = _uniform(rows, key)
+        u = uniform(rows, key)
         kind = self.field(name, "kind", "random")
         values = self.field(name, "values")
         if isinstance(dtype, pl.Datetime):
@@ -117,7 +117,7 @@ class DatagenSource(Source):
         elif isinstance(dtype, pl.String):
             length = int(self.field(name, "length", "10") or 10)
             letters = [
-                pl.lit(_ALPHABET).str.slice((_uniform(rows * 64 + j, key + 17) * len(_ALPHABET)).cast(pl.Int64), 1)
+                pl.lit(_ALPHABET).str.slice((uniform(rows * 64 + j, key + 17) * len(_ALPHABET)).cast(pl.Int64), 1)
                 for j in range(length)
             ]
             column = pl.concat_str(letters)
@@ -132,5 +132,5 @@ class DatagenSource(Source):
                 column = (low + u * (high - low)).cast(dtype)
         null_rate = float(self.field(name, "null-rate", "0") or 0)
         if null_rate > 0:
-            column = pl.when(_uniform(rows, key + 31) < null_rate).then(None).otherwise(column)
+            column = pl.when(uniform(rows, key + 31) < null_rate).then(None).otherwise(column)
         return column

@@ -1,0 +1,143 @@
+"""Nexmark: timelapse beside Spark Structured Streaming and Flink SQL, on the same generated data.
+
+    python -m benchmarks.nexmark generate --events 10M --out /tmp/nexmark          # files every engine reads
+    python -m benchmarks.nexmark run --engine timelapse --query q5 --events 10M [--json] [--record]
+    python -m benchmarks.nexmark run --engine spark|flink --query q5 --events 10M
+    python -m benchmarks.nexmark suite --engines timelapse,spark,flink --events 10M --record
+
+Every run happens in a process of its own and reads the same Parquet files (generated once per event count and
+seed, into --data, default `~/.cache/timelapse/nexmark`), so generation is never timed as engine work; its own
+speed is reported by `generate`. A run measures throughput (events of all three kinds in the input / wall time
+of processing, warm-up excluded: see the engine modules), per core, the p50/p99 latency of an epoch
+(micro-batch), the checkpoint time, and the peak RSS of the process. `--record` appends the JSON result to
+`benchmarks/results/nexmark.jsonl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.nexmark.queries import QUERIES
+from benchmarks.record import record
+
+ENGINES = ("timelapse", "spark", "flink")
+DEFAULT_DATA = Path(os.environ.get("NEXMARK_DATA", Path.home() / ".cache" / "timelapse" / "nexmark"))
+
+
+def count(text: str) -> int:
+    """`10M`, `500k`, `2000` -> events."""
+    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(text[-1].lower(), 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
+def data_dir(root: Path, events: int, seed: int) -> Path:
+    return root / f"events-{events}-seed-{seed}"
+
+
+def generate(root: Path, events: int, seed: int = 0) -> dict[str, object]:
+    """Write the events once (Parquet, plus the q13 side table); report the generator's own speed."""
+    import polars as pl
+
+    from engine.sources.nexmark import write_files
+
+    target = data_dir(root, events, seed)
+    done = target / "_SUCCESS"
+    if done.exists():
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    counts = write_files(target, events, "parquet", seed)
+    elapsed = time.perf_counter() - started
+    side = pl.DataFrame({"key": range(10_000), "value": [f"side-{i}" for i in range(10_000)]})
+    (target / "side_input").mkdir(parents=True, exist_ok=True)
+    side.write_parquet(target / "side_input" / "part-0.parquet")
+    result = {
+        "events": events,
+        "rows": counts,
+        "generate_s": round(elapsed, 2),
+        "generator_events_per_s": round(events / elapsed),
+        "bytes": sum(f.stat().st_size for f in target.rglob("*.parquet")),
+    }
+    done.write_text(json.dumps(result))
+    return result
+
+
+def run_isolated(engine: str, query: str, data: Path, events: int, epoch_events: int) -> dict[str, object]:
+    """Run one (engine, query) in a fresh process and return its measurements."""
+    module = {
+        "timelapse": "benchmarks.nexmark.run_timelapse",
+        "spark": "benchmarks.nexmark.run_spark",
+        "flink": "benchmarks.nexmark.run_flink",
+    }[engine]
+    python = os.environ.get("NEXMARK_FLINK_PYTHON", sys.executable) if engine == "flink" else sys.executable
+    command = [python, "-m", module, query, str(data), str(events), str(epoch_events)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        return {"engine": engine, "query": query, "status": "failed", "reason": reason}
+    return json.loads(lines[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.nexmark")
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate")
+    run = commands.add_parser("run")
+    suite = commands.add_parser("suite")
+    for command in (gen, run, suite):
+        command.add_argument("--events", default="1M")
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    for command in (run, suite):
+        command.add_argument("--epoch-events", default="1M", help="events per epoch / micro-batch")
+        command.add_argument("--json", action="store_true")
+        command.add_argument("--record", action="store_true")
+    run.add_argument("--engine", choices=ENGINES, default="timelapse")
+    run.add_argument("--query", choices=QUERIES, required=True)
+    suite.add_argument("--engines", default="timelapse")
+    suite.add_argument("--queries", default=",".join(QUERIES))
+    args = parser.parse_args(argv)
+
+    events = count(args.events)
+    info = generate(args.data, events, args.seed)
+    if args.command == "generate":
+        print(json.dumps(info))
+        return 0
+    data = data_dir(args.data, events, args.seed)
+    if args.command == "run":
+        plan = [(args.engine, args.query)]
+    else:
+        plan = [(e, q) for q in args.queries.split(",") for e in args.engines.split(",")]
+    for engine, query in plan:
+        result = {
+            "benchmark": "nexmark",
+            "date": time.strftime("%Y-%m-%d"),
+            "cores": os.cpu_count(),
+            **run_isolated(engine, query, data, events, count(args.epoch_events)),
+        }
+        print(json.dumps(result) if args.json else _line(result), flush=True)
+        if args.record:
+            record("nexmark", [result])
+    return 0
+
+
+def _line(result: dict[str, object]) -> str:
+    if result.get("status") != "ok":
+        return f"{result['engine']:<10} {result['query']:<4} {result.get('status')}: {result.get('reason')}"
+    return (
+        f"{result['engine']:<10} {result['query']:<4} {result['events_per_s']:>12,.0f} events/s "
+        f"({result['events_per_s_per_core']:>10,.0f}/core)  epoch p50 {result.get('epoch_p50_ms')} ms "
+        f"p99 {result.get('epoch_p99_ms')} ms  checkpoint p50 {result.get('checkpoint_p50_ms')} ms  "
+        f"peak RSS {result['peak_rss_mb']} MB"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
