@@ -4,6 +4,7 @@
     python -m benchmarks.nexmark run --engine timelapse --query q5 --events 10M [--json] [--record]
     python -m benchmarks.nexmark run --engine spark|flink --query q5 --events 10M
     python -m benchmarks.nexmark suite --engines timelapse,spark,flink --events 10M --record
+    python -m benchmarks.nexmark setup-flink          # once: Flink's own virtual environment (see below)
 
 Every run happens in a process of its own and reads the same Parquet files (generated once per event count and
 seed, into --data, default `~/.cache/timelapse/nexmark`), so generation is never timed as engine work; its own
@@ -28,6 +29,36 @@ from benchmarks.record import record
 
 ENGINES = ("timelapse", "spark", "flink")
 DEFAULT_DATA = Path(os.environ.get("NEXMARK_DATA", Path.home() / ".cache" / "timelapse" / "nexmark"))
+# apache-flink pins pyarrow 16, which timelapse cannot share: Flink runs from a virtual environment of its own.
+FLINK_VENV = Path(os.environ.get("NEXMARK_FLINK_VENV", Path.home() / ".cache" / "timelapse" / "flink-venv"))
+
+
+def setup_flink() -> int:
+    """Create the Flink virtual environment (apache-flink and psutil)."""
+    import venv
+
+    venv.create(FLINK_VENV, with_pip=True)
+    pip = [str(FLINK_VENV / "bin" / "python"), "-m", "pip", "install", "-q", "apache-flink>=2.0", "psutil"]
+    return subprocess.run(pip, check=False).returncode
+
+
+def csv_copies(target: Path) -> None:
+    """CSV copies of the Parquet files, for Flink (its pip package ships no Parquet format)."""
+    import polars as pl
+
+    done = target / "csv" / "_SUCCESS"
+    if done.exists():
+        return
+    for kind in ("person", "auction", "bid"):
+        (target / "csv" / kind).mkdir(parents=True, exist_ok=True)
+        for part in sorted((target / kind).glob("*.parquet")):
+            frame = pl.read_parquet(part)
+            frame.write_csv(
+                target / "csv" / kind / f"{part.stem}.csv",
+                include_header=False,
+                datetime_format="%Y-%m-%d %H:%M:%S%.3f",
+            )
+    done.write_text("ok")
 
 
 def count(text: str) -> int:
@@ -36,22 +67,23 @@ def count(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
-def data_dir(root: Path, events: int, seed: int) -> Path:
-    return root / f"events-{events}-seed-{seed}"
+def data_dir(root: Path, events: int, seed: int, chunk: int) -> Path:
+    return root / f"events-{events}-seed-{seed}-chunk-{chunk}"
 
 
-def generate(root: Path, events: int, seed: int = 0) -> dict[str, object]:
-    """Write the events once (Parquet, plus the q13 side table); report the generator's own speed."""
+def generate(root: Path, events: int, seed: int = 0, chunk: int = 1_000_000) -> dict[str, object]:
+    """Write the events once (Parquet files of `chunk` events each, plus the q13 side table); report the
+    generator's own speed. File engines read one file of each kind per micro-batch."""
     import polars as pl
 
     from engine.sources.nexmark import write_files
 
-    target = data_dir(root, events, seed)
+    target = data_dir(root, events, seed, chunk)
     done = target / "_SUCCESS"
     if done.exists():
         return json.loads(done.read_text())
     started = time.perf_counter()
-    counts = write_files(target, events, "parquet", seed)
+    counts = write_files(target, events, "parquet", seed, chunk=chunk)
     elapsed = time.perf_counter() - started
     side = pl.DataFrame({"key": range(10_000), "value": [f"side-{i}" for i in range(10_000)]})
     (target / "side_input").mkdir(parents=True, exist_ok=True)
@@ -74,7 +106,12 @@ def run_isolated(engine: str, query: str, data: Path, events: int, epoch_events:
         "spark": "benchmarks.nexmark.run_spark",
         "flink": "benchmarks.nexmark.run_flink",
     }[engine]
-    python = os.environ.get("NEXMARK_FLINK_PYTHON", sys.executable) if engine == "flink" else sys.executable
+    python = sys.executable
+    if engine == "flink":
+        python = str(FLINK_VENV / "bin" / "python")
+        if not Path(python).exists():
+            return {"engine": engine, "query": query, "status": "not installed", "reason": "run setup-flink first"}
+        csv_copies(data)
     command = [python, "-m", module, query, str(data), str(events), str(epoch_events)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
@@ -91,12 +128,13 @@ def main(argv: list[str] | None = None) -> int:
     gen = commands.add_parser("generate")
     run = commands.add_parser("run")
     suite = commands.add_parser("suite")
+    commands.add_parser("setup-flink", help="create the virtual environment Flink runs from")
     for command in (gen, run, suite):
         command.add_argument("--events", default="1M")
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--data", type=Path, default=DEFAULT_DATA)
+        command.add_argument("--epoch-events", default="1M", help="events per epoch / micro-batch / file")
     for command in (run, suite):
-        command.add_argument("--epoch-events", default="1M", help="events per epoch / micro-batch")
         command.add_argument("--json", action="store_true")
         command.add_argument("--record", action="store_true")
     run.add_argument("--engine", choices=ENGINES, default="timelapse")
@@ -105,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     suite.add_argument("--queries", default=",".join(QUERIES))
     args = parser.parse_args(argv)
 
+    if args.command == "setup-flink":
+        return setup_flink()
     events = count(args.events)
-    info = generate(args.data, events, args.seed)
+    chunk = count(args.epoch_events)
+    info = generate(args.data, events, args.seed, chunk)
     if args.command == "generate":
         print(json.dumps(info))
         return 0
-    data = data_dir(args.data, events, args.seed)
+    data = data_dir(args.data, events, args.seed, chunk)
     if args.command == "run":
         plan = [(args.engine, args.query)]
     else:
@@ -120,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "nexmark",
             "date": time.strftime("%Y-%m-%d"),
             "cores": os.cpu_count(),
-            **run_isolated(engine, query, data, events, count(args.epoch_events)),
+            **run_isolated(engine, query, data, events, chunk),
         }
         print(json.dumps(result) if args.json else _line(result), flush=True)
         if args.record:
