@@ -123,30 +123,29 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
     expired = rows.filter(
         (pl.col("kind") == "epoch") & (pl.col("epoch") < oldest_epoch) & (pl.col("epoch") >= previous)
     ).height
-    pinned = pl.concat([retained, _live_savepoint_rows(rows)], how="vertical_relaxed")
+    kept_versions = _versions_by_table(retained)
+    saved_versions = _versions_by_table(_live_savepoint_rows(rows))
 
-    versions: dict[str, set[int]] = {}
-    for tables in pinned.get_column("tables").to_list():
-        for entry in tables or []:
-            versions.setdefault(entry["path"], set()).add(int(entry["version"]))
     files_removed = log_entries_removed = 0
-    for path, kept in sorted(versions.items()):
+    for path in sorted(set(kept_versions) | set(saved_versions)):
         table = open_table(Path(path))
         if table is None:
             continue
         # A Delta checkpoint at today's head lets a later pass delete the log up to here.
         table.create_checkpoint()
+        saved = saved_versions.get(path, set())
+        oldest = min(kept_versions.get(path) or {int(table.version())})
         files_removed += len(
             table.vacuum(
                 retention_hours=0,
                 dry_run=False,
                 enforce_retention_duration=False,
-                keep_versions=sorted(kept),
+                keep_versions=sorted(_protecting(table, oldest) | saved),
                 commit_properties=CommitProperties(custom_metadata={"timelapse.retention": "vacuum"}),
                 post_commithook_properties=NO_CLEANUP,
             )
         )
-        log_entries_removed += prune_log(Path(path), min(kept))
+        log_entries_removed += prune_log(Path(path), min({oldest} | saved))
     _trim_manifest(directory.manifest)
     OffsetLog(directory.offsets).fold(until_epoch=oldest_epoch)
 
@@ -154,7 +153,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         "oldest_epoch": oldest_epoch,
         "expired_epochs": expired,
         "policy": policy.describe(),
-        "tables": len(versions),
+        "tables": len(set(kept_versions) | set(saved_versions)),
         "data_files_removed": files_removed,
         "log_entries_removed": log_entries_removed,
         "user": getpass.getuser(),
@@ -163,6 +162,37 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
     last = checkpoint_from_row(resumable.row(-1, named=True))
     Manifest(directory.manifest).commit(dataclasses.replace(last, kind="retention", committed_at=None, metrics=report))
     return report
+
+
+def _versions_by_table(rows: pl.DataFrame) -> dict[str, set[int]]:
+    versions: dict[str, set[int]] = {}
+    for tables in rows.get_column("tables").to_list():
+        for entry in tables or []:
+            versions.setdefault(entry["path"], set()).add(int(entry["version"]))
+    return versions
+
+
+APPEND_ONLY = {"VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "CREATE TABLE"}
+
+
+def _protecting(table: DeltaTable, oldest: int) -> set[int]:
+    """Versions whose files together cover every version from `oldest` to the head.
+
+    A file readable at some version v >= oldest is either still live at the head (vacuum never removes those) or
+    was removed by a later commit t, and so is live at t - 1. Keeping `oldest` and the version before each commit
+    that removed files is therefore enough, and far cheaper than loading every kept version: appends remove
+    nothing, and compactions are rare.
+    """
+    keep = {oldest}
+    head = int(table.version())
+    for commit in table.history(limit=max(1, head - oldest)):
+        version = int(commit["version"])
+        operation = str(commit.get("operation", ""))
+        mode = str((commit.get("operationParameters") or {}).get("mode", "")).lower()
+        appended = operation == "WRITE" and mode == "append"
+        if version > oldest and not appended and operation not in APPEND_ONLY:
+            keep.add(version - 1)
+    return keep
 
 
 def prune_log(path: Path, oldest_kept: int) -> int:
