@@ -39,6 +39,7 @@ from sql import durations
 DEFAULT_COUNT = 1000
 #: the runner applies retention after this many checkpoints
 EVERY_CHECKPOINTS = 100
+MANIFEST_GRACE_VERSIONS = 100
 
 _LOG_ENTRY = re.compile(r"^(\d{20})\.(json|crc|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
 _CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
@@ -217,13 +218,14 @@ def prune_log(path: Path, oldest_kept: int) -> int:
 
 
 def _trim_manifest(path: Path) -> None:
-    """The manifest is read at its latest version only; old versions are freed once an hour old, so that a
-    reader that opened one a moment ago can still finish."""
+    """The manifest is read at its latest version only: keep the files of its last 100 versions (a reader that
+    opened one a moment ago can still finish) and free the rest; its log is kept from the checkpoint before last."""
     table = DeltaTable(str(path))
     table.vacuum(
-        retention_hours=1,
+        retention_hours=0,
         dry_run=False,
         enforce_retention_duration=False,
+        keep_versions=sorted(_protecting(table, max(0, int(table.version()) - MANIFEST_GRACE_VERSIONS))),
         post_commithook_properties=NO_CLEANUP,
     )
     checkpoints = sorted(int(m.group(1)) for p in (path / "_delta_log").iterdir() if (m := _CHECKPOINT.match(p.name)))
