@@ -220,13 +220,26 @@ class FileSource(Source):
 
     def _read_parquet(self, path: Path, lo: int, hi: int) -> SourceBatch:
         try:
-            frame = pl.read_parquet(path).slice(lo, hi - lo)
+            lazy = pl.scan_parquet(path)
+            stored = lazy.collect_schema()
+            # Only the declared columns and the slice's rows are read (projection and slice pushdown).
+            frame = lazy.select([n for n in self.schema if n in stored]).slice(lo, hi - lo).collect()
         except Exception as err:
             dead = pl.DataFrame(
                 [{"file": str(path), "position": lo, "raw": None, "reason": f"unreadable Parquet file: {err}"}],
                 schema=DEAD_LETTER_SCHEMA,
             )
             return SourceBatch(self.empty(), dead)
+        if all(_lossless(frame.schema[n], dtype) for n, dtype in self.schema.items() if n in frame.columns):
+            # Typed columns that convert without loss cannot fail: no detour through text, no dead letters.
+            return SourceBatch(
+                frame.select(
+                    _convert(pl.col(n), frame.schema[n], dtype).alias(n)
+                    if n in frame.columns
+                    else pl.lit(None, dtype=dtype).alias(n)
+                    for n, dtype in self.schema.items()
+                )
+            )
         text = frame.select(
             [
                 pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
@@ -237,6 +250,35 @@ class FileSource(Source):
             raw=pl.lit(None, dtype=pl.String)
         )
         return typed_from_text(text, self.schema, context)
+
+
+def _lossless(stored: pl.DataType, declared: pl.DataType) -> bool:
+    """Whether every value of a Parquet column of type `stored` converts to `declared` without a possible failure."""
+    if stored == declared:
+        return True
+    if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime):
+        return True  # a naive time is read as UTC, like timestamps in text
+    if stored.is_integer() and declared.is_integer():
+        return _wider(stored, declared)
+    if stored.is_float() and declared.is_float():
+        return declared == pl.Float64 or stored == pl.Float32
+    return isinstance(stored, pl.String) and isinstance(declared, pl.String)
+
+
+_WIDTHS = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32}
+
+
+def _wider(stored: pl.DataType, declared: pl.DataType) -> bool:
+    signed = {pl.Int8, pl.Int16, pl.Int32, pl.Int64}
+    if type(declared) not in signed:
+        return False
+    return _WIDTHS.get(type(stored), 64) < _WIDTHS[type(declared)] or type(stored) is type(declared)
+
+
+def _convert(column: pl.Expr, stored: pl.DataType, declared: pl.DataType) -> pl.Expr:
+    if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime) and stored.time_zone is None:
+        column = column.dt.replace_time_zone("UTC")
+    return column.cast(declared)
 
 
 class _Parsed:
