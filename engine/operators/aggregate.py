@@ -193,8 +193,12 @@ class AggregateOperator:
         return (window_end - ONE_MS <= pl.col(WATERMARK_COLUMN)).fill_null(False)
 
     def _record_late(self, rows: pl.DataFrame, flagged: pl.DataFrame) -> None:
+        late_rows = flagged.filter(pl.col("__late")).get_column("__row").unique()
+        if late_rows.len() == 0:  # the usual case: no grouping over every (row, window) pair
+            return
         per_row = (
-            flagged.group_by("__row")
+            flagged.filter(pl.col("__row").is_in(late_rows.implode()))
+            .group_by("__row")
             .agg(
                 pl.col("__late").sum().alias("late"),
                 pl.len().alias("windows"),
