@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from benchmarks.nexmark.queries import QUERIES
 from benchmarks.record import record
 
 ENGINES = ("timelapse", "spark", "flink")
+RUN_TIMEOUT_S = int(os.environ.get("NEXMARK_TIMEOUT", "300"))
 DEFAULT_DATA = Path(os.environ.get("NEXMARK_DATA", Path.home() / ".cache" / "timelapse" / "nexmark"))
 # apache-flink pins pyarrow 16, which timelapse cannot share: Flink runs from a virtual environment of its own.
 FLINK_VENV = Path(os.environ.get("NEXMARK_FLINK_VENV", Path.home() / ".cache" / "timelapse" / "flink-venv"))
@@ -114,10 +116,19 @@ def run_isolated(engine: str, query: str, data: Path, events: int, epoch_events:
         csv_copies(data)
     command = [python, "-m", module, query, str(data), str(events), str(epoch_events)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0 or not lines:
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
+    # A session of its own, so that a run that overstays is killed with its JVM.
+    child = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = child.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        return {"engine": engine, "query": query, "status": "timed out", "reason": f"over {RUN_TIMEOUT_S} s"}
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        reason = (stderr.strip().splitlines() or ["no output"])[-1][:300]
         return {"engine": engine, "query": query, "status": "failed", "reason": reason}
     return json.loads(lines[-1])
 
