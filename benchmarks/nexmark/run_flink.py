@@ -10,31 +10,17 @@ the bounded files are consumed. Flink has no micro-batches, so there is no epoch
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
-import sys
-import threading
 import time
 from pathlib import Path
+
+from benchmarks.nexmark.measure import PeakMemory, cli, result, unsupported
 
 HERE = Path(__file__).parent
 UNSUPPORTED = {
     "q13": "the files cannot be a lookup table in Flink: its filesystem connector is not a lookup source",
 }
-
-
-def peak_rss(stop: threading.Event, out: list[float]) -> None:
-    import psutil
-
-    me = psutil.Process()
-    peak = 0.0
-    while not stop.is_set():
-        with contextlib.suppress(psutil.Error):
-            peak = max(peak, me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True)))
-        stop.wait(0.1)
-    out.append(peak)
 
 
 def flink_script(query: str, csv: Path) -> str:
@@ -53,13 +39,11 @@ def flink_script(query: str, csv: Path) -> str:
 
 def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, object]:
     if query in UNSUPPORTED:
-        return {"engine": "flink", "query": query, "status": "unsupported", "reason": UNSUPPORTED[query]}
+        return unsupported("flink", query, UNSUPPORTED[query])
     from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
     from pyflink.table.udf import udf
 
-    stop, peak = threading.Event(), []  # type: ignore[var-annotated]
-    monitor = threading.Thread(target=peak_rss, args=(stop, peak), daemon=True)
-    monitor.start()
+    memory = PeakMemory().start()
     cores = os.cpu_count() or 1
     env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     config = env.get_config()
@@ -82,38 +66,24 @@ def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, ob
     statements = [s.strip() for s in text.split(";") if s.strip()]
     started = time.perf_counter()
     try:
-        result = None
+        submitted = None
         for statement in statements:
             body = "\n".join(line for line in statement.splitlines() if not line.strip().startswith("--")).strip()
             if not body:
                 continue
-            result = env.execute_sql(body)
-        if result is not None:
-            result.wait()
+            submitted = env.execute_sql(body)
+        if submitted is not None:
+            submitted.wait()
     except Exception as err:  # Flink cannot plan or run it: record why
-        stop.set()
+        memory.stop()
         message = str(err).strip().splitlines()
-        reason = next((line for line in message if "Exception:" in line or "not supported" in line), message[0])
-        return {"engine": "flink", "query": query, "status": "unsupported", "reason": reason[:300]}
+        return unsupported(
+            "flink", query, next((m for m in message if "Exception:" in m or "not supported" in m), message[0])
+        )
     elapsed = time.perf_counter() - started
-    stop.set()
-    monitor.join()
-    rate = events / elapsed
-    return {
-        "engine": "flink",
-        "query": query,
-        "status": "ok",
-        "events": events,
-        "elapsed_s": round(elapsed, 2),
-        "events_per_s": round(rate),
-        "events_per_s_per_core": round(rate / cores),
-        "epoch_p50_ms": None,
-        "epoch_p99_ms": None,
-        "checkpoint_p50_ms": None,
-        "peak_rss_mb": round(peak[0] / 2**20) if peak else None,
-    }
+    memory.stop()
+    return result("flink", query, events, elapsed, elapsed, [], [], memory.peak)
 
 
 if __name__ == "__main__":
-    q, data, events, epoch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(main(q, data, events, epoch)))
+    cli(main)

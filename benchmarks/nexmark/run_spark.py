@@ -10,17 +10,12 @@ and `session_window()` functions; queries Spark cannot run in streaming report S
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import statistics
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from benchmarks.nexmark.measure import PeakMemory, cli, result, unsupported
 
 SCHEMAS = {
     "person": "id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, "
@@ -99,26 +94,12 @@ APPEND = {"q0", "q1", "q2", "q3", "q7", "q8", "q10", "q11", "q13", "q14", "q20",
 UNSUPPORTED = {"q6": "an OVER aggregate over an updating input: Spark streaming has no OVER windows"}
 
 
-def peak_rss(stop: threading.Event, out: list[float]) -> None:
-    """The peak resident memory of this process and its children (the JVM), sampled every 100 ms."""
-    me = psutil.Process()
-    peak = 0.0
-    while not stop.is_set():
-        with contextlib.suppress(psutil.Error):
-            total = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
-            peak = max(peak, total)
-        stop.wait(0.1)
-    out.append(peak)
-
-
 def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, object]:
     if query in UNSUPPORTED:
-        return {"engine": "spark", "query": query, "status": "unsupported", "reason": UNSUPPORTED[query]}
+        return unsupported("spark", query, UNSUPPORTED[query])
     from pyspark.sql import SparkSession
 
-    stop, peak = threading.Event(), []  # type: ignore[var-annotated]
-    monitor = threading.Thread(target=peak_rss, args=(stop, peak), daemon=True)
-    monitor.start()
+    memory = PeakMemory().start()
     cores = os.cpu_count() or 1
     spark = (
         SparkSession.builder.master(f"local[{cores}]")
@@ -146,38 +127,19 @@ def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, ob
             running = writer.trigger(availableNow=True).start()
             running.awaitTermination()
         except Exception as err:  # Spark cannot run this query in streaming: record its reason
-            stop.set()
+            memory.stop()
             spark.stop()
-            first = str(err).strip().splitlines()[0][:300]
-            return {"engine": "spark", "query": query, "status": "unsupported", "reason": first}
+            return unsupported("spark", query, str(err).strip().splitlines()[0])
         elapsed = time.perf_counter() - started
         progress = running.recentProgress
-    stop.set()
-    monitor.join()
+    memory.stop()
     spark.stop()
     batches = [p for p in progress if p.get("numInputRows", 0) > 0] or list(progress)
     durations = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in batches]
     commits = [(p["durationMs"].get("walCommit", 0) + p["durationMs"].get("commitOffsets", 0)) / 1000 for p in batches]
     warm = sum(durations[1:]) if len(durations) > 1 else elapsed
-    warm_events = events * (len(durations) - 1) / len(durations) if len(durations) > 1 else events
-    rate = warm_events / warm if warm else 0.0
-    ordered = sorted(durations)
-    return {
-        "engine": "spark",
-        "query": query,
-        "status": "ok",
-        "events": events,
-        "epochs": len(durations),
-        "elapsed_s": round(elapsed, 2),
-        "events_per_s": round(rate),
-        "events_per_s_per_core": round(rate / cores),
-        "epoch_p50_ms": round(statistics.median(ordered) * 1000, 1) if ordered else None,
-        "epoch_p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000, 1) if ordered else None,
-        "checkpoint_p50_ms": round(statistics.median(commits) * 1000, 1) if commits else None,
-        "peak_rss_mb": round(peak[0] / 2**20) if peak else None,
-    }
+    return result("spark", query, events, elapsed, warm, durations, commits, memory.peak)
 
 
 if __name__ == "__main__":
-    q, data, events, epoch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(main(q, data, events, epoch)))
+    cli(main)

@@ -7,16 +7,13 @@ is its point). Every epoch is a checkpoint (state and manifest committed). Print
 
 from __future__ import annotations
 
-import json
-import os
 import resource
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import benchmarks.nexmark.udfs  # noqa: F401 - registers count_char for q14
+from benchmarks.nexmark.measure import cli, result, unsupported
 from benchmarks.nexmark.queries import script
 from engine.runner import Runner
 from sql import plan_script
@@ -30,7 +27,7 @@ def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, ob
         try:
             plan = plan_script(text, dict(REGISTRY))
         except Exception as err:  # the query is not supported: say why
-            return {"engine": "timelapse", "query": query, "status": "unsupported", "reason": str(err)}
+            return unsupported("timelapse", query, str(err))
         runner = Runner(plan, Path(work) / "state", Path(work))
         durations, commits = [], []
         started = time.perf_counter()
@@ -45,27 +42,11 @@ def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, ob
         cpu = time.process_time() - cpu_started
         runner.close()
     warm = elapsed - first_epoch_s if len(durations) > 1 else elapsed
-    warm_events = events * (len(durations) - 1) / len(durations) if len(durations) > 1 else events
-    cores = os.cpu_count() or 1
-    rate = warm_events / warm
-    ordered = sorted(durations)
-    return {
-        "engine": "timelapse",
-        "query": query,
-        "status": "ok",
-        "events": events,
-        "epochs": len(durations),
-        "elapsed_s": round(elapsed, 2),
-        "events_per_s": round(rate),
-        "events_per_s_per_core": round(rate / cores),
-        "cpu_utilisation": round(cpu / elapsed, 2),
-        "epoch_p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "epoch_p99_ms": round(ordered[max(0, int(len(ordered) * 0.99) - 1)] * 1000, 1),
-        "checkpoint_p50_ms": round(statistics.median(commits) * 1000, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return result(
+        "timelapse", query, events, elapsed, warm, durations, commits, peak, cpu_utilisation=round(cpu / elapsed, 2)
+    )
 
 
 if __name__ == "__main__":
-    q, data, events, epoch = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    print(json.dumps(main(q, data, events, epoch)))
+    cli(main)
