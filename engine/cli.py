@@ -20,7 +20,7 @@ from typing import Any
 from engine.runner import EpochReport
 from sql import durations
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 class UsageError(Exception):
@@ -346,6 +346,14 @@ def cmd_sql(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from engine.verify import render, verify
+
+    report = verify(args.dir, deep=args.deep)
+    print(json.dumps(report) if args.json else render(report))
+    return EXIT_PROBLEMS if report["problems"] else EXIT_OK
+
+
 def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
     """Import Python files whose `@udf` functions register themselves."""
     import importlib.util
@@ -484,6 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query")
     output_flags(sql)
     sql.set_defaults(handler=cmd_sql)
+
+    check_dir = commands.add_parser("verify", help="check every table and version the manifest names")
+    check_dir.add_argument("dir", help="the state directory")
+    check_dir.add_argument(
+        "--deep", action="store_true", help="read every retained checkpoint's rows, not only the current cut's"
+    )
+    check_dir.add_argument("--json", action="store_true")
+    check_dir.set_defaults(handler=cmd_verify)
 
     retain = commands.add_parser("retention", help="free the checkpoints a retention policy no longer keeps")
     retain.add_argument("dir", help="the state directory")
