@@ -323,7 +323,7 @@ def _register(con: duckdb.DuckDBPyConnection, entry: dict[str, Any], name: str, 
     table = DeltaTable(path, version=int(entry["version"]))
     # A sub-tree filesystem, not the default one: see delta-facts §11 (exits with code 134 otherwise).
     dataset = table.to_pyarrow_dataset(filesystem=SubTreeFileSystem(path, LocalFileSystem()))
-    source = f"__{schema}_{len(con.execute('SELECT * FROM duckdb_views()').fetchall())}_{abs(hash(name))}"
+    source = f"__{schema}_{abs(hash((name, path, int(entry['version']))))}"
     con.register(source, dataset)
     target = f"{schema}.{_quote(name)}"
     if entry["role"] != "state":

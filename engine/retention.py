@@ -34,6 +34,7 @@ from engine.delta_tables import NO_CLEANUP, open_table
 from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir
+from engine.versioning import live_savepoints
 from sql import durations
 
 DEFAULT_COUNT = 1000
@@ -125,7 +126,9 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         (pl.col("kind") == "epoch") & (pl.col("epoch") < oldest_epoch) & (pl.col("epoch") >= previous)
     ).height
     kept_versions = _versions_by_table(retained)
-    saved_versions = _versions_by_table(_live_savepoint_rows(rows))
+    saved_epochs = [int(sp["epoch"]) for sp in live_savepoints(rows).values()]
+    saved_rows = rows.filter((pl.col("kind") == "epoch") & pl.col("epoch").is_in(saved_epochs))
+    saved_versions = _versions_by_table(saved_rows)
 
     files_removed = log_entries_removed = 0
     for path in sorted(set(kept_versions) | set(saved_versions)):
@@ -231,13 +234,3 @@ def _trim_manifest(path: Path) -> None:
     checkpoints = sorted(int(m.group(1)) for p in (path / "_delta_log").iterdir() if (m := _CHECKPOINT.match(p.name)))
     if len(checkpoints) >= 2:
         prune_log(path, checkpoints[-2])
-
-
-def _live_savepoint_rows(rows: pl.DataFrame) -> pl.DataFrame:
-    live: dict[str, int] = {}
-    for index, row in enumerate(rows.iter_rows(named=True)):
-        if row["kind"] == "savepoint":
-            live[json.loads(row["metrics"])["savepoint"]] = index
-        elif row["kind"] == "savepoint_deleted":
-            live.pop(json.loads(row["metrics"])["savepoint"], None)
-    return rows[sorted(live.values())] if live else rows.head(0)

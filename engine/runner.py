@@ -181,6 +181,11 @@ class Runner:
         self.previous_parallelism = latest.metrics.get("parallelism", 1) if latest else self.parallelism
         self.fresh_state = {c.state_id for c in self.upgrade if c.status in ("new", "incompatible")}
         self.operator_dirs = self._operator_directories(latest)
+        # What each operator's state means and where it lives: fixed for the run, recorded with every checkpoint.
+        self.operator_records = {
+            sid: {**descriptor, "directory": str(self.operator_dirs[sid])}
+            for sid, descriptor in plan.stateful_operators().items()
+        }
         self.operators: dict[str, AggregateOperator | ParallelAggregate | JoinOperator | TopNOperator | OverOperator]
         self.operators = {}
         for node in plan.nodes:
@@ -239,12 +244,6 @@ class Runner:
             else:
                 directories[state_id] = default
         return directories
-
-    def _operator_records(self) -> dict[str, Any]:
-        return {
-            sid: {**descriptor, "directory": str(self.operator_dirs[sid])}
-            for sid, descriptor in self.plan.stateful_operators().items()
-        }
 
     # -- recovery ------------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -480,7 +479,7 @@ class Runner:
                 tables=self._table_versions(),
                 plan_fingerprint=self.plan.fingerprint,
                 metrics=metrics,
-                operators=self._operator_records(),
+                operators=self.operator_records,
             )
         )
         self.last_checkpoint_epoch = self.last_epoch
