@@ -2,6 +2,8 @@
 
     python -m benchmarks.epoch_latency [--epochs 2000] [--rows-per-epoch 200] [--retain 100|all] [--record]
 
+The soak (reliability issue): `python -m benchmarks.epoch_latency --epochs 10000 --retain 100 --block 1000 --record`.
+
 A datagen source feeds a TUMBLE window aggregation (COUNT, SUM per key) and an unbounded GROUP BY upserted
 into Delta. Every epoch commits the state change logs, the sinks and the manifest. Latency percentiles are
 reported per block of epochs, with the state directory's size at the end of the block: with log checkpoints,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -51,11 +54,13 @@ def main() -> None:
         runner = Runner(plan, Path(root) / "state", Path(root))
         latencies = []
         disk: list[float] = []
+        memory: list[float] = []
         started = time.perf_counter()
         while (report := runner.run_epoch(args.rows_per_epoch)) is not None:
             latencies.append(report.duration_s * 1000)
             if len(latencies) % args.block == 0:
                 disk.append(_megabytes(Path(root)))
+                memory.append(_resident_megabytes())
         elapsed = time.perf_counter() - started
         runner.close()
         disk_mb = _megabytes(Path(root))
@@ -68,6 +73,7 @@ def main() -> None:
                 "p50_ms": round(statistics.median(block), 1),
                 "p99_ms": round(block[int(len(block) * 0.99) - 1], 1),
                 "disk_mb": disk[start // args.block] if start // args.block < len(disk) else round(disk_mb, 1),
+                "rss_mb": memory[start // args.block] if start // args.block < len(memory) else None,
             }
         )
     result = {
@@ -83,6 +89,12 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.record:
         record("epoch_latency", [result])
+
+
+def _resident_megabytes() -> float:
+    """The process's resident memory now (not its peak), so growth across blocks shows."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 1e6, 1)
 
 
 def _megabytes(root: Path) -> float:

@@ -13,6 +13,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from engine import faults
+
 KEEP_HISTORY = {
     "delta.logRetentionDuration": "interval 36500 days",
     "delta.deletedFileRetentionDuration": "interval 36500 days",
@@ -57,7 +59,7 @@ def ensure_table(path: Path, schema: dict[str, pl.DataType], partition_by: list[
     return DeltaTable(str(path))
 
 
-def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int) -> bool:
+def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int, fault: str = "append") -> bool:
     """Append `frame` as epoch `epoch` unless this table already holds that epoch.
 
     delta-rs records the marker but does not enforce it (delta-facts §1), so the check is ours.
@@ -67,6 +69,18 @@ def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int)
     done = table.transaction_version(app_id)
     if done is not None and done >= epoch:
         return False
+    _write(table, frame, app_id, epoch, fault)
+    return True
+
+
+def append(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int, fault: str = "append") -> None:
+    """Append `frame` with the marker (app_id, epoch), whatever the table holds already."""
+    table.update_incremental()
+    _write(table, frame, app_id, epoch, fault)
+
+
+def _write(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int, fault: str) -> None:
+    faults.commit(fault, table.table_uri)
     write_deltalake(
         table,
         to_arrow(frame),
@@ -78,7 +92,7 @@ def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int)
         post_commithook_properties=NO_CLEANUP,
     )
     table.update_incremental()
-    return True
+    faults.point(f"{fault}.after")
 
 
 COMPACT_EVERY = 100
@@ -93,15 +107,20 @@ class AppendTable:
     1,200 appends; 11-16 ms when reopened every 100).
     """
 
-    def __init__(self, table: DeltaTable) -> None:
+    def __init__(self, table: DeltaTable, fault: str = "append") -> None:
         self.table = table
         self.commits = 0
+        self.fault = fault  # the name of its fault-injection points (engine.faults)
 
     def append_once(self, frame: pl.DataFrame, app_id: str, epoch: int) -> bool:
-        written = append_once(self.table, frame, app_id, epoch)
+        written = append_once(self.table, frame, app_id, epoch, self.fault)
         if written:
             self.committed()
         return written
+
+    def append(self, frame: pl.DataFrame, app_id: str, epoch: int) -> None:
+        append(self.table, frame, app_id, epoch, self.fault)
+        self.committed()
 
     def committed(self) -> None:
         """Count a commit made through `self.table`; maintain the table every COMPACT_EVERY commits."""

@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
+from engine import faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 
 # role: sink | state | late | dead_letters; schema: the column types of a state table (JSON), so a changed
@@ -87,12 +88,14 @@ class Manifest:
             "metrics": json.dumps(checkpoint.metrics, sort_keys=True),
             "operators": json.dumps(checkpoint.operators, sort_keys=True),
         }
+        faults.commit("manifest.commit", self.path)
         write_deltalake(
             self.table,
             to_arrow(pl.DataFrame([row], schema=SCHEMA)),
             mode="append",
             post_commithook_properties=NO_CLEANUP,
         )
+        faults.point("manifest.commit.after")
         self._commits += 1
         if self._commits % COMPACT_EVERY == 0:
             # One small file per epoch makes every later commit and read slower (delta-facts §8), and so does

@@ -42,10 +42,15 @@ class OffsetLog:
     def history(self, until_epoch: int) -> dict[str, list[dict[str, Any]]]:
         """Each source's logged slices up to `until_epoch`, oldest first (folded slices come first)."""
         pieces: dict[str, list[dict[str, Any]]] = {}
+        folded_until = 0
         if self._base.exists():
-            for name, folded in json.loads(self._base.read_text())["sources"].items():
+            base = json.loads(self._base.read_text())
+            folded_until = int(base["until_epoch"])
+            for name, folded in base["sources"].items():
                 pieces.setdefault(name, []).extend(folded)
         for epoch in self.epochs():
+            if epoch <= folded_until:
+                continue  # a fold cut short by a crash: the summary already holds this epoch
             if epoch > until_epoch:
                 break
             for name, piece in (self.read(epoch) or {}).get("sources", {}).items():

@@ -19,8 +19,9 @@ class Pipeline:
 
     def __init__(self, plan: Plan, state: str | Path, base_dir: str | Path = ".") -> None:
         self.plan = plan
-        self.state = Path(state)
-        self.base_dir = Path(base_dir)
+        # Absolute, because the manifest records table paths: readers may open it from any directory.
+        self.state = Path(state).absolute()
+        self.base_dir = Path(base_dir).absolute()
 
     @classmethod
     def from_sql(

@@ -30,6 +30,7 @@ from typing import Any
 import polars as pl
 from deltalake import CommitProperties, DeltaTable
 
+from engine import faults
 from engine.delta_tables import NO_CLEANUP, open_table
 from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, read_checkpoints
 from engine.offset_log import OffsetLog
@@ -131,6 +132,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
     saved_versions = _versions_by_table(saved_rows)
 
     files_removed = log_entries_removed = 0
+    faults.point("retention.vacuum.before")
     for path in sorted(set(kept_versions) | set(saved_versions)):
         table = open_table(Path(path))
         if table is None:
@@ -150,6 +152,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
             )
         )
         log_entries_removed += prune_log(Path(path), min({oldest} | saved))
+        faults.point("retention.vacuum.during")
     _trim_manifest(directory.manifest)
     OffsetLog(directory.offsets).fold(until_epoch=oldest_epoch)
 
@@ -164,6 +167,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         "reason": reason,
     }
     last = checkpoint_from_row(resumable.row(-1, named=True))
+    faults.point("retention.before-manifest")
     Manifest(directory.manifest).commit(dataclasses.replace(last, kind="retention", committed_at=None, metrics=report))
     return report
 

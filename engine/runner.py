@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import branching, retention, upgrade
+from engine import branching, faults, retention, upgrade
 from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
@@ -38,6 +38,7 @@ from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
+from engine.state_store import discard_uncommitted
 from sql import durations
 from sql.catalog import TableDef
 from sql.plan import Aggregate, Join, OverAggregate, Plan, Scan, Sink, TopN
@@ -147,7 +148,7 @@ class Runner:
         parallelism: int | None = None,
     ) -> None:
         self.plan = plan
-        self.dir = StateDir(state)
+        self.dir = StateDir(state.absolute())
         self.base_dir = base_dir
         self._lock = self.dir.lock()
         if self.dir.manifest.exists():
@@ -230,7 +231,8 @@ class Runner:
         """Where each operator keeps its tables: where the manifest says it did, or a fresh directory.
 
         State that cannot be restored (an incompatible upgrade) is never overwritten: the operator starts in a
-        new directory, so earlier epochs stay readable where they were.
+        new directory, so earlier epochs stay readable where they were. Before the first checkpoint, a directory
+        can only hold what a crashed first run wrote; it is reused (and emptied by `discard_uncommitted`).
         """
         recorded = latest.operators if latest else {}
         next_epoch = (latest.epoch if latest else 0) + 1
@@ -239,7 +241,7 @@ class Runner:
             default = self.dir.root / "operators" / state_id
             if state_id in recorded and state_id not in self.fresh_state:
                 directories[state_id] = Path(recorded[state_id].get("directory", default))
-            elif default.exists():
+            elif default.exists() and latest is not None:
                 directories[state_id] = default.with_name(f"{state_id}@{next_epoch}")
             else:
                 directories[state_id] = default
@@ -261,12 +263,18 @@ class Runner:
         for name in self.sources:
             path = self.dir.dead_letters(name)
             if path.exists():
-                self.dead_tables[name] = AppendTable(ensure_table(path, DEAD_LETTER_TABLE_SCHEMA))
+                table = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
+                self.dead_tables[name] = AppendTable(table, "dead-letters.commit")
         versions = {
             t["name"]: t["version"]
             for t in (latest.tables if latest else [])
             if t["role"] == "state" and t["name"].split("/")[0] not in self.fresh_state
         }
+        recorded = {t["path"]: t["version"] for t in (latest.tables if latest else [])}
+        for operator in self.operators.values():
+            for role, path, _version, _schema in operator.tables().values():
+                if role in ("state", "late"):
+                    discard_uncommitted(path, recorded.get(str(path)))
         for operator in self.operators.values():
             operator.restore(versions, latest.watermark if latest else None)
         # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
@@ -365,6 +373,7 @@ class Runner:
                 "dimensions": dimensions,
             }
             self.offsets.write(epoch, entry)
+            faults.point("epoch.offsets-logged")
         for name in pieces:
             self.last_active[name] = planned_at.timestamp()
 
@@ -505,7 +514,7 @@ class Runner:
             counts[name] = dead.height
             if name not in self.dead_tables:
                 self.dead_tables[name] = AppendTable(
-                    ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA)
+                    ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA), "dead-letters.commit"
                 )
             rows = dead.with_columns(pl.lit(epoch, dtype=pl.Int64).alias("epoch")).select(
                 list(DEAD_LETTER_TABLE_SCHEMA)

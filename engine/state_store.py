@@ -17,17 +17,21 @@ readable, so time travel is unaffected.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
+from engine import faults
+from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, open_table, to_arrow
 from sql.plan import KEY_GROUPS
 
 BOOKKEEPING = {"_kg": pl.Int32(), "_epoch": pl.Int64(), "_deleted": pl.Boolean()}
-COMPACT_MIN_ROWS = 10_000
+# Below this many change-log rows a table is never compacted. The environment can lower it, so that crash tests
+# reach compaction with little data.
+COMPACT_MIN_ROWS = int(os.environ.get("TIMELAPSE_COMPACT_MIN_ROWS", "10000"))
 
 
 def key_group(keys: Sequence[str | pl.Expr]) -> pl.Expr:
@@ -51,6 +55,34 @@ def resolve(frame: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     return latest.filter(~pl.col("_deleted"))
 
 
+MAINTENANCE = {"VACUUM START", "VACUUM END"}
+
+
+def discard_uncommitted(path: Path, version: int | None) -> bool:
+    """Put a table back at the version the last checkpoint names (None: as created), undoing what a crashed run
+    committed after it. Restoring writes a new version; the discarded ones stay in the log, unreferenced.
+
+    Checkpoints need not fall on the same epochs in the run that replays (a time-based policy), so appending
+    on top of a crashed run's commits, or skipping them, could double or lose changes.
+    """
+    table = open_table(path)
+    if table is None:
+        return False
+    base = 0 if version is None else version
+    head = int(table.version())
+    if head <= base:
+        return False
+    later = [c for c in table.history(limit=head - base) if int(c["version"]) > base]
+    if all(str(c.get("operation", "")) in MAINTENANCE for c in later):
+        return False  # retention's vacuum ran after the checkpoint: nothing to undo
+    table.restore(
+        base,
+        commit_properties=CommitProperties(custom_metadata={"timelapse.discarded_after": str(base)}),
+        post_commithook_properties=NO_CLEANUP,
+    )
+    return True
+
+
 class StateTable:
     def __init__(
         self,
@@ -65,7 +97,7 @@ class StateTable:
         self.values = values
         self.app_id = app_id
         self.schema: dict[str, pl.DataType] = {**key_types, **values, **BOOKKEEPING}
-        self.appends = AppendTable(ensure_table(path, self.schema))
+        self.appends = AppendTable(ensure_table(path, self.schema), "state.commit")
         self._pending: list[pl.DataFrame] = []
         self.log_rows = 0  # rows in the table since its last compaction
         self.live_rows = 0
@@ -102,8 +134,10 @@ class StateTable:
             rows = rows.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
             rows = rows.select(list(self.schema)).cast(self.schema)  # type: ignore[arg-type]
             self._pending = []
-            if self.appends.append_once(rows, self.app_id, epoch):
-                self.log_rows += rows.height
+            # No skip-if-present check: a restart has already discarded what a crashed run appended after the
+            # checkpoint (`discard_uncommitted`), and checkpoints may fall on other epochs this time.
+            self.appends.append(rows, self.app_id, epoch)
+            self.log_rows += rows.height
         if self.log_rows > max(2 * self.live_rows, COMPACT_MIN_ROWS):
             self.compact()
         return int(self.table.version())
@@ -115,6 +149,7 @@ class StateTable:
     def compact(self) -> None:
         self.table.update_incremental()
         live = resolve(pl.scan_delta(str(self.path), version=self.table.version()), self.keys).collect()
+        faults.commit("compaction", self.path)
         write_deltalake(
             self.table,
             to_arrow(live.cast(self.schema)),
@@ -122,6 +157,7 @@ class StateTable:
             post_commithook_properties=NO_CLEANUP,
         )
         self.table.update_incremental()
+        faults.point("compaction.after")
         self.appends.committed()
         self.log_rows = live.height
 

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 from deltalake import CommitProperties, write_deltalake
 
+from engine import faults
 from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
 from engine.manifest import RESUMABLE, Checkpoint, Manifest, checkpoint_from_row, read_checkpoints
 from engine.offset_log import OffsetLog
@@ -112,6 +113,7 @@ def create_savepoint(state: str | Path, name: str, epoch: int | None = None) -> 
                     "run an epoch after a rollback before taking a savepoint of it, or name the epoch with --epoch"
                 )
         row = epoch_row(rows, epoch)
+        faults.commit("savepoint.commit", directory.manifest)
         Manifest(directory.manifest).commit(
             _checkpoint(row, kind="savepoint", metrics={"savepoint": name, "user": getpass.getuser()})
         )
@@ -183,6 +185,7 @@ def rollback(
         }
         # The intent is durable before any table changes, so a crash part-way is finished by the next run.
         write_atomic(_intent_path(directory), json.dumps(intent).encode())
+        faults.point("rollback.intent-written")
         return _apply(directory, intent)
 
 
@@ -239,7 +242,9 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
             )
         table.update_incremental()
         restored.append({**entry, "version": int(table.version())})
+        faults.point("rollback.mid-restore")
     OffsetLog(directory.offsets).discard_after(latest_epoch)  # a planned, uncommitted epoch is replanned
+    faults.point("rollback.before-manifest")
     Manifest(directory.manifest).commit(
         _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics={"rollback": intent})
     )

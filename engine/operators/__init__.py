@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import polars as pl
 
+from engine import faults
 from engine.operators import calc, scan, union, windows
 from engine.operators.context import EpochContext
 from sql.plan import Calc, Node, Scan, Sink, UnionAll, WindowAssign
@@ -36,6 +37,7 @@ def evaluate(outputs: list[Node], ctx: EpochContext) -> list[pl.LazyFrame]:
                 if node.stateful:
                     frames = pl.collect_all(inputs)
                     built[id(node)] = ctx.operators[node.id].process(frames, ctx).lazy()
+                    faults.point("operator.mid")
                 else:
                     built[id(node)] = OPERATORS[type(node)](node, inputs, ctx)
     return [built[id(o)] for o in outputs]

@@ -2,7 +2,8 @@
 
     <the input row's visible columns>  _watermark (the watermark the row arrived behind)  _reason  _epoch
 
-Rows are collected while the epoch runs and appended, exactly once, when the operator commits.
+Rows are collected while the epoch runs and appended when the operator commits (a restart first discards
+what a crashed run appended after its last checkpoint, so nothing is appended twice).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class LateRows:
         self.path = path
         self.app_id = app_id
         self.columns = columns
-        self.table: AppendTable | None = AppendTable(ensure_table(path, {})) if path.exists() else None
+        self.table: AppendTable | None = AppendTable(ensure_table(path, {}), "state.commit") if path.exists() else None
         self.pending: list[pl.DataFrame] = []  # appended to by parallel workers: list.append is atomic
 
     def add(self, rows: pl.DataFrame, reason: pl.Expr | str) -> None:
@@ -42,8 +43,8 @@ class LateRows:
         if self.count:
             rows = pl.concat(self.pending).with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
             if self.table is None:
-                self.table = AppendTable(ensure_table(self.path, dict(rows.schema)))
-            self.table.append_once(rows, self.app_id, epoch)
+                self.table = AppendTable(ensure_table(self.path, dict(rows.schema)), "state.commit")
+            self.table.append(rows, self.app_id, epoch)
         self.pending = []
 
     def entry(self, name: str) -> dict[str, tuple[str, Path, int, str | None]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction
 
+from engine import faults
 from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
 from engine.sinks.base import SinkConnector
 from engine.sources.base import ConnectorError
@@ -50,7 +51,7 @@ class DeltaSink(SinkConnector):
                 f"({', '.join(existing)}) but CREATE TABLE declares ({', '.join(declared)}); "
                 "point 'path' at a new location or declare the same columns"
             )
-        self._appends = AppendTable(table)
+        self._appends = AppendTable(table, fault="sink.commit")
 
     @property
     def _table(self) -> DeltaTable | None:
@@ -79,6 +80,7 @@ class DeltaSink(SinkConnector):
         changes = last.select(*columns, pl.col(OP_COLUMN).is_in([DELETE, UPDATE_BEFORE]).alias(DELETE_FLAG))
         matched = " AND ".join(f'(t."{k}" IS NOT DISTINCT FROM s."{k}")' for k in keys)
         assignments = {f'"{c}"': f's."{c}"' for c in columns}
+        faults.commit("sink.commit", table.table_uri)
         (
             table.merge(
                 to_arrow(changes),
@@ -97,6 +99,7 @@ class DeltaSink(SinkConnector):
             .execute()
         )
         table.update_incremental()
+        faults.point("sink.commit.after")
         assert self._appends is not None
         self._appends.committed()
 
