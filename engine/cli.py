@@ -1,12 +1,14 @@
 """The `timelapse` command line.
 
 Exit codes: 0 success, 1 internal error, 2 a user error (bad SQL, bad options), 3 the state directory is
-busy, 130 interrupted. A user error is one line on stderr, never a traceback (TIMELAPSE_DEBUG=1 shows one).
+busy (or its lease was taken over), 4 `verify` found problems, 5 storage failure (disk full, damaged files),
+130 interrupted. A user error is one line on stderr, never a traceback (TIMELAPSE_DEBUG=1 shows one).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -20,7 +22,8 @@ from typing import Any
 from engine.runner import EpochReport
 from sql import durations
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -112,10 +115,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         allow_non_restored_state=args.allow_non_restored_state,
         parallelism=args.parallelism,
         on_upgrade=_print_upgrade,
+        on_fallback=_print_fallback,
     )
     progress.finish()
     _print_summary(summary, args.json)
     return EXIT_INTERRUPTED if summary["stopped"] == "interrupted" else EXIT_OK
+
+
+def _print_fallback(report: dict[str, Any]) -> None:
+    print(
+        f"warning: the state to resume from is damaged ({report['damage']}); fell back to epoch "
+        f"{report['fell_back_to']}, the newest checkpoint that reads cleanly. Sinks, state and offsets were rolled "
+        "back together and the epochs after it are recomputed from the sources"
+        + (f"; damaged log entries were moved to {Path(report['set_aside'][0]).parent}" if report["set_aside"] else ""),
+        file=sys.stderr,
+    )
 
 
 def _print_upgrade(changes: list[Any]) -> None:
@@ -528,9 +542,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def guarded(action: Callable[[], int]) -> int:
     from engine.history import HistoryError
+    from engine.recovery import StateDamaged
     from engine.retention import RetentionError
     from engine.sources.base import ConnectorError
-    from engine.state_dir import StateDirBusy
+    from engine.state_dir import LeaseLost, StateDirBusy
     from engine.upgrade import UpgradeRefused
     from engine.versioning import VersioningError
     from sql.errors import SqlError
@@ -551,18 +566,47 @@ def guarded(action: Callable[[], int]) -> int:
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
-    except StateDirBusy as err:
+    except (StateDirBusy, LeaseLost) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BUSY
+    except StateDamaged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_STORAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as err:
+    except BaseException as err:  # Exception, and the panics of Rust libraries (pyo3's PanicException)
+        if isinstance(err, SystemExit | GeneratorExit):
+            raise
+        if _disk_full(err):
+            print(
+                f"error: the disk is full ({_first_line(err)}). Nothing after the last checkpoint was committed; "
+                "free some space and run again: the pipeline resumes from that checkpoint",
+                file=sys.stderr,
+            )
+            return EXIT_STORAGE
         if os.environ.get("TIMELAPSE_DEBUG"):
             traceback.print_exc()
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(f"internal error: {type(err).__name__}: {first} (TIMELAPSE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC, raised by Python or reported by a Rust library (delta-rs, Polars) in its message."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(seen) or "os error 28" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine import upgrade
+from engine import recovery, upgrade
 from engine.manifest import Manifest
 from engine.runner import EpochReport, Runner, RunOptions
-from engine.state_dir import StateDir, write_atomic
-from engine.upgrade import Change
+from engine.sources.base import ConnectorError
+from engine.state_dir import LeaseLost, StateDir, StateDirBusy, write_atomic
+from engine.upgrade import Change, UpgradeRefused
 from sql import Plan, ScalarUdf, plan_script
 
 
@@ -58,14 +59,29 @@ class Pipeline:
         allow_non_restored_state: bool = False,
         parallelism: int | None = None,
         on_upgrade: Callable[[list[Change]], None] | None = None,
+        on_fallback: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Run epochs; returns the summary that `timelapse run --json` prints.
 
         On a state directory written by different SQL, the operators' state is matched first: state that the
         new SQL cannot restore refuses the run (`UpgradeRefused`) unless `allow_non_restored_state`.
         `on_upgrade` receives the per-operator report before the first epoch.
+
+        If the state to resume from is damaged, the run falls back to the newest checkpoint that reads cleanly
+        (`engine.recovery`); `on_fallback` receives what was found and done, and so does the summary.
         """
-        runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
+        fallback = None
+        try:
+            runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
+        except (ConnectorError, UpgradeRefused, StateDirBusy, LeaseLost, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as err:  # perhaps damaged files: confirmed by verify before anything is changed
+            if not StateDir(self.state).manifest.exists():
+                raise
+            fallback = recovery.fall_back(self.state, err)
+            if on_fallback is not None:
+                on_fallback(fallback)
+            runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
         if runner.upgrade and on_upgrade is not None:
             on_upgrade(runner.upgrade)
         try:
@@ -80,6 +96,8 @@ class Pipeline:
                 retain_age=retain_age,
             )
             summary = runner.run(options, on_epoch, should_stop).as_dict()
+            if fallback is not None:
+                summary["fallback"] = fallback
             if runner.upgrade:
                 summary["upgrade"] = upgrade.as_json(runner.upgrade)
             return summary

@@ -228,13 +228,24 @@ def _trim_manifest(path: Path) -> None:
     """The manifest is read at its latest version only: keep the files of its last 100 versions (a reader that
     opened one a moment ago can still finish) and free the rest; its log is kept from the checkpoint before last."""
     table = DeltaTable(str(path))
+    # Versions whose log an earlier pass deleted cannot be loaded, so they cannot be kept either.
+    oldest = max(_loadable_from(path), int(table.version()) - MANIFEST_GRACE_VERSIONS)
     table.vacuum(
         retention_hours=0,
         dry_run=False,
         enforce_retention_duration=False,
-        keep_versions=sorted(_protecting(table, max(0, int(table.version()) - MANIFEST_GRACE_VERSIONS))),
+        keep_versions=sorted(_protecting(table, oldest)),
         post_commithook_properties=NO_CLEANUP,
     )
     checkpoints = sorted(int(m.group(1)) for p in (path / "_delta_log").iterdir() if (m := _CHECKPOINT.match(p.name)))
     if len(checkpoints) >= 2:
         prune_log(path, checkpoints[-2])
+
+
+def _loadable_from(path: Path) -> int:
+    """The oldest version of a table whose log is complete: version 0, or its oldest Delta checkpoint."""
+    log = path / "_delta_log"
+    if (log / f"{0:020d}.json").exists():
+        return 0
+    checkpoints = [int(m.group(1)) for p in log.iterdir() if (m := _CHECKPOINT.match(p.name))]
+    return min(checkpoints, default=0)

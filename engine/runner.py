@@ -151,6 +151,14 @@ class Runner:
         self.dir = StateDir(state.absolute())
         self.base_dir = base_dir
         self._lock = self.dir.lock()
+        try:
+            self._setup(allow_non_restored_state, parallelism)
+        except BaseException:
+            self._lock.close()  # so that a fallback (a rollback) can take the directory
+            raise
+
+    def _setup(self, allow_non_restored_state: bool, parallelism: int | None) -> None:
+        plan, base_dir = self.plan, self.base_dir
         if self.dir.manifest.exists():
             from engine.versioning import finish_interrupted
 
@@ -309,6 +317,7 @@ class Runner:
                     summary.stopped = "stopped"
                     break
                 tick = time.perf_counter()
+                self._lock.heartbeat()
                 report = self.run_epoch(options.max_epoch_rows)
                 if report is None:
                     if options.once:
@@ -469,6 +478,7 @@ class Runner:
         """Make every epoch run so far durable: operator state, then the manifest row (the commit point)."""
         if self.last_epoch == self.last_checkpoint_epoch:
             return
+        self._lock.check()  # fenced: a run whose lease was taken over must not commit
         state_rows: dict[str, int] = {}
         for operator in self.operators.values():
             operator.commit(self.last_epoch, self.pipeline_id)

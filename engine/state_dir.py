@@ -1,14 +1,16 @@
-"""The layout of a state directory, its pipeline identity, and the lock that keeps one runner per directory."""
+"""The layout of a state directory, its pipeline identity, and the lease that keeps one writer per directory."""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 class StateDirBusy(RuntimeError):
@@ -45,16 +47,99 @@ class StateDir:
         """Present while someone has asked the running pipeline for a checkpoint at its next epoch boundary."""
         return self.root / "checkpoint-requested"
 
-    def lock(self) -> IO[bytes]:
-        """Hold an exclusive lock for the life of the run; the kernel drops it if the process dies."""
+    def lock(self) -> Lease:
+        """Take the directory for this process (a run, a rollback, a savepoint) until `close()`."""
         self.root.mkdir(parents=True, exist_ok=True)
-        handle = open(self.root / ".lock", "ab+")  # noqa: SIM115 - held open until the run ends
+        return Lease.acquire(self.root)
+
+
+#: a lease whose holder has not renewed it for this long may be taken over by another host
+LEASE_TIMEOUT_S = 30.0
+RENEW_EVERY_S = 5.0
+
+
+class Lease:
+    """Who may write a state directory: an flock plus a lease file with a heartbeat and a fencing token.
+
+    On one machine the flock decides: the kernel drops it when the holder dies (kill -9 included), so a
+    restart takes over at once. The lease file covers what an flock cannot see, such as a holder on another
+    host sharing the directory: its lease is respected until its heartbeat is LEASE_TIMEOUT_S old. Every
+    acquisition increments the token; the runner checks that the token is still its own before each manifest
+    commit (`check`), so a holder that was paused past its lease and taken over stops instead of committing.
+    """
+
+    def __init__(self, root: Path, handle: IO[bytes], token: int) -> None:
+        self.root = root
+        self.handle = handle
+        self.token = token
+        self.renewed = time.monotonic()
+
+    @classmethod
+    def acquire(cls, root: Path) -> Lease:
+        handle = open(root / ".lock", "ab+")  # noqa: SIM115 - held open until the lease is closed
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise StateDirBusy(f"another timelapse process is running on {self.root}") from None
-        return handle
+            holder = read_lease(root)
+            who = f" (pid {holder['pid']} on {holder['host']})" if holder else ""
+            raise StateDirBusy(f"another timelapse process is running on {root}{who}") from None
+        holder = read_lease(root)
+        if holder is not None and holder.get("host") != socket.gethostname():
+            age = time.time() - float(holder.get("heartbeat", 0))
+            if age < LEASE_TIMEOUT_S:
+                handle.close()
+                raise StateDirBusy(
+                    f"{root} is leased to pid {holder['pid']} on {holder['host']} (heartbeat {age:.0f} s ago); "
+                    f"it may be taken over once the heartbeat is {LEASE_TIMEOUT_S:.0f} s old"
+                )
+        lease = cls(root, handle, int(holder["token"]) + 1 if holder else 1)
+        lease.renew()
+        return lease
+
+    def renew(self) -> None:
+        record = {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time()}
+        write_atomic(self.root / LEASE_FILE, json.dumps(record).encode())
+        self.renewed = time.monotonic()
+
+    def heartbeat(self) -> None:
+        """Renew the lease if it is due; the runner calls this every epoch."""
+        if time.monotonic() - self.renewed >= RENEW_EVERY_S:
+            self.check()
+            self.renew()
+
+    def check(self) -> None:
+        """Raise LeaseLost unless the lease still carries this holder's token."""
+        holder = read_lease(self.root)
+        if holder is None or int(holder["token"]) != self.token:
+            taken = f"pid {holder['pid']} on {holder['host']}, token {holder['token']}" if holder else "nobody"
+            raise LeaseLost(
+                f"the lease on {self.root} was taken over ({taken}; this run had token {self.token}); "
+                "this run stops without committing"
+            )
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LeaseLost(RuntimeError):
+    """Another process took the state directory over; this one must not commit."""
+
+
+LEASE_FILE = "lease.json"
+
+
+def read_lease(root: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads((root / LEASE_FILE).read_text()))
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def write_atomic(path: Path, data: bytes) -> None:

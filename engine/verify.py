@@ -49,7 +49,7 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
             if key in checked:
                 continue
             checked.add(key)
-            what = _check(entry["path"], int(entry["version"]), read_rows)
+            what = check_table(entry["path"], int(entry["version"]), read_rows)
             if what:
                 problems.append(Problem(int(row["epoch"]), entry["name"], entry["path"], int(entry["version"]), what))
     intent = directory.root / "rollback-in-progress.json"
@@ -64,21 +64,23 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
     }
 
 
-def _check(path: str, version: int, read_rows: bool) -> str | None:
+def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
+    """What is wrong with a table at `version` (None: its latest), or None. `read_rows` reads every data file."""
     if not (Path(path) / "_delta_log").is_dir():
         return "the table is missing"
+    label = "the latest version" if version is None else f"version {version}"
     try:
         table = DeltaTable(path, version=version)
     except Exception as err:
-        return f"version {version} cannot be opened: {_first_line(err)}"
+        return f"{label} cannot be opened: {_first_line(err)}"
     except BaseException as err:  # a damaged file can make the Rust readers panic
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
-        return f"version {version} cannot be opened: {_first_line(err)}"
+        return f"{label} cannot be opened: {_first_line(err)}"
     if not read_rows:
         return None
     try:
-        pl.scan_delta(path, version=version).select(pl.len()).collect()
+        pl.scan_delta(path, version=int(table.version())).select(pl.len()).collect()
         for uri in table.file_uris():
             pl.read_parquet(uri)
     except BaseException as err:  # Polars panics (a BaseException) on some truncated files
@@ -88,7 +90,7 @@ def _check(path: str, version: int, read_rows: bool) -> str | None:
     return None
 
 
-def _first_line(err: Exception) -> str:
+def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0][:300] if text else type(err).__name__
 

@@ -8,6 +8,7 @@ is what makes replay after a crash exact.
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,19 @@ DEAD_LETTER_SCHEMA: dict[str, pl.DataType] = {
     "position": pl.Int64(),
     "raw": pl.String(),
     "reason": pl.String(),
+    # the record's exact bytes, when they are not valid UTF-8 (`raw` then shows them with U+FFFD in place)
+    "raw_bytes": pl.Binary(),
 }
+
+#: TIMESTAMP values must fall in years 1-9999 (SQL's range): later arithmetic on the watermark would overflow
+MIN_TIMESTAMP = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+MAX_TIMESTAMP = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MIN_MILLIS = (MIN_TIMESTAMP - _EPOCH) // dt.timedelta(milliseconds=1)
+_MAX_MILLIS = (MAX_TIMESTAMP - _EPOCH) // dt.timedelta(milliseconds=1)
+#: a record longer than this is a dead letter ('scan.max-record-bytes'), kept with its first bytes
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 
 class ConnectorError(ValueError):
@@ -76,8 +89,11 @@ class Source(ABC):
         return pl.DataFrame(schema=self.schema)
 
 
-def typed_from_text(raw: pl.DataFrame, schema: dict[str, pl.DataType], context: pl.DataFrame) -> SourceBatch:
-    """Convert all-text columns to `schema`; a row with any unconvertible value becomes a dead letter.
+def typed_from_text(
+    raw: pl.DataFrame, schema: dict[str, pl.DataType], context: pl.DataFrame, required: tuple[str, ...] = ()
+) -> SourceBatch:
+    """Convert all-text columns to `schema`; a row with any unconvertible value becomes a dead letter, and so
+    does a row where a `required` column (the event time) is NULL or missing.
 
     `context` has the columns file, position and raw, aligned row by row with `raw`.
     """
@@ -94,10 +110,16 @@ def typed_from_text(raw: pl.DataFrame, schema: dict[str, pl.DataType], context: 
                 "column '{}': cannot read '{}' as {}",
                 pl.lit(name),
                 pl.col(name).str.slice(0, 80),
-                pl.lit(sql_name(schema[name])),
+                pl.lit(sql_name(schema[name]) + (" (years 1-9999)" if isinstance(schema[name], pl.Datetime) else "")),
             )
         )
         for name in present
+    ]
+    reasons += [
+        pl.when(
+            pl.col(typed_names[name]).is_null() & (pl.col(name).is_null() if name in present else pl.lit(True))
+        ).then(pl.lit(f"column '{name}' is NULL or missing, and it is the event time"))
+        for name in required
     ]
     both = both.with_columns(
         pl.concat_str(reasons, separator="; ", ignore_nulls=True).alias("\x00reason")
@@ -109,15 +131,29 @@ def typed_from_text(raw: pl.DataFrame, schema: dict[str, pl.DataType], context: 
     dead = context.with_columns(reason=both.get_column("\x00reason")).filter(
         pl.col("reason").is_not_null() & (pl.col("reason") != "")
     )
-    return SourceBatch(rows, dead.select(list(DEAD_LETTER_SCHEMA)).cast(DEAD_LETTER_SCHEMA))  # type: ignore[arg-type]
+    return SourceBatch(rows, dead_letters(dead))
+
+
+def dead_letters(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` (file, position, raw, reason and maybe raw_bytes) in the dead-letter schema."""
+    if "raw_bytes" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Binary).alias("raw_bytes"))
+    return frame.select(list(DEAD_LETTER_SCHEMA)).cast(DEAD_LETTER_SCHEMA)  # type: ignore[arg-type]
+
+
+def in_range(timestamps: pl.Expr) -> pl.Expr:
+    """The timestamps of SQL's range (years 1-9999); NULL for the others."""
+    return pl.when(timestamps.is_between(MIN_TIMESTAMP, MAX_TIMESTAMP)).then(timestamps)
 
 
 def _from_text(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.Datetime):
         # Event times often arrive as epoch milliseconds.
         millis = text.str.strip_chars().cast(pl.Int64, strict=False)
+        millis = pl.when(millis.is_between(_MIN_MILLIS, _MAX_MILLIS)).then(millis)  # no overflow in the casts
         as_millis = millis.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").cast(dtype)
-        return pl.when(text.str.contains(r"^\s*-?\d+\s*$")).then(as_millis).otherwise(parse_timestamp(text, dtype))
+        parsed = pl.when(text.str.contains(r"^\s*-?\d+\s*$")).then(as_millis).otherwise(parse_timestamp(text, dtype))
+        return in_range(parsed)
     return parse_text(text, dtype)
 
 

@@ -17,7 +17,18 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from engine.sources.base import DEAD_LETTER_SCHEMA, ConnectorError, Source, SourceBatch, typed_from_text
+from engine.sources.base import (
+    DEAD_LETTER_RAW_LIMIT,
+    DEAD_LETTER_SCHEMA,
+    MAX_RECORD_BYTES,
+    ConnectorError,
+    Source,
+    SourceBatch,
+    dead_letters,
+    in_range,
+    typed_from_text,
+)
+from sql import durations
 
 FORMATS = ("json", "csv", "parquet")
 
@@ -30,6 +41,16 @@ class FileSource(Source):
         if self.format not in FORMATS:
             raise ConnectorError(f"table '{table.name}': format '{self.format}' is not one of {', '.join(FORMATS)}")
         self.header = self.option("csv.header", "false").lower() == "true"
+        limit = self.option("scan.max-record-bytes", str(MAX_RECORD_BYTES))
+        try:
+            self.max_record_bytes = int(limit) if limit.strip().isdigit() else durations.parse_size(limit)
+        except ValueError:
+            raise ConnectorError(
+                f"table '{table.name}': 'scan.max-record-bytes' must be a size such as '16 MB', not '{limit}'"
+            ) from None
+        # A NULL event time cannot be placed in time: such a record is a dead letter, never a silent drop.
+        watermark = table.watermark
+        self.required = (watermark.column,) if watermark is not None and watermark.column in self.schema else ()
         self.delimiter = self.option("csv.field-delimiter", ",")
         self.files: list[tuple[str, int, int]] = []  # (path, size at discovery, records)
         self.known: set[str] = set()
@@ -134,22 +155,44 @@ class FileSource(Source):
         if self.format == "csv" and self.header and lo == 0:
             lines, positions = lines[1:], positions[1:]
         text = pl.Series("raw", lines, dtype=pl.Binary)
+        oversized = text.bin.size() > self.max_record_bytes
+        if oversized.any():  # kept with their first bytes; the file and position point at the whole record
+            text = pl.select(pl.when(oversized).then(pl.lit(b"", dtype=pl.Binary)).otherwise(text)).to_series()
         try:
             decoded = text.cast(pl.String)
         except pl.exceptions.ComputeError:  # slow path, only for files holding invalid UTF-8
-            decoded = pl.Series("raw", [_utf8_or_none(line) for line in lines], dtype=pl.String)
+            decoded = pl.Series("raw", [_utf8_or_none(line) for line in text], dtype=pl.String)
         context = pl.DataFrame({"file": [str(path)] * len(lines), "position": positions, "raw": decoded})
         bad_utf8 = decoded.is_null()
-        blank = decoded.str.strip_chars().str.len_bytes().fill_null(1) == 0
+        blank = (decoded.str.strip_chars().str.len_bytes().fill_null(1) == 0) & ~oversized
         invalid = context.filter(bad_utf8).with_columns(
             raw=text.filter(bad_utf8).map_elements(lambda b: b.decode("utf-8", "replace"), return_dtype=pl.String),
             reason=pl.lit("invalid UTF-8"),
+            raw_bytes=text.filter(bad_utf8),
         )
-        context = context.filter(~bad_utf8 & ~blank)
-        raw = self._parse_json(context) if self.format == "json" else self._parse_csv(context)
-        batch = typed_from_text(raw.rows, self.schema, context.filter(raw.ok))
-        dead = pl.concat([invalid.select(list(DEAD_LETTER_SCHEMA)), raw.dead, batch.dead_letters])
-        return SourceBatch(batch.rows, dead.cast(DEAD_LETTER_SCHEMA))  # type: ignore[arg-type]
+        too_long = [
+            {
+                "file": str(path),
+                "position": position,
+                "raw": line[:DEAD_LETTER_RAW_LIMIT].decode("utf-8", "replace"),
+                "reason": f"record of {len(line):,} bytes is longer than 'scan.max-record-bytes' "
+                f"({self.max_record_bytes:,}); the first {DEAD_LETTER_RAW_LIMIT:,} are kept here",
+            }
+            for line, position, big in zip(lines, positions, oversized, strict=True)
+            if big
+        ]
+        context = context.filter(~bad_utf8 & ~blank & ~oversized)
+        raw = self._parse_json(context) if self.format == "json" else self._parse_csv(context, path)
+        batch = typed_from_text(raw.rows, self.schema, context.filter(raw.ok), self.required)
+        dead = pl.concat(
+            [
+                dead_letters(invalid),
+                pl.DataFrame(too_long, schema=DEAD_LETTER_SCHEMA),
+                dead_letters(raw.dead),
+                batch.dead_letters,
+            ]
+        )
+        return SourceBatch(batch.rows, dead.sort("position"))
 
     def _parse_json(self, context: pl.DataFrame) -> _Parsed:
         names = list(self.schema)
@@ -158,7 +201,10 @@ class FileSource(Source):
             decoded = context.get_column("raw").str.json_decode(struct)
             if decoded.null_count():
                 raise ValueError("non-object line")
-            return _Parsed(decoded.struct.unnest() if names else pl.DataFrame(), pl.Series([True] * context.height))
+            return _Parsed(
+                decoded.struct.unnest() if names else pl.DataFrame(),
+                pl.Series([True] * context.height, dtype=pl.Boolean),
+            )
         except (pl.exceptions.PolarsError, ValueError):
             pass
         # Slow path, taken only for files with bad records: find them one by one.
@@ -179,8 +225,22 @@ class FileSource(Source):
         frame = pl.DataFrame(rows, schema={n: pl.String for n in names}) if names else pl.DataFrame()
         return _Parsed(frame, pl.Series(ok, dtype=pl.Boolean), pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA))
 
-    def _parse_csv(self, context: pl.DataFrame) -> _Parsed:
-        names = list(self.schema)
+    def _parse_csv(self, context: pl.DataFrame, path: Path) -> _Parsed:
+        parsed = self._parse_csv_fields(context, self._header(path) if self.header else list(self.schema))
+        present = set(parsed.rows.columns)
+        # With a header, columns are matched by name: extra ones are ignored, missing ones are NULL.
+        parsed.rows = parsed.rows.select(
+            pl.col(n) if n in present else pl.lit(None, dtype=pl.String).alias(n) for n in self.schema
+        )
+        return parsed
+
+    def _header(self, path: Path) -> list[str]:
+        assert self._cache is not None and self._cache[0] == str(path)
+        lines = self._cache[1]
+        first = _utf8_or_none(lines[0]) if lines else None
+        return [name.strip() for name in next(csv.reader([first], delimiter=self.delimiter))] if first else []
+
+    def _parse_csv_fields(self, context: pl.DataFrame, names: list[str]) -> _Parsed:
         rows: list[dict[str, str | None]] = []
         ok: list[bool] = []
         dead: list[dict[str, Any]] = []
@@ -201,7 +261,7 @@ class FileSource(Source):
             quoted = raw.str.contains('"', literal=True).any()
             counts_ok = quoted or bool((raw.str.count_matches(self.delimiter, literal=True) + 1 == len(names)).all())
             if frame.height == len(lines) and counts_ok:
-                return _Parsed(frame, pl.Series([True] * len(lines)))
+                return _Parsed(frame, pl.Series([True] * len(lines), dtype=pl.Boolean))
         except pl.exceptions.PolarsError:
             pass
         for record in context.iter_rows(named=True):
@@ -226,20 +286,28 @@ class FileSource(Source):
             frame = lazy.select([n for n in self.schema if n in stored]).slice(lo, hi - lo).collect()
         except Exception as err:
             dead = pl.DataFrame(
-                [{"file": str(path), "position": lo, "raw": None, "reason": f"unreadable Parquet file: {err}"}],
+                [
+                    {
+                        "file": str(path),
+                        "position": lo,
+                        "raw": None,
+                        "reason": f"unreadable Parquet file (records {lo} to {hi - 1}): {err}",
+                    }
+                ],
                 schema=DEAD_LETTER_SCHEMA,
             )
             return SourceBatch(self.empty(), dead)
         if all(_lossless(frame.schema[n], dtype) for n, dtype in self.schema.items() if n in frame.columns):
-            # Typed columns that convert without loss cannot fail: no detour through text, no dead letters.
-            return SourceBatch(
-                frame.select(
-                    _convert(pl.col(n), frame.schema[n], dtype).alias(n)
-                    if n in frame.columns
-                    else pl.lit(None, dtype=dtype).alias(n)
-                    for n, dtype in self.schema.items()
-                )
+            # Typed columns that convert without loss cannot fail: no detour through text, no dead letters,
+            # unless an event time is NULL or a timestamp is out of range.
+            typed = frame.select(
+                _convert(pl.col(n), frame.schema[n], dtype).alias(n)
+                if n in frame.columns
+                else pl.lit(None, dtype=dtype).alias(n)
+                for n, dtype in self.schema.items()
             )
+            if self._valid(typed):
+                return SourceBatch(typed)
         text = frame.select(
             [
                 pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
@@ -249,7 +317,16 @@ class FileSource(Source):
         context = pl.DataFrame({"file": [str(path)] * frame.height, "position": list(range(lo, hi))}).with_columns(
             raw=pl.lit(None, dtype=pl.String)
         )
-        return typed_from_text(text, self.schema, context)
+        return typed_from_text(text, self.schema, context, self.required)
+
+    def _valid(self, typed: pl.DataFrame) -> bool:
+        checks = [pl.col(n).is_not_null().all() for n in self.required]
+        checks += [
+            (in_range(pl.col(n)).is_not_null() | pl.col(n).is_null()).all()
+            for n, dtype in self.schema.items()
+            if isinstance(dtype, pl.Datetime)
+        ]
+        return not checks or all(typed.select(c.alias(f"check{i}") for i, c in enumerate(checks)).row(0))
 
 
 def _lossless(stored: pl.DataType, declared: pl.DataType) -> bool:

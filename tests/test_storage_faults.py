@@ -1,0 +1,174 @@
+"""Storage faults: a full disk during a commit, truncated or corrupted Parquet files, missing or corrupted Delta
+log entries. Each is detected, reported without a traceback, and recovered from where it can be (falling back
+to the newest checkpoint that reads cleanly); the final output always equals an undisturbed run's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import engine
+from engine import recovery
+from tests import crash_harness as harness
+
+
+def cli(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=root,
+        env={**os.environ, **harness.ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def run(root: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return cli(root, "run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", "10", "--json", env=env)
+
+
+def finish_and_compare(stream: harness.Stream, tmp_path: Path) -> None:
+    stream.deliver_all()
+    final = run(stream.root)
+    assert final.returncode == 0, final.stderr
+    harness.check_sinks(stream)
+    reference = harness.reference_run(tmp_path / "reference", stream.seed, stream.chunks, "1 epochs")
+    harness.check_state(stream, reference.root)
+
+
+@pytest.mark.parametrize(
+    "point", ["sink.commit.before", "state.commit.before", "compaction.before", "manifest.commit.before"]
+)
+def test_a_full_disk_during_a_commit_stops_cleanly_and_the_next_run_resumes(tmp_path: Path, point: str) -> None:
+    stream = harness.Stream(tmp_path / "p", seed=11, chunks=4)
+    stream.setup("1 epochs")
+    stream.deliver()
+    stream.deliver()
+    failed = run(stream.root, env={"TIMELAPSE_FAIL_AT": f"{point}:2"})
+    assert failed.returncode == 5, failed.stderr
+    assert "the disk is full" in failed.stderr and "Traceback" not in failed.stderr
+    finish_and_compare(stream, tmp_path)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, megabytes: int) -> Iterator[None]:
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(path)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_real_full_disk_is_reported_and_survived(tmp_path: Path) -> None:
+    """The state directory lives on an 8 MB tmpfs that a filler file has all but filled."""
+    stream = harness.Stream(tmp_path / "p", seed=12, chunks=4)
+    stream.setup("1 epochs")
+    disk = tmp_path / "p" / "state"
+    with small_disk(disk, 8):
+        stream.deliver()
+        assert run(stream.root).returncode == 0
+        filler = disk / "filler"
+        with open(filler, "wb") as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        stream.deliver()
+        full = run(stream.root)
+        assert full.returncode == 5, full.stderr
+        assert "the disk is full" in full.stderr and "Traceback" not in full.stderr
+        filler.unlink()
+        finish_and_compare(stream, tmp_path)
+        assert cli(stream.root, "verify", "state").returncode == 0
+
+
+def _state_entry(root: Path) -> dict[str, object]:
+    row = engine.open(root / "state").row()
+    return next(t for t in row["tables"] if t["role"] == "state" and t["name"].startswith("group-agg"))
+
+
+def _state_table(root: Path) -> Path:
+    return Path(str(_state_entry(root)["path"]))
+
+
+def _newest_data_file(table: Path) -> Path:
+    files = [p for p in table.glob("*.parquet")]
+    return max(files, key=lambda p: p.stat().st_mtime_ns)
+
+
+def _named_log_entry(root: Path) -> Path:
+    """The log entry of the version the latest checkpoint names (a Delta checkpoint of it may sit beside it)."""
+    entry = _state_entry(root)
+    return Path(str(entry["path"])) / "_delta_log" / f"{int(entry['version']):020d}.json"  # type: ignore[call-overload]
+
+
+def _damage_log(root: Path, corrupt: bool) -> None:
+    """Delete or corrupt the named version's log entry, and the Delta checkpoint of that version if there is one
+    (otherwise the checkpoint alone would still serve the version, and nothing would be damaged)."""
+    entry = _named_log_entry(root)
+    for item in entry.parent.glob(f"{entry.stem}.*"):
+        if corrupt:
+            item.write_text('{"add": {"path": "gone')
+        else:
+            item.unlink()
+
+
+DAMAGE = {
+    "truncated parquet": lambda r: _newest_data_file(_state_table(r)).write_bytes(
+        _newest_data_file(_state_table(r)).read_bytes()[:100]
+    ),
+    "missing log entry": lambda r: _damage_log(r, corrupt=False),
+    "corrupted log entry": lambda r: _damage_log(r, corrupt=True),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_state_falls_back_to_the_newest_clean_checkpoint(tmp_path: Path, damage: str) -> None:
+    stream = harness.Stream(tmp_path / "p", seed=13, chunks=4)
+    stream.setup("1 epochs")
+    stream.deliver()
+    stream.deliver()
+    assert run(stream.root).returncode == 0
+    last = int(engine.open(stream.root / "state").row()["epoch"])
+    DAMAGE[damage](stream.root)
+    verify = cli(stream.root, "verify", "state")
+    assert verify.returncode == 4 and "PROBLEM" in verify.stdout  # `timelapse verify` sees it too
+    stream.deliver()
+    resumed = run(stream.root)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "warning: the state to resume from is damaged" in resumed.stderr
+    assert f"fell back to epoch {last - 1}" in resumed.stderr
+    manifest = pl.read_delta(str(stream.root / "state" / "manifest"))
+    reasons = manifest.filter(pl.col("kind") == "rollback").get_column("metrics").to_list()
+    assert any("automatic fallback" in r for r in reasons)  # audited in the manifest
+    finish_and_compare(stream, tmp_path)
+
+
+def test_damage_in_every_checkpoint_is_reported_not_guessed_around(tmp_path: Path) -> None:
+    stream = harness.Stream(tmp_path / "p", seed=14, chunks=3)
+    stream.setup("1 epochs")
+    stream.deliver()
+    assert run(stream.root).returncode == 0
+    table = _state_table(stream.root)
+    oldest = min(table.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+    oldest.write_bytes(b"PAR1 not really")  # read by every checkpoint's version of the table
+    stream.deliver()
+    failed = run(stream.root)
+    assert failed.returncode == 5, failed.stderr
+    assert "no retained checkpoint reads cleanly" in failed.stderr and "timelapse verify" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    with pytest.raises(recovery.StateDamaged):
+        recovery.fall_back(stream.root / "state", RuntimeError("restore failed"))
+    for folder in ("state", "out", "totals", "joined"):  # without a backup: start again from the sources
+        shutil.rmtree(stream.root / folder)
+    finish_and_compare(stream, tmp_path)
