@@ -100,6 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         checkpoint_policy(args.checkpoint_interval, args.checkpoint_state_growth)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.allowed_root:
+        from engine.paths import ROOTS_VARIABLE
+
+        configured = [p for p in os.environ.get(ROOTS_VARIABLE, "").split(os.pathsep) if p]
+        os.environ[ROOTS_VARIABLE] = os.pathsep.join(configured + args.allowed_root)
     pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf))
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
@@ -176,12 +181,12 @@ def cmd_savepoint(args: argparse.Namespace) -> int:
     if args.action == "create":
         if not args.name:
             raise UsageError("savepoint create needs --name")
-        result: Any = versioning.create_savepoint(args.dir, args.name, args.epoch)
+        result: Any = versioning.create_savepoint(args.dir, args.name, args.epoch, reason=args.reason)
         message = f"savepoint '{result['savepoint']}' marks epoch {result['epoch']}"
     elif args.action == "delete":
         if not args.name:
             raise UsageError("savepoint delete needs --name")
-        result = versioning.delete_savepoint(args.dir, args.name)
+        result = versioning.delete_savepoint(args.dir, args.name, reason=args.reason)
         message = f"savepoint '{args.name}' deleted"
     else:
         table = versioning.savepoints(args.dir)
@@ -409,6 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--retain-age", help="also keep every checkpoint younger than this (e.g. '7 d')")
     run.add_argument(
+        "--allowed-root",
+        action="append",
+        metavar="DIR",
+        help="connectors may only read and write under DIR (repeatable; adds to $TIMELAPSE_ALLOWED_ROOTS)",
+    )
+    run.add_argument(
         "--parallelism",
         type=int,
         choices=range(1, 129),
@@ -436,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     savepoint.add_argument("dir", help="the state directory")
     savepoint.add_argument("--name")
     savepoint.add_argument("--epoch", type=int, help="the epoch to name (default: the latest)")
+    savepoint.add_argument("--reason", help="recorded in the manifest with your user name")
     savepoint.add_argument("--json", action="store_true")
     savepoint.set_defaults(handler=cmd_savepoint)
 
@@ -542,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def guarded(action: Callable[[], int]) -> int:
     from engine.history import HistoryError
+    from engine.paths import PathNotAllowed
     from engine.recovery import StateDamaged
     from engine.retention import RetentionError
     from engine.sources.base import ConnectorError
@@ -557,6 +570,7 @@ def guarded(action: Callable[[], int]) -> int:
         return EXIT_USER
     except (
         ConnectorError,
+        PathNotAllowed,
         UsageError,
         FileNotFoundError,
         VersioningError,

@@ -89,6 +89,7 @@ class Manifest:
             "operators": json.dumps(checkpoint.operators, sort_keys=True),
         }
         faults.commit("manifest.commit", self.path)
+        self.table.update_incremental()  # retention may have committed to the manifest (a property change)
         write_deltalake(
             self.table,
             to_arrow(pl.DataFrame([row], schema=SCHEMA)),

@@ -8,6 +8,7 @@ from typing import Any
 
 from engine import recovery, upgrade
 from engine.manifest import Manifest
+from engine.paths import PathNotAllowed
 from engine.runner import EpochReport, Runner, RunOptions
 from engine.sources.base import ConnectorError
 from engine.state_dir import LeaseLost, StateDir, StateDirBusy, write_atomic
@@ -73,7 +74,7 @@ class Pipeline:
         fallback = None
         try:
             runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
-        except (ConnectorError, UpgradeRefused, StateDirBusy, LeaseLost, KeyboardInterrupt, SystemExit):
+        except (ConnectorError, PathNotAllowed, UpgradeRefused, StateDirBusy, LeaseLost, KeyboardInterrupt, SystemExit):
             raise
         except BaseException as err:  # perhaps damaged files: confirmed by verify before anything is changed
             if not StateDir(self.state).manifest.exists():

@@ -133,10 +133,13 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
 
     files_removed = log_entries_removed = 0
     faults.point("retention.vacuum.before")
+    times = [retained.get_column("committed_at").min(), saved_rows.get_column("committed_at").min()]
+    horizon = tombstone_horizon(min(t for t in times if t is not None))  # type: ignore[type-var,arg-type]
     for path in sorted(set(kept_versions) | set(saved_versions)):
         table = open_table(Path(path))
         if table is None:
             continue
+        _expire_tombstones(table, horizon)
         # A Delta checkpoint at today's head lets a later pass delete the log up to here.
         table.create_checkpoint()
         saved = saved_versions.get(path, set())
@@ -153,9 +156,11 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         )
         log_entries_removed += prune_log(Path(path), min({oldest} | saved))
         faults.point("retention.vacuum.during")
-    _trim_manifest(directory.manifest)
+    _trim_manifest(directory.manifest, horizon)
     OffsetLog(directory.offsets).fold(until_epoch=oldest_epoch)
 
+    before = rows.filter(pl.col("kind") == "retention")
+    previous_policy = json.loads(before.row(-1, named=True)["metrics"]).get("policy") if before.height else None
     report = {
         "oldest_epoch": oldest_epoch,
         "expired_epochs": expired,
@@ -165,11 +170,35 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         "log_entries_removed": log_entries_removed,
         "user": getpass.getuser(),
         "reason": reason,
+        # a changed policy is what frees many epochs at once: say so
+        **(
+            {"policy_changed_from": previous_policy} if previous_policy and previous_policy != policy.describe() else {}
+        ),
     }
     last = checkpoint_from_row(resumable.row(-1, named=True))
     faults.point("retention.before-manifest")
     Manifest(directory.manifest).commit(dataclasses.replace(last, kind="retention", committed_at=None, metrics=report))
     return report
+
+
+TOMBSTONES = "delta.deletedFileRetentionDuration"
+
+
+def tombstone_horizon(oldest: dt.datetime) -> str:
+    """How long Delta should remember removed files: back to the oldest retained checkpoint, plus an hour, in
+    whole hours (so the property changes rarely)."""
+    age = dt.datetime.now(dt.UTC) - oldest
+    return f"interval {int(age.total_seconds() // 3600) + 2} hours"
+
+
+def _expire_tombstones(table: DeltaTable, horizon: str) -> None:
+    """Every Delta checkpoint repeats a `remove` entry for each file removed within the table's
+    deletedFileRetentionDuration. Left at the creation value (a century), checkpoints grow with every compaction
+    ever made, and so do disk use and commit time. Retention does not need them (it names the versions to keep),
+    so they are kept only as far back as the oldest retained checkpoint, which also keeps an outside `vacuum()`
+    with default settings from deleting files a retained checkpoint reads."""
+    if table.metadata().configuration.get(TOMBSTONES) != horizon:
+        table.alter.set_table_properties({TOMBSTONES: horizon}, post_commithook_properties=NO_CLEANUP)
 
 
 def _versions_by_table(rows: pl.DataFrame) -> dict[str, set[int]]:
@@ -224,9 +253,11 @@ def prune_log(path: Path, oldest_kept: int) -> int:
     return removed
 
 
-def _trim_manifest(path: Path) -> None:
+def _trim_manifest(path: Path, horizon: str) -> None:
     """The manifest is read at its latest version only: keep the files of its last 100 versions (a reader that
     opened one a moment ago can still finish) and free the rest; its log is kept from the checkpoint before last."""
+    table = DeltaTable(str(path))
+    _expire_tombstones(table, horizon)
     table = DeltaTable(str(path))
     # Versions whose log an earlier pass deleted cannot be loaded, so they cannot be kept either.
     oldest = max(_loadable_from(path), int(table.version()) - MANIFEST_GRACE_VERSIONS)

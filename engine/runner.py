@@ -510,7 +510,7 @@ class Runner:
         self._checkpoints_since_retention += 1
         if self._checkpoints_since_retention >= self.retention.every:
             self._checkpoints_since_retention = 0
-            retention.apply(self.dir, self.retention)
+            retention.apply(self.dir, self.retention, reason=f"automatic, every {self.retention.every} checkpoints")
 
     def _state_bytes(self) -> int:
         return sum(operator.state_bytes for operator in self.operators.values())

@@ -96,7 +96,9 @@ def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
     return live
 
 
-def create_savepoint(state: str | Path, name: str, epoch: int | None = None) -> dict[str, Any]:
+def create_savepoint(
+    state: str | Path, name: str, epoch: int | None = None, reason: str | None = None
+) -> dict[str, Any]:
     """Name an epoch's cut (default: the latest epoch). Refused while a pipeline runs on the directory."""
     directory = StateDir(Path(state))
     with directory.lock():
@@ -115,12 +117,12 @@ def create_savepoint(state: str | Path, name: str, epoch: int | None = None) -> 
         row = epoch_row(rows, epoch)
         faults.commit("savepoint.commit", directory.manifest)
         Manifest(directory.manifest).commit(
-            _checkpoint(row, kind="savepoint", metrics={"savepoint": name, "user": getpass.getuser()})
+            _checkpoint(row, kind="savepoint", metrics={"savepoint": name, "user": getpass.getuser(), "reason": reason})
         )
         return {"savepoint": name, "epoch": epoch}
 
 
-def delete_savepoint(state: str | Path, name: str) -> dict[str, Any]:
+def delete_savepoint(state: str | Path, name: str, reason: str | None = None) -> dict[str, Any]:
     directory = StateDir(Path(state))
     with directory.lock():
         if name not in savepoints(state).get_column("name").to_list():
@@ -128,7 +130,11 @@ def delete_savepoint(state: str | Path, name: str) -> dict[str, Any]:
         rows = _rows(directory)
         last = rows.row(-1, named=True)
         Manifest(directory.manifest).commit(
-            _checkpoint(last, kind="savepoint_deleted", metrics={"savepoint": name, "user": getpass.getuser()})
+            _checkpoint(
+                last,
+                kind="savepoint_deleted",
+                metrics={"savepoint": name, "user": getpass.getuser(), "reason": reason},
+            )
         )
         return {"deleted": name}
 
@@ -300,6 +306,7 @@ def history(state: str | Path) -> list[dict[str, Any]]:
                     "epoch": row["epoch"],
                     "at": when,
                     "user": info.get("user"),
+                    "reason": info.get("reason"),
                 }
             )
     from engine.branching import branches_of
@@ -341,12 +348,21 @@ def render_history(events: list[dict[str, Any]]) -> str:
             origin = f"savepoint '{event['savepoint']}' = " if event.get("savepoint") else ""
             lines.append(f"   ├─ branch {event['path']} from {origin}epoch {event['epoch']}  {event['at'][:19]}")
         elif event["kind"] == "retention":
+            changed = (
+                f", policy changed from {event['policy_changed_from']}" if event.get("policy_changed_from") else ""
+            )
             lines.append(
-                f"   retention: epochs before {event['oldest_epoch']} freed ({event['expired_epochs']} checkpoints)"
-                f"  {event['at'][:19]}"
+                f"   retention: epochs before {event['oldest_epoch']} freed ({event['expired_epochs']} checkpoints;"
+                f" {event.get('policy')}{changed})  {event['at'][:19]}  {_who(event)}"
             )
         elif event["kind"] == "savepoint":
-            lines.append(f"   savepoint '{event['name']}' = epoch {event['epoch']}  {event['at'][:19]}")
+            lines.append(f"   savepoint '{event['name']}' = epoch {event['epoch']}  {event['at'][:19]}  {_who(event)}")
         else:
-            lines.append(f"   savepoint '{event['name']}' deleted  {event['at'][:19]}")
+            lines.append(f"   savepoint '{event['name']}' deleted  {event['at'][:19]}  {_who(event)}")
     return "\n".join(lines)
+
+
+def _who(event: dict[str, Any]) -> str:
+    """The audit trail of an event: who, and why when they said."""
+    reason = f' "{event["reason"]}"' if event.get("reason") else ""
+    return f"{event.get('user') or ''}{reason}".strip()

@@ -22,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from engine import paths
 from engine.delta_tables import open_table
 from engine.operators.aggregate import _clock
 from engine.operators.context import EpochContext
@@ -387,8 +388,7 @@ class _Dimension:
     def __init__(self, node: Join, base_dir: Path) -> None:
         assert node.dimension is not None
         self.table = node.dimension
-        path = Path(self.table.options.get("path", "")).expanduser()
-        self.path = path if path.is_absolute() else base_dir / path
+        self.path = paths.connector_path(self.table.name, "path", self.table.options.get("path", ""), base_dir)
         self.connector = self.table.connector.lower()
         self.format = self.table.options.get("format", "parquet").lower()
         self._cache: tuple[Any, pl.DataFrame] | None = None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from engine import paths
 from sql.catalog import TableDef
 
 
@@ -20,8 +21,7 @@ class SinkConnector(ABC):
         self.app_id = app_id
 
     def resolve(self, path: str) -> Path:
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else (self.base_dir / candidate)
+        return paths.connector_path(self.table.name, "path", path, self.base_dir)
 
     def open(self) -> None:
         """Create whatever the sink needs before the first epoch."""

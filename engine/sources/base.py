@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from engine import paths
 from sql.catalog import TableDef
 from sql.expressions import parse_text, parse_timestamp
 from sql.types import sql_name
@@ -63,8 +64,7 @@ class Source(ABC):
         return value
 
     def resolve(self, path: str) -> Path:
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else (self.base_dir / candidate)
+        return paths.connector_path(self.table.name, "path", path, self.base_dir)
 
     @abstractmethod
     def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
