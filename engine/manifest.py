@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from engine import faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
@@ -45,6 +45,7 @@ SCHEMA: dict[str, pl.DataType] = {
 }
 
 COMPACT_EVERY = 100
+LEASE_APP = "timelapse/lease"
 
 # Row kinds. `epoch` commits an epoch; `rollback` makes an earlier epoch's cut current again (keeping the latest
 # epoch number, so re-run epochs get new numbers and new markers); `savepoint` names an epoch's cut;
@@ -76,7 +77,9 @@ class Manifest:
         frame = read_checkpoints(self.path).filter(pl.col("kind").is_in(list(RESUMABLE)))
         return None if frame.is_empty() else checkpoint_from_row(frame.row(-1, named=True))
 
-    def commit(self, checkpoint: Checkpoint) -> None:
+    def commit(self, checkpoint: Checkpoint, lease_token: int | None = None) -> None:
+        """Append the row. With the writer's `lease_token`, the commit carries the marker (timelapse/lease,
+        token): two writers racing to commit with it conflict in Delta and one fails (fencing)."""
         row = {
             "epoch": checkpoint.epoch,
             "kind": checkpoint.kind,
@@ -94,6 +97,9 @@ class Manifest:
             self.table,
             to_arrow(pl.DataFrame([row], schema=SCHEMA)),
             mode="append",
+            commit_properties=CommitProperties(app_transactions=[Transaction(app_id=LEASE_APP, version=lease_token)])
+            if lease_token is not None
+            else None,
             post_commithook_properties=NO_CLEANUP,
         )
         faults.point("manifest.commit.after")

@@ -499,7 +499,8 @@ class Runner:
                 plan_fingerprint=self.plan.fingerprint,
                 metrics=metrics,
                 operators=self.operator_records,
-            )
+            ),
+            lease_token=self._lock.token,
         )
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
