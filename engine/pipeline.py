@@ -15,6 +15,10 @@ from engine.state_dir import LeaseLost, StateDir, StateDirBusy, write_atomic
 from engine.upgrade import Change, UpgradeRefused
 from sql import Plan, ScalarUdf, plan_script
 
+# Errors that say what is wrong with the SQL, the options or the directory's owner: never storage damage.
+NOT_DAMAGE = (ConnectorError, PathNotAllowed, UpgradeRefused, StateDirBusy, LeaseLost, KeyboardInterrupt, SystemExit)
+MAX_FALLBACKS = 3
+
 
 class Pipeline:
     """A planned SQL script bound to a state directory."""
@@ -71,39 +75,56 @@ class Pipeline:
         If the state to resume from is damaged, the run falls back to the newest checkpoint that reads cleanly
         (`engine.recovery`); `on_fallback` receives what was found and done, and so does the summary.
         """
-        fallback = None
-        try:
-            runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
-        except (ConnectorError, PathNotAllowed, UpgradeRefused, StateDirBusy, LeaseLost, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as err:  # perhaps damaged files: confirmed by verify before anything is changed
-            if not StateDir(self.state).manifest.exists():
+        options = RunOptions(
+            once=once,
+            trigger_seconds=trigger,
+            max_epochs=max_epochs,
+            max_epoch_rows=max_epoch_rows,
+            checkpoint_interval=checkpoint_interval,
+            checkpoint_state_growth=checkpoint_state_growth,
+            retain_count=None if retain_count is None else str(retain_count),
+            retain_age=retain_age,
+        )
+        fallbacks: list[dict[str, Any]] = []
+        while True:
+            try:
+                runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
+            except NOT_DAMAGE:
                 raise
-            fallback = recovery.fall_back(self.state, err)
-            if on_fallback is not None:
-                on_fallback(fallback)
-            runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
-        if runner.upgrade and on_upgrade is not None:
-            on_upgrade(runner.upgrade)
-        try:
-            options = RunOptions(
-                once=once,
-                trigger_seconds=trigger,
-                max_epochs=max_epochs,
-                max_epoch_rows=max_epoch_rows,
-                checkpoint_interval=checkpoint_interval,
-                checkpoint_state_growth=checkpoint_state_growth,
-                retain_count=None if retain_count is None else str(retain_count),
-                retain_age=retain_age,
-            )
-            summary = runner.run(options, on_epoch, should_stop).as_dict()
-            if fallback is not None:
-                summary["fallback"] = fallback
+            except BaseException as err:  # perhaps damaged files: confirmed by verify before anything is changed
+                self._fall_back(err, fallbacks, on_fallback)
+                continue
+            if runner.upgrade and on_upgrade is not None and not fallbacks:
+                on_upgrade(runner.upgrade)
+            try:
+                summary = runner.run(options, on_epoch, should_stop).as_dict()
+            except NOT_DAMAGE:
+                raise
+            except BaseException as err:  # e.g. a sink's damaged file, met while merging into it
+                runner.close()
+                self._fall_back(err, fallbacks, on_fallback)
+                continue
+            finally:
+                runner.close()
+            if fallbacks:
+                summary["fallback"] = fallbacks[-1] if len(fallbacks) == 1 else fallbacks
             if runner.upgrade:
                 summary["upgrade"] = upgrade.as_json(runner.upgrade)
             return summary
-        finally:
-            runner.close()
+
+    def _fall_back(
+        self,
+        err: BaseException,
+        done: list[dict[str, Any]],
+        on_fallback: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        """Fall back to the newest clean checkpoint if `err` came from damaged files; otherwise re-raise it."""
+        if not StateDir(self.state).manifest.exists() or len(done) >= MAX_FALLBACKS:
+            raise err
+        report = recovery.fall_back(self.state, err)
+        done.append(report)
+        if on_fallback is not None:
+            on_fallback(report)
 
 
 def upgrade_check(sql: str | Path, state: str | Path, udfs: Mapping[str, ScalarUdf] | None = None) -> list[Change]:

@@ -1,12 +1,12 @@
 """Damaged storage: find it, fall back to the newest checkpoint that reads cleanly, and say what happened.
 
-A run that cannot open the state it would resume from (a truncated or corrupted Parquet file, a missing or
-corrupted Delta log entry) first confirms the damage with `verify`, so that a bug is never mistaken for it.
-Then it picks the newest retained checkpoint whose every table opens at its version (state tables read in
-full), sets aside the log entries after that version of any table whose later versions cannot be opened
-(moved to `<table>/_damaged_log/<time>/`, never deleted), and rolls back to it like `timelapse rollback`:
-sinks, state and offsets together, recorded in the manifest with the reason. The epochs after it are
-recomputed from their sources. If no checkpoint reads cleanly, the run stops and names the damage.
+A run that cannot open the state it would resume from, or fails on a damaged file while it runs (a truncated
+or corrupted Parquet file, a missing or corrupted Delta log entry), first confirms the damage with `verify`,
+so that a bug is never mistaken for it. Then it picks the newest retained checkpoint whose every table opens
+at its version and reads in full, sets aside the log entries after that version of any table whose later
+versions cannot be opened (moved to `<table>/_damaged_log/<time>/`, never deleted), and rolls back to it like
+`timelapse rollback`: sinks, state and offsets together, recorded in the manifest with the reason. The epochs
+after it are recomputed from their sources. If no checkpoint reads cleanly, the run stops and names the damage.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def fall_back(state: Path, cause: BaseException) -> dict[str, Any]:
 def _problems(row: dict[str, Any]) -> list[tuple[str, str]]:
     found = []
     for entry in row["tables"] or []:
-        what = check_table(entry["path"], int(entry["version"]), read_rows=entry["role"] in ("state", "late"))
+        what = check_table(entry["path"], int(entry["version"]), read_rows=True)
         if what:
             found.append((f"{entry['role']} table {entry['name']} version {entry['version']}", what))
     return found

@@ -185,10 +185,10 @@ TOMBSTONES = "delta.deletedFileRetentionDuration"
 
 
 def tombstone_horizon(oldest: dt.datetime) -> str:
-    """How long Delta should remember removed files: back to the oldest retained checkpoint, plus an hour, in
-    whole hours (so the property changes rarely)."""
+    """How long Delta should remember removed files: back to the oldest retained checkpoint, in whole minutes,
+    plus one."""
     age = dt.datetime.now(dt.UTC) - oldest
-    return f"interval {int(age.total_seconds() // 3600) + 2} hours"
+    return f"interval {int(age.total_seconds() // 60) + 2} minutes"
 
 
 def _expire_tombstones(table: DeltaTable, horizon: str) -> None:

@@ -127,6 +127,7 @@ DAMAGE = {
     "truncated parquet": lambda r: _newest_data_file(_state_table(r)).write_bytes(
         _newest_data_file(_state_table(r)).read_bytes()[:100]
     ),
+    "truncated sink file": lambda r: _newest_data_file(r / "totals").write_bytes(b"PAR1 torn"),
     "missing log entry": lambda r: _damage_log(r, corrupt=False),
     "corrupted log entry": lambda r: _damage_log(r, corrupt=True),
 }
