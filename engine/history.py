@@ -28,7 +28,7 @@ from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
 from engine.state_store import resolve
-from engine.versioning import expired_message, live_savepoints, readable
+from engine.versioning import expired, expired_message, live_savepoints, readable
 from sql import time_travel
 from sql.errors import did_you_mean
 
@@ -85,6 +85,8 @@ class History:
             row = before.row(-1, named=True)
         else:
             found = epochs.filter(pl.col("epoch") == int(at))
+            if found.is_empty() and expired(rows, int(at)):
+                raise HistoryError(expired_message(rows, int(at)))
             if found.is_empty():
                 last = epochs.get_column("epoch").max()
                 raise HistoryError(f"epoch {at} is not a committed checkpoint (the last one is epoch {last})")

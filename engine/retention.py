@@ -156,6 +156,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         )
         log_entries_removed += prune_log(Path(path), min({oldest} | saved))
         faults.point("retention.vacuum.during")
+    expired_rows = _forget_expired_epochs(directory.manifest, oldest_epoch, saved_epochs)
     _trim_manifest(directory.manifest, horizon)
     OffsetLog(directory.offsets).fold(until_epoch=oldest_epoch)
 
@@ -168,6 +169,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         "tables": len(set(kept_versions) | set(saved_versions)),
         "data_files_removed": files_removed,
         "log_entries_removed": log_entries_removed,
+        "manifest_rows_removed": expired_rows,
         "user": getpass.getuser(),
         "reason": reason,
         # a changed policy is what frees many epochs at once: say so
@@ -251,6 +253,19 @@ def prune_log(path: Path, oldest_kept: int) -> int:
             (log / name).unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def _forget_expired_epochs(path: Path, oldest_epoch: int, saved_epochs: list[int]) -> int:
+    """Delete the manifest rows of epochs that can no longer be read, or the manifest would grow by a row per
+    epoch forever. Savepoints' epochs and every other kind of row (rollbacks, savepoints, retention passes: the
+    audit trail) stay; the retention rows say which epochs went."""
+    table = DeltaTable(str(path))
+    kept = ", ".join(str(e) for e in saved_epochs) or "-1"
+    result = table.delete(
+        f"kind = 'epoch' AND epoch < {oldest_epoch} AND epoch NOT IN ({kept})",
+        post_commithook_properties=NO_CLEANUP,
+    )
+    return int(result.get("num_deleted_rows", 0))
 
 
 def _trim_manifest(path: Path, horizon: str) -> None:

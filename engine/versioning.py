@@ -40,6 +40,8 @@ def _rows(state: StateDir) -> pl.DataFrame:
 
 def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
     found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
+    if found.is_empty() and expired(rows, epoch):
+        raise VersioningError(expired_message(rows, epoch))
     if found.is_empty():
         raise VersioningError(f"epoch {epoch} is not a committed epoch")
     row = found.row(-1, named=True)
@@ -58,6 +60,12 @@ def readable(rows: pl.DataFrame, row: dict[str, Any]) -> bool:
         return True
     live = live_savepoints(rows)
     return any(sp["epoch"] == row["epoch"] for sp in live.values())
+
+
+def expired(rows: pl.DataFrame, epoch: int) -> bool:
+    """Whether retention freed `epoch` (its manifest row may be gone too)."""
+    passes = rows.filter(pl.col("kind") == "retention")
+    return not passes.is_empty() and epoch < json.loads(passes.row(-1, named=True)["metrics"])["oldest_epoch"]
 
 
 def expired_message(rows: pl.DataFrame, epoch: int) -> str:

@@ -141,7 +141,8 @@ def oracle(stream: Stream) -> dict[str, pl.DataFrame]:
     }
 
 
-def check_sinks(stream: Stream) -> None:
+def check_sinks(stream: Stream) -> int:
+    """Compare every sink with DuckDB; returns how many sink rows were compared."""
     expected = oracle(stream)
     windows.assert_same(windows.naive(read_sink(stream.root / "out")), expected["out"])
     for name in ("totals", "joined"):
@@ -149,6 +150,7 @@ def check_sinks(stream: Stream) -> None:
     dead = pl.read_delta(str(stream.root / "state" / "dead_letters" / "events"))
     assert dead.height == len(BAD_LINES) * stream.chunks, f"{dead.height} dead letters"
     assert dead.select("file", "position").n_unique() == dead.height  # none twice
+    return sum(frame.height for frame in expected.values()) + dead.height
 
 
 def final_state(root: Path) -> dict[str, pl.DataFrame]:
@@ -190,6 +192,7 @@ class Tally:
     by_point: dict[str, int] = field(default_factory=dict)
     pipelines: int = 0
     bad_records: int = 0
+    rows_compared: int = 0
 
     def landed(self, point: str) -> None:
         self.crashes += 1
@@ -215,7 +218,7 @@ def crash_pipeline(root: Path, seed: int, crashes: int, tally: Tally, chunks: in
             tally.landed(point)
     stream.deliver_all()
     run_pipeline(stream.root)
-    check_sinks(stream)
+    tally.rows_compared += check_sinks(stream)
     reference = reference_run(root / "reference", seed, chunks, interval)
     check_state(stream, reference.root)
     assert subprocess.run(command(stream.root, "verify", "state"), cwd=stream.root).returncode == 0
@@ -244,6 +247,7 @@ def main() -> None:
     parser.add_argument("--per-pipeline", type=int, default=10, help="crashing runs per pipeline")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--record", action="store_true", help="append the result to benchmarks/results/")
     args = parser.parse_args()
     import tempfile
 
@@ -261,11 +265,18 @@ def main() -> None:
         "crashes_survived": tally.crashes,
         "pipelines_checked": tally.pipelines,
         "bad_records": tally.bad_records,
+        "sink_rows_compared": tally.rows_compared,
         "points": dict(sorted(tally.by_point.items())),
         "lost_or_duplicated_rows": 0,  # every pipeline above passed its oracle checks
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result, indent=1))
+    if args.record:
+        from benchmarks.record import record
+
+        record(
+            "crash_soak", [{"benchmark": "crash-soak", "date": time.strftime("%Y-%m-%d"), "seed": args.seed, **result}]
+        )
 
 
 if __name__ == "__main__":
