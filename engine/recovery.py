@@ -35,7 +35,15 @@ def fall_back(state: Path, cause: BaseException) -> dict[str, Any]:
     """Roll back to the newest checkpoint that reads cleanly; raise StateDamaged when there is none, and re-raise
     `cause` when no damage can be found (then it was not damage)."""
     directory = StateDir(state)
-    rows = read_checkpoints(directory.manifest)
+    try:
+        rows = read_checkpoints(directory.manifest)
+    except BaseException as err:  # the manifest is the source of truth: nothing to fall back on without it
+        if isinstance(err, KeyboardInterrupt | SystemExit):
+            raise
+        raise StateDamaged(
+            f"the manifest of {state} cannot be read ({str(err).strip().splitlines()[0][:300]}); "
+            f"`timelapse verify {state}` and the manifest's _delta_log show what is damaged"
+        ) from err
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     current = resumable.row(-1, named=True)
     damage = _problems(current)

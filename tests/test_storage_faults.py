@@ -173,3 +173,20 @@ def test_damage_in_every_checkpoint_is_reported_not_guessed_around(tmp_path: Pat
     for folder in ("state", "out", "totals", "joined"):  # without a backup: start again from the sources
         shutil.rmtree(stream.root / folder)
     finish_and_compare(stream, tmp_path)
+
+
+def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:
+    stream = harness.Stream(tmp_path / "p", seed=15, chunks=2)
+    stream.setup("1 epochs")
+    stream.deliver()
+    assert run(stream.root).returncode == 0
+    log = stream.root / "state" / "manifest" / "_delta_log"
+    newest = max(log.glob("*.json"))
+    for item in log.glob(f"{newest.stem}.*"):
+        item.write_text('{"add": {"path": "gone')
+    (log / "_last_checkpoint").unlink(missing_ok=True)
+    stream.deliver()
+    failed = run(stream.root)
+    assert failed.returncode == 5, failed.stderr
+    assert "the manifest of" in failed.stderr and "cannot be read" in failed.stderr
+    assert "Traceback" not in failed.stderr
