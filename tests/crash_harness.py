@@ -207,7 +207,7 @@ def crash_pipeline(root: Path, seed: int, crashes: int, tally: Tally, chunks: in
     stream.setup(interval)
     for attempt in range(crashes):
         stream.deliver()
-        if rng.random() < 0.1 and (root / "crashed" / "state" / "manifest").exists():
+        if rng.random() < 0.1 and last_epoch(stream.root) is not None:
             point = rng.choice(VERSIONING_POINTS)
             killed = crash_versioning(stream.root, point, attempt)
         else:
@@ -232,13 +232,25 @@ def crash_versioning(root: Path, point: str, attempt: int) -> bool:
     A rollback replays the epochs after the savepoint with new epoch numbers; the sinks end up the same.
     """
     name = f"sp{attempt}"
+    epoch = last_epoch(root)
+    if epoch is None:
+        return False  # nothing committed yet: nothing to name
+    create = ["savepoint", "create", "state", "--name", name, "--epoch", str(epoch)]
     if point.startswith("savepoint."):
-        status = run_versioning(root, ["savepoint", "create", "state", "--name", name], point)
-        return status == -signal.SIGKILL
-    status = run_versioning(root, ["savepoint", "create", "state", "--name", name], None)
+        return run_versioning(root, create, point) == -signal.SIGKILL
+    run_versioning(root, create, None)
     run_pipeline(root)  # move past the savepoint, so the rollback has something to undo
     status = run_versioning(root, ["rollback", "state", "--savepoint", name, "--reason", "crash test"], point)
     return status == -signal.SIGKILL
+
+
+def last_epoch(root: Path) -> int | None:
+    """The newest committed epoch (after a rollback too), or None."""
+    manifest = root / "state" / "manifest"
+    if not manifest.exists():
+        return None
+    epochs = pl.read_delta(str(manifest)).filter(pl.col("kind") == "epoch")
+    return None if epochs.is_empty() else int(epochs.get_column("epoch").max())  # type: ignore[arg-type]
 
 
 def main() -> None:
