@@ -560,6 +560,7 @@ def guarded(action: Callable[[], int]) -> int:
     from engine.sources.base import ConnectorError
     from engine.state_dir import LeaseLost, StateDirBusy
     from engine.upgrade import UpgradeRefused
+    from engine.verify import first_line
     from engine.versioning import VersioningError
     from sql.errors import SqlError
 
@@ -594,15 +595,17 @@ def guarded(action: Callable[[], int]) -> int:
             raise
         if _disk_full(err):
             print(
-                f"error: the disk is full ({_first_line(err)}). Nothing after the last checkpoint was committed; "
+                f"error: the disk is full ({first_line(err)}). Nothing after the last checkpoint was committed; "
                 "free some space and run again: the pipeline resumes from that checkpoint",
                 file=sys.stderr,
             )
             return EXIT_STORAGE
         if os.environ.get("TIMELAPSE_DEBUG"):
             traceback.print_exc()
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        print(f"internal error: {type(err).__name__}: {first} (TIMELAPSE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"internal error: {type(err).__name__}: {first_line(err)} (TIMELAPSE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 
@@ -616,11 +619,6 @@ def _disk_full(err: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import polars as pl
 
 from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
-from engine.verify import check_table
+from engine.verify import check_table, first_line
 from engine.versioning import readable, rollback
 
 _VERSIONED = re.compile(r"^(\d{20})\.")
@@ -41,7 +41,7 @@ def fall_back(state: Path, cause: BaseException) -> dict[str, Any]:
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
         raise StateDamaged(
-            f"the manifest of {state} cannot be read ({str(err).strip().splitlines()[0][:300]}); "
+            f"the manifest of {state} cannot be read ({first_line(err)}); "
             f"`timelapse verify {state}` and the manifest's _delta_log show what is damaged"
         ) from err
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))

@@ -72,11 +72,11 @@ def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
     try:
         table = DeltaTable(path, version=version)
     except Exception as err:
-        return f"{label} cannot be opened: {_first_line(err)}"
+        return f"{label} cannot be opened: {first_line(err)}"
     except BaseException as err:  # a damaged file can make the Rust readers panic
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
-        return f"{label} cannot be opened: {_first_line(err)}"
+        return f"{label} cannot be opened: {first_line(err)}"
     if not read_rows:
         return None
     try:
@@ -86,11 +86,12 @@ def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
     except BaseException as err:  # Polars panics (a BaseException) on some truncated files
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
-        return f"a data file cannot be read: {_first_line(err)}"
+        return f"a data file cannot be read: {first_line(err)}"
     return None
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """An error's first line, for one-line reports (Rust errors can run to many lines)."""
     text = str(err).strip()
     return text.splitlines()[0][:300] if text else type(err).__name__
 
