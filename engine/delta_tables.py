@@ -21,6 +21,10 @@ KEEP_HISTORY = {
 }
 
 
+# Commit operations that change neither rows nor files: the engine's own maintenance (retention's vacuum and its
+# tombstone-horizon property). Whoever reasons about "what changed since version v" skips them.
+MAINTENANCE_OPERATIONS = frozenset({"VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
+
 # Log clean-up after each commit only lists files to delete nothing (retention is the engine's job); skip it.
 NO_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 

@@ -31,7 +31,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable
 
 from engine import faults
-from engine.delta_tables import NO_CLEANUP, open_table
+from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, open_table
 from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir
@@ -211,7 +211,7 @@ def _versions_by_table(rows: pl.DataFrame) -> dict[str, set[int]]:
     return versions
 
 
-APPEND_ONLY = {"VACUUM START", "VACUUM END", "SET TBLPROPERTIES", "CREATE TABLE"}
+APPEND_ONLY = MAINTENANCE_OPERATIONS | {"CREATE TABLE"}
 
 
 def _protecting(table: DeltaTable, oldest: int) -> set[int]:

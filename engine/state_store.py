@@ -25,7 +25,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from engine import faults
-from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, open_table, to_arrow
+from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, AppendTable, ensure_table, open_table, to_arrow
 from sql.plan import KEY_GROUPS
 
 BOOKKEEPING = {"_kg": pl.Int32(), "_epoch": pl.Int64(), "_deleted": pl.Boolean()}
@@ -55,9 +55,6 @@ def resolve(frame: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     return latest.filter(~pl.col("_deleted"))
 
 
-MAINTENANCE = {"VACUUM START", "VACUUM END"}
-
-
 def discard_uncommitted(path: Path, version: int | None) -> bool:
     """Put a table back at the version the last checkpoint names (None: as created), undoing what a crashed run
     committed after it. Restoring writes a new version; the discarded ones stay in the log, unreferenced.
@@ -73,8 +70,8 @@ def discard_uncommitted(path: Path, version: int | None) -> bool:
     if head <= base:
         return False
     later = [c for c in table.history(limit=head - base) if int(c["version"]) > base]
-    if all(str(c.get("operation", "")) in MAINTENANCE for c in later):
-        return False  # retention's vacuum ran after the checkpoint: nothing to undo
+    if all(str(c.get("operation", "")) in MAINTENANCE_OPERATIONS for c in later):
+        return False  # retention ran after the checkpoint: nothing to undo
     table.restore(
         base,
         commit_properties=CommitProperties(custom_metadata={"timelapse.discarded_after": str(base)}),

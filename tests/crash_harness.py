@@ -72,6 +72,7 @@ class Stream:
     orders: list[dict[str, object]] = field(default_factory=list)
     payments: list[dict[str, object]] = field(default_factory=list)
     delivered: int = 0
+    interval: str = "1 epochs"
 
     def __post_init__(self) -> None:
         self.events = windows.make_rows(self.seed, 40 * self.chunks)
@@ -79,6 +80,7 @@ class Stream:
         self.payments = joins.make(self.seed + 2, 8 * self.chunks, 100_000)
 
     def setup(self, interval: str) -> None:
+        self.interval = interval
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "pipeline.sql").write_text(SQL.format(interval=interval))
         for name in ("in", "orders", "payments"):
@@ -101,31 +103,24 @@ class Stream:
             pass
 
 
-def command(root: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", *args]
-
-
-def run_pipeline(root: Path, crash_at: str | None = None, *extra: str, max_rows: int = 10, timeout: float = 300) -> int:
-    """One `timelapse run --once`; returns its exit status (-9 when the armed point killed it)."""
-    env = {**os.environ, **ENV}
-    env.pop("TIMELAPSE_CRASH_AT", None)
+def timelapse(root: Path, args: list[str], crash_at: str | None = None) -> int:
+    """One `timelapse` command in `root`, armed to crash at `crash_at`; returns its exit status (-9 when the
+    armed point killed it). Any other failure fails the test."""
+    env = {k: v for k, v in os.environ.items() if k != "TIMELAPSE_CRASH_AT"} | ENV
     if crash_at:
         env["TIMELAPSE_CRASH_AT"] = crash_at
-    args = ["run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", str(max_rows), "--quiet", *extra]
-    process = subprocess.run(command(root, *args), cwd=root, env=env, capture_output=True, timeout=timeout)
-    if process.returncode not in (0, -signal.SIGKILL):
-        raise AssertionError(f"run failed ({process.returncode}): {process.stderr.decode()[-2000:]}")
-    return process.returncode
-
-
-def run_versioning(root: Path, args: list[str], crash_at: str | None) -> int:
-    env = {**os.environ, **ENV}
-    if crash_at:
-        env["TIMELAPSE_CRASH_AT"] = crash_at
-    process = subprocess.run(command(root, *args), cwd=root, env=env, capture_output=True, timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=root, env=env, capture_output=True, timeout=300
+    )
     if process.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(f"{args[0]} failed ({process.returncode}): {process.stderr.decode()[-2000:]}")
     return process.returncode
+
+
+def run_pipeline(root: Path, crash_at: str | None = None, *extra: str, max_rows: int = 10) -> int:
+    """One `timelapse run --once`."""
+    args = ["run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", str(max_rows), "--quiet", *extra]
+    return timelapse(root, args, crash_at)
 
 
 # -- checking ---------------------------------------------------------------------------------
@@ -162,18 +157,27 @@ def final_state(root: Path) -> dict[str, pl.DataFrame]:
     return {name: sort_all(history.state(name)) for name in names}
 
 
-def check_state(stream: Stream, reference: Path) -> None:
-    """Every operator's state equals an uninterrupted run's; the GROUP BY's equals DuckDB's."""
-    actual, expected = final_state(stream.root), final_state(reference)
+def check_state(stream: Stream, scratch: Path) -> None:
+    """Every operator's state equals an uninterrupted run's (made in `scratch`); the GROUP BY's equals DuckDB's."""
+    reference = reference_run(scratch / "reference", stream.seed, stream.chunks, stream.interval)
+    actual, expected = final_state(stream.root), final_state(reference.root)
     assert sorted(actual) == sorted(expected)
     for name, frame in expected.items():
         assert_frame_equal(actual[name], frame, check_dtypes=False, check_column_order=False)
     counts = duck("SELECT k, count(*) AS n FROM src GROUP BY k", src=windows.frame(stream.events))
-    group_by = next(f for f in actual.values() if "count__count" in f.columns or "n__count" in f.columns)
-    count_column = "count__count" if "count__count" in group_by.columns else "n__count"
+    group_by = next(f for name, f in actual.items() if name.startswith("group-agg"))
     assert_frame_equal(
-        sort_all(group_by.select("k", pl.col(count_column).alias("n"))), sort_all(counts), check_dtypes=False
+        sort_all(group_by.select("k", pl.col("count__count").alias("n"))), sort_all(counts), check_dtypes=False
     )
+
+
+def finish_and_check(stream: Stream, scratch: Path) -> int:
+    """Deliver the rest of the input and run to the end; then check sinks and state. Returns sink rows compared."""
+    stream.deliver_all()
+    run_pipeline(stream.root)
+    rows = check_sinks(stream)
+    check_state(stream, scratch)
+    return rows
 
 
 def reference_run(root: Path, seed: int, chunks: int, interval: str) -> Stream:
@@ -216,12 +220,8 @@ def crash_pipeline(root: Path, seed: int, crashes: int, tally: Tally, chunks: in
         tally.attempts += 1
         if killed:
             tally.landed(point)
-    stream.deliver_all()
-    run_pipeline(stream.root)
-    tally.rows_compared += check_sinks(stream)
-    reference = reference_run(root / "reference", seed, chunks, interval)
-    check_state(stream, reference.root)
-    assert subprocess.run(command(stream.root, "verify", "state"), cwd=stream.root).returncode == 0
+    tally.rows_compared += finish_and_check(stream, root)
+    assert timelapse(stream.root, ["verify", "state"]) == 0
     tally.pipelines += 1
     tally.bad_records += len(BAD_LINES) * chunks
 
@@ -237,10 +237,10 @@ def crash_versioning(root: Path, point: str, attempt: int) -> bool:
         return False  # nothing committed yet: nothing to name
     create = ["savepoint", "create", "state", "--name", name, "--epoch", str(epoch)]
     if point.startswith("savepoint."):
-        return run_versioning(root, create, point) == -signal.SIGKILL
-    run_versioning(root, create, None)
+        return timelapse(root, create, point) == -signal.SIGKILL
+    timelapse(root, create)
     run_pipeline(root)  # move past the savepoint, so the rollback has something to undo
-    status = run_versioning(root, ["rollback", "state", "--savepoint", name, "--reason", "crash test"], point)
+    status = timelapse(root, ["rollback", "state", "--savepoint", name, "--reason", "crash test"], point)
     return status == -signal.SIGKILL
 
 

@@ -37,11 +37,7 @@ def test_every_crash_point_of_a_run(tmp_path: Path) -> None:
         else:
             missed.append(point)
     assert not missed, f"never reached: {missed}"
-    stream.deliver_all()
-    harness.run_pipeline(stream.root)
-    harness.check_sinks(stream)
-    reference = harness.reference_run(tmp_path / "reference", 8, stream.chunks, "2 epochs")
-    harness.check_state(stream, reference.root)
+    harness.finish_and_check(stream, tmp_path)
 
 
 def test_every_crash_point_of_savepoints_and_rollbacks(tmp_path: Path) -> None:
@@ -53,11 +49,7 @@ def test_every_crash_point_of_savepoints_and_rollbacks(tmp_path: Path) -> None:
         stream.deliver()
         assert harness.crash_versioning(stream.root, point, attempt), point
         harness.run_pipeline(stream.root)  # finishes an interrupted rollback, then goes on
-    stream.deliver_all()
-    harness.run_pipeline(stream.root)
-    harness.check_sinks(stream)
-    reference = harness.reference_run(tmp_path / "reference", 9, stream.chunks, "1 epochs")
-    harness.check_state(stream, reference.root)
+    harness.finish_and_check(stream, tmp_path)
 
 
 def test_a_restart_that_checkpoints_at_other_epochs_discards_the_crashed_runs_state_commits(tmp_path: Path) -> None:
@@ -71,10 +63,7 @@ def test_a_restart_that_checkpoints_at_other_epochs_discards_the_crashed_runs_st
     assert harness.run_pipeline(stream.root, "manifest.commit.before") == -signal.SIGKILL
     status = harness.run_pipeline(stream.root, "manifest.commit.after", "--checkpoint-interval", "2 epochs")
     assert status == -signal.SIGKILL
-    harness.run_pipeline(stream.root)
-    harness.check_sinks(stream)
-    reference = harness.reference_run(tmp_path / "reference", 4, stream.chunks, "3 epochs")
-    harness.check_state(stream, reference.root)
+    harness.finish_and_check(stream, tmp_path)
 
 
 @pytest.mark.slow

@@ -35,13 +35,14 @@ def run(root: Path, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return cli(root, "run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", "10", "--json", env=env)
 
 
-def finish_and_compare(stream: harness.Stream, tmp_path: Path) -> None:
-    stream.deliver_all()
-    final = run(stream.root)
-    assert final.returncode == 0, final.stderr
-    harness.check_sinks(stream)
-    reference = harness.reference_run(tmp_path / "reference", stream.seed, stream.chunks, "1 epochs")
-    harness.check_state(stream, reference.root)
+def started(root: Path, seed: int, chunks: int, deliveries: int = 1) -> harness.Stream:
+    """A pipeline that has run over its first `deliveries` chunks of input, checkpointing every epoch."""
+    stream = harness.Stream(root, seed=seed, chunks=chunks)
+    stream.setup("1 epochs")
+    for _ in range(deliveries):
+        stream.deliver()
+    assert run(stream.root).returncode == 0
+    return stream
 
 
 @pytest.mark.parametrize(
@@ -55,7 +56,7 @@ def test_a_full_disk_during_a_commit_stops_cleanly_and_the_next_run_resumes(tmp_
     failed = run(stream.root, env={"TIMELAPSE_FAIL_AT": f"{point}:2"})
     assert failed.returncode == 5, failed.stderr
     assert "the disk is full" in failed.stderr and "Traceback" not in failed.stderr
-    finish_and_compare(stream, tmp_path)
+    harness.finish_and_check(stream, tmp_path)
 
 
 @contextlib.contextmanager
@@ -88,7 +89,7 @@ def test_a_real_full_disk_is_reported_and_survived(tmp_path: Path) -> None:
         assert full.returncode == 5, full.stderr
         assert "the disk is full" in full.stderr and "Traceback" not in full.stderr
         filler.unlink()
-        finish_and_compare(stream, tmp_path)
+        harness.finish_and_check(stream, tmp_path)
         assert cli(stream.root, "verify", "state").returncode == 0
 
 
@@ -135,11 +136,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_damaged_state_falls_back_to_the_newest_clean_checkpoint(tmp_path: Path, damage: str) -> None:
-    stream = harness.Stream(tmp_path / "p", seed=13, chunks=4)
-    stream.setup("1 epochs")
-    stream.deliver()
-    stream.deliver()
-    assert run(stream.root).returncode == 0
+    stream = started(tmp_path / "p", seed=13, chunks=4, deliveries=2)
     last = int(engine.open(stream.root / "state").row()["epoch"])
     DAMAGE[damage](stream.root)
     verify = cli(stream.root, "verify", "state")
@@ -152,14 +149,11 @@ def test_damaged_state_falls_back_to_the_newest_clean_checkpoint(tmp_path: Path,
     manifest = pl.read_delta(str(stream.root / "state" / "manifest"))
     reasons = manifest.filter(pl.col("kind") == "rollback").get_column("metrics").to_list()
     assert any("automatic fallback" in r for r in reasons)  # audited in the manifest
-    finish_and_compare(stream, tmp_path)
+    harness.finish_and_check(stream, tmp_path)
 
 
 def test_damage_in_every_checkpoint_is_reported_not_guessed_around(tmp_path: Path) -> None:
-    stream = harness.Stream(tmp_path / "p", seed=14, chunks=3)
-    stream.setup("1 epochs")
-    stream.deliver()
-    assert run(stream.root).returncode == 0
+    stream = started(tmp_path / "p", seed=14, chunks=3)
     table = _state_table(stream.root)
     oldest = min(table.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
     oldest.write_bytes(b"PAR1 not really")  # read by every checkpoint's version of the table
@@ -172,14 +166,11 @@ def test_damage_in_every_checkpoint_is_reported_not_guessed_around(tmp_path: Pat
         recovery.fall_back(stream.root / "state", RuntimeError("restore failed"))
     for folder in ("state", "out", "totals", "joined"):  # without a backup: start again from the sources
         shutil.rmtree(stream.root / folder)
-    finish_and_compare(stream, tmp_path)
+    harness.finish_and_check(stream, tmp_path)
 
 
 def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:
-    stream = harness.Stream(tmp_path / "p", seed=15, chunks=2)
-    stream.setup("1 epochs")
-    stream.deliver()
-    assert run(stream.root).returncode == 0
+    stream = started(tmp_path / "p", seed=15, chunks=2)
     log = stream.root / "state" / "manifest" / "_delta_log"
     newest = max(log.glob("*.json"))
     for item in log.glob(f"{newest.stem}.*"):

@@ -170,16 +170,16 @@ class FileSource(Source):
             reason=pl.lit("invalid UTF-8"),
             raw_bytes=text.filter(bad_utf8),
         )
+        # Only the oversized lines are visited (rare), never every line of the slice.
         too_long = [
             {
                 "file": str(path),
-                "position": position,
-                "raw": line[:DEAD_LETTER_RAW_LIMIT].decode("utf-8", "replace"),
-                "reason": f"record of {len(line):,} bytes is longer than 'scan.max-record-bytes' "
+                "position": positions[i],
+                "raw": lines[i][:DEAD_LETTER_RAW_LIMIT].decode("utf-8", "replace"),
+                "reason": f"record of {len(lines[i]):,} bytes is longer than 'scan.max-record-bytes' "
                 f"({self.max_record_bytes:,}); the first {DEAD_LETTER_RAW_LIMIT:,} are kept here",
             }
-            for line, position, big in zip(lines, positions, oversized, strict=True)
-            if big
+            for i in oversized.arg_true().to_list()
         ]
         context = context.filter(~bad_utf8 & ~blank & ~oversized)
         raw = self._parse_json(context) if self.format == "json" else self._parse_csv(context, path)
