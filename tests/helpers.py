@@ -33,11 +33,17 @@ def sort_all(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def duck(query: str, **tables: pl.DataFrame) -> pl.DataFrame:
-    """Run `query` in DuckDB over Polars frames; timestamps are handed over as UTC wall-clock values."""
+    """Run `query` in DuckDB over Polars frames; timestamps are handed over as UTC wall-clock values.
+
+    They are handed over in microseconds: DuckDB 2.0.1's `epoch_ms` fails on a TIMESTAMP_MS column
+    ("Unimplemented type for cast (INT64 -> INT64)"), and microseconds are DuckDB's own TIMESTAMP.
+    """
     con = duckdb.connect()
     for name, frame in tables.items():
         naive = frame.with_columns(
-            pl.col(c).dt.replace_time_zone(None) for c, t in frame.schema.items() if isinstance(t, pl.Datetime)
+            pl.col(c).dt.replace_time_zone(None).dt.cast_time_unit("us")
+            for c, t in frame.schema.items()
+            if isinstance(t, pl.Datetime)
         )
         con.register(name, naive.to_arrow())
     return con.sql(query).pl()
