@@ -60,6 +60,7 @@ class Progress:
             f"  {rate:>10,.0f} rows/s  watermark {wm}  commit {report.commit_s * 1000:6.1f} ms"
             + (f"  dead letters {dead}" if dead else "")
             + ("  (replayed)" if report.replayed else "")
+            + ("  (drain: every watermark at the end of time)" if report.drain else "")
         )
         if self.tty:
             sys.stderr.write("\r\033[K" + line)
@@ -112,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         trigger=parse_duration(args.trigger) if args.trigger else 1.0,
         max_epochs=args.max_epochs,
         max_epoch_rows=args.max_epoch_rows,
+        drain=args.drain,
         on_epoch=progress,
         checkpoint_interval=args.checkpoint_interval,
         checkpoint_state_growth=args.checkpoint_state_growth,
@@ -397,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process everything available now, then exit")
     mode.add_argument("--trigger", help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s")
+    mode.add_argument(
+        "--drain",
+        action="store_true",
+        help="process everything available now, then move every watermark to the end of time so that every "
+        "window, session and join padding fires, and exit; later rows are late (roll back to undo)",
+    )
     run.add_argument("--max-epochs", type=int, help="stop after N epochs")
     run.add_argument("--max-epoch-rows", type=int, help="at most N rows from each source per epoch")
     run.add_argument(

@@ -55,6 +55,7 @@ class Pipeline:
         trigger: float = 1.0,
         max_epochs: int | None = None,
         max_epoch_rows: int | None = None,
+        drain: bool = False,
         on_epoch: Callable[[EpochReport], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         checkpoint_interval: str | None = None,
@@ -72,6 +73,10 @@ class Pipeline:
         new SQL cannot restore refuses the run (`UpgradeRefused`) unless `allow_non_restored_state`.
         `on_upgrade` receives the per-operator report before the first epoch.
 
+        `drain`: process the input present (as `once`), then advance every source's watermark to the end of time:
+        every window, session, interval-join padding and timer fires in one last epoch, recorded as a drain in
+        the manifest. Rows that arrive later are late; a rollback to an epoch before the drain undoes it.
+
         If the state to resume from is damaged, the run falls back to the newest checkpoint that reads cleanly
         (`engine.recovery`); `on_fallback` receives what was found and done, and so does the summary.
         """
@@ -80,6 +85,7 @@ class Pipeline:
             trigger_seconds=trigger,
             max_epochs=max_epochs,
             max_epoch_rows=max_epoch_rows,
+            drain=drain,
             checkpoint_interval=checkpoint_interval,
             checkpoint_state_growth=checkpoint_state_growth,
             retain_count=None if retain_count is None else str(retain_count),

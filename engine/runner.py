@@ -29,7 +29,7 @@ from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate
 from engine.operators.aggregate import AggregateOperator, ParallelAggregate
-from engine.operators.context import EpochContext
+from engine.operators.context import END_OF_TIME, EpochContext, operator_watermark
 from engine.operators.join import JoinOperator
 from engine.operators.over import OverOperator
 from engine.operators.scan import run as run_scan
@@ -60,6 +60,9 @@ class RunOptions:
     #: retention: keep the last N checkpoints / those younger than an age (None: the pipeline's SET options)
     retain_count: str | None = None
     retain_age: str | None = None
+    #: after the input present is processed, advance every watermark to the end of time: every window,
+    #: session, padding and timer fires (Flink's final watermark of a bounded input, `stop --drain`)
+    drain: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class EpochReport:
     duration_s: float
     commit_s: float
     replayed: bool
+    drain: bool = False
 
 
 @dataclass
@@ -109,10 +113,13 @@ class Summary:
     watermark: dt.datetime | None = None
     elapsed_s: float = 0.0
     stopped: str = "finished"
+    drained: int | None = None  # the drain epoch, when this run drained
 
     def add(self, report: EpochReport) -> None:
         self.epochs += 1
         self.last_epoch = report.epoch
+        if report.drain:
+            self.drained = report.epoch
         self.watermark = report.watermark
         for target, counts in (
             (self.rows_in, report.rows_in),
@@ -135,6 +142,7 @@ class Summary:
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "elapsed_s": round(self.elapsed_s, 3),
             "stopped": self.stopped,
+            **({"drained": self.drained} if self.drained is not None else {}),
         }
 
 
@@ -210,6 +218,7 @@ class Runner:
                 self.operators[node.id] = TopNOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
             elif isinstance(node, OverAggregate):
                 self.operators[node.id] = OverOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
+        self._operator_sources = {n.id: n.watermarked_sources() for n in plan.nodes if n.stateful}
         self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
@@ -283,8 +292,10 @@ class Runner:
             for role, path, _version, _schema in operator.tables().values():
                 if role in ("state", "late"):
                     discard_uncommitted(path, recorded.get(str(path)))
-        for operator in self.operators.values():
-            operator.restore(versions, latest.watermark if latest else None)
+        idle = set(logged.get("idle", [])) if (logged := self.offsets.read(self.last_epoch)) else set()
+        for node_id, operator in self.operators.items():
+            sources = self._operator_sources[node_id]
+            operator.restore(versions, operator_watermark(self.watermarks, sources, idle) if latest else None)
         # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
@@ -319,8 +330,10 @@ class Runner:
                 tick = time.perf_counter()
                 self._lock.heartbeat()
                 report = self.run_epoch(options.max_epoch_rows)
+                if report is None and options.drain and not self.drained():
+                    report = self.run_epoch(options.max_epoch_rows, drain=True)
                 if report is None:
-                    if options.once:
+                    if options.once or options.drain:
                         break
                     time.sleep(max(0.0, options.trigger_seconds - (time.perf_counter() - tick)))
                     continue
@@ -340,8 +353,14 @@ class Runner:
             summary.watermark = self._pipeline_watermark()
         return summary
 
-    def run_epoch(self, max_rows: int | None) -> EpochReport | None:
-        """Run the next epoch; None when no source has anything new."""
+    def drained(self) -> bool:
+        """Whether every watermarked source is at the end of time already (a drain has nothing left to do)."""
+        marks = [self.watermarks.get(n) for n, scan in self.scans.items() if scan.table.watermark is not None]
+        return all(m is not None and m >= END_OF_TIME for m in marks)
+
+    def run_epoch(self, max_rows: int | None, drain: bool = False) -> EpochReport | None:
+        """Run the next epoch; None when no source has anything new. A drain epoch reads nothing and moves
+        every source's watermark to the end of time."""
         started = time.perf_counter()
         epoch = self.last_epoch + 1
         logged = self.offsets.read(epoch)
@@ -350,6 +369,12 @@ class Runner:
             planned_at = dt.datetime.fromisoformat(logged["planned_at"])
             self.idle = set(logged.get("idle", []))
             dimensions = logged.get("dimensions", {})
+            drain = bool(logged.get("drain", False))
+        elif drain:
+            pieces, planned_at, dimensions = {}, dt.datetime.now(dt.UTC), {}
+            self.idle = set()
+            self.offsets.write(epoch, {"planned_at": planned_at.isoformat(), "sources": {}, "idle": [], "drain": True})
+            faults.point("epoch.offsets-logged")
         else:
             pieces = {}
             for name, source in self.sources.items():
@@ -394,7 +419,8 @@ class Runner:
             planned_at,
             frames,
             previous_watermarks=dict(self.watermarks),
-            watermark_floors=self._watermark_floors(),
+            idle=frozenset(self.idle),
+            drain=drain,
             operators=self.operators,
             dimension_versions=dimensions,
         )
@@ -406,7 +432,8 @@ class Runner:
             scans = pl.collect_all([run_scan(scan, [], ctx) for scan in self.scans.values()])
             ctx.scanned = dict(zip(self.scans, scans, strict=True))
             marks = [ctx.scanned[name].select(self._max_watermark(scan)) for name, scan in watermarked.items()]
-            self._advance_watermarks(watermarked, marks)
+            self._advance_watermarks(watermarked, marks, drain)
+            ctx.source_watermarks = dict(self.watermarks)
             ctx.watermark = self._pipeline_watermark()
             results = pl.collect_all(evaluate(list(outputs), ctx))
         else:
@@ -415,7 +442,7 @@ class Runner:
             mark_queries = [run_scan(scan, [], ctx).select(self._max_watermark(scan)) for scan in watermarked.values()]
             collected = pl.collect_all(queries + mark_queries)
             results = collected[: len(queries)]
-            self._advance_watermarks(watermarked, collected[len(queries) :])
+            self._advance_watermarks(watermarked, collected[len(queries) :], drain)
             ctx.watermark = self._pipeline_watermark()
 
         rows_out: dict[str, int] = {}
@@ -447,6 +474,8 @@ class Runner:
             bucket = totals.setdefault(key, {})
             for name, count in counts.items():
                 bucket[name] = bucket.get(name, 0) + count
+        if drain:
+            totals["drain"] = epoch  # recorded with the checkpoint: `timelapse log` shows the drain
         totals["duration_ms"] = totals.get("duration_ms", 0.0) + round((time.perf_counter() - started) * 1000, 3)
         commit_started = time.perf_counter()
         policy = self.policy
@@ -472,6 +501,7 @@ class Runner:
             duration_s=finished - started,
             commit_s=finished - commit_started,
             replayed=logged is not None,
+            drain=drain,
         )
 
     def checkpoint(self) -> None:
@@ -550,10 +580,10 @@ class Runner:
         assert scan.table.watermark is not None
         return scan.table.watermark.expr.max().alias("wm")
 
-    def _advance_watermarks(self, scans: dict[str, Scan], marks: list[pl.DataFrame]) -> None:
-        """Source watermarks only move forward."""
+    def _advance_watermarks(self, scans: dict[str, Scan], marks: list[pl.DataFrame], drain: bool = False) -> None:
+        """Source watermarks only move forward; a drain moves them to the end of time."""
         for name, frame in zip(scans, marks, strict=True):
-            candidate = frame.item() if frame.height else None
+            candidate = END_OF_TIME if drain else (frame.item() if frame.height else None)
             previous = self.watermarks.get(name)
             if candidate is not None and (previous is None or candidate > previous):
                 self.watermarks[name] = candidate
@@ -565,20 +595,6 @@ class Runner:
             for name, timeout in self.idle_timeouts.items()
             if name not in pieces and now - self.last_active.get(name, self.started_at) >= timeout
         }
-
-    def _watermark_floors(self) -> dict[str, dt.datetime | str | None]:
-        """For each source, the minimum of the other sources' watermarks: a row's watermark cannot pass it."""
-        with_watermark = [
-            n for n, scan in self.scans.items() if scan.table.watermark is not None and n not in self.idle
-        ]
-        floors: dict[str, dt.datetime | str | None] = {}
-        for name in with_watermark:
-            others = [self.watermarks.get(o) for o in with_watermark if o != name]
-            if any(o is None for o in others):
-                floors[name] = "undefined"
-            else:
-                floors[name] = min(others) if others else None  # type: ignore[type-var]
-        return floors
 
     def _pipeline_watermark(self, idle: set[str] | None = None) -> dt.datetime | None:
         """The minimum over the sources' watermarks, leaving out idle ones (unless all are idle)."""

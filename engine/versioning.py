@@ -287,6 +287,8 @@ def history(state: str | Path) -> list[dict[str, Any]]:
                 last.update(last=row["epoch"], until=when)
                 last["rows_in"] += sum(info.get("rows_in", {}).values())
                 last["rows_out"] += sum(info.get("rows_out", {}).values())
+                if "drain" in info:
+                    last["drained"] = info["drain"]
             else:
                 events.append(
                     {
@@ -298,6 +300,7 @@ def history(state: str | Path) -> list[dict[str, Any]]:
                         "continues_from": base,
                         "rows_in": sum(info.get("rows_in", {}).values()),
                         "rows_out": sum(info.get("rows_out", {}).values()),
+                        **({"drained": info["drain"]} if "drain" in info else {}),
                     }
                 )
         elif row["kind"] == "rollback":
@@ -338,6 +341,8 @@ def render_history(events: list[dict[str, Any]]) -> str:
                 else (f"epochs {event['first']}-{event['last']}")
             )
             branch = f"  (continuing from epoch {event['continues_from']})" if event["continues_from"] else ""
+            if event.get("drained"):
+                branch += f"  drained at epoch {event['drained']}: every watermark at the end of time"
             indent = "└─ " if event["continues_from"] else ""
             lines.append(
                 f"{indent}{span:<18} {event['since'][:19]} .. {event['until'][11:19]}  "

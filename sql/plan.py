@@ -10,6 +10,7 @@ arrived (what decides whether the row is late), `__op` the row kind of an updati
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -47,6 +48,12 @@ class Node:
 
         visit(self)
         return list(seen.values())
+
+    def watermarked_sources(self) -> list[str]:
+        """The source tables with a WATERMARK upstream of this node: its watermark is the minimum of theirs."""
+        return sorted(
+            {n.table.name for n in self.walk() if isinstance(n, Scan) and n.table.watermark is not None}
+        )
 
 
 @dataclass(eq=False)
@@ -89,8 +96,18 @@ class WindowSpec:
     gap: dt.timedelta | None = None  # SESSION
     partition_by: tuple[str, ...] = ()
     proctime: bool = False  # over a PROCTIME() attribute: windows close on the epochs' clock, not a watermark
+    #: the input already carries window_start and window_end (the output of a window aggregation, or of a window
+    #: TVF through a projection): a cascaded window aggregation groups by them instead of assigning windows
+    attached: bool = False
+
+    @property
+    def unassigned_session(self) -> bool:
+        """A SESSION TVF in FROM: its windows exist only inside the aggregation that merges them."""
+        return self.kind == "SESSION" and not self.attached
 
     def describe(self) -> str:
+        if self.attached:
+            return f"windows of the input ({dataclasses.replace(self, attached=False).describe()})"
         if self.proctime:
             return (
                 WindowSpec(

@@ -162,11 +162,18 @@ class _Planner:
         table = self._table(target)
         query = statement.expression
         relation = self._query(query)
-        if relation.window is not None and relation.window.kind == "SESSION":
+        if relation.window is not None and relation.window.unassigned_session:
             raise error_at(query, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
         produced = [(n, t) for n, t in relation.node.schema.items() if n not in HIDDEN]
         updating = relation.node.changelog != "append"
         if updating and not table.primary_key and table.connector.lower() not in UPDATING_SINKS_WITHOUT_KEY:
+            if _over_windows(relation.node):
+                raise error_at(
+                    query,
+                    f"INSERT INTO {table.name}: the query gives an updating result, but '{table.name}' is "
+                    "append-only. Its input is windowed: GROUP BY the input's window_start and window_end (passed on "
+                    "under those names) to make it a window aggregation with final, append-only rows",
+                )
             raise error_at(
                 query,
                 f"INSERT INTO {table.name}: the query gives an updating result (rows change as more input "
@@ -325,7 +332,7 @@ class _Planner:
             table = None
             right = self._from_item(item)
         for side in (left, right):
-            if side.window is not None and side.window.kind == "SESSION":
+            if side.window is not None and side.window.unassigned_session:
                 raise error_at(join, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
         # Output names: the left side's as they are; a clashing right name gets a digit (id, id0).
         left_map, right_map = left.column_map(), right.column_map()
@@ -650,7 +657,7 @@ class _Planner:
         )
         if aggregated:
             return self._aggregate(select, relation)
-        if relation.window is not None and relation.window.kind == "SESSION":
+        if relation.window is not None and relation.window.unassigned_session:
             raise error_at(select, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
         if any(isinstance(w.this, exp.AggFunc) for item in select.expressions for w in item.find_all(exp.Window)):
             return self._over(select, relation)
@@ -661,7 +668,8 @@ class _Planner:
             _refuse_nested(where.this)
             predicate = compiler.condition(where.this)
         projections = self._projections(select, relation, compiler)
-        return _Relation(self._calc(relation.node, projections, predicate, select))
+        calc = self._calc(relation.node, projections, predicate, select)
+        return self._windowed(_Relation(calc), relation.window, select)
 
     def _projections(
         self, select: exp.Select, relation: _Relation, compiler: ExprCompiler
@@ -958,11 +966,14 @@ class _Planner:
             keys.append((name, expr, item.sql(dialect=Flink)))
         if relation.window is not None and (has_start or has_end):
             if not (has_start and has_end):
-                raise error_at(select.args["group"], "a window aggregation groups by both window_start and window_end")
+                raise error_at(
+                    select.args["group"],
+                    "a window aggregation groups by both window_start and window_end: add the missing one to GROUP BY",
+                )
             window = relation.window
             assert relation.window_input is not None
             window_input = relation.window_input
-        elif relation.window is not None and relation.window.kind == "SESSION":
+        elif relation.window is not None and relation.window.unassigned_session:
             raise error_at(select, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
         if window is not None and window.partition_by:
             keys = [(c, pl.col(c), c) for c in window.partition_by if c not in {k[0] for k in keys}] + keys
@@ -981,7 +992,7 @@ class _Planner:
                     canonical_aggs[key] = output
                     aggs.append(self._agg_call(call, compiler, output, relation.node.changelog))
 
-        if window is not None and window.kind == "SESSION":
+        if window is not None and window.unassigned_session:
             for agg in aggs:
                 if agg.distinct or agg.function in UDAF_REGISTRY:
                     raise error_at(select, f"{agg.sql} is not supported in SESSION windows yet", UnsupportedError)
@@ -1074,7 +1085,16 @@ class _Planner:
             state_id=state_id,
             sql=select.sql(dialect=Flink)[:200],
         )
-        return _Relation(node)
+        return self._windowed(_Relation(node), window, select)
+
+    @staticmethod
+    def _windowed(relation: _Relation, window: WindowSpec | None, select: exp.Select) -> _Relation:
+        """A result that passes window_start and window_end on unchanged carries its windows: grouping by them
+        again is a cascaded window aggregation (final, append-only), as in Flink."""
+        if window is None or not _keeps_window(select, relation.node.schema):
+            return relation
+        attached = dataclasses.replace(window, attached=True, partition_by=())
+        return _Relation(relation.node, relation.qualifiers, attached, relation.node, relation.columns)
 
     def _state_id(
         self, select: exp.Select, keys: list[tuple[str, pl.Expr, str]], aggs: list[AggCall], window: WindowSpec | None
@@ -1255,6 +1275,30 @@ def _is_aggregate(node: exp.Expr, udfs: Mapping[str, ScalarUdf]) -> bool:
     if isinstance(node, exp.AggFunc):
         return True
     return isinstance(node, exp.Anonymous) and node.name.upper() in UDAF_REGISTRY
+
+
+def _over_windows(node: Node) -> bool:
+    """Whether an unbounded aggregation in `node` reads windowed rows (a window TVF or window aggregation)."""
+    return any(
+        isinstance(inner, Aggregate)
+        and inner.window is None
+        and any(isinstance(n, WindowAssign) or (isinstance(n, Aggregate) and n.window) for n in inner.walk())
+        for inner in node.walk()
+    )
+
+
+def _keeps_window(select: exp.Select, schema: Mapping[str, pl.DataType]) -> bool:
+    """Whether the SELECT list passes window_start and window_end through as they are (or by `*`)."""
+    if WATERMARK_COLUMN not in schema or not {"window_start", "window_end"} <= set(schema):
+        return False
+    kept = set()
+    for item in select.expressions:
+        if isinstance(item, exp.Star) or (isinstance(item, exp.Column) and isinstance(item.this, exp.Star)):
+            return True
+        body = item.this if isinstance(item, exp.Alias) else item
+        if isinstance(body, exp.Column) and body.name.lower() == item.alias_or_name.lower():
+            kept.add(body.name.lower())
+    return {"window_start", "window_end"} <= kept
 
 
 def _aggregate_calls(node: exp.Expr, udfs: Mapping[str, ScalarUdf]) -> list[exp.Expr]:

@@ -36,7 +36,8 @@ def evaluate(outputs: list[Node], ctx: EpochContext) -> list[pl.LazyFrame]:
                 inputs = [built[id(child)] for child in node.inputs]
                 if node.stateful:
                     frames = pl.collect_all(inputs)
-                    built[id(node)] = ctx.operators[node.id].process(frames, ctx).lazy()
+                    own = ctx.for_operator(node.watermarked_sources())
+                    built[id(node)] = ctx.operators[node.id].process(frames, own).lazy()
                     faults.point("operator.mid")
                 else:
                     built[id(node)] = OPERATORS[type(node)](node, inputs, ctx)

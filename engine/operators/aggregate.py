@@ -29,7 +29,7 @@ from engine.operators.aggregates import (
     merge_pairwise,
     state_prefixes,
 )
-from engine.operators.context import EpochContext
+from engine.operators.context import END_OF_TIME, EpochContext
 from engine.operators.late import LateRows
 from engine.operators.windows import ONE_MS, assign
 from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
@@ -128,7 +128,7 @@ class AggregateOperator:
             self.now = _clock(self.node.ttl, ctx)
             self._expire()  # an expired group starts afresh, as in Flink
             return self._unbounded(rows)
-        output = self._sessions(rows, ctx) if self.window.kind == "SESSION" else self._windows(rows, ctx)
+        output = self._sessions(rows, ctx) if self.window.unassigned_session else self._windows(rows, ctx)
         self.last_watermark = ctx.watermark
         return output
 
@@ -159,18 +159,24 @@ class AggregateOperator:
 
     # -- TUMBLE, HOP, CUMULATE ------------------------------------------------------------------
     def _with_row_watermarks(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Rows that carry no watermark of their own (a join's output) are judged against the watermark at
-        which this operator last fired: a window that has fired is never reopened."""
-        if WATERMARK_COLUMN in rows.columns:
+        """Each row is judged against the watermark of its own source before it (`__wm`). Never below the
+        watermark this operator last fired at, though: a window that has fired is never reopened. That floor
+        only matters for rows that carry no watermark (a join's output) and after an idle source resumes; otherwise
+        it is never above the row's own watermark, so results stay a function of each source's order."""
+        floor = pl.lit(self.last_watermark, pl.Datetime("ms", "UTC"))
+        if WATERMARK_COLUMN not in rows.columns:
+            return rows.with_columns(floor.alias(WATERMARK_COLUMN))
+        if self.last_watermark is None:
             return rows
-        return rows.with_columns(pl.lit(self.last_watermark, pl.Datetime("ms", "UTC")).alias(WATERMARK_COLUMN))
+        return rows.with_columns(pl.max_horizontal(pl.col(WATERMARK_COLUMN), floor).alias(WATERMARK_COLUMN))
 
     def _windows(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
         assert self.window is not None
         if rows.height:
             rows = self._with_row_watermarks(rows)
             indexed = rows.with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
-            assigned = assign(indexed.lazy(), self.window).collect()
+            # A cascaded window aggregation groups by the windows its input carries (see WindowSpec.attached).
+            assigned = indexed if self.window.attached else assign(indexed.lazy(), self.window).collect()
             late = self._late_mask(pl.col("window_end"))
             flagged = assigned.with_columns(late.alias("__late"))
             self._record_late(rows, flagged)
@@ -221,6 +227,8 @@ class AggregateOperator:
     def _fire(self, ctx: EpochContext) -> pl.DataFrame:
         # Processing-time windows close on the epoch's clock (its logged planning time, so replays agree).
         watermark = ctx.proctime if self.window is not None and self.window.proctime else ctx.watermark
+        if ctx.drain:
+            watermark = END_OF_TIME
         if watermark is None or self.state.height == 0:
             return self._empty_output()
         due = pl.col("window_end") - ONE_MS <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
@@ -237,10 +245,13 @@ class AggregateOperator:
             )
             table.stage(closed.head(0), closed.select([*self.groups, VALUE, "_kg"]))
         out = self._outputs(fired).sort("__g_window_end", *[f"__g_{k}" for k in self.keys], nulls_last=True)
-        previous = self.last_watermark
+        # A fired row carries the last watermark at which its window was still open (window_time - 1 ms): a
+        # function of the window alone, so a downstream window (a cascade) judges it the same in every epoch
+        # split, and never late, since a downstream window holding window_time ends no earlier.
+        emitted_at = (pl.col("__g_window_end") - 2 * ONE_MS).alias(WATERMARK_COLUMN)
         return (
-            out.select([c for c in out.columns if not c.startswith("__g_")])
-            .with_columns(pl.lit(previous, pl.Datetime("ms", "UTC")).alias(WATERMARK_COLUMN))
+            out.with_columns(emitted_at)
+            .select([c for c in out.columns if not c.startswith("__g_")] + [WATERMARK_COLUMN])
             .select(list(self.node.schema))
         )
 

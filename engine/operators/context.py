@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+
+#: The watermark a drain advances every source to: every window, session, padding and timer is due.
+END_OF_TIME = dt.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=dt.UTC)
 
 
 @dataclass
@@ -14,12 +18,34 @@ class EpochContext:
     epoch: int
     proctime: dt.datetime  # the epoch's planned time: logged, so a replay sees the same PROCTIME()
     sources: dict[str, pl.DataFrame]  # rows read from each source this epoch, by table name
-    #: the pipeline watermark once this epoch's rows are taken into account: windows ending by it fire
+    #: the watermark the running operator fires by, once this epoch's rows are taken into account: the minimum
+    #: over the sources upstream of it (set per operator by `for_operator`; the pipeline's minimum otherwise)
     watermark: dt.datetime | None = None
-    #: per source: its watermark before this epoch, and the floor the other sources put under it
-    #: (None: no constraint; `undefined`: some other source has no watermark yet)
+    #: per source: its watermark before this epoch (where its rows' running watermark starts)
     previous_watermarks: dict[str, dt.datetime | None] = field(default_factory=dict)
-    watermark_floors: dict[str, dt.datetime | str | None] = field(default_factory=dict)
+    #: per source: its watermark after this epoch's rows; and the sources idle this epoch
+    source_watermarks: dict[str, dt.datetime | None] = field(default_factory=dict)
+    idle: frozenset[str] = frozenset()
+    #: a drain: the input present is processed and every watermark jumps to END_OF_TIME
+    drain: bool = False
     scanned: dict[str, pl.DataFrame] = field(default_factory=dict)  # Scan outputs, materialised once
     operators: dict[str, Any] = field(default_factory=dict)  # stateful operator instances by node id
     dimension_versions: dict[str, Any] = field(default_factory=dict)  # lookup tables' versions, as logged
+
+    def for_operator(self, sources: list[str]) -> EpochContext:
+        """The context an operator fed by `sources` (those with a watermark) runs in."""
+        if self.drain:
+            return dataclasses.replace(self, watermark=END_OF_TIME)
+        return dataclasses.replace(self, watermark=operator_watermark(self.source_watermarks, sources, self.idle))
+
+
+def operator_watermark(
+    marks: dict[str, dt.datetime | None], sources: list[str], idle: frozenset[str] | set[str]
+) -> dt.datetime | None:
+    """An operator's watermark: the minimum over the watermarks of the sources upstream of it, leaving out idle
+    ones (unless all are idle); None until each of them has one. Sources elsewhere in the pipeline never count."""
+    active = [name for name in sources if name not in idle] or sources
+    values = [marks.get(name) for name in active]
+    if not values or any(v is None for v in values):
+        return None
+    return min(v for v in values if v is not None)

@@ -94,7 +94,12 @@ class OverOperator:
         self.last_watermark = ctx.watermark
         time = self.node.time
         if rows.height:
-            late = (pl.col(time) < pl.col(WATERMARK_COLUMN)).fill_null(False)
+            # Judged by the row's own source's watermark; never below the one this operator last emitted by
+            # (which only matters after an idle source resumes).
+            own = pl.col(WATERMARK_COLUMN)
+            if previous is not None:
+                own = pl.max_horizontal(own, pl.lit(previous, pl.Datetime("ms", "UTC")))
+            late = (pl.col(time) < own).fill_null(False)
             self.late.add(rows.filter(late), "arrived behind the watermark")
             fresh = (
                 rows.filter(~late)
@@ -148,7 +153,8 @@ class OverOperator:
         result = out.sort(time, SEQ).select(
             *self.visible,
             *[pl.col(c.output) for c in self.node.aggs],
-            pl.lit(previous, pl.Datetime("ms", "UTC")).alias(WATERMARK_COLUMN),
+            # emitted once the watermark reached the row's time: it was open up to 1 ms before (see aggregate)
+            (pl.col(time).cast(pl.Datetime("ms", "UTC")) - dt.timedelta(milliseconds=1)).alias(WATERMARK_COLUMN),
         )
         return result.select(list(self.node.schema))
 

@@ -1,8 +1,10 @@
 """Scan: a source's rows for this epoch, with computed columns (PROCTIME() included) and row watermarks.
 
 `__wm` is the watermark in force before each row: the running maximum of the WATERMARK expression over the
-rows before it (starting from the source's previous watermark), capped by the other sources' watermarks.
-Deciding lateness per row, in source order, is what makes results independent of the epoch size.
+rows of the same source before it, starting from the source's previous watermark. It depends on that source's
+row order alone, never on other sources or on where epoch boundaries fall: an operator judges a row late by
+it, and fires by the minimum over its upstream sources' watermarks, which is never ahead of any of them
+(docs/sql.md, "Event time, watermarks and late rows").
 """
 
 from __future__ import annotations
@@ -31,12 +33,5 @@ def run(node: Scan, inputs: list[pl.LazyFrame], ctx: EpochContext) -> pl.LazyFra
         dtype = pl.Datetime("ms", "UTC")
         running = watermark.expr.cast(dtype).cum_max().shift(1)
         own = pl.max_horizontal(running, pl.lit(previous, dtype)) if previous is not None else running
-        floor = ctx.watermark_floors.get(name)
-        if floor == "undefined":
-            row_watermark = pl.lit(None, dtype)
-        elif floor is not None:
-            row_watermark = pl.min_horizontal(own, pl.lit(floor, dtype))
-        else:
-            row_watermark = own
-        frame = frame.with_columns(row_watermark.alias(WATERMARK_COLUMN))
+        frame = frame.with_columns(own.alias(WATERMARK_COLUMN))
     return frame.select(list(node.schema))
