@@ -99,6 +99,9 @@ class WindowSpec:
     #: the input already carries window_start and window_end (the output of a window aggregation, or of a window
     #: TVF through a projection): a cascaded window aggregation groups by them instead of assigning windows
     attached: bool = False
+    #: for attached windows: the input's columns holding window_start and window_end (renamed, as in Nexmark q5)
+    start_col: str = "window_start"
+    end_col: str = "window_end"
 
     @property
     def unassigned_session(self) -> bool:
@@ -107,7 +110,8 @@ class WindowSpec:
 
     def describe(self) -> str:
         if self.attached:
-            return f"windows of the input ({dataclasses.replace(self, attached=False).describe()})"
+            plain = dataclasses.replace(self, attached=False, start_col="window_start", end_col="window_end")
+            return f"windows of the input ({self.start_col}, {self.end_col}: {plain.describe()})"
         if self.proctime:
             return (
                 WindowSpec(

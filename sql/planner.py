@@ -374,7 +374,11 @@ class _Planner:
                 )
                 left_keys.append(left_compiler.compile(l_node))
                 right_keys.append(right_compiler.compile(r_node))
-                if all(isinstance(n, exp.Column) and n.name.lower() == "window_end" for n in (l_node, r_node)):
+                if all(
+                    isinstance(n, exp.Column)
+                    and n.name.lower() in {"window_end", _window_columns(side.window)[1].lower() if side.window else ""}
+                    for n, side in ((l_node, left), (r_node, right))
+                ):
                     window_ends = (left.scope.resolve(l_node), right.scope.resolve(r_node))
                 continue
             found = self._time_bounds(conjunct, left, right) if sides == "both" else None
@@ -952,11 +956,11 @@ class _Planner:
                 continue
             if (
                 isinstance(item, exp.Column)
-                and item.name.lower() in ("window_start", "window_end")
                 and relation.window is not None
+                and item.name.lower() in [c.lower() for c in _window_columns(relation.window)]
             ):
-                has_start |= item.name.lower() == "window_start"
-                has_end |= item.name.lower() == "window_end"
+                has_start |= item.name.lower() == _window_columns(relation.window)[0].lower()
+                has_end |= item.name.lower() == _window_columns(relation.window)[1].lower()
                 continue
             if isinstance(item, exp.Column) and item.name.lower() == "window_time" and relation.window is not None:
                 continue
@@ -1013,6 +1017,14 @@ class _Planner:
                     return exp.column(canonical_aggs[sql_text], quoted=True)
                 if sql_text in key_sql and not isinstance(sub, exp.Alias):
                     return exp.column(key_sql[sql_text], quoted=True)
+                if (
+                    window is not None
+                    and window.attached
+                    and isinstance(sub, exp.Column)
+                    and sub.name.lower() in (window.start_col.lower(), window.end_col.lower())
+                ):  # the input's (renamed) window columns are the groups' window_start and window_end
+                    role = "window_start" if sub.name.lower() == window.start_col.lower() else "window_end"
+                    return exp.column(role, quoted=True)
                 legacy = _legacy_window_column(sub)
                 if legacy is not None:
                     if window is None:
@@ -1091,9 +1103,10 @@ class _Planner:
     def _windowed(relation: _Relation, window: WindowSpec | None, select: exp.Select) -> _Relation:
         """A result that passes window_start and window_end on unchanged carries its windows: grouping by them
         again is a cascaded window aggregation (final, append-only), as in Flink."""
-        if window is None or not _keeps_window(select, relation.node.schema):
+        kept = _kept_window_columns(select, relation.node.schema, window) if window is not None else None
+        if window is None or kept is None:
             return relation
-        attached = dataclasses.replace(window, attached=True, partition_by=())
+        attached = dataclasses.replace(window, attached=True, partition_by=(), start_col=kept[0], end_col=kept[1])
         return _Relation(relation.node, relation.qualifiers, attached, relation.node, relation.columns)
 
     def _state_id(
@@ -1104,15 +1117,8 @@ class _Planner:
         role = "|".join(
             [window.describe() if window else "group", *(k[2] for k in keys), *(a.sql for a in aggs), *tables]
         )
-        base = "window-agg" if window else "group-agg"
-        digest = hashlib.sha256(role.encode()).hexdigest()[:10]
-        used = {s.state_id for s in self._stateful}
-        candidate = f"{base}-{digest}"
-        suffix = 1
-        while candidate in used:
-            suffix += 1
-            candidate = f"{base}-{digest}-{suffix}"
-        return candidate
+        # Unique within the INSERT too: two identical subqueries (Nexmark q5) are two operators with two states.
+        return self._unique_id("window-agg" if window else "group-agg", role)
 
     @property
     def _stateful(self) -> list[Aggregate]:
@@ -1287,18 +1293,35 @@ def _over_windows(node: Node) -> bool:
     )
 
 
-def _keeps_window(select: exp.Select, schema: Mapping[str, pl.DataType]) -> bool:
-    """Whether the SELECT list passes window_start and window_end through as they are (or by `*`)."""
-    if WATERMARK_COLUMN not in schema or not {"window_start", "window_end"} <= set(schema):
-        return False
-    kept = set()
+def _window_columns(window: WindowSpec) -> tuple[str, str]:
+    """The names under which a windowed relation carries window_start and window_end."""
+    return (window.start_col, window.end_col) if window.attached else ("window_start", "window_end")
+
+
+def _kept_window_columns(
+    select: exp.Select, schema: Mapping[str, pl.DataType], window: WindowSpec
+) -> tuple[str, str] | None:
+    """The output names of the window's start and end when the SELECT list passes both on unchanged (under
+    any alias, or by `*`), else None: then the result has no windows of its own."""
+    if WATERMARK_COLUMN not in schema:
+        return None
+    start, end = _window_columns(window)
+    found: dict[str, str] = {}
     for item in select.expressions:
         if isinstance(item, exp.Star) or (isinstance(item, exp.Column) and isinstance(item.this, exp.Star)):
-            return True
+            found.setdefault("window_start", start)
+            found.setdefault("window_end", end)
+            continue
         body = item.this if isinstance(item, exp.Alias) else item
-        if isinstance(body, exp.Column) and body.name.lower() == item.alias_or_name.lower():
-            kept.add(body.name.lower())
-    return {"window_start", "window_end"} <= kept
+        if isinstance(body, exp.Column) and body.name.lower() in (start.lower(), end.lower()):
+            role = "window_start" if body.name.lower() == start.lower() else "window_end"
+        else:
+            role = _legacy_window_column(body) or ""
+        if role in ("window_start", "window_end"):
+            found.setdefault(role, item.alias_or_name if isinstance(item, exp.Alias) else body.name)
+    if {"window_start", "window_end"} - set(found) or not {found["window_start"], found["window_end"]} <= set(schema):
+        return None
+    return found["window_start"], found["window_end"]
 
 
 def _aggregate_calls(node: exp.Expr, udfs: Mapping[str, ScalarUdf]) -> list[exp.Expr]:

@@ -160,8 +160,8 @@ def test_a_windowed_view_through_a_projection_cascades(tmp_path: Path) -> None:
 
 
 def test_an_updating_result_over_windows_explains_the_window_aggregation() -> None:
-    """Grouping a windowed result by window_start alone is unbounded: the message says what makes it a window
-    aggregation, and does not send the user to a PRIMARY KEY."""
+    """Grouping a windowed result by window_start alone, or by a shifted copy of it, is not a window aggregation:
+    the message says what makes it one, and does not send the user to a PRIMARY KEY."""
     sql = (
         SOURCE
         + f"""
@@ -174,10 +174,44 @@ def test_an_updating_result_over_windows_explains_the_window_aggregation() -> No
     assert "both window_start and window_end" in str(raised.value)
     renamed = sql.replace(
         f"FROM ({inner_sql('tumble')}) GROUP BY window_start",
-        f"FROM (SELECT window_start AS ws, window_end AS we, n FROM ({inner_sql('tumble')})) GROUP BY ws, we",
+        f"FROM (SELECT window_start + INTERVAL '1' SECOND AS ws, window_end AS we, n FROM ({inner_sql('tumble')})) "
+        "GROUP BY ws, we",
     ).replace("SELECT window_start, MAX(n)", "SELECT ws, MAX(n)")
     with pytest.raises(SqlError) as raised:
         plan_script(renamed)
     message = str(raised.value)
     assert "window_start and window_end" in message and "PRIMARY KEY" not in message
     assert DELAY_S  # the source declares a watermark
+
+
+def test_nexmark_q5_shape_with_renamed_window_columns(tmp_path: Path) -> None:
+    """Flink's own q5: window columns renamed (starttime, endtime), the max per window joined back."""
+    rows = make_rows(9, 120)
+    write_input(tmp_path, rows)
+    hop = TVFS["hop"]
+    counts = (
+        f"SELECT k, COUNT(*) AS n, window_start AS starttime, window_end AS endtime FROM TABLE({hop}) "
+        "GROUP BY k, window_start, window_end"
+    )
+    sql = (
+        SOURCE
+        + f"""
+    CREATE TABLE out (k STRING, n BIGINT, starttime TIMESTAMP(3)) WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out SELECT AuctionBids.k, AuctionBids.n, AuctionBids.starttime FROM ({counts}) AS AuctionBids
+    JOIN (SELECT MAX(CountBids.n) AS maxn, CountBids.starttime, CountBids.endtime FROM ({counts}) AS CountBids
+          GROUP BY CountBids.starttime, CountBids.endtime) AS MaxBids
+    ON AuctionBids.starttime = MaxBids.starttime AND AuctionBids.endtime = MaxBids.endtime
+       AND AuctionBids.n >= MaxBids.maxn;
+    """
+    )
+    explained = plan_script(sql).explain()
+    assert "WindowJoin" in explained and "GroupAggregate" not in explained and "retract" not in explained
+    run(tmp_path, sql, max_epoch_rows=13)
+    expected = duck(
+        MARKS
+        + inner_oracle("hop")
+        + """, top AS (SELECT ws, we, max(n) AS maxn FROM inner_w GROUP BY ws, we)
+        SELECT i.k, i.n, i.ws FROM inner_w i JOIN top t ON i.ws = t.ws AND i.we = t.we AND i.n >= t.maxn""",
+        src=frame(rows),
+    )
+    same(read_sink(tmp_path / "out"), expected)

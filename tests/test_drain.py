@@ -8,6 +8,7 @@ row is late; a rollback to the epoch before the drain resumes normal processing.
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -123,3 +124,23 @@ def test_drain_closes_what_once_leaves_open_and_rollback_undoes_it(tmp_path: Pat
     timelapse(tmp_path, "rollback", "st", "--to-epoch", str(drained["drained"] - 1), "--reason", "more input came")
     timelapse(tmp_path, "run", "p.sql", "--state", "st", "--drain")
     assert sinks(tmp_path) == expected(first + later)
+
+
+def test_a_drain_killed_before_its_commit_is_replayed_as_a_drain(tmp_path: Path) -> None:
+    """The drain epoch is logged like any other: a restart replays it, even without --drain."""
+    rows = make_rows(5, 50, 0, BASE_MS)
+    write_jsonl(tmp_path / "in" / "part-0.json", rows)
+    (tmp_path / "p.sql").write_text(PIPELINE)
+    timelapse(tmp_path, "run", "p.sql", "--state", "st", "--once")
+    killed = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "p.sql", "--state", "st", "--drain"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TIMELAPSE_CRASH_AT": "manifest.commit.before"},
+    )
+    assert killed.returncode == -9
+    resumed = json.loads(timelapse(tmp_path, "run", "p.sql", "--state", "st", "--once", "--json").stdout)
+    assert resumed["drained"] == resumed["last_epoch"]
+    assert sinks(tmp_path) == expected(rows)

@@ -1,5 +1,6 @@
 -- q5: hot items. The auctions with the most bids in each 10 s window sliding every 2 s.
--- (The window start is kept in the output, so that the upserted result is keyed: an auction can win many windows.)
+-- As in Flink's suite: window columns renamed, a cascaded window aggregation (MaxBids) and a window join,
+-- all append-only. (The window start is kept in the output, so that an auction winning many windows stays keyed.)
 CREATE TABLE nexmark_q5 (auction BIGINT, num BIGINT, starttime TIMESTAMP(3), PRIMARY KEY (auction, starttime) NOT ENFORCED)
 WITH (${SINK});
 INSERT INTO nexmark_q5

@@ -176,7 +176,8 @@ class AggregateOperator:
             rows = self._with_row_watermarks(rows)
             indexed = rows.with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
             # A cascaded window aggregation groups by the windows its input carries (see WindowSpec.attached).
-            assigned = indexed if self.window.attached else assign(indexed.lazy(), self.window).collect()
+            attached = self.window.attached
+            assigned = self._attached(indexed) if attached else assign(indexed.lazy(), self.window).collect()
             late = self._late_mask(pl.col("window_end"))
             flagged = assigned.with_columns(late.alias("__late"))
             self._record_late(rows, flagged)
@@ -185,6 +186,12 @@ class AggregateOperator:
                 old, new = self._merge(on_time)
                 self._replace(old, new, new.clear())
         return self._fire(ctx)
+
+    def _attached(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """The input's own window columns, under the names the state uses."""
+        assert self.window is not None
+        bounds = {"window_start": self.window.start_col, "window_end": self.window.end_col}
+        return rows.with_columns(pl.col(column).alias(role) for role, column in bounds.items() if column != role)
 
     def timer_due(self, now: dt.datetime) -> bool:
         """Whether a processing-time window would close at `now`, so an epoch without rows must still run."""
