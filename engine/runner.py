@@ -218,7 +218,7 @@ class Runner:
                 self.operators[node.id] = TopNOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
             elif isinstance(node, OverAggregate):
                 self.operators[node.id] = OverOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
-        self._operator_sources = {n.id: n.watermarked_sources() for n in plan.nodes if n.stateful}
+        self._operator_sources = {n.id: n.upstream_watermarks for n in plan.nodes if n.stateful}
         self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
@@ -356,7 +356,11 @@ class Runner:
     def drained(self) -> bool:
         """Whether every watermarked source is at the end of time already (a drain has nothing left to do)."""
         marks = [self.watermarks.get(n) for n, scan in self.scans.items() if scan.table.watermark is not None]
-        return all(m is not None and m >= END_OF_TIME for m in marks)
+        if marks:
+            return all(m is not None and m >= END_OF_TIME for m in marks)
+        # No event time (processing-time windows only): drained when the last epoch was a drain.
+        logged = self.offsets.read(self.last_epoch) if self.last_epoch else None
+        return bool(logged and logged.get("drain"))
 
     def run_epoch(self, max_rows: int | None, drain: bool = False) -> EpochReport | None:
         """Run the next epoch; None when no source has anything new. A drain epoch reads nothing and moves

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -49,10 +50,11 @@ class Node:
         visit(self)
         return list(seen.values())
 
-    def watermarked_sources(self) -> list[str]:
+    @functools.cached_property
+    def upstream_watermarks(self) -> tuple[str, ...]:
         """The source tables with a WATERMARK upstream of this node: its watermark is the minimum of theirs."""
-        return sorted(
-            {n.table.name for n in self.walk() if isinstance(n, Scan) and n.table.watermark is not None}
+        return tuple(
+            sorted({n.table.name for n in self.walk() if isinstance(n, Scan) and n.table.watermark is not None})
         )
 
 

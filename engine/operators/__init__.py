@@ -36,7 +36,7 @@ def evaluate(outputs: list[Node], ctx: EpochContext) -> list[pl.LazyFrame]:
                 inputs = [built[id(child)] for child in node.inputs]
                 if node.stateful:
                     frames = pl.collect_all(inputs)
-                    own = ctx.for_operator(node.watermarked_sources())
+                    own = ctx.for_operator(node.upstream_watermarks)
                     built[id(node)] = ctx.operators[node.id].process(frames, own).lazy()
                     faults.point("operator.mid")
                 else:

@@ -32,7 +32,7 @@ class EpochContext:
     operators: dict[str, Any] = field(default_factory=dict)  # stateful operator instances by node id
     dimension_versions: dict[str, Any] = field(default_factory=dict)  # lookup tables' versions, as logged
 
-    def for_operator(self, sources: list[str]) -> EpochContext:
+    def for_operator(self, sources: tuple[str, ...]) -> EpochContext:
         """The context an operator fed by `sources` (those with a watermark) runs in."""
         if self.drain:
             return dataclasses.replace(self, watermark=END_OF_TIME)
@@ -40,11 +40,11 @@ class EpochContext:
 
 
 def operator_watermark(
-    marks: dict[str, dt.datetime | None], sources: list[str], idle: frozenset[str] | set[str]
+    marks: dict[str, dt.datetime | None], sources: tuple[str, ...], idle: frozenset[str] | set[str]
 ) -> dt.datetime | None:
     """An operator's watermark: the minimum over the watermarks of the sources upstream of it, leaving out idle
     ones (unless all are idle); None until each of them has one. Sources elsewhere in the pipeline never count."""
-    active = [name for name in sources if name not in idle] or sources
+    active = [name for name in sources if name not in idle] or list(sources)
     values = [marks.get(name) for name in active]
     if not values or any(v is None for v in values):
         return None
