@@ -562,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def guarded(action: Callable[[], int]) -> int:
     from engine.history import HistoryError
+    from engine.operators.decimals import DecimalOverflow
     from engine.paths import PathNotAllowed
     from engine.recovery import StateDamaged
     from engine.retention import RetentionError
@@ -586,6 +587,7 @@ def guarded(action: Callable[[], int]) -> int:
         RetentionError,
         UpgradeRefused,
         HistoryError,
+        DecimalOverflow,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER

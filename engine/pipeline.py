@@ -8,6 +8,7 @@ from typing import Any
 
 from engine import recovery, upgrade
 from engine.manifest import Manifest
+from engine.operators.decimals import DecimalOverflow
 from engine.paths import PathNotAllowed
 from engine.runner import EpochReport, Runner, RunOptions
 from engine.sources.base import ConnectorError
@@ -16,7 +17,16 @@ from engine.upgrade import Change, UpgradeRefused
 from sql import Plan, ScalarUdf, plan_script
 
 # Errors that say what is wrong with the SQL, the options or the directory's owner: never storage damage.
-NOT_DAMAGE = (ConnectorError, PathNotAllowed, UpgradeRefused, StateDirBusy, LeaseLost, KeyboardInterrupt, SystemExit)
+NOT_DAMAGE = (
+    ConnectorError,
+    PathNotAllowed,
+    UpgradeRefused,
+    StateDirBusy,
+    LeaseLost,
+    DecimalOverflow,  # the data's fault, not the files': no fallback to an older checkpoint
+    KeyboardInterrupt,
+    SystemExit,
+)
 MAX_FALLBACKS = 3
 
 

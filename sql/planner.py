@@ -1149,12 +1149,12 @@ class _Planner:
             (t,) = arg_types
             if not t.is_numeric():
                 raise error_at(call, f"SUM needs a number, got {types.sql_name(t)}")
-            dtype = pl.Int64() if t.is_integer() else (t if isinstance(t, pl.Decimal) else pl.Float64())
+            dtype = types.sum_type(t)
         elif function == "AVG":
             (t,) = arg_types
             if not t.is_numeric():
                 raise error_at(call, f"AVG needs a number, got {types.sql_name(t)}")
-            dtype = pl.Float64()
+            dtype = types.avg_type(t)
         elif function in ("MIN", "MAX"):
             (t,) = arg_types
             dtype = t

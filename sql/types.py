@@ -84,3 +84,21 @@ def is_numeric(dtype: pl.DataType) -> bool:
 
 def is_temporal(dtype: pl.DataType) -> bool:
     return isinstance(dtype, pl.Datetime | pl.Date)
+
+
+MAX_PRECISION = 38  # DECIMAL's largest precision, as in Flink
+
+
+def sum_type(dtype: pl.DataType) -> pl.DataType:
+    """The type SUM keeps and returns: DECIMAL(38, s) for DECIMAL(p, s) (as Flink), BIGINT for integers and DOUBLE
+    for floating point (timelapse's historical behaviour)."""
+    if isinstance(dtype, pl.Decimal):
+        return pl.Decimal(MAX_PRECISION, dtype.scale)
+    return pl.Int64() if dtype.is_integer() else pl.Float64()
+
+
+def avg_type(dtype: pl.DataType) -> pl.DataType:
+    """AVG of DECIMAL(p, s) is DECIMAL(38, max(6, s)) (Flink's division rules); of any other number, DOUBLE."""
+    if isinstance(dtype, pl.Decimal):
+        return pl.Decimal(MAX_PRECISION, max(6, dtype.scale))
+    return pl.Float64()

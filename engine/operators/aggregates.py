@@ -2,6 +2,7 @@
 
 Every aggregate keeps typed partial-state columns (they become columns of the operator's state table):
 COUNT keeps a count, SUM and AVG a sum and a count of non-NULL values, MIN and MAX the extreme value.
+Sums of decimals are DECIMAL(38, s), exact; Polars raises when an addition needs more than 38 digits.
 Partial states are computed over the new rows of an epoch with Polars aggregations, then combined with the
 stored state. Retractions (-U/-D rows) enter with sign -1, so COUNT, SUM and AVG stay exact over updating
 inputs.
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from engine.operators.decimals import average, checked_sum, is_decimal
 from sql.plan import AggCall
+from sql.types import sum_type
 from sql.udf import AGGREGATES
 
 SIGN = "__sign"
@@ -91,18 +94,23 @@ def agg_state(call: AggCall, prefix: str, retracting: bool = False) -> AggState:
     if name in ("SUM", "AVG"):
         assert arg is not None
         present = mask & arg.is_not_null()
-        total_type = call.dtype if name == "SUM" else pl.Float64()
+        # SUM keeps its result type; AVG of decimals keeps an exact DECIMAL(38, s) sum, of other numbers a DOUBLE.
+        exact = name == "SUM" or is_decimal(call.dtype)
+        total_type = sum_type(call.arg_types[0]) if exact else pl.Float64()
         total, count = prefix + "sum", prefix + "count"
+        signed = pl.when(present).then(arg.cast(total_type) * sign).otherwise(pl.lit(0, total_type))
         partial = [
-            pl.when(present)
-            .then(arg.cast(total_type) * sign)
-            .otherwise(pl.lit(0, total_type))
-            .sum()
+            (checked_sum(signed, total_type.scale) if isinstance(total_type, pl.Decimal) else signed.sum())
             .cast(total_type)
             .alias(total),
             (sign * present.cast(pl.Int64)).sum().alias(count),
         ]
-        result = pl.col(total) if name == "SUM" else pl.col(total) / pl.col(count)
+        if name == "SUM":
+            result = pl.col(total)
+        elif isinstance(total_type, pl.Decimal) and isinstance(call.dtype, pl.Decimal):
+            result = average(pl.col(total), pl.col(count), total_type.scale, call.dtype.scale)
+        else:
+            result = pl.col(total) / pl.col(count)
         finish = pl.when(pl.col(count) > 0).then(result).otherwise(None).cast(call.dtype).alias(call.output)
         return AggState(
             call, [StateColumn(total, total_type, "sum"), StateColumn(count, pl.Int64(), "sum")], partial, finish
@@ -188,7 +196,9 @@ def merge_grouped(states: list[AggState]) -> list[pl.Expr]:
             if column.combine == "udaf":
                 raise ValueError(f"{state.call.function} cannot merge sessions")
             agg = {
-                "sum": pl.col(column.name).sum(),
+                "sum": checked_sum(pl.col(column.name), column.dtype.scale)
+                if isinstance(column.dtype, pl.Decimal)
+                else pl.col(column.name).sum(),
                 "min": pl.col(column.name).min(),
                 "max": pl.col(column.name).max(),
             }[column.combine]

@@ -17,11 +17,23 @@ from pathlib import Path
 import polars as pl
 
 from engine.operators.context import EpochContext
+from engine.operators.decimals import (
+    average,
+    frame_sum,
+    from_unscaled,
+    is_decimal,
+    is_overflow,
+    overflow_error,
+    unscaled,
+)
 from engine.operators.late import LateRows
 from engine.state_store import StateTable, key_group, tidy
-from sql.plan import WATERMARK_COLUMN, OverAggregate
+from sql.plan import WATERMARK_COLUMN, AggCall, OverAggregate
+from sql.types import sum_type
 
 SEQ, EMITTED, HISTORY = "__seq", "__emitted", "__history"
+START, END, FIRST = "__frame_start", "__frame_end", "__frame_first"
+BOUNDS = [START, END, FIRST]
 
 
 class OverOperator:
@@ -89,6 +101,14 @@ class OverOperator:
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
+        try:
+            return self._process(inputs, ctx)
+        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as err:
+            if is_overflow(err):  # a sum beyond DECIMAL(38): one clear line instead of a Polars trace
+                raise overflow_error(self.node.aggs, f"operator '{self.node.state_id}'", ctx.epoch) from None
+            raise
+
+    def _process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
         previous = self.last_watermark
         self.last_watermark = ctx.watermark
@@ -133,7 +153,8 @@ class OverOperator:
             frame = pl.concat(
                 [history.with_columns(pl.lit(True).alias(HISTORY)), ready.with_columns(pl.lit(False).alias(HISTORY))]
             ).sort(order)
-            computed = frame.with_columns(self._frame_aggs())
+            numbered = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(END))
+            computed = numbered.with_columns(self._frame_bounds()).with_columns(self._frame_aggs()).drop(*BOUNDS)
             out = computed.filter(~pl.col(HISTORY))
             keep = self._still_needed(frame, wm)
             kept = keep.with_columns(pl.lit(True).alias(EMITTED)).select(self.rows.columns)
@@ -167,14 +188,38 @@ class OverOperator:
             rolled = getattr(expr, f"rolling_{how}_by")(self.node.time, window_size=size, closed="both")
         return rolled.over(self.partition)
 
+    def _frame_bounds(self) -> list[pl.Expr]:
+        """Each row's frame as row numbers of the sorted frame (first row, last row, the partition's first row),
+        for the exact decimal sums, which are differences of prefix sums (Polars has no rolling decimal sums)."""
+        row = pl.col(END)  # the row numbers, added first: an int_range inside .over() would count per partition
+        first = row.first().over(self.partition)
+        if self.node.rows is not None:
+            return [pl.max_horizontal(row - self.node.rows, first).alias(START), row.alias(END), first.alias(FIRST)]
+        # RANGE: the frame ends at the current row's last peer and holds as many rows as the rolling count.
+        end = row.last().over([*self.partition, self.node.time])
+        size = self._roll(pl.col(SEQ).is_not_null().cast(pl.Int64), "sum")
+        return [(end - size + 1).alias(START), end.alias(END), first.alias(FIRST)]
+
     def _frame_aggs(self) -> list[pl.Expr]:
         exprs = []
         for call in self.node.aggs:
             arg = call.args[0] if call.args else None
             present = arg.is_not_null().cast(pl.Int64) if arg is not None else pl.lit(1, pl.Int64)
             count = self._roll(present, "sum")
+            decimal = arg is not None and is_decimal(call.arg_types[0])
             if call.function == "COUNT":
                 result = count
+            elif decimal and call.function in ("SUM", "AVG"):
+                assert arg is not None
+                scale = call.arg_types[0].scale  # type: ignore[attr-defined]
+                bounds = pl.col(START), pl.col(END), pl.col(FIRST)
+                total = frame_sum(arg, *bounds, self.partition, scale)
+                result = total if call.function == "SUM" else average(total, count, scale, call.dtype.scale)  # type: ignore[attr-defined]
+                result = pl.when(count > 0).then(result)
+            elif decimal:  # MIN, MAX: on the unscaled integers, which Polars can roll
+                assert arg is not None
+                extreme = self._roll(unscaled(arg), call.function.lower())
+                result = from_unscaled(pl.when(count > 0).then(extreme), call.dtype.scale)  # type: ignore[attr-defined]
             elif call.function in ("SUM", "AVG"):
                 assert arg is not None
                 total = self._roll(arg.cast(pl.Float64 if call.function == "AVG" else call.dtype).fill_null(0), "sum")
@@ -194,8 +239,8 @@ class OverOperator:
         if self.node.rows is not None:
             if self.node.rows == 0:
                 return frame.head(0)
-            position = pl.int_range(pl.len()).over(self.partition)
-            size = pl.len().over(self.partition)
+            position = pl.int_range(pl.len(), dtype=pl.Int64).over(self.partition)
+            size = pl.len().cast(pl.Int64).over(self.partition)  # UInt32 would wrap below n rows: keep it signed
             return frame.filter(position >= size - self.node.rows)
         assert self.node.range is not None
         return frame.filter(pl.col(self.node.time) >= wm - self.node.range)
@@ -215,14 +260,20 @@ class OverOperator:
             cumulative.append(
                 (present.cum_sum().over(self.partition) + pl.col(f"__t{i}_n").fill_null(0)).alias(f"__c{i}_n")
             )
+            value_type = _totals(call)[-1][1]
             if call.function in ("SUM", "AVG"):
                 assert arg is not None
                 cumulative.append(
                     (
-                        arg.cast(pl.Float64).fill_null(0).cum_sum().over(self.partition)
+                        arg.cast(value_type).fill_null(0).cum_sum().over(self.partition)
                         + pl.col(f"__t{i}_v").fill_null(0)
                     ).alias(f"__c{i}_v")
                 )
+            elif call.function in ("MIN", "MAX") and is_decimal(value_type):
+                assert arg is not None  # exact: no detour through Float64; NULLs keep the extreme before them
+                running = getattr(arg, f"cum_{call.function.lower()}")().forward_fill().over(self.partition)
+                merge = pl.min_horizontal if call.function == "MIN" else pl.max_horizontal
+                cumulative.append(merge(running, pl.col(f"__t{i}_v")).alias(f"__c{i}_v"))
             elif call.function in ("MIN", "MAX"):
                 assert arg is not None
                 fill = float("inf") if call.function == "MIN" else float("-inf")
@@ -248,6 +299,9 @@ class OverOperator:
                 value = count
             elif call.function == "SUM":
                 value = pl.when(count > 0).then(pl.col(f"__c{i}_v"))
+            elif call.function == "AVG" and is_decimal(call.dtype):
+                total_scale = _totals(call)[-1][1].scale  # type: ignore[attr-defined]
+                value = average(pl.col(f"__c{i}_v"), count, total_scale, call.dtype.scale)  # type: ignore[attr-defined]
             elif call.function == "AVG":
                 value = pl.when(count > 0).then(pl.col(f"__c{i}_v") / count)
             else:
@@ -273,8 +327,13 @@ class OverOperator:
         return frame
 
 
-def _totals(call: object) -> list[tuple[str, pl.DataType]]:
+def _totals(call: AggCall) -> list[tuple[str, pl.DataType]]:
+    """The running totals an UNBOUNDED frame keeps per partition: a count and, but for COUNT, a value. Decimals
+    keep exact values (DECIMAL(38, s) sums, the input type for MIN/MAX); other numbers a DOUBLE, as before."""
     function = call.function
     if function == "COUNT":
         return [("n", pl.Int64())]
+    arg_type = call.arg_types[0]
+    if is_decimal(arg_type):
+        return [("n", pl.Int64()), ("v", sum_type(arg_type) if function in ("SUM", "AVG") else arg_type)]
     return [("n", pl.Int64()), ("v", pl.Float64())]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +198,9 @@ class FileSource(Source):
     def _parse_json(self, context: pl.DataFrame) -> _Parsed:
         names = list(self.schema)
         struct = pl.Struct({n: pl.String for n in names})
+        text = _quote_decimals(context.get_column("raw"), self.schema)
         try:
-            decoded = context.get_column("raw").str.json_decode(struct)
+            decoded = text.str.json_decode(struct)
             if decoded.null_count():
                 raise ValueError("non-object line")
             return _Parsed(
@@ -211,9 +213,9 @@ class FileSource(Source):
         rows: list[dict[str, str | None]] = []
         ok: list[bool] = []
         dead: list[dict[str, Any]] = []
-        for record in context.iter_rows(named=True):
+        for record, line in zip(context.iter_rows(named=True), text, strict=True):
             try:
-                value = json.loads(record["raw"])
+                value = json.loads(line)
                 if not isinstance(value, dict):
                     raise ValueError("the record is not a JSON object")
             except ValueError as err:
@@ -356,6 +358,20 @@ def _convert(column: pl.Expr, stored: pl.DataType, declared: pl.DataType) -> pl.
     if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime) and stored.time_zone is None:
         column = column.dt.replace_time_zone("UTC")
     return column.cast(declared)
+
+
+_JSON_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+
+
+def _quote_decimals(raw: pl.Series, schema: dict[str, pl.DataType]) -> pl.Series:
+    """The JSON lines with the bare numbers of DECIMAL columns quoted: JSON readers turn numbers into floats,
+    which would round 1234567890123456.01; as text they convert to DECIMAL exactly. `"name":` cannot occur
+    inside a JSON string (its quotes would be escaped), so only that field's values are rewritten."""
+    for name, dtype in schema.items():
+        if isinstance(dtype, pl.Decimal):
+            key = re.escape(json.dumps(name))
+            raw = raw.str.replace_all(f"({key}\\s*:\\s*)({_JSON_NUMBER})", '${1}"${2}"')
+    return raw
 
 
 class _Parsed:
