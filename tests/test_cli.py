@@ -34,8 +34,10 @@ def test_run_json_summary_and_explain(tmp_path: Path) -> None:
     result = timelapse("run", "pipeline.sql", "--state", "state", "--once", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["rows_in"]["SensorData"] == 22 and summary["dead_letters"]["SensorData"] == 2
-    assert set(summary) >= {"epochs", "rows_in", "rows_out", "dead_letters", "last_epoch", "watermark"}
+    # 20 good readings and 2 unreadable lines: rows_in counts the good ones, records_read both.
+    assert summary["rows_in"]["SensorData"] == 20 and summary["dead_letters"]["SensorData"] == 2
+    assert summary["records_read"]["SensorData"] == 22
+    assert set(summary) >= {"epochs", "rows_in", "records_read", "rows_out", "dead_letters", "last_epoch", "watermark"}
     assert "epoch" in result.stderr  # live progress goes to stderr
     plan = timelapse("explain", "pipeline.sql", cwd=tmp_path)
     assert plan.returncode == 0
