@@ -13,13 +13,12 @@ import json
 import os
 import shutil
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.runner import EpochReport
+from engine.progress import Progress, render_summary
 from sql import durations
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
@@ -35,59 +34,6 @@ def parse_duration(text: str) -> float:
         return durations.parse_duration(text)
     except ValueError as err:
         raise UsageError(str(err)) from None
-
-
-class Progress:
-    """One live status line on a terminal; a line every few seconds when stderr is not a terminal."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last_print = 0.0
-        self.rows = 0
-        self.started = time.perf_counter()
-
-    def __call__(self, report: EpochReport) -> None:
-        self.rows += sum(report.rows_in.values())
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        rate = self.rows / max(now - self.started, 1e-9)
-        wm = report.watermark.strftime("%Y-%m-%d %H:%M:%S") if report.watermark else "-"
-        dead = sum(report.dead_letters.values())
-        line = (
-            f"epoch {report.epoch:>6}  in {sum(report.rows_in.values()):>8}  out {sum(report.rows_out.values()):>8}"
-            f"  {rate:>10,.0f} rows/s  watermark {wm}  commit {report.commit_s * 1000:6.1f} ms"
-            + (f"  dead letters {dead}" if dead else "")
-            + ("  (replayed)" if report.replayed else "")
-            + ("  (drain: every watermark at the end of time)" if report.drain else "")
-        )
-        if self.tty:
-            sys.stderr.write("\r\033[K" + line)
-            sys.stderr.flush()
-        elif now - self.last_print >= 2.0:
-            sys.stderr.write(line + "\n")
-            self.last_print = now
-
-    def finish(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
-
-
-def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(summary))
-        return
-    lines = [f"{summary['epochs']} epoch(s) run; last committed epoch {summary['last_epoch']}"]
-    for name, count in summary["rows_in"].items():
-        lines.append(f"  read    {count:>10}  from {name}")
-    for name, count in summary["rows_out"].items():
-        lines.append(f"  wrote   {count:>10}  to {name}")
-    for name, count in summary["dead_letters"].items():
-        lines.append(f"  dead    {count:>10}  records from {name} (see {summary['state']}/dead_letters/)")
-    if summary["watermark"]:
-        lines.append(f"  watermark {summary['watermark']}")
-    print("\n".join(lines), file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -125,7 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_fallback=_print_fallback,
     )
     progress.finish()
-    _print_summary(summary, args.json)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(render_summary(summary), file=sys.stderr)
     return EXIT_INTERRUPTED if summary["stopped"] == "interrupted" else EXIT_OK
 
 
@@ -548,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--json", action="store_true")
     log.set_defaults(handler=cmd_log)
 
-    demo = commands.add_parser("demo", help="generate sensor readings and run the example pipeline")
+    demo = commands.add_parser(
+        "demo", help="the story in a minute: a pipeline, a savepoint, a bad deploy, a diff, a rollback"
+    )
     demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=cmd_demo)

@@ -5,6 +5,7 @@
     h.state("totals", at=1234)            # an operator's state as of epoch 1234 (or a savepoint, or a time)
     h.diff("totals", 1230, 1234)          # keys inserted, deleted and changed, before and after
     h.sql("SELECT * FROM totals AS OF SAVEPOINT 'before_deploy'")
+    h.tables(at=12), h.describe("sink.totals")   # also as SQL: SHOW TABLES, DESCRIBE name AS OF EPOCH 12
 
 Every read goes through the manifest: the row of the chosen point names the Delta version of each table, so
 what you read is a consistent cut, also while a pipeline is writing. Operator state tables are change logs;
@@ -24,6 +25,7 @@ import duckdb
 import polars as pl
 from deltalake import DeltaTable
 from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
+from sqlglot import exp
 
 from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
@@ -262,10 +264,70 @@ class History:
             .collect()
         )
 
+    # -- what a point exposes ------------------------------------------------------------------
+    def tables(self, at: At = None, kind: str | None = None) -> pl.DataFrame:
+        """The tables the cut at `at` exposes to `sql()` (what `SHOW TABLES` answers): `kind` (the qualifier),
+        `name`, `qualified_name` (to paste into a query), `unqualified` (whether the bare name reads this table:
+        state first, then sink, late, dead_letters), `epoch`, the Delta `version`, `about` (what it holds) and
+        `path`."""
+        row = self.row(at)
+        operators = json.loads(row["operators"] or "{}")
+        entries = sorted(
+            (t for t in row["tables"] or [] if t["role"] in time_travel.KINDS and kind in (None, t["role"])),
+            key=lambda t: (time_travel.KINDS.index(t["role"]), t["name"].lower()),
+        )
+        first = {}  # the unqualified lookup of `_entry`: the first role in KINDS order holding the name
+        for entry in sorted(row["tables"] or [], key=lambda t: time_travel.KINDS.index(t["role"])):
+            first.setdefault(entry["name"].lower(), (entry["role"], entry["name"]))
+        records = [
+            {
+                "kind": t["role"],
+                "name": t["name"],
+                "qualified_name": f"{t['role']}.{exp.to_identifier(t['name']).sql(dialect='duckdb')}",
+                "unqualified": first[t["name"].lower()] == (t["role"], t["name"]),
+                "epoch": row["epoch"],
+                "version": int(t["version"]),
+                "about": _about(t, operators),
+                "path": t["path"],
+            }
+            for t in entries
+        ]
+        schema = {
+            "kind": pl.String,
+            "name": pl.String,
+            "qualified_name": pl.String,
+            "unqualified": pl.Boolean,
+            "epoch": pl.Int64,
+            "version": pl.Int64,
+            "about": pl.String,
+            "path": pl.String,
+        }
+        return pl.DataFrame(records, schema=schema)
+
+    def describe(self, name: str, at: At = None, kind: str | None = None) -> pl.DataFrame:
+        """The columns `sql()` sees in table `name` (qualified by `kind`, or looked up like an unqualified name)
+        as of `at` (what `DESCRIBE` answers): `column_name`, `column_type` (DuckDB's), and `key` (a state
+        table's key columns)."""
+        entry = self._entry(self.row(at), name, (kind,) if kind else time_travel.KINDS)
+        con = duckdb.connect()
+        _register(con, entry, "described")  # the same view a query reads, so the columns are the ones it sees
+        columns = con.sql('DESCRIBE "described"').pl().select("column_name", "column_type")
+        keys = set(_keys(entry)) if entry["role"] == "state" else set()
+        return columns.with_columns(pl.col("column_name").is_in(list(keys)).alias("key"))
+
     # -- SQL -----------------------------------------------------------------------------------
     def sql(self, query: str) -> pl.DataFrame:
         """DuckDB SQL over state, sinks, late rows and dead letters, each table `AS OF` any point:
-        `AS OF EPOCH n`, `AS OF SAVEPOINT 'name'`, `AS OF TIMESTAMP '...'`; without a clause, the current cut."""
+        `AS OF EPOCH n`, `AS OF SAVEPOINT 'name'`, `AS OF TIMESTAMP '...'`; without a clause, the current cut.
+        `SHOW TABLES` and `DESCRIBE name` (both with an optional AS OF clause) list and describe the tables of a
+        point in time (`tables`, `describe`)."""
+        listing = time_travel.parse_listing(query)
+        if listing is not None:
+            point = listing.point
+            at = None if point.at == "latest" else point.value
+            if isinstance(listing, time_travel.ShowTables):
+                return self.tables(at, listing.kind)
+            return self.describe(point.name, at, point.kind)
         tree = time_travel.parse(query)
         rows = self._rows()
         con = duckdb.connect()
@@ -298,6 +360,21 @@ class History:
                     named.add(entry["name"].lower())
                     con.execute(f"CREATE VIEW {_quote(entry['name'])} AS SELECT * FROM {role}.{_quote(entry['name'])}")
         return con
+
+
+def _about(entry: dict[str, Any], operators: dict[str, Any]) -> str:
+    """What a table holds, in a few words, from the manifest's record of the operators."""
+    if entry["role"] == "sink":
+        return "Delta sink"
+    if entry["role"] == "dead_letters":
+        return "records the source could not read"
+    operator, _, part = entry["name"].partition("/")
+    record = operators.get(operator, {})
+    kind = str(record.get("kind") or "operator")
+    feeds = f" -> {', '.join(record['sinks'])}" if record.get("sinks") else ""
+    if entry["role"] == "late":
+        return f"late rows of a {kind}{feeds}"
+    return f"{kind} state" + (f" ({part})" if part else "") + feeds
 
 
 def _keys(entry: dict[str, Any]) -> list[str]:

@@ -45,6 +45,8 @@ def fall_back(state: Path, cause: BaseException) -> dict[str, Any]:
             f"`timelapse verify {state}` and the manifest's _delta_log show what is damaged"
         ) from err
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
+    if not resumable.height:  # a fresh directory's first epoch failed: no state to be damaged, nothing to fall back to
+        raise cause
     current = resumable.row(-1, named=True)
     damage = _problems(current)
     if not damage:

@@ -89,6 +89,9 @@ def checkpoint_policy(interval: str | None, growth: str | None = None) -> Checkp
 
 @dataclass
 class EpochReport:
+    """One epoch's counts, per source or sink. `rows_in` counts the good rows the pipeline processed and
+    `dead_letters` the records set aside as unreadable; `records_read` is both (what was read from the source)."""
+
     epoch: int
     rows_in: dict[str, int]
     rows_out: dict[str, int]
@@ -98,6 +101,7 @@ class EpochReport:
     duration_s: float
     commit_s: float
     replayed: bool
+    records_read: dict[str, int] = field(default_factory=dict)
     drain: bool = False
 
 
@@ -107,6 +111,7 @@ class Summary:
     epochs: int = 0
     last_epoch: int | None = None
     rows_in: dict[str, int] = field(default_factory=dict)
+    records_read: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
     late_rows: dict[str, int] = field(default_factory=dict)
@@ -123,6 +128,7 @@ class Summary:
         self.watermark = report.watermark
         for target, counts in (
             (self.rows_in, report.rows_in),
+            (self.records_read, report.records_read),
             (self.rows_out, report.rows_out),
             (self.dead_letters, report.dead_letters),
             (self.late_rows, report.late_rows),
@@ -136,6 +142,7 @@ class Summary:
             "epochs": self.epochs,
             "last_epoch": self.last_epoch,
             "rows_in": self.rows_in,
+            "records_read": self.records_read,
             "rows_out": self.rows_out,
             "dead_letters": self.dead_letters,
             "late_rows": self.late_rows,
@@ -497,7 +504,7 @@ class Runner:
         finished = time.perf_counter()
         return EpochReport(
             epoch=epoch,
-            rows_in={n: b.rows.height + b.dead_letters.height for n, b in batches.items()},
+            rows_in={n: b.rows.height for n, b in batches.items()},  # good rows only, as in the manifest's metrics
             rows_out=rows_out,
             dead_letters=dead_counts,
             late_rows=late_counts,
@@ -505,6 +512,7 @@ class Runner:
             duration_s=finished - started,
             commit_s=finished - commit_started,
             replayed=logged is not None,
+            records_read={n: b.rows.height + b.dead_letters.height for n, b in batches.items()},
             drain=drain,
         )
 

@@ -4,6 +4,8 @@
     SELECT * FROM totals AS OF SAVEPOINT 'before_deploy'
     SELECT * FROM totals AS OF TIMESTAMP '2026-11-01 10:00:00'      -- also FOR SYSTEM_TIME AS OF '...'
     SELECT a.cust, a.n, b.n FROM totals AS OF EPOCH 10 a JOIN totals AS OF EPOCH 20 b USING (cust)
+    SHOW TABLES [FROM sink] [AS OF EPOCH 12]       -- the tables a point in time exposes (`parse_listing`)
+    DESCRIBE sink.totals [AS OF SAVEPOINT 'x']     -- a table's columns at that point
 
 A table without a clause is read at the current cut. Parsing extends sqlglot's DuckDB dialect; `rewrite`
 replaces each (table, point in time) with the name of a view the caller registers, and drops the clauses, so
@@ -13,6 +15,7 @@ the caller (`engine.history`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -114,3 +117,81 @@ def rewrite(tree: exp.Expr, view: Callable[[TableAt], str]) -> str:
             replacement.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
         table.replace(replacement)
     return tree.sql(dialect="duckdb")
+
+
+@dataclass(frozen=True)
+class ShowTables:
+    """`SHOW TABLES [FROM kind] [AS OF ...]`: `point.name` is empty; `kind` narrows the listing to one qualifier."""
+
+    point: TableAt
+    kind: str | None = None
+
+
+@dataclass(frozen=True)
+class Describe:
+    """`DESCRIBE [kind.]name [AS OF ...]`: the columns of one table at a point in time."""
+
+    point: TableAt
+
+
+_LISTING = re.compile(r"\s*(?:(?P<show>SHOW\s+(?:ALL\s+)?TABLES)|(?P<describe>DESCRIBE|DESC))(?![\w$])", re.I)
+_SHOW_FROM = re.compile(r"\s+(?:FROM|IN)\s+(?P<kind>\w+)", re.I)
+_A_QUERY = re.compile(r"\s*\(?\s*(?:SELECT|WITH|FROM|VALUES)(?![\w$])", re.I)
+_PLACEHOLDER = "__tables"
+
+
+def parse_listing(text: str) -> ShowTables | Describe | None:
+    """`SHOW TABLES` and `DESCRIBE table`, with the same qualifiers and AS OF clauses as a query's tables; None
+    for anything else (DESCRIBE of a query included: DuckDB answers that over the rewritten query).
+
+    DuckDB alone would list the views of an empty connection (`[]`): the tables of a point in time are the
+    manifest's, so the caller answers these from the manifest row."""
+    match = _LISTING.match(text)
+    if match is None:
+        return None
+    start = match.end()
+    if match.group("show"):
+        kind = None
+        narrowed = _SHOW_FROM.match(text, start)
+        if narrowed is not None:
+            kind = narrowed.group("kind").lower()
+            if kind not in KINDS:
+                line, column = _position(text, narrowed.start("kind"))
+                raise SqlError(f"SHOW TABLES FROM takes one of {', '.join(KINDS)}, not '{kind}'", line, column)
+            start = narrowed.end()
+        return ShowTables(_single_table(text, start, _PLACEHOLDER), kind)
+    if _A_QUERY.match(text, start):
+        return None
+    if not text[start:].strip().removesuffix(";"):
+        raise SqlError(
+            "DESCRIBE needs a table name: DESCRIBE [state|sink|late|dead_letters.]name", *_position(text, start)
+        )
+    return Describe(_single_table(text, start, None))
+
+
+def _single_table(text: str, start: int, placeholder: str | None) -> TableAt:
+    """Parse `text[start:]` as the table (and AS OF clause) of `SELECT * FROM ...`, so that names, qualifiers and
+    points in time follow exactly the rules of a query; error positions are those of `text`."""
+    prefix = f"SELECT * FROM {placeholder} " if placeholder else "SELECT * FROM "
+    rest = text[start:].rstrip().removesuffix(";")
+    try:
+        tree = parse(prefix + rest)
+        found = references(tree)
+        unexpected = [key for key, value in tree.args.items() if value and key not in ("expressions", "from", "from_")]
+        table = found[0][0] if found else None
+        if len(found) != 1 or unexpected or (table is not None and table.alias):
+            raise error_at(table, "expected a table name and an optional AS OF clause, and nothing else")
+        return found[0][1]
+    except SqlError as err:
+        if err.line is None:
+            raise
+        line, column = _position(text, start)
+        if err.line == 1:  # shift from the synthetic query's first line back to the original text
+            raise SqlError(err.message, line, column + max((err.col or 1) - len(prefix), 1) - 1) from None
+        raise SqlError(err.message, line + err.line - 1, err.col) from None
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of `offset` in `text`."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from polars.testing import assert_frame_equal
 
+from engine.runner import EpochReport
 from tests.helpers import duck, read_sink, run, sort_all
 
 BASE_MS = 1_767_225_600_000
@@ -60,6 +61,8 @@ def check(root: Path, summary: dict[str, object], good: list[dict[str, object]],
         assert match is not None, f"no dead letter says '{reason}': {found}"
         found.remove(match)
     assert summary["dead_letters"] == {"ev": len(reasons)}  # the --json summary
+    assert summary["rows_in"] == {"ev": len(good)}  # good rows only
+    assert summary["records_read"] == {"ev": len(good) + len(reasons)}  # both (blank lines are neither)
     metrics = pl.read_delta(str(root / "state" / "manifest")).filter(pl.col("kind") == "epoch")
     per_epoch = [json.loads(m).get("dead_letters", {}).get("ev", 0) for m in metrics.get_column("metrics")]
     assert sum(per_epoch) == len(reasons)  # and the epoch metrics
@@ -225,3 +228,25 @@ def test_malformed_parquet_goes_to_dead_letters(tmp_path: Path) -> None:
         "unreadable Parquet file",
     ]
     check(tmp_path, summary, good + drifted_good + [{"k": "b", "v": 2}], reasons)
+
+
+def test_each_epoch_reports_good_rows_and_dead_letters_apart(tmp_path: Path) -> None:
+    """The per-epoch report (what the progress line shows) counts as the manifest does: rows_in good rows only."""
+    good = good_rows(5, 20)
+    lines = [json_line(r) for r in good[:8]] + [b for b, _ in JSON_BAD[:3]] + [json_line(r) for r in good[8:]]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.json").write_bytes(b"\n".join(lines) + b"\n")
+    reports: list[EpochReport] = []
+    summary = run(tmp_path, sql("json"), max_epoch_rows=7, on_epoch=reports.append)
+    metrics = {
+        row["epoch"]: json.loads(row["metrics"])
+        for row in pl.read_delta(str(tmp_path / "state" / "manifest")).iter_rows(named=True)
+        if row["kind"] == "epoch"
+    }
+    assert [r.records_read.get("ev", 0) for r in reports] == [7, 7, 7, 2]
+    for report in reports:
+        assert report.rows_in == metrics[report.epoch]["rows_in"]
+        assert report.dead_letters == metrics[report.epoch].get("dead_letters", {})
+        assert report.records_read["ev"] == report.rows_in["ev"] + report.dead_letters.get("ev", 0)
+    assert sum(r.dead_letters.get("ev", 0) for r in reports) == 3 == summary["dead_letters"]["ev"]
+    assert sum(r.rows_in["ev"] for r in reports) == len(good) == summary["rows_in"]["ev"]

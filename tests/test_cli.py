@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+from polars.testing import assert_frame_equal
 
 from tests.test_epochs import SQL, make_input
 
@@ -18,14 +19,61 @@ def timelapse(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_runs_and_says_what_to_try_next(tmp_path: Path) -> None:
+def test_demo_tells_the_story_with_the_commands_that_do_it(tmp_path: Path) -> None:
     result = timelapse("demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "hot ones" in result.stdout and "Try next" in result.stdout
-    table = pl.read_delta(str(tmp_path / "timelapse-demo" / "out" / "hot_readings"))
-    assert table.height > 0 and table.get_column("temperature").min() > 30  # type: ignore[operator]
+    assert "Traceback" not in result.stderr
+    commands = [
+        "$ timelapse run pipeline.sql --state state",
+        "$ timelapse savepoint create state --name before_deploy",
+        "$ timelapse run pipeline_v2.sql --state state",
+        "$ timelapse diff state per_sensor before_deploy 5",
+        "$ timelapse sql state",
+        "$ timelapse rollback state --savepoint before_deploy",
+        "$ timelapse run pipeline.sql --state state",
+        "$ timelapse log state",
+    ]
+    position = 0
+    for command in commands:  # each step shows its command, in the story's order
+        found = result.stdout.find(command, position)
+        assert found >= 0, f"{command!r} missing after position {position}:\n{result.stdout}"
+        position = found + len(command)
+    assert "per_minute: identical; per_sensor: identical" in result.stdout and "Try next" in result.stdout
+
+    # The commands shown are real: run from the demo's folder, they answer the same.
+    demo = tmp_path / "timelapse-demo"
+    diff = timelapse("diff", "state", "per_sensor", "before_deploy", "5", "--json", cwd=demo)
+    assert diff.returncode == 0, diff.stderr
+    assert len(json.loads(diff.stdout)) == 5
+    log = timelapse("log", "state", cwd=demo)
+    assert log.returncode == 0 and "rollback 5 -> 3" in log.stdout and "bad deploy" in log.stdout
+
     again = timelapse("demo", "--json", cwd=tmp_path)  # re-running starts afresh
-    assert json.loads(again.stdout)["sink_rows"] == table.height
+    assert again.returncode == 0, again.stderr
+    story = json.loads(again.stdout)
+    steps = {s["command"].split()[1] + (" v2" if "pipeline_v2" in s["command"] else ""): s for s in story["steps"]}
+    # The bad deploy kept the operators' state, and the diff since the savepoint shows what it broke.
+    assert {c["status"] for c in steps["run v2"]["result"]["upgrade"]} == {"kept"}
+    changed = steps["diff"]["result"]
+    assert len(changed) == 5 and {c["change"] for c in changed} == {"changed"}
+    assert all(c["max_celsius__max_before"] <= 40.5 < 80 < c["max_celsius__max_after"] for c in changed)
+    assert steps["sql"]["result"] > 0  # output rows written by the bad deploy
+    assert steps["rollback"]["result"]["rolled_back_to"] == steps["savepoint"]["result"]["epoch"] == 3
+
+    # After the rollback and the fixed run, the sinks equal those of a run that never saw the bad deploy.
+    from engine import Pipeline
+    from engine.demo import DEMO_SQL
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "pipeline.sql").write_text(DEMO_SQL)
+    Pipeline.from_sql(clean / "pipeline.sql", state=clean / "state").run(once=True)
+    for sink, keys in (("per_minute", ["sensor", "minute"]), ("per_sensor", ["sensor"])):
+        final = pl.read_delta(str(demo / "out" / sink)).sort(keys)
+        expected = pl.read_delta(str(clean / "out" / sink)).sort(keys)
+        assert_frame_equal(final, expected, check_exact=False, rel_tol=1e-9)  # one epoch here: sums in another order
+    assert pl.read_delta(str(demo / "out" / "per_sensor")).get_column("hottest_c").max() <= 40.5  # type: ignore[operator]
+    assert story["identical_to_clean_run"] is True
 
 
 def test_run_json_summary_and_explain(tmp_path: Path) -> None:
@@ -34,8 +82,10 @@ def test_run_json_summary_and_explain(tmp_path: Path) -> None:
     result = timelapse("run", "pipeline.sql", "--state", "state", "--once", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["rows_in"]["SensorData"] == 22 and summary["dead_letters"]["SensorData"] == 2
-    assert set(summary) >= {"epochs", "rows_in", "rows_out", "dead_letters", "last_epoch", "watermark"}
+    # 20 good readings and 2 unreadable lines: rows_in counts the good ones, records_read both.
+    assert summary["rows_in"]["SensorData"] == 20 and summary["dead_letters"]["SensorData"] == 2
+    assert summary["records_read"]["SensorData"] == 22
+    assert set(summary) >= {"epochs", "rows_in", "records_read", "rows_out", "dead_letters", "last_epoch", "watermark"}
     assert "epoch" in result.stderr  # live progress goes to stderr
     plan = timelapse("explain", "pipeline.sql", cwd=tmp_path)
     assert plan.returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +192,86 @@ def test_state_diff_and_sql_from_the_cli(history: tuple[Path, list]) -> None:  #
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
     gone = cli("state", "state", "per_key", "--at", "99")
     assert gone.returncode == 2 and "epoch 99" in gone.stderr
+
+
+def test_show_tables_and_describe_list_what_a_point_in_time_exposes(history: tuple[Path, list]) -> None:  # type: ignore[type-arg]
+    root, _ = history
+    h = engine.open(root / "state")
+    listed = h.sql("SHOW TABLES")
+    assert_frame_equal(listed, h.tables())
+    manifest = {(t["role"], t["name"]) for t in h.row()["tables"]}
+    assert set(zip(listed.get_column("kind"), listed.get_column("name"), strict=True)) == manifest
+    assert {("state", "per_key"), ("state", "per_window"), ("sink", "out"), ("sink", "totals")} <= manifest
+    assert ("late", "per_window/late") in manifest
+    assert set(listed.get_column("epoch")) == {12}
+    for table in listed.iter_rows(named=True):  # every name shown is one a query can use, and reads that table
+        count = h.sql(f"SELECT count(*) AS n FROM {table['qualified_name']}").item()
+        reader = {"state": h.state, "sink": h.sink, "late": h.late, "dead_letters": h.dead_letters}[table["kind"]]
+        assert count == reader(table["name"].split("/")[0] if table["kind"] == "late" else table["name"]).height
+        if table["unqualified"]:
+            assert h.sql(f'SELECT count(*) AS n FROM "{table["name"]}"').item() == count
+    late = listed.filter(pl.col("kind") == "late").row(0, named=True)
+    assert late["qualified_name"] == 'late."per_window/late"' and "window aggregate" in late["about"]
+    assert listed.filter(pl.col("name") == "per_key").item(0, "about") == "group aggregate state -> totals"
+
+    # A point in time, and one qualifier: the versions that point's manifest row names.
+    at_three = h.sql("SHOW TABLES AS OF EPOCH 3")
+    versions = {(t["role"], t["name"]): t["version"] for t in h.row(3)["tables"]}
+    assert {(r["kind"], r["name"]): r["version"] for r in at_three.iter_rows(named=True)} == versions
+    sinks = h.sql("show tables from sink as of savepoint 'six';")
+    assert set(sinks.get_column("kind")) == {"sink"} and set(sinks.get_column("epoch")) == {6}
+    assert_frame_equal(sinks, h.tables(at="six", kind="sink"))
+
+    described = h.sql("DESCRIBE per_key")
+    assert described.get_column("column_name").to_list() == h.sql("SELECT * FROM per_key").columns
+    assert described.filter(pl.col("key")).get_column("column_name").to_list() == ["k"]
+    sink = h.sql("DESCRIBE sink.totals AS OF EPOCH 4")
+    assert sink.get_column("column_name").to_list() == ["k", "n", "s"] and not sink.get_column("key").any()
+    assert sink.get_column("column_type").to_list() == ["VARCHAR", "BIGINT", "BIGINT"]
+    assert_frame_equal(h.sql('DESC late."per_window/late"'), h.describe("per_window/late", kind="late"))
+    assert "column_name" in h.sql("DESCRIBE SELECT k FROM per_key").columns  # DuckDB's DESCRIBE of a query
+
+    with pytest.raises(HistoryError, match=r"no table 'per_kee'.*did you mean 'per_key'"):
+        h.sql("DESCRIBE per_kee")
+    with pytest.raises(HistoryError, match="epoch 99 is not a committed checkpoint"):
+        h.sql("SHOW TABLES AS OF EPOCH 99")
+    with pytest.raises(SqlError, match="line 1, column 18: SHOW TABLES FROM takes one of state, sink"):
+        h.sql("SHOW TABLES FROM other")
+    with pytest.raises(SqlError, match="line 1, column 10: AS OF EPOCH takes an epoch number"):
+        h.sql("DESCRIBE per_key AS OF EPOCH 'x'")
+    with pytest.raises(SqlError, match="line 1, column 10: qualify a table"):
+        h.sql("DESCRIBE other.per_key")
+    with pytest.raises(SqlError, match="DESCRIBE needs a table name"):
+        h.sql("DESCRIBE")
+
+
+def test_show_tables_and_describe_from_the_cli(history: tuple[Path, list]) -> None:  # type: ignore[type-arg]
+    root, _ = history
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", "sql", "state", *args],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            env={**os.environ, "COLUMNS": "250"},  # wide enough for the table's long paths
+            timeout=120,
+        )
+
+    table = cli("SHOW TABLES")
+    assert table.returncode == 0, table.stderr
+    assert "qualified_name" in table.stdout and "state.per_key" in table.stdout and "sink.totals" in table.stdout
+    as_json = json.loads(cli("SHOW TABLES AS OF SAVEPOINT 'six'", "--json").stdout)
+    assert {(r["kind"], r["name"]) for r in as_json} >= {("state", "per_key"), ("sink", "out")}
+    assert {r["epoch"] for r in as_json} == {6}
+    as_csv = cli("SHOW TABLES FROM state", "--csv").stdout.splitlines()
+    assert as_csv[0] == "kind,name,qualified_name,unqualified,epoch,version,about,path"
+    assert {line.split(",")[1] for line in as_csv[1:]} == {"per_key", "per_window", "per_window/distinct_2"}
+    described = json.loads(cli("DESCRIBE state.per_window AS OF EPOCH 5", "--json").stdout)
+    assert [c["column_name"] for c in described if c["key"]] == ["k", "window_start", "window_end"]
+    bad = cli("DESCRIBE sink.nope")
+    assert bad.returncode == 2 and "no table 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    empty = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "state", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert "SHOW TABLES" in empty.stdout  # the help's advice now works

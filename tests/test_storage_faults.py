@@ -17,6 +17,7 @@ import pytest
 
 import engine
 from engine import recovery
+from engine.sources.base import ConnectorError
 from tests import crash_harness as harness
 
 
@@ -181,3 +182,64 @@ def test_a_damaged_manifest_is_reported(tmp_path: Path) -> None:
     assert failed.returncode == 5, failed.stderr
     assert "the manifest of" in failed.stderr and "cannot be read" in failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+FIRST_EPOCH_SQL = """
+CREATE TABLE src (id STRING, v INT) WITH ('connector' = 'filesystem', 'path' = 'data', 'format' = 'json');
+CREATE TABLE totals (id STRING, n BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = '{sink}');
+INSERT INTO totals SELECT id, COUNT(*) AS n FROM src GROUP BY id;
+"""
+
+FIRST_EPOCH_FAULTS = {
+    "full disk at the sink": ({"TIMELAPSE_FAIL_AT": "sink.commit.before"}, "totals", 5, "the disk is full"),
+    "full disk at the state": ({"TIMELAPSE_FAIL_AT": "state.commit.before"}, "totals", 5, "the disk is full"),
+    "full disk at the manifest": ({"TIMELAPSE_FAIL_AT": "manifest.commit.before"}, "totals", 5, "the disk is full"),
+    "sink path under a file": ({}, "blocker/totals", 2, "cannot create the Delta table"),
+}
+
+
+def _first_epoch_failure(root: Path, fresh: bool, env: dict[str, str], sink: str) -> subprocess.CompletedProcess[str]:
+    """Run a pipeline that fails in its epoch on a fresh state directory, or on one with an epoch committed."""
+    root.mkdir(parents=True)
+    (root / "blocker").write_text("a file, so no directory can be created under it\n")
+    (root / "data").mkdir()
+    (root / "data" / "1.json").write_text('{"id": "a", "v": 1}\n')
+    if not fresh:
+        (root / "pipeline.sql").write_text(FIRST_EPOCH_SQL.format(sink="totals"))
+        assert run(root).returncode == 0
+        (root / "data" / "2.json").write_text('{"id": "b", "v": 2}\n')
+    (root / "pipeline.sql").write_text(FIRST_EPOCH_SQL.format(sink=sink))
+    return run(root, env=env)
+
+
+@pytest.mark.parametrize("fault", list(FIRST_EPOCH_FAULTS))
+def test_a_failing_first_epoch_reports_the_real_error(tmp_path: Path, fault: str) -> None:
+    """On a fresh directory there is no checkpoint to fall back to: the error itself is reported, with the exit
+    code it gets on a directory that has committed epochs (it used to be hidden behind an OutOfBoundsError)."""
+    env, sink, code, message = FIRST_EPOCH_FAULTS[fault]
+    fresh = _first_epoch_failure(tmp_path / "fresh", True, env, sink)
+    existing = _first_epoch_failure(tmp_path / "existing", False, env, sink)
+    for failed in (fresh, existing):
+        assert failed.returncode == code, failed.stderr
+        assert message in failed.stderr, failed.stderr
+        assert "OutOfBounds" not in failed.stderr and "internal error" not in failed.stderr
+        assert "Traceback" not in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+    paths = (str(tmp_path / "fresh"), str(tmp_path / "existing"))
+    assert fresh.stderr.replace(paths[0], "ROOT") == existing.stderr.replace(paths[1], "ROOT")
+    if env:  # the fault was transient: the fresh directory then runs from the start
+        again = run(tmp_path / "fresh")
+        assert again.returncode == 0, again.stderr
+        assert pl.read_delta(str(tmp_path / "fresh" / "totals")).sort("id").rows() == [("a", 1)]
+
+
+def test_a_failing_first_epoch_raises_the_real_error_in_python(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "1.json").write_text('{"id": "a", "v": 1}\n')
+    (tmp_path / "pipeline.sql").write_text(FIRST_EPOCH_SQL.format(sink="blocker/totals"))
+    pipeline = engine.Pipeline.from_sql(tmp_path / "pipeline.sql", state=tmp_path / "state")
+    with pytest.raises(ConnectorError, match="cannot create the Delta table"):
+        pipeline.run(once=True)
+    with pytest.raises(ValueError, match="no space"):  # recovery re-raises the cause itself: nothing to fall back on
+        recovery.fall_back(tmp_path / "state", ValueError("no space"))

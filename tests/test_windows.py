@@ -379,3 +379,57 @@ def test_processing_time_windows_fire_in_epochs_without_rows(tmp_path: Path) -> 
     out = read_sink(tmp_path / "per_second")
     assert out.get_column("n").sum() == 100 and set(out.get_column("page")) == {"home", "cart", "help"}
     assert out.get_column("ws").n_unique() == 1
+
+
+SESSION_EDGE_SQL = (
+    SOURCE
+    + """
+CREATE TABLE sessions (k STRING, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT, a DOUBLE, flink_avg INT)
+WITH ('connector' = 'delta', 'path' = 'sessions');
+INSERT INTO sessions
+SELECT k, window_start, window_end, COUNT(*), AVG(v), CAST(AVG(v) AS INT)
+FROM TABLE(SESSION(TABLE events PARTITION BY k, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY k, window_start, window_end;
+"""
+)
+
+
+@pytest.mark.parametrize("max_rows", [None, 1])
+def test_session_rows_exactly_one_gap_apart_merge(tmp_path: Path, max_rows: int | None) -> None:
+    """Each row opens [ts, ts + gap); a row joins a session when its ts is at most the session's end (the latest
+    row's ts + gap): exactly one gap apart merges, one gap and 1 ms apart does not. Documented in docs/sql.md.
+    AVG of an INT column is DOUBLE (Flink would give the truncated INT; the CAST gives that value)."""
+    at = [  # (key, ms after BASE_MS, v), in arrival order
+        ("a", 0, 1),
+        ("b", 10_000, 1),
+        ("b", 0, 2),  # out of order (within the watermark delay), exactly one gap before: merges backwards
+        ("a", 10_000, 2),  # exactly one gap after the first row: same session
+        ("a", 20_000, 2),  # exactly one gap after the second: the session grows again
+        ("a", 30_001, 4),  # one gap and 1 ms after the last row: a new session
+        ("a", 40_001, 5),
+        ("z", 120_000, 0),  # moves the watermark past every session above
+    ]
+    rows = [{"seq": i, "k": k, "v": v, "ts": BASE_MS + ms} for i, (k, ms, v) in enumerate(at)]
+    write_jsonl(tmp_path / "in" / "part-0.json", rows)
+    run(tmp_path, SESSION_EDGE_SQL, max_epoch_rows=max_rows)
+    out = read_sink(tmp_path / "sessions").sort("k", "ws")
+    start = pl.datetime(2026, 1, 1, time_zone="UTC")
+    expected = pl.DataFrame(
+        {
+            "k": ["a", "a", "b"],
+            "ws": [0, 30_001, 0],
+            "we": [30_000, 50_001, 20_000],
+            "n": [3, 2, 2],
+            "a": [5 / 3, 4.5, 1.5],
+            "flink_avg": [1, 4, 1],
+        }
+    ).with_columns(
+        (start + pl.duration(milliseconds=pl.col("ws"))).alias("ws"),
+        (start + pl.duration(milliseconds=pl.col("we"))).alias("we"),
+    )
+    assert out.schema["a"] == pl.Float64
+    assert (
+        out.select("k", "ws", "we", "n", "flink_avg").rows()
+        == expected.select("k", "ws", "we", "n", "flink_avg").rows()
+    )
+    assert out.get_column("a").to_list() == pytest.approx(expected.get_column("a").to_list())

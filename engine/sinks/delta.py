@@ -10,6 +10,7 @@ materialised result: each epoch's changelog is reduced to the last change per ke
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import polars as pl
@@ -41,7 +42,17 @@ class DeltaSink(SinkConnector):
         return self._path
 
     def open(self) -> None:
-        table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
+        try:
+            table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:  # a full disk is a storage failure, reported as such by the CLI
+                raise
+            # A path that cannot be created (under a file, no permission) is the SQL's to fix: say which table.
+            where = f" (line {self.table.line})" if self.table.line else ""
+            raise ConnectorError(
+                f"table '{self.table.name}'{where}: cannot create the Delta table at {self._path}: "
+                f"{err.strerror or err}"
+            ) from None
         existing = [field.name for field in table.schema().fields]
         declared = list(self.table.physical_schema)
         if existing != declared:
