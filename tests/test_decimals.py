@@ -109,8 +109,13 @@ def sink_rows(path: Path, order: list[str]) -> list[tuple]:
 CASES = [(10, 2, 8), (18, 2, 16), (38, 0, 31), (38, 4, 26)]
 
 
-@pytest.mark.parametrize(("p", "s", "digits"), CASES)
-@pytest.mark.parametrize("max_rows", [1, 3, None])
+def splits(cases: list[tuple[int, ...]], every: tuple[int | None, ...] = (1, 3, None)) -> list[tuple[object, ...]]:
+    """The first case at every epoch size, the others in one epoch: split independence is tested at length
+    elsewhere (tests/test_multi_source_watermarks.py); here the point is exactness at each precision."""
+    return [(*cases[0], m) for m in every] + [(*case, None) for case in cases[1:]]
+
+
+@pytest.mark.parametrize(("p", "s", "digits", "max_rows"), splits(CASES))
 def test_group_by_decimals_equal_duckdb(tmp_path: Path, p: int, s: int, digits: int, max_rows: int | None) -> None:
     rows = make(p * 10 + s, 40, digits, s)
     write(tmp_path / "in" / "1.json", rows[:25], quoted=False)
@@ -150,8 +155,7 @@ FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY 
 """
 
 
-@pytest.mark.parametrize(("p", "s", "digits"), CASES[:3])
-@pytest.mark.parametrize("max_rows", [1, 3, None])
+@pytest.mark.parametrize(("p", "s", "digits", "max_rows"), splits(CASES[:3], (1, None)))
 def test_tumble_decimals_equal_duckdb(tmp_path: Path, p: int, s: int, digits: int, max_rows: int | None) -> None:
     rows = make(p + s, 45, digits, s)
     write(tmp_path / "in" / "1.json", rows, quoted=False)
@@ -208,8 +212,7 @@ def over_oracle(rows: list[dict[str, object]], p: int, s: int, frame: str) -> li
 
 
 @pytest.mark.parametrize("frame", list(FRAMES))
-@pytest.mark.parametrize(("p", "s", "digits"), [(18, 2, 16), (38, 0, 31)])
-@pytest.mark.parametrize("max_rows", [1, 3, None])
+@pytest.mark.parametrize(("p", "s", "digits", "max_rows"), splits([(18, 2, 16), (38, 0, 31)], (1, None)))
 def test_over_decimals_equal_duckdb(
     tmp_path: Path, frame: str, p: int, s: int, digits: int, max_rows: int | None
 ) -> None:

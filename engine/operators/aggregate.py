@@ -30,7 +30,7 @@ from engine.operators.aggregates import (
     state_prefixes,
 )
 from engine.operators.context import END_OF_TIME, EpochContext
-from engine.operators.decimals import is_overflow, overflow_error
+from engine.operators.decimals import overflow_guard
 from engine.operators.late import LateRows
 from engine.operators.windows import ONE_MS, assign
 from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
@@ -124,12 +124,8 @@ class AggregateOperator:
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
-        try:
+        with overflow_guard(self.node.aggs, self.node.state_id, ctx.epoch):
             return self._process(inputs, ctx)
-        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as err:
-            if is_overflow(err):  # a sum beyond DECIMAL(38): one clear line instead of a Polars trace
-                raise overflow_error(self.node.aggs, f"operator '{self.node.state_id}'", ctx.epoch) from None
-            raise
 
     def _process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs

@@ -10,6 +10,8 @@ converting back to DECIMAL(38, s) checks the 38 digits.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from decimal import Decimal
 
 import polars as pl
@@ -105,3 +107,14 @@ def overflow_error(calls: list[AggCall], what: str, epoch: int) -> DecimalOverfl
         "was committed. Move the input that overflows aside, or CAST the argument to DOUBLE or to fewer decimal "
         "places, then run again"
     )
+
+
+@contextlib.contextmanager
+def overflow_guard(calls: list[AggCall], state_id: str, epoch: int) -> Iterator[None]:
+    """Turn a decimal overflow inside an operator's epoch into the one-line `DecimalOverflow`."""
+    try:
+        yield
+    except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as err:
+        if is_overflow(err):  # a sum beyond DECIMAL(38): one clear line instead of a Polars trace
+            raise overflow_error(calls, f"operator '{state_id}'", epoch) from None
+        raise

@@ -22,8 +22,7 @@ from engine.operators.decimals import (
     frame_sum,
     from_unscaled,
     is_decimal,
-    is_overflow,
-    overflow_error,
+    overflow_guard,
     unscaled,
 )
 from engine.operators.late import LateRows
@@ -101,12 +100,8 @@ class OverOperator:
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
-        try:
+        with overflow_guard(self.node.aggs, self.node.state_id, ctx.epoch):
             return self._process(inputs, ctx)
-        except (pl.exceptions.ComputeError, pl.exceptions.InvalidOperationError) as err:
-            if is_overflow(err):  # a sum beyond DECIMAL(38): one clear line instead of a Polars trace
-                raise overflow_error(self.node.aggs, f"operator '{self.node.state_id}'", ctx.epoch) from None
-            raise
 
     def _process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
