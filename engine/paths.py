@@ -28,12 +28,21 @@ def connector_path(table: str, option: str, value: str, base_dir: Path) -> Path:
     """The absolute path `value` names (relative to `base_dir`), refused if it lies outside the allowed roots."""
     candidate = Path(value).expanduser()
     path = candidate if candidate.is_absolute() else base_dir / candidate
-    roots = allowed_roots()
-    if roots:
-        real = path.resolve()
-        if not any(real == root or real.is_relative_to(root) for root in roots):
-            listing = ", ".join(str(r) for r in roots)
-            raise PathNotAllowed(
-                f"table '{table}': '{option}' = '{value}' resolves to {real}, outside the allowed roots ({listing})"
-            )
+    real = outside_roots(path)
+    if real is not None:
+        listing = ", ".join(str(r) for r in allowed_roots())
+        raise PathNotAllowed(
+            f"table '{table}': '{option}' = '{value}' resolves to {real}, outside the allowed roots ({listing})"
+        )
     return path
+
+
+def outside_roots(path: Path) -> Path | None:
+    """Where `path` really leads (every symlink followed) when that lies outside the allowed roots; None when it
+    is allowed (or no roots are configured). Sources check every file they discover, sinks and lookup joins every
+    path they open, so a symlink placed inside an allowed folder cannot lead out of it."""
+    roots = allowed_roots()
+    if not roots:
+        return None
+    real = path.resolve()
+    return None if any(real == root or real.is_relative_to(root) for root in roots) else real
