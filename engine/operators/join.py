@@ -394,11 +394,18 @@ class _Dimension:
         self._cache: tuple[Any, pl.DataFrame] | None = None
 
     def latest(self) -> Any:
+        # No dead-letter table here: a file leading out of the allowed roots stops the pipeline (PathNotAllowed).
+        name = self.table.name
         if self.connector == "delta":
+            paths.confined_delta_table(name, self.path)
             table = open_table(self.path)
-            return None if table is None else int(table.version())
+            if table is None:
+                return None
+            paths.confined_files(name, table.file_uris())
+            return int(table.version())
         files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
-        return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.exists()]
+        files = [paths.confined_file(name, p) for p in files if p.exists()]
+        return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
     def read(self, version: Any) -> pl.DataFrame:
         if self._cache is not None and self._cache[0] == version:
@@ -409,7 +416,7 @@ class _Dimension:
                 pl.read_delta(str(self.path), version=version) if version is not None else pl.DataFrame(schema=schema)
             )
         else:
-            paths = [Path(p) for p, _, _ in version or []]
+            files = [paths.confined_file(self.table.name, Path(p)) for p, _, _ in version or []]
             readers = {
                 "parquet": pl.read_parquet,
                 "csv": lambda p: pl.read_csv(
@@ -420,7 +427,7 @@ class _Dimension:
                 ),
                 "json": pl.read_ndjson,
             }
-            frames = [readers[self.format](p) for p in paths]
+            frames = [readers[self.format](p) for p in files]
             frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=schema)
         frame = frame.select(
             (pl.col(n) if n in frame.columns else pl.lit(None)).cast(t, strict=False).alias(n)

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction
 
-from engine import faults
+from engine import faults, paths
 from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
 from engine.sinks.base import SinkConnector
 from engine.sources.base import ConnectorError
@@ -42,6 +42,8 @@ class DeltaSink(SinkConnector):
         return self._path
 
     def open(self) -> None:
+        # Before anything is written: a symlinked `_delta_log` or partition directory would take the writes out.
+        paths.confined_delta_table(self.table.name, self._path)
         try:
             table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
         except OSError as err:
@@ -53,6 +55,7 @@ class DeltaSink(SinkConnector):
                 f"table '{self.table.name}'{where}: cannot create the Delta table at {self._path}: "
                 f"{err.strerror or err}"
             ) from None
+        paths.confined_files(self.table.name, table.file_uris())  # a MERGE reads the files it rewrites
         existing = [field.name for field in table.schema().fields]
         declared = list(self.table.physical_schema)
         if existing != declared:

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
+from engine import paths
 from engine.delta_tables import open_table
 from engine.sources.base import Source, SourceBatch
 
@@ -24,6 +25,7 @@ class DeltaSource(Source):
         self.path = self.resolve(self.option("path"))
         self.cursor = (int(self.option("starting-version", "0")), 0)
         self._adds: dict[int, list[tuple[str, int, dict[str, str | None]]]] = {}
+        self._confined = False
 
     def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
         if position:
@@ -37,17 +39,23 @@ class DeltaSource(Source):
         self.cursor = tuple(piece["end"])  # type: ignore[assignment]
 
     def _latest(self) -> int:
+        if not self._confined:
+            # Once, before delta-rs first reads the log: no symlink under the table may lead out of the roots.
+            paths.confined_delta_table(self.table.name, self.path)
         table = open_table(self.path)
+        self._confined = table is not None
         return -1 if table is None else int(table.version())
 
     def _version_adds(self, version: int) -> list[tuple[str, int, dict[str, str | None]]]:
         if version not in self._adds:
-            log = self.path / "_delta_log" / f"{version:020d}.json"
+            log = paths.confined_file(self.table.name, self.path / "_delta_log" / f"{version:020d}.json")
             adds = []
             for line in log.read_text().splitlines():
                 action = json.loads(line).get("add") if line.strip() else None
                 if not action or not action.get("dataChange", True):
                     continue
+                # A log may name any file, by absolute path or through `..`: each must stay inside the roots.
+                paths.confined_file(self.table.name, self.path / action["path"], "data file")
                 stats = json.loads(action.get("stats") or "{}")
                 records = stats.get("numRecords")
                 if records is None:
