@@ -311,6 +311,7 @@ class History:
         entry = self._entry(self.row(at), name, (kind,) if kind else time_travel.KINDS)
         con = duckdb.connect()
         _register(con, entry, "described")  # the same view a query reads, so the columns are the ones it sees
+        confine(con)
         columns = con.sql('DESCRIBE "described"').pl().select("column_name", "column_type")
         keys = set(_keys(entry)) if entry["role"] == "state" else set()
         return columns.with_columns(pl.col("column_name").is_in(list(keys)).alias("key"))
@@ -320,7 +321,11 @@ class History:
         """DuckDB SQL over state, sinks, late rows and dead letters, each table `AS OF` any point:
         `AS OF EPOCH n`, `AS OF SAVEPOINT 'name'`, `AS OF TIMESTAMP '...'`; without a clause, the current cut.
         `SHOW TABLES` and `DESCRIBE name` (both with an optional AS OF clause) list and describe the tables of a
-        point in time (`tables`, `describe`)."""
+        point in time (`tables`, `describe`).
+
+        Read-only: one query, nothing that writes, changes the session or reads files (`sql.read_only`); the
+        connection it runs on cannot reach the filesystem either (`confine`)."""
+        time_travel.check_statement(query)  # one statement that starts like a query, before anything else
         listing = time_travel.parse_listing(query)
         if listing is not None:
             point = listing.point
@@ -328,7 +333,7 @@ class History:
             if isinstance(listing, time_travel.ShowTables):
                 return self.tables(at, listing.kind)
             return self.describe(point.name, at, point.kind)
-        tree = time_travel.parse(query)
+        tree, explain = time_travel.parse_query(query)
         rows = self._rows()
         con = duckdb.connect()
         views: dict[time_travel.TableAt, str] = {}
@@ -340,12 +345,17 @@ class History:
             name = f"{point.kind or ''}.{point.name}@{point.at}:{point.value}"
             _register(con, self._entry(row, point.name, roles), name)
             views[point] = name
-        return con.sql(time_travel.rewrite(tree, views.__getitem__)).pl()
+        confine(con)
+        return con.sql(explain + time_travel.rewrite(tree, views.__getitem__)).pl()
 
-    def duckdb(self, at: At = None) -> duckdb.DuckDBPyConnection:
+    def duckdb(self, at: At = None, *, confined: bool = True) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with a view for every table of the cut at `at` (default: the current one):
         in schemas `state` (operator ids), `sink`, `late` and `dead_letters` (source names), and unqualified in
-        the main schema too, state first where names collide."""
+        the main schema too, state first where names collide.
+
+        Confined like `sql()` by default (`confine`: no file access, configuration locked), so it can be handed
+        to code that should only read the state directory. `confined=False` gives a connection of your own, as
+        powerful as `duckdb.connect()`: COPY results out, attach other databases, read other files."""
         row = self.row(at)
         con = duckdb.connect()
         for role in time_travel.KINDS:
@@ -359,7 +369,25 @@ class History:
                 if entry["name"].lower() not in named:
                     named.add(entry["name"].lower())
                     con.execute(f"CREATE VIEW {_quote(entry['name'])} AS SELECT * FROM {role}.{_quote(entry['name'])}")
-        return con
+        return confine(con) if confined else con
+
+
+def confine(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Harden `con` once its views are registered: no file access (COPY, ATTACH, read_csv, `FROM 'file'`,
+    INSTALL, EXPORT all fail), no extension loading, no Python variables as tables, and the configuration
+    locked so that no statement can undo it. Views over registered Arrow datasets still read: deltalake reads
+    those files, not DuckDB."""
+    for setting in (
+        "autoinstall_known_extensions = false",
+        "autoload_known_extensions = false",
+        "allow_community_extensions = false",
+        "allow_persistent_secrets = false",
+        "python_enable_replacements = false",
+        "enable_external_access = false",
+        "lock_configuration = true",  # last: locks the ones above
+    ):
+        con.execute(f"SET {setting}")
+    return con
 
 
 def _about(entry: dict[str, Any], operators: dict[str, Any]) -> str:

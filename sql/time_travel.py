@@ -24,6 +24,7 @@ from sqlglot import exp
 from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, TokenError
 
+from sql import read_only
 from sql.errors import SqlError, error_at
 
 
@@ -66,6 +67,21 @@ def parse(text: str) -> exp.Expr:
     if len(statements) != 1:
         raise SqlError("give exactly one query")
     return statements[0]
+
+
+def check_statement(text: str) -> tuple[int, str]:
+    """Refuse `text` unless it is one statement that starts like a query (`read_only.statement`)."""
+    return read_only.statement(text, TimeTravel())
+
+
+def parse_query(text: str) -> tuple[exp.Expr, str]:
+    """One read-only query (`sql.read_only`), and the `EXPLAIN [ANALYZE] ` that prefixes it, or ''. The prefix
+    is blanked out before parsing, so that positions in errors stay those of `text`."""
+    start, prefix = check_statement(text)
+    body = read_only.blank(text, start)
+    tree = parse(body)
+    read_only.tree(body, read_only.tokenize(body, TimeTravel()), tree)
+    return tree, prefix
 
 
 def references(tree: exp.Expr) -> list[tuple[exp.Table, TableAt]]:
@@ -113,7 +129,7 @@ def rewrite(tree: exp.Expr, view: Callable[[TableAt], str]) -> str:
     for table, point in references(tree):
         alias = table.alias or (table.name if point.at != "latest" or view(point) != table.name else None)
         replacement = exp.Table(this=exp.to_identifier(view(point), quoted=True))
-        if alias:
+        if alias and not isinstance(table.parent, exp.Summarize):  # SUMMARIZE takes a bare table name
             replacement.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
         table.replace(replacement)
     return tree.sql(dialect="duckdb")
