@@ -470,7 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     output_flags(diff)
     diff.set_defaults(handler=cmd_diff)
 
-    sql = commands.add_parser("sql", help="DuckDB SQL over state and sinks, with AS OF EPOCH / SAVEPOINT / TIMESTAMP")
+    sql = commands.add_parser(
+        "sql", help="read-only DuckDB SQL over state and sinks, with AS OF EPOCH / SAVEPOINT / TIMESTAMP"
+    )
     sql.add_argument("dir", help="the state directory")
     sql.add_argument("query")
     output_flags(sql)
