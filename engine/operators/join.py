@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from deltalake import DeltaTable
 
 from engine import paths
 from engine.delta_tables import open_table
@@ -392,17 +393,25 @@ class _Dimension:
         self.connector = self.table.connector.lower()
         self.format = self.table.options.get("format", "parquet").lower()
         self._cache: tuple[Any, pl.DataFrame] | None = None
+        self._checked: int | None = None  # the Delta version whose files were last checked against the roots
 
     def latest(self) -> Any:
         # No dead-letter table here: a file leading out of the allowed roots stops the pipeline (PathNotAllowed).
         name = self.table.name
         if self.connector == "delta":
-            paths.confined_delta_table(name, self.path)
+            # Every epoch asks: the table and its log are checked each time (two lookups), the whole tree and
+            # the data files the log names only when the version moves.
+            paths.confined_file(name, self.path, "the Delta table")
+            paths.confined_file(name, self.path / "_delta_log")
             table = open_table(self.path)
             if table is None:
                 return None
-            paths.confined_files(name, table.file_uris())
-            return int(table.version())
+            version = int(table.version())
+            if version != self._checked:
+                paths.confined_delta_table(name, self.path)
+                paths.confined_files(name, table.file_uris())
+                self._checked = version
+            return version
         files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
         files = [paths.confined_file(name, p) for p in files if p.exists()]
         return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
@@ -412,6 +421,9 @@ class _Dimension:
             return self._cache[1]
         schema = self.table.physical_schema
         if self.connector == "delta":
+            if version is not None and version != self._checked and paths.allowed_roots():
+                # A replayed epoch reads the version it logged: its files are checked like the latest's.
+                paths.confined_files(self.table.name, DeltaTable(str(self.path), version=version).file_uris())
             frame = (
                 pl.read_delta(str(self.path), version=version) if version is not None else pl.DataFrame(schema=schema)
             )

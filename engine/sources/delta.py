@@ -42,6 +42,8 @@ class DeltaSource(Source):
         if not self._confined:
             # Once, before delta-rs first reads the log: no symlink under the table may lead out of the roots.
             paths.confined_delta_table(self.table.name, self.path)
+        else:  # then the log directory each time (one lookup); new log and data files as they are read
+            paths.confined_file(self.table.name, self.path / "_delta_log")
         table = open_table(self.path)
         self._confined = table is not None
         return -1 if table is None else int(table.version())
