@@ -43,7 +43,7 @@ Merge TruncateTable Alter Drop Create Grant Revoke Comment Analyze Refresh Cache
 _WRITES = tuple(getattr(exp, name) for name in _WRITE_KINDS.split() if hasattr(exp, name))
 _QUERY_KINDS = (exp.Query, exp.Values, exp.Describe, exp.Summarize, exp.Pivot, exp.Show)
 
-READ_ONLY = "timelapse sql is read-only: it runs one query (SELECT, WITH, FROM, VALUES, SHOW TABLES, DESCRIBE, EXPLAIN)"
+READ_ONLY = "timelapse sql is read-only: one query (SELECT, WITH, FROM, VALUES, SHOW TABLES, DESCRIBE, EXPLAIN)"
 
 
 def statement(text: str, dialect: Dialect) -> tuple[int, str]:
@@ -66,17 +66,17 @@ def statement(text: str, dialect: Dialect) -> tuple[int, str]:
             statements[-1].append(token)
     statements = [s for s in statements if s]
     if not statements:
-        raise SqlError(f"{READ_ONLY}: EXPLAIN takes a query" if explain else "give a query")
+        raise SqlError(f"EXPLAIN takes a query; {READ_ONLY}" if explain else "give a query")
     if len(statements) > 1:
-        raise SqlError(f"{READ_ONLY}; a second statement starts here", *_at(text, statements[1][0]))
+        raise SqlError(f"a second statement starts here; {READ_ONLY}", *_at(text, statements[1][0]))
     words = statements[0]
     first = words[0].text.upper()
     if explain and first in ("EXPLAIN", "SHOW", "DESCRIBE", "DESC"):
-        raise SqlError(f"{READ_ONLY}: EXPLAIN takes a query", *_at(text, words[0]))
+        raise SqlError(f"EXPLAIN takes a query; {READ_ONLY}", *_at(text, words[0]))
     if first not in QUERY_STARTS:
-        raise SqlError(f"{READ_ONLY}, not {first}", *_at(text, words[0]))
+        raise SqlError(f"{first} is refused; {READ_ONLY}", *_at(text, words[0]))
     if first == "SHOW" and not (len(words) > 1 and words[1].text.upper() in ("TABLES", "ALL")):
-        raise SqlError(f"{READ_ONLY}: SHOW lists the tables only (SHOW TABLES)", *_at(text, words[0]))
+        raise SqlError(f"SHOW lists the tables only (SHOW TABLES); {READ_ONLY}", *_at(text, words[0]))
     return (words[0].start, " ".join(explain) + " ") if explain else (0, "")
 
 
@@ -88,17 +88,17 @@ def blank(text: str, end: int) -> str:
 def tree(text: str, tokens: list[Token], node: exp.Expr) -> None:
     """Refuse a parsed query that writes, or reads anything but the state directory's tables."""
     if not isinstance(node, _QUERY_KINDS):
-        raise error_at(node, f"{READ_ONLY}, not {node.key.upper()}")
+        raise error_at(node, f"{node.key.upper()} is refused; {READ_ONLY}")
     for part in node.walk():
         if isinstance(part, _WRITES):
-            raise _refused(text, tokens, part, f"{READ_ONLY}: {part.key.upper()} writes or changes the session")
+            raise _refused(text, tokens, part, f"{part.key.upper()} is refused; {READ_ONLY}")
         if isinstance(part, exp.Table) and isinstance(part.this, exp.Func):
             name = _function_name(part.this)
             if name.lower() not in PURE_TABLE_FUNCTIONS:
-                raise _refused(text, tokens, part.this, f"{READ_ONLY}: the table function {name} is not allowed")
+                raise _refused(text, tokens, part.this, f"the table function {name} is refused; {READ_ONLY}")
         elif isinstance(part, exp.Func) and _OUTSIDE.match(_function_name(part)):
             name = _function_name(part)
-            raise _refused(text, tokens, part, f"{READ_ONLY}: {name} reads outside the state directory")
+            raise _refused(text, tokens, part, f"{name} reads outside the state directory; {READ_ONLY}")
 
 
 def _function_name(node: exp.Func) -> str:
