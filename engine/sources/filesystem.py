@@ -85,7 +85,9 @@ class FileSource(Source):
     @property
     def base(self) -> Path:
         """The folder that file names are relative to (the file's folder when `path` names one file)."""
-        return self.root.parent if self.root.is_file() else self.root
+        if self.root.is_dir():
+            return self.root
+        return self.root.parent if self.root.is_file() or self.root.name in self.segments else self.root
 
     # -- position ------------------------------------------------------------------------------
     def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
@@ -142,7 +144,6 @@ class FileSource(Source):
 
     def _discover(self) -> list[Entry]:
         found, outside = walk(self.root)
-        base = self.base
         added: list[Entry] = []
         now = time.time()
         for name, real in sorted(outside.items()):
@@ -169,6 +170,12 @@ class FileSource(Source):
             change = self._change(path, latest, stat.st_size)
             if change is not None:
                 added += self._gone(name, change, len(self.files) + len(added))
+                if self.missing == "fail":  # read to its end, then rewritten: still not what was registered
+                    raise SourceFileError(
+                        f"table '{self.table.name}': input file {path} {change} after it was read; its new "
+                        "content is not read. Write new input to new files, or set 'source.missing-files' = "
+                        "'skip' to read a rewritten file as a new one"
+                    )
                 segment = self._segment(name, path, 0, 0, now)  # only under 'skip': a new file from the start
             else:
                 segment = self._segment(name, path, latest.end, latest.first + latest.records, now)
@@ -178,7 +185,7 @@ class FileSource(Source):
         for name in sorted(set(self.segments) - set(found)):
             self.observed.pop(name, None)
             if name not in outside:
-                added += self._gone(name, f"was deleted ({base / name})", len(self.files) + len(added))
+                added += self._gone(name, "was deleted", len(self.files) + len(added))
         return added
 
     def _due(self, stat: Any, now: float) -> bool:
@@ -232,8 +239,8 @@ class FileSource(Source):
         end = start + len(data)
         if data and not data.endswith(b"\n") and not self._due(stat, now):
             end = start + data.rfind(b"\n") + 1
-        if end == start and start > 0:
-            return None  # nothing new, or only the start of a line
+        if end == start and (start > 0 or data):
+            return None  # nothing new, or only the start of a line (an empty file is registered, with no records)
         records = len(split_lines(data[: end - start], start == 0))
         return Entry(name, start, end, first, records, fingerprint(path, end))
 
