@@ -87,21 +87,29 @@ def parse_json(context: pl.DataFrame, schema: dict[str, pl.DataType]) -> Parsed:
 
 
 def _needs_exact_path(text: pl.Series, names: list[str]) -> bool:
-    """Whether a line of `text` might be read differently by the fast reader (see the module's rules)."""
+    """Whether a line of `text` might be read differently by the fast reader (see the module's rules). Cheap
+    literal tests come first, so that usual slices pay little for the rare ones."""
     if text.is_empty():
         return False
-    checks = [
-        text.str.count_matches(_OPENERS) >= MAX_DEPTH,
-        text.str.count_matches(_HIGH) != text.str.count_matches(_PAIR),
-        text.str.count_matches(_LOW) != text.str.count_matches(_PAIR),
-        text.str.contains(_ESCAPED_KEY),
-    ]
-    # `"name":` cannot occur inside a JSON string (its quotes would be escaped), but can in a nested object.
-    checks += [text.str.count_matches(re.escape(json.dumps(n)) + r"\s*:") >= 2 for n in names]
-    suspect = checks[0]
-    for check in checks[1:]:
-        suspect = suspect | check
-    return bool(suspect.any())
+    if (text.str.len_bytes() >= MAX_DEPTH).any() and (text.str.count_matches(_OPENERS) >= MAX_DEPTH).any():
+        return True
+    escapes = text.str.contains("\\u", literal=True)
+    if escapes.any():
+        escaped = text.filter(escapes)
+        pairs = escaped.str.count_matches(_PAIR)
+        if (
+            (escaped.str.count_matches(_HIGH) != pairs).any()
+            or (escaped.str.count_matches(_LOW) != pairs).any()
+            or escaped.str.contains(_ESCAPED_KEY).any()
+        ):
+            return True
+    for name in names:
+        # `"name":` cannot occur inside a JSON string (its quotes would be escaped), but can in a nested object.
+        quoted = json.dumps(name)
+        twice = text.str.count_matches(quoted, literal=True) >= 2
+        if twice.any() and (text.filter(twice).str.count_matches(re.escape(quoted) + r"\s*:") >= 2).any():
+            return True
+    return False
 
 
 def loads(line: str) -> Any:
