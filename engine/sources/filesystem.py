@@ -169,7 +169,7 @@ class FileSource(Source):
                 continue  # unchanged, or a last line still waiting for its newline
             change = self._change(path, latest, stat.st_size)
             if change is not None:
-                added += self._gone(name, change, len(self.files) + len(added))
+                added += self._gone(name, change)
                 if self.missing == "fail":  # read to its end, then rewritten: still not what was registered
                     raise SourceFileError(
                         f"table '{self.table.name}': input file {path} {change} after it was read; its new "
@@ -185,7 +185,7 @@ class FileSource(Source):
         for name in sorted(set(self.segments) - set(found)):
             self.observed.pop(name, None)
             if name not in outside:
-                added += self._gone(name, "was deleted", len(self.files) + len(added))
+                added += self._gone(name, "was deleted")
         return added
 
     def _due(self, stat: Any, now: float) -> bool:
@@ -206,7 +206,7 @@ class FileSource(Source):
             return "was rewritten"
         return None
 
-    def _gone(self, name: str, what: str, index: int) -> list[Entry]:
+    def _gone(self, name: str, what: str) -> list[Entry]:
         """Skips for the unread records of `name`'s segments; under 'fail', the error naming the file."""
         unread = []
         ci, cr = self.cursor
