@@ -353,3 +353,31 @@ def test_symlinks_out_of_the_allowed_root_are_dead_letters_and_never_read(
     for path in [*(root / "st").rglob("*"), *(root / "out").rglob("*")]:
         if path.is_file():
             assert b"SECRET" not in path.read_bytes(), path
+
+
+def test_a_replay_of_a_file_changed_since_its_slice_was_logged_stops_naming_it(tmp_path: Path) -> None:
+    root = project(tmp_path)
+    path = root / "data" / "a.json"
+    path.write_bytes(numbered(0, 4))
+    crashed = cli(root, "run", "p.sql", "--state", "st", "--once", "--quiet", crash="epoch.offsets-logged")
+    assert crashed.returncode < 0
+    path.write_bytes(numbered(0, 2))  # truncated before the restart: the logged bytes are gone
+    with pytest.raises(SourceFileError, match=r"a\.json changed after it was registered, before records 0 to 3"):
+        run(root)
+    assert sink(root) == []
+
+
+def test_csv_with_a_header_and_a_byte_order_mark_grows_by_lines(tmp_path: Path) -> None:
+    root = tmp_path
+    (root / "data").mkdir()
+    (root / "p.sql").write_text(
+        SQL.replace("'format' = 'json'", "'format' = 'csv', 'csv.header' = 'true'").format(options="")
+    )
+    path = root / "data" / "a.csv"
+    path.write_bytes(b"\xef\xbb\xbfk,id,d\na,1,0.5\nb,2,\n")
+    run(root)
+    with open(path, "ab") as handle:
+        handle.write(b"c,3,1.5\nd,x,2\n")
+    run(root, max_epoch_rows=1)
+    assert sink(root) == [(1, "a", 0.5), (2, "b", None), (3, "c", 1.5)]
+    assert [(f, p) for f, p, _ in dead(root)] == [("a.csv", 4)]  # line 4: the header is line 0
