@@ -323,6 +323,8 @@ class Runner:
     ) -> Summary:
         summary = Summary(state=str(self.dir.root))
         started = time.perf_counter()
+        for source in self.sources.values():
+            source.end_of_input = options.drain
         if options.checkpoint_interval or options.checkpoint_state_growth:
             self.policy = checkpoint_policy(
                 options.checkpoint_interval or self.plan.options.get("checkpoint.interval"),

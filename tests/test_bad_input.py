@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 from pathlib import Path
 
@@ -109,6 +110,8 @@ def test_malformed_json_goes_to_dead_letters_and_good_rows_match_duckdb(tmp_path
     (tmp_path / "in" / "b.json").write_bytes(b"")  # an empty file
     # a truncated file: its last line stops mid-record, without a newline
     (tmp_path / "in" / "c.json").write_bytes(json_line(good[0]) + b'\n{"k": "a", "v": 1, "t')
+    # ... written long ago: a last line without its newline waits for 'source.partial-line-timeout' (10 s)
+    os.utime(tmp_path / "in" / "c.json", (1_700_000_000, 1_700_000_000))
     summary = run(tmp_path, sql("json"), max_epoch_rows=max_rows)
     reasons = [r for _, r in JSON_BAD] + ["malformed JSON"]
     dead = check(tmp_path, summary, good + [o for _, o in odd] + [good[0]], reasons)

@@ -101,14 +101,16 @@ def test_incremental_runs_process_only_new_files(tmp_path: Path) -> None:
     assert_frame_equal(sort_all(read_sink(tmp_path / "out" / "hot_readings")), expected(tmp_path))
 
 
-def test_bytes_appended_after_discovery_are_not_read(tmp_path: Path) -> None:
+def test_lines_appended_after_discovery_are_read_once(tmp_path: Path) -> None:
     make_input(tmp_path, 3, 1, 10)
     run(tmp_path, SQL)
     before = read_sink(tmp_path / "out" / "hot_readings").height
     path = tmp_path / "data" / "readings" / "part-000.json"
     path.write_text(path.read_text() + json.dumps({"id": "late", "temperature": 99.0, "ts": 1}) + "\n")
     run(tmp_path, SQL)
-    assert read_sink(tmp_path / "out" / "hot_readings").height == before
+    run(tmp_path, SQL)
+    assert read_sink(tmp_path / "out" / "hot_readings").filter(pl.col("id") == "late").height == 1
+    assert read_sink(tmp_path / "out" / "hot_readings").height == before + 1
 
 
 def test_manifest_records_every_epoch(tmp_path: Path) -> None:

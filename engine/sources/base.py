@@ -45,6 +45,10 @@ class ConnectorError(ValueError):
     """A connector is misconfigured; the message names the table and option."""
 
 
+class SourceFileError(ConnectorError):
+    """An input file the source registered is gone or changed before it was read; the message names it."""
+
+
 @dataclass
 class SourceBatch:
     rows: pl.DataFrame
@@ -52,6 +56,10 @@ class SourceBatch:
 
 
 class Source(ABC):
+    #: set by the runner when the run drains: the input present is all there is (a file's last line without its
+    #: newline is then a complete record)
+    end_of_input: bool = False
+
     def __init__(self, table: TableDef, base_dir: Path) -> None:
         self.table = table
         self.base_dir = base_dir

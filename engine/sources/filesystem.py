@@ -1,23 +1,26 @@
-"""`'connector' = 'filesystem'`: JSON lines, CSV or Parquet files in a directory, each processed once.
+"""`'connector' = 'filesystem'`: JSON lines, CSV or Parquet files in a folder, each record read once.
 
-A file is registered when first seen, with its size and record count at that moment; bytes appended later
-are not read (write files elsewhere and move them in, as with Flink and Spark). Files are taken in
-discovery order, and within one discovery in lexicographic path order; a position is (file, record).
-Hidden files and names starting with `_` or `.` are skipped as in-progress.
+Files are named by their path relative to the folder, registered when first seen, and taken in discovery order
+(within one discovery, in path order); a position is (registration, record). Lines appended to a registered file
+are registered as a new segment of it; a last line without its newline waits until the file has not changed for
+`'source.partial-line-timeout'` (or the run drains). A registered file that is deleted, truncated or rewritten
+before it is read is an error, or with `'source.missing-files' = 'skip'` a dead letter (and a rewritten file is
+then read as a new one). Names starting with `.` or `_` are skipped as in-progress; a symlink leading outside the
+allowed roots is a dead letter, never read. `file_registry` describes the registrations the offset log keeps.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
-import re
+import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
+from engine import paths
 from engine.sources.base import (
     DEAD_LETTER_RAW_LIMIT,
     DEAD_LETTER_SCHEMA,
@@ -25,13 +28,18 @@ from engine.sources.base import (
     ConnectorError,
     Source,
     SourceBatch,
+    SourceFileError,
     dead_letters,
     in_range,
     typed_from_text,
 )
+from engine.sources.file_registry import Entry, fingerprint, migrate, read_range, split_lines, walk
+from engine.sources.json_lines import Parsed, parse_json
 from sql import durations
 
 FORMATS = ("json", "csv", "parquet")
+MISSING_FILES = ("fail", "skip")
+PARTIAL_LINE_TIMEOUT = "10 s"
 
 
 class FileSource(Source):
@@ -49,111 +57,280 @@ class FileSource(Source):
             raise ConnectorError(
                 f"table '{table.name}': 'scan.max-record-bytes' must be a size such as '16 MB', not '{limit}'"
             ) from None
+        self.missing = self.option("source.missing-files", "fail").strip().lower()
+        if self.missing not in MISSING_FILES:
+            raise ConnectorError(
+                f"table '{table.name}': 'source.missing-files' must be 'fail' or 'skip', not '{self.missing}'"
+            )
+        timeout = self.option("source.partial-line-timeout", PARTIAL_LINE_TIMEOUT)
+        try:
+            self.partial_timeout = durations.parse_duration(timeout)
+        except ValueError:
+            raise ConnectorError(
+                f"table '{table.name}': 'source.partial-line-timeout' must be a duration such as '10 s', "
+                f"not '{timeout}'"
+            ) from None
         # A NULL event time cannot be placed in time: such a record is a dead letter, never a silent drop.
         watermark = table.watermark
         self.required = (watermark.column,) if watermark is not None and watermark.column in self.schema else ()
         self.delimiter = self.option("csv.field-delimiter", ",")
-        self.files: list[tuple[str, int, int]] = []  # (path, size at discovery, records)
-        self.known: set[str] = set()
+        self.files: list[Entry] = []  # every registration, in order: an index always names the same one
+        self.segments: dict[str, list[int]] = {}  # a file's segments, oldest first
+        self.gone: set[int] = set()  # segments whose unread records were skipped
+        self.refused: set[str] = set()
+        self.observed: dict[str, tuple[int, int]] = {}  # (size, mtime) when last looked at, to skip unchanged files
         self.cursor = (0, 0)
-        self._cache: tuple[str, list[bytes]] | None = None
+        self._cache: tuple[tuple[str, int, int], list[bytes]] | None = None
+
+    @property
+    def base(self) -> Path:
+        """The folder that file names are relative to (the file's folder when `path` names one file)."""
+        if self.root.is_dir():
+            return self.root
+        return self.root.parent if self.root.is_file() or self.root.name in self.segments else self.root
 
     # -- position ------------------------------------------------------------------------------
     def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
-        for piece in history:
-            self._register(piece.get("files_added", []))
+        entries = [entry for piece in history for entry in piece.get("files_added", [])]
+        # Older versions recorded [absolute path, size, records]: one segment, named relative to the folder.
+        names = migrate([e[0] for e in entries if isinstance(e, list)], self.base)
+        self._register(
+            [
+                Entry(names[e[0]], 0, int(e[1]), 0, int(e[2])) if isinstance(e, list) else Entry.from_json(e)
+                for e in entries
+            ]
+        )
         self.cursor = tuple(position["cursor"]) if position else (0, 0)  # type: ignore[assignment]
 
     @property
     def position(self) -> Any:
         return {"cursor": list(self.cursor), "files": len(self.files)}
 
-    def _register(self, added: list[list[Any]]) -> None:
-        for path, size, records in added:
-            if path not in self.known:
-                self.known.add(path)
-                self.files.append((path, int(size), int(records)))
+    def _register(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.segment:
+                self.segments.setdefault(entry.path, []).append(len(self.files))
+            elif entry.skip is not None:
+                self.gone.add(entry.skip)
+            else:
+                self.refused.add(entry.path)
+            self.files.append(entry)
 
     def advance(self, piece: dict[str, Any]) -> None:
-        self._register(piece["files_added"])
+        self._register([Entry.from_json(e) for e in piece["files_added"]])
         self.cursor = tuple(piece["end"])  # type: ignore[assignment]
 
     # -- planning ------------------------------------------------------------------------------
-    def _discover(self) -> list[list[Any]]:
-        if not self.root.exists():
-            return []
-        candidates = (
-            sorted(
-                p
-                for p in (self.root.rglob("*") if self.root.is_dir() else [self.root])
-                if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(self.root).parts)
-            )
-            if self.root.is_dir()
-            else [self.root]
-        )
-        added = []
-        for path in candidates:
-            key = str(path)
-            if key in self.known:
-                continue
-            size = path.stat().st_size
-            added.append([key, size, self._count_records(path, size)])
-        return added
-
-    def _count_records(self, path: Path, size: int) -> int:
-        if self.format == "parquet":
-            try:
-                return int(pq.ParquetFile(path).metadata.num_rows)
-            except Exception:  # an unreadable file becomes one dead letter
-                return 1
-        return len(_lines(path, size))
-
     def plan(self, max_rows: int | None) -> dict[str, Any] | None:
         added = self._discover()
-        files = self.files + [(p, s, r) for p, s, r in added]
-        file_index, record = self.cursor
+        files = self.files + added
+        gone = self.gone | {e.skip for e in added if e.skip is not None}
+        index, record = self.cursor
         budget = max_rows if max_rows is not None else float("inf")
-        while file_index < len(files) and budget > 0:
-            remaining = files[file_index][2] - record
-            take = int(min(remaining, budget))
+        while index < len(files):
+            count = files[index].records if index not in gone and files[index].segment else 0
+            if record >= count:  # read, empty, skipped, or not a segment: passed without cost
+                index, record = index + 1, 0
+                continue
+            if budget <= 0:
+                break
+            take = int(min(count - record, budget))
             record += take
             budget -= take
-            if record >= files[file_index][2]:
-                file_index, record = file_index + 1, 0
-        # Empty files are consumed without costing budget.
-        while file_index < len(files) and files[file_index][2] == 0 and record == 0:
-            file_index += 1
-        end = (file_index, record)
+        end = (index, record)
         if end == tuple(self.cursor) and not added:
             return None
-        return {"files_added": added, "start": list(self.cursor), "end": list(end)}
+        return {"files_added": [e.to_json() for e in added], "start": list(self.cursor), "end": list(end)}
+
+    def _discover(self) -> list[Entry]:
+        found, outside = walk(self.root)
+        added: list[Entry] = []
+        now = time.time()
+        for name, real in sorted(outside.items()):
+            if name not in self.refused:
+                added.append(Entry(name, refused=str(real), reason="leads outside the allowed roots"))
+        for name, path in sorted(found.items()):
+            if name in self.refused:
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # gone since the walk: the next plan sees it gone
+            observed = (stat.st_size, stat.st_mtime_ns)
+            known = self.segments.get(name)
+            if known is None:
+                segment = self._segment(name, path, 0, 0, now)
+                if segment is not None:
+                    added.append(segment)
+                    self.observed[name] = observed
+                continue
+            latest = self.files[known[-1]]
+            if self.observed.get(name) == observed and (stat.st_size == latest.end or not self._due(stat, now)):
+                continue  # unchanged, or a last line still waiting for its newline
+            change = self._change(path, latest, stat.st_size)
+            if change is not None:
+                added += self._gone(name, change)
+                if self.missing == "fail":  # read to its end, then rewritten: still not what was registered
+                    raise SourceFileError(
+                        f"table '{self.table.name}': input file {path} {change} after it was read; its new "
+                        "content is not read. Write new input to new files, or set 'source.missing-files' = "
+                        "'skip' to read a rewritten file as a new one"
+                    )
+                segment = self._segment(name, path, 0, 0, now)  # only under 'skip': a new file from the start
+            else:
+                segment = self._segment(name, path, latest.end, latest.first + latest.records, now)
+            if segment is not None:
+                added.append(segment)
+            self.observed[name] = observed
+        for name in sorted(set(self.segments) - set(found)):
+            self.observed.pop(name, None)
+            if name not in outside:
+                added += self._gone(name, "was deleted")
+        return added
+
+    def _due(self, stat: Any, now: float) -> bool:
+        """Whether a last line without its newline is complete: the run drains, or the file has been left alone
+        for 'source.partial-line-timeout'."""
+        return self.end_of_input or now - stat.st_mtime_ns / 1e9 >= self.partial_timeout
+
+    def _change(self, path: Path, latest: Entry, size: int) -> str | None:
+        """How a registered file's registered part changed (None: it did not; appended bytes are no change)."""
+        if size < latest.end:
+            return f"was truncated from {latest.end:,} to {size:,} bytes"
+        if self.format == "parquet" and size != latest.end:
+            return "was rewritten"
+        now = fingerprint(path, latest.end)
+        if latest.fingerprint is None:  # registered by an older version: its fingerprint is taken now
+            latest.fingerprint = now
+        elif now != latest.fingerprint:
+            return "was rewritten"
+        return None
+
+    def _gone(self, name: str, what: str) -> list[Entry]:
+        """Skips for the unread records of `name`'s segments; under 'fail', the error naming the file."""
+        unread = []
+        ci, cr = self.cursor
+        for i in self.segments.get(name, []):
+            entry = self.files[i]
+            start = cr if i == ci else 0
+            if i not in self.gone and i >= ci and entry.records > start:
+                unread.append((i, start))
+        if not unread:
+            return []
+        count = sum(self.files[i].records - start for i, start in unread)
+        if self.missing == "fail":
+            raise SourceFileError(
+                f"table '{self.table.name}': input file {self.base / name} {what} before all of it was read "
+                f"({count:,} records not read); restore it, or set 'source.missing-files' = 'skip' to skip what "
+                "is gone (recorded as dead letters)"
+            )
+        return [Entry(name, skip=i, unread=start, reason=what) for i, start in unread]
+
+    def _segment(self, name: str, path: Path, start: int, first: int, now: float) -> Entry | None:
+        """The registration of `path`'s bytes from `start`: complete records only, unless the last is due."""
+        try:
+            if self.format == "parquet":
+                size = path.stat().st_size
+                return Entry(name, 0, size, 0, self._parquet_rows(path), fingerprint(path, size))
+            data = read_range(path, start, None)
+            stat = path.stat()
+        except OSError:
+            return None
+        end = start + len(data)
+        if data and not data.endswith(b"\n") and not self._due(stat, now):
+            end = start + data.rfind(b"\n") + 1
+        if end == start and (start > 0 or data):
+            return None  # nothing new, or only the start of a line (an empty file is registered, with no records)
+        records = len(split_lines(data[: end - start], start == 0))
+        return Entry(name, start, end, first, records, fingerprint(path, end))
+
+    def _parquet_rows(self, path: Path) -> int:
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except Exception:  # an unreadable file becomes one dead letter
+            return 1
 
     # -- reading -------------------------------------------------------------------------------
     def read(self, piece: dict[str, Any]) -> SourceBatch:
-        files = self.files + [tuple(f) for f in piece["files_added"] if f[0] not in self.known]
+        added = [Entry.from_json(e) for e in piece["files_added"]]
+        files = self.files + added
+        gone = self.gone | {e.skip for e in added if e.skip is not None}
+        parts: list[SourceBatch] = [SourceBatch(self.empty(), self._noted(added, files))]
         (fi, ri), (fj, rj) = piece["start"], piece["end"]
-        parts: list[SourceBatch] = []
         for index in range(fi, min(fj, len(files) - 1) + 1):
-            path, size, records = files[index]
+            entry = files[index]
+            if index in gone or not entry.segment:
+                continue
             lo = ri if index == fi else 0
-            hi = rj if index == fj else records
+            hi = rj if index == fj else entry.records
             if hi > lo:
-                parts.append(self._read_file(Path(str(path)), int(size), lo, hi))
-        if not parts:
-            return SourceBatch(self.empty())
+                parts.append(self._read_segment(entry, lo, hi))
         return SourceBatch(
             pl.concat([p.rows for p in parts], how="vertical_relaxed"),
             pl.concat([p.dead_letters for p in parts]),
         )
 
-    def _read_file(self, path: Path, size: int, lo: int, hi: int) -> SourceBatch:
+    def _noted(self, added: list[Entry], files: list[Entry]) -> pl.DataFrame:
+        """Dead letters for the skips and refusals registered in this slice (no content: nothing was read)."""
+        rows = []
+        for entry in added:
+            if entry.refused is not None:
+                reason = f"{entry.reason} (to {entry.refused}): not read"
+                rows.append({"file": str(self.base / entry.path), "position": None, "raw": None, "reason": reason})
+            elif entry.skip is not None:
+                segment = files[entry.skip]
+                lo, hi = segment.first + entry.unread, segment.first + segment.records - 1
+                reason = (
+                    f"the file {entry.reason} before it was read: records {lo} to {hi} ({hi - lo + 1:,}) skipped "
+                    "('source.missing-files' = 'skip')"
+                )
+                rows.append({"file": str(self.base / entry.path), "position": lo, "raw": None, "reason": reason})
+        return pl.DataFrame(rows, schema=DEAD_LETTER_SCHEMA)
+
+    def _read_segment(self, entry: Entry, lo: int, hi: int) -> SourceBatch:
+        path = self.base / entry.path
+        key = (entry.path, entry.start, entry.end)
+        if self._cache is None or self._cache[0] != key:
+            lines, problem = self._load(path, entry)
+            if problem is not None:
+                return self._unreadable(path, entry, lo, hi, problem)
+            self._cache = (key, lines)
         if self.format == "parquet":
             return self._read_parquet(path, lo, hi)
-        if self._cache is None or self._cache[0] != str(path):
-            self._cache = (str(path), _lines(path, size))
-        lines = self._cache[1][lo:hi]
-        positions = list(range(lo, hi))
-        if self.format == "csv" and self.header and lo == 0:
+        return self._read_lines(path, entry, self._cache[1][lo:hi], lo)
+
+    def _load(self, path: Path, entry: Entry) -> tuple[list[bytes], str | None]:
+        """A segment's lines exactly as registered, or what happened to its file."""
+        if (real := paths.outside_roots(path)) is not None:
+            return [], f"now leads outside the allowed roots (to {real}): not read"
+        try:
+            data = b"" if self.format == "parquet" else read_range(path, entry.start, entry.end)
+        except OSError:
+            return [], "was deleted after it was registered"
+        now = fingerprint(path, entry.end)
+        if (entry.fingerprint is not None and now != entry.fingerprint) or (
+            self.format != "parquet" and len(data) != entry.end - entry.start
+        ):
+            return [], "changed after it was registered"
+        lines = [] if self.format == "parquet" else split_lines(data, entry.start == 0)
+        if self.format != "parquet" and len(lines) != entry.records:
+            return [], "changed after it was registered"
+        return lines, None
+
+    def _unreadable(self, path: Path, entry: Entry, lo: int, hi: int, problem: str) -> SourceBatch:
+        if self.missing == "fail" and "outside the allowed roots" not in problem:
+            raise SourceFileError(
+                f"table '{self.table.name}': input file {path} {problem}, before records "
+                f"{entry.first + lo} to {entry.first + hi - 1} were read; restore it, or set "
+                "'source.missing-files' = 'skip' to skip what is gone (recorded as dead letters)"
+            )
+        reason = f"the file {problem}: records {entry.first + lo} to {entry.first + hi - 1} ({hi - lo:,}) skipped"
+        row = {"file": str(path), "position": entry.first + lo, "raw": None, "reason": reason}
+        return SourceBatch(self.empty(), pl.DataFrame([row], schema=DEAD_LETTER_SCHEMA))
+
+    def _read_lines(self, path: Path, entry: Entry, lines: list[bytes], lo: int) -> SourceBatch:
+        positions = list(range(entry.first + lo, entry.first + lo + len(lines)))
+        if self.format == "csv" and self.header and entry.first + lo == 0:
             lines, positions = lines[1:], positions[1:]
         text = pl.Series("raw", lines, dtype=pl.Binary)
         oversized = text.bin.size() > self.max_record_bytes
@@ -183,7 +360,7 @@ class FileSource(Source):
             for i in oversized.arg_true().to_list()
         ]
         context = context.filter(~bad_utf8 & ~blank & ~oversized)
-        raw = self._parse_json(context) if self.format == "json" else self._parse_csv(context, path)
+        raw = parse_json(context, self.schema) if self.format == "json" else self._parse_csv(context, path)
         batch = typed_from_text(raw.rows, self.schema, context.filter(raw.ok), self.required)
         dead = pl.concat(
             [
@@ -195,39 +372,7 @@ class FileSource(Source):
         )
         return SourceBatch(batch.rows, dead.sort("position"))
 
-    def _parse_json(self, context: pl.DataFrame) -> _Parsed:
-        names = list(self.schema)
-        struct = pl.Struct({n: pl.String for n in names})
-        text = _quote_decimals(context.get_column("raw"), self.schema)
-        try:
-            decoded = text.str.json_decode(struct)
-            if decoded.null_count():
-                raise ValueError("non-object line")
-            return _Parsed(
-                decoded.struct.unnest() if names else pl.DataFrame(),
-                pl.Series([True] * context.height, dtype=pl.Boolean),
-            )
-        except (pl.exceptions.PolarsError, ValueError):
-            pass
-        # Slow path, taken only for files with bad records: find them one by one.
-        rows: list[dict[str, str | None]] = []
-        ok: list[bool] = []
-        dead: list[dict[str, Any]] = []
-        for record, line in zip(context.iter_rows(named=True), text, strict=True):
-            try:
-                value = json.loads(line)
-                if not isinstance(value, dict):
-                    raise ValueError("the record is not a JSON object")
-            except ValueError as err:
-                ok.append(False)
-                dead.append({**record, "reason": f"malformed JSON: {err}"})
-                continue
-            ok.append(True)
-            rows.append({n: _as_text(value.get(n)) for n in names})
-        frame = pl.DataFrame(rows, schema={n: pl.String for n in names}) if names else pl.DataFrame()
-        return _Parsed(frame, pl.Series(ok, dtype=pl.Boolean), pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA))
-
-    def _parse_csv(self, context: pl.DataFrame, path: Path) -> _Parsed:
+    def _parse_csv(self, context: pl.DataFrame, path: Path) -> Parsed:
         parsed = self._parse_csv_fields(context, self._header(path) if self.header else list(self.schema))
         present = set(parsed.rows.columns)
         # With a header, columns are matched by name: extra ones are ignored, missing ones are NULL.
@@ -237,12 +382,14 @@ class FileSource(Source):
         return parsed
 
     def _header(self, path: Path) -> list[str]:
-        assert self._cache is not None and self._cache[0] == str(path)
-        lines = self._cache[1]
+        """The column names in line 0 of the file (which may lie in an earlier segment than the slice)."""
+        with open(path, "rb") as handle:
+            head = handle.readline(self.max_record_bytes)
+        lines = split_lines(head, True)
         first = _utf8_or_none(lines[0]) if lines else None
         return [name.strip() for name in next(csv.reader([first], delimiter=self.delimiter))] if first else []
 
-    def _parse_csv_fields(self, context: pl.DataFrame, names: list[str]) -> _Parsed:
+    def _parse_csv_fields(self, context: pl.DataFrame, names: list[str]) -> Parsed:
         rows: list[dict[str, str | None]] = []
         ok: list[bool] = []
         dead: list[dict[str, Any]] = []
@@ -263,7 +410,7 @@ class FileSource(Source):
             quoted = raw.str.contains('"', literal=True).any()
             counts_ok = quoted or bool((raw.str.count_matches(self.delimiter, literal=True) + 1 == len(names)).all())
             if frame.height == len(lines) and counts_ok:
-                return _Parsed(frame, pl.Series([True] * len(lines), dtype=pl.Boolean))
+                return Parsed(frame, pl.Series([True] * len(lines), dtype=pl.Boolean))
         except pl.exceptions.PolarsError:
             pass
         for record in context.iter_rows(named=True):
@@ -274,7 +421,7 @@ class FileSource(Source):
                 continue
             ok.append(True)
             rows.append({n: (f if f != "" else None) for n, f in zip(names, fields, strict=True)})
-        return _Parsed(
+        return Parsed(
             pl.DataFrame(rows, schema={n: pl.String for n in names}),
             pl.Series(ok, dtype=pl.Boolean),
             pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA),
@@ -360,48 +507,8 @@ def _convert(column: pl.Expr, stored: pl.DataType, declared: pl.DataType) -> pl.
     return column.cast(declared)
 
 
-_JSON_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-
-
-def _quote_decimals(raw: pl.Series, schema: dict[str, pl.DataType]) -> pl.Series:
-    """The JSON lines with the bare numbers of DECIMAL columns quoted: JSON readers turn numbers into floats,
-    which would round 1234567890123456.01; as text they convert to DECIMAL exactly. `"name":` cannot occur
-    inside a JSON string (its quotes would be escaped), so only that field's values are rewritten."""
-    for name, dtype in schema.items():
-        if isinstance(dtype, pl.Decimal):
-            key = re.escape(json.dumps(name))
-            raw = raw.str.replace_all(f"({key}\\s*:\\s*)({_JSON_NUMBER})", '${1}"${2}"')
-    return raw
-
-
-class _Parsed:
-    def __init__(self, rows: pl.DataFrame, ok: pl.Series, dead: pl.DataFrame | None = None) -> None:
-        self.rows = rows
-        self.ok = ok
-        self.dead = dead if dead is not None else pl.DataFrame(schema=DEAD_LETTER_SCHEMA)
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
-
-
 def _utf8_or_none(line: bytes) -> str | None:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def _lines(path: Path, size: int) -> list[bytes]:
-    with open(path, "rb") as handle:
-        data = handle.read(size)
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return [line[:-1] if line.endswith(b"\r") else line for line in lines]

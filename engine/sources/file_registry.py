@@ -1,0 +1,181 @@
+"""What a filesystem source knows about its files: registrations, fingerprints, the folder walk, and the migration
+of registrations written by older versions.
+
+A file is named by its path relative to the source's folder (POSIX separators), so moving the project moves
+nothing in the source's eyes. Each registration is one entry of the offset log's `files_added` list:
+
+- a *segment*: bytes `[start, end)` of a file, holding `records` records numbered from `first` (a file is one
+  segment when first seen, and one more each time complete lines are appended to it);
+- a *skip*: a registered segment whose unread records are gone (the file was deleted, truncated or rewritten
+  under `'source.missing-files' = 'skip'`), recorded as a dead letter;
+- a *refusal*: a path that leads outside the allowed roots (a symlink), recorded as a dead letter, never read.
+
+Skips and refusals hold no records: the source's cursor passes them without cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import paths
+
+#: a fingerprint hashes this many bytes at each end of a file's registered part
+FINGERPRINT_BYTES = 4096
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass
+class Entry:
+    path: str  # relative to the source's folder
+    start: int = 0
+    end: int = 0
+    first: int = 0
+    records: int = 0
+    fingerprint: str | None = None  # of the file's bytes [0, end); None for registrations by older versions
+    skip: int | None = None  # a skip: the index of the segment whose unread records are gone
+    unread: int = 0  # a skip: the first record of that segment not read
+    refused: str | None = None  # a refusal: where the path leads
+    reason: str = ""
+
+    @property
+    def segment(self) -> bool:
+        return self.skip is None and self.refused is None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.skip is not None:
+            return {"path": self.path, "skip": self.skip, "unread": self.unread, "reason": self.reason}
+        if self.refused is not None:
+            return {"path": self.path, "refused": self.refused, "reason": self.reason}
+        return {
+            "path": self.path,
+            "start": self.start,
+            "end": self.end,
+            "first": self.first,
+            "records": self.records,
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Entry:
+        return cls(**data)
+
+
+def fingerprint(path: Path, end: int) -> str | None:
+    """A cheap identity of a file's first `end` bytes: a hash of the first and the last 4 KiB of them (None when
+    the file is shorter). A file rewritten in place is noticed unless both ends of its old content stay the same."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(min(end, FINGERPRINT_BYTES))
+            tail_start = max(0, end - FINGERPRINT_BYTES)
+            handle.seek(tail_start)
+            tail = handle.read(end - tail_start)
+    except OSError:
+        return None
+    if len(tail) != end - tail_start:
+        return None
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(end.to_bytes(8, "little"))
+    digest.update(head)
+    digest.update(tail)
+    return digest.hexdigest()
+
+
+def read_range(path: Path, start: int, end: int | None) -> bytes:
+    """Bytes `[start, end)` of `path` (to its end when `end` is None); fewer when the file is shorter."""
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        return handle.read() if end is None else handle.read(end - start)
+
+
+def split_lines(data: bytes, at_file_start: bool) -> list[bytes]:
+    """The lines of `data` (a final line without its newline included); a byte-order mark at the start of a file
+    is not part of its first record."""
+    if at_file_start and data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+
+
+def walk(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The files under `root` by relative name, and the names that lead outside the allowed roots (with where
+    they lead). Symlinked folders are followed once each; names starting with `.` or `_` are skipped as
+    in-progress. A path inside an allowed root leads outside it only through a symlink, so only symlinks are
+    resolved."""
+    files: dict[str, Path] = {}
+    refused: dict[str, Path] = {}
+    checked = bool(paths.allowed_roots())
+
+    def outside(path: Path) -> bool:
+        if checked and path.is_symlink() and (real := paths.outside_roots(path)) is not None:
+            refused[relative(path, base)] = real
+            return True
+        return False
+
+    if root.is_file() or (root.is_symlink() and not root.is_dir()):
+        base = root.parent
+        if root.is_file() and not outside(root):
+            files[root.name] = root
+        return files, refused
+    base = root
+    if not root.is_dir():
+        return files, refused
+    visited: set[str] = set()
+    for folder, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in visited:  # a symlink loop, or a folder reached twice
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        here = Path(folder)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and not outside(here / d))
+        for name in filenames:
+            path = here / name
+            if name.startswith((".", "_")) or outside(path) or not path.is_file():
+                continue
+            files[relative(path, base)] = path
+    return files, refused
+
+
+def relative(path: Path, base: Path) -> str:
+    return path.relative_to(base).as_posix()
+
+
+def migrate(recorded: list[str], base: Path) -> dict[str, str]:
+    """Relative names for the absolute paths that older versions recorded.
+
+    A path inside `base` is taken relative to it. The others were recorded before the project moved: they are
+    taken relative to the old folder, which is found among the ancestors of their common path as the one under
+    which the most of them exist in `base` today (ties: the one with `base`'s name, then the deepest).
+    """
+    names: dict[str, str] = {}
+    moved: list[str] = []
+    here = os.path.normpath(base)
+    for text in recorded:
+        path = os.path.normpath(text)
+        if path.startswith(here + os.sep):
+            names[text] = Path(os.path.relpath(path, here)).as_posix()
+        else:
+            moved.append(path)
+    if not moved:
+        return names
+    common = Path(os.path.commonpath(moved)) if len(moved) > 1 else Path(moved[0]).parent
+    best: tuple[int, int, int] | None = None
+    chosen = common
+    for depth, candidate in enumerate([common, *common.parents]):
+        if candidate == candidate.parent:
+            break
+        found = sum((base / os.path.relpath(p, candidate)).exists() for p in moved)
+        score = (found, int(candidate.name == base.name), -depth)
+        if best is None or score > best:
+            best, chosen = score, candidate
+    for text in recorded:
+        path = os.path.normpath(text)
+        if text not in names:
+            names[text] = Path(os.path.relpath(path, chosen)).as_posix()
+    return names
