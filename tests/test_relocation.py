@@ -94,11 +94,11 @@ def _assert_sinks_equal_oracle(root: Path, inputs: pl.DataFrame) -> None:
 
 
 def _fingerprint(folder: Path) -> dict[str, str]:
-    """Every file below `folder` (the lease and lock files aside) and a hash of its bytes."""
+    """Every file below `folder` (its lease included) and a hash of its bytes."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name not in (".lock", "lease.json")
+        if p.is_file()
     }
 
 
@@ -131,6 +131,28 @@ def test_a_copied_state_directory_runs_on_its_own_tables_and_leaves_the_original
     # Readers of the copy see the copy's state.
     assert engine.open(b / "st").state("totals").get_column("__rows").sum() == 70
     assert engine.open(a / "st").state("totals").get_column("__rows").sum() == 40
+
+
+def test_copying_only_the_state_directory_into_another_project(tmp_path: Path) -> None:
+    """`cp -a A/st B/st`: B's runs restore from and commit to B's state only; B's sinks are its SQL's own."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _project(a)
+    _run(a)
+    b.mkdir()
+    (b / "p.sql").write_text(SQL)
+    shutil.copytree(a / "input", b / "input", symlinks=True)
+    shutil.copytree(a / "st", b / "st", symlinks=True)
+    before = _fingerprint(a)
+
+    _append(b, 40, 30)
+    _run(b)
+    assert _fingerprint(a) == before
+    totals, _ = _oracle(pl.concat([_rows(0, 40), _rows(40, 30)]))
+    assert engine.open(b / "st").state("totals").get_column("__rows").sum() == 70
+    # Every key changed, so B's fresh upsert sink holds every total; its append sink holds the rows B read.
+    got = sort_all(pl.read_delta(str(b / "out" / "totals")).select("cust", "n", "amount"))
+    assert_frame_equal(got, totals, check_dtypes=False)
+    assert sorted(pl.read_delta(str(b / "out" / "seen")).get_column("id").to_list()) == list(range(40, 70))
 
 
 def test_moving_the_whole_project_folder_keeps_every_row_exactly_once(tmp_path: Path) -> None:
@@ -207,7 +229,7 @@ def test_a_copy_taken_while_the_original_runs_is_consistent(tmp_path: Path) -> N
         for first in range(30, 90, 10):
             _append(a, first, 10)
             time.sleep(0.05)
-        shutil.copytree(a, b, symlinks=True, ignore=shutil.ignore_patterns(".lock", "lease.json"))
+        shutil.copytree(a, b, symlinks=True)  # the lease and its lock file too, as `cp -a` copies them
         _append(a, 90, 10)
         _wait_for(lambda: _epochs_read(a / "st") == 100)
     finally:
