@@ -155,6 +155,32 @@ def test_copying_only_the_state_directory_into_another_project(tmp_path: Path) -
     assert sorted(pl.read_delta(str(b / "out" / "seen")).get_column("id").to_list()) == list(range(40, 70))
 
 
+def test_a_state_directory_moved_away_from_its_sinks(tmp_path: Path) -> None:
+    """Moved alone: its state goes with it, the sinks stay where the SQL declares them; a rollback that would
+    miss a sink says so instead of leaving it as it is."""
+    a = tmp_path / "a"
+    _project(a)
+    _run(a)
+    _append(a, 40, 10)
+    _run(a)
+    moved = tmp_path / "elsewhere" / "st"
+    moved.parent.mkdir()
+    shutil.move(a / "st", moved)
+    first = int(engine.open(moved).checkpoints().get_column("epoch").min())
+
+    refused = _cli("rollback", moved, "--to-epoch", str(first), check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "sink 'totals'" in refused.stderr and "not found" in refused.stderr, refused.stderr
+
+    _append(a, 50, 10)
+    _cli("run", a / "p.sql", "--state", moved, "--once", "--json")  # the sinks are the SQL's, in a/out
+    _assert_sinks_equal_oracle(a, _rows(0, 60))
+    assert engine.open(moved).state("totals").get_column("__rows").sum() == 60
+    _cli("rollback", moved, "--to-epoch", str(first))
+    assert engine.open(moved).state("totals").get_column("__rows").sum() == 15
+    assert pl.read_delta(str(a / "out" / "seen")).height == 15
+
+
 def test_moving_the_whole_project_folder_keeps_every_row_exactly_once(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "elsewhere" / "b"
     _project(a)
