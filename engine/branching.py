@@ -19,6 +19,7 @@ import getpass
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
 from engine.delta_tables import KEEP_HISTORY, to_arrow
-from engine.manifest import Manifest, checkpoint_from_row, read_checkpoints
+from engine.manifest import Manifest, checkpoint_from_row, original_roots, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
 from engine.versioning import VersioningError, epoch_row, savepoints
@@ -80,7 +81,7 @@ def create_branch(
             "sinks": {t["name"]: t["path"] for t in tables if t["role"] == "sink"},
             "parent_sinks": {t["name"]: t["path"] for t in row["tables"] or [] if t["role"] == "sink"},
         }
-        write_atomic(target.root / BRANCH_FILE, json.dumps(info, indent=1).encode())
+        write_atomic(target.root / BRANCH_FILE, json.dumps(_stored(info, target.record), indent=1).encode())
         target.pipeline_id()
         Manifest(target.manifest).commit(
             dataclasses.replace(
@@ -96,7 +97,7 @@ def create_branch(
         shutil.rmtree(target.root, ignore_errors=True)  # half a branch is no branch
         raise
     record = {
-        "path": str(target.root),
+        "path": source.record(target.root),  # relative when beside the parent, so both can move together
         "epoch": epoch,
         "savepoint": savepoint,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
@@ -107,15 +108,34 @@ def create_branch(
 
 
 def branch_info(state: Path) -> dict[str, Any] | None:
+    """branch.json with its paths (stored relative to the branch, StateDir.record) made real again."""
     path = state / BRANCH_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    info = json.loads(path.read_text())
+    directory = StateDir(state)
+    # Branches made by earlier versions stored absolute paths: map them like the manifest's.
+    origins = original_roots(directory.manifest) if directory.manifest.exists() else []
+    return _stored(info, lambda stored: str(directory.locate(stored, origins)))
 
 
 def branches_of(state: Path) -> list[dict[str, Any]]:
     folder = state / "branches"
     if not folder.is_dir():
         return []
-    return sorted((json.loads(p.read_text()) for p in folder.glob("*.json")), key=lambda r: r["created_at"])
+    directory = StateDir(state)
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    return sorted(({**r, "path": str(directory.locate(r["path"]))} for r in records), key=lambda r: r["created_at"])
+
+
+def _stored(info: dict[str, Any], convert: Callable[[str], str]) -> dict[str, Any]:
+    """branch.json with `convert` applied to every path in it: the parent and the sinks on both sides."""
+    return {
+        **info,
+        "parent": convert(info["parent"]),
+        "sinks": {name: convert(p) for name, p in info["sinks"].items()},
+        "parent_sinks": {name: convert(p) for name, p in info["parent_sinks"].items()},
+    }
 
 
 def sink_path_for(state: Path, name: str, declared: Path) -> Path:

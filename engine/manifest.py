@@ -17,6 +17,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from engine import faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
+from engine.state_dir import StateDir
 
 # role: sink | state | late | dead_letters; schema: the column types of a state table (JSON), so a changed
 # plan can be checked against the state it would restore; ttl: the state TTL of its operator, if any.
@@ -69,6 +70,7 @@ class Checkpoint:
 class Manifest:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.dir = StateDir(path.parent)
         self.table = ensure_table(path, SCHEMA)
         self._commits = 0
 
@@ -87,9 +89,18 @@ class Manifest:
             "plan_fingerprint": checkpoint.plan_fingerprint,
             "watermark": checkpoint.watermark,
             "source_offsets": json.dumps(checkpoint.source_offsets, sort_keys=True),
-            "tables": checkpoint.tables,
+            # Paths are stored relative to the state directory (StateDir.record), so it can move.
+            "tables": [{**t, "path": self.dir.record(t["path"])} for t in checkpoint.tables],
             "metrics": json.dumps(checkpoint.metrics, sort_keys=True),
-            "operators": json.dumps(checkpoint.operators, sort_keys=True),
+            "operators": json.dumps(
+                {
+                    sid: {**record, "directory": self.dir.record(record["directory"])}
+                    if record.get("directory")
+                    else record
+                    for sid, record in checkpoint.operators.items()
+                },
+                sort_keys=True,
+            ),
         }
         faults.commit("manifest.commit", self.path)
         self.table.update_incremental()  # retention may have committed to the manifest (a property change)
@@ -127,5 +138,51 @@ def checkpoint_from_row(row: dict[str, Any]) -> Checkpoint:
 
 
 def read_checkpoints(path: Path) -> pl.DataFrame:
-    """All manifest rows in commit order: what notebooks, rollbacks and `timelapse log` build on."""
-    return pl.scan_delta(str(path)).sort("committed_at", "epoch").collect()
+    """All manifest rows in commit order: what notebooks, rollbacks and `timelapse log` build on.
+
+    Every table path and operator directory comes back as a real path at the state directory's current
+    location (`StateDir.locate`), so every reader and writer of the rows works wherever the directory now is."""
+    return located(pl.scan_delta(str(path)).sort("committed_at", "epoch").collect(), StateDir(path.parent))
+
+
+def located(frame: pl.DataFrame, directory: StateDir) -> pl.DataFrame:
+    """Manifest rows with their stored paths turned into real ones. A manifest names a handful of distinct
+    paths however many rows it has, so each distinct path and operators record is resolved once."""
+    if frame.is_empty():
+        return frame
+    entries, records = _stored(frame)
+    origins = StateDir.original_roots(_pairs(entries, records))
+    paths = {p: str(directory.locate(p, origins)) for p in entries.get_column("path").unique().to_list()}
+    operators = {
+        text: json.dumps(
+            {
+                sid: {**record, "directory": str(directory.locate(record["directory"], origins))}
+                if record.get("directory")
+                else record
+                for sid, record in ops.items()
+            },
+            sort_keys=True,
+        )
+        for text, ops in records.items()
+    }
+    return frame.with_columns(
+        pl.col("tables").list.eval(pl.element().struct.with_fields(pl.field("path").replace(paths))),
+        pl.col("operators").replace(operators),
+    )
+
+
+def original_roots(path: Path) -> list[Path]:
+    """Where the state directory whose manifest is at `path` lived when it stored absolute paths (if it did)."""
+    return StateDir.original_roots(_pairs(*_stored(pl.scan_delta(str(path)).select("tables", "operators").collect())))
+
+
+def _stored(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
+    """The distinct (role, path) table entries of manifest rows, and their distinct operators records."""
+    entries = frame.select(pl.col("tables").explode().struct.unnest()).select("role", "path").drop_nulls().unique()
+    records = {text: json.loads(text) for text in frame.get_column("operators").unique().drop_nulls().to_list()}
+    return entries, records
+
+
+def _pairs(entries: pl.DataFrame, records: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    directories = [r["directory"] for ops in records.values() for r in ops.values() if r.get("directory")]
+    return [*entries.iter_rows(), *(("directory", d) for d in directories)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,7 +164,8 @@ class Runner:
         parallelism: int | None = None,
     ) -> None:
         self.plan = plan
-        self.dir = StateDir(state.absolute())
+        # Normalised (as StateDir.locate returns paths), so that recorded and built paths compare equal.
+        self.dir = StateDir(Path(os.path.abspath(state)))
         self.base_dir = base_dir
         self._lock = self.dir.lock()
         try:

@@ -1,4 +1,21 @@
-"""The layout of a state directory, its pipeline identity, and the lease that keeps one writer per directory."""
+"""The layout of a state directory, its pipeline identity, and the lease that keeps one writer per directory.
+
+A state directory is relocatable: it can be moved, copied or uploaded and behaves as the original. So no path
+it records names its current location. `StateDir.record` turns a path into what is stored (the manifest's table
+paths and operator directories, branch.json, branches/*.json), `StateDir.locate` turns a stored path back into
+a real one at the directory's current location; nothing else reads or writes stored paths.
+
+The rule (docs/architecture.md, "Paths are relative"):
+- a path inside the state directory is stored relative to it: `operators/totals/state`, `dead_letters/orders`;
+- a path beside it, inside the folder that holds it (the project folder: SQL, data, sinks and state), is stored
+  relative to the state directory too: `../out/totals`. Moving or copying the whole project keeps them together;
+- anything else (a sink in another tree, `/data/out`) is stored absolute, as declared.
+
+Directories written by earlier versions store absolute paths. `original_roots` finds where such a directory
+lived from the structure of what it stored (`<root>/operators/<id>`, `<root>/dead_letters/<source>`), and
+`locate` maps an absolute path under an original root (or beside it, in its project folder) to the same place
+under the current root. Nothing is rewritten: old rows are read through that mapping, new rows are relative.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +25,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 
@@ -46,6 +64,60 @@ class StateDir:
     def checkpoint_request(self) -> Path:
         """Present while someone has asked the running pipeline for a checkpoint at its next epoch boundary."""
         return self.root / "checkpoint-requested"
+
+    # -- stored paths ----------------------------------------------------------------------------
+    @property
+    def base(self) -> Path:
+        """The directory's current location: absolute, `..` and `.` folded (symlinks are kept)."""
+        return Path(os.path.abspath(self.root))
+
+    def record(self, path: str | Path) -> str:
+        """How `path` is stored: relative to this directory (POSIX separators) if it lies inside it or beside it
+        in the folder that holds it, else absolute."""
+        text = os.path.abspath(path)  # callers hold real paths; a relative one is relative to the working directory
+        # As written first; then with symlinks followed, for callers that resolved the path (branching does).
+        for base, target in ((self.base, Path(text)), (self.base.resolve(), Path(text).resolve())):
+            if target.is_relative_to(base):
+                return target.relative_to(base).as_posix()
+            project = base.parent
+            if project != project.parent and target.is_relative_to(project):
+                return (PurePosixPath("..") / target.relative_to(project).as_posix()).as_posix()
+        return text
+
+    def locate(self, stored: str, origins: Iterable[Path] = ()) -> Path:
+        """The real path of a stored one at this directory's current location; `origins` are where the
+        directory lived when it stored absolute paths (`original_roots`)."""
+        if not os.path.isabs(stored):
+            return Path(os.path.normpath(self.base / stored))
+        path = Path(os.path.normpath(stored))
+        moved = [origin for origin in origins if origin != self.base]
+        for origin in moved:
+            if path.is_relative_to(origin):
+                return self.base / path.relative_to(origin)
+        for origin in moved:  # beside the original, in its project folder: beside the current one
+            project = origin.parent
+            if project != project.parent and path.is_relative_to(project):
+                return self.base.parent / path.relative_to(project)
+        return path
+
+    @staticmethod
+    def original_roots(stored: Iterable[tuple[str, str]]) -> list[Path]:
+        """Where a directory lived when it stored absolute paths, from (role, path) pairs of what it stored:
+        operator directories (`<root>/operators/<id>`), their tables (`<root>/operators/<id>/<table>...`) and
+        dead-letter tables (`<root>/dead_letters/<source>`). Longest first, so the most specific root wins."""
+        roots: set[Path] = set()
+        for role, text in stored:
+            if not os.path.isabs(text):
+                continue
+            parts = Path(os.path.normpath(text)).parts
+            anchor = "dead_letters" if role == "dead_letters" else "operators"
+            if role == "dead_letters" or role == "directory":
+                if len(parts) >= 3 and parts[-2] == anchor:
+                    roots.add(Path(*parts[:-2]))
+            elif role in ("state", "late") and anchor in parts[:-2]:
+                at = max(i for i, part in enumerate(parts[:-2]) if part == anchor)
+                roots.add(Path(*parts[:at]))
+        return sorted(roots, key=lambda p: len(p.parts), reverse=True)
 
     def lock(self) -> Lease:
         """Take the directory for this process (a run, a rollback, a savepoint) until `close()`."""

@@ -189,6 +189,15 @@ def rollback(
                 f"sinks that cannot be rolled back received output after epoch {to_epoch}: "
                 f"{listing}; they would get it again. Pass --force to roll back anyway"
             )
+        # A table the manifest names but that is not where it says (a state directory moved away from the sinks
+        # beside it) would be left as it is: refuse before anything changes, naming it.
+        missing = [t for t in current["tables"] or [] if not (Path(t["path"]) / "_delta_log").is_dir()]
+        if missing:
+            listing = ", ".join(f"{t['role']} '{t['name']}' ({t['path']})" for t in missing)
+            raise VersioningError(
+                f"cannot roll back: {listing} not found; move the sinks along with the state directory "
+                "(keep them beside it), or run the pipeline once so that it records where its SQL writes them"
+            )
         intent = {
             "from_epoch": int(current["epoch"]),
             "to_epoch": to_epoch,
