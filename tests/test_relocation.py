@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-import pytest
 from deltalake import write_deltalake
 from polars.testing import assert_frame_equal
 
@@ -202,11 +201,6 @@ def test_moving_the_whole_project_folder_keeps_every_row_exactly_once(tmp_path: 
     assert json.loads(verify.stdout)["problems"] == [], verify.stdout
 
 
-@pytest.mark.xfail(
-    reason="the filesystem source records absolute file names in the offset log (files_added); "
-    "relative names come with the filesystem source's change, then this passes",
-    strict=False,
-)
 def test_moving_a_project_that_reads_files_keeps_every_row_exactly_once(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "moved"
     (a / "data").mkdir(parents=True)
