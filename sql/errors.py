@@ -47,3 +47,42 @@ def error_at(node: exp.Expr | None, message: str, cls: type[SqlError] = SqlError
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def token_error(text: str, err: Exception) -> SqlError:
+    """A tokenizer failure, placed: an unterminated string, quoted name or comment starts where it opens."""
+    opened = _unclosed(text)
+    if opened is not None:
+        offset, what = opened
+        line = text.count("\n", 0, offset) + 1
+        col = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        return SqlError(f"syntax error: {what} is not closed", line, col)
+    return SqlError(f"syntax error: {str(err).splitlines()[0]}", 1, 1)
+
+
+def _unclosed(text: str) -> tuple[int, str] | None:
+    """Offset and kind of the quote or comment left open at the end of `text` (quotes double to escape)."""
+    closers = {"'": ("'", "a string"), '"': ('"', "a quoted name"), "`": ("`", "a quoted name")}
+    closers["/*"] = ("*/", "a comment")
+    i = 0
+    while i < len(text):
+        if text.startswith("--", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end + 1
+            continue
+        opener = "/*" if text.startswith("/*", i) else text[i] if text[i] in "'\"`" else None
+        if opener is None:
+            i += 1
+            continue
+        closer, what = closers[opener]
+        j = i + len(opener)
+        while True:
+            end = text.find(closer, j)
+            if end < 0:
+                return i, what
+            if len(closer) == 1 and text.startswith(closer * 2, end):
+                j = end + 2  # a doubled quote is the quote itself
+                continue
+            break
+        i = end + len(closer)
+    return None

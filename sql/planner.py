@@ -14,12 +14,12 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from sql import durations, types
+from sql import options as option_rules
 from sql.catalog import Column, TableDef, Watermark
 from sql.dialect import Descriptor, Flink, TableArgument, WindowCall
-from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
+from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position, token_error
 from sql.expressions import PROCTIME_COLUMN, ExprCompiler, Scope
 from sql.plan import (
-    KEY_GROUPS,
     OP_COLUMN,
     WATERMARK_COLUMN,
     AggCall,
@@ -54,7 +54,7 @@ def parse(text: str) -> list[exp.Expr]:
         near = f" near '{highlight}'" if highlight else ""
         raise SqlError(f"syntax error{near}: {message}", first.get("line"), first.get("col")) from None
     except TokenError as err:
-        raise SqlError(f"syntax error: {err}") from None
+        raise token_error(text, err) from None
 
 
 def plan_script(text: str, udfs: Mapping[str, ScalarUdf] | None = None) -> Plan:
@@ -121,7 +121,9 @@ class _Planner:
         if not self.sinks:
             raise SqlError("the script has no INSERT INTO statement, so there is nothing to run")
         fingerprint = hashlib.sha256("\n".join(canonical).encode()).hexdigest()[:16]
-        return Plan(dict(self.tables), self.sinks, dict(self.options), fingerprint)
+        plan = Plan(dict(self.tables), self.sinks, dict(self.options), fingerprint)
+        option_rules.check_roles(plan)
+        return plan
 
     def _set(self, statement: exp.Set) -> None:
         for item in statement.expressions:
@@ -129,7 +131,7 @@ class _Planner:
             if not isinstance(eq, exp.EQ):
                 raise error_at(item, "SET 'key' = 'value' expected")
             key, value = str(eq.this.name), str(eq.expression.name)
-            problem = _check_option(key, value)
+            problem = option_rules.pipeline_option_problem(key, value)
             if problem:
                 raise error_at(eq.expression, problem)
             self.options[key] = value
@@ -477,10 +479,10 @@ class _Planner:
                 args = [self.options["state.ttl"], self.options.get("state.ttl.time", "processing")]
         if not args:
             return None
-        try:
-            seconds = durations.parse_duration(args[0])
-        except ValueError as err:
-            raise error_at(node, str(err)) from None
+        problem = option_rules.duration(args[0])
+        if problem:
+            raise error_at(node, f"STATE_TTL '{args[0]}' {problem}" if problem.startswith("must") else problem)
+        seconds = durations.parse_duration(args[0])
         time = (args[1] if len(args) > 1 else "processing").lower()
         if time not in ("processing", "event"):
             raise error_at(node, "STATE_TTL time must be 'processing' or 'event'")
@@ -1408,9 +1410,15 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
         raise error_at(statement, "CREATE TABLE needs a column list")
     name = schema.this.name
     options: dict[str, str] = {}
+    keys: dict[str, tuple[int | None, int | None]] = {}
+    values: dict[str, tuple[int | None, int | None]] = {}
     for prop in (statement.args.get("properties") or exp.Properties(expressions=[])).expressions:
         if isinstance(prop, exp.Property):
-            options[str(prop.this.name)] = str(prop.args["value"].name)
+            key = str(prop.this.name)
+            if key in options:
+                raise error_at(prop.this, f"option '{key}' is given twice")
+            options[key] = str(prop.args["value"].name)
+            keys[key], values[key] = position(prop), position(prop.args["value"])
         else:
             raise error_at(
                 prop,
@@ -1449,7 +1457,7 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
             primary_key = tuple(e.name for e in element.expressions)
         else:
             raise error_at(element, f"{element.sql(dialect=Flink)} is not supported in CREATE TABLE", UnsupportedError)
-    table = TableDef(name, tuple(columns), options, None, primary_key, _line(statement))
+    table = TableDef(name, tuple(columns), options, None, primary_key, *position(statement), values)
     for key in primary_key:
         if table.column(key) is None:
             raise error_at(schema, f"PRIMARY KEY column '{key}' is not a column of '{name}'")
@@ -1467,34 +1475,6 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
         if not isinstance(dtype, pl.Datetime):
             raise error_at(watermark_node.expression, "the watermark expression must give a TIMESTAMP")
         sql_text = watermark_node.expression.sql(dialect=Flink)
-        table = TableDef(name, tuple(columns), options, Watermark(column.name, expr, sql_text), primary_key, table.line)
+        table = dataclasses.replace(table, watermark=Watermark(column.name, expr, sql_text))
+    option_rules.check_table(table, keys, values, position(statement))
     return table
-
-
-def _line(node: exp.Expr) -> int | None:
-    return position(node)[0]
-
-
-def _check_option(key: str, value: str) -> str | None:
-    """Why a pipeline option's value is wrong (None when it is fine); unknown keys pass, as in Flink."""
-    try:
-        if key in ("checkpoint.interval",):
-            words = value.strip().lower().split()
-            if not (len(words) == 2 and words[1] in ("epoch", "epochs") and words[0].isdigit()):
-                durations.parse_duration(value)
-        elif key == "checkpoint.state-growth":
-            durations.parse_size(value)
-        elif key in ("checkpoint.retention.age", "state.ttl"):
-            durations.parse_duration(value)
-        elif key == "parallelism.default" and not (value.strip().isdigit() and 0 < int(value) <= KEY_GROUPS):
-            return f"'{key}' must be a number of workers from 1 to {KEY_GROUPS}, not '{value}'"
-        elif key == "checkpoint.retention.count" and not _is_count(value):
-            return f"'{key}' must be a positive number or 'all', not '{value}'"
-    except ValueError as err:
-        return f"'{key}': {err}"
-    return None
-
-
-def _is_count(value: str) -> bool:
-    text = value.strip().lower()
-    return text in ("all", "unlimited", "none") or (text.isdigit() and int(text) > 0)
