@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.progress import Progress, render_summary
 from sql import durations
@@ -267,7 +267,11 @@ def _point(text: str | None) -> int | str | None:
     """`--at` values: an epoch number, a savepoint name or an ISO time."""
     if text is None:
         return None
-    return int(text) if text.strip().isdigit() else text
+    if text.strip().lstrip("-").isdigit():
+        if int(text) < 1:
+            raise UsageError(f"there is no epoch {int(text)}: epochs are numbered from 1")
+        return int(text)
+    return text
 
 
 def _show(frame: Any, args: argparse.Namespace, limit: int | None = None) -> None:
@@ -338,8 +342,52 @@ def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
     return dict(REGISTRY)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), as every other user error: `--help` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USER)
+
+
+def _whole(minimum: int, meaning: str = "", maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from minimum (to maximum)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number{meaning}, not '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{meaning}, not {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}{meaning}, not {value}")
+        return value
+
+    return parse
+
+
+def _checked(check: Callable[[str], str | None]) -> Callable[[str], str]:
+    """An argparse type from one of `sql.options`' value checks (the same rules as the SQL option)."""
+
+    def parse(text: str) -> str:
+        problem = check(text)
+        if problem:
+            raise argparse.ArgumentTypeError(problem if f"'{text}'" in problem else f"{problem}, not '{text}'")
+        return text
+
+    return parse
+
+
+def _epochs(text: str) -> int:
+    return _whole(1, " (epochs are numbered from 1)")(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timelapse", description="Streaming SQL with time-travelling state.")
+    from sql import options as rules
+    from sql.plan import KEY_GROUPS
+
+    parser = _Parser(prog="timelapse", description="Streaming SQL with time-travelling state.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a pipeline (a .sql file of CREATE TABLE and INSERT INTO statements)")
@@ -347,29 +395,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state", required=True, help="state directory: manifest, offsets, dead letters")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process everything available now, then exit")
-    mode.add_argument("--trigger", help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s")
+    mode.add_argument(
+        "--trigger",
+        type=_checked(rules.duration),
+        help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s",
+    )
     mode.add_argument(
         "--drain",
         action="store_true",
         help="process everything available now, then move every watermark to the end of time so that every "
         "window, session and join padding fires, and exit; later rows are late (roll back to undo)",
     )
-    run.add_argument("--max-epochs", type=int, help="stop after N epochs")
-    run.add_argument("--max-epoch-rows", type=int, help="at most N rows from each source per epoch")
+    run.add_argument("--max-epochs", type=_whole(1), help="stop after N epochs")
+    run.add_argument("--max-epoch-rows", type=_whole(1), help="at most N rows from each source per epoch")
     run.add_argument(
         "--checkpoint-interval",
+        type=_checked(rules.checkpoint_interval),
         help="make epochs durable every '5 epochs' or every '10s' (default: every epoch, or SET 'checkpoint.interval')",
     )
     run.add_argument(
         "--checkpoint-state-growth",
+        type=_checked(rules.size),
         help="also checkpoint once operator state has grown by this much, e.g. '64 MB' "
         "(alone: every 60 s or on that growth)",
     )
     run.add_argument(
         "--retain",
+        type=_checked(rules.retention_count),
         help="keep the last N checkpoints readable, or 'all' (default 1000, or SET 'checkpoint.retention.count')",
     )
-    run.add_argument("--retain-age", help="also keep every checkpoint younger than this (e.g. '7 d')")
+    run.add_argument(
+        "--retain-age", type=_checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '7 d')"
+    )
     run.add_argument(
         "--allowed-root",
         action="append",
@@ -378,8 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--parallelism",
-        type=int,
-        choices=range(1, 129),
+        type=_whole(1, maximum=KEY_GROUPS),
         metavar="N",
         help="worker threads for GROUP BY aggregations (1-128; may change between runs)",
     )
@@ -403,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     savepoint.add_argument("action", choices=["create", "list", "delete"])
     savepoint.add_argument("dir", help="the state directory")
     savepoint.add_argument("--name")
-    savepoint.add_argument("--epoch", type=int, help="the epoch to name (default: the latest)")
+    savepoint.add_argument("--epoch", type=_epochs, help="the epoch to name (default: the latest)")
     savepoint.add_argument("--reason", help="recorded in the manifest with your user name")
     savepoint.add_argument("--json", action="store_true")
     savepoint.set_defaults(handler=cmd_savepoint)
@@ -411,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="roll state, source offsets and Delta sinks back together")
     rollback.add_argument("dir", help="the state directory")
     target = rollback.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to-epoch", type=int)
+    target.add_argument("--to-epoch", type=_epochs)
     target.add_argument("--savepoint")
     target.add_argument("--timestamp", help="the last epoch committed at or before this time (ISO, UTC)")
     rollback.add_argument("--reason", help="recorded in the manifest")
@@ -452,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         formats = command.add_mutually_exclusive_group()
         formats.add_argument("--json", action="store_true", help="rows as a JSON list")
         formats.add_argument("--csv", action="store_true", help="rows as CSV")
-        command.add_argument("--limit", type=int, default=limit, help=f"rows to show (default {limit})")
+        command.add_argument("--limit", type=_whole(1), default=limit, help=f"rows to show (default {limit})")
 
     state = commands.add_parser("state", help="an operator's state as of an epoch, savepoint or time")
     state.add_argument("dir", help="the state directory")
@@ -486,8 +542,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     retain = commands.add_parser("retention", help="free the checkpoints a retention policy no longer keeps")
     retain.add_argument("dir", help="the state directory")
-    retain.add_argument("--count", help="keep the last N checkpoints (default 1000)")
-    retain.add_argument("--age", help="also keep every checkpoint younger than this (e.g. '2 h')")
+    retain.add_argument(
+        "--count", type=_checked(rules.retention_count), help="keep the last N checkpoints (default 1000)"
+    )
+    retain.add_argument(
+        "--age", type=_checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '2 h')"
+    )
     retain.add_argument("--reason", help="recorded in the manifest")
     retain.add_argument("--json", action="store_true")
     retain.set_defaults(handler=cmd_retention)

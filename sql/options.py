@@ -27,6 +27,36 @@ from sql.plan import KEY_GROUPS, Join, Plan
 Check = Callable[[str], str | None]  # the problem with a value, or None when it is fine
 
 
+class OptionError(SqlError):
+    """A run option with a wrong value (`Pipeline.run(max_epoch_rows=0)`): a user error, without a position."""
+
+
+def check_run_options(values: Mapping[str, object]) -> None:
+    """`Pipeline.run`'s options, checked by the same rules as the CLI flags and SET options they mirror.
+
+    Whole-number options must be at least 1, `parallelism` at most KEY_GROUPS, `trigger` positive seconds."""
+    text_rules: dict[str, Check] = {
+        "checkpoint_interval": checkpoint_interval,
+        "checkpoint_state_growth": size,
+        "retain_count": retention_count,
+        "retain_age": duration,
+    }
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in text_rules:
+            problem = text_rules[name](str(value))
+        elif name == "trigger":
+            problem = None if isinstance(value, int | float) and value > 0 else "must be a positive number of seconds"
+        else:
+            top = KEY_GROUPS if name == "parallelism" else None
+            whole_number = isinstance(value, int) and not isinstance(value, bool)
+            fits = whole_number and value >= 1 and (top is None or value <= top)  # type: ignore[operator]
+            problem = None if fits else f"must be a whole number from 1{f' to {top}' if top else ''}"
+        if problem:
+            raise OptionError(f"{name} {problem}, not {value!r}")
+
+
 # -- value checks ------------------------------------------------------------------------------------------------
 def whole(minimum: int | None = None) -> Check:
     def check(value: str) -> str | None:
