@@ -357,11 +357,11 @@ def _whole(minimum: int, meaning: str = "", maximum: int | None = None) -> Calla
         try:
             value = int(text.strip())
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number{meaning}, not '{text}'") from None
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number{meaning}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}{meaning}, not {value}")
+            raise argparse.ArgumentTypeError(f"'{text}' must be at least {minimum}{meaning}")
         if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum}{meaning}, not {value}")
+            raise argparse.ArgumentTypeError(f"'{text}' must be at most {maximum}{meaning}")
         return value
 
     return parse
@@ -373,7 +373,7 @@ def _checked(check: Callable[[str], str | None]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         problem = check(text)
         if problem:
-            raise argparse.ArgumentTypeError(problem if f"'{text}'" in problem else f"{problem}, not '{text}'")
+            raise argparse.ArgumentTypeError(f"'{text}' {problem}")
         return text
 
     return parse

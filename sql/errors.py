@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterable
 
 from sqlglot import exp
+from sqlglot.errors import ParseError
 
 
 class SqlError(Exception):
@@ -28,15 +29,27 @@ class UnsupportedError(SqlError):
 
 
 def position(node: exp.Expr | None) -> tuple[int | None, int | None]:
-    """The first position found in `node` or its children (sqlglot keeps it on identifiers)."""
+    """The first position found in `node` or its children (sqlglot keeps it on identifiers and literals); for a
+    node without any (a type such as MAP<STRING, INT>), the position of the nearest token before it."""
     if node is None:
         return None, None
     for candidate in node.walk(bfs=False):
-        meta = getattr(candidate, "_meta", None) or {}
-        if "line" in meta:
-            start_col = meta.get("col", 0) - (meta.get("end", 0) - meta.get("start", 0))
-            return meta["line"], max(start_col, 1)
-    return None, None
+        if _own(candidate)[0] is not None:
+            return _own(candidate)
+    before: tuple[int | None, int | None] = (None, None)
+    for candidate in node.root().walk(bfs=False):
+        if candidate is node:
+            break
+        if _own(candidate)[0] is not None:
+            before = _own(candidate)
+    return before
+
+
+def _own(node: exp.Expr) -> tuple[int | None, int | None]:
+    meta = getattr(node, "_meta", None) or {}
+    if "line" not in meta:
+        return None, None
+    return meta["line"], max(meta.get("col", 0) - (meta.get("end", 0) - meta.get("start", 0)), 1)
 
 
 def error_at(node: exp.Expr | None, message: str, cls: type[SqlError] = SqlError) -> SqlError:
@@ -47,6 +60,21 @@ def error_at(node: exp.Expr | None, message: str, cls: type[SqlError] = SqlError
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def syntax_error(err: ParseError) -> SqlError:
+    """sqlglot's first parse error, in the user's words: no parser class names."""
+    first = err.errors[0] if err.errors else {}
+    message = str(first.get("description") or str(err).splitlines()[0])
+    if "SENTINEL" in message:
+        message = "the statement ends too early"
+    elif message.startswith("Required keyword"):
+        message = "something is missing after it"
+    elif message.startswith("Invalid expression / Unexpected token"):
+        message = "unexpected here"
+    highlight = first.get("highlight")
+    near = f" near '{highlight}'" if highlight else ""
+    return SqlError(f"syntax error{near}: {message}", first.get("line"), first.get("col"))
 
 
 def token_error(text: str, err: Exception) -> SqlError:

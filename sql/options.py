@@ -54,7 +54,7 @@ def check_run_options(values: Mapping[str, object]) -> None:
             fits = whole_number and value >= 1 and (top is None or value <= top)  # type: ignore[operator]
             problem = None if fits else f"must be a whole number from 1{f' to {top}' if top else ''}"
         if problem:
-            raise OptionError(f"{name} {problem}, not {value!r}")
+            raise OptionError(f"{name}={value!r}: {problem}")
 
 
 # -- value checks ------------------------------------------------------------------------------------------------
@@ -90,16 +90,16 @@ def number(positive: bool = False, at_most: float | None = None) -> Check:
 def duration(value: str) -> str | None:
     try:
         seconds = durations.parse_duration(value)
-    except ValueError as err:
-        return str(err)
+    except ValueError:
+        return "is not a duration; write e.g. 500ms, 2 s, 1 min or 7 d"
     return "must be longer than 0" if seconds <= 0 else None
 
 
 def size(value: str) -> str | None:
     try:
         parsed = durations.parse_size(value)
-    except ValueError as err:
-        return str(err)
+    except ValueError:
+        return "is not a size; write e.g. 64 MB or 1 GiB"
     return "must be larger than 0" if parsed <= 0 else None
 
 
@@ -136,7 +136,7 @@ def checkpoint_interval(value: str) -> str | None:
     if len(words) == 2 and words[1] in ("epoch", "epochs"):
         return None if words[0].isdigit() and int(words[0]) > 0 else "must be a positive number of epochs"
     problem = duration(value)
-    return f"{problem}; or a number of epochs, e.g. '5 epochs'" if problem else None
+    return f"{problem}, or a number of epochs such as '5 epochs'" if problem else None
 
 
 def retention_count(value: str) -> str | None:
@@ -169,7 +169,7 @@ def pipeline_option_problem(key: str, value: str) -> str | None:
             return f"unknown option '{key}'{did_you_mean(key, PIPELINE_OPTIONS)}"
         return None
     problem = check(value)
-    return f"'{key}' {problem}, not '{value}'" if problem else None
+    return f"'{key}' = '{value}': {problem}" if problem else None
 
 
 # -- connectors ---------------------------------------------------------------------------------------------------
@@ -255,15 +255,14 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
         if key == "connector":
             continue
         check = connector.options.get(key)
-        what = f"'{key}'"
         if check is None and name == "datagen" and key.startswith("fields."):
-            check, what = _datagen_field(table, key, keys[key])
+            check = _datagen_field(table, key, keys[key])
         if check is None:
             suggestion = did_you_mean(key, connector.options)
             raise fail(f"unsupported option '{key}' for connector '{name}'{suggestion}", keys[key])
         problem = check(value)
         if problem:
-            raise fail(f"{what} {problem}, not '{value}'", values[key])
+            raise fail(f"'{key}' = '{value}': {problem}", values[key])
     for key in connector.required:
         if key not in table.options:
             raise fail(f"connector '{name}' needs the option '{key}'")
@@ -277,10 +276,10 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
                     raise fail(f"'{key}' names '{column}', not a column{did_you_mean(column, known)}", values[key])
 
 
-def _datagen_field(table: TableDef, key: str, where: tuple[int | None, int | None]) -> tuple[Check | None, str]:
+def _datagen_field(table: TableDef, key: str, where: tuple[int | None, int | None]) -> Check | None:
     parts = key.split(".")
     if len(parts) != 3:
-        return None, key
+        return None
     _, column, prop = parts
     if table.column(column) is None:
         known = [c.name for c in table.columns]
@@ -292,7 +291,7 @@ def _datagen_field(table: TableDef, key: str, where: tuple[int | None, int | Non
         suggestion = did_you_mean(prop, DATAGEN_FIELD_OPTIONS)
         suggestion = suggestion.replace("'", f"'fields.{column}.", 1) if suggestion else ""
         raise SqlError(f"table '{table.name}': unsupported option '{key}' for connector 'datagen'{suggestion}", *where)
-    return check, f"'{key}'"
+    return check
 
 
 def _check_datagen_ranges(table: TableDef, values: Positions, fail: Callable[..., SqlError]) -> None:

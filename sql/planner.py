@@ -17,7 +17,7 @@ from sql import durations, types
 from sql import options as option_rules
 from sql.catalog import Column, TableDef, Watermark
 from sql.dialect import Descriptor, Flink, TableArgument, WindowCall
-from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position, token_error
+from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position, syntax_error, token_error
 from sql.expressions import PROCTIME_COLUMN, ExprCompiler, Scope
 from sql.plan import (
     OP_COLUMN,
@@ -46,13 +46,7 @@ def parse(text: str) -> list[exp.Expr]:
     try:
         return [s for s in sqlglot.parse(text, read=Flink) if s is not None]
     except ParseError as err:
-        first = err.errors[0] if err.errors else {}
-        message = first.get("description") or str(err)
-        if "SENTINEL" in message:
-            message = "the statement ends too early"
-        highlight = first.get("highlight")
-        near = f" near '{highlight}'" if highlight else ""
-        raise SqlError(f"syntax error{near}: {message}", first.get("line"), first.get("col")) from None
+        raise syntax_error(err) from None
     except TokenError as err:
         raise token_error(text, err) from None
 
@@ -471,7 +465,7 @@ class _Planner:
         for item in hint.expressions if hint is not None else []:
             if isinstance(item, exp.Anonymous) and item.name.upper() == "STATE_TTL":
                 args = [str(a.name) for a in item.expressions]
-                node: exp.Expr = item
+                node: exp.Expr = select.expressions[0]  # positions inside a hint count from its comment
                 break
         else:
             node = select
