@@ -7,6 +7,7 @@ and named arguments, and `SESSION(...)` as a function name.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlglot import exp
@@ -16,6 +17,10 @@ from sqlglot.parsers.spark import SparkParser
 from sqlglot.tokens import Token, TokenType
 
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
+
+# sqlglot logs warnings on stderr for SQL it half-understands; timelapse turns those cases into errors with a
+# position instead, and a user error must stay one line.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
 class TableArgument(exp.Expression):
@@ -78,6 +83,11 @@ class FlinkParser(SparkParser):
         if token is None and self._prev is not None and not instance.meta and not _has_children(instance):
             token = self._prev
         return super().expression(instance, token, comments)
+
+    def _warn_unsupported(self) -> None:
+        # sqlglot would log a warning and keep the statement as an opaque Command: an error at its start instead.
+        if self._tokens:
+            self.raise_error("this statement is not valid Flink SQL, or not supported", self._tokens[0])
 
     def _parse_window_call(self, name: str) -> exp.Expr:
         args = self._parse_csv(self._parse_window_argument)

@@ -57,6 +57,16 @@ def error_at(node: exp.Expr | None, message: str, cls: type[SqlError] = SqlError
     return cls(message, line, col)
 
 
+def relocated(err: SqlError, node: exp.Expr, names: dict[str, str]) -> SqlError:
+    """`err`, raised on a rewritten copy of `node` (aggregates and keys replaced by internal columns): in the
+    user's words again, at `node`'s position when the copy had none. `names` maps SQL text to internal names."""
+    message = err.message
+    for text, name in names.items():
+        message = message.replace(f'"{name}"', text)
+    line, col = (err.line, err.col) if err.line is not None else position(node)
+    return type(err)(message, line, col)
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -74,7 +84,10 @@ def syntax_error(err: ParseError) -> SqlError:
         message = "unexpected here"
     highlight = first.get("highlight")
     near = f" near '{highlight}'" if highlight else ""
-    return SqlError(f"syntax error{near}: {message}", first.get("line"), first.get("col"))
+    col = first.get("col")
+    if col is not None and highlight and "\n" not in highlight:
+        col = max(col - len(highlight) + 1, 1)  # sqlglot gives the token's last column; point at its first
+    return SqlError(f"syntax error{near}: {message}", first.get("line"), col)
 
 
 def token_error(text: str, err: Exception) -> SqlError:

@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import polars as pl
+from sqlglot import exp
 
 from sql import durations
 from sql.catalog import TableDef
-from sql.errors import SqlError, did_you_mean
+from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
 from sql.plan import KEY_GROUPS, Join, Plan
 
 Check = Callable[[str], str | None]  # the problem with a value, or None when it is fine
@@ -234,6 +235,25 @@ DATAGEN_FIELD_OPTIONS: dict[str, Check] = {
 }
 
 Positions = Mapping[str, tuple[int | None, int | None]]
+
+
+def read_with(statement: exp.Create) -> tuple[dict[str, str], Positions, Positions]:
+    """A CREATE TABLE's `WITH ('key' = 'value', ...)`: the options, and each key's and value's position."""
+    options: dict[str, str] = {}
+    keys: dict[str, tuple[int | None, int | None]] = {}
+    values: dict[str, tuple[int | None, int | None]] = {}
+    for prop in (statement.args.get("properties") or exp.Properties(expressions=[])).expressions:
+        if type(prop) is not exp.Property:
+            text = prop.sql(dialect="spark") or type(prop).__name__.removesuffix("Property").upper()
+            raise error_at(prop, f"'{text}' after WITH (...) is not supported (is a ';' missing?)", UnsupportedError)
+        key, value = prop.this, prop.args.get("value")
+        if not isinstance(key, exp.Literal | exp.Var | exp.Identifier) or not isinstance(value, exp.Literal):
+            raise error_at(prop, "options are written 'key' = 'value', both quoted")
+        if key.name in options:
+            raise error_at(key, f"option '{key.name}' is given twice")
+        options[key.name] = str(value.name)
+        keys[key.name], values[key.name] = position(prop), position(value)
+    return options, keys, values
 
 
 def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[int | None, int | None]) -> None:

@@ -17,7 +17,16 @@ from sql import durations, types
 from sql import options as option_rules
 from sql.catalog import Column, TableDef, Watermark
 from sql.dialect import Descriptor, Flink, TableArgument, WindowCall
-from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position, syntax_error, token_error
+from sql.errors import (
+    SqlError,
+    UnsupportedError,
+    did_you_mean,
+    error_at,
+    position,
+    relocated,
+    syntax_error,
+    token_error,
+)
 from sql.expressions import PROCTIME_COLUMN, ExprCompiler, Scope
 from sql.plan import (
     OP_COLUMN,
@@ -1040,13 +1049,13 @@ class _Planner:
                 name = f"EXPR${index}"
             body = item.this if isinstance(item, exp.Alias) else item
             try:
-                expr = post.compile(rewrite(body))
+                expr = post.typed(rewrite(body))[0]
             except SqlError as err:
                 if "unknown column" in err.message:
                     raise error_at(
                         body, f"'{body.sql(dialect=Flink)}' must appear in GROUP BY or inside an aggregate function"
                     ) from None
-                raise
+                raise relocated(err, body, {**canonical_aggs, **key_sql}) from None
             unique = name
             while unique.lower() in used:
                 unique += "$"
@@ -1059,7 +1068,7 @@ class _Planner:
             except SqlError as err:
                 if "unknown column" in err.message:
                     raise error_at(having, "HAVING may only use GROUP BY columns and aggregates") from None
-                raise
+                raise relocated(err, having.this, {**canonical_aggs, **key_sql}) from None
         schema = {name: post.dtype(expr) for name, expr in projections}
 
         child = window_input
@@ -1141,6 +1150,8 @@ class _Planner:
         arg_types = tuple(t for _, t in args)
         if function == "COUNT":
             dtype: pl.DataType = pl.Int64()
+        elif len(arg_types) != 1 and function in ("SUM", "AVG", "MIN", "MAX"):
+            raise error_at(call, f"{function} takes one argument, not {len(arg_types)}")
         elif function in ("SUM",):
             (t,) = arg_types
             if not t.is_numeric():
@@ -1209,6 +1220,8 @@ def _rank_bound(node: exp.Expr, rank: str) -> int | None:
         left, right, kind = right, left, flips[kind]
     if not (isinstance(left, exp.Column) and left.name.lower() == rank.lower() and isinstance(right, exp.Literal)):
         return None
+    if right.is_string or not right.this.isdigit():
+        raise error_at(right, f"{rank} must be compared with a whole number, not {right.sql()}")
     value = int(right.this)
     return {exp.LTE: value, exp.LT: value - 1, exp.EQ: value if value == 1 else None}.get(kind)
 
@@ -1403,22 +1416,7 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
     if not isinstance(schema, exp.Schema):
         raise error_at(statement, "CREATE TABLE needs a column list")
     name = schema.this.name
-    options: dict[str, str] = {}
-    keys: dict[str, tuple[int | None, int | None]] = {}
-    values: dict[str, tuple[int | None, int | None]] = {}
-    for prop in (statement.args.get("properties") or exp.Properties(expressions=[])).expressions:
-        if isinstance(prop, exp.Property):
-            key = str(prop.this.name)
-            if key in options:
-                raise error_at(prop.this, f"option '{key}' is given twice")
-            options[key] = str(prop.args["value"].name)
-            keys[key], values[key] = position(prop), position(prop.args["value"])
-        else:
-            raise error_at(
-                prop,
-                f"table property {prop.sql(dialect=Flink)} is not supported; use WITH ('k' = 'v')",
-                UnsupportedError,
-            )
+    options, keys, values = option_rules.read_with(statement)
     physical: dict[str, pl.DataType] = {}
     columns: list[Column] = []
     watermark_node: exp.WatermarkColumnConstraint | None = None
@@ -1432,6 +1430,8 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
                 (c.kind for c in element.constraints if isinstance(c.kind, exp.ComputedColumnConstraint)), None
             )
             if computed is not None:
+                if computed.this is None:
+                    raise error_at(element, f"computed column '{col_name}' needs an expression after AS")
                 scope = Scope({**{c.name: c.dtype for c in columns}, PROCTIME_COLUMN: types.timestamp(3)})
                 compiler = ExprCompiler(scope, udfs)
                 expr, dtype = compiler.typed(computed.this)
