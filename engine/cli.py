@@ -16,8 +16,9 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from engine.cli_types import OneLineParser, checked, epoch, whole
 from engine.progress import Progress, render_summary
 from sql import durations
 
@@ -342,52 +343,11 @@ def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
     return dict(REGISTRY)
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2), as every other user error: `--help` shows the usage."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(EXIT_USER)
-
-
-def _whole(minimum: int, meaning: str = "", maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from minimum (to maximum)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number{meaning}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"'{text}' must be at least {minimum}{meaning}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"'{text}' must be at most {maximum}{meaning}")
-        return value
-
-    return parse
-
-
-def _checked(check: Callable[[str], str | None]) -> Callable[[str], str]:
-    """An argparse type from one of `sql.options`' value checks (the same rules as the SQL option)."""
-
-    def parse(text: str) -> str:
-        problem = check(text)
-        if problem:
-            raise argparse.ArgumentTypeError(f"'{text}' {problem}")
-        return text
-
-    return parse
-
-
-def _epochs(text: str) -> int:
-    return _whole(1, " (epochs are numbered from 1)")(text)
-
-
 def build_parser() -> argparse.ArgumentParser:
     from sql import options as rules
     from sql.plan import KEY_GROUPS
 
-    parser = _Parser(prog="timelapse", description="Streaming SQL with time-travelling state.")
+    parser = OneLineParser(prog="timelapse", description="Streaming SQL with time-travelling state.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a pipeline (a .sql file of CREATE TABLE and INSERT INTO statements)")
@@ -397,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--once", action="store_true", help="process everything available now, then exit")
     mode.add_argument(
         "--trigger",
-        type=_checked(rules.duration),
+        type=checked(rules.duration),
         help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s",
     )
     mode.add_argument(
@@ -406,26 +366,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="process everything available now, then move every watermark to the end of time so that every "
         "window, session and join padding fires, and exit; later rows are late (roll back to undo)",
     )
-    run.add_argument("--max-epochs", type=_whole(1), help="stop after N epochs")
-    run.add_argument("--max-epoch-rows", type=_whole(1), help="at most N rows from each source per epoch")
+    run.add_argument("--max-epochs", type=whole(1), help="stop after N epochs")
+    run.add_argument("--max-epoch-rows", type=whole(1), help="at most N rows from each source per epoch")
     run.add_argument(
         "--checkpoint-interval",
-        type=_checked(rules.checkpoint_interval),
+        type=checked(rules.checkpoint_interval),
         help="make epochs durable every '5 epochs' or every '10s' (default: every epoch, or SET 'checkpoint.interval')",
     )
     run.add_argument(
         "--checkpoint-state-growth",
-        type=_checked(rules.size),
+        type=checked(rules.size),
         help="also checkpoint once operator state has grown by this much, e.g. '64 MB' "
         "(alone: every 60 s or on that growth)",
     )
     run.add_argument(
         "--retain",
-        type=_checked(rules.retention_count),
+        type=checked(rules.retention_count),
         help="keep the last N checkpoints readable, or 'all' (default 1000, or SET 'checkpoint.retention.count')",
     )
     run.add_argument(
-        "--retain-age", type=_checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '7 d')"
+        "--retain-age", type=checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '7 d')"
     )
     run.add_argument(
         "--allowed-root",
@@ -435,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--parallelism",
-        type=_whole(1, maximum=KEY_GROUPS),
+        type=whole(1, maximum=KEY_GROUPS),
         metavar="N",
         help="worker threads for GROUP BY aggregations (1-128; may change between runs)",
     )
@@ -459,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     savepoint.add_argument("action", choices=["create", "list", "delete"])
     savepoint.add_argument("dir", help="the state directory")
     savepoint.add_argument("--name")
-    savepoint.add_argument("--epoch", type=_epochs, help="the epoch to name (default: the latest)")
+    savepoint.add_argument("--epoch", type=epoch, help="the epoch to name (default: the latest)")
     savepoint.add_argument("--reason", help="recorded in the manifest with your user name")
     savepoint.add_argument("--json", action="store_true")
     savepoint.set_defaults(handler=cmd_savepoint)
@@ -467,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="roll state, source offsets and Delta sinks back together")
     rollback.add_argument("dir", help="the state directory")
     target = rollback.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to-epoch", type=_epochs)
+    target.add_argument("--to-epoch", type=epoch)
     target.add_argument("--savepoint")
     target.add_argument("--timestamp", help="the last epoch committed at or before this time (ISO, UTC)")
     rollback.add_argument("--reason", help="recorded in the manifest")
@@ -508,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         formats = command.add_mutually_exclusive_group()
         formats.add_argument("--json", action="store_true", help="rows as a JSON list")
         formats.add_argument("--csv", action="store_true", help="rows as CSV")
-        command.add_argument("--limit", type=_whole(1), default=limit, help=f"rows to show (default {limit})")
+        command.add_argument("--limit", type=whole(1), default=limit, help=f"rows to show (default {limit})")
 
     state = commands.add_parser("state", help="an operator's state as of an epoch, savepoint or time")
     state.add_argument("dir", help="the state directory")
@@ -543,10 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     retain = commands.add_parser("retention", help="free the checkpoints a retention policy no longer keeps")
     retain.add_argument("dir", help="the state directory")
     retain.add_argument(
-        "--count", type=_checked(rules.retention_count), help="keep the last N checkpoints (default 1000)"
+        "--count", type=checked(rules.retention_count), help="keep the last N checkpoints (default 1000)"
     )
     retain.add_argument(
-        "--age", type=_checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '2 h')"
+        "--age", type=checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '2 h')"
     )
     retain.add_argument("--reason", help="recorded in the manifest")
     retain.add_argument("--json", action="store_true")
