@@ -88,12 +88,20 @@ def number(positive: bool = False, at_most: float | None = None) -> Check:
     return check
 
 
+MAX_SECONDS = 10_000 * 365.25 * 86_400  # longer would overflow a timestamp's arithmetic
+
+
 def duration(value: str) -> str | None:
+    problem = duration_or_zero(value)
+    return problem or ("must be longer than 0" if durations.parse_duration(value) <= 0 else None)
+
+
+def duration_or_zero(value: str) -> str | None:
     try:
         seconds = durations.parse_duration(value)
     except ValueError:
         return "is not a duration; write e.g. 500ms, 2 s, 1 min or 7 d"
-    return "must be longer than 0" if seconds <= 0 else None
+    return "must be shorter than 10000 years" if seconds > MAX_SECONDS else None
 
 
 def size(value: str) -> str | None:
@@ -183,7 +191,8 @@ class Connector:
     lookup: bool = False  # may be the versioned side of a lookup join (read whole)
 
 
-_SOURCE = {"scan.max-epoch-rows": whole(1), "scan.watermark.idle-timeout": duration}
+# An idle timeout of 0 marks a source idle as soon as an epoch brings it no rows.
+_SOURCE = {"scan.max-epoch-rows": whole(1), "scan.watermark.idle-timeout": duration_or_zero}
 _GENERATED = {"seed": whole(), "start-time": timestamp}
 CONNECTORS: dict[str, Connector] = {
     "filesystem": Connector(

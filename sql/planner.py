@@ -53,7 +53,7 @@ from sql.udf import REGISTRY, ScalarUdf
 
 def parse(text: str) -> list[exp.Expr]:
     try:
-        return [s for s in sqlglot.parse(text, read=Flink) if s is not None]
+        return [s for s in sqlglot.parse(text, read=Flink) if s is not None and not isinstance(s, exp.Semicolon)]
     except ParseError as err:
         raise syntax_error(err) from None
     except TokenError as err:
@@ -166,6 +166,8 @@ class _Planner:
             target = target.this
         table = self._table(target)
         query = statement.expression
+        if query is None:
+            raise error_at(statement, "INSERT INTO needs a query: INSERT INTO t SELECT ...")
         relation = self._query(query)
         if relation.window is not None and relation.window.unassigned_session:
             raise error_at(query, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
@@ -843,7 +845,10 @@ class _Planner:
                 else exp.column(replacements[id(body)], quoted=True)
             )
             name = item.alias_or_name if isinstance(item, exp.Alias | exp.Column) else f"EXPR${index}"
-            projections.append((name, post.compile(rewritten).alias(name)))
+            try:
+                projections.append((name, post.compile(rewritten).alias(name)))
+            except SqlError as err:
+                raise relocated(err, body, {c.sql: c.output for c in calls}) from None
         return _Relation(self._calc(node, projections, None, select))
 
     # -- Top-N and deduplication ---------------------------------------------------------------
