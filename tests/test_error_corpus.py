@@ -210,6 +210,14 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("print-as-source", uses("'connector' = 'print'"), "cannot be read"),
     ("datagen-as-sink", uses("'connector' = 'datagen'", "INSERT INTO t SELECT k, v FROM src;"), "cannot be written"),
+    (
+        "datagen-as-lookup",
+        uses(
+            "'connector' = 'datagen'",
+            "INSERT INTO out SELECT s.k, d.v FROM src AS s JOIN t FOR SYSTEM_TIME AS OF s.ts AS d ON s.k = d.k;",
+        ),
+        "cannot be looked up",
+    ),
     ("print-option-typo", uses("'connector' = 'print', 'print-identifer' = 'x'", "INSERT INTO t SELECT k, v FROM src;"), "'print-identifier'"),  # noqa: E501
     # SET
     ("set-interval-zero", "SET 'checkpoint.interval' = '0 s'; " + INSERT, "longer than 0"),
