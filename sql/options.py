@@ -288,7 +288,9 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
             check = _datagen_field(table, key, keys[key])
         if check is None:
             suggestion = did_you_mean(key, connector.options)
-            raise fail(f"unsupported option '{key}' for connector '{name}'{suggestion}", keys[key])
+            known = sorted(connector.options) + (["fields.<column>.<option>"] if name == "datagen" else [])
+            takes = f"; it takes {', '.join(known)}" if known else "; it takes no other options"
+            raise fail(f"unsupported option '{key}' for connector '{name}'{suggestion}{takes}", keys[key])
         problem = check(value)
         if problem:
             raise fail(f"'{key}' = '{value}': {problem}", values[key])
