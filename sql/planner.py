@@ -1209,9 +1209,9 @@ class _Planner:
 
 
 def _literal_int(node: object, where: exp.Expr) -> int:
-    if isinstance(node, exp.Literal) and not node.is_string:
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
         return int(node.this)
-    raise error_at(where, "ROWS needs a number of preceding rows")
+    raise error_at(where, "ROWS needs a whole number of preceding rows")
 
 
 def _rank_bound(node: exp.Expr, rank: str) -> int | None:

@@ -154,6 +154,12 @@ CASES: list[tuple[str, str, str]] = [
         "FROM src) WHERE rn <= 1.5;",
         "whole number",
     ),
+    (
+        "rows-fraction",
+        "INSERT INTO out SELECT k, SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1.5 PRECEDING AND CURRENT ROW) "
+        "FROM src;",
+        "whole number of preceding rows",
+    ),
     ("time-minus-number", "INSERT INTO out SELECT k, ts - 1 FROM src;", "cannot apply sub to TIMESTAMP_LTZ(3) and INT"),
     ("having-type", "INSERT INTO out SELECT k, COUNT(*) FROM src GROUP BY k HAVING COUNT(*) > k;", "COUNT(*) > k"),
     ("group-select-type", "INSERT INTO out SELECT k, k * COUNT(*) FROM src GROUP BY k;", "STRING and BIGINT"),
