@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.cli_types import OneLineParser, checked, epoch, whole
 from engine.progress import Progress, render_summary
 from sql import durations
 
@@ -267,7 +268,11 @@ def _point(text: str | None) -> int | str | None:
     """`--at` values: an epoch number, a savepoint name or an ISO time."""
     if text is None:
         return None
-    return int(text) if text.strip().isdigit() else text
+    if text.strip().lstrip("-").isdigit():
+        if int(text) < 1:
+            raise UsageError(f"there is no epoch {int(text)}: epochs are numbered from 1")
+        return int(text)
+    return text
 
 
 def _show(frame: Any, args: argparse.Namespace, limit: int | None = None) -> None:
@@ -339,7 +344,10 @@ def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="timelapse", description="Streaming SQL with time-travelling state.")
+    from sql import options as rules
+    from sql.plan import KEY_GROUPS
+
+    parser = OneLineParser(prog="timelapse", description="Streaming SQL with time-travelling state.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a pipeline (a .sql file of CREATE TABLE and INSERT INTO statements)")
@@ -347,29 +355,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state", required=True, help="state directory: manifest, offsets, dead letters")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process everything available now, then exit")
-    mode.add_argument("--trigger", help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s")
+    mode.add_argument(
+        "--trigger",
+        type=checked(rules.duration),
+        help="run continuously, one epoch per interval (e.g. 500ms, 2s); default 1s",
+    )
     mode.add_argument(
         "--drain",
         action="store_true",
         help="process everything available now, then move every watermark to the end of time so that every "
         "window, session and join padding fires, and exit; later rows are late (roll back to undo)",
     )
-    run.add_argument("--max-epochs", type=int, help="stop after N epochs")
-    run.add_argument("--max-epoch-rows", type=int, help="at most N rows from each source per epoch")
+    run.add_argument("--max-epochs", type=whole(1), help="stop after N epochs")
+    run.add_argument("--max-epoch-rows", type=whole(1), help="at most N rows from each source per epoch")
     run.add_argument(
         "--checkpoint-interval",
+        type=checked(rules.checkpoint_interval),
         help="make epochs durable every '5 epochs' or every '10s' (default: every epoch, or SET 'checkpoint.interval')",
     )
     run.add_argument(
         "--checkpoint-state-growth",
+        type=checked(rules.size),
         help="also checkpoint once operator state has grown by this much, e.g. '64 MB' "
         "(alone: every 60 s or on that growth)",
     )
     run.add_argument(
         "--retain",
+        type=checked(rules.retention_count),
         help="keep the last N checkpoints readable, or 'all' (default 1000, or SET 'checkpoint.retention.count')",
     )
-    run.add_argument("--retain-age", help="also keep every checkpoint younger than this (e.g. '7 d')")
+    run.add_argument(
+        "--retain-age", type=checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '7 d')"
+    )
     run.add_argument(
         "--allowed-root",
         action="append",
@@ -378,8 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--parallelism",
-        type=int,
-        choices=range(1, 129),
+        type=whole(1, maximum=KEY_GROUPS),
         metavar="N",
         help="worker threads for GROUP BY aggregations (1-128; may change between runs)",
     )
@@ -403,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     savepoint.add_argument("action", choices=["create", "list", "delete"])
     savepoint.add_argument("dir", help="the state directory")
     savepoint.add_argument("--name")
-    savepoint.add_argument("--epoch", type=int, help="the epoch to name (default: the latest)")
+    savepoint.add_argument("--epoch", type=epoch, help="the epoch to name (default: the latest)")
     savepoint.add_argument("--reason", help="recorded in the manifest with your user name")
     savepoint.add_argument("--json", action="store_true")
     savepoint.set_defaults(handler=cmd_savepoint)
@@ -411,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="roll state, source offsets and Delta sinks back together")
     rollback.add_argument("dir", help="the state directory")
     target = rollback.add_mutually_exclusive_group(required=True)
-    target.add_argument("--to-epoch", type=int)
+    target.add_argument("--to-epoch", type=epoch)
     target.add_argument("--savepoint")
     target.add_argument("--timestamp", help="the last epoch committed at or before this time (ISO, UTC)")
     rollback.add_argument("--reason", help="recorded in the manifest")
@@ -452,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         formats = command.add_mutually_exclusive_group()
         formats.add_argument("--json", action="store_true", help="rows as a JSON list")
         formats.add_argument("--csv", action="store_true", help="rows as CSV")
-        command.add_argument("--limit", type=int, default=limit, help=f"rows to show (default {limit})")
+        command.add_argument("--limit", type=whole(1), default=limit, help=f"rows to show (default {limit})")
 
     state = commands.add_parser("state", help="an operator's state as of an epoch, savepoint or time")
     state.add_argument("dir", help="the state directory")
@@ -488,8 +504,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     retain = commands.add_parser("retention", help="free the checkpoints a retention policy no longer keeps")
     retain.add_argument("dir", help="the state directory")
-    retain.add_argument("--count", help="keep the last N checkpoints (default 1000)")
-    retain.add_argument("--age", help="also keep every checkpoint younger than this (e.g. '2 h')")
+    retain.add_argument(
+        "--count", type=checked(rules.retention_count), help="keep the last N checkpoints (default 1000)"
+    )
+    retain.add_argument(
+        "--age", type=checked(rules.duration), help="also keep every checkpoint younger than this (e.g. '2 h')"
+    )
     retain.add_argument("--reason", help="recorded in the manifest")
     retain.add_argument("--json", action="store_true")
     retain.set_defaults(handler=cmd_retention)

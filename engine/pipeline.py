@@ -15,6 +15,7 @@ from engine.sources.base import ConnectorError
 from engine.state_dir import LeaseLost, StateDir, StateDirBusy, write_atomic
 from engine.upgrade import Change, UpgradeRefused
 from sql import Plan, ScalarUdf, plan_script
+from sql.options import check_run_options
 
 # Errors that say what is wrong with the SQL, the options or the directory's owner: never storage damage.
 NOT_DAMAGE = (
@@ -90,6 +91,18 @@ class Pipeline:
         If the state to resume from is damaged, the run falls back to the newest checkpoint that reads cleanly
         (`engine.recovery`); `on_fallback` receives what was found and done, and so does the summary.
         """
+        check_run_options(
+            {
+                "trigger": trigger,
+                "max_epochs": max_epochs,
+                "max_epoch_rows": max_epoch_rows,
+                "checkpoint_interval": checkpoint_interval,
+                "checkpoint_state_growth": checkpoint_state_growth,
+                "retain_count": retain_count,
+                "retain_age": retain_age,
+                "parallelism": parallelism,
+            }
+        )
         options = RunOptions(
             once=once,
             trigger_seconds=trigger,

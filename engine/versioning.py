@@ -39,6 +39,8 @@ def _rows(state: StateDir) -> pl.DataFrame:
 
 
 def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
+    if epoch < 1:
+        raise VersioningError(f"there is no epoch {epoch}: epochs are numbered from 1")
     found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
     if found.is_empty() and expired(rows, epoch):
         raise VersioningError(expired_message(rows, epoch))

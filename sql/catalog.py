@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -30,6 +31,9 @@ class TableDef:
     watermark: Watermark | None = None
     primary_key: tuple[str, ...] = ()
     line: int | None = None
+    col: int | None = None
+    # (line, column) of each option's value in the SQL, for messages about an option met at run time
+    option_at: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def connector(self) -> str:
@@ -47,6 +51,15 @@ class TableDef:
     @property
     def computed(self) -> list[Column]:
         return [c for c in self.columns if c.computed is not None]
+
+    def where(self, option: str | None = None) -> str:
+        """' (line N, column M)' of `option`'s value, or of the CREATE TABLE; '' if unknown (a table built in code)."""
+        line, col = self.option_at.get(option, (None, None)) if option else (None, None)
+        if line is None:
+            line, col = self.line, self.col
+        if line is None:
+            return ""
+        return f" (line {line}, column {col})" if col is not None else f" (line {line})"
 
     def column(self, name: str) -> Column | None:
         lowered = name.lower()

@@ -7,13 +7,20 @@ and named arguments, and `SESSION(...)` as a function name.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from sqlglot import exp
 from sqlglot.dialects.spark import Spark
 from sqlglot.generators.spark import SparkGenerator
 from sqlglot.parsers.spark import SparkParser
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import Token, TokenType
 
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
+
+# sqlglot logs warnings on stderr for SQL it half-understands; timelapse turns those cases into errors with a
+# position instead, and a user error must stay one line.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
 class TableArgument(exp.Expression):
@@ -42,6 +49,10 @@ class WindowCall(exp.Expression, exp.Func):
         return any(isinstance(_unnamed(a), TableArgument) for a in self.expressions)
 
 
+def _has_children(node: exp.Expr) -> bool:
+    return any(isinstance(v, exp.Expr) or (isinstance(v, list) and v) for v in node.args.values())
+
+
 def _unnamed(arg: exp.Expr) -> exp.Expr:
     return arg.expression if isinstance(arg, exp.Kwarg) else arg
 
@@ -65,6 +76,18 @@ class FlinkParser(SparkParser):
         **SparkParser.FUNCTION_PARSERS,
         **{name: (lambda self, _n=name: self._parse_window_call(_n)) for name in WINDOW_FUNCTIONS},
     }
+
+    def expression(self, instance: Any, token: Token | None = None, comments: list[str] | None = None) -> Any:
+        # A node built from one token without children (CURRENT_TIMESTAMP, a bare keyword) gets that token's
+        # position, so that an error about it can say where it is.
+        if token is None and self._prev is not None and not instance.meta and not _has_children(instance):
+            token = self._prev
+        return super().expression(instance, token, comments)
+
+    def _warn_unsupported(self) -> None:
+        # sqlglot would log a warning and keep the statement as an opaque Command: an error at its start instead.
+        if self._tokens:
+            self.raise_error("this statement is not valid Flink SQL, or not supported", self._tokens[0])
 
     def _parse_window_call(self, name: str) -> exp.Expr:
         args = self._parse_csv(self._parse_window_argument)

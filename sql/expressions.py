@@ -166,6 +166,9 @@ def java_to_strftime(pattern: str) -> str:
     return "".join(out)
 
 
+_MAX_INTERVAL = dt.timedelta(days=3_652_425)  # 10000 years: more would overflow a timestamp's arithmetic
+
+
 def _literal_value(node: exp.Expr) -> object:
     if isinstance(node, exp.Literal):
         if node.is_string:
@@ -253,9 +256,14 @@ class ExprCompiler:
             raise error_at(node, f"interval unit {unit} is not supported", UnsupportedError)
         try:
             amount = float(str(_literal_value(node.this)).strip())
+            length = dt.timedelta(**{_INTERVAL_UNITS[unit]: amount})
         except ValueError:
             raise error_at(node, f"bad interval literal {node.sql()}") from None
-        return dt.timedelta(**{_INTERVAL_UNITS[unit]: amount})
+        except OverflowError:
+            length = _MAX_INTERVAL * 2
+        if abs(length) > _MAX_INTERVAL:
+            raise error_at(node, f"interval {node.sql()} is longer than 10000 years")
+        return length
 
     def _coerce_pair(self, node: exp.Binary) -> tuple[pl.Expr, pl.Expr]:
         """Comparisons between a timestamp and a string literal parse the literal, as Flink's implicit cast."""
@@ -317,7 +325,9 @@ class ExprCompiler:
     def _arith(self, node: exp.Binary) -> pl.Expr:
         left, ltype = self.typed(node.this)
         right, rtype = self.typed(node.expression)
-        if isinstance(ltype, pl.String) or isinstance(rtype, pl.String):
+        # time +/- a number has no unit: Flink asks for an INTERVAL, and Polars' own message names its dtypes
+        temporal = (types.is_temporal(ltype) or types.is_temporal(rtype)) and (ltype.is_numeric() or rtype.is_numeric())
+        if isinstance(ltype, pl.String) or isinstance(rtype, pl.String) or temporal:
             raise error_at(
                 node,
                 f"cannot apply {type(node).__name__.lower()} to {types.sql_name(ltype)} and {types.sql_name(rtype)}",

@@ -14,12 +14,21 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from sql import durations, types
+from sql import options as option_rules
 from sql.catalog import Column, TableDef, Watermark
 from sql.dialect import Descriptor, Flink, TableArgument, WindowCall
-from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
+from sql.errors import (
+    SqlError,
+    UnsupportedError,
+    did_you_mean,
+    error_at,
+    position,
+    relocated,
+    syntax_error,
+    token_error,
+)
 from sql.expressions import PROCTIME_COLUMN, ExprCompiler, Scope
 from sql.plan import (
-    KEY_GROUPS,
     OP_COLUMN,
     WATERMARK_COLUMN,
     AggCall,
@@ -44,17 +53,11 @@ from sql.udf import REGISTRY, ScalarUdf
 
 def parse(text: str) -> list[exp.Expr]:
     try:
-        return [s for s in sqlglot.parse(text, read=Flink) if s is not None]
+        return [s for s in sqlglot.parse(text, read=Flink) if s is not None and not isinstance(s, exp.Semicolon)]
     except ParseError as err:
-        first = err.errors[0] if err.errors else {}
-        message = first.get("description") or str(err)
-        if "SENTINEL" in message:
-            message = "the statement ends too early"
-        highlight = first.get("highlight")
-        near = f" near '{highlight}'" if highlight else ""
-        raise SqlError(f"syntax error{near}: {message}", first.get("line"), first.get("col")) from None
+        raise syntax_error(err) from None
     except TokenError as err:
-        raise SqlError(f"syntax error: {err}") from None
+        raise token_error(text, err) from None
 
 
 def plan_script(text: str, udfs: Mapping[str, ScalarUdf] | None = None) -> Plan:
@@ -121,7 +124,9 @@ class _Planner:
         if not self.sinks:
             raise SqlError("the script has no INSERT INTO statement, so there is nothing to run")
         fingerprint = hashlib.sha256("\n".join(canonical).encode()).hexdigest()[:16]
-        return Plan(dict(self.tables), self.sinks, dict(self.options), fingerprint)
+        plan = Plan(dict(self.tables), self.sinks, dict(self.options), fingerprint)
+        option_rules.check_roles(plan)
+        return plan
 
     def _set(self, statement: exp.Set) -> None:
         for item in statement.expressions:
@@ -129,7 +134,7 @@ class _Planner:
             if not isinstance(eq, exp.EQ):
                 raise error_at(item, "SET 'key' = 'value' expected")
             key, value = str(eq.this.name), str(eq.expression.name)
-            problem = _check_option(key, value)
+            problem = option_rules.pipeline_option_problem(key, value)
             if problem:
                 raise error_at(eq.expression, problem)
             self.options[key] = value
@@ -161,6 +166,8 @@ class _Planner:
             target = target.this
         table = self._table(target)
         query = statement.expression
+        if query is None:
+            raise error_at(statement, "INSERT INTO needs a query: INSERT INTO t SELECT ...")
         relation = self._query(query)
         if relation.window is not None and relation.window.unassigned_session:
             raise error_at(query, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
@@ -469,7 +476,7 @@ class _Planner:
         for item in hint.expressions if hint is not None else []:
             if isinstance(item, exp.Anonymous) and item.name.upper() == "STATE_TTL":
                 args = [str(a.name) for a in item.expressions]
-                node: exp.Expr = item
+                node: exp.Expr = select.expressions[0]  # positions inside a hint count from its comment
                 break
         else:
             node = select
@@ -477,10 +484,10 @@ class _Planner:
                 args = [self.options["state.ttl"], self.options.get("state.ttl.time", "processing")]
         if not args:
             return None
-        try:
-            seconds = durations.parse_duration(args[0])
-        except ValueError as err:
-            raise error_at(node, str(err)) from None
+        problem = option_rules.duration(args[0])
+        if problem:
+            raise error_at(node, f"STATE_TTL '{args[0]}' {problem}" if problem.startswith("must") else problem)
+        seconds = durations.parse_duration(args[0])
         time = (args[1] if len(args) > 1 else "processing").lower()
         if time not in ("processing", "event"):
             raise error_at(node, "STATE_TTL time must be 'processing' or 'event'")
@@ -838,7 +845,10 @@ class _Planner:
                 else exp.column(replacements[id(body)], quoted=True)
             )
             name = item.alias_or_name if isinstance(item, exp.Alias | exp.Column) else f"EXPR${index}"
-            projections.append((name, post.compile(rewritten).alias(name)))
+            try:
+                projections.append((name, post.compile(rewritten).alias(name)))
+            except SqlError as err:
+                raise relocated(err, body, {c.sql: c.output for c in calls}) from None
         return _Relation(self._calc(node, projections, None, select))
 
     # -- Top-N and deduplication ---------------------------------------------------------------
@@ -1044,13 +1054,13 @@ class _Planner:
                 name = f"EXPR${index}"
             body = item.this if isinstance(item, exp.Alias) else item
             try:
-                expr = post.compile(rewrite(body))
+                expr = post.typed(rewrite(body))[0]
             except SqlError as err:
                 if "unknown column" in err.message:
                     raise error_at(
                         body, f"'{body.sql(dialect=Flink)}' must appear in GROUP BY or inside an aggregate function"
                     ) from None
-                raise
+                raise relocated(err, body, {**canonical_aggs, **key_sql}) from None
             unique = name
             while unique.lower() in used:
                 unique += "$"
@@ -1063,7 +1073,7 @@ class _Planner:
             except SqlError as err:
                 if "unknown column" in err.message:
                     raise error_at(having, "HAVING may only use GROUP BY columns and aggregates") from None
-                raise
+                raise relocated(err, having.this, {**canonical_aggs, **key_sql}) from None
         schema = {name: post.dtype(expr) for name, expr in projections}
 
         child = window_input
@@ -1145,6 +1155,8 @@ class _Planner:
         arg_types = tuple(t for _, t in args)
         if function == "COUNT":
             dtype: pl.DataType = pl.Int64()
+        elif len(arg_types) != 1 and function in ("SUM", "AVG", "MIN", "MAX"):
+            raise error_at(call, f"{function} takes one argument, not {len(arg_types)}")
         elif function in ("SUM",):
             (t,) = arg_types
             if not t.is_numeric():
@@ -1197,9 +1209,9 @@ class _Planner:
 
 
 def _literal_int(node: object, where: exp.Expr) -> int:
-    if isinstance(node, exp.Literal) and not node.is_string:
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
         return int(node.this)
-    raise error_at(where, "ROWS needs a number of preceding rows")
+    raise error_at(where, "ROWS needs a whole number of preceding rows")
 
 
 def _rank_bound(node: exp.Expr, rank: str) -> int | None:
@@ -1213,6 +1225,8 @@ def _rank_bound(node: exp.Expr, rank: str) -> int | None:
         left, right, kind = right, left, flips[kind]
     if not (isinstance(left, exp.Column) and left.name.lower() == rank.lower() and isinstance(right, exp.Literal)):
         return None
+    if right.is_string or not right.this.isdigit():
+        raise error_at(right, f"{rank} must be compared with a whole number, not {right.sql()}")
     value = int(right.this)
     return {exp.LTE: value, exp.LT: value - 1, exp.EQ: value if value == 1 else None}.get(kind)
 
@@ -1407,16 +1421,7 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
     if not isinstance(schema, exp.Schema):
         raise error_at(statement, "CREATE TABLE needs a column list")
     name = schema.this.name
-    options: dict[str, str] = {}
-    for prop in (statement.args.get("properties") or exp.Properties(expressions=[])).expressions:
-        if isinstance(prop, exp.Property):
-            options[str(prop.this.name)] = str(prop.args["value"].name)
-        else:
-            raise error_at(
-                prop,
-                f"table property {prop.sql(dialect=Flink)} is not supported; use WITH ('k' = 'v')",
-                UnsupportedError,
-            )
+    options, keys, values = option_rules.read_with(statement)
     physical: dict[str, pl.DataType] = {}
     columns: list[Column] = []
     watermark_node: exp.WatermarkColumnConstraint | None = None
@@ -1430,6 +1435,8 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
                 (c.kind for c in element.constraints if isinstance(c.kind, exp.ComputedColumnConstraint)), None
             )
             if computed is not None:
+                if computed.this is None:
+                    raise error_at(element, f"computed column '{col_name}' needs an expression after AS")
                 scope = Scope({**{c.name: c.dtype for c in columns}, PROCTIME_COLUMN: types.timestamp(3)})
                 compiler = ExprCompiler(scope, udfs)
                 expr, dtype = compiler.typed(computed.this)
@@ -1449,7 +1456,7 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
             primary_key = tuple(e.name for e in element.expressions)
         else:
             raise error_at(element, f"{element.sql(dialect=Flink)} is not supported in CREATE TABLE", UnsupportedError)
-    table = TableDef(name, tuple(columns), options, None, primary_key, _line(statement))
+    table = TableDef(name, tuple(columns), options, None, primary_key, *position(statement), values)
     for key in primary_key:
         if table.column(key) is None:
             raise error_at(schema, f"PRIMARY KEY column '{key}' is not a column of '{name}'")
@@ -1467,34 +1474,6 @@ def _table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef
         if not isinstance(dtype, pl.Datetime):
             raise error_at(watermark_node.expression, "the watermark expression must give a TIMESTAMP")
         sql_text = watermark_node.expression.sql(dialect=Flink)
-        table = TableDef(name, tuple(columns), options, Watermark(column.name, expr, sql_text), primary_key, table.line)
+        table = dataclasses.replace(table, watermark=Watermark(column.name, expr, sql_text))
+    option_rules.check_table(table, keys, values, position(statement))
     return table
-
-
-def _line(node: exp.Expr) -> int | None:
-    return position(node)[0]
-
-
-def _check_option(key: str, value: str) -> str | None:
-    """Why a pipeline option's value is wrong (None when it is fine); unknown keys pass, as in Flink."""
-    try:
-        if key in ("checkpoint.interval",):
-            words = value.strip().lower().split()
-            if not (len(words) == 2 and words[1] in ("epoch", "epochs") and words[0].isdigit()):
-                durations.parse_duration(value)
-        elif key == "checkpoint.state-growth":
-            durations.parse_size(value)
-        elif key in ("checkpoint.retention.age", "state.ttl"):
-            durations.parse_duration(value)
-        elif key == "parallelism.default" and not (value.strip().isdigit() and 0 < int(value) <= KEY_GROUPS):
-            return f"'{key}' must be a number of workers from 1 to {KEY_GROUPS}, not '{value}'"
-        elif key == "checkpoint.retention.count" and not _is_count(value):
-            return f"'{key}' must be a positive number or 'all', not '{value}'"
-    except ValueError as err:
-        return f"'{key}': {err}"
-    return None
-
-
-def _is_count(value: str) -> bool:
-    text = value.strip().lower()
-    return text in ("all", "unlimited", "none") or (text.isdigit() and int(text) > 0)

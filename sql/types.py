@@ -39,17 +39,40 @@ def timestamp(precision: int = 6) -> pl.Datetime:
 
 def to_polars(dtype: exp.DataType) -> pl.DataType:
     kind = dtype.this
+    params = _params(dtype)
+    if kind in (DT.VARCHAR, DT.CHAR) and params and params[0] < 1:
+        raise error_at(dtype, f"{kind.value}({params[0]}): the length must be at least 1")
     if kind in _SIMPLE:
         return _SIMPLE[kind]
-    params = [int(p.this.this) for p in dtype.expressions if isinstance(p, exp.DataTypeParam)]
     if kind in _TIMESTAMPS:
+        if params and not 0 <= params[0] <= 9:
+            raise error_at(dtype, f"TIMESTAMP precision must be between 0 and 9, not {params[0]}")
         return timestamp(params[0] if params else 6)
     if kind == DT.DECIMAL:
+        # Flink: DECIMAL alone is DECIMAL(10, 0); timelapse keeps its historical DECIMAL(38, 0).
         precision, scale = ([*params, 38, 0])[:2] if params else (38, 0)
+        if len(params) == 1:
+            scale = 0
+        if not 1 <= precision <= MAX_PRECISION:
+            raise error_at(dtype, f"DECIMAL precision must be between 1 and {MAX_PRECISION}, not {precision}")
+        if not 0 <= scale <= precision:
+            raise error_at(dtype, f"DECIMAL scale must be between 0 and the precision ({precision}), not {scale}")
         return pl.Decimal(precision, scale)
     if kind == DT.ARRAY and dtype.expressions:
         return pl.List(to_polars(dtype.expressions[0]))
     raise error_at(dtype, f"type {dtype.sql()} is not supported", UnsupportedError)
+
+
+def _params(dtype: exp.DataType) -> list[int]:
+    """The whole-number parameters of `DECIMAL(p, s)`, `TIMESTAMP(p)` or `VARCHAR(n)`."""
+    params = []
+    for param in dtype.expressions:
+        if not isinstance(param, exp.DataTypeParam):
+            continue
+        if not (isinstance(param.this, exp.Literal) and not param.this.is_string and param.this.this.isdigit()):
+            raise error_at(param, f"{dtype.sql()}: type parameters must be whole numbers")
+        params.append(int(param.this.this))
+    return params
 
 
 def sql_name(dtype: pl.DataType) -> str:

@@ -59,5 +59,5 @@ def test_parallelism_as_a_pipeline_option(tmp_path: Path) -> None:
     expected = _sinks(single)
     for name, frame in _sinks(parallel).items():
         assert_frame_equal(frame, expected[name], check_dtypes=False)
-    with pytest.raises(SqlError, match=r"line 1, column 29: 'parallelism\.default' must be a number of workers"):
+    with pytest.raises(SqlError, match=r"line 1, column 29: 'parallelism\.default' = '0': must be a number of workers"):
         run(parallel, "SET 'parallelism.default' = '0';\n" + SQL)

@@ -16,7 +16,7 @@ SINKS: dict[str, type[SinkConnector]] = {"delta": DeltaSink, "print": PrintSink,
 def make_sink(table: TableDef, base_dir: Path, app_id: str) -> SinkConnector:
     kind = SINKS.get(table.connector.lower())
     if kind is None:
-        where = f" (line {table.line})" if table.line else ""
+        where = table.where("connector")
         raise ConnectorError(
             f"table '{table.name}'{where}: connector '{table.connector}' cannot be written; "
             f"sinks are {', '.join(sorted(SINKS))}"

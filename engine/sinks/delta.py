@@ -50,7 +50,7 @@ class DeltaSink(SinkConnector):
             if err.errno == errno.ENOSPC:  # a full disk is a storage failure, reported as such by the CLI
                 raise
             # A path that cannot be created (under a file, no permission) is the SQL's to fix: say which table.
-            where = f" (line {self.table.line})" if self.table.line else ""
+            where = self.table.where("path")
             raise ConnectorError(
                 f"table '{self.table.name}'{where}: cannot create the Delta table at {self._path}: "
                 f"{err.strerror or err}"
@@ -59,7 +59,7 @@ class DeltaSink(SinkConnector):
         existing = [field.name for field in table.schema().fields]
         declared = list(self.table.physical_schema)
         if existing != declared:
-            where = f" (line {self.table.line})" if self.table.line else ""
+            where = self.table.where()
             raise ConnectorError(
                 f"table '{self.table.name}'{where}: the Delta table at {self._path} has columns "
                 f"({', '.join(existing)}) but CREATE TABLE declares ({', '.join(declared)}); "

@@ -22,7 +22,7 @@ SOURCES: dict[str, type[Source]] = {
 def make_source(table: TableDef, base_dir: Path) -> Source:
     kind = SOURCES.get(table.connector.lower())
     if kind is None:
-        where = f" (line {table.line})" if table.line else ""
+        where = table.where("connector")
         raise ConnectorError(
             f"table '{table.name}'{where}: connector '{table.connector}' cannot be read; "
             f"sources are {', '.join(sorted(SOURCES))}"

@@ -68,7 +68,7 @@ class Source(ABC):
     def option(self, key: str, default: str | None = None) -> str:
         value = self.table.options.get(key, default)
         if value is None:
-            raise ConnectorError(f"table '{self.table.name}': option '{key}' is required")
+            raise ConnectorError(f"table '{self.table.name}'{self.table.where()}: option '{key}' is required")
         return value
 
     def resolve(self, path: str) -> Path:

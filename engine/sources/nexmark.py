@@ -215,7 +215,7 @@ class NexmarkSource(Source):
         missing = [name for name in declared if name not in expected]
         if missing:
             raise ConnectorError(
-                f"table '{table.name}': a nexmark {self.kind} has no column {', '.join(missing)}; "
+                f"table '{table.name}'{table.where()}: a nexmark {self.kind} has no column {', '.join(missing)}; "
                 f"its columns are {', '.join(expected)}"
             )
         self.event = 1  # the next event id to read

@@ -1,0 +1,357 @@
+"""Option validation at planning time: `SET 'key' = 'value'` and every connector's `WITH ('key' = 'value')`.
+
+Pure (no I/O): a wrong value, a missing required option or an unknown key fails before anything runs, with the
+line and column of the option (or of the CREATE TABLE when an option is missing). Unknown connector keys are an
+error, as in Flink ("Unsupported options found"), with the closest known key suggested: a typo such as
+'scan.max-epoch-row' would otherwise be ignored silently. Unknown SET keys pass (Flink's configuration is open),
+except under the namespaces timelapse reads (`checkpoint.`, `state.`, `parallelism.`), where a typo would also
+be ignored silently.
+
+The connector lists mirror the runtime registries (`engine.sources.SOURCES`, `engine.sinks.SINKS`); a test
+checks that they agree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import polars as pl
+from sqlglot import exp
+
+from sql import durations
+from sql.catalog import TableDef
+from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
+from sql.plan import KEY_GROUPS, Join, Plan
+
+Check = Callable[[str], str | None]  # the problem with a value, or None when it is fine
+
+
+class OptionError(SqlError):
+    """A run option with a wrong value (`Pipeline.run(max_epoch_rows=0)`): a user error, without a position."""
+
+
+def check_run_options(values: Mapping[str, object]) -> None:
+    """`Pipeline.run`'s options, checked by the same rules as the CLI flags and SET options they mirror.
+
+    Whole-number options must be at least 1, `parallelism` at most KEY_GROUPS, `trigger` positive seconds."""
+    text_rules: dict[str, Check] = {
+        "checkpoint_interval": checkpoint_interval,
+        "checkpoint_state_growth": size,
+        "retain_count": retention_count,
+        "retain_age": duration,
+    }
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in text_rules:
+            problem = text_rules[name](str(value))
+        elif name == "trigger":
+            problem = None if isinstance(value, int | float) and value > 0 else "must be a positive number of seconds"
+        else:
+            top = KEY_GROUPS if name == "parallelism" else None
+            whole_number = isinstance(value, int) and not isinstance(value, bool)
+            fits = whole_number and value >= 1 and (top is None or value <= top)  # type: ignore[operator]
+            problem = None if fits else f"must be a whole number from 1{f' to {top}' if top else ''}"
+        if problem:
+            raise OptionError(f"{name}={value!r}: {problem}")
+
+
+# -- value checks ------------------------------------------------------------------------------------------------
+def whole(minimum: int | None = None) -> Check:
+    def check(value: str) -> str | None:
+        text = value.strip()
+        if not re.fullmatch(r"[+-]?\d+", text):
+            return "must be a whole number" + (f" of at least {minimum}" if minimum is not None else "")
+        if minimum is not None and int(text) < minimum:
+            return f"must be at least {minimum}"
+        return None
+
+    return check
+
+
+def number(positive: bool = False, at_most: float | None = None) -> Check:
+    def check(value: str) -> str | None:
+        try:
+            parsed = float(value)
+        except ValueError:
+            return "must be a number"
+        if parsed != parsed or parsed in (float("inf"), float("-inf")):
+            return "must be a finite number"
+        if positive and parsed <= 0:
+            return "must be greater than 0"
+        if at_most is not None and not 0 <= parsed <= at_most:
+            return f"must be between 0 and {at_most:g}"
+        return None
+
+    return check
+
+
+MAX_SECONDS = 10_000 * 365.25 * 86_400  # longer would overflow a timestamp's arithmetic
+
+
+def duration(value: str) -> str | None:
+    problem = duration_or_zero(value)
+    return problem or ("must be longer than 0" if durations.parse_duration(value) <= 0 else None)
+
+
+def duration_or_zero(value: str) -> str | None:
+    try:
+        seconds = durations.parse_duration(value)
+    except ValueError:
+        return "is not a duration; write e.g. 500ms, 2 s, 1 min or 7 d"
+    return "must be shorter than 10000 years" if seconds > MAX_SECONDS else None
+
+
+def size(value: str) -> str | None:
+    try:
+        parsed = durations.parse_size(value)
+    except ValueError:
+        return "is not a size; write e.g. 64 MB or 1 GiB"
+    return "must be larger than 0" if parsed <= 0 else None
+
+
+def choice(*values: str) -> Check:
+    def check(value: str) -> str | None:
+        if value.strip().lower() in values:
+            return None
+        return f"must be one of {', '.join(repr(v) for v in values)}{did_you_mean(value.strip().lower(), values)}"
+
+    return check
+
+
+def text(value: str) -> str | None:
+    return None
+
+
+def not_empty(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+def one_character(value: str) -> str | None:
+    return None if len(value) == 1 and value != "\n" else "must be one character"
+
+
+def timestamp(value: str) -> str | None:
+    from sql.expressions import parse_timestamp
+
+    parsed = pl.select(parse_timestamp(pl.lit(value))).item()
+    return None if parsed is not None else "is not a timestamp; write e.g. '2026-01-01 00:00:00'"
+
+
+def checkpoint_interval(value: str) -> str | None:
+    words = value.strip().lower().split()
+    if len(words) == 2 and words[1] in ("epoch", "epochs"):
+        return None if words[0].isdigit() and int(words[0]) > 0 else "must be a positive number of epochs"
+    problem = duration(value)
+    return f"{problem}, or a number of epochs such as '5 epochs'" if problem else None
+
+
+def retention_count(value: str) -> str | None:
+    text_ = value.strip().lower()
+    if text_ in ("all", "unlimited", "none") or (text_.isdigit() and int(text_) > 0):
+        return None
+    return "must be a positive number or 'all'"
+
+
+# -- SET ----------------------------------------------------------------------------------------------------------
+PIPELINE_OPTIONS: dict[str, Check] = {
+    "checkpoint.interval": checkpoint_interval,
+    "checkpoint.state-growth": size,
+    "checkpoint.retention.count": retention_count,
+    "checkpoint.retention.age": duration,
+    "parallelism.default": lambda v: (
+        None if v.strip().isdigit() and 0 < int(v) <= KEY_GROUPS else f"must be a number of workers, 1 to {KEY_GROUPS}"
+    ),
+    "state.ttl": duration,
+    "state.ttl.time": choice("processing", "event"),
+}
+_OWN_NAMESPACES = ("checkpoint.", "state.", "parallelism.")
+
+
+def pipeline_option_problem(key: str, value: str) -> str | None:
+    """Why `SET key = value` is wrong, or None."""
+    check = PIPELINE_OPTIONS.get(key)
+    if check is None:
+        if key.lower().startswith(_OWN_NAMESPACES):
+            return f"unknown option '{key}'{did_you_mean(key, PIPELINE_OPTIONS)}"
+        return None
+    problem = check(value)
+    return f"'{key}' = '{value}': {problem}" if problem else None
+
+
+# -- connectors ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Connector:
+    options: Mapping[str, Check]
+    required: tuple[str, ...] = ()
+    source: bool = False
+    sink: bool = False
+    lookup: bool = False  # may be the versioned side of a lookup join (read whole)
+
+
+# An idle timeout of 0 marks a source idle as soon as an epoch brings it no rows.
+_SOURCE = {"scan.max-epoch-rows": whole(1), "scan.watermark.idle-timeout": duration_or_zero}
+_GENERATED = {"seed": whole(), "start-time": timestamp}
+CONNECTORS: dict[str, Connector] = {
+    "filesystem": Connector(
+        {
+            **_SOURCE,
+            "path": not_empty,
+            "format": choice("json", "csv", "parquet"),
+            "csv.header": choice("true", "false"),
+            "csv.field-delimiter": one_character,
+            "scan.max-record-bytes": size,
+            "source.missing-files": choice("fail", "skip"),
+            "source.partial-line-timeout": duration_or_zero,
+        },
+        required=("path",),
+        source=True,
+        lookup=True,
+    ),
+    "delta": Connector(
+        {**_SOURCE, "path": not_empty, "starting-version": whole(0), "partition-by": text, "sink.partition-by": text},
+        required=("path",),
+        source=True,
+        sink=True,
+        lookup=True,
+    ),
+    "datagen": Connector(
+        {**_SOURCE, **_GENERATED, "number-of-rows": whole(0), "rows-per-second": number(positive=True)},
+        source=True,
+    ),
+    "nexmark": Connector(
+        {
+            **_SOURCE,
+            **_GENERATED,
+            "nexmark.table": choice("person", "auction", "bid"),
+            "events.num": whole(1),
+            "rate": number(positive=True),
+        },
+        source=True,
+    ),
+    "print": Connector({"print-identifier": text}, sink=True),
+    "blackhole": Connector({}, sink=True),
+}
+DATAGEN_FIELD_OPTIONS: dict[str, Check] = {
+    "kind": choice("random", "sequence"),
+    "min": number(),
+    "max": number(),
+    "start": whole(),
+    "end": whole(),
+    "length": whole(0),
+    "values": not_empty,
+    "null-rate": number(at_most=1),
+}
+
+Positions = Mapping[str, tuple[int | None, int | None]]
+
+
+def read_with(statement: exp.Create) -> tuple[dict[str, str], Positions, Positions]:
+    """A CREATE TABLE's `WITH ('key' = 'value', ...)`: the options, and each key's and value's position."""
+    options: dict[str, str] = {}
+    keys: dict[str, tuple[int | None, int | None]] = {}
+    values: dict[str, tuple[int | None, int | None]] = {}
+    for prop in (statement.args.get("properties") or exp.Properties(expressions=[])).expressions:
+        if type(prop) is not exp.Property:
+            text = prop.sql(dialect="spark") or type(prop).__name__.removesuffix("Property").upper()
+            raise error_at(prop, f"'{text}' after WITH (...) is not supported (is a ';' missing?)", UnsupportedError)
+        key, value = prop.this, prop.args.get("value")
+        if not isinstance(key, exp.Literal | exp.Var | exp.Identifier) or not isinstance(value, exp.Literal):
+            raise error_at(prop, "options are written 'key' = 'value', both quoted")
+        if key.name in options:
+            raise error_at(key, f"option '{key.name}' is given twice")
+        options[key.name] = str(value.name)
+        keys[key.name], values[key.name] = position(prop), position(value)
+    return options, keys, values
+
+
+def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[int | None, int | None]) -> None:
+    """Validate a CREATE TABLE's options; `keys` and `values` hold each option's key and value positions and
+    `at` the statement's."""
+
+    def fail(message: str, where: tuple[int | None, int | None] = at) -> SqlError:
+        return SqlError(f"table '{table.name}': {message}", *where)
+
+    if "connector" not in table.options:
+        raise fail("option 'connector' is missing, e.g. WITH ('connector' = 'filesystem', 'path' = '...')")
+    name = table.connector.strip().lower()
+    connector = CONNECTORS.get(name)
+    if connector is None:
+        known = ", ".join(sorted(CONNECTORS))
+        suggestion = did_you_mean(name, CONNECTORS)
+        raise fail(f"unknown connector '{table.connector}'{suggestion}; connectors are {known}", values["connector"])
+    for key, value in table.options.items():
+        if key == "connector":
+            continue
+        check = connector.options.get(key)
+        if check is None and name == "datagen" and key.startswith("fields."):
+            check = _datagen_field(table, key, keys[key])
+        if check is None:
+            suggestion = did_you_mean(key, connector.options)
+            known = sorted(connector.options) + (["fields.<column>.<option>"] if name == "datagen" else [])
+            takes = f"; it takes {', '.join(known)}" if known else "; it takes no other options"
+            raise fail(f"unsupported option '{key}' for connector '{name}'{suggestion}{takes}", keys[key])
+        problem = check(value)
+        if problem:
+            raise fail(f"'{key}' = '{value}': {problem}", values[key])
+    for key in connector.required:
+        if key not in table.options:
+            raise fail(f"connector '{name}' needs the option '{key}'")
+    if name == "datagen":
+        _check_datagen_ranges(table, values, fail)
+    if name == "delta":
+        for key in ("partition-by", "sink.partition-by"):
+            for column in (c.strip() for c in table.options.get(key, "").split(",") if c.strip()):
+                if table.column(column) is None:
+                    known = [c.name for c in table.columns]
+                    raise fail(f"'{key}' names '{column}', not a column{did_you_mean(column, known)}", values[key])
+
+
+def _datagen_field(table: TableDef, key: str, where: tuple[int | None, int | None]) -> Check | None:
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    _, column, prop = parts
+    if table.column(column) is None:
+        known = [c.name for c in table.columns]
+        raise SqlError(
+            f"table '{table.name}': option '{key}' names '{column}', not a column{did_you_mean(column, known)}", *where
+        )
+    check = DATAGEN_FIELD_OPTIONS.get(prop)
+    if check is None:
+        suggestion = did_you_mean(prop, DATAGEN_FIELD_OPTIONS)
+        suggestion = suggestion.replace("'", f"'fields.{column}.", 1) if suggestion else ""
+        raise SqlError(f"table '{table.name}': unsupported option '{key}' for connector 'datagen'{suggestion}", *where)
+    return check
+
+
+def _check_datagen_ranges(table: TableDef, values: Positions, fail: Callable[..., SqlError]) -> None:
+    options = table.options
+    for column in table.columns:
+        for low, high in (("min", "max"), ("start", "end")):
+            low_key, high_key = f"fields.{column.name}.{low}", f"fields.{column.name}.{high}"
+            if low_key in options and high_key in options and float(options[low_key]) > float(options[high_key]):
+                message = f"'{low_key}' ({options[low_key]}) is above '{high_key}' ({options[high_key]})"
+                raise fail(message, values[low_key])
+
+
+def check_roles(plan: Plan) -> None:
+    """Each table's connector can play the part the statements give it: read, written, or looked up."""
+    lookups = [n.dimension for n in plan.nodes if isinstance(n, Join) and n.dimension is not None]
+    uses = (
+        (list(plan.sources.values()), "source", "read"),
+        ([s.table for s in plan.sinks], "sink", "written"),
+        (lookups, "lookup", "looked up in a lookup join"),
+    )
+    for tables, role, verb in uses:
+        for table in tables:
+            connector = CONNECTORS[table.connector.strip().lower()]
+            if not getattr(connector, role):
+                able = sorted(n for n, c in CONNECTORS.items() if getattr(c, role))
+                raise SqlError(
+                    f"table '{table.name}': connector '{table.connector}' cannot be {verb}; "
+                    f"{role} connectors are {', '.join(able)}",
+                    *table.option_at.get("connector", (table.line, table.col)),
+                )
