@@ -26,12 +26,15 @@ CREATE TABLE out (id BIGINT, cust BIGINT) WITH ('connector' = 'delta', 'path' = 
 INSERT INTO out SELECT id, cust FROM orders;
 """
 LOOKUP = ORDERS + """
-CREATE TABLE customers (id BIGINT, name STRING) WITH ('connector' = '{connector}', 'path' = 'data/dim',
-  'format' = '{fmt}', 'csv.header' = 'true');
+CREATE TABLE customers (id BIGINT, name STRING) WITH ('connector' = '{connector}', 'path' = 'data/dim'{options});
 CREATE TABLE out (oid BIGINT, name STRING) WITH ('connector' = 'delta', 'path' = 'data/out');
 INSERT INTO out SELECT o.id, c.name FROM orders AS o LEFT JOIN customers FOR SYSTEM_TIME AS OF o.ts AS c
   ON o.cust = c.id;
 """
+
+
+def file_options(fmt: str) -> str:
+    return f", 'format' = '{fmt}'" + (", 'csv.header' = 'true'" if fmt == "csv" else "")
 FROM_DELTA = """
 CREATE TABLE src (id BIGINT, cust BIGINT) WITH ('connector' = 'delta', 'path' = 'data/src');
 CREATE TABLE out (id BIGINT, cust BIGINT) WITH ('connector' = 'delta', 'path' = 'data/out');
@@ -123,7 +126,7 @@ def test_a_lookup_table_file_leading_out_of_the_root_is_refused(project: Path, f
     write_dimension(project / "data" / "dim" / f"a.{fmt}", fmt, {"id": [0, 1], "name": ["ann", "bob"]})
     link = project / "data" / "dim" / f"b.{fmt}"
     link.symlink_to(secret)
-    lookup = LOOKUP.format(connector="filesystem", fmt=fmt)
+    lookup = LOOKUP.format(connector="filesystem", options=file_options(fmt))
     refused(run(project, lookup), "table 'customers'", str(link), str(secret), "outside the allowed roots")
     assert not (project / "data" / "out").exists() or "SECRET" not in str(read_sink(project / "data" / "out"))
 
@@ -133,7 +136,7 @@ def test_a_lookup_table_file_linked_inside_the_root_is_read(project: Path) -> No
     inside = project / "data" / "shared" / "c.csv"
     write_dimension(inside, "csv", {"id": [2], "name": ["cy"]})
     (project / "data" / "dim" / "b.csv").symlink_to(inside)
-    done = run(project, LOOKUP.format(connector="filesystem", fmt="csv"))
+    done = run(project, LOOKUP.format(connector="filesystem", options=file_options("csv")))
     assert done.returncode == 0, done.stderr
     joined = dict(read_sink(project / "data" / "out").iter_rows())
     assert joined == {i: ["ann", "bob", "cy"][i % 3] for i in range(6)}
@@ -144,7 +147,7 @@ def test_a_delta_lookup_table_leading_out_of_the_root_is_refused(project: Path) 
     write_deltalake(str(outside), pl.DataFrame({"id": [0, 1, 2], "name": ["a", "b", "c"]}).to_arrow())
     (project / "data" / "dim").mkdir()
     (project / "data" / "dim" / "_delta_log").symlink_to(outside / "_delta_log")
-    lookup = LOOKUP.format(connector="delta", fmt="parquet")
+    lookup = LOOKUP.format(connector="delta", options="")
     refused(run(project, lookup), "table 'customers'", "_delta_log", "outside the allowed roots")
 
 
