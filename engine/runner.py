@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import branching, faults, retention, upgrade
+from engine import branching, damage, faults, retention, upgrade
 from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
@@ -275,6 +275,10 @@ class Runner:
     def _restore(self) -> None:
         latest = self.manifest.latest()
         self.last_epoch = latest.epoch if latest else 0
+        self.repairs: list[dict[str, Any]] = []
+        self._check_offsets()
+        if latest is not None:
+            self._check_files(latest)
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():
@@ -313,6 +317,34 @@ class Runner:
         self.retention = retention.policy_from_options(self.plan.options)
         self._checkpoints_since_retention = 0
         self._since_checkpoint: dict[str, Any] = {}
+
+    def _check_offsets(self) -> None:
+        """Stop on an offset file the sources need, or plan again an uncommitted epoch whose file is damaged
+        and that no sink holds yet (`engine.damage`; `verify` reports the same)."""
+        found = damage.offset_damage(self.dir.offsets, self.last_epoch)
+        if not found:
+            return
+        marked = [(sink.path, sink.app_id) for sink in self.sinks.values() if sink.path is not None]
+        marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.sources]
+        held = damage.held_epoch(marked)
+        fatal, replan = damage.offset_verdict(found, held)
+        if fatal:
+            raise damage.StateDamaged(damage.offsets_message(fatal, held))
+        if replan is not None:
+            moved = damage.set_aside_offsets(self.dir.offsets, replan.epoch)
+            where = f"; moved to {Path(moved[0]).parent}" if moved else ""
+            self.repairs.append({"message": damage.describe_offset_damage(replan, held) + where, "set_aside": moved})
+
+    def _check_files(self, latest: Checkpoint) -> None:
+        """The data files of the table versions this run builds on must be there, at their logged size: appends
+        never read a sink's files, so damage there would otherwise go unnoticed while the run adds to it."""
+        for entry in latest.tables:
+            bad = damage.missing_files(entry["path"], int(entry["version"]))
+            if bad:
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise damage.DamagedFiles(
+                    f"{entry['role']} table {entry['name']} version {entry['version']}: {bad[0]}{more}"
+                )
 
     # -- the loop ------------------------------------------------------------------------------
     def run(

@@ -1,0 +1,182 @@
+"""The damage matrix: each kind of damage to a state directory (offset files, the manifest's log, state and sink
+files), with `timelapse verify`'s answer and `timelapse run`'s behaviour asserted to agree. Where verify finds
+damage (exit 4) the run either recovers, saying what it did, and then the sinks equal DuckDB's answer over all
+the input (exactly once), or stops with exit 5 naming the same file. No traceback or Rust panic text is shown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+import engine
+
+SQL = """
+CREATE TABLE src (id STRING, v INT) WITH ('connector' = 'filesystem', 'path' = 'data', 'format' = 'json');
+CREATE TABLE totals (id STRING, n BIGINT, s BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'totals');
+CREATE TABLE raw (id STRING, v INT) WITH ('connector' = 'delta', 'path' = 'raw');
+INSERT INTO totals SELECT id, COUNT(*) AS n, SUM(v) AS s FROM src GROUP BY id;
+INSERT INTO raw SELECT id, v FROM src;
+"""
+
+PANIC_TEXT = ("panicked", "RUST_BACKTRACE", "stack backtrace", "Traceback")
+
+
+def cli(root: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=root,
+        env={**os.environ, "RUST_BACKTRACE": "1", **(env or {})},  # a backtrace would be shown, were it not filtered
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def run(root: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return cli(root, "run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", "10", env=env)
+
+
+def deliver(root: Path, name: str, rows: int, seed: int) -> None:
+    (root / "data").mkdir(exist_ok=True)
+    lines = [f'{{"id": "k{(i * 7 + seed) % 4}", "v": {i + seed}}}' for i in range(rows)]
+    (root / "data" / f"{name}.json").write_text("\n".join(lines) + "\n")
+
+
+def build(root: Path) -> int:
+    """Three epochs committed (one per file), then one more file waiting: returns the last committed epoch."""
+    root.mkdir()
+    (root / "pipeline.sql").write_text(SQL)
+    for n in range(3):
+        deliver(root, f"{n}", 10, n)
+    engine.Pipeline.from_sql(root / "pipeline.sql", state=root / "state").run(once=True, max_epoch_rows=10)
+    deliver(root, "3", 4, 3)
+    return int(engine.open(root / "state").row()["epoch"])
+
+
+def check_sinks(root: Path) -> None:
+    """The sinks equal DuckDB over every input file: each record exactly once."""
+    con = duckdb.connect()
+    files = str(root / "data" / "*.json")
+    expected = con.sql(f"SELECT id, COUNT(*) AS n, SUM(v) AS s FROM read_json_auto('{files}') GROUP BY id").pl()
+    totals = pl.read_delta(str(root / "totals"))
+    assert totals.sort("id").rows() == expected.sort("id").with_columns(pl.col("s").cast(pl.Int64)).rows()
+    inputs = con.sql(f"SELECT id, v FROM read_json_auto('{files}') ORDER BY id, v").fetchall()
+    assert pl.read_delta(str(root / "raw")).sort("id", "v").rows() == inputs
+
+
+def offset_file(root: Path, epoch: int) -> Path:
+    return root / "state" / "offsets" / f"{epoch:012d}.json"
+
+
+def newest_file(table: Path) -> Path:
+    return max(table.glob("*.parquet"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def state_table(root: Path) -> Path:
+    row = engine.open(root / "state").row()
+    return Path(next(t["path"] for t in row["tables"] if t["role"] == "state"))
+
+
+def uncommitted_epoch_held_by_a_sink(root: Path, last: int) -> Path:
+    """A run stopped (a full disk) after the sinks committed epoch last+1, before its manifest row."""
+    failed = run(root, env={"TIMELAPSE_FAIL_AT": "manifest.commit.before"})
+    assert failed.returncode == 5, failed.stderr
+    path = offset_file(root, last + 1)
+    path.write_text('{"epoch": ')
+    return path
+
+
+@dataclass(frozen=True)
+class Cell:
+    damage: Callable[[Path, int], Path | None]  # returns the file the answers must name
+    verify_says: str  # in verify's output (it exits 4), or "" when there is nothing to find (exit 0)
+    run_exit: int
+    run_says: str  # in the run's stderr
+
+
+MATRIX = {
+    "garbled offset file of the last committed epoch": Cell(
+        lambda r, last: _write(offset_file(r, last), '{"epoch": 3, "pla'), "cannot be resumed", 5, "cannot be resumed"
+    ),
+    "missing offset file of a committed epoch": Cell(
+        lambda r, last: _unlink(offset_file(r, last - 1)), "is missing", 5, "is missing"
+    ),
+    "garbled offset file of an uncommitted epoch no sink holds": Cell(
+        lambda r, last: _write(offset_file(r, last + 1), "\x00\x00"), "plans it again", 0, "plans it again"
+    ),
+    "garbled offset file of an uncommitted epoch a sink holds": Cell(
+        uncommitted_epoch_held_by_a_sink, "a sink already holds", 5, "cannot be replayed exactly"
+    ),
+    "garbled manifest log entry": Cell(
+        lambda r, last: _write(max((r / "state" / "manifest" / "_delta_log").glob("*.json")), '{"add": {"path": "g'),
+        "a run sets the entries after version",
+        0,
+        "_damaged_log",
+    ),
+    "missing manifest log entry (as a crash before the commit)": Cell(
+        lambda r, last: _unlink(max((r / "state" / "manifest" / "_delta_log").glob("*.json"))) and None, "", 0, ""
+    ),
+    "truncated state file": Cell(
+        lambda r, last: _truncate(newest_file(state_table(r))), "cannot be read", 0, "fell back to epoch"
+    ),
+    "missing state file": Cell(
+        lambda r, last: _unlink(newest_file(state_table(r))), "is missing", 0, "fell back to epoch"
+    ),
+    "truncated sink file": Cell(
+        lambda r, last: _truncate(newest_file(r / "raw")), "cannot be read", 0, "fell back to epoch"
+    ),
+    "missing sink file": Cell(lambda r, last: _unlink(newest_file(r / "raw")), "is missing", 0, "fell back to epoch"),
+}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _unlink(path: Path) -> Path:
+    path.unlink()
+    return path
+
+
+def _truncate(path: Path) -> Path:
+    path.write_bytes(path.read_bytes()[:100])
+    return path
+
+
+@pytest.mark.parametrize("cell", list(MATRIX))
+def test_verify_and_run_agree_about_damage(tmp_path: Path, cell: str) -> None:
+    root = tmp_path / "p"
+    last = build(root)
+    spec = MATRIX[cell]
+    named = spec.damage(root, last)
+
+    verify = cli(root, "verify", "state")
+    assert verify.returncode == (4 if spec.verify_says else 0), verify.stdout + verify.stderr
+    assert spec.verify_says in verify.stdout
+    if named is not None:
+        assert named.name in verify.stdout  # verify names the damaged file
+
+    resumed = run(root)
+    assert resumed.returncode == spec.run_exit, resumed.stderr
+    assert spec.run_says in resumed.stderr
+    for text in PANIC_TEXT:
+        assert text not in verify.stderr + resumed.stderr, text
+    if spec.run_exit == 5:
+        assert named is not None and named.name in resumed.stderr  # the run names the same file
+        assert len(resumed.stderr.strip().splitlines()) == 1
+        return
+    if spec.verify_says:
+        assert "warning: the state to resume from is damaged" in resumed.stderr
+    check_sinks(root)
+    after = cli(root, "verify", "state")
+    assert after.returncode == 0, after.stdout
