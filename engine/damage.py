@@ -31,7 +31,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from engine.delta_tables import open_table
-from engine.state_dir import StateDir
+from engine.state_dir import StateDir, write_atomic
 
 #: how far back a damaged manifest head is looked past (the entries since the last Delta checkpoint)
 MANIFEST_LOOKBACK = 20
@@ -121,9 +121,9 @@ def held_epoch(tables: list[tuple[Path, str]]) -> int:
 
 def manifest_marker_tables(directory: StateDir, row: dict[str, Any]) -> list[tuple[Path, str]]:
     """The tables of a manifest row that carry the per-epoch marker, with their app ids."""
-    if not (directory.root / "pipeline.json").exists():
+    pid = recover_pipeline_id(row) if pipeline_file_problem(directory) else directory.pipeline_id()
+    if pid is None:
         return []
-    pid = directory.pipeline_id()
     marked = []
     for entry in row["tables"] or []:
         if entry["role"] == "sink":
@@ -279,3 +279,91 @@ def missing_files(path: str, version: int) -> list[str]:
         if actual != size:
             bad.append(f"{file} has {actual} bytes, the log says {size}")
     return bad
+
+
+# -- the state directory's own files -----------------------------------------------------------------------
+
+#: how many of a table's newest log entries are searched for its transaction markers
+MARKER_LOOKBACK = 50
+
+
+def pipeline_file_problem(directory: StateDir) -> str | None:
+    """What is wrong with `pipeline.json` of a directory that has committed (None: nothing).
+
+    It holds the id that prefixes every transaction marker: with a new id, sinks would not recognise the epochs
+    they hold, and a replayed epoch would be written twice.
+    """
+    path = directory.root / "pipeline.json"
+    if not path.exists():
+        return "is missing"
+    try:
+        pid = json.loads(path.read_bytes())["pipeline_id"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return "is not valid (no pipeline id)"
+    return None if isinstance(pid, str) and pid else "is not valid (no pipeline id)"
+
+
+def recover_pipeline_id(row: dict[str, Any]) -> str | None:
+    """The pipeline id, read back from the transaction markers of the sink and dead-letter tables a manifest
+    row names; None when no marker names one id (no marker yet, or several pipelines' markers)."""
+    found: set[str] = set()
+    for entry in row["tables"] or []:
+        if entry["role"] == "sink":
+            suffix = f"/{entry['name']}"
+        elif entry["role"] == "dead_letters":
+            suffix = f"/dead_letters/{entry['name']}"
+        else:
+            continue
+        found |= {app[: -len(suffix)] for app in _marker_ids(Path(entry["path"])) if app.endswith(suffix)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _marker_ids(table: Path) -> set[str]:
+    ids: set[str] = set()
+    log = table / "_delta_log"
+    entries = sorted(log.glob("*.json"), reverse=True)[:MARKER_LOOKBACK] if log.is_dir() else []
+    for entry in entries:
+        for line in entry.read_text(errors="replace").splitlines():
+            try:
+                action = json.loads(line)
+            except ValueError:
+                continue
+            txn = action.get("txn") if isinstance(action, dict) else None
+            if isinstance(txn, dict) and isinstance(txn.get("appId"), str):
+                ids.add(txn["appId"])
+    return ids
+
+
+def repair_pipeline_file(directory: StateDir, row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Write `pipeline.json` back from the sinks' markers when it is damaged; None when nothing was wrong.
+    Raises StateDamaged when the id cannot be recovered but a sink may hold markers under it."""
+    what = pipeline_file_problem(directory)
+    if what is None or row is None:
+        return None
+    path = directory.root / "pipeline.json"
+    pid = recover_pipeline_id(row)
+    if pid is None:
+        raise StateDamaged(
+            f"{path} {what}, and no sink's transaction marker names the pipeline id: without it, epochs a sink "
+            "holds would be written again. Restore the file from a copy of the state directory"
+        )
+    if path.exists():
+        path.rename(path.with_name(f"pipeline.json.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"))
+    write_atomic(path, json.dumps({"pipeline_id": pid}).encode())
+    return {"message": f"{path} {what}; the pipeline id {pid} was recovered from the sinks' transaction markers"}
+
+
+def intent_problem(directory: StateDir) -> str | None:
+    """A cut-short rollback's intent file that cannot be read: the rollback cannot be finished."""
+    path = directory.root / "rollback-in-progress.json"
+    if not path.exists():
+        return None
+    try:
+        intent = json.loads(path.read_bytes())
+        int(intent["to_epoch"]), int(intent["from_epoch"])
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        return (
+            f"{path} (a rollback that was cut short) cannot be read, so the rollback cannot be finished; move it "
+            "away and run `timelapse rollback` again to the epoch you were rolling back to"
+        )
+    return None

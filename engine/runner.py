@@ -174,10 +174,17 @@ class Runner:
 
     def _setup(self, allow_non_restored_state: bool, parallelism: int | None) -> None:
         plan, base_dir = self.plan, self.base_dir
+        self.repairs: list[dict[str, Any]] = []
         if self.dir.manifest.exists():
             from engine.versioning import finish_interrupted
 
+            if (problem := damage.intent_problem(self.dir)) is not None:
+                raise damage.StateDamaged(problem)
             finish_interrupted(self.dir)  # a rollback cut short by a crash completes before anything runs
+            current = Manifest(self.dir.manifest).latest()
+            row = {"tables": current.tables} if current is not None else None
+            if (repaired := damage.repair_pipeline_file(self.dir, row)) is not None:
+                self.repairs.append(repaired)
         self.pipeline_id = self.dir.pipeline_id()
         self.manifest = Manifest(self.dir.manifest)
         self.offsets = OffsetLog(self.dir.offsets)
@@ -275,7 +282,6 @@ class Runner:
     def _restore(self) -> None:
         latest = self.manifest.latest()
         self.last_epoch = latest.epoch if latest else 0
-        self.repairs: list[dict[str, Any]] = []
         self._check_offsets()
         if latest is not None:
             self._check_files(latest)

@@ -83,8 +83,19 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
             if what:
                 problems.append(Problem(int(row["epoch"]), entry["name"], entry["path"], int(entry["version"]), what))
     intent = directory.root / "rollback-in-progress.json"
-    if intent.exists():
+    if (unreadable := damage.intent_problem(directory)) is not None:
+        problems.append(Problem(0, "rollback intent", str(intent), 0, unreadable))
+    elif intent.exists():
         notes.append(f"a rollback was cut short ({json.loads(intent.read_text())}); the next run finishes it")
+    if (what := damage.pipeline_file_problem(directory)) is not None:
+        pid = damage.recover_pipeline_id(current)
+        then = (
+            f"a run recovers the pipeline id {pid} from the sinks' transaction markers"
+            if pid
+            else "no sink's marker names the pipeline id, so a run stops"
+        )
+        path = directory.root / "pipeline.json"
+        problems.append(Problem(0, "pipeline id", str(path), 0, f"{path} {what}; {then}"))
     return {
         "checkpoints": len(light),
         "tables_checked": len(checked),
@@ -141,6 +152,8 @@ def render(report: dict[str, Any]) -> str:
     for p in report["problems"]:
         if p["table"] == "offset log":
             lines.append(f"PROBLEM epoch {p['epoch']}: {p['what']}")
+        elif p["table"] in ("rollback intent", "pipeline id"):
+            lines.append(f"PROBLEM {p['what']}")
         elif p["table"] == "manifest":
             lines.append(f"PROBLEM manifest log entry {p['path']}: {p['what']}")
         else:

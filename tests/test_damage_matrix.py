@@ -95,6 +95,15 @@ def uncommitted_epoch_held_by_a_sink(root: Path, last: int) -> Path:
     return path
 
 
+def pipeline_file_lost(root: Path, last: int, garbled: bool) -> Path:
+    """`pipeline.json` (the prefix of every marker) lost while a sink holds an uncommitted epoch: with a new id
+    the sink would take the replayed epoch for a new one and hold its rows twice."""
+    failed = run(root, env={"TIMELAPSE_FAIL_AT": "manifest.commit.before"})
+    assert failed.returncode == 5, failed.stderr
+    path = root / "state" / "pipeline.json"
+    return _write(path, '{"pipeline_id": ') if garbled else _unlink(path)
+
+
 @dataclass(frozen=True)
 class Cell:
     damage: Callable[[Path, int], Path | None]  # returns the file the answers must name
@@ -135,6 +144,15 @@ MATRIX = {
         lambda r, last: _truncate(newest_file(r / "raw")), "cannot be read", 0, "fell back to epoch"
     ),
     "missing sink file": Cell(lambda r, last: _unlink(newest_file(r / "raw")), "is missing", 0, "fell back to epoch"),
+    "missing pipeline id file": Cell(
+        lambda r, last: pipeline_file_lost(r, last, garbled=False), "recovers the pipeline id", 0, "was recovered"
+    ),
+    "garbled pipeline id file": Cell(
+        lambda r, last: pipeline_file_lost(r, last, garbled=True), "recovers the pipeline id", 0, "was recovered"
+    ),
+    "garbled rollback intent": Cell(
+        lambda r, last: _write(r / "state" / "rollback-in-progress.json", '{"to_ep'), "cut short", 5, "cut short"
+    ),
 }
 
 
