@@ -181,6 +181,23 @@ def offsets_message(fatal: list[OffsetDamage], held: int) -> str:
     )
 
 
+def check_offsets(offsets: Path, committed: int, marked: list[tuple[Path, str]]) -> dict[str, Any] | None:
+    """A run's offset check: raise StateDamaged for damage it cannot repair; set aside the files of an
+    uncommitted epoch no sink holds (and those after it), so that it is planned again, and say so."""
+    found = offset_damage(offsets, committed)
+    if not found:
+        return None
+    held = held_epoch(marked)
+    fatal, replan = offset_verdict(found, held)
+    if fatal:
+        raise StateDamaged(offsets_message(fatal, held))
+    if replan is None:
+        return None
+    moved = set_aside_offsets(offsets, replan.epoch)
+    where = f"; moved to {Path(moved[0]).parent}" if moved else ""
+    return {"message": describe_offset_damage(replan, held) + where, "set_aside": moved}
+
+
 # -- the manifest's log ------------------------------------------------------------------------------------
 
 
@@ -257,6 +274,17 @@ def restored_after(path: Path, version: int) -> bool:
 
 
 # -- data files --------------------------------------------------------------------------------------------
+
+
+def check_files(tables: list[dict[str, Any]]) -> None:
+    """The data files of the table versions a run builds on must be there, at their logged size: appends never
+    read a sink's files, so damage there would otherwise go unnoticed while the run adds to it. Raises
+    DamagedFiles, which the run confirms and falls back from (engine.recovery)."""
+    for entry in tables:
+        bad = missing_files(entry["path"], int(entry["version"]))
+        if bad:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise DamagedFiles(f"{entry['role']} table {entry['name']} version {entry['version']}: {bad[0]}{more}")
 
 
 def missing_files(path: str, version: int) -> list[str]:

@@ -183,6 +183,7 @@ class Runner:
             finish_interrupted(self.dir)  # a rollback cut short by a crash completes before anything runs
             current = Manifest(self.dir.manifest).latest()
             row = {"tables": current.tables} if current is not None else None
+            # Before the id is read: a lost id must be recovered, never replaced by a new one.
             if (repaired := damage.repair_pipeline_file(self.dir, row)) is not None:
                 self.repairs.append(repaired)
         self.pipeline_id = self.dir.pipeline_id()
@@ -282,9 +283,12 @@ class Runner:
     def _restore(self) -> None:
         latest = self.manifest.latest()
         self.last_epoch = latest.epoch if latest else 0
-        self._check_offsets()
-        if latest is not None:
-            self._check_files(latest)
+        # Damage `verify` would report is acted on before anything is read or written (engine.damage).
+        marked = [(sink.path, sink.app_id) for sink in self.sinks.values() if sink.path is not None]
+        marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.sources]
+        if (replanned := damage.check_offsets(self.dir.offsets, self.last_epoch, marked)) is not None:
+            self.repairs.append(replanned)
+        damage.check_files(latest.tables if latest else [])
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():
@@ -323,34 +327,6 @@ class Runner:
         self.retention = retention.policy_from_options(self.plan.options)
         self._checkpoints_since_retention = 0
         self._since_checkpoint: dict[str, Any] = {}
-
-    def _check_offsets(self) -> None:
-        """Stop on an offset file the sources need, or plan again an uncommitted epoch whose file is damaged
-        and that no sink holds yet (`engine.damage`; `verify` reports the same)."""
-        found = damage.offset_damage(self.dir.offsets, self.last_epoch)
-        if not found:
-            return
-        marked = [(sink.path, sink.app_id) for sink in self.sinks.values() if sink.path is not None]
-        marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.sources]
-        held = damage.held_epoch(marked)
-        fatal, replan = damage.offset_verdict(found, held)
-        if fatal:
-            raise damage.StateDamaged(damage.offsets_message(fatal, held))
-        if replan is not None:
-            moved = damage.set_aside_offsets(self.dir.offsets, replan.epoch)
-            where = f"; moved to {Path(moved[0]).parent}" if moved else ""
-            self.repairs.append({"message": damage.describe_offset_damage(replan, held) + where, "set_aside": moved})
-
-    def _check_files(self, latest: Checkpoint) -> None:
-        """The data files of the table versions this run builds on must be there, at their logged size: appends
-        never read a sink's files, so damage there would otherwise go unnoticed while the run adds to it."""
-        for entry in latest.tables:
-            bad = damage.missing_files(entry["path"], int(entry["version"]))
-            if bad:
-                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-                raise damage.DamagedFiles(
-                    f"{entry['role']} table {entry['name']} version {entry['version']}: {bad[0]}{more}"
-                )
 
     # -- the loop ------------------------------------------------------------------------------
     def run(
