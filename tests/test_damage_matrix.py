@@ -5,6 +5,7 @@ the input (exactly once), or stops with exit 5 naming the same file. No tracebac
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -259,3 +260,29 @@ def test_debug_shows_the_panic_text(tmp_path: Path) -> None:
     quiet, loud = answers
     assert "panicked" in loud.stderr and "stack backtrace" in loud.stderr, loud.stderr
     assert quiet.stderr.strip() == loud.stderr.strip().splitlines()[-1], quiet.stderr
+
+
+def test_a_full_disk_shows_one_line_and_no_panic_text(tmp_path: Path) -> None:
+    """With a few KB left, delta-rs' writer panics in a Tokio worker ("thread 'tokio-rt-worker' panicked at
+    .../object_store/src/buffered.rs") before the error reaches Python: the user sees the one-line error."""
+    from tests.test_storage_faults import small_disk
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "pipeline.sql").write_text(SQL)
+    deliver(root, "0", 10, 0)
+    with small_disk(root / "state", 8):
+        assert run(root).returncode == 0
+        filler = root / "state" / "filler"
+        with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):
+            while True:
+                handle.write(b"\0" * 4096)
+        os.truncate(filler, filler.stat().st_size - 4096)  # room for the offset file, not for the Parquet files
+        for n in range(1, 4):
+            deliver(root, f"{n}", 10, n)
+        full = cli(root, "run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", "1")
+        assert full.returncode == 5, full.stderr
+        assert "the disk is full" in full.stderr and len(full.stderr.strip().splitlines()) == 1, full.stderr
+        filler.unlink()
+        assert run(root).returncode == 0
+    check_sinks(root)
