@@ -83,13 +83,14 @@ def offset_damage(offsets: Path, committed: int) -> list[OffsetDamage]:
     found: list[OffsetDamage] = []
     folded_until = 0
     base = offsets / "base.json"
+    present = {int(p.stem): p for p in offsets.glob("*.json") if p.stem.isdigit()} if offsets.is_dir() else {}
     if base.exists():
         try:
             folded_until = int(load_offset_file(base)["until_epoch"])
         except (ValueError, KeyError, TypeError) as err:
             what = str(err) if isinstance(err, ValueError) else "has no 'until_epoch'"
-            found.append(OffsetDamage(0, base, f"the folded offset log {what}", True))
-    present = {int(p.stem): p for p in offsets.glob("*.json") if p.stem.isdigit()} if offsets.is_dir() else {}
+            found.append(OffsetDamage(0, base, what, True))
+            folded_until = min(present, default=committed + 1) - 1  # it folded what precedes the files left
     for epoch in range(folded_until + 1, committed + 1):
         path = offsets / f"{epoch:012d}.json"
         if epoch not in present:
@@ -145,7 +146,7 @@ def offset_verdict(damage: list[OffsetDamage], held: int) -> tuple[list[OffsetDa
 
 def describe_offset_damage(d: OffsetDamage, held: int) -> str:
     if d.epoch == 0:
-        return f"{d.path} {d.what}; the sources cannot be resumed without it"
+        return f"the folded offset log {d.path} {d.what}; the sources cannot be resumed without it"
     if d.committed:
         return (
             f"the offset file {d.path} of committed epoch {d.epoch} {d.what}; the sources cannot be resumed without it"

@@ -151,7 +151,7 @@ def render(report: dict[str, Any]) -> str:
         lines.append("no problems found")
     for p in report["problems"]:
         if p["table"] == "offset log":
-            lines.append(f"PROBLEM epoch {p['epoch']}: {p['what']}")
+            lines.append(f"PROBLEM epoch {p['epoch']}: {p['what']}" if p["epoch"] else f"PROBLEM {p['what']}")
         elif p["table"] in ("rollback intent", "pipeline id"):
             lines.append(f"PROBLEM {p['what']}")
         elif p["table"] == "manifest":
