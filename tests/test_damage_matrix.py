@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
+from deltalake import DeltaTable
 
 import engine
 from engine.verify import verify as verify_state
@@ -285,4 +286,27 @@ def test_a_full_disk_shows_one_line_and_no_panic_text(tmp_path: Path) -> None:
         assert "the disk is full" in full.stderr and len(full.stderr.strip().splitlines()) == 1, full.stderr
         filler.unlink()
         assert run(root).returncode == 0
+    check_sinks(root)
+
+
+@pytest.mark.parametrize("how", ["timelapse rollback", "automatic fallback"])
+def test_a_rollback_after_sinks_ran_ahead_of_the_manifest_loses_nothing(tmp_path: Path, how: str) -> None:
+    """A run stopped after the sinks committed an epoch, before its manifest row; then a rollback (asked for, or
+    a fallback from damage). Restoring a sink does not take its marker back, so the epochs after the rollback
+    must be numbered past the one the sinks hold, or they would skip it and lose its rows."""
+    root = tmp_path / "p"
+    last = build(root)
+    failed = run(root, env={"TIMELAPSE_FAIL_AT": "manifest.commit.before"})
+    assert failed.returncode == 5, failed.stderr
+    if how == "timelapse rollback":
+        rolled = cli(root, "rollback", "state", "--to-epoch", str(last - 1))
+        assert rolled.returncode == 0, rolled.stderr
+    else:  # a file of the state version the manifest names (the failed run committed a newer one)
+        row = engine.open(root / "state").row()
+        entry = next(t for t in row["tables"] if t["role"] == "state")
+        named = DeltaTable(entry["path"], version=entry["version"])
+        files = [Path(f.removeprefix("file://")) for f in named.file_uris()]
+        _truncate(max(files, key=lambda p: p.stat().st_mtime_ns))
+    resumed = run(root)
+    assert resumed.returncode == 0, resumed.stderr
     check_sinks(root)
