@@ -261,7 +261,6 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         table.update_incremental()
         restored.append({**entry, "version": int(table.version())})
         faults.point("rollback.mid-restore")
-    OffsetLog(directory.offsets).discard_after(latest_epoch)  # a planned, uncommitted epoch is replanned
     faults.point("rollback.before-manifest")
     Manifest(directory.manifest).commit(
         _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics={"rollback": intent})
