@@ -80,6 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_fallback(report: dict[str, Any]) -> None:
+    if "message" in report:  # a repair that is not a rollback (the manifest's log, the offset log)
+        print(f"warning: the state to resume from is damaged: {report['message']}", file=sys.stderr)
+        return
     print(
         f"warning: the state to resume from is damaged ({report['damage']}); fell back to epoch "
         f"{report['fell_back_to']}, the newest checkpoint that reads cleanly. Sinks, state and offsets were rolled "
@@ -529,8 +532,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from engine.native_stderr import without_panic_text
+
     args = build_parser().parse_args(argv)
-    return guarded(lambda: args.handler(args))
+    with without_panic_text():  # Rust panic text is written to fd 2 by native code: filtered out there
+        return guarded(lambda: args.handler(args))
 
 
 def guarded(action: Callable[[], int]) -> int:

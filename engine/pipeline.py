@@ -125,6 +125,10 @@ class Pipeline:
                 continue
             if runner.upgrade and on_upgrade is not None and not fallbacks:
                 on_upgrade(runner.upgrade)
+            for repair in runner.repairs:  # e.g. an uncommitted epoch whose offset file was damaged, planned again
+                fallbacks.append(repair)
+                if on_fallback is not None:
+                    on_fallback(repair)
             try:
                 summary = runner.run(options, on_epoch, should_stop).as_dict()
             except NOT_DAMAGE:

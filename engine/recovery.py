@@ -7,28 +7,27 @@ at its version and reads in full, sets aside the log entries after that version 
 versions cannot be opened (moved to `<table>/_damaged_log/<time>/`, never deleted), and rolls back to it like
 `timelapse rollback`: sinks, state and offsets together, recorded in the manifest with the reason. The epochs
 after it are recomputed from their sources. If no checkpoint reads cleanly, the run stops and names the damage.
+
+A manifest whose newest log entries cannot be read falls back to its newest version that can: the entries
+after it are moved to `manifest/_damaged_log/<time>/`, and the epochs they committed are replayed from the
+offset log, as after a crash just before the manifest commit (sinks skip the epochs they hold).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import re
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from engine import damage as checks
+from engine.damage import StateDamaged, first_line
 from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
-from engine.verify import check_table, first_line
+from engine.verify import check_table
 from engine.versioning import readable, rollback
 
-_VERSIONED = re.compile(r"^(\d{20})\.")
-
-
-class StateDamaged(RuntimeError):
-    """The state directory's files are damaged; the message names them and what was done."""
+__all__ = ["StateDamaged", "fall_back"]
 
 
 def fall_back(state: Path, cause: BaseException) -> dict[str, Any]:
@@ -40,10 +39,7 @@ def fall_back(state: Path, cause: BaseException) -> dict[str, Any]:
     except BaseException as err:  # the manifest is the source of truth: nothing to fall back on without it
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
-        raise StateDamaged(
-            f"the manifest of {state} cannot be read ({first_line(err)}); "
-            f"`timelapse verify {state}` and the manifest's _delta_log show what is damaged"
-        ) from err
+        return _manifest_fall_back(directory, err)
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     if not resumable.height:  # a fresh directory's first epoch failed: no state to be damaged, nothing to fall back to
         raise cause
@@ -81,25 +77,42 @@ def _set_aside_unreadable_logs(current: dict[str, Any], target: dict[str, Any]) 
     versions = {t["path"]: int(t["version"]) for t in target["tables"] or []}
     moved = []
     for entry in current["tables"] or []:
-        path = Path(entry["path"])
-        keep = versions.get(entry["path"], 0)
-        if check_table(str(path), None, read_rows=False) is None:
+        if check_table(str(entry["path"]), None, read_rows=False) is None:
             continue
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        aside = path / "_damaged_log" / stamp
-        log = path / "_delta_log"
-        for item in sorted(log.iterdir()):
-            match = _VERSIONED.match(item.name)
-            stale_pointer = item.name == "_last_checkpoint" and _points_after(item, keep)
-            if (match and int(match.group(1)) > keep) or stale_pointer:
-                aside.mkdir(parents=True, exist_ok=True)
-                item.rename(aside / item.name)
-                moved.append(str(aside / item.name))
+        moved += checks.set_aside_log(Path(entry["path"]), versions.get(entry["path"], 0))
     return moved
 
 
-def _points_after(pointer: Path, version: int) -> bool:
-    try:
-        return int(json.loads(pointer.read_text())["version"]) > version
-    except (ValueError, KeyError):
-        return True
+def _manifest_fall_back(directory: StateDir, err: BaseException) -> dict[str, Any]:
+    """Set the manifest's unreadable newest log entries aside and resume from its newest readable version."""
+    found = checks.manifest_damage(directory.manifest)
+    state = directory.root
+    if found is None or found.clean is None:
+        raise StateDamaged(
+            f"the manifest of {state} cannot be read ({first_line(err)}) and no earlier version of it reads; "
+            f"`timelapse verify {state}` and the manifest's _delta_log show what is damaged"
+        ) from err
+    rows = checks.read_manifest_at(directory.manifest, found.clean)
+    resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
+    current = resumable.row(-1, named=True) if resumable.height else None
+    # A lost rollback row cannot be replayed: the tables were restored, and the row said to what.
+    for entry in (current["tables"] or []) if current else []:
+        if entry["role"] == "sink" and checks.restored_after(Path(entry["path"]), int(entry["version"])):
+            raise StateDamaged(
+                f"the manifest of {state} cannot be read from version {found.clean + 1} on ({found.what}), and the "
+                f"sink {entry['name']} was rolled back after the last readable version; "
+                f"`timelapse verify {state}` lists the damage"
+            ) from err
+    moved = checks.set_aside_log(directory.manifest, found.clean)
+    epoch = int(current["epoch"]) if current else 0
+    summary = f"manifest version {found.clean + 1}: {found.what}"
+    return {
+        "fell_back_to": epoch,
+        "damage": summary,
+        "set_aside": moved,
+        "message": (
+            f"the manifest's log entries from version {found.clean + 1} on cannot be read ({found.what}); they were "
+            f"moved to {Path(moved[0]).parent if moved else directory.manifest / '_damaged_log'} and the run resumes "
+            f"from epoch {epoch}, replaying the later epochs from the offset log"
+        ),
+    }

@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import branching, faults, retention, upgrade
+from engine import branching, damage, faults, retention, upgrade
 from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
@@ -176,10 +176,18 @@ class Runner:
 
     def _setup(self, allow_non_restored_state: bool, parallelism: int | None) -> None:
         plan, base_dir = self.plan, self.base_dir
+        self.repairs: list[dict[str, Any]] = []
         if self.dir.manifest.exists():
             from engine.versioning import finish_interrupted
 
+            if (problem := damage.intent_problem(self.dir)) is not None:
+                raise damage.StateDamaged(problem)
             finish_interrupted(self.dir)  # a rollback cut short by a crash completes before anything runs
+            current = Manifest(self.dir.manifest).latest()
+            row = {"tables": current.tables} if current is not None else None
+            # Before the id is read: a lost id must be recovered, never replaced by a new one.
+            if (repaired := damage.repair_pipeline_file(self.dir, row)) is not None:
+                self.repairs.append(repaired)
         self.pipeline_id = self.dir.pipeline_id()
         self.manifest = Manifest(self.dir.manifest)
         self.offsets = OffsetLog(self.dir.offsets)
@@ -277,6 +285,12 @@ class Runner:
     def _restore(self) -> None:
         latest = self.manifest.latest()
         self.last_epoch = latest.epoch if latest else 0
+        # Damage `verify` would report is acted on before anything is read or written (engine.damage).
+        marked = [(sink.path, sink.app_id) for sink in self.sinks.values() if sink.path is not None]
+        marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.sources]
+        if (replanned := damage.check_offsets(self.dir.offsets, self.last_epoch, marked)) is not None:
+            self.repairs.append(replanned)
+        damage.check_files(latest.tables if latest else [])
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():

@@ -2,7 +2,9 @@
 
 For the current cut and every live savepoint, each table is opened at its version and every row is read, so a
 missing or damaged data file or log entry is found. For the other retained checkpoints only the Delta log is
-opened at its version (cheap), unless `deep` reads their rows too. Nothing is changed.
+opened at its version (cheap), unless `deep` reads their rows too. The manifest's own log and every offset
+log file a run would read are checked with the run's own checks (`engine.damage`), so that whatever a run would
+stop on or repair is reported here too. Nothing is changed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import polars as pl
 from deltalake import DeltaTable
 
-from engine.manifest import RESUMABLE, read_checkpoints
+from engine import damage
+from engine.damage import first_line
+from engine.manifest import RESUMABLE
 from engine.state_dir import StateDir
 from engine.versioning import live_savepoints, readable
 
@@ -33,15 +38,37 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
     directory = StateDir(Path(state))
     if not directory.manifest.exists():
         raise FileNotFoundError(f"{state} is not a timelapse state directory")
-    rows = read_checkpoints(directory.manifest)
+    problems: list[Problem] = []
+    notes: list[str] = []
+    found = damage.manifest_damage(directory.manifest)
+    version = None
+    if found is not None:
+        what = f"version {found.head} cannot be read: {found.what}"
+        if found.clean is None:
+            what += "; no earlier version reads either, so a run stops here"
+        else:
+            what += f"; a run sets the entries after version {found.clean} aside and resumes from it"
+        entry = directory.manifest / "_delta_log" / f"{found.head:020d}.json"
+        problems.append(Problem(0, "manifest", str(entry), found.head, what))
+        if found.clean is None:
+            return {"checkpoints": 0, "tables_checked": 0, "problems": [asdict(p) for p in problems], "notes": notes}
+        version = found.clean
+    rows = damage.read_manifest_at(directory.manifest, version)
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     if resumable.is_empty():
-        return {"checkpoints": 0, "tables_checked": 0, "problems": []}
+        return {"checkpoints": 0, "tables_checked": 0, "problems": [asdict(p) for p in problems], "notes": notes}
     current = resumable.row(-1, named=True)
+    committed = int(current["epoch"])
+    offsets = damage.offset_damage(directory.offsets, committed)
+    if offsets:
+        held = damage.held_epoch(damage.manifest_marker_tables(directory, current))
+        for d in offsets:
+            problems.append(
+                Problem(d.epoch, "offset log", str(d.path), d.epoch, damage.describe_offset_damage(d, held))
+            )
     saved = {int(sp["epoch"]) for sp in live_savepoints(rows).values()}
     full = [current] + [r for r in rows.filter(pl.col("kind") == "epoch").iter_rows(named=True) if r["epoch"] in saved]
     light = [r for r in rows.filter(pl.col("kind") == "epoch").iter_rows(named=True) if readable(rows, r)]
-    problems: list[Problem] = []
     checked: set[tuple[str, int]] = set()
     for row, read_rows in [(r, True) for r in full] + [(r, deep) for r in light]:
         for entry in row["tables"] or []:
@@ -50,12 +77,25 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
                 continue
             checked.add(key)
             what = check_table(entry["path"], int(entry["version"]), read_rows)
+            if not what and row is current:  # what a run checks before it builds on these versions
+                missing = damage.missing_files(entry["path"], int(entry["version"]))
+                what = f"a data file {missing[0]}" if missing else None
             if what:
                 problems.append(Problem(int(row["epoch"]), entry["name"], entry["path"], int(entry["version"]), what))
     intent = directory.root / "rollback-in-progress.json"
-    notes = []
-    if intent.exists():
+    if (unreadable := damage.intent_problem(directory)) is not None:
+        problems.append(Problem(0, "rollback intent", str(intent), 0, unreadable))
+    elif intent.exists():
         notes.append(f"a rollback was cut short ({json.loads(intent.read_text())}); the next run finishes it")
+    if (what := damage.pipeline_file_problem(directory)) is not None:
+        pid = damage.recover_pipeline_id(current)
+        then = (
+            f"a run recovers the pipeline id {pid} from the sinks' transaction markers"
+            if pid
+            else "no sink's marker names the pipeline id, so a run stops"
+        )
+        path = directory.root / "pipeline.json"
+        problems.append(Problem(0, "pipeline id", str(path), 0, f"{path} {what}; {then}"))
     return {
         "checkpoints": len(light),
         "tables_checked": len(checked),
@@ -79,21 +119,29 @@ def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
         return f"{label} cannot be opened: {first_line(err)}"
     if not read_rows:
         return None
+    uri = None
     try:
-        pl.scan_delta(path, version=int(table.version())).select(pl.len()).collect()
         for uri in table.file_uris():
+            local = Path(unquote(urlparse(uri).path)) if uri.startswith(("file:", "/")) else None
+            if local is not None and not local.exists():
+                return f"the data file {local} is missing"
             pl.read_parquet(uri)
+        uri = None
+        pl.scan_delta(path, version=int(table.version())).select(pl.len()).collect()
     except BaseException as err:  # Polars panics (a BaseException) on some truncated files
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise
-        return f"a data file cannot be read: {first_line(err)}"
+        where = f"the data file {uri}" if uri else "a data file"
+        return f"{where} cannot be read: {reader_error(err)}"
     return None
 
 
-def first_line(err: BaseException) -> str:
-    """An error's first line, for one-line reports (Rust errors can run to many lines)."""
-    text = str(err).strip()
-    return text.splitlines()[0][:300] if text else type(err).__name__
+def reader_error(err: BaseException) -> str:
+    """A reader's error in a line; a Rust reader's panic says only that the file is damaged (its text is the
+    panic's, which names Rust source lines, not the file)."""
+    if type(err).__name__ == "PanicException":
+        return "it is truncated or corrupted (the Parquet reader failed on it)"
+    return first_line(err)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -102,5 +150,14 @@ def render(report: dict[str, Any]) -> str:
     if not report["problems"]:
         lines.append("no problems found")
     for p in report["problems"]:
-        lines.append(f"PROBLEM epoch {p['epoch']}: {p['table']} (version {p['version']}, {p['path']}): {p['what']}")
+        if p["table"] == "offset log":
+            lines.append(f"PROBLEM epoch {p['epoch']}: {p['what']}" if p["epoch"] else f"PROBLEM {p['what']}")
+        elif p["table"] in ("rollback intent", "pipeline id"):
+            lines.append(f"PROBLEM {p['what']}")
+        elif p["table"] == "manifest":
+            lines.append(f"PROBLEM manifest log entry {p['path']}: {p['what']}")
+        else:
+            lines.append(
+                f"PROBLEM epoch {p['epoch']}: {p['table']} (version {p['version']}, {p['path']}): {p['what']}"
+            )
     return "\n".join(lines)

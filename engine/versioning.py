@@ -230,6 +230,10 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
     rows = _rows(directory)
     current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
     latest_epoch = int(rows.filter(pl.col("kind") == "epoch").get_column("epoch").max())  # type: ignore[arg-type]
+    # Sinks may hold epochs after the last manifest row (a crash before its commit), and restoring a table does
+    # not take its markers back (delta-facts §2): the epochs after the rollback are numbered past every epoch
+    # that was logged, and so past every epoch a sink may hold.
+    latest_epoch = max([latest_epoch, *OffsetLog(directory.offsets).epochs()])
     to_epoch = int(intent["to_epoch"])
     done = json.loads(current["metrics"] or "{}").get("rollback") if current["kind"] == "rollback" else None
     if done and done["to_epoch"] == to_epoch and done["from_epoch"] == intent["from_epoch"]:
@@ -268,7 +272,6 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         table.update_incremental()
         restored.append({**entry, "version": int(table.version())})
         faults.point("rollback.mid-restore")
-    OffsetLog(directory.offsets).discard_after(latest_epoch)  # a planned, uncommitted epoch is replanned
     faults.point("rollback.before-manifest")
     Manifest(directory.manifest).commit(
         _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics={"rollback": intent})
