@@ -31,6 +31,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from engine.delta_tables import open_table
+from engine.manifest import located
 from engine.state_dir import StateDir, write_atomic
 
 #: how far back a damaged manifest head is looked past (the entries since the last Delta checkpoint)
@@ -215,7 +216,9 @@ def _log_versions(table: Path) -> list[int]:
 
 
 def read_manifest_at(path: Path, version: int | None) -> pl.DataFrame:
-    return pl.scan_delta(str(path), version=version).sort("committed_at", "epoch").collect()
+    """The manifest's rows as of a log version, their stored paths resolved like `read_checkpoints` does."""
+    rows = pl.scan_delta(str(path), version=version).sort("committed_at", "epoch").collect()
+    return located(rows, StateDir(path.parent))
 
 
 def manifest_damage(path: Path) -> ManifestDamage | None:
