@@ -102,10 +102,13 @@ def without_panic_text() -> Iterator[None]:
     os.dup2(write_end, 2)
     os.close(write_end)
     previous = sys.stderr
-    encoding = getattr(previous, "encoding", None) or "utf-8"
-    sys.stderr = io.TextIOWrapper(
-        io.FileIO(real, "w", closefd=False), encoding=encoding, errors="backslashreplace", write_through=True
-    )
+    # Only a sys.stderr that writes to fd 2 needs to be pointed past the pipe; one an embedding program (or a
+    # test's capture) has replaced is left alone, so its messages still reach whoever replaced it.
+    if _writes_fd2(previous):
+        encoding = getattr(previous, "encoding", None) or "utf-8"
+        sys.stderr = io.TextIOWrapper(
+            io.FileIO(real, "w", closefd=False), encoding=encoding, errors="backslashreplace", write_through=True
+        )
     thread = threading.Thread(target=_forward, args=(read_end, real), name="timelapse-stderr", daemon=True)
     thread.start()
     try:
@@ -117,6 +120,13 @@ def without_panic_text() -> Iterator[None]:
         thread.join(timeout=2.0)
         if not thread.is_alive():  # else a child process still holds the pipe: the thread keeps `real`
             os.close(real)
+
+
+def _writes_fd2(stream: object) -> bool:
+    try:
+        return stream.fileno() == 2  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return False
 
 
 def _forward(read_end: int, real: int) -> None:
