@@ -290,7 +290,10 @@ class Runner:
         marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.sources]
         if (replanned := damage.check_offsets(self.dir.offsets, self.last_epoch, marked)) is not None:
             self.repairs.append(replanned)
-        damage.check_files(latest.tables if latest else [])
+        # A sink is checked only where it is the table the manifest names, i.e. it holds this pipeline's markers:
+        # a state directory copied or moved without its sinks writes them afresh where its SQL says.
+        ours = {str(path) for path, app_id in marked if damage.held_epoch([(Path(path), app_id)]) > 0}
+        damage.check_files([t for t in (latest.tables if latest else []) if t["role"] != "sink" or t["path"] in ours])
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():
