@@ -1008,7 +1008,7 @@ class _Planner:
 
         if window is not None and window.unassigned_session:
             for agg in aggs:
-                if agg.distinct or agg.function in UDAF_REGISTRY:
+                if agg.distinct or agg.udaf is not None:
                     raise error_at(select, f"{agg.sql} is not supported in SESSION windows yet", UnsupportedError)
         post_schema: dict[str, pl.DataType] = {}
         for name, expr, _ in keys:
@@ -1187,6 +1187,7 @@ class _Planner:
             distinct,
             filter_expr,
             original_sql,
+            UDAF_REGISTRY.get(function),
         )
 
     def _legacy_window(self, item: WindowCall, relation: _Relation) -> WindowSpec:
