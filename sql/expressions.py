@@ -10,54 +10,22 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 from sqlglot import exp
 
 from sql import types
-from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at
+from sql.errors import SqlError, UnsupportedError, error_at
 from sql.udf import ScalarUdf
 from sql.values import parse_text, parse_timestamp
+
+if TYPE_CHECKING:  # the binder owns Scope and imports this compiler
+    from sql.planner.binder import Scope
 
 PROCTIME_COLUMN = "__proctime"
 
 AGGREGATES = (exp.AggFunc,)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The columns an expression can see: name -> dtype, plus the table aliases that qualify them.
-
-    After a join, `columns` maps (qualifier, column name), both lower-case, to the column's name in the
-    joined rows, where clashing names were renamed (`id`, `id0`).
-    """
-
-    schema: Mapping[str, pl.DataType]
-    qualifiers: frozenset[str] = frozenset()
-    columns: Mapping[tuple[str, str], str] | None = None
-
-    def resolve(self, column: exp.Column) -> str:
-        table = column.table
-        lowered = column.name.lower()
-        if table and table.lower() not in self.qualifiers:
-            raise error_at(column, f"unknown table or alias '{table}'{did_you_mean(table, self.qualifiers)}")
-        if self.columns is not None:
-            if table:
-                found = self.columns.get((table.lower(), lowered))
-                if found is not None:
-                    return found
-                names = [n for (q, n) in self.columns if q == table.lower()]
-                raise error_at(column, f"'{table}' has no column '{column.name}'{did_you_mean(lowered, names)}")
-            matches = {internal for (_, n), internal in self.columns.items() if n == lowered}
-            if len(matches) > 1:
-                raise error_at(column, f"column '{column.name}' is ambiguous; qualify it with a table alias")
-            if matches:
-                return matches.pop()
-        for name in self.schema:
-            if name.lower() == lowered:
-                return name
-        raise error_at(column, f"unknown column '{column.name}'{did_you_mean(column.name, self.schema)}")
 
 
 _INTERVAL_UNITS = {
@@ -87,6 +55,7 @@ _EXTRACT = {
     "MILLISECOND": lambda e: e.dt.millisecond(),
     "EPOCH": lambda e: e.dt.epoch("s"),
 }
+
 
 def java_to_strftime(pattern: str) -> str:
     """Translate a Java date pattern (`yyyy-MM-dd HH:mm:ss.SSS`) into chrono's strftime language."""
