@@ -18,7 +18,7 @@ from sqlglot import exp
 from sql import types
 from sql.errors import SqlError, UnsupportedError, error_at
 from sql.udf import ScalarUdf
-from sql.values import parse_text, parse_timestamp
+from sql.values import java_to_strftime, parse_text, parse_timestamp
 
 if TYPE_CHECKING:  # the binder owns Scope and imports this compiler
     from sql.planner.binder import Scope
@@ -55,55 +55,6 @@ _EXTRACT = {
     "MILLISECOND": lambda e: e.dt.millisecond(),
     "EPOCH": lambda e: e.dt.epoch("s"),
 }
-
-
-def java_to_strftime(pattern: str) -> str:
-    """Translate a Java date pattern (`yyyy-MM-dd HH:mm:ss.SSS`) into chrono's strftime language."""
-    table = {
-        "yyyy": "%Y",
-        "yy": "%y",
-        "MMMM": "%B",
-        "MMM": "%b",
-        "MM": "%m",
-        "M": "%-m",
-        "dd": "%d",
-        "d": "%-d",
-        "HH": "%H",
-        "H": "%-H",
-        "hh": "%I",
-        "mm": "%M",
-        "ss": "%S",
-        "SSSSSS": "%6f",
-        "SSS": "%3f",
-        "a": "%p",
-        "EEEE": "%A",
-        "EEE": "%a",
-        "D": "%j",
-        "XXX": "%:z",
-        "Z": "%z",
-    }
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "'":
-            end = pattern.find("'", i + 1)
-            end = len(pattern) if end < 0 else end
-            out.append(pattern[i + 1 : end].replace("%", "%%"))
-            i = end + 1
-        elif ch.isalpha():
-            j = i
-            while j < len(pattern) and pattern[j] == ch:
-                j += 1
-            run = pattern[i:j]
-            if run not in table:
-                raise SqlError(f"date pattern letter run '{run}' is not supported in '{pattern}'")
-            out.append(table[run])
-            i = j
-        else:
-            out.append("%%" if ch == "%" else ch)
-            i += 1
-    return "".join(out)
 
 
 _MAX_INTERVAL = dt.timedelta(days=3_652_425)  # 10000 years: more would overflow a timestamp's arithmetic

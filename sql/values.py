@@ -1,4 +1,4 @@
-"""Runtime value parsing: text -> typed values, NULL where the text does not hold one.
+"""Runtime value parsing: text -> typed values, NULL where the text does not hold one; date patterns.
 
 Its own module because sources (engine/sources) parse what they read with it at run time, while the expression
 compiler uses it only for CAST and timestamp literals: readers of input need not load the compiler.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from sql import types
+from sql.errors import SqlError
 
 _TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
@@ -38,3 +39,52 @@ def parse_text(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.Binary):
         return text.cast(pl.Binary)
     return text.str.strip_chars().cast(dtype, strict=False)
+
+
+def java_to_strftime(pattern: str) -> str:
+    """Translate a Java date pattern (`yyyy-MM-dd HH:mm:ss.SSS`) into chrono's strftime language."""
+    table = {
+        "yyyy": "%Y",
+        "yy": "%y",
+        "MMMM": "%B",
+        "MMM": "%b",
+        "MM": "%m",
+        "M": "%-m",
+        "dd": "%d",
+        "d": "%-d",
+        "HH": "%H",
+        "H": "%-H",
+        "hh": "%I",
+        "mm": "%M",
+        "ss": "%S",
+        "SSSSSS": "%6f",
+        "SSS": "%3f",
+        "a": "%p",
+        "EEEE": "%A",
+        "EEE": "%a",
+        "D": "%j",
+        "XXX": "%:z",
+        "Z": "%z",
+    }
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "'":
+            end = pattern.find("'", i + 1)
+            end = len(pattern) if end < 0 else end
+            out.append(pattern[i + 1 : end].replace("%", "%%"))
+            i = end + 1
+        elif ch.isalpha():
+            j = i
+            while j < len(pattern) and pattern[j] == ch:
+                j += 1
+            run = pattern[i:j]
+            if run not in table:
+                raise SqlError(f"date pattern letter run '{run}' is not supported in '{pattern}'")
+            out.append(table[run])
+            i = j
+        else:
+            out.append("%%" if ch == "%" else ch)
+            i += 1
+    return "".join(out)

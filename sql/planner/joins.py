@@ -47,13 +47,9 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
             raise error_at(node, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
     left_names, right_names, columns, schema = _output_names(left, right)
     found = _conditions(binder, on, left, right)
-    time_bounds = None
-    if lookup:
+    time_bounds = None if lookup else _interval(found.bounds, left.node, right.node)
+    if time_bounds is None:  # a lookup or regular join: the bounds only filter
         found.residual = found.bound_conjuncts + found.residual
-    elif found.bounds:
-        time_bounds = _interval(found.bounds, left.node, right.node)
-        if time_bounds is None:  # not an interval join: the bounds filter a regular join
-            found.residual = found.bound_conjuncts + found.residual
     out_scope = Scope(schema, left.qualifiers | right.qualifiers, columns)
     residual = _residual(binder, found.residual, kind, lookup, out_scope)
     if changelog.updating(left.node, right.node) and (kind != "INNER" or time_bounds is not None):
@@ -158,6 +154,8 @@ def _is_window_end(node: exp.Expr, side: Relation) -> bool:
 def _interval(bounds: list[Bound], left: Node, right: Node) -> TimeBounds | None:
     """An interval join needs one pair of time attributes bounded on both sides, over watermarked append-only
     inputs: then a row can leave the state once the watermark passes its bound."""
+    if not bounds:
+        return None
     pairs = {(b[0], b[1]) for b in bounds}
     lowers = [b[3] for b in bounds if b[2] == ">="]
     uppers = [b[3] for b in bounds if b[2] == "<="]

@@ -25,20 +25,7 @@ def over(binder: Binder, select: exp.Select, relation: Relation) -> Relation:
     where = select.args.get("where")
     predicate = compiler.condition(where.this) if where is not None else None
     windows = [w for item in select.expressions for w in item.find_all(exp.Window)]
-    first = windows[0]
-    for window in windows[1:]:
-        if _signature(window) != _signature(first):
-            raise error_at(window, "all OVER windows of one SELECT must be the same", UnsupportedError)
-    order = first.args["order"].expressions if first.args.get("order") else []
-    if len(order) != 1 or order[0].args.get("desc"):
-        raise error_at(first, "OVER needs ORDER BY one time attribute, ascending", UnsupportedError)
-    time_expr, time_type = compiler.typed(order[0].this)
-    if not isinstance(time_type, pl.Datetime) or WATERMARK_COLUMN not in relation.node.schema:
-        raise error_at(
-            order[0], "OVER must be ordered by a time attribute (a column with a WATERMARK)", UnsupportedError
-        )
-    if changelog.updating(relation.node):
-        raise error_at(first, "OVER over an updating input is not supported yet", UnsupportedError)
+    first, time_expr = _ordered_by_time(windows, compiler, relation)
     kind, rows_n, range_d = _frame(first.args.get("spec"))
     hidden = [(f"__p{i}", compiler.compile(p)) for i, p in enumerate(first.args.get("partition_by") or [])]
     hidden = hidden or [("__p0", pl.lit(0, pl.Int32))]
@@ -66,6 +53,28 @@ def over(binder: Binder, select: exp.Select, relation: Relation) -> Relation:
     over_relation = Relation(node, relation.qualifiers, columns=relation.columns)
     projections = _select_list(binder, select, over_relation, replacements, calls)
     return Relation(relations.calc(binder, node, projections, None, select))
+
+
+def _ordered_by_time(
+    windows: list[exp.Window], compiler: ExprCompiler, relation: Relation
+) -> tuple[exp.Window, pl.Expr]:
+    """The one window all OVER calls share, and its time attribute: rows are emitted in time order as the
+    watermark passes them, which needs an ascending time attribute over an append-only input."""
+    first = windows[0]
+    for window in windows[1:]:
+        if _signature(window) != _signature(first):
+            raise error_at(window, "all OVER windows of one SELECT must be the same", UnsupportedError)
+    order = first.args["order"].expressions if first.args.get("order") else []
+    if len(order) != 1 or order[0].args.get("desc"):
+        raise error_at(first, "OVER needs ORDER BY one time attribute, ascending", UnsupportedError)
+    time_expr, time_type = compiler.typed(order[0].this)
+    if not isinstance(time_type, pl.Datetime) or WATERMARK_COLUMN not in relation.node.schema:
+        raise error_at(
+            order[0], "OVER must be ordered by a time attribute (a column with a WATERMARK)", UnsupportedError
+        )
+    if changelog.updating(relation.node):
+        raise error_at(first, "OVER over an updating input is not supported yet", UnsupportedError)
+    return first, time_expr
 
 
 def _signature(window: exp.Window) -> tuple[object, object, object]:

@@ -24,6 +24,38 @@ def top_n(binder: Binder, select: exp.Select) -> tuple[Relation, exp.Expr | None
         if item is not rank:
             relations.refuse_nested(item)
     window = rank.this
+    relation, calc, partition, order = _ranked_input(binder, inner, rank)
+    first_by_time = limit == 1 and _first_by_time(calc, order)
+    out_schema = {n: t for n, t in calc.schema.items() if n != WATERMARK_COLUMN and not n.startswith("__")}
+    out_schema[rank_name] = pl.Int64()
+    mode = changelog.top_n(first_by_time)
+    if mode == changelog.RETRACT:
+        out_schema[OP_COLUMN] = pl.String()
+    node = TopN(
+        binder.ids.node("topn"),
+        [calc],
+        out_schema,
+        mode,
+        partition=partition,
+        order=order,
+        limit=limit,
+        rank_column=rank_name,
+        first_by_time=first_by_time,
+        state_id=binder.ids.state("topn", inner.sql(dialect=Flink)),
+        sql=window.args["order"].sql(dialect=Flink),
+    )
+    rest_expr = None
+    for conjunct in rest:
+        rest_expr = conjunct if rest_expr is None else exp.And(this=rest_expr, expression=conjunct)
+    return Relation(node, relation.qualifiers), rest_expr
+
+
+def _ranked_input(
+    binder: Binder, inner: exp.Select, rank: exp.Alias
+) -> tuple[Relation, Calc, list[str], list[tuple[str, bool]]]:
+    """The inner SELECT without its rank, plus hidden partition (`__p*`) and order (`__o*`) columns: the
+    operator ranks by columns, whatever expressions PARTITION BY and ORDER BY hold."""
+    window = rank.this
     relation = relations.from_(binder, inner)
     compiler = binder.compiler(relation.scope)
     inner_where = inner.args.get("where")
@@ -43,29 +75,7 @@ def top_n(binder: Binder, select: exp.Select) -> tuple[Relation, exp.Expr | None
     hidden += [(f"__o{i}", compiler.compile(o.this)) for i, o in enumerate(order_nodes)]
     calc = relations.calc(binder, relation.node, [(n, e.alias(n)) for n, e in projections + hidden], predicate, inner)
     order = [(f"__o{i}", bool(o.args.get("desc"))) for i, o in enumerate(order_nodes)]
-    first_by_time = limit == 1 and _first_by_time(calc, order)
-    out_schema = {n: t for n, t in calc.schema.items() if n != WATERMARK_COLUMN and not n.startswith("__")}
-    out_schema[rank_name] = pl.Int64()
-    mode = changelog.top_n(first_by_time)
-    if mode == changelog.RETRACT:
-        out_schema[OP_COLUMN] = pl.String()
-    node = TopN(
-        binder.ids.node("topn"),
-        [calc],
-        out_schema,
-        mode,
-        partition=[n for n, _ in hidden if n.startswith("__p")],
-        order=order,
-        limit=limit,
-        rank_column=rank_name,
-        first_by_time=first_by_time,
-        state_id=binder.ids.state("topn", inner.sql(dialect=Flink)),
-        sql=window.args["order"].sql(dialect=Flink),
-    )
-    rest_expr = None
-    for conjunct in rest:
-        rest_expr = conjunct if rest_expr is None else exp.And(this=rest_expr, expression=conjunct)
-    return Relation(node, relation.qualifiers), rest_expr
+    return relation, calc, [n for n, _ in hidden if n.startswith("__p")], order
 
 
 def _ranked(select: exp.Select) -> tuple[exp.Select | None, exp.Alias | None]:
