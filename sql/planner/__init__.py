@@ -20,6 +20,8 @@ from sqlglot.errors import ParseError, TokenError
 from sql.dialect import Flink
 from sql.errors import syntax_error, token_error
 from sql.plan import Plan
+from sql.planner import statements
+from sql.planner.binder import Binder
 from sql.udf import AGGREGATES, REGISTRY, ScalarUdf
 
 
@@ -35,9 +37,6 @@ def parse(text: str) -> list[exp.Expr]:
 def plan_script(text: str, udfs: Mapping[str, ScalarUdf] | None = None) -> Plan:
     """Plan every statement of a script: DDL fills the catalog, each INSERT adds a sink to one pipeline. The
     UDAFs registered now are bound into the plan's aggregate calls."""
-    from sql.planner import statements
-    from sql.planner.binder import Binder
-
     return statements.plan(Binder({**REGISTRY, **(udfs or {})}, dict(AGGREGATES)), parse(text))
 
 

@@ -79,12 +79,8 @@ def aggregate(binder: Binder, select: exp.Select, relation: Relation) -> Relatio
 
 def _groups(binder: Binder, select: exp.Select, relation: Relation, compiler: ExprCompiler) -> _Groups:
     """GROUP BY's keys and window. A window TVF's window_start and window_end are not keys: grouping by both
-    makes this a window aggregation; SELECT DISTINCT groups by the whole SELECT list."""
-    group_items = list(select.args["group"].expressions) if select.args.get("group") else []
-    if select.args.get("distinct"):
-        if group_items or any(aggregates_in(i, binder.udafs) for i in select.expressions):
-            raise error_at(select, "SELECT DISTINCT with GROUP BY or aggregates is not supported", UnsupportedError)
-        group_items = [i.this if isinstance(i, exp.Alias) else i for i in select.expressions]
+    makes this a window aggregation."""
+    group_items = _group_items(binder, select)
     window = None
     window_input = relation.node
     keys: list[Key] = []
@@ -122,6 +118,16 @@ def _groups(binder: Binder, select: exp.Select, relation: Relation, compiler: Ex
     if window is not None and changelog.updating(relation.node):
         raise error_at(select, "a window aggregation needs an append-only input", UnsupportedError)
     return _Groups(keys, window, window_input)
+
+
+def _group_items(binder: Binder, select: exp.Select) -> list[exp.Expr]:
+    """GROUP BY's items; SELECT DISTINCT groups by the whole SELECT list."""
+    group_items = list(select.args["group"].expressions) if select.args.get("group") else []
+    if select.args.get("distinct"):
+        if group_items or any(aggregates_in(i, binder.udafs) for i in select.expressions):
+            raise error_at(select, "SELECT DISTINCT with GROUP BY or aggregates is not supported", UnsupportedError)
+        group_items = [i.this if isinstance(i, exp.Alias) else i for i in select.expressions]
+    return group_items
 
 
 def _calls(
