@@ -10,53 +10,22 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 from sqlglot import exp
 
 from sql import types
-from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at
+from sql.errors import SqlError, UnsupportedError, error_at
 from sql.udf import ScalarUdf
+from sql.values import java_to_strftime, parse_text, parse_timestamp
+
+if TYPE_CHECKING:  # the binder owns Scope and imports this compiler
+    from sql.planner.binder import Scope
 
 PROCTIME_COLUMN = "__proctime"
 
 AGGREGATES = (exp.AggFunc,)
-
-
-@dataclass(frozen=True)
-class Scope:
-    """The columns an expression can see: name -> dtype, plus the table aliases that qualify them.
-
-    After a join, `columns` maps (qualifier, column name), both lower-case, to the column's name in the
-    joined rows, where clashing names were renamed (`id`, `id0`).
-    """
-
-    schema: Mapping[str, pl.DataType]
-    qualifiers: frozenset[str] = frozenset()
-    columns: Mapping[tuple[str, str], str] | None = None
-
-    def resolve(self, column: exp.Column) -> str:
-        table = column.table
-        lowered = column.name.lower()
-        if table and table.lower() not in self.qualifiers:
-            raise error_at(column, f"unknown table or alias '{table}'{did_you_mean(table, self.qualifiers)}")
-        if self.columns is not None:
-            if table:
-                found = self.columns.get((table.lower(), lowered))
-                if found is not None:
-                    return found
-                names = [n for (q, n) in self.columns if q == table.lower()]
-                raise error_at(column, f"'{table}' has no column '{column.name}'{did_you_mean(lowered, names)}")
-            matches = {internal for (_, n), internal in self.columns.items() if n == lowered}
-            if len(matches) > 1:
-                raise error_at(column, f"column '{column.name}' is ambiguous; qualify it with a table alias")
-            if matches:
-                return matches.pop()
-        for name in self.schema:
-            if name.lower() == lowered:
-                return name
-        raise error_at(column, f"unknown column '{column.name}'{did_you_mean(column.name, self.schema)}")
 
 
 _INTERVAL_UNITS = {
@@ -86,84 +55,6 @@ _EXTRACT = {
     "MILLISECOND": lambda e: e.dt.millisecond(),
     "EPOCH": lambda e: e.dt.epoch("s"),
 }
-
-_TIMESTAMP_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M", "%Y-%m-%d")
-
-
-def parse_timestamp(text: pl.Expr, dtype: pl.Datetime | None = None) -> pl.Expr:
-    """ISO-8601-ish text (`T` or space, optional fraction and zone; no zone means UTC) -> timestamp, NULL if bad."""
-    target = dtype or types.timestamp(6)
-    unit = target.time_unit
-    normalised = text.str.strip_chars().str.replace("T", " ", literal=True).str.replace(r"Z$", "+00:00")
-    candidates = [
-        normalised.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit=unit) for fmt in _TIMESTAMP_FORMATS
-    ]
-    return pl.coalesce(candidates).cast(target)
-
-
-def parse_text(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Text -> dtype, NULL where the text does not hold a value of that type."""
-    if isinstance(dtype, pl.String):
-        return text
-    if isinstance(dtype, pl.Datetime):
-        return parse_timestamp(text, dtype)
-    if isinstance(dtype, pl.Date):
-        return parse_timestamp(text).dt.date()
-    if isinstance(dtype, pl.Boolean):
-        lowered = text.str.strip_chars().str.to_lowercase()
-        return pl.when(lowered == "true").then(True).when(lowered == "false").then(False).otherwise(None)
-    if isinstance(dtype, pl.Binary):
-        return text.cast(pl.Binary)
-    return text.str.strip_chars().cast(dtype, strict=False)
-
-
-def java_to_strftime(pattern: str) -> str:
-    """Translate a Java date pattern (`yyyy-MM-dd HH:mm:ss.SSS`) into chrono's strftime language."""
-    table = {
-        "yyyy": "%Y",
-        "yy": "%y",
-        "MMMM": "%B",
-        "MMM": "%b",
-        "MM": "%m",
-        "M": "%-m",
-        "dd": "%d",
-        "d": "%-d",
-        "HH": "%H",
-        "H": "%-H",
-        "hh": "%I",
-        "mm": "%M",
-        "ss": "%S",
-        "SSSSSS": "%6f",
-        "SSS": "%3f",
-        "a": "%p",
-        "EEEE": "%A",
-        "EEE": "%a",
-        "D": "%j",
-        "XXX": "%:z",
-        "Z": "%z",
-    }
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "'":
-            end = pattern.find("'", i + 1)
-            end = len(pattern) if end < 0 else end
-            out.append(pattern[i + 1 : end].replace("%", "%%"))
-            i = end + 1
-        elif ch.isalpha():
-            j = i
-            while j < len(pattern) and pattern[j] == ch:
-                j += 1
-            run = pattern[i:j]
-            if run not in table:
-                raise SqlError(f"date pattern letter run '{run}' is not supported in '{pattern}'")
-            out.append(table[run])
-            i = j
-        else:
-            out.append("%%" if ch == "%" else ch)
-            i += 1
-    return "".join(out)
 
 
 _MAX_INTERVAL = dt.timedelta(days=3_652_425)  # 10000 years: more would overflow a timestamp's arithmetic

@@ -134,7 +134,7 @@ def one_character(value: str) -> str | None:
 
 
 def timestamp(value: str) -> str | None:
-    from sql.expressions import parse_timestamp
+    from sql.values import parse_timestamp
 
     parsed = pl.select(parse_timestamp(pl.lit(value))).item()
     return None if parsed is not None else "is not a timestamp; write e.g. '2026-01-01 00:00:00'"

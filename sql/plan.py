@@ -19,6 +19,7 @@ import polars as pl
 
 from sql import types
 from sql.catalog import TableDef
+from sql.udf import AggregateUdf
 
 #: Keyed state is split into this many key groups (hash of the key); work is spread over workers by key group,
 #: so it is also the most workers a keyed operator can use.
@@ -154,7 +155,7 @@ class StateTtl:
 class AggCall:
     """One aggregate: `function(args) [FILTER (WHERE filter)]`, its result column and type."""
 
-    function: str  # COUNT, SUM, AVG, MIN, MAX, or a registered UDAF name
+    function: str  # COUNT, SUM, AVG, MIN, MAX, or a UDAF's name (then `udaf` holds it)
     args: tuple[pl.Expr, ...]
     arg_types: tuple[pl.DataType, ...]
     output: str
@@ -162,6 +163,9 @@ class AggCall:
     distinct: bool = False
     filter: pl.Expr | None = None
     sql: str = ""
+    #: the Python aggregate itself, not its name: a plan runs wherever it is sent, without a registry there, and
+    #: a UDAF registered under the same name after planning does not change it. Not part of equality (callables).
+    udaf: AggregateUdf | None = field(default=None, compare=False)
 
 
 @dataclass(eq=False)

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import udaf
+from engine import Pipeline, udaf
+from sql import Aggregate, plan_script
+from sql.udf import AGGREGATES
 from tests.helpers import duck, naive, read_sink, run, write_jsonl
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
@@ -285,6 +287,46 @@ def test_python_udaf_in_a_window(tmp_path: Path) -> None:
         + """
         , assigned AS (SELECT marks.*, make_timestamp((e - e % 10000) * 1000) AS ws FROM marks)
         SELECT k, ws, coalesce(sum(v * v), 0)::BIGINT AS q FROM assigned
+        WHERE (wm IS NULL OR ws + INTERVAL 10 SECOND - INTERVAL 1 MILLISECOND > wm)
+          AND ws + INTERVAL 10 SECOND - INTERVAL 1 MILLISECOND <= (SELECT fwm FROM final)
+        GROUP BY k, ws ORDER BY k, ws""",
+        src=frame(rows),
+    )
+    actual = naive(read_sink(tmp_path / "out")).sort("k", "ws", nulls_last=True)
+    assert actual.get_column("q").to_list() == oracle.sort("k", "ws", nulls_last=True).get_column("q").to_list()
+
+
+def test_a_plan_carries_its_udaf(tmp_path: Path) -> None:
+    """A planned aggregate call holds its UDAF: the plan runs after the name leaves the registry (a plan shipped
+    to another process has no registry), and a same-named UDAF registered later does not change it."""
+    planned = udaf(
+        "SUM_CUBES",
+        {"s": pl.Int64()},
+        partial=lambda x: {"s": (x.cast(pl.Int64) ** 3).sum()},
+        merge=lambda a, b: {"s": a["s"] + b["s"]},
+        finish=lambda st: st["s"],
+        result_type=pl.Int64(),
+    )
+    rows = make_rows(5, 40)
+    write_input(tmp_path, rows)
+    sink = "CREATE TABLE out (k STRING, ws TIMESTAMP(3), q BIGINT) WITH ('connector' = 'delta', 'path' = 'out');"
+    query = (
+        "INSERT INTO out SELECT k, window_start, SUM_CUBES(v) FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), "
+        "INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;"
+    )
+    plan = plan_script(SOURCE + sink + query)
+    assert [a.udaf for n in plan.nodes if isinstance(n, Aggregate) for a in n.aggs] == [planned]
+    del AGGREGATES["SUM_CUBES"]
+    udaf("SUM_CUBES", {"s": pl.Int64()}, lambda x: {"s": x.sum()}, lambda a, b: a, lambda st: st["s"], pl.Int64())
+    try:
+        Pipeline(plan, tmp_path / "state", tmp_path).run(once=True, max_epoch_rows=7)
+    finally:
+        del AGGREGATES["SUM_CUBES"]
+    oracle = duck(
+        MARKS
+        + """
+        , assigned AS (SELECT marks.*, make_timestamp((e - e % 10000) * 1000) AS ws FROM marks)
+        SELECT k, ws, coalesce(sum(v * v * v), 0)::BIGINT AS q FROM assigned
         WHERE (wm IS NULL OR ws + INTERVAL 10 SECOND - INTERVAL 1 MILLISECOND > wm)
           AND ws + INTERVAL 10 SECOND - INTERVAL 1 MILLISECOND <= (SELECT fwm FROM final)
         GROUP BY k, ws ORDER BY k, ws""",

@@ -19,7 +19,6 @@ import polars as pl
 from engine.operators.decimals import average, checked_sum, is_decimal
 from sql.plan import AggCall
 from sql.types import sum_type
-from sql.udf import AGGREGATES
 
 SIGN = "__sign"
 ROWS = "__rows"  # rows currently in a group: a group whose count falls to 0 is deleted
@@ -135,7 +134,8 @@ def agg_state(call: AggCall, prefix: str, retracting: bool = False) -> AggState:
             [extreme.alias(column)],
             pl.col(column).alias(call.output),
         )
-    udaf = AGGREGATES[name]
+    udaf = call.udaf  # carried by the plan: no registry lookup at run time
+    assert udaf is not None, f"{name} is planned without its aggregate"
     columns = [StateColumn(prefix + col, dtype, "udaf") for col, dtype in udaf.state.items()]
     args = [a.filter(mask) for a in call.args]
     produced = udaf.partial(*args)

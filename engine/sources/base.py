@@ -18,8 +18,8 @@ import polars as pl
 
 from engine import paths
 from sql.catalog import TableDef
-from sql.expressions import parse_text, parse_timestamp
 from sql.types import sql_name
+from sql.values import parse_text, parse_timestamp
 
 DEAD_LETTER_SCHEMA: dict[str, pl.DataType] = {
     "file": pl.String(),

@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 
 from engine.sources.base import ConnectorError, Source, SourceBatch
-from sql.expressions import parse_timestamp
+from sql.values import parse_timestamp
 
 _ALPHABET = string.ascii_lowercase + string.digits
 _PRIME = 2_147_483_647  # 2^31 - 1: products of two residues stay below 2^62, so Int64 never overflows

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from engine.sources.base import ConnectorError, Source, SourceBatch
-from sql.expressions import parse_timestamp
+from sql.values import parse_timestamp
 
 KINDS = ("person", "auction", "bid")
 FIRST_NAMES = ["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"]

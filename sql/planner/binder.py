@@ -1,0 +1,132 @@
+"""Binding: which table, view and column a name means. Owns `Scope` (what an expression can see) and the
+`Relation` each FROM item and query binds to; every name error is raised here, with its position."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+from sqlglot import exp
+
+from sql import types
+from sql.catalog import TableDef
+from sql.errors import SqlError, did_you_mean, error_at
+from sql.expressions import ExprCompiler
+from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Node, Scan, WindowSpec
+from sql.planner.ids import Ids
+from sql.udf import AggregateUdf, ScalarUdf
+
+#: hidden columns a relation carries past projections: the watermark and the row kind
+HIDDEN = (WATERMARK_COLUMN, OP_COLUMN)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The columns an expression can see: name -> dtype, plus the table aliases that qualify them.
+
+    After a join, `columns` maps (qualifier, column name), both lower-case, to the column's name in the
+    joined rows, where clashing names were renamed (`id`, `id0`).
+    """
+
+    schema: Mapping[str, pl.DataType]
+    qualifiers: frozenset[str] = frozenset()
+    columns: Mapping[tuple[str, str], str] | None = None
+
+    def resolve(self, column: exp.Column) -> str:
+        table = column.table
+        lowered = column.name.lower()
+        if table and table.lower() not in self.qualifiers:
+            raise error_at(column, f"unknown table or alias '{table}'{did_you_mean(table, self.qualifiers)}")
+        if self.columns is not None:
+            if table:
+                found = self.columns.get((table.lower(), lowered))
+                if found is not None:
+                    return found
+                names = [n for (q, n) in self.columns if q == table.lower()]
+                raise error_at(column, f"'{table}' has no column '{column.name}'{did_you_mean(lowered, names)}")
+            matches = {internal for (_, n), internal in self.columns.items() if n == lowered}
+            if len(matches) > 1:
+                raise error_at(column, f"column '{column.name}' is ambiguous; qualify it with a table alias")
+            if matches:
+                return matches.pop()
+        for name in self.schema:
+            if name.lower() == lowered:
+                return name
+        raise error_at(column, f"unknown column '{column.name}'{did_you_mean(column.name, self.schema)}")
+
+
+@dataclass
+class Relation:
+    """A bound FROM item or query: the node producing its rows and the names that qualify its columns."""
+
+    node: Node
+    qualifiers: frozenset[str] = field(default_factory=frozenset)
+    # A window TVF in FROM: the spec and the relation it windows. `node` then assigns windows row by row
+    # (TUMBLE, HOP, CUMULATE) or is a placeholder schema (SESSION, which only runs inside an aggregation).
+    window: WindowSpec | None = None
+    window_input: Node | None = None
+    # After a join: (qualifier, column) -> output column name.
+    columns: dict[tuple[str, str], str] | None = None
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.node.schema, self.qualifiers, self.columns)
+
+    def column_map(self) -> dict[tuple[str, str], str]:
+        if self.columns is not None:
+            return dict(self.columns)
+        visible = [n for n in self.node.schema if not n.startswith("__")]
+        return {(q, n.lower()): n for q in self.qualifiers for n in visible}
+
+    def sides(self, node: exp.Expr, right: Relation) -> str:
+        """Which side of a join (`self` left, `right`) the columns of `node` come from: left, right, both, none."""
+        found: set[str] = set()
+        for column in node.find_all(exp.Column):
+            for label, side in (("left", self), ("right", right)):
+                try:
+                    side.scope.resolve(column)
+                    found.add(label)
+                except SqlError:
+                    pass
+        if not found:
+            return "none"
+        return found.pop() if len(found) == 1 else "both"
+
+
+class Binder:
+    """The script's names as planning goes: tables and views declared so far, the pipeline options, the
+    functions, and one Scan per source table (so every INSERT reading it shares the read)."""
+
+    def __init__(self, udfs: Mapping[str, ScalarUdf], udafs: Mapping[str, AggregateUdf]) -> None:
+        self.udfs = udfs
+        self.udafs = udafs
+        self.tables: dict[str, TableDef] = {}
+        self.views: dict[str, exp.Query] = {}
+        self.options: dict[str, str] = {}
+        self.scans: dict[str, Scan] = {}
+        self.ids = Ids()
+
+    def compiler(self, scope: Scope) -> ExprCompiler:
+        return ExprCompiler(scope, self.udfs)
+
+    def table(self, node: exp.Expr) -> TableDef:
+        name = node.name
+        table = self.tables.get(name.lower())
+        if table is None:
+            known = [t.name for t in self.tables.values()] + list(self.views)
+            raise error_at(node, f"unknown table '{name}'{did_you_mean(name, known)}")
+        return table
+
+    def check_new_name(self, name: str, node: exp.Expr) -> None:
+        if name.lower() in self.tables or name.lower() in self.views:
+            raise error_at(node, f"'{name}' is already defined")
+
+    def scan(self, table: TableDef) -> Scan:
+        key = table.name.lower()
+        if key not in self.scans:
+            schema = dict(table.schema)
+            if table.watermark is not None:
+                schema[WATERMARK_COLUMN] = types.timestamp(3)
+            self.scans[key] = Scan(f"scan:{table.name}", [], schema, table=table)
+        return self.scans[key]
