@@ -48,7 +48,8 @@ class LookupTable:
         self._cache: tuple[Any, SourceBatch] | None = None
         self._checked: int | None = None  # the Delta version whose files were last checked against the roots
         self._listing: list[list[Any]] | None = None  # (name, size, mtime) of the files when last registered
-        self._planned: tuple[dict[str, Any], FileSource] | None = None  # the last registration, with its bytes
+        #: the last registration, and the source holding its bytes until they are read
+        self._planned: tuple[dict[str, Any], FileSource | None] | None = None
 
     @property
     def name(self) -> str:
@@ -77,7 +78,8 @@ class LookupTable:
         source = self._file_source()
         # Read once: the bytes counted here are kept by the source for `read` of the same version.
         piece = source.plan(None) or {"files_added": [], "start": [0, 0], "end": [0, 0]}
-        self._listing, self._planned = listing, (piece, source)
+        unchanged = self._cache is not None and self._cache[0] == piece  # touched, not changed: nothing to read
+        self._listing, self._planned = listing, (piece, None if unchanged else source)
         return piece
 
     def _latest_delta(self) -> int | None:
@@ -106,20 +108,22 @@ class LookupTable:
         """The dimension's rows at `version` (as logged), and the records that did not convert."""
         if self._cache is not None and self._cache[0] == version:
             return self._cache[1]
+        if version is None:  # no table yet, or an epoch that reads nothing (a drain): the cache stays
+            return SourceBatch(pl.DataFrame(schema=self.table.physical_schema))
         if self.connector == "delta":
-            if version is not None and version != self._checked and paths.allowed_roots():
+            if version != self._checked and paths.allowed_roots():
                 # A replayed epoch reads the version it logged: its files are checked like the latest's.
                 paths.confined_files(self.name, DeltaTable(str(self.path), version=version).file_uris())
             batch = DeltaSource(self.table, self.base_dir).snapshot(version)
-        elif version is None:
-            batch = SourceBatch(pl.DataFrame(schema=self.table.physical_schema))
         else:
             if not isinstance(version, dict):  # logged by an older version (a list of files): registered anew
                 self._planned = None
                 version = self.latest()
             planned = self._planned
-            source = planned[1] if planned is not None and planned[0] == version else self._file_source()
-            batch = source.read(version)
+            source = planned[1] if planned is not None and planned[0] == version else None
+            batch = (source or self._file_source()).read(version)
+            if planned is not None and source is not None:
+                self._planned = (planned[0], None)  # its bytes are read: not kept twice
         self._cache = (version, batch)
         return batch
 
