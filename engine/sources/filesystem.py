@@ -155,7 +155,10 @@ class FileSource(Source):
 
     def _keep_planned(self, files: list[Entry], last: int) -> None:
         """Keep the planned bytes of segments up to `last` (the slice), and of later ones within PLANNED_BYTES."""
-        wanted = {(e.path, e.start, e.end): i for i, e in enumerate(files) if e.segment and i >= self.cursor[0]}
+        if not self._planned:
+            return
+        first = self.cursor[0]
+        wanted = {(e.path, e.start, e.end): i for i, e in enumerate(files[first:], first) if e.segment}
         budget = PLANNED_BYTES
         for key in list(self._planned):
             index = wanted.get(key)
