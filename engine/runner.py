@@ -36,7 +36,7 @@ from engine.operators.over import OverOperator
 from engine.operators.scan import run as run_scan
 from engine.operators.top_n import TopNOperator
 from engine.sinks import SinkConnector, make_sink
-from engine.sources import Source, make_source
+from engine.sources import Source, lookup, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
 from engine.state_store import discard_uncommitted
@@ -193,6 +193,8 @@ class Runner:
         self.offsets = OffsetLog(self.dir.offsets)
         self.scans = {n.table.name: n for n in plan.nodes if isinstance(n, Scan)}
         self.sources: dict[str, Source] = {name: make_source(n.table, base_dir) for name, n in self.scans.items()}
+        # Tables with a dead-letter table: the sources, and the tables lookup joins read.
+        self.dead_letter_names = sorted({*self.sources, *lookup.lookup_tables(plan)})
         self.sink_nodes: dict[str, list[Sink]] = {}
         for sink in plan.sinks:
             self.sink_nodes.setdefault(sink.table.name, []).append(sink)
@@ -287,7 +289,7 @@ class Runner:
         self.last_epoch = latest.epoch if latest else 0
         # Damage `verify` would report is acted on before anything is read or written (engine.damage).
         marked = [(sink.path, sink.app_id) for sink in self.sinks.values() if sink.path is not None]
-        marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.sources]
+        marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.dead_letter_names]
         if (replanned := damage.check_offsets(self.dir.offsets, self.last_epoch, marked)) is not None:
             self.repairs.append(replanned)
         # A sink is checked only where it is the table the manifest names, i.e. it holds this pipeline's markers:
@@ -303,7 +305,8 @@ class Runner:
             self.watermarks[name] = dt.datetime.fromisoformat(wm) if wm else None
             if saved.get("last_active") is not None:
                 self.last_active[name] = float(saved["last_active"])
-        for name in self.sources:
+        self.dimensions_used = lookup.last_versions(self.offsets, self.last_epoch)
+        for name in self.dead_letter_names:
             path = self.dir.dead_letters(name)
             if path.exists():
                 table = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
@@ -455,6 +458,7 @@ class Runner:
             drain=drain,
             operators=self.operators,
             dimension_versions=dimensions,
+            previous_dimension_versions=self.dimensions_used,
         )
         sink_names = list(self.sink_nodes)
         outputs = [node for name in sink_names for node in self.sink_nodes[name]]
@@ -487,7 +491,8 @@ class Runner:
             self.sinks[name].write(epoch, rows)
             rows_out[name] = rows.height
 
-        dead_counts = self._write_dead_letters(epoch, batches)
+        dead_counts = self._write_dead_letters(epoch, lookup.with_dead_letters(batches, ctx.dead_letters))
+        self.dimensions_used = {**self.dimensions_used, **dimensions}
         late_counts = {
             op.node.state_id: op.late_count - late_before[op.node.id]
             for op in self.operators.values()

@@ -31,6 +31,10 @@ class EpochContext:
     scanned: dict[str, pl.DataFrame] = field(default_factory=dict)  # Scan outputs, materialised once
     operators: dict[str, Any] = field(default_factory=dict)  # stateful operator instances by node id
     dimension_versions: dict[str, Any] = field(default_factory=dict)  # lookup tables' versions, as logged
+    #: the versions the previous epoch logged: a lookup table's dead letters are recorded when its version changes
+    previous_dimension_versions: dict[str, Any] = field(default_factory=dict)
+    #: dead letters operators set aside this epoch (a lookup table's unconvertible values), by table name
+    dead_letters: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     def for_operator(self, sources: tuple[str, ...]) -> EpochContext:
         """The context an operator fed by `sources` (those with a watermark) runs in."""

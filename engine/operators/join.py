@@ -10,8 +10,8 @@ partner (`__matched`), so an outer join can emit the row padded with NULLs when 
   (-D) when its first partner arrives.
 - Interval joins emit inserts only: a padded row is emitted when the unmatched row is evicted. Rows behind
   the watermark when they arrive are late: they go to `late_left/` or `late_right/`.
-- Lookup joins read the dimension table at its latest version (the version each epoch used is logged, so a
-  replay reads the same one).
+- Lookup joins read the dimension table at its latest version through its source connector (the version each
+  epoch used is logged, so a replay reads the same one); values that do not convert are dead letters of that table.
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable
 
-from engine import paths
-from engine.delta_tables import open_table
 from engine.operators.aggregate import _clock
 from engine.operators.context import EpochContext
 from engine.operators.late import LateRows
+from engine.sources.lookup import LookupTable, dead_letters_due
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, Join
 
@@ -357,7 +355,13 @@ class JoinOperator:
     def _lookup(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
         assert self.dimension is not None
         version = ctx.dimension_versions.get(self.node.state_id)
-        dim = self.dimension.read(version)
+        batch = self.dimension.read(version)
+        previous = ctx.previous_dimension_versions.get(self.node.state_id)
+        if batch.dead_letters.height and dead_letters_due(version, previous):
+            # Recorded by the first epoch that joins against this version (another join reading the same table
+            # this epoch reads the same version: its records are recorded once).
+            ctx.dead_letters.setdefault(self.dimension.name, batch.dead_letters)
+        dim = batch.rows
         left = rows.with_columns([e.alias(k) for e, k in zip(self.node.left_keys, self.keys, strict=True)])
         right = dim.select(
             *[e.alias(k) for e, k in zip(self.node.right_keys, self.keys, strict=True)],
@@ -383,67 +387,10 @@ def _mark(rows: pl.DataFrame, matched: pl.DataFrame, group: list[str]) -> pl.Dat
     )
 
 
-class _Dimension:
-    """The right side of a lookup join: a bounded table read whole, again whenever it changes."""
+class _Dimension(LookupTable):
+    """The right side of a lookup join: a bounded table read whole through its source connector, again whenever
+    it changes (`engine.sources.lookup`; the allowed-roots checks are made there, as `latest` lists the files)."""
 
     def __init__(self, node: Join, base_dir: Path) -> None:
         assert node.dimension is not None
-        self.table = node.dimension
-        self.path = paths.connector_path(self.table.name, "path", self.table.options.get("path", ""), base_dir)
-        self.connector = self.table.connector.lower()
-        self.format = self.table.options.get("format", "parquet").lower()
-        self._cache: tuple[Any, pl.DataFrame] | None = None
-        self._checked: int | None = None  # the Delta version whose files were last checked against the roots
-
-    def latest(self) -> Any:
-        # No dead-letter table here: a file leading out of the allowed roots stops the pipeline (PathNotAllowed).
-        name = self.table.name
-        if self.connector == "delta":
-            # Every epoch asks: the table and its log are checked each time (two lookups), the whole tree and
-            # the data files the log names only when the version moves.
-            paths.confined_file(name, self.path, "the Delta table")
-            paths.confined_file(name, self.path / "_delta_log")
-            table = open_table(self.path)
-            if table is None:
-                return None
-            version = int(table.version())
-            if version != self._checked:
-                paths.confined_delta_table(name, self.path)
-                paths.confined_files(name, table.file_uris())
-                self._checked = version
-            return version
-        files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
-        files = [paths.confined_file(name, p) for p in files if p.exists()]
-        return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-
-    def read(self, version: Any) -> pl.DataFrame:
-        if self._cache is not None and self._cache[0] == version:
-            return self._cache[1]
-        schema = self.table.physical_schema
-        if self.connector == "delta":
-            if version is not None and version != self._checked and paths.allowed_roots():
-                # A replayed epoch reads the version it logged: its files are checked like the latest's.
-                paths.confined_files(self.table.name, DeltaTable(str(self.path), version=version).file_uris())
-            frame = (
-                pl.read_delta(str(self.path), version=version) if version is not None else pl.DataFrame(schema=schema)
-            )
-        else:
-            files = [paths.confined_file(self.table.name, Path(p)) for p, _, _ in version or []]
-            readers = {
-                "parquet": pl.read_parquet,
-                "csv": lambda p: pl.read_csv(
-                    p,
-                    has_header=self.table.options.get("csv.header", "false") == "true",
-                    new_columns=list(schema),
-                    schema_overrides=schema,
-                ),
-                "json": pl.read_ndjson,
-            }
-            frames = [readers[self.format](p) for p in files]
-            frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema=schema)
-        frame = frame.select(
-            (pl.col(n) if n in frame.columns else pl.lit(None)).cast(t, strict=False).alias(n)
-            for n, t in schema.items()
-        )
-        self._cache = (version, frame)
-        return frame
+        super().__init__(node.dimension, base_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,70 @@ def typed_from_text(
         pl.col("reason").is_not_null() & (pl.col("reason") != "")
     )
     return SourceBatch(rows, dead_letters(dead))
+
+
+def typed_from_frame(
+    frame: pl.DataFrame,
+    schema: dict[str, pl.DataType],
+    context: Callable[[], pl.DataFrame],
+    required: tuple[str, ...] = (),
+) -> SourceBatch:
+    """Convert typed columns (Parquet, Delta) to `schema`: directly when no value can fail to convert, else
+    through their text form under the rules of `typed_from_text` (`context()` then gives file, position, raw)."""
+    if all(_lossless(frame.schema[n], dtype) for n, dtype in schema.items() if n in frame.columns):
+        # Typed columns that convert without loss cannot fail: no detour through text, no dead letters,
+        # unless an event time is NULL or a timestamp is out of range.
+        typed = frame.select(
+            _convert(pl.col(n), frame.schema[n], dtype).alias(n)
+            if n in frame.columns
+            else pl.lit(None, dtype=dtype).alias(n)
+            for n, dtype in schema.items()
+        )
+        if _valid(typed, schema, required):
+            return SourceBatch(typed)
+    text = frame.select(
+        [pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n) for n in schema]
+    )
+    return typed_from_text(text, schema, context(), required)
+
+
+def _valid(typed: pl.DataFrame, schema: dict[str, pl.DataType], required: tuple[str, ...]) -> bool:
+    checks = [pl.col(n).is_not_null().all() for n in required]
+    checks += [
+        (in_range(pl.col(n)).is_not_null() | pl.col(n).is_null()).all()
+        for n, dtype in schema.items()
+        if isinstance(dtype, pl.Datetime)
+    ]
+    return not checks or all(typed.select(c.alias(f"check{i}") for i, c in enumerate(checks)).row(0))
+
+
+def _lossless(stored: pl.DataType, declared: pl.DataType) -> bool:
+    """Whether every value of a Parquet column of type `stored` converts to `declared` without a possible failure."""
+    if stored == declared:
+        return True
+    if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime):
+        return True  # a naive time is read as UTC, like timestamps in text
+    if stored.is_integer() and declared.is_integer():
+        return _wider(stored, declared)
+    if stored.is_float() and declared.is_float():
+        return declared == pl.Float64 or stored == pl.Float32
+    return isinstance(stored, pl.String) and isinstance(declared, pl.String)
+
+
+_WIDTHS = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32}
+
+
+def _wider(stored: pl.DataType, declared: pl.DataType) -> bool:
+    signed = {pl.Int8, pl.Int16, pl.Int32, pl.Int64}
+    if type(declared) not in signed:
+        return False
+    return _WIDTHS.get(type(stored), 64) < _WIDTHS[type(declared)] or type(stored) is type(declared)
+
+
+def _convert(column: pl.Expr, stored: pl.DataType, declared: pl.DataType) -> pl.Expr:
+    if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime) and stored.time_zone is None:
+        column = column.dt.replace_time_zone("UTC")
+    return column.cast(declared)
 
 
 def dead_letters(frame: pl.DataFrame) -> pl.DataFrame:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from engine import paths
 from engine.delta_tables import open_table
-from engine.sources.base import Source, SourceBatch
+from engine.sources.base import Source, SourceBatch, typed_from_frame
 
 
 class DeltaSource(Source):
@@ -98,6 +98,25 @@ class DeltaSource(Source):
         if not frames:
             return SourceBatch(self.empty())
         return SourceBatch(pl.concat(frames, how="vertical_relaxed"))
+
+    def snapshot(self, version: int | None) -> SourceBatch:
+        """The whole table at `version` (a bounded read: a lookup join's dimension), its values converted by the
+        rules of every source: a value that does not convert is a dead letter naming its row of the version."""
+        if version is None:
+            return SourceBatch(self.empty())
+        frame = pl.read_delta(str(self.path), version=version)
+
+        def context() -> pl.DataFrame:
+            try:  # the row as JSON, so that a dead letter shows what it held
+                raw = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+            except pl.exceptions.PolarsError:
+                raw = pl.Series([None] * frame.height, dtype=pl.String)
+            where = f"{self.path}@v{version}"
+            return pl.DataFrame({"file": [where] * frame.height, "position": range(frame.height), "raw": raw})
+
+        watermark = self.table.watermark
+        required = (watermark.column,) if watermark is not None and watermark.column in self.schema else ()
+        return typed_from_frame(frame, self.schema, context, required)
 
     def _read_add(self, path: str, partitions: dict[str, str | None]) -> pl.DataFrame:
         frame = pl.read_parquet(self.path / path)

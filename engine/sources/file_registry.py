@@ -77,6 +77,27 @@ def fingerprint(path: Path, end: int) -> str | None:
         return None
     if len(tail) != end - tail_start:
         return None
+    return _digest(end, head, tail)
+
+
+def fingerprint_of(path: Path, start: int, data: bytes) -> str | None:
+    """`fingerprint(path, start + len(data))` where `data` holds the file's bytes from `start`: the parts it covers
+    are taken from it, so a file read whole at registration is not read again for its fingerprint."""
+    end = start + len(data)
+    tail_start = max(0, end - FINGERPRINT_BYTES)
+    if tail_start < start:
+        return fingerprint(path, end)  # a short segment: the tail reaches into bytes read earlier
+    head = data[: min(end, FINGERPRINT_BYTES)] if start == 0 else None
+    if head is None:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(min(end, FINGERPRINT_BYTES))
+        except OSError:
+            return None
+    return _digest(end, head, data[tail_start - start :])
+
+
+def _digest(end: int, head: bytes, tail: bytes) -> str:
     digest = hashlib.blake2b(digest_size=8)
     digest.update(end.to_bytes(8, "little"))
     digest.update(head)

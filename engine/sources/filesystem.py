@@ -7,6 +7,12 @@ are registered as a new segment of it; a last line without its newline waits unt
 before it is read is an error, or with `'source.missing-files' = 'skip'` a dead letter (and a rewritten file is
 then read as a new one). Names starting with `.` or `_` are skipped as in-progress; a symlink leading outside the
 allowed roots is a dead letter, never read. `file_registry` describes the registrations the offset log keeps.
+
+Each byte is read from disk once: planning reads a new segment's bytes to count its records (the slice is logged
+before it is read), and keeps them for `read`, which then checks nothing on disk but the allowed roots. What is
+kept is bounded: the planned slice, and segments beyond it up to `PLANNED_BYTES` (the others are read again when
+their epoch comes). A replay, or a run after a restart, reads the logged bytes from disk and checks them against
+their registration.
 """
 
 from __future__ import annotations
@@ -30,16 +36,18 @@ from engine.sources.base import (
     SourceBatch,
     SourceFileError,
     dead_letters,
-    in_range,
+    typed_from_frame,
     typed_from_text,
 )
-from engine.sources.file_registry import Entry, fingerprint, migrate, read_range, split_lines, walk
+from engine.sources.file_registry import Entry, fingerprint, fingerprint_of, migrate, read_range, split_lines, walk
 from engine.sources.json_lines import Parsed, parse_json
 from sql import durations
 
 FORMATS = ("json", "csv", "parquet")
 MISSING_FILES = ("fail", "skip")
 PARTIAL_LINE_TIMEOUT = "10 s"
+#: bytes read at planning and kept for later epochs, beyond the planned slice (which is always kept)
+PLANNED_BYTES = 64 * 1024 * 1024
 
 
 class FileSource(Source):
@@ -81,6 +89,8 @@ class FileSource(Source):
         self.observed: dict[str, tuple[int, int]] = {}  # (size, mtime) when last looked at, to skip unchanged files
         self.cursor = (0, 0)
         self._cache: tuple[tuple[str, int, int], list[bytes]] | None = None
+        #: segments' bytes as planning read them, by (path, start, end), in registration order
+        self._planned: dict[tuple[str, int, int], bytes] = {}
 
     @property
     def base(self) -> Path:
@@ -138,9 +148,26 @@ class FileSource(Source):
             record += take
             budget -= take
         end = (index, record)
+        self._keep_planned(files, index)
         if end == tuple(self.cursor) and not added:
             return None
         return {"files_added": [e.to_json() for e in added], "start": list(self.cursor), "end": list(end)}
+
+    def _keep_planned(self, files: list[Entry], last: int) -> None:
+        """Keep the planned bytes of segments up to `last` (the slice), and of later ones within PLANNED_BYTES."""
+        if not self._planned:
+            return
+        first = self.cursor[0]
+        wanted = {(e.path, e.start, e.end): i for i, e in enumerate(files[first:], first) if e.segment}
+        budget = PLANNED_BYTES
+        for key in list(self._planned):
+            index = wanted.get(key)
+            if index is not None and index <= last:
+                continue
+            if index is not None and len(self._planned[key]) <= budget:
+                budget -= len(self._planned[key])
+                continue
+            del self._planned[key]
 
     def _discover(self) -> list[Entry]:
         found, outside = walk(self.root)
@@ -241,8 +268,10 @@ class FileSource(Source):
             end = start + data.rfind(b"\n") + 1
         if end == start and (start > 0 or data):
             return None  # nothing new, or only the start of a line (an empty file is registered, with no records)
-        records = len(split_lines(data[: end - start], start == 0))
-        return Entry(name, start, end, first, records, fingerprint(path, end))
+        data = data[: end - start]
+        records = len(split_lines(data, start == 0))
+        self._planned[(name, start, end)] = data  # kept for `read`: the same bytes, not read again
+        return Entry(name, start, end, first, records, fingerprint_of(path, start, data))
 
     def _parquet_rows(self, path: Path) -> int:
         try:
@@ -291,18 +320,24 @@ class FileSource(Source):
         path = self.base / entry.path
         key = (entry.path, entry.start, entry.end)
         if self._cache is None or self._cache[0] != key:
-            lines, problem = self._load(path, entry)
+            lines, problem = self._load(path, entry, self._planned.pop(key, None))
             if problem is not None:
                 return self._unreadable(path, entry, lo, hi, problem)
             self._cache = (key, lines)
         if self.format == "parquet":
             return self._read_parquet(path, lo, hi)
-        return self._read_lines(path, entry, self._cache[1][lo:hi], lo)
+        lines = self._cache[1]
+        # A header in this segment is taken from the bytes already read, not from the file again.
+        header = lines[0] if entry.start == 0 and lines else None
+        return self._read_lines(path, entry, lines[lo:hi], lo, header)
 
-    def _load(self, path: Path, entry: Entry) -> tuple[list[bytes], str | None]:
-        """A segment's lines exactly as registered, or what happened to its file."""
+    def _load(self, path: Path, entry: Entry, planned: bytes | None) -> tuple[list[bytes], str | None]:
+        """A segment's lines exactly as registered, or what happened to its file. `planned`: its bytes as the
+        registration read them (in this run), when they were kept."""
         if (real := paths.outside_roots(path)) is not None:
             return [], f"now leads outside the allowed roots (to {real}): not read"
+        if planned is not None:
+            return split_lines(planned, entry.start == 0), None
         try:
             data = b"" if self.format == "parquet" else read_range(path, entry.start, entry.end)
         except OSError:
@@ -328,7 +363,9 @@ class FileSource(Source):
         row = {"file": str(path), "position": entry.first + lo, "raw": None, "reason": reason}
         return SourceBatch(self.empty(), pl.DataFrame([row], schema=DEAD_LETTER_SCHEMA))
 
-    def _read_lines(self, path: Path, entry: Entry, lines: list[bytes], lo: int) -> SourceBatch:
+    def _read_lines(
+        self, path: Path, entry: Entry, lines: list[bytes], lo: int, header: bytes | None = None
+    ) -> SourceBatch:
         positions = list(range(entry.first + lo, entry.first + lo + len(lines)))
         if self.format == "csv" and self.header and entry.first + lo == 0:
             lines, positions = lines[1:], positions[1:]
@@ -360,7 +397,7 @@ class FileSource(Source):
             for i in oversized.arg_true().to_list()
         ]
         context = context.filter(~bad_utf8 & ~blank & ~oversized)
-        raw = parse_json(context, self.schema) if self.format == "json" else self._parse_csv(context, path)
+        raw = parse_json(context, self.schema) if self.format == "json" else self._parse_csv(context, path, header)
         batch = typed_from_text(raw.rows, self.schema, context.filter(raw.ok), self.required)
         dead = pl.concat(
             [
@@ -372,8 +409,8 @@ class FileSource(Source):
         )
         return SourceBatch(batch.rows, dead.sort("position"))
 
-    def _parse_csv(self, context: pl.DataFrame, path: Path) -> Parsed:
-        parsed = self._parse_csv_fields(context, self._header(path) if self.header else list(self.schema))
+    def _parse_csv(self, context: pl.DataFrame, path: Path, header: bytes | None) -> Parsed:
+        parsed = self._parse_csv_fields(context, self._header(path, header) if self.header else list(self.schema))
         present = set(parsed.rows.columns)
         # With a header, columns are matched by name: extra ones are ignored, missing ones are NULL.
         parsed.rows = parsed.rows.select(
@@ -381,11 +418,13 @@ class FileSource(Source):
         )
         return parsed
 
-    def _header(self, path: Path) -> list[str]:
-        """The column names in line 0 of the file (which may lie in an earlier segment than the slice)."""
-        with open(path, "rb") as handle:
-            head = handle.readline(self.max_record_bytes)
-        lines = split_lines(head, True)
+    def _header(self, path: Path, line: bytes | None) -> list[str]:
+        """The column names in line 0 of the file (`line`, or read from the file when it lies in an earlier
+        segment than the slice)."""
+        if line is None:
+            with open(path, "rb") as handle:
+                line = handle.readline(self.max_record_bytes)
+        lines = split_lines(line, True)
         first = _utf8_or_none(lines[0]) if lines else None
         return [name.strip() for name in next(csv.reader([first], delimiter=self.delimiter))] if first else []
 
@@ -446,65 +485,14 @@ class FileSource(Source):
                 schema=DEAD_LETTER_SCHEMA,
             )
             return SourceBatch(self.empty(), dead)
-        if all(_lossless(frame.schema[n], dtype) for n, dtype in self.schema.items() if n in frame.columns):
-            # Typed columns that convert without loss cannot fail: no detour through text, no dead letters,
-            # unless an event time is NULL or a timestamp is out of range.
-            typed = frame.select(
-                _convert(pl.col(n), frame.schema[n], dtype).alias(n)
-                if n in frame.columns
-                else pl.lit(None, dtype=dtype).alias(n)
-                for n, dtype in self.schema.items()
-            )
-            if self._valid(typed):
-                return SourceBatch(typed)
-        text = frame.select(
-            [
-                pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
-                for n in self.schema
-            ]
-        )
-        context = pl.DataFrame({"file": [str(path)] * frame.height, "position": list(range(lo, hi))}).with_columns(
-            raw=pl.lit(None, dtype=pl.String)
-        )
-        return typed_from_text(text, self.schema, context, self.required)
-
-    def _valid(self, typed: pl.DataFrame) -> bool:
-        checks = [pl.col(n).is_not_null().all() for n in self.required]
-        checks += [
-            (in_range(pl.col(n)).is_not_null() | pl.col(n).is_null()).all()
-            for n, dtype in self.schema.items()
-            if isinstance(dtype, pl.Datetime)
-        ]
-        return not checks or all(typed.select(c.alias(f"check{i}") for i, c in enumerate(checks)).row(0))
+        context = lambda: _parquet_context(path, lo, lo + frame.height)  # built only when a value needs it
+        return typed_from_frame(frame, self.schema, context, self.required)
 
 
-def _lossless(stored: pl.DataType, declared: pl.DataType) -> bool:
-    """Whether every value of a Parquet column of type `stored` converts to `declared` without a possible failure."""
-    if stored == declared:
-        return True
-    if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime):
-        return True  # a naive time is read as UTC, like timestamps in text
-    if stored.is_integer() and declared.is_integer():
-        return _wider(stored, declared)
-    if stored.is_float() and declared.is_float():
-        return declared == pl.Float64 or stored == pl.Float32
-    return isinstance(stored, pl.String) and isinstance(declared, pl.String)
-
-
-_WIDTHS = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.Int64: 64, pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32}
-
-
-def _wider(stored: pl.DataType, declared: pl.DataType) -> bool:
-    signed = {pl.Int8, pl.Int16, pl.Int32, pl.Int64}
-    if type(declared) not in signed:
-        return False
-    return _WIDTHS.get(type(stored), 64) < _WIDTHS[type(declared)] or type(stored) is type(declared)
-
-
-def _convert(column: pl.Expr, stored: pl.DataType, declared: pl.DataType) -> pl.Expr:
-    if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime) and stored.time_zone is None:
-        column = column.dt.replace_time_zone("UTC")
-    return column.cast(declared)
+def _parquet_context(path: Path, lo: int, hi: int) -> pl.DataFrame:
+    return pl.DataFrame({"file": [str(path)] * (hi - lo), "position": list(range(lo, hi))}).with_columns(
+        raw=pl.lit(None, dtype=pl.String)
+    )
 
 
 def _utf8_or_none(line: bytes) -> str | None:
