@@ -28,13 +28,10 @@ from engine import branching, damage, faults, retention, upgrade
 from engine.delta_tables import AppendTable, ensure_table
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
-from engine.operators import evaluate
-from engine.operators.aggregate import AggregateOperator, ParallelAggregate
+from engine.operators import evaluate, stateful, stateful_operators
+from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
 from engine.operators.context import END_OF_TIME, EpochContext, operator_watermark
-from engine.operators.join import JoinOperator
-from engine.operators.over import OverOperator
 from engine.operators.scan import run as run_scan
-from engine.operators.top_n import TopNOperator
 from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, make_source
 from engine.sources.base import DEAD_LETTER_SCHEMA
@@ -42,7 +39,7 @@ from engine.state_dir import StateDir
 from engine.state_store import discard_uncommitted
 from sql import durations
 from sql.catalog import TableDef
-from sql.plan import Aggregate, Join, OverAggregate, Plan, Scan, Sink, TopN
+from sql.plan import Plan, Scan, Sink
 
 DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
 
@@ -218,23 +215,12 @@ class Runner:
         # What each operator's state means and where it lives: fixed for the run, recorded with every checkpoint.
         self.operator_records = {
             sid: {**descriptor, "directory": str(self.operator_dirs[sid])}
-            for sid, descriptor in plan.stateful_operators().items()
+            for sid, descriptor in stateful_operators(plan).items()
         }
-        self.operators: dict[str, AggregateOperator | ParallelAggregate | JoinOperator | TopNOperator | OverOperator]
-        self.operators = {}
-        for node in plan.nodes:
-            if isinstance(node, Aggregate) and self.parallelism > 1:
-                directory = self.operator_dirs[node.state_id]
-                self.operators[node.id] = ParallelAggregate(node, directory, self.pipeline_id, self.parallelism)
-            elif isinstance(node, Aggregate):
-                self.operators[node.id] = AggregateOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
-            elif isinstance(node, Join):
-                directory = self.operator_dirs[node.state_id]
-                self.operators[node.id] = JoinOperator(node, directory, self.pipeline_id, base_dir)
-            elif isinstance(node, TopN):
-                self.operators[node.id] = TopNOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
-            elif isinstance(node, OverAggregate):
-                self.operators[node.id] = OverOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
+        settings = OperatorSettings(base_dir=base_dir, parallelism=self.parallelism)
+        self.operators: dict[str, StatefulOperator] = {
+            node.id: stateful(node, settings) for node in plan.nodes if node.stateful
+        }
         self._operator_sources = {n.id: n.upstream_watermarks for n in plan.nodes if n.stateful}
         self.dead_tables: dict[str, AppendTable] = {}
         self.watermarks: dict[str, dt.datetime | None] = {}
@@ -311,14 +297,13 @@ class Runner:
             if t["role"] == "state" and t["name"].split("/")[0] not in self.fresh_state
         }
         recorded = {t["path"]: t["version"] for t in (latest.tables if latest else [])}
-        for operator in self.operators.values():
-            for role, path, _version, _schema in operator.tables().values():
-                if role in ("state", "late"):
-                    discard_uncommitted(path, recorded.get(str(path)))
         idle = set(logged.get("idle", [])) if (logged := self.offsets.read(self.last_epoch)) else set()
         for node_id, operator in self.operators.items():
+            store = StateStore(self.operator_dirs[operator.node.state_id], self.pipeline_id)
+            for path in operator.table_paths(store):
+                discard_uncommitted(path, recorded.get(str(path)))
             sources = self._operator_sources[node_id]
-            operator.restore(versions, operator_watermark(self.watermarks, sources, idle) if latest else None)
+            operator.open(store, versions, operator_watermark(self.watermarks, sources, idle) if latest else None)
         # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
         self.last_checkpoint_epoch = self.last_epoch
         self.last_checkpoint_time = time.monotonic()
@@ -450,7 +435,6 @@ class Runner:
             previous_watermarks=dict(self.watermarks),
             idle=frozenset(self.idle),
             drain=drain,
-            operators=self.operators,
             dimension_versions=dimensions,
         )
         sink_names = list(self.sink_nodes)
@@ -464,10 +448,10 @@ class Runner:
             self._advance_watermarks(watermarked, marks, drain)
             ctx.source_watermarks = dict(self.watermarks)
             ctx.watermark = self._pipeline_watermark()
-            results = pl.collect_all(evaluate(list(outputs), ctx))
+            results = pl.collect_all(evaluate(list(outputs), ctx, self.operators))
         else:
             # Stateless: nothing waits for the watermark, so one Polars query computes sinks and watermarks.
-            queries = evaluate(list(outputs), ctx)
+            queries = evaluate(list(outputs), ctx, self.operators)
             mark_queries = [run_scan(scan, [], ctx).select(self._max_watermark(scan)) for scan in watermarked.values()]
             collected = pl.collect_all(queries + mark_queries)
             results = collected[: len(queries)]
@@ -541,7 +525,7 @@ class Runner:
         self._lock.check()  # fenced: a run whose lease was taken over must not commit
         state_rows: dict[str, int] = {}
         for operator in self.operators.values():
-            operator.commit(self.last_epoch, self.pipeline_id)
+            operator.commit(self.last_epoch)
             state_rows[operator.node.state_id] = operator.state_rows
         metrics = {
             **self._since_checkpoint,

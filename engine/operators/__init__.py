@@ -1,8 +1,8 @@
 """Operators: one module each. Each turns a plan node and its inputs' rows into its output rows.
 
 Stateless operators work on Polars LazyFrames, so a whole chain fuses into one Polars query per epoch.
-Stateful operators (aggregate.py) are objects that live across epochs, own Delta state tables, and receive
-their input materialised.
+Stateful operators are objects that live across epochs, own Delta state tables, and receive their input
+materialised; they follow the contract in base.py and are registered here by plan node type (`STATEFUL`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ import polars as pl
 
 from engine import faults
 from engine.operators import calc, scan, union, windows
+from engine.operators.aggregate import AggregateOperator
+from engine.operators.base import OperatorSettings, StatefulOperator
 from engine.operators.context import EpochContext
-from sql.plan import Calc, Node, Scan, Sink, UnionAll, WindowAssign
+from engine.operators.join import JoinOperator
+from engine.operators.over import OverOperator
+from engine.operators.top_n import TopNOperator
+from sql.plan import Aggregate, Calc, Join, Node, OverAggregate, Plan, Scan, Sink, TopN, UnionAll, WindowAssign
 
 Operator = Callable[[Node, list[pl.LazyFrame], EpochContext], pl.LazyFrame]
 
@@ -27,8 +32,31 @@ OPERATORS: dict[type[Node], Operator] = {
 }
 
 
-def evaluate(outputs: list[Node], ctx: EpochContext) -> list[pl.LazyFrame]:
-    """Build the lazy query of every output node over this epoch's input; shared nodes are built once."""
+STATEFUL: dict[type[Node], type[StatefulOperator]] = {
+    Aggregate: AggregateOperator,
+    Join: JoinOperator,
+    TopN: TopNOperator,
+    OverAggregate: OverOperator,
+}
+
+
+def stateful(node: Node, settings: OperatorSettings | None = None) -> StatefulOperator:
+    """The operator that runs a stateful plan node (not yet opened: see StatefulOperator.open)."""
+    return STATEFUL[type(node)].create(node, settings)
+
+
+def stateful_operators(plan: Plan) -> dict[str, dict[str, object]]:
+    """What the manifest records of each stateful operator: what its state means (`Plan.stateful_operators`)
+    and the layout version of its kind's state tables, compared on upgrade."""
+    layouts = {n.state_id: STATEFUL[type(n)].LAYOUT_VERSION for n in plan.nodes if n.stateful}  # type: ignore[attr-defined]
+    return {sid: {**d, "layout": layouts[sid]} for sid, d in plan.stateful_operators().items()}
+
+
+def evaluate(
+    outputs: list[Node], ctx: EpochContext, operators: dict[str, StatefulOperator]
+) -> list[pl.LazyFrame]:
+    """Build the lazy query of every output node over this epoch's input; shared nodes are built once.
+    `operators` are the stateful operators by node id (those this worker runs)."""
     built: dict[int, pl.LazyFrame] = {}
     for output in outputs:
         for node in output.walk():
@@ -37,7 +65,7 @@ def evaluate(outputs: list[Node], ctx: EpochContext) -> list[pl.LazyFrame]:
                 if node.stateful:
                     frames = pl.collect_all(inputs)
                     own = ctx.for_operator(node.upstream_watermarks)
-                    built[id(node)] = ctx.operators[node.id].process(frames, own).lazy()
+                    built[id(node)] = operators[node.id].process(frames, own).lazy()
                     faults.point("operator.mid")
                 else:
                     built[id(node)] = OPERATORS[type(node)](node, inputs, ctx)
