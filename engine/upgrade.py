@@ -73,6 +73,15 @@ def compare(recorded: dict[str, dict[str, Any]], plan: Plan) -> list[Change]:
     return changes
 
 
+def layouts_differ(recorded: dict[str, dict[str, Any]], plan: Plan) -> bool:
+    """Whether an operator the manifest records keeps its state in another layout version than this code's
+    (the same SQL can need an upgrade check after the engine changed)."""
+    current = stateful_operators(plan)
+    return any(
+        (old.get("layout") or FIRST_LAYOUT) != current[sid]["layout"] for sid, old in recorded.items() if sid in current
+    )
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     found = []
     for field in COMPARED:

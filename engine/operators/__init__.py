@@ -7,7 +7,9 @@ materialised; they follow the contract in base.py and are registered here by pla
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
+from typing import Protocol
 
 import polars as pl
 
@@ -52,9 +54,7 @@ def stateful_operators(plan: Plan) -> dict[str, dict[str, object]]:
     return {sid: {**d, "layout": layouts[sid]} for sid, d in plan.stateful_operators().items()}
 
 
-def evaluate(
-    outputs: list[Node], ctx: EpochContext, operators: dict[str, StatefulOperator]
-) -> list[pl.LazyFrame]:
+def evaluate(outputs: list[Node], ctx: EpochContext, operators: dict[str, StatefulOperator]) -> list[pl.LazyFrame]:
     """Build the lazy query of every output node over this epoch's input; shared nodes are built once.
     `operators` are the stateful operators by node id (those this worker runs)."""
     built: dict[int, pl.LazyFrame] = {}
@@ -70,3 +70,30 @@ def evaluate(
                 else:
                     built[id(node)] = OPERATORS[type(node)](node, inputs, ctx)
     return [built[id(o)] for o in outputs]
+
+
+class SourceWatermarks(Protocol):
+    """What evaluation needs of the sources' watermarks (engine.watermarks.Watermarks)."""
+
+    marks: dict[str, dt.datetime | None]
+
+    def advance(self, scanned: dict[str, pl.DataFrame], drain: bool = False) -> None: ...
+
+    def pipeline(self, idle: set[str] | None = None) -> dt.datetime | None: ...
+
+
+def evaluate_epoch(
+    scans: dict[str, Scan],
+    outputs: list[Node],
+    ctx: EpochContext,
+    operators: dict[str, StatefulOperator],
+    watermarks: SourceWatermarks,
+) -> list[pl.DataFrame]:
+    """An epoch's rows of every output node. Sources first, materialised once: their rows fix the new
+    watermarks, which decide what stateful operators fire; then one Polars query per stateful boundary."""
+    scanned = pl.collect_all([scan.run(node, [], ctx) for node in scans.values()])
+    ctx.scanned = dict(zip(scans, scanned, strict=True))
+    watermarks.advance(ctx.scanned, ctx.drain)
+    ctx.source_watermarks = dict(watermarks.marks)
+    ctx.watermark = watermarks.pipeline(set(ctx.idle))
+    return pl.collect_all(evaluate(outputs, ctx, operators))
