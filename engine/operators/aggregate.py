@@ -30,7 +30,15 @@ from engine.operators.aggregates import (
     merge_pairwise,
     state_prefixes,
 )
-from engine.operators.base import OperatorSettings, StatefulOperator, TableSpec, changelog_sign, clock, expire
+from engine.operators.base import (
+    OperatorSettings,
+    StatefulOperator,
+    TableSpec,
+    changelog_sign,
+    clock,
+    expire,
+    visible,
+)
 from engine.operators.context import END_OF_TIME, EpochContext
 from engine.operators.decimals import overflow_guard
 from engine.operators.late import LateRows
@@ -81,10 +89,10 @@ class AggregateOperator(StatefulOperator):
         self.window = node.window
         self.key_exprs, self.keys, self.groups, self.states = shape.key_exprs, shape.keys, shape.groups, shape.states
         self.now: dt.datetime | None = None
-        self.state = pl.DataFrame(schema={**shape.group_types, **shape.values, "_kg": pl.Int32()})
+        self.state = self.specs[""].empty()
         self.distinct_state: dict[int, pl.DataFrame] = {}
         self.input_schema = dict(node.inputs[0].schema)
-        self.visible_input = [c for c in self.input_schema if not c.startswith("__")]
+        self.visible_input = visible(self.input_schema)
 
     @classmethod
     def create(cls, node: Node, settings: OperatorSettings | None = None) -> StatefulOperator:
@@ -107,20 +115,11 @@ class AggregateOperator(StatefulOperator):
                         {COUNT: pl.Int64()},
                     )
                 )
-        visible = [c for c in node.inputs[0].schema if not c.startswith("__")]
-        return [*specs, TableSpec("late", "late", role="late", columns=visible)]
-
-    @property
-    def table(self) -> StateTable:
-        return self.state_tables[""]
+        return [*specs, TableSpec("late", "late", role="late", columns=visible(node.inputs[0].schema))]
 
     @property
     def distinct(self) -> dict[int, StateTable]:
         return {int(n.split("_")[1]): t for n, t in self.state_tables.items() if n.startswith("distinct_")}
-
-    @property
-    def late(self) -> LateRows:
-        return self.late_tables["late"]
 
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"": self.state, **{f"distinct_{i}": f for i, f in self.distinct_state.items()}}

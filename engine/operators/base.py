@@ -17,7 +17,7 @@ Live state is a set of DataFrames by table name (`frames()`); the change log of 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,6 +48,10 @@ class TableSpec:
 
     def qualified(self, state_id: str) -> str:
         return f"{state_id}/{self.name}" if self.name else state_id
+
+    def empty(self) -> pl.DataFrame:
+        """The live state before anything is loaded: key and value columns, and the key group."""
+        return pl.DataFrame(schema={**self.key_types, **self.values, "_kg": pl.Int32()})
 
     def describe(self) -> str:
         """What the manifest records of a state table: its key columns and every column's type (JSON)."""
@@ -115,6 +119,16 @@ class StatefulOperator:
         self.state_tables = {n: t for n, t in tables.items() if isinstance(t, StateTable)}
         self.late_tables = {n: t for n, t in tables.items() if isinstance(t, LateRows)}
 
+    @property
+    def table(self) -> StateTable:
+        """The main state table (most kinds keep one, named "")."""
+        return self.state_tables[""]
+
+    @property
+    def late(self) -> LateRows:
+        """The late-rows table of a kind with one input."""
+        return self.late_tables["late"]
+
     def restore(self, versions: Mapping[str, int], watermark: dt.datetime | None) -> None:
         for name, table in self.state_tables.items():
             self.set_frame(name, table.load(versions.get(self.specs[name].qualified(self.node.state_id))))
@@ -181,6 +195,11 @@ class StatefulOperator:
 
 
 # -- helpers shared by the operators ------------------------------------------------------------
+def visible(columns: Iterable[str]) -> list[str]:
+    """The columns a user sees (late-rows tables keep these): hidden planner columns start with `__`."""
+    return [c for c in columns if not c.startswith("__")]
+
+
 def changelog_sign(columns: list[str] | Mapping[str, Any]) -> pl.Expr:
     """+1 for an insert or update-after, -1 for a retraction (-U, -D); +1 for every row of an append-only input."""
     if OP_COLUMN in columns:

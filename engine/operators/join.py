@@ -35,7 +35,6 @@ from engine.operators.base import (
     expire,
 )
 from engine.operators.context import EpochContext
-from engine.operators.late import LateRows
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, Join
 
@@ -85,10 +84,6 @@ class JoinOperator(StatefulOperator):
     @property
     def sides(self) -> dict[str, StateTable]:
         return self.state_tables
-
-    @property
-    def late(self) -> dict[str, LateRows]:
-        return {name.removeprefix("late_"): late for name, late in self.late_tables.items()}
 
     def frames(self) -> dict[str, pl.DataFrame]:
         return self.rows
@@ -296,7 +291,8 @@ class JoinOperator(StatefulOperator):
     def _drop_late(self, rows: pl.DataFrame, side: str, time_col: str) -> pl.DataFrame:
         if WATERMARK_COLUMN not in rows.columns:
             return rows
-        on_time = self.late[side].split(rows, behind_watermark(pl.col(time_col)), "arrived behind the watermark")
+        late = self.late_tables[f"late_{side}"]
+        on_time = late.split(rows, behind_watermark(pl.col(time_col)), "arrived behind the watermark")
         return on_time.drop(WATERMARK_COLUMN)
 
     def _remark(self, matched: pl.DataFrame, side: str) -> None:

@@ -15,7 +15,7 @@ import datetime as dt
 
 import polars as pl
 
-from engine.operators.base import OperatorSettings, StatefulOperator, TableSpec, behind_watermark
+from engine.operators.base import OperatorSettings, StatefulOperator, TableSpec, behind_watermark, visible
 from engine.operators.context import EpochContext
 from engine.operators.decimals import (
     average,
@@ -25,7 +25,6 @@ from engine.operators.decimals import (
     overflow_guard,
     unscaled,
 )
-from engine.operators.late import LateRows
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import WATERMARK_COLUMN, AggCall, OverAggregate
 from sql.types import sum_type
@@ -38,38 +37,25 @@ BOUNDS = [START, END, FIRST]
 class OverOperator(StatefulOperator):
     def __init__(self, node: OverAggregate, settings: OperatorSettings | None = None) -> None:
         super().__init__(node, settings)
-        schema = _stored(node)
-        self.columns = list(schema)
-        self.visible = [c for c in self.columns if not c.startswith("__")]
+        self.columns = list(_stored(node))
+        self.visible = visible(self.columns)
         self.partition = node.partition
         self.unbounded = node.rows is None and node.range is None
-        self.rows, self.totals = (
-            pl.DataFrame(schema={**spec.key_types, **spec.values, "_kg": pl.Int32()})
-            for spec in (self.specs[""], self.specs["totals"])
-        )
+        self.rows, self.totals = self.specs[""].empty(), self.specs["totals"].empty()
 
     @classmethod
     def table_specs(cls, node: OverAggregate) -> list[TableSpec]:
         schema = _stored(node)
         totals = {f"__t{i}_{part}": dtype for i, call in enumerate(node.aggs) for part, dtype in _totals(call)}
-        visible = [c for c in schema if not c.startswith("__")]
         return [
             TableSpec("", "state", [SEQ], {SEQ: pl.Int64()}, {**schema, EMITTED: pl.Boolean()}),
             TableSpec("totals", "totals", node.partition, {p: schema[p] for p in node.partition}, totals),
-            TableSpec("late", "late", role="late", columns=visible),
+            TableSpec("late", "late", role="late", columns=visible(schema)),
         ]
-
-    @property
-    def table(self) -> StateTable:
-        return self.state_tables[""]
 
     @property
     def totals_table(self) -> StateTable:
         return self.state_tables["totals"]
-
-    @property
-    def late(self) -> LateRows:
-        return self.late_tables["late"]
 
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"": self.rows, "totals": self.totals}

@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import polars as pl
 
-from engine.operators.base import OperatorSettings, StatefulOperator, TableSpec, behind_watermark, changelog_sign
+from engine.operators.base import (
+    OperatorSettings,
+    StatefulOperator,
+    TableSpec,
+    behind_watermark,
+    changelog_sign,
+    visible,
+)
 from engine.operators.context import EpochContext
-from engine.operators.late import LateRows
-from engine.state_store import StateTable, key_group, tidy
+from engine.state_store import key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, TopN
 
 COUNT, EMITTED = "__count", "__emitted"
@@ -26,12 +32,10 @@ COUNT, EMITTED = "__count", "__emitted"
 class TopNOperator(StatefulOperator):
     def __init__(self, node: TopN, settings: OperatorSettings | None = None) -> None:
         super().__init__(node, settings)
-        schema = _stored(node)
-        self.columns = list(schema)
-        self.visible = [c for c in self.columns if not c.startswith("__")]
+        self.rows = self.specs[""].empty()  # the candidates (Top-N) or each key's first row (deduplication)
         self.partition = node.partition
-        spec = self.specs[""]
-        self.rows = pl.DataFrame(schema={**spec.key_types, **spec.values, "_kg": pl.Int32()})
+        self.columns = list(_stored(node))
+        self.visible = visible(self.columns)
 
     @classmethod
     def table_specs(cls, node: TopN) -> list[TableSpec]:
@@ -43,16 +47,7 @@ class TopNOperator(StatefulOperator):
             )
         else:
             state = TableSpec("", "state", list(schema), schema, {COUNT: pl.Int64()})
-        visible = [c for c in schema if not c.startswith("__")]
-        return [state, TableSpec("late", "late", role="late", columns=visible)]
-
-    @property
-    def table(self) -> StateTable:
-        return self.state_tables[""]
-
-    @property
-    def late(self) -> LateRows:
-        return self.late_tables["late"]
+        return [state, TableSpec("late", "late", role="late", columns=visible(schema))]
 
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"": self.rows}
