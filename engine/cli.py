@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.once and args.trigger:
         raise UsageError("--once and --trigger exclude each other")
-    from engine.runner import checkpoint_policy
+    from engine.checkpoint_policy import checkpoint_policy
 
     try:
         checkpoint_policy(args.checkpoint_interval, args.checkpoint_state_growth)

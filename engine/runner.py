@@ -18,33 +18,60 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from engine import branching, damage, faults, retention, upgrade
-from engine.delta_tables import AppendTable, ensure_table
+from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
+from engine.dead_letters import DeadLetters
+from engine.epoch_report import EpochReport, Summary
 from engine.manifest import Checkpoint, Manifest
 from engine.offset_log import OffsetLog
-from engine.operators import evaluate
-from engine.operators.aggregate import AggregateOperator, ParallelAggregate
-from engine.operators.context import END_OF_TIME, EpochContext, operator_watermark
-from engine.operators.join import JoinOperator
-from engine.operators.over import OverOperator
-from engine.operators.scan import run as run_scan
-from engine.operators.top_n import TopNOperator
+from engine.operators import evaluate_epoch, stateful, stateful_operators
+from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
+from engine.operators.context import EpochContext, operator_watermark
 from engine.sinks import SinkConnector, make_sink
 from engine.sources import Source, lookup, make_source
-from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
 from engine.state_store import discard_uncommitted
-from sql import durations
+from engine.watermarks import Watermarks
 from sql.catalog import TableDef
-from sql.plan import Aggregate, Join, OverAggregate, Plan, Scan, Sink, TopN
+from sql.plan import Plan, Scan, Sink
 
-DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
+
+@dataclass(frozen=True)
+class PlannedEpoch:
+    """What an epoch reads, logged before anything is read: a slice per source, the planning time (the epoch's
+    PROCTIME), the idle sources, the lookup tables' versions, and whether it drains."""
+
+    pieces: dict[str, dict[str, Any]]
+    at: dt.datetime
+    idle: set[str]
+    dimensions: dict[str, Any]
+    drain: bool = False
+
+    def entry(self) -> dict[str, Any]:
+        if self.drain:
+            return {"planned_at": self.at.isoformat(), "sources": {}, "idle": [], "drain": True}
+        return {
+            "planned_at": self.at.isoformat(),
+            "sources": self.pieces,
+            "idle": sorted(self.idle),
+            "dimensions": self.dimensions,
+        }
+
+    @staticmethod
+    def logged(entry: dict[str, Any]) -> PlannedEpoch:
+        return PlannedEpoch(
+            entry["sources"],
+            dt.datetime.fromisoformat(entry["planned_at"]),
+            set(entry.get("idle", [])),
+            entry.get("dimensions", {}),
+            bool(entry.get("drain", False)),
+        )
 
 
 @dataclass
@@ -64,94 +91,6 @@ class RunOptions:
     #: after the input present is processed, advance every watermark to the end of time: every window,
     #: session, padding and timer fires (Flink's final watermark of a bounded input, `stop --drain`)
     drain: bool = False
-
-
-@dataclass(frozen=True)
-class CheckpointPolicy:
-    """When an epoch becomes a durable checkpoint: whichever of the set criteria comes first."""
-
-    every_epochs: int | None = 1
-    seconds: float | None = None
-    #: operator state (in memory) grew or shrank by this many bytes since the last checkpoint
-    growth_bytes: int | None = None
-
-
-def checkpoint_policy(interval: str | None, growth: str | None = None) -> CheckpointPolicy:
-    """`'5 epochs'`, `'10 s'`, or None (every epoch); `growth` ('64 MB') adds a state-growth trigger, and
-    alone means 'every 60 s, or sooner when the state grows that much'."""
-    size = durations.parse_size(growth) if growth else None
-    if not interval:
-        return CheckpointPolicy(every_epochs=None, seconds=60.0, growth_bytes=size) if size else CheckpointPolicy()
-    words = interval.strip().lower().split()
-    if len(words) == 2 and words[1] in ("epoch", "epochs") and words[0].isdigit() and int(words[0]) > 0:
-        return CheckpointPolicy(every_epochs=int(words[0]), growth_bytes=size)
-    return CheckpointPolicy(every_epochs=None, seconds=durations.parse_duration(interval), growth_bytes=size)
-
-
-@dataclass
-class EpochReport:
-    """One epoch's counts, per source or sink. `rows_in` counts the good rows the pipeline processed and
-    `dead_letters` the records set aside as unreadable; `records_read` is both (what was read from the source)."""
-
-    epoch: int
-    rows_in: dict[str, int]
-    rows_out: dict[str, int]
-    dead_letters: dict[str, int]
-    late_rows: dict[str, int]
-    watermark: dt.datetime | None
-    duration_s: float
-    commit_s: float
-    replayed: bool
-    records_read: dict[str, int] = field(default_factory=dict)
-    drain: bool = False
-
-
-@dataclass
-class Summary:
-    state: str
-    epochs: int = 0
-    last_epoch: int | None = None
-    rows_in: dict[str, int] = field(default_factory=dict)
-    records_read: dict[str, int] = field(default_factory=dict)
-    rows_out: dict[str, int] = field(default_factory=dict)
-    dead_letters: dict[str, int] = field(default_factory=dict)
-    late_rows: dict[str, int] = field(default_factory=dict)
-    watermark: dt.datetime | None = None
-    elapsed_s: float = 0.0
-    stopped: str = "finished"
-    drained: int | None = None  # the drain epoch, when this run drained
-
-    def add(self, report: EpochReport) -> None:
-        self.epochs += 1
-        self.last_epoch = report.epoch
-        if report.drain:
-            self.drained = report.epoch
-        self.watermark = report.watermark
-        for target, counts in (
-            (self.rows_in, report.rows_in),
-            (self.records_read, report.records_read),
-            (self.rows_out, report.rows_out),
-            (self.dead_letters, report.dead_letters),
-            (self.late_rows, report.late_rows),
-        ):
-            for key, value in counts.items():
-                target[key] = target.get(key, 0) + value
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state,
-            "epochs": self.epochs,
-            "last_epoch": self.last_epoch,
-            "rows_in": self.rows_in,
-            "records_read": self.records_read,
-            "rows_out": self.rows_out,
-            "dead_letters": self.dead_letters,
-            "late_rows": self.late_rows,
-            "watermark": self.watermark.isoformat() if self.watermark else None,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "stopped": self.stopped,
-            **({"drained": self.drained} if self.drained is not None else {}),
-        }
 
 
 class Runner:
@@ -204,9 +143,12 @@ class Runner:
         }
         for sink in self.sinks.values():
             sink.open()
+        self.outputs = [node for nodes in self.sink_nodes.values() for node in nodes]
         latest = self.manifest.latest()
         self.upgrade: list[upgrade.Change] = []
-        if latest is not None and latest.operators and latest.plan_fingerprint != plan.fingerprint:
+        changed = latest is not None and latest.operators and latest.plan_fingerprint != plan.fingerprint
+        if changed or (latest is not None and upgrade.layouts_differ(latest.operators, plan)):
+            assert latest is not None
             self.upgrade = upgrade.compare(latest.operators, plan)
             refused = upgrade.refusal(self.upgrade)
             if refused and not allow_non_restored_state:
@@ -220,34 +162,14 @@ class Runner:
         # What each operator's state means and where it lives: fixed for the run, recorded with every checkpoint.
         self.operator_records = {
             sid: {**descriptor, "directory": str(self.operator_dirs[sid])}
-            for sid, descriptor in plan.stateful_operators().items()
+            for sid, descriptor in stateful_operators(plan).items()
         }
-        self.operators: dict[str, AggregateOperator | ParallelAggregate | JoinOperator | TopNOperator | OverOperator]
-        self.operators = {}
-        for node in plan.nodes:
-            if isinstance(node, Aggregate) and self.parallelism > 1:
-                directory = self.operator_dirs[node.state_id]
-                self.operators[node.id] = ParallelAggregate(node, directory, self.pipeline_id, self.parallelism)
-            elif isinstance(node, Aggregate):
-                self.operators[node.id] = AggregateOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
-            elif isinstance(node, Join):
-                directory = self.operator_dirs[node.state_id]
-                self.operators[node.id] = JoinOperator(node, directory, self.pipeline_id, base_dir)
-            elif isinstance(node, TopN):
-                self.operators[node.id] = TopNOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
-            elif isinstance(node, OverAggregate):
-                self.operators[node.id] = OverOperator(node, self.operator_dirs[node.state_id], self.pipeline_id)
+        settings = OperatorSettings(base_dir=base_dir, parallelism=self.parallelism)
+        self.operators: dict[str, StatefulOperator] = {
+            node.id: stateful(node, settings) for node in plan.nodes if node.stateful
+        }
         self._operator_sources = {n.id: n.upstream_watermarks for n in plan.nodes if n.stateful}
-        self.dead_tables: dict[str, AppendTable] = {}
-        self.watermarks: dict[str, dt.datetime | None] = {}
-        self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
-        self.idle: set[str] = set()
-        self.started_at = time.time()
-        self.idle_timeouts = {
-            name: durations.parse_duration(scan.table.options["scan.watermark.idle-timeout"])
-            for name, scan in self.scans.items()
-            if "scan.watermark.idle-timeout" in scan.table.options
-        }
+        self.watermarks = Watermarks(self.scans, started_at=time.time())
         self.last_epoch = 0
         self._restore()
 
@@ -301,37 +223,28 @@ class Runner:
         for name, source in self.sources.items():
             saved = offsets.get(name, {})
             source.restore(saved.get("position"), history.get(name, []))
-            wm = saved.get("watermark")
-            self.watermarks[name] = dt.datetime.fromisoformat(wm) if wm else None
-            if saved.get("last_active") is not None:
-                self.last_active[name] = float(saved["last_active"])
+            self.watermarks.restore(name, saved)
         self.dimensions_used = lookup.last_versions(self.offsets, self.last_epoch)
-        for name in self.dead_letter_names:
-            path = self.dir.dead_letters(name)
-            if path.exists():
-                table = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
-                self.dead_tables[name] = AppendTable(table, "dead-letters.commit")
+        self.dead_letters = DeadLetters(self.dir, self.pipeline_id, self.dead_letter_names)
         versions = {
             t["name"]: t["version"]
             for t in (latest.tables if latest else [])
             if t["role"] == "state" and t["name"].split("/")[0] not in self.fresh_state
         }
         recorded = {t["path"]: t["version"] for t in (latest.tables if latest else [])}
-        for operator in self.operators.values():
-            for role, path, _version, _schema in operator.tables().values():
-                if role in ("state", "late"):
-                    discard_uncommitted(path, recorded.get(str(path)))
         idle = set(logged.get("idle", [])) if (logged := self.offsets.read(self.last_epoch)) else set()
         for node_id, operator in self.operators.items():
+            store = StateStore(self.operator_dirs[operator.node.state_id], self.pipeline_id)
+            for path in operator.table_paths(store):
+                discard_uncommitted(path, recorded.get(str(path)))
             sources = self._operator_sources[node_id]
-            operator.restore(versions, operator_watermark(self.watermarks, sources, idle) if latest else None)
+            watermark = operator_watermark(self.watermarks.marks, sources, idle) if latest else None
+            operator.open(store, versions, watermark)
         # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
-        self.last_checkpoint_epoch = self.last_epoch
-        self.last_checkpoint_time = time.monotonic()
-        self.policy = checkpoint_policy(
+        policy = checkpoint_policy(
             self.plan.options.get("checkpoint.interval"), self.plan.options.get("checkpoint.state-growth")
         )
-        self.state_bytes_at_checkpoint = self._state_bytes()
+        self.schedule = CheckpointSchedule(policy, self.last_epoch, self._state_bytes())
         self.retention = retention.policy_from_options(self.plan.options)
         self._checkpoints_since_retention = 0
         self._since_checkpoint: dict[str, Any] = {}
@@ -348,7 +261,7 @@ class Runner:
         for source in self.sources.values():
             source.end_of_input = options.drain
         if options.checkpoint_interval or options.checkpoint_state_growth:
-            self.policy = checkpoint_policy(
+            self.schedule.policy = checkpoint_policy(
                 options.checkpoint_interval or self.plan.options.get("checkpoint.interval"),
                 options.checkpoint_state_growth or self.plan.options.get("checkpoint.state-growth"),
             )
@@ -381,14 +294,13 @@ class Runner:
         summary.elapsed_s = time.perf_counter() - started
         if summary.last_epoch is None:
             summary.last_epoch = self.last_epoch or None
-            summary.watermark = self._pipeline_watermark()
+            summary.watermark = self.watermarks.pipeline()
         return summary
 
     def drained(self) -> bool:
         """Whether every watermarked source is at the end of time already (a drain has nothing left to do)."""
-        marks = [self.watermarks.get(n) for n, scan in self.scans.items() if scan.table.watermark is not None]
-        if marks:
-            return all(m is not None and m >= END_OF_TIME for m in marks)
+        if (at_end := self.watermarks.at_end_of_time()) is not None:
+            return at_end
         # No event time (processing-time windows only): drained when the last epoch was a drain.
         logged = self.offsets.read(self.last_epoch) if self.last_epoch else None
         return bool(logged and logged.get("drain"))
@@ -399,170 +311,135 @@ class Runner:
         started = time.perf_counter()
         epoch = self.last_epoch + 1
         logged = self.offsets.read(epoch)
-        if logged is not None:
-            pieces: dict[str, dict[str, Any]] = logged["sources"]
-            planned_at = dt.datetime.fromisoformat(logged["planned_at"])
-            self.idle = set(logged.get("idle", []))
-            dimensions = logged.get("dimensions", {})
-            drain = bool(logged.get("drain", False))
-        elif drain:
-            pieces, planned_at, dimensions = {}, dt.datetime.now(dt.UTC), {}
-            self.idle = set()
-            self.offsets.write(epoch, {"planned_at": planned_at.isoformat(), "sources": {}, "idle": [], "drain": True})
+        planned = PlannedEpoch.logged(logged) if logged is not None else self._plan(max_rows, drain)
+        if planned is None:
+            return None
+        if logged is None:  # the slice is durable before anything is read: a replay reads the same
+            self.offsets.write(epoch, planned.entry())
             faults.point("epoch.offsets-logged")
-        else:
-            pieces = {}
-            for name, source in self.sources.items():
-                # A table may cap its own share of an epoch ('scan.max-epoch-rows'), e.g. to keep sources of
-                # different rates aligned in event time.
-                own = source.table.options.get("scan.max-epoch-rows")
-                limit = min(int(own), max_rows) if own and max_rows else (int(own) if own else max_rows)
-                piece = source.plan(limit)
-                if piece is not None:
-                    pieces[name] = piece
-            planned_at = dt.datetime.now(dt.UTC)
-            idle = self._idle_sources(pieces, planned_at.timestamp())
-            # An epoch without rows still runs when timers are due: sources going idle move the watermark, or a
-            # processing-time window reaches its end.
-            timers_due = (
-                idle != self.idle
-                and self.operators
-                and self._pipeline_watermark(idle) != (self._pipeline_watermark(self.idle))
-            ) or any(getattr(op, "timer_due", lambda _: False)(planned_at) for op in self.operators.values())
-            if not pieces and not timers_due:
-                return None
-            self.idle = idle
-            dimensions = {
-                op.node.state_id: version for op in self.operators.values() if (version := op.plan_epoch()) is not None
-            }
-            entry = {
-                "planned_at": planned_at.isoformat(),
-                "sources": pieces,
-                "idle": sorted(idle),
-                "dimensions": dimensions,
-            }
-            self.offsets.write(epoch, entry)
-            faults.point("epoch.offsets-logged")
-        for name in pieces:
-            self.last_active[name] = planned_at.timestamp()
-
-        batches = {name: self.sources[name].read(piece) for name, piece in pieces.items()}
+        self.watermarks.idle = planned.idle
+        self.watermarks.active(planned.pieces, planned.at.timestamp())
+        batches = {name: self.sources[name].read(piece) for name, piece in planned.pieces.items()}
         frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
-        late_before = {node_id: op.late_count for node_id, op in self.operators.items()}
         ctx = EpochContext(
             epoch,
-            planned_at,
+            planned.at,
             frames,
-            previous_watermarks=dict(self.watermarks),
-            idle=frozenset(self.idle),
-            drain=drain,
-            operators=self.operators,
-            dimension_versions=dimensions,
+            previous_watermarks=dict(self.watermarks.marks),
+            idle=frozenset(planned.idle),
+            drain=planned.drain,
+            dimension_versions=planned.dimensions,
             previous_dimension_versions=self.dimensions_used,
         )
-        sink_names = list(self.sink_nodes)
-        outputs = [node for name in sink_names for node in self.sink_nodes[name]]
-        watermarked = {name: scan for name, scan in self.scans.items() if scan.table.watermark is not None}
-        if self.operators:
-            # Sources first: their rows fix the new watermarks, which decide what stateful operators fire.
-            scans = pl.collect_all([run_scan(scan, [], ctx) for scan in self.scans.values()])
-            ctx.scanned = dict(zip(self.scans, scans, strict=True))
-            marks = [ctx.scanned[name].select(self._max_watermark(scan)) for name, scan in watermarked.items()]
-            self._advance_watermarks(watermarked, marks, drain)
-            ctx.source_watermarks = dict(self.watermarks)
-            ctx.watermark = self._pipeline_watermark()
-            results = pl.collect_all(evaluate(list(outputs), ctx))
-        else:
-            # Stateless: nothing waits for the watermark, so one Polars query computes sinks and watermarks.
-            queries = evaluate(list(outputs), ctx)
-            mark_queries = [run_scan(scan, [], ctx).select(self._max_watermark(scan)) for scan in watermarked.values()]
-            collected = pl.collect_all(queries + mark_queries)
-            results = collected[: len(queries)]
-            self._advance_watermarks(watermarked, collected[len(queries) :], drain)
-            ctx.watermark = self._pipeline_watermark()
-
-        rows_out: dict[str, int] = {}
-        position = 0
-        for name in sink_names:
-            count = len(self.sink_nodes[name])
-            parts = results[position : position + count]
-            position += count
-            rows = parts[0] if count == 1 else pl.concat(parts)
-            self.sinks[name].write(epoch, rows)
-            rows_out[name] = rows.height
-
-        dead_counts = self._write_dead_letters(epoch, lookup.with_dead_letters(batches, ctx.dead_letters))
-        self.dimensions_used = {**self.dimensions_used, **dimensions}
-        late_counts = {
-            op.node.state_id: op.late_count - late_before[op.node.id]
-            for op in self.operators.values()
-            if op.late_count > late_before[op.node.id]
+        late_before = {node_id: op.late_count for node_id, op in self.operators.items()}
+        results = evaluate_epoch(self.scans, self.outputs, ctx, self.operators, self.watermarks)
+        rows_out = self._write_sinks(epoch, results)
+        counts = {
+            "rows_in": {n: b.rows.height for n, b in batches.items()},  # good rows only, as in the manifest
+            "rows_out": rows_out,
+            "dead_letters": self.dead_letters.write(epoch, lookup.with_dead_letters(batches, ctx.dead_letters)),
+            "late_rows": self._late_rows(late_before),
         }
-        for name, piece in pieces.items():
+        for name, piece in planned.pieces.items():
             self.sources[name].advance(piece)
+        self.dimensions_used = {**self.dimensions_used, **planned.dimensions}
         self.last_epoch = epoch
-        totals = self._since_checkpoint
-        for key, counts in (
-            ("rows_in", {n: b.rows.height for n, b in batches.items()}),
-            ("rows_out", rows_out),
-            ("dead_letters", dead_counts),
-            ("late_rows", late_counts),
-        ):
-            bucket = totals.setdefault(key, {})
-            for name, count in counts.items():
-                bucket[name] = bucket.get(name, 0) + count
-        if drain:
-            totals["drain"] = epoch  # recorded with the checkpoint: `timelapse log` shows the drain
-        totals["duration_ms"] = totals.get("duration_ms", 0.0) + round((time.perf_counter() - started) * 1000, 3)
+        self._tally(counts, planned.drain and epoch, time.perf_counter() - started)
         commit_started = time.perf_counter()
-        policy = self.policy
-        due = (
-            (policy.every_epochs is not None and epoch - self.last_checkpoint_epoch >= policy.every_epochs)
-            or (policy.seconds is not None and time.monotonic() - self.last_checkpoint_time >= policy.seconds)
-            or (
-                policy.growth_bytes is not None
-                and abs(self._state_bytes() - self.state_bytes_at_checkpoint) >= policy.growth_bytes
-            )
-            or self.dir.checkpoint_request.exists()
-        )
-        if due:
+        if self.schedule.due(epoch, self._state_bytes(), self.dir.checkpoint_request.exists()):
             self.checkpoint()
         finished = time.perf_counter()
         return EpochReport(
             epoch=epoch,
-            rows_in={n: b.rows.height for n, b in batches.items()},  # good rows only, as in the manifest's metrics
-            rows_out=rows_out,
-            dead_letters=dead_counts,
-            late_rows=late_counts,
+            **counts,
             watermark=ctx.watermark,
             duration_s=finished - started,
             commit_s=finished - commit_started,
             replayed=logged is not None,
             records_read={n: b.rows.height + b.dead_letters.height for n, b in batches.items()},
-            drain=drain,
+            drain=planned.drain,
         )
+
+    def _plan(self, max_rows: int | None, drain: bool) -> PlannedEpoch | None:
+        """A new epoch's slices; None when no source has rows and no timer is due."""
+        if drain:
+            return PlannedEpoch({}, dt.datetime.now(dt.UTC), set(), {}, drain=True)
+        pieces = {}
+        for name, source in self.sources.items():
+            # A table may cap its own share of an epoch ('scan.max-epoch-rows'), e.g. to keep sources of
+            # different rates aligned in event time.
+            own = source.table.options.get("scan.max-epoch-rows")
+            limit = min(int(own), max_rows) if own and max_rows else (int(own) if own else max_rows)
+            piece = source.plan(limit)
+            if piece is not None:
+                pieces[name] = piece
+        planned_at = dt.datetime.now(dt.UTC)
+        idle = self.watermarks.idle_sources(pieces, planned_at.timestamp())
+        # An epoch without rows still runs when timers are due: sources going idle move the watermark, or a
+        # processing-time window reaches its end.
+        timers_due = (
+            idle != self.watermarks.idle
+            and self.operators
+            and self.watermarks.pipeline(idle) != self.watermarks.pipeline(self.watermarks.idle)
+        ) or any(op.timer_due(planned_at) for op in self.operators.values())
+        if not pieces and not timers_due:
+            return None
+        dimensions = {
+            op.node.state_id: version for op in self.operators.values() if (version := op.plan_epoch()) is not None
+        }
+        return PlannedEpoch(pieces, planned_at, idle, dimensions)
+
+    def _write_sinks(self, epoch: int, results: list[pl.DataFrame]) -> dict[str, int]:
+        """Append each sink's rows (those of all the INSERTs into it) with the epoch's marker."""
+        rows_out: dict[str, int] = {}
+        position = 0
+        for name, nodes in self.sink_nodes.items():
+            parts = results[position : position + len(nodes)]
+            position += len(nodes)
+            rows = parts[0] if len(parts) == 1 else pl.concat(parts)
+            self.sinks[name].write(epoch, rows)
+            rows_out[name] = rows.height
+        return rows_out
+
+    def _late_rows(self, before: dict[str, int]) -> dict[str, int]:
+        return {
+            op.node.state_id: op.late_count - before[node_id]
+            for node_id, op in self.operators.items()
+            if op.late_count > before[node_id]
+        }
+
+    def _tally(self, counts: dict[str, dict[str, int]], drain: int | bool, seconds: float) -> None:
+        """Add an epoch's counts to those the next checkpoint records."""
+        totals = self._since_checkpoint
+        for key, per_name in counts.items():
+            bucket = totals.setdefault(key, {})
+            for name, count in per_name.items():
+                bucket[name] = bucket.get(name, 0) + count
+        if drain:
+            totals["drain"] = drain  # recorded with the checkpoint: `timelapse log` shows the drain
+        totals["duration_ms"] = totals.get("duration_ms", 0.0) + round(seconds * 1000, 3)
 
     def checkpoint(self) -> None:
         """Make every epoch run so far durable: operator state, then the manifest row (the commit point)."""
-        if self.last_epoch == self.last_checkpoint_epoch:
+        if self.last_epoch == self.schedule.epoch:
             return
         self._lock.check()  # fenced: a run whose lease was taken over must not commit
         state_rows: dict[str, int] = {}
         for operator in self.operators.values():
-            operator.commit(self.last_epoch, self.pipeline_id)
+            operator.commit(self.last_epoch)
             state_rows[operator.node.state_id] = operator.state_rows
         metrics = {
             **self._since_checkpoint,
             "parallelism": self.parallelism,
             **({"rescaled_from": self.previous_parallelism} if self.previous_parallelism != self.parallelism else {}),
             "state_rows": state_rows,
-            "epochs": [self.last_checkpoint_epoch + 1, self.last_epoch],
+            "epochs": [self.schedule.epoch + 1, self.last_epoch],
         }
         self.manifest.commit(
             Checkpoint(
                 epoch=self.last_epoch,
                 source_offsets=self._positions(),
-                watermark=self._pipeline_watermark(),
+                watermark=self.watermarks.pipeline(),
                 tables=self._table_versions(),
                 plan_fingerprint=self.plan.fingerprint,
                 metrics=metrics,
@@ -570,10 +447,8 @@ class Runner:
             ),
             lease_token=self._lock.token,
         )
-        self.last_checkpoint_epoch = self.last_epoch
-        self.last_checkpoint_time = time.monotonic()
+        self.schedule.checkpointed(self.last_epoch, self._state_bytes())
         self._since_checkpoint = {}
-        self.state_bytes_at_checkpoint = self._state_bytes()
         self.previous_parallelism = self.parallelism
         self.dir.checkpoint_request.unlink(missing_ok=True)
         self._checkpoints_since_retention += 1
@@ -584,65 +459,12 @@ class Runner:
     def _state_bytes(self) -> int:
         return sum(operator.state_bytes for operator in self.operators.values())
 
-    def _write_dead_letters(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for name, batch in batches.items():
-            dead = batch.dead_letters
-            if dead.height == 0:
-                continue
-            counts[name] = dead.height
-            if name not in self.dead_tables:
-                self.dead_tables[name] = AppendTable(
-                    ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA), "dead-letters.commit"
-                )
-            rows = dead.with_columns(pl.lit(epoch, dtype=pl.Int64).alias("epoch")).select(
-                list(DEAD_LETTER_TABLE_SCHEMA)
-            )
-            self.dead_tables[name].append_once(rows, f"{self.pipeline_id}/dead_letters/{name}", epoch)
-        return counts
-
     def _positions(self) -> dict[str, Any]:
         result = {}
         for name, source in self.sources.items():
             position = source.position
-            wm = self.watermarks.get(name)
-            result[name] = {
-                "position": position,
-                "watermark": wm.isoformat() if wm else None,
-                "last_active": self.last_active.get(name),
-            }
+            result[name] = {"position": position, **self.watermarks.position(name)}
         return result
-
-    @staticmethod
-    def _max_watermark(scan: Scan) -> pl.Expr:
-        assert scan.table.watermark is not None
-        return scan.table.watermark.expr.max().alias("wm")
-
-    def _advance_watermarks(self, scans: dict[str, Scan], marks: list[pl.DataFrame], drain: bool = False) -> None:
-        """Source watermarks only move forward; a drain moves them to the end of time."""
-        for name, frame in zip(scans, marks, strict=True):
-            candidate = END_OF_TIME if drain else (frame.item() if frame.height else None)
-            previous = self.watermarks.get(name)
-            if candidate is not None and (previous is None or candidate > previous):
-                self.watermarks[name] = candidate
-
-    def _idle_sources(self, pieces: dict[str, Any], now: float) -> set[str]:
-        """Sources silent for longer than their 'scan.watermark.idle-timeout': they stop holding the watermark."""
-        return {
-            name
-            for name, timeout in self.idle_timeouts.items()
-            if name not in pieces and now - self.last_active.get(name, self.started_at) >= timeout
-        }
-
-    def _pipeline_watermark(self, idle: set[str] | None = None) -> dt.datetime | None:
-        """The minimum over the sources' watermarks, leaving out idle ones (unless all are idle)."""
-        idle = self.idle if idle is None else idle
-        sources = [name for name, scan in self.scans.items() if scan.table.watermark is not None]
-        active = [name for name in sources if name not in idle] or sources
-        marks = [self.watermarks.get(name) for name in active]
-        if not marks or any(m is None for m in marks):
-            return None
-        return min(m for m in marks if m is not None)
 
     def _table_versions(self) -> list[dict[str, Any]]:
         tables = [
@@ -652,7 +474,7 @@ class Runner:
         ]
         tables += [
             {"name": name, "role": "dead_letters", "path": str(self.dir.dead_letters(name)), "version": t.version()}
-            for name, t in self.dead_tables.items()
+            for name, t in self.dead_letters.tables.items()
         ]
         for operator in self.operators.values():
             ttl = getattr(operator.node, "ttl", None)

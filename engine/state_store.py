@@ -12,6 +12,9 @@ total state (MERGE would rewrite every touched file: delta-facts §7). The state
 per key, its row with the highest `_epoch`, unless that row is a tombstone. When the log holds more rows
 than the live state, it is compacted by an overwrite that keeps only the live rows; the old versions stay
 readable, so time travel is unaffected.
+
+A table built without a path lives in memory: the same change log, kept as a list of committed frames (version
+n is the first n commits). Operators run on it in tests, without a state directory.
 """
 
 from __future__ import annotations
@@ -80,10 +83,15 @@ def discard_uncommitted(path: Path, version: int | None) -> bool:
     return True
 
 
+def describe(keys: list[str], schema: dict[str, pl.DataType]) -> str:
+    """What the manifest records of a state table: its key columns and every column's type (JSON)."""
+    return json.dumps({"keys": keys, "columns": {name: str(dtype) for name, dtype in schema.items()}})
+
+
 class StateTable:
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         keys: list[str],
         values: dict[str, pl.DataType],
         app_id: str,
@@ -94,7 +102,9 @@ class StateTable:
         self.values = values
         self.app_id = app_id
         self.schema: dict[str, pl.DataType] = {**key_types, **values, **BOOKKEEPING}
-        self.appends = AppendTable(ensure_table(path, self.schema), "state.commit")
+        # None: in memory (`memory` holds the committed change-log frames)
+        self.appends = AppendTable(ensure_table(path, self.schema), "state.commit") if path is not None else None
+        self.memory: list[pl.DataFrame] = []
         self._pending: list[pl.DataFrame] = []
         self.log_rows = 0  # rows in the table since its last compaction
         self.live_rows = 0
@@ -105,7 +115,11 @@ class StateTable:
         if version is None:
             self.log_rows = 0
             return pl.DataFrame(schema={k: v for k, v in self.schema.items() if k not in ("_epoch", "_deleted")})
-        frame = pl.scan_delta(str(self.path), version=version)
+        if self.path is None:
+            log = [pl.DataFrame(schema=self.schema), *self.memory[:version]]
+            frame = pl.concat(log, how="vertical_relaxed").lazy()
+        else:
+            frame = pl.scan_delta(str(self.path), version=version)
         self.log_rows = int(frame.select(pl.len()).collect().item())
         live = resolve(frame, self.keys).drop("_epoch", "_deleted").collect()
         self.live_rows = live.height
@@ -131,16 +145,22 @@ class StateTable:
             rows = rows.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
             rows = rows.select(list(self.schema)).cast(self.schema)  # type: ignore[arg-type]
             self._pending = []
+            if self.appends is None:
+                self.memory.append(rows)
+                return len(self.memory)
             # No skip-if-present check: a restart has already discarded what a crashed run appended after the
             # checkpoint (`discard_uncommitted`), and checkpoints may fall on other epochs this time.
             self.appends.append(rows, self.app_id, epoch)
             self.log_rows += rows.height
+        if self.appends is None:
+            return len(self.memory)
         if self.log_rows > max(2 * self.live_rows, COMPACT_MIN_ROWS):
             self.compact()
         return int(self.table.version())
 
     @property
     def table(self) -> DeltaTable:
+        assert self.appends is not None, "an in-memory state table has no Delta table"
         return self.appends.table
 
     def compact(self) -> None:
@@ -159,8 +179,5 @@ class StateTable:
         self.log_rows = live.height
 
     def version(self) -> int:
-        return int(self.table.version())
+        return len(self.memory) if self.appends is None else int(self.table.version())
 
-    def describe(self) -> str:
-        """What the manifest records of this table: its key columns and every column's type (JSON)."""
-        return json.dumps({"keys": self.keys, "columns": {name: str(dtype) for name, dtype in self.schema.items()}})

@@ -8,7 +8,9 @@ where it lives. A new plan's operators are matched to those by state id:
 - dropped: recorded state that no operator of the new plan reads;
 - incompatible: the same operator, changed so that its state cannot be reused. Either the id is the same and
   the descriptor differs, or an operator of the same kind feeding the same sink replaced the old one (a
-  changed grouping key, window or aggregate list gives a new id). The reason names what changed.
+  changed grouping key, window or aggregate list gives a new id), or the same SQL now keeps its state in
+  another physical layout (the kind's `LAYOUT_VERSION`; a manifest recording none wrote version 1). The
+  reason names what changed.
 
 Dropped and incompatible state is refused unless the user allows non-restored state, as in Flink.
 """
@@ -19,9 +21,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.operators import stateful_operators
 from sql.plan import Plan
 
-COMPARED = ("kind", "key", "key_types", "join", "window", "state")
+COMPARED = ("kind", "key", "key_types", "join", "window", "state", "layout")
+#: what a manifest written before layout versions were recorded holds
+FIRST_LAYOUT = 1
 
 
 class UpgradeRefused(ValueError):
@@ -39,7 +44,7 @@ class Change:
 
 def compare(recorded: dict[str, dict[str, Any]], plan: Plan) -> list[Change]:
     """Per-operator report of what `plan` keeps of `recorded` (the manifest's operators)."""
-    current = plan.stateful_operators()
+    current = stateful_operators(plan)
     changes: list[Change] = []
     unmatched_old = {sid: d for sid, d in recorded.items() if sid not in current}
     for sid, new in current.items():
@@ -68,10 +73,21 @@ def compare(recorded: dict[str, dict[str, Any]], plan: Plan) -> list[Change]:
     return changes
 
 
+def layouts_differ(recorded: dict[str, dict[str, Any]], plan: Plan) -> bool:
+    """Whether an operator the manifest records keeps its state in another layout version than this code's
+    (the same SQL can need an upgrade check after the engine changed)."""
+    current = stateful_operators(plan)
+    return any(
+        (old.get("layout") or FIRST_LAYOUT) != current[sid]["layout"] for sid, old in recorded.items() if sid in current
+    )
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     found = []
     for field in COMPARED:
         before, after = old.get(field), new.get(field)
+        if field == "layout":
+            before, after = before or FIRST_LAYOUT, after or FIRST_LAYOUT
         if before == after:
             continue
         label = {
@@ -79,6 +95,7 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             "key_types": "key types",
             "state": "kept values",
             "join": "join type",
+            "layout": "state layout version",
         }.get(field, field)
         found.append(f"{label} changed: {_show(before)} -> {_show(after)}")
     return found

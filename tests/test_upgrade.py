@@ -11,9 +11,11 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from engine import state_at
+from engine import state_at, upgrade
+from engine.operators.aggregate import AggregateOperator
 from engine.pipeline import upgrade_check
 from engine.upgrade import UpgradeRefused
+from sql.planner import plan_script
 from tests import test_joins as j
 from tests.helpers import duck, read_sink, run, sort_all
 
@@ -129,3 +131,31 @@ def test_a_pinned_state_id_with_a_changed_key_starts_in_a_new_directory(tmp_path
     manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("committed_at")
     recorded = json.loads(manifest.row(-1, named=True)["operators"])
     assert recorded["totals"]["directory"].endswith("totals@4") and recorded["totals"]["key"] == ["cust", "id"]
+
+
+def test_a_state_layout_change_under_the_same_sql_is_reported_and_refused(tmp_path: Path, monkeypatch) -> None:
+    _setup(tmp_path)
+    (tmp_path / "v1.sql").write_text(V1)
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("committed_at")
+    recorded = json.loads(manifest.row(-1, named=True)["operators"])
+    assert {op["layout"] for op in recorded.values()} == {1}
+    assert {c.status for c in upgrade_check(tmp_path / "v1.sql", tmp_path / "state")} == {"kept"}
+    # The engine's aggregate state changes its physical layout; the SQL does not change.
+    monkeypatch.setattr(AggregateOperator, "LAYOUT_VERSION", 2)
+    changes = {c.state_id: c for c in upgrade_check(tmp_path / "v1.sql", tmp_path / "state")}
+    aggregates = [c for c in changes.values() if "aggregate" in c.kind]
+    assert len(aggregates) == 2
+    assert all(c.status == "incompatible" and c.reason == "state layout version changed: 1 -> 2" for c in aggregates)
+    assert {c.status for c in changes.values() if "join" in c.kind} == {"kept"}
+    with pytest.raises(UpgradeRefused, match="state layout version changed"):
+        run(tmp_path, V1, max_epoch_rows=20)
+
+
+def test_a_manifest_without_layout_versions_reads_as_version_one(tmp_path: Path) -> None:
+    _setup(tmp_path)
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("committed_at")
+    recorded = json.loads(manifest.row(-1, named=True)["operators"])
+    older = {sid: {k: v for k, v in op.items() if k != "layout"} for sid, op in recorded.items()}
+    plan = plan_script(V1)
+    assert not upgrade.layouts_differ(older, plan)
+    assert {c.status for c in upgrade.compare(older, plan)} == {"kept"}

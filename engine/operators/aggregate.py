@@ -15,8 +15,9 @@ final row once the watermark passes the window's end, then purges the window fro
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -29,98 +30,147 @@ from engine.operators.aggregates import (
     merge_pairwise,
     state_prefixes,
 )
+from engine.operators.base import (
+    OperatorSettings,
+    StatefulOperator,
+    TableSpec,
+    changelog_sign,
+    clock,
+    expire,
+    visible,
+)
 from engine.operators.context import END_OF_TIME, EpochContext
 from engine.operators.decimals import overflow_guard
 from engine.operators.late import LateRows
 from engine.operators.windows import ONE_MS, assign
 from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
-from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate
+from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate, Node
 
 OLD = "__old"
 TOUCHED = "_touched"
-
-
-def _clock(ttl: object, ctx: EpochContext) -> dt.datetime | None:
-    """The clock a state TTL runs on: the epoch's processing time, or the watermark."""
-    if ttl is None:
-        return None
-    return ctx.watermark if getattr(ttl, "time", "processing") == "event" else ctx.proctime
 
 
 VALUE, COUNT = "__value", "__count"
 WINDOW_BOUNDS = ["window_start", "window_end"]
 
 
-class AggregateOperator:
-    def __init__(self, node: Aggregate, directory: Path, app_prefix: str) -> None:
-        self.node = node
-        self.window = node.window
+@dataclass(frozen=True)
+class _Shape:
+    """What the plan node fixes: group keys, partial states, and the state tables' columns."""
+
+    key_exprs: list[tuple[str, pl.Expr]]
+    keys: list[str]
+    groups: list[str]
+    states: list[AggState]
+    group_types: dict[str, pl.DataType]
+    values: dict[str, pl.DataType]
+
+    @staticmethod
+    def of(node: Aggregate) -> _Shape:
         # A global aggregate (no GROUP BY keys) is one group under a constant key.
-        self.key_exprs = node.keys or [("__all", pl.lit(0, pl.Int32).alias("__all"))]
-        self.keys = [name for name, _ in self.key_exprs]
-        self.groups = self.keys + (WINDOW_BOUNDS if self.window else [])
+        key_exprs = node.keys or [("__all", pl.lit(0, pl.Int32).alias("__all"))]
+        keys = [name for name, _ in key_exprs]
         retracting = node.inputs[0].changelog == "retract"
         prefixes = state_prefixes(node.aggs)
-        self.states: list[AggState] = [agg_state(c, p, retracting) for c, p in zip(node.aggs, prefixes, strict=True)]
-        input_schema = dict(node.inputs[0].schema)
-        key_types = pl.LazyFrame(schema=input_schema).select([e for _, e in self.key_exprs]).collect_schema()
-        group_types = {
-            **dict(key_types),
-            **({w: pl.Datetime("ms", "UTC") for w in WINDOW_BOUNDS} if self.window else {}),
-        }
-        values = {ROWS: pl.Int64(), **{c.name: c.dtype for s in self.states for c in s.columns}}
+        states = [agg_state(c, p, retracting) for c, p in zip(node.aggs, prefixes, strict=True)]
+        key_types = pl.LazyFrame(schema=dict(node.inputs[0].schema)).select([e for _, e in key_exprs]).collect_schema()
+        windows = {w: pl.Datetime("ms", "UTC") for w in WINDOW_BOUNDS} if node.window else {}
+        values = {ROWS: pl.Int64(), **{c.name: c.dtype for s in states for c in s.columns}}
         if node.ttl is not None:
             values[TOUCHED] = pl.Datetime("ms", "UTC")
-        self.now: dt.datetime | None = None
-        self.directory = directory
-        self.table = StateTable(
-            self.directory / "state", self.groups, values, f"{app_prefix}/{node.state_id}", group_types
-        )
-        self.distinct: dict[int, StateTable] = {}
-        for i, state in enumerate(self.states):
-            if state.needs_values:
-                value_type = state.call.arg_types[0]
-                self.distinct[i] = StateTable(
-                    self.directory / (f"distinct_{i}" if state.distinct else f"values_{i}"),
-                    [*self.groups, VALUE],
-                    {COUNT: pl.Int64()},
-                    f"{app_prefix}/{node.state_id}/distinct_{i}",
-                    {**group_types, VALUE: value_type},
-                )
-        self.state = self.table.load(None)
-        self.distinct_state = {i: t.load(None) for i, t in self.distinct.items()}
-        self.visible_input = [c for c in input_schema if not c.startswith("__")]
-        self.input_schema = input_schema
-        self.late = LateRows(self.directory / "late", f"{app_prefix}/{node.state_id}/late", self.visible_input)
-        self.last_watermark: dt.datetime | None = None
+        groups = keys + (WINDOW_BOUNDS if node.window else [])
+        return _Shape(key_exprs, keys, groups, states, {**dict(key_types), **windows}, values)
 
-    # -- tables the manifest records -----------------------------------------------------------
-    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
-        """name -> (role, path, version, schema as JSON for the main state table)."""
-        entries: dict[str, tuple[str, Path, int, str | None]] = {
-            self.node.state_id: ("state", self.table.path, self.table.version(), self.table.describe())
-        }
-        for i, table in self.distinct.items():
-            entries[f"{self.node.state_id}/distinct_{i}"] = ("state", table.path, table.version(), table.describe())
-        entries.update(self.late.entry(f"{self.node.state_id}/late"))
-        return entries
+
+class AggregateOperator(StatefulOperator):
+    def __init__(self, node: Aggregate, settings: OperatorSettings | None = None) -> None:
+        super().__init__(node, settings)
+        shape = _Shape.of(node)
+        self.window = node.window
+        self.key_exprs, self.keys, self.groups, self.states = shape.key_exprs, shape.keys, shape.groups, shape.states
+        self.now: dt.datetime | None = None
+        self.state = self.specs[""].empty()
+        self.distinct_state: dict[int, pl.DataFrame] = {}
+        self.input_schema = dict(node.inputs[0].schema)
+        self.visible_input = visible(self.input_schema)
+
+    @classmethod
+    def create(cls, node: Node, settings: OperatorSettings | None = None) -> StatefulOperator:
+        if settings is not None and settings.parallelism > 1:
+            return ParallelAggregate(node, settings)
+        return cls(node, settings)
+
+    @classmethod
+    def table_specs(cls, node: Aggregate) -> list[TableSpec]:
+        shape = _Shape.of(node)
+        specs = [TableSpec("", "state", shape.groups, shape.group_types, shape.values)]
+        for i, state in enumerate(shape.states):
+            if state.needs_values:
+                specs.append(
+                    TableSpec(
+                        f"distinct_{i}",
+                        f"distinct_{i}" if state.distinct else f"values_{i}",
+                        [*shape.groups, VALUE],
+                        {**shape.group_types, VALUE: state.call.arg_types[0]},
+                        {COUNT: pl.Int64()},
+                    )
+                )
+        return [*specs, TableSpec("late", "late", role="late", columns=visible(node.inputs[0].schema))]
+
+    @property
+    def distinct(self) -> dict[int, StateTable]:
+        return {int(n.split("_")[1]): t for n, t in self.state_tables.items() if n.startswith("distinct_")}
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return {"": self.state, **{f"distinct_{i}": f for i, f in self.distinct_state.items()}}
+
+    def set_frame(self, name: str, frame: pl.DataFrame) -> None:
+        if name:
+            self.distinct_state[int(name.split("_")[1])] = frame
+        else:
+            self.state = frame
 
     @property
     def state_rows(self) -> int:
-        return self.state.height
+        return self.state.height  # the groups (or windows): distinct values are not counted
 
-    @property
-    def state_bytes(self) -> int:
-        return int(self.state.estimated_size()) + sum(int(f.estimated_size()) for f in self.distinct_state.values())
+    def timer_due(self, now: dt.datetime) -> bool:
+        """Whether a processing-time window would close at `now`, so an epoch without rows must still run."""
+        if self.window is None or not self.window.proctime or self.state.height == 0:
+            return False
+        earliest = self.state.get_column("window_end").min()
+        return earliest is not None and earliest - ONE_MS <= now  # type: ignore[operator]
 
-    def plan_epoch(self) -> None:
-        return None
+    def _late_mask(self, window_end: pl.Expr) -> pl.Expr:
+        if self.window is not None and self.window.proctime:
+            return pl.lit(False)
+        return (window_end - ONE_MS <= pl.col(WATERMARK_COLUMN)).fill_null(False)
 
-    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
-        self.state = self.table.load(versions.get(self.node.state_id))
-        for i, table in self.distinct.items():
-            self.distinct_state[i] = table.load(versions.get(f"{self.node.state_id}/distinct_{i}"))
-        self.last_watermark = watermark
+    def _record_late(self, rows: pl.DataFrame, flagged: pl.DataFrame) -> None:
+        late_rows = flagged.filter(pl.col("__late")).get_column("__row").unique()
+        if late_rows.len() == 0:  # the usual case: no grouping over every (row, window) pair
+            return
+        per_row = (
+            flagged.filter(pl.col("__row").is_in(late_rows.implode()))
+            .group_by("__row")
+            .agg(
+                pl.col("__late").sum().alias("late"),
+                pl.len().alias("windows"),
+                pl.col("window_end").filter(pl.col("__late")).max().alias("closed_end"),
+            )
+            .filter(pl.col("late") > 0)
+        )
+        if per_row.height == 0:
+            return
+        late_rows = rows.with_row_index("__row").join(per_row, on="__row").sort("__row")
+        reason = pl.format(
+            "{} of {} window(s) already closed (latest closed window ends {}); watermark was {}",
+            pl.col("late"),
+            pl.col("windows"),
+            pl.col("closed_end"),
+            pl.col(WATERMARK_COLUMN),
+        )
+        self.late.add(late_rows, reason)
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
@@ -130,32 +180,18 @@ class AggregateOperator:
     def _process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
         if self.window is None:
-            self.now = _clock(self.node.ttl, ctx)
+            self.now = clock(self.node.ttl, ctx)
             self._expire()  # an expired group starts afresh, as in Flink
             return self._unbounded(rows)
         output = self._sessions(rows, ctx) if self.window.unassigned_session else self._windows(rows, ctx)
         self.last_watermark = ctx.watermark
         return output
 
-    def commit(self, epoch: int, app_prefix: str) -> int:
-        self.late.commit(epoch)
-        for i, table in self.distinct.items():
-            table.commit(epoch, self.distinct_state[i].height)
-        return self.table.commit(epoch, self.state.height)
-
-    @property
-    def late_count(self) -> int:
-        return self.late.count
-
     # -- unbounded GROUP BY --------------------------------------------------------------------
     def _unbounded(self, rows: pl.DataFrame) -> pl.DataFrame:
         if rows.height == 0:
-            return self._empty_output()
-        if OP_COLUMN in rows.columns:
-            sign = pl.when(pl.col(OP_COLUMN).is_in([UPDATE_BEFORE, DELETE])).then(-1).otherwise(1)
-        else:
-            sign = pl.lit(1)
-        rows = rows.with_columns(sign.cast(pl.Int64).alias(SIGN), *[e for _, e in self.key_exprs])
+            return self.empty_output()
+        rows = rows.with_columns(changelog_sign(rows.columns).alias(SIGN), *[e for _, e in self.key_exprs])
         old, new = self._merge(rows)
         live = new.filter(pl.col(ROWS) > 0)
         gone = new.filter(pl.col(ROWS) <= 0).join(old.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
@@ -198,55 +234,17 @@ class AggregateOperator:
         bounds = {"window_start": self.window.start_col, "window_end": self.window.end_col}
         return rows.with_columns(pl.col(column).alias(role) for role, column in bounds.items() if column != role)
 
-    def timer_due(self, now: dt.datetime) -> bool:
-        """Whether a processing-time window would close at `now`, so an epoch without rows must still run."""
-        if self.window is None or not self.window.proctime or self.state.height == 0:
-            return False
-        earliest = self.state.get_column("window_end").min()
-        return earliest is not None and earliest - ONE_MS <= now  # type: ignore[operator]
-
-    def _late_mask(self, window_end: pl.Expr) -> pl.Expr:
-        if self.window is not None and self.window.proctime:
-            return pl.lit(False)
-        return (window_end - ONE_MS <= pl.col(WATERMARK_COLUMN)).fill_null(False)
-
-    def _record_late(self, rows: pl.DataFrame, flagged: pl.DataFrame) -> None:
-        late_rows = flagged.filter(pl.col("__late")).get_column("__row").unique()
-        if late_rows.len() == 0:  # the usual case: no grouping over every (row, window) pair
-            return
-        per_row = (
-            flagged.filter(pl.col("__row").is_in(late_rows.implode()))
-            .group_by("__row")
-            .agg(
-                pl.col("__late").sum().alias("late"),
-                pl.len().alias("windows"),
-                pl.col("window_end").filter(pl.col("__late")).max().alias("closed_end"),
-            )
-            .filter(pl.col("late") > 0)
-        )
-        if per_row.height == 0:
-            return
-        late_rows = rows.with_row_index("__row").join(per_row, on="__row").sort("__row")
-        reason = pl.format(
-            "{} of {} window(s) already closed (latest closed window ends {}); watermark was {}",
-            pl.col("late"),
-            pl.col("windows"),
-            pl.col("closed_end"),
-            pl.col(WATERMARK_COLUMN),
-        )
-        self.late.add(late_rows, reason)
-
     def _fire(self, ctx: EpochContext) -> pl.DataFrame:
         # Processing-time windows close on the epoch's clock (its logged planning time, so replays agree).
         watermark = ctx.proctime if self.window is not None and self.window.proctime else ctx.watermark
         if ctx.drain:
             watermark = END_OF_TIME
         if watermark is None or self.state.height == 0:
-            return self._empty_output()
+            return self.empty_output()
         due = pl.col("window_end") - ONE_MS <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
         fired = self.state.filter(due)
         if fired.height == 0:
-            return self._empty_output()
+            return self.empty_output()
         self.state = self.state.filter(~due)
         self.table.stage(fired.head(0), fired.select([*self.groups, "_kg"]))
         for i, table in self.distinct.items():
@@ -356,16 +354,8 @@ class AggregateOperator:
 
     def _expire(self) -> None:
         """Forget groups unchanged for longer than the state TTL; they leave the table as tombstones."""
-        ttl = self.node.ttl
-        if ttl is None or self.now is None or self.state.height == 0:
-            return
-        # Rows stored before the clock was known (no watermark yet) count from the first time it is.
-        stale = pl.col(TOUCHED).fill_null(pl.lit(self.now, pl.Datetime("ms", "UTC"))) < pl.lit(
-            self.now - ttl.duration, pl.Datetime("ms", "UTC")
-        )
-        expired = self.state.filter(stale)
-        if expired.height:
-            self.state = self.state.filter(~stale)
+        if (split := expire(self.state, self.node.ttl, self.now, TOUCHED)) is not None:
+            self.state, expired = split
             self.table.stage(expired.head(0), expired.select([*self.groups, "_kg"]))
 
     def _replace(self, old: pl.DataFrame, live: pl.DataFrame, gone: pl.DataFrame) -> None:
@@ -463,11 +453,8 @@ class AggregateOperator:
         out = pl.concat([p.cast({"__order": pl.Int64}) for p in parts], how="vertical_relaxed")
         return out.sort("__order", maintain_order=True).drop("__order").select(list(self.node.schema))
 
-    def _empty_output(self) -> pl.DataFrame:
-        return pl.DataFrame(schema=self.node.schema)
 
-
-class ParallelAggregate:
+class ParallelAggregate(StatefulOperator):
     """A GROUP BY run by several workers (threads), each owning a range of the 128 key groups.
 
     Every key's state lives in the one key group its key hashes to (`_kg`), so the work splits by key group:
@@ -477,13 +464,14 @@ class ParallelAggregate:
     number of workers reassigns the key groups: each worker takes the rows of its new range.
     """
 
-    def __init__(self, node: Aggregate, directory: Path, app_prefix: str, workers: int) -> None:
-        self.node = node
-        self.workers = [AggregateOperator(node, directory, app_prefix) for _ in range(workers)]
-        first = self.workers[0]
-        for worker in self.workers[1:]:
-            worker.table, worker.distinct, worker.late = first.table, first.distinct, first.late
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"agg-{node.state_id}")
+    def __init__(self, node: Aggregate, settings: OperatorSettings) -> None:
+        super().__init__(node, settings)
+        self.workers = [AggregateOperator(node, settings) for _ in range(settings.parallelism)]
+        self.pool = ThreadPoolExecutor(max_workers=settings.parallelism, thread_name_prefix=f"agg-{node.state_id}")
+
+    @classmethod
+    def table_specs(cls, node: Aggregate) -> list[TableSpec]:
+        return AggregateOperator.table_specs(node)
 
     def _owner(self, key_groups: pl.Expr) -> pl.Expr:
         return (key_groups * len(self.workers) // KEY_GROUPS).cast(pl.Int32)
@@ -492,8 +480,25 @@ class ParallelAggregate:
         owners = frame.get_column("_kg") * len(self.workers) // KEY_GROUPS
         return [frame.filter(owners == i) for i in range(len(self.workers))]
 
-    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
-        return self.workers[0].tables()
+    def attach(self, tables: Mapping[str, StateTable | LateRows]) -> None:
+        super().attach(tables)
+        for worker in self.workers:  # one set of tables, staged into by every worker
+            worker.attach(tables)
+
+    def frames(self) -> dict[str, pl.DataFrame]:
+        names = self.workers[0].frames()
+        return {name: pl.concat([w.frames()[name] for w in self.workers]) for name in names}
+
+    def live_rows(self) -> dict[str, int]:
+        rows: dict[str, int] = {}
+        for worker in self.workers:
+            for name, count in worker.live_rows().items():
+                rows[name] = rows.get(name, 0) + count
+        return rows
+
+    def set_frame(self, name: str, frame: pl.DataFrame) -> None:
+        for worker, part in zip(self.workers, self._split(frame), strict=True):
+            worker.set_frame(name, part)
 
     @property
     def state_rows(self) -> int:
@@ -503,24 +508,12 @@ class ParallelAggregate:
     def state_bytes(self) -> int:
         return sum(w.state_bytes for w in self.workers)
 
-    @property
-    def late_count(self) -> int:
-        return self.workers[0].late_count
-
-    def plan_epoch(self) -> None:
-        return None
-
     def timer_due(self, now: dt.datetime) -> bool:
         return any(w.timer_due(now) for w in self.workers)
 
-    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
-        first = self.workers[0]
-        first.restore(versions, watermark)
-        states = self._split(first.state)
-        distinct = {i: self._split(frame) for i, frame in first.distinct_state.items()}
-        for index, worker in enumerate(self.workers):
-            worker.state = states[index]
-            worker.distinct_state = {i: parts[index] for i, parts in distinct.items()}
+    def restore(self, versions: Mapping[str, int], watermark: dt.datetime | None) -> None:
+        super().restore(versions, watermark)
+        for worker in self.workers:
             worker.last_watermark = watermark
 
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
@@ -532,10 +525,3 @@ class ParallelAggregate:
         work = zip(self.workers, parts, strict=True)
         outputs = list(self.pool.map(lambda pair: pair[0].process([pair[1]], ctx), work))
         return pl.concat(outputs, how="vertical_relaxed")
-
-    def commit(self, epoch: int, app_prefix: str) -> int:
-        first = self.workers[0]
-        first.late.commit(epoch)
-        for i, table in first.distinct.items():
-            table.commit(epoch, sum(w.distinct_state[i].height for w in self.workers))
-        return first.table.commit(epoch, self.state_rows)

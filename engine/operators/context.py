@@ -29,7 +29,6 @@ class EpochContext:
     #: a drain: the input present is processed and every watermark jumps to END_OF_TIME
     drain: bool = False
     scanned: dict[str, pl.DataFrame] = field(default_factory=dict)  # Scan outputs, materialised once
-    operators: dict[str, Any] = field(default_factory=dict)  # stateful operator instances by node id
     dimension_versions: dict[str, Any] = field(default_factory=dict)  # lookup tables' versions, as logged
     #: the versions the previous epoch logged: a lookup table's dead letters are recorded when its version changes
     previous_dimension_versions: dict[str, Any] = field(default_factory=dict)

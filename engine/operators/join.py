@@ -22,94 +22,76 @@ from typing import Any
 
 import polars as pl
 
-from engine.operators.aggregate import _clock
+from engine.operators.base import (
+    OperatorSettings,
+    StatefulOperator,
+    TableSpec,
+    behind_watermark,
+    changelog_sign,
+    clock,
+    expire,
+)
 from engine.operators.context import EpochContext
-from engine.operators.late import LateRows
 from engine.sources.lookup import LookupTable, dead_letters_due
 from engine.state_store import StateTable, key_group, tidy
-from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, Join
+from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, Join
 
 COUNT, MATCHED = "__count", "__matched"
 TOUCHED = "_touched"
 
 
-class JoinOperator:
-    def __init__(self, node: Join, directory: Path, app_prefix: str, base_dir: Path) -> None:
-        self.node = node
-        self.directory = directory
-        self.keys = [f"__k{i}" for i in range(len(node.left_keys))]
-        self.app_prefix = app_prefix
-        left_schema = node.inputs[0].schema
+class JoinOperator(StatefulOperator):
+    def __init__(self, node: Join, settings: OperatorSettings | None = None) -> None:
+        super().__init__(node, settings)
+        self.keys = _key_names(node)
         self.left_cols = list(node.left_names)
         self.right_cols = list(node.right_names)
-        key_types = (
-            pl.LazyFrame(schema=dict(left_schema))
-            .select([e.alias(k) for e, k in zip(node.left_keys, self.keys, strict=True)])
-            .collect_schema()
-        )
         self.output_cols = [c for c in node.schema if c != OP_COLUMN]
         self.dimension: _Dimension | None = None
-        self.sides: dict[str, StateTable] = {}
         self.rows: dict[str, pl.DataFrame] = {}
-        self.late: dict[str, LateRows] = {}
+        self.now: dt.datetime | None = None
         if node.lookup:
             assert node.dimension is not None
-            self.dimension = _Dimension(node, base_dir)
-            return
-        right_schema = node.inputs[1].schema
+            self.dimension = _Dimension(node, self.settings.base_dir)
+
+    @classmethod
+    def table_specs(cls, node: Join) -> list[TableSpec]:
+        if node.lookup:
+            return []
+        keys = _key_names(node)
+        key_types = (
+            pl.LazyFrame(schema=dict(node.inputs[0].schema))
+            .select([e.alias(k) for e, k in zip(node.left_keys, keys, strict=True)])
+            .collect_schema()
+        )
         values = {
             COUNT: pl.Int64(),
             **({MATCHED: pl.Boolean()} if node.bounds else {}),
             **({TOUCHED: pl.Datetime("ms", "UTC")} if node.ttl else {}),
         }
-        self.now: dt.datetime | None = None
-        for side, schema, cols in (("left", left_schema, self.left_cols), ("right", right_schema, self.right_cols)):
+        specs = []
+        for side, index, cols in (("left", 0, list(node.left_names)), ("right", 1, list(node.right_names))):
+            schema = node.inputs[index].schema
             # Right-side columns are stored under their output names, so both tables read as the join's result.
             names = cols if side == "left" else [node.right_names[c] for c in cols]
             types = {**dict(key_types), **{n: schema[c] for n, c in zip(names, cols, strict=True)}}
-            self.sides[side] = StateTable(
-                self.directory / side, [*self.keys, *names], values, f"{app_prefix}/{node.state_id}/{side}", types
-            )
-            self.rows[side] = self.sides[side].load(None)
-            self.late[side] = LateRows(
-                self.directory / f"late_{side}", f"{app_prefix}/{node.state_id}/late_{side}", names
-            )
+            specs.append(TableSpec(side, side, [*keys, *names], types, values))
+            specs.append(TableSpec(f"late_{side}", f"late_{side}", role="late", columns=names))
+        return specs
 
-    # -- bookkeeping the runner needs ----------------------------------------------------------
-    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
-        entries: dict[str, tuple[str, Path, int, str | None]] = {
-            f"{self.node.state_id}/{side}": ("state", table.path, table.version(), table.describe())
-            for side, table in self.sides.items()
-        }
-        for side, late in self.late.items():
-            entries.update(late.entry(f"{self.node.state_id}/late_{side}"))
-        return entries
+    @property
+    def sides(self) -> dict[str, StateTable]:
+        return self.state_tables
 
-    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
-        for side, table in self.sides.items():
-            self.rows[side] = table.load(versions.get(f"{self.node.state_id}/{side}"))
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return self.rows
+
+    def set_frame(self, name: str, frame: pl.DataFrame) -> None:
+        self.rows[name] = frame
 
     def plan_epoch(self) -> Any:
         """What the epoch will read besides its sources: the dimension version, logged before reading."""
         return self.dimension.latest() if self.dimension else None
-
-    @property
-    def late_count(self) -> int:
-        return sum(late.count for late in self.late.values())
-
-    @property
-    def state_rows(self) -> int:
-        return sum(f.height for f in self.rows.values())
-
-    @property
-    def state_bytes(self) -> int:
-        return sum(int(f.estimated_size()) for f in self.rows.values())
-
-    def commit(self, epoch: int, app_prefix: str) -> int:
-        for late in self.late.values():
-            late.commit(epoch)
-        versions = [table.commit(epoch, self.rows[side].height) for side, table in self.sides.items()]
-        return versions[0] if versions else 0
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
@@ -118,7 +100,7 @@ class JoinOperator:
         left, right = (self._prepare(frame, side) for frame, side in zip(inputs, ("left", "right"), strict=True))
         if self.node.bounds is not None:
             return self._interval(left, right, ctx)
-        self.now = _clock(self.node.ttl, ctx)
+        self.now = clock(self.node.ttl, ctx)
         for side in self.sides:  # expired rows are gone before the epoch's rows look for partners
             self._expire(side)
         output = self._regular(left, right)
@@ -143,15 +125,11 @@ class JoinOperator:
         """Key columns, output column names, and the signed multiplicity of each distinct row."""
         exprs = self.node.left_keys if side == "left" else self.node.right_keys
         names = self.node.left_names if side == "left" else self.node.right_names
-        if OP_COLUMN in frame.columns:
-            sign = pl.when(pl.col(OP_COLUMN).is_in([UPDATE_BEFORE, DELETE])).then(-1).otherwise(1)
-        else:
-            sign = pl.lit(1)
         keep = [WATERMARK_COLUMN] if self.node.bounds is not None and WATERMARK_COLUMN in frame.columns else []
         return frame.select(
             *[e.alias(k) for e, k in zip(exprs, self.keys, strict=True)],
             *[pl.col(c).alias(n) for c, n in names.items()],
-            sign.cast(pl.Int64).alias(COUNT),
+            changelog_sign(frame.columns).alias(COUNT),
             *keep,
         )
 
@@ -268,17 +246,8 @@ class JoinOperator:
 
     def _expire(self, side: str) -> None:
         """Forget rows unchanged for longer than the state TTL; they leave the table as tombstones."""
-        ttl = self.node.ttl
-        stored = self.rows[side]
-        if ttl is None or self.now is None or stored.height == 0:
-            return
-        # Rows stored before the clock was known (no watermark yet) count from the first time it is.
-        stale = pl.col(TOUCHED).fill_null(pl.lit(self.now, pl.Datetime("ms", "UTC"))) < pl.lit(
-            self.now - ttl.duration, pl.Datetime("ms", "UTC")
-        )
-        expired = stored.filter(stale)
-        if expired.height:
-            self.rows[side] = stored.filter(~stale)
+        if (split := expire(self.rows[side], self.node.ttl, self.now, TOUCHED)) is not None:
+            self.rows[side], expired = split
             self.sides[side].stage(expired.head(0), expired.select(*self.keys, *self._columns(side), "_kg"))
 
     # -- interval joins ------------------------------------------------------------------------
@@ -320,9 +289,9 @@ class JoinOperator:
     def _drop_late(self, rows: pl.DataFrame, side: str, time_col: str) -> pl.DataFrame:
         if WATERMARK_COLUMN not in rows.columns:
             return rows
-        late = (pl.col(time_col) < pl.col(WATERMARK_COLUMN)).fill_null(False)
-        self.late[side].add(rows.filter(late), "arrived behind the watermark")
-        return rows.filter(~late).drop(WATERMARK_COLUMN)
+        late = self.late_tables[f"late_{side}"]
+        on_time = late.split(rows, behind_watermark(pl.col(time_col)), "arrived behind the watermark")
+        return on_time.drop(WATERMARK_COLUMN)
 
     def _remark(self, matched: pl.DataFrame, side: str) -> None:
         stored = self.rows[side]
@@ -372,6 +341,10 @@ class JoinOperator:
         if self.node.residual is not None:
             joined = joined.filter(self.node.residual)
         return joined.select(list(self.node.schema))
+
+
+def _key_names(node: Join) -> list[str]:
+    return [f"__k{i}" for i in range(len(node.left_keys))]
 
 
 def _mark(rows: pl.DataFrame, matched: pl.DataFrame, group: list[str]) -> pl.DataFrame:

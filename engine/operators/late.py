@@ -3,7 +3,8 @@
     <the input row's visible columns>  _watermark (the watermark the row arrived behind)  _reason  _epoch
 
 Rows are collected while the epoch runs and appended when the operator commits (a restart first discards
-what a crashed run appended after its last checkpoint, so nothing is appended twice).
+what a crashed run appended after its last checkpoint, so nothing is appended twice). Without a path the
+table lives in memory (`memory`: the committed rows), for operators run in tests.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from sql.plan import WATERMARK_COLUMN
 
 
 class LateRows:
-    def __init__(self, path: Path, app_id: str, columns: list[str]) -> None:
+    def __init__(self, path: Path | None, app_id: str, columns: list[str]) -> None:
         self.path = path
         self.app_id = app_id
         self.columns = columns
-        self.table: AppendTable | None = AppendTable(ensure_table(path, {}), "state.commit") if path.exists() else None
+        exists = path is not None and path.exists()
+        self.table: AppendTable | None = AppendTable(ensure_table(path, {}), "state.commit") if exists else None  # type: ignore[arg-type]
+        self.memory: list[pl.DataFrame] = []
         self.pending: list[pl.DataFrame] = []  # appended to by parallel workers: list.append is atomic
 
     def add(self, rows: pl.DataFrame, reason: pl.Expr | str) -> None:
@@ -35,6 +38,12 @@ class LateRows:
         )
         self.pending.append(frame)
 
+    def split(self, rows: pl.DataFrame, late: pl.Expr, reason: pl.Expr | str) -> pl.DataFrame:
+        """Record the rows for which `late` holds (NULL counts as on time); return the others."""
+        mask = late.fill_null(False)
+        self.add(rows.filter(mask), reason)
+        return rows.filter(~mask)
+
     @property
     def count(self) -> int:
         return sum(frame.height for frame in self.pending)
@@ -42,6 +51,10 @@ class LateRows:
     def commit(self, epoch: int) -> None:
         if self.count:
             rows = pl.concat(self.pending).with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
+            if self.path is None:
+                self.memory.append(rows)
+                self.pending = []
+                return
             if self.table is None:
                 self.table = AppendTable(ensure_table(self.path, dict(rows.schema)), "state.commit")
             self.table.append(rows, self.app_id, epoch)

@@ -12,10 +12,10 @@ aggregates per partition instead, in a second table `totals/`.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import polars as pl
 
+from engine.operators.base import OperatorSettings, StatefulOperator, TableSpec, behind_watermark, visible
 from engine.operators.context import EpochContext
 from engine.operators.decimals import (
     average,
@@ -25,7 +25,6 @@ from engine.operators.decimals import (
     overflow_guard,
     unscaled,
 )
-from engine.operators.late import LateRows
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import WATERMARK_COLUMN, AggCall, OverAggregate
 from sql.types import sum_type
@@ -35,68 +34,37 @@ START, END, FIRST = "__frame_start", "__frame_end", "__frame_first"
 BOUNDS = [START, END, FIRST]
 
 
-class OverOperator:
-    def __init__(self, node: OverAggregate, directory: Path, app_prefix: str) -> None:
-        self.node = node
-        self.directory = directory
-        schema = {n: t for n, t in node.inputs[0].schema.items() if n != WATERMARK_COLUMN}
-        self.columns = list(schema)
-        self.visible = [c for c in self.columns if not c.startswith("__")]
+class OverOperator(StatefulOperator):
+    def __init__(self, node: OverAggregate, settings: OperatorSettings | None = None) -> None:
+        super().__init__(node, settings)
+        self.columns = list(_stored(node))
+        self.visible = visible(self.columns)
         self.partition = node.partition
-        self.table = StateTable(
-            self.directory / "state",
-            [SEQ],
-            {**schema, EMITTED: pl.Boolean()},
-            f"{app_prefix}/{node.state_id}",
-            {SEQ: pl.Int64()},
-        )
-        self.rows = self.table.load(None)
         self.unbounded = node.rows is None and node.range is None
+        self.rows, self.totals = self.specs[""].empty(), self.specs["totals"].empty()
+
+    @classmethod
+    def table_specs(cls, node: OverAggregate) -> list[TableSpec]:
+        schema = _stored(node)
         totals = {f"__t{i}_{part}": dtype for i, call in enumerate(node.aggs) for part, dtype in _totals(call)}
-        self.totals_table = StateTable(
-            self.directory / "totals",
-            self.partition,
-            totals,
-            f"{app_prefix}/{node.state_id}/totals",
-            {p: schema[p] for p in self.partition},
-        )
-        self.totals = self.totals_table.load(None)
-        self.late = LateRows(self.directory / "late", f"{app_prefix}/{node.state_id}/late", self.visible)
-        self.last_watermark: dt.datetime | None = None
-
-    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
-        totals = self.totals_table
-        entries: dict[str, tuple[str, Path, int, str | None]] = {
-            self.node.state_id: ("state", self.table.path, self.table.version(), self.table.describe()),
-            f"{self.node.state_id}/totals": ("state", totals.path, totals.version(), totals.describe()),
-        }
-        entries.update(self.late.entry(f"{self.node.state_id}/late"))
-        return entries
-
-    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
-        self.rows = self.table.load(versions.get(self.node.state_id))
-        self.totals = self.totals_table.load(versions.get(f"{self.node.state_id}/totals"))
-        self.last_watermark = watermark
-
-    def plan_epoch(self) -> None:
-        return None
+        return [
+            TableSpec("", "state", [SEQ], {SEQ: pl.Int64()}, {**schema, EMITTED: pl.Boolean()}),
+            TableSpec("totals", "totals", node.partition, {p: schema[p] for p in node.partition}, totals),
+            TableSpec("late", "late", role="late", columns=visible(schema)),
+        ]
 
     @property
-    def state_rows(self) -> int:
-        return self.rows.height + self.totals.height
+    def totals_table(self) -> StateTable:
+        return self.state_tables["totals"]
 
-    @property
-    def state_bytes(self) -> int:
-        return int(self.rows.estimated_size() + self.totals.estimated_size())
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return {"": self.rows, "totals": self.totals}
 
-    @property
-    def late_count(self) -> int:
-        return self.late.count
-
-    def commit(self, epoch: int, app_prefix: str) -> int:
-        self.late.commit(epoch)
-        self.totals_table.commit(epoch, self.totals.height)
-        return self.table.commit(epoch, self.rows.height)
+    def set_frame(self, name: str, frame: pl.DataFrame) -> None:
+        if name:
+            self.totals = frame
+        else:
+            self.rows = frame
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
@@ -111,13 +79,9 @@ class OverOperator:
         if rows.height:
             # Judged by the row's own source's watermark; never below the one this operator last emitted by
             # (which only matters after an idle source resumes).
-            own = pl.col(WATERMARK_COLUMN)
-            if previous is not None:
-                own = pl.max_horizontal(own, pl.lit(previous, pl.Datetime("ms", "UTC")))
-            late = (pl.col(time) < own).fill_null(False)
-            self.late.add(rows.filter(late), "arrived behind the watermark")
+            late = behind_watermark(pl.col(time), previous)
             fresh = (
-                rows.filter(~late)
+                self.late.split(rows, late, "arrived behind the watermark")
                 .select(self.columns)
                 .with_row_index(SEQ)
                 .with_columns(
@@ -332,3 +296,8 @@ def _totals(call: AggCall) -> list[tuple[str, pl.DataType]]:
     if is_decimal(arg_type):
         return [("n", pl.Int64()), ("v", sum_type(arg_type) if function in ("SUM", "AVG") else arg_type)]
     return [("n", pl.Int64()), ("v", pl.Float64())]
+
+
+def _stored(node: OverAggregate) -> dict[str, pl.DataType]:
+    """The input columns a waiting row keeps in state."""
+    return {n: t for n, t in node.inputs[0].schema.items() if n != WATERMARK_COLUMN}

@@ -12,72 +12,48 @@ State table: __p*  <input columns>  __emitted  _kg _epoch _deleted. Late rows go
 
 from __future__ import annotations
 
-import datetime as dt
-from pathlib import Path
-
 import polars as pl
 
+from engine.operators.base import (
+    OperatorSettings,
+    StatefulOperator,
+    TableSpec,
+    behind_watermark,
+    changelog_sign,
+    visible,
+)
 from engine.operators.context import EpochContext
-from engine.operators.late import LateRows
-from engine.state_store import StateTable, key_group, tidy
-from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_BEFORE, WATERMARK_COLUMN, TopN
+from engine.state_store import key_group, tidy
+from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, TopN
 
 COUNT, EMITTED = "__count", "__emitted"
 
 
-class TopNOperator:
-    def __init__(self, node: TopN, directory: Path, app_prefix: str) -> None:
-        self.node = node
-        self.directory = directory
-        schema = {n: t for n, t in node.inputs[0].schema.items() if n not in (WATERMARK_COLUMN, OP_COLUMN)}
-        self.columns = list(schema)
-        self.visible = [c for c in self.columns if not c.startswith("__")]
+class TopNOperator(StatefulOperator):
+    def __init__(self, node: TopN, settings: OperatorSettings | None = None) -> None:
+        super().__init__(node, settings)
+        self.rows = self.specs[""].empty()  # the candidates (Top-N) or each key's first row (deduplication)
         self.partition = node.partition
+        self.columns = list(_stored(node))
+        self.visible = visible(self.columns)
+
+    @classmethod
+    def table_specs(cls, node: TopN) -> list[TableSpec]:
+        schema = _stored(node)
         if node.first_by_time:
-            rest = {n: t for n, t in schema.items() if n not in self.partition}
-            self.table = StateTable(
-                self.directory / "state",
-                self.partition,
-                {**rest, EMITTED: pl.Boolean()},
-                f"{app_prefix}/{node.state_id}",
-                {p: schema[p] for p in self.partition},
+            rest = {n: t for n, t in schema.items() if n not in node.partition}
+            state = TableSpec(
+                "", "state", node.partition, {p: schema[p] for p in node.partition}, {**rest, EMITTED: pl.Boolean()}
             )
         else:
-            self.table = StateTable(
-                self.directory / "state", self.columns, {COUNT: pl.Int64()}, f"{app_prefix}/{node.state_id}", schema
-            )
-        self.rows = self.table.load(None)
-        self.late = LateRows(self.directory / "late", f"{app_prefix}/{node.state_id}/late", self.visible)
+            state = TableSpec("", "state", list(schema), schema, {COUNT: pl.Int64()})
+        return [state, TableSpec("late", "late", role="late", columns=visible(schema))]
 
-    # -- bookkeeping ---------------------------------------------------------------------------
-    def tables(self) -> dict[str, tuple[str, Path, int, str | None]]:
-        entries: dict[str, tuple[str, Path, int, str | None]] = {
-            self.node.state_id: ("state", self.table.path, self.table.version(), self.table.describe())
-        }
-        entries.update(self.late.entry(f"{self.node.state_id}/late"))
-        return entries
+    def frames(self) -> dict[str, pl.DataFrame]:
+        return {"": self.rows}
 
-    def restore(self, versions: dict[str, int], watermark: dt.datetime | None) -> None:
-        self.rows = self.table.load(versions.get(self.node.state_id))
-
-    def plan_epoch(self) -> None:
-        return None
-
-    @property
-    def state_rows(self) -> int:
-        return self.rows.height
-
-    @property
-    def state_bytes(self) -> int:
-        return int(self.rows.estimated_size())
-
-    @property
-    def late_count(self) -> int:
-        return self.late.count
-
-    def commit(self, epoch: int, app_prefix: str) -> int:
-        self.late.commit(epoch)
-        return self.table.commit(epoch, self.rows.height)
+    def set_frame(self, name: str, frame: pl.DataFrame) -> None:
+        self.rows = frame
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
@@ -88,13 +64,9 @@ class TopNOperator:
 
     def _top_n(self, rows: pl.DataFrame) -> pl.DataFrame:
         if rows.height == 0:
-            return pl.DataFrame(schema=self.node.schema)
-        if OP_COLUMN in rows.columns:
-            sign = pl.when(pl.col(OP_COLUMN).is_in([UPDATE_BEFORE, DELETE])).then(-1).otherwise(1)
-        else:
-            sign = pl.lit(1)
+            return self.empty_output()
         delta = (
-            rows.select(*self.columns, sign.cast(pl.Int64).alias(COUNT))
+            rows.select(*self.columns, changelog_sign(rows.columns).alias(COUNT))
             .group_by(self.columns, maintain_order=True)
             .agg(pl.col(COUNT).sum())
             .filter(pl.col(COUNT) != 0)
@@ -164,10 +136,9 @@ class TopNOperator:
         if rows.height:
             emitted = self.rows.filter(pl.col(EMITTED)).select(self.partition)
             fresh = rows.join(emitted, on=self.partition, how="anti", nulls_equal=True)
-            late = (pl.col(time_col) < pl.col(WATERMARK_COLUMN)).fill_null(False)
-            self.late.add(fresh.filter(late), "arrived behind the watermark before its key's first row was final")
+            reason = "arrived behind the watermark before its key's first row was final"
             candidates = (
-                fresh.filter(~late)
+                self.late.split(fresh, behind_watermark(pl.col(time_col)), reason)
                 .select(self.columns)
                 .with_row_index("__arrival")
                 .sort(time_col, "__arrival", nulls_last=True)
@@ -208,11 +179,11 @@ class TopNOperator:
             self.table.stage(changed.select(self.rows.columns), changed.head(0).select(*self.partition, "_kg"))
         watermark = ctx.watermark
         if watermark is None:
-            return pl.DataFrame(schema=self.node.schema)
+            return self.empty_output()
         due = ~pl.col(EMITTED) & (pl.col(time_col) <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC")))
         final = self.rows.filter(due)
         if final.height == 0:
-            return pl.DataFrame(schema=self.node.schema)
+            return self.empty_output()
         # Keep only the partition and the fact that it was emitted: later rows of the key are duplicates.
         marked = (
             final.select(*self.partition, "_kg")
@@ -232,3 +203,8 @@ class TopNOperator:
         if self.node.rank_column:
             out = out.with_columns(pl.lit(1, pl.Int64).alias(self.node.rank_column))
         return out.select(list(self.node.schema))
+
+
+def _stored(node: TopN) -> dict[str, pl.DataType]:
+    """The input columns a row keeps in state."""
+    return {n: t for n, t in node.inputs[0].schema.items() if n not in (WATERMARK_COLUMN, OP_COLUMN)}

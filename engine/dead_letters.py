@@ -1,0 +1,50 @@
+"""Dead-letter tables: the records a source could not read, with their reason, one Delta table per source.
+
+Each epoch appends its dead letters once (marker `<pipeline>/dead_letters/<source>`, epoch), so a replayed
+epoch never writes them twice; the manifest records each table's version with the checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from engine.delta_tables import AppendTable, ensure_table
+from engine.sources.base import DEAD_LETTER_SCHEMA
+from engine.state_dir import StateDir
+
+DEAD_LETTER_TABLE_SCHEMA: dict[str, pl.DataType] = {"epoch": pl.Int64(), **DEAD_LETTER_SCHEMA}
+
+
+class DeadLetters:
+    def __init__(self, directory: StateDir, pipeline_id: str, sources: list[str]) -> None:
+        self.dir = directory
+        self.pipeline_id = pipeline_id
+        self.tables: dict[str, AppendTable] = {}
+        for name in sources:  # tables earlier runs created
+            if directory.dead_letters(name).exists():
+                self._open(name)
+
+    def _open(self, name: str) -> AppendTable:
+        table = ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA)
+        self.tables[name] = AppendTable(table, "dead-letters.commit")
+        return self.tables[name]
+
+    def marker(self, name: str) -> str:
+        return f"{self.pipeline_id}/dead_letters/{name}"
+
+    def write(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
+        """Append each source's dead letters of `epoch` (once); returns their counts."""
+        counts: dict[str, int] = {}
+        for name, batch in batches.items():
+            dead = batch.dead_letters
+            if dead.height == 0:
+                continue
+            counts[name] = dead.height
+            table = self.tables.get(name) or self._open(name)
+            rows = dead.with_columns(pl.lit(epoch, dtype=pl.Int64).alias("epoch")).select(
+                list(DEAD_LETTER_TABLE_SCHEMA)
+            )
+            table.append_once(rows, self.marker(name), epoch)
+        return counts
