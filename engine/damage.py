@@ -31,6 +31,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from engine.delta_tables import open_table
+from engine.errors import StorageFailure
 from engine.manifest import located
 from engine.state_dir import StateDir, write_atomic
 
@@ -39,7 +40,7 @@ MANIFEST_LOOKBACK = 20
 _VERSIONED = re.compile(r"^(\d{20})\.")
 
 
-class StateDamaged(RuntimeError):
+class StateDamaged(StorageFailure, RuntimeError):
     """The state directory's files are damaged; the message names them and what was done."""
 
 

@@ -27,6 +27,7 @@ from deltalake import DeltaTable
 from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 from sqlglot import exp
 
+from engine.errors import UserError
 from engine.manifest import RESUMABLE, read_checkpoints
 from engine.state_dir import StateDir
 from engine.state_store import resolve
@@ -38,7 +39,7 @@ BOOKKEEPING = ("_epoch", "_deleted")
 At = int | str | dt.datetime | None
 
 
-class HistoryError(LookupError):
+class HistoryError(UserError, LookupError):
     """A point in time, operator or table that the state directory does not have (any more)."""
 
     def __str__(self) -> str:

@@ -32,6 +32,7 @@ from deltalake import CommitProperties, DeltaTable
 
 from engine import faults
 from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, open_table
+from engine.errors import UserError
 from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir
@@ -47,7 +48,7 @@ _LOG_ENTRY = re.compile(r"^(\d{20})\.(json|crc|checkpoint\.parquet|checkpoint\.\
 _CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
 
 
-class RetentionError(ValueError):
+class RetentionError(UserError, ValueError):
     """A retention setting that cannot be understood."""
 
 

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from engine.errors import Busy
 
-class StateDirBusy(RuntimeError):
+
+class StateDirBusy(Busy, RuntimeError):
     """Another process is running a pipeline on this state directory."""
 
 
@@ -200,7 +202,7 @@ class Lease:
         self.close()
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(Busy, RuntimeError):
     """Another process took the state directory over; this one must not commit."""
 
 

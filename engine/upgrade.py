@@ -19,12 +19,13 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.errors import UserError
 from sql.plan import Plan
 
 COMPARED = ("kind", "key", "key_types", "join", "window", "state")
 
 
-class UpgradeRefused(ValueError):
+class UpgradeRefused(UserError, ValueError):
     """The new plan would lose state; the message is the report."""
 
 

@@ -23,12 +23,13 @@ from deltalake import CommitProperties, write_deltalake
 
 from engine import faults
 from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
+from engine.errors import UserError
 from engine.manifest import RESUMABLE, Checkpoint, Manifest, checkpoint_from_row, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
 
 
-class VersioningError(ValueError):
+class VersioningError(UserError, ValueError):
     """A savepoint or rollback request that cannot be carried out as asked."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from engine import paths
+from engine.errors import UserError
 from sql.catalog import TableDef
 from sql.expressions import parse_text, parse_timestamp
 from sql.types import sql_name
@@ -41,7 +42,7 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 
-class ConnectorError(ValueError):
+class ConnectorError(UserError, ValueError):
     """A connector is misconfigured; the message names the table and option."""
 
 
