@@ -38,3 +38,8 @@ class StorageFailure(EngineError):
     """The state directory's files are damaged."""
 
     exit_code = EXIT_STORAGE
+
+
+class VersioningError(UserError, ValueError):
+    """A savepoint, rollback, branch or epoch request that cannot be carried out as asked (the manifest's rows
+    do not have what it names)."""

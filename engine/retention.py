@@ -33,10 +33,9 @@ from deltalake import CommitProperties, DeltaTable
 from engine import faults
 from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, open_table
 from engine.errors import UserError
-from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, read_checkpoints
+from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, entries, live_savepoints, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir
-from engine.versioning import live_savepoints
 from sql import durations
 
 DEFAULT_COUNT = 1000
@@ -206,9 +205,9 @@ def _expire_tombstones(table: DeltaTable, horizon: str) -> None:
 
 def _versions_by_table(rows: pl.DataFrame) -> dict[str, set[int]]:
     versions: dict[str, set[int]] = {}
-    for tables in rows.get_column("tables").to_list():
-        for entry in tables or []:
-            versions.setdefault(entry["path"], set()).add(int(entry["version"]))
+    for row in rows.select("tables").iter_rows(named=True):
+        for entry in entries(row):
+            versions.setdefault(entry.path, set()).add(entry.version)
     return versions
 
 

@@ -26,7 +26,7 @@ import polars as pl
 
 from engine import branching, damage, faults, retention, upgrade
 from engine.delta_tables import AppendTable, ensure_table
-from engine.manifest import Checkpoint, Manifest
+from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate
 from engine.operators.aggregate import AggregateOperator, ParallelAggregate
@@ -184,9 +184,9 @@ class Runner:
                 raise damage.StateDamaged(problem)
             finish_interrupted(self.dir)  # a rollback cut short by a crash completes before anything runs
             current = Manifest(self.dir.manifest).latest()
-            row = {"tables": current.tables} if current is not None else None
+            tables = current.tables if current is not None else None
             # Before the id is read: a lost id must be recovered, never replaced by a new one.
-            if (repaired := damage.repair_pipeline_file(self.dir, row)) is not None:
+            if (repaired := damage.repair_pipeline_file(self.dir, tables)) is not None:
                 self.repairs.append(repaired)
         self.pipeline_id = self.dir.pipeline_id()
         self.manifest = Manifest(self.dir.manifest)
@@ -272,11 +272,11 @@ class Runner:
         next_epoch = (latest.epoch if latest else 0) + 1
         directories = {}
         for state_id in self.plan.stateful_operators():
-            default = self.dir.root / "operators" / state_id
+            default = self.dir.operator(state_id)
             if state_id in recorded and state_id not in self.fresh_state:
                 directories[state_id] = Path(recorded[state_id].get("directory", default))
             elif default.exists() and latest is not None:
-                directories[state_id] = default.with_name(f"{state_id}@{next_epoch}")
+                directories[state_id] = self.dir.operator(state_id, since=next_epoch)
             else:
                 directories[state_id] = default
         return directories
@@ -306,11 +306,11 @@ class Runner:
                 table = ensure_table(path, DEAD_LETTER_TABLE_SCHEMA)
                 self.dead_tables[name] = AppendTable(table, "dead-letters.commit")
         versions = {
-            t["name"]: t["version"]
+            t.name: t.version
             for t in (latest.tables if latest else [])
-            if t["role"] == "state" and t["name"].split("/")[0] not in self.fresh_state
+            if t.role == STATE and t.name.split("/")[0] not in self.fresh_state
         }
-        recorded = {t["path"]: t["version"] for t in (latest.tables if latest else [])}
+        recorded = {t.path: t.version for t in (latest.tables if latest else [])}
         for operator in self.operators.values():
             for role, path, _version, _schema in operator.tables().values():
                 if role in ("state", "late"):
@@ -636,30 +636,19 @@ class Runner:
             return None
         return min(m for m in marks if m is not None)
 
-    def _table_versions(self) -> list[dict[str, Any]]:
+    def _table_versions(self) -> list[TableEntry]:
         tables = [
-            {"name": name, "role": "sink", "path": str(sink.path), "version": version}
+            TableEntry(name, SINK, str(sink.path), version)
             for name, sink in self.sinks.items()
             if (version := sink.version()) is not None
         ]
         tables += [
-            {"name": name, "role": "dead_letters", "path": str(self.dir.dead_letters(name)), "version": t.version()}
+            TableEntry(name, DEAD_LETTERS, str(self.dir.dead_letters(name)), t.version())
             for name, t in self.dead_tables.items()
         ]
         for operator in self.operators.values():
             ttl = getattr(operator.node, "ttl", None)
+            shown = f"{ttl.duration.total_seconds():g} s {ttl.time} time" if ttl is not None else None
             for name, (role, path, version, schema) in operator.tables().items():
-                if ttl is not None and role == "state":
-                    tables.append(
-                        {
-                            "name": name,
-                            "role": role,
-                            "path": str(path),
-                            "version": version,
-                            "schema": schema,
-                            "ttl": f"{ttl.duration.total_seconds():g} s {ttl.time} time",
-                        }
-                    )
-                    continue
-                tables.append({"name": name, "role": role, "path": str(path), "version": version, "schema": schema})
+                tables.append(TableEntry(name, role, str(path), version, schema, shown if role == STATE else None))
         return tables
