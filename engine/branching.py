@@ -27,12 +27,20 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 
 from engine.delta_tables import KEEP_HISTORY, to_arrow
-from engine.manifest import Manifest, checkpoint_from_row, original_roots, read_checkpoints
+from engine.errors import VersioningError
+from engine.manifest import (
+    SINK,
+    Manifest,
+    TableEntry,
+    checkpoint_from_row,
+    entries,
+    epoch_row,
+    original_roots,
+    read_checkpoints,
+    savepoints,
+)
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
-from engine.versioning import VersioningError, epoch_row, savepoints
-
-BRANCH_FILE = "branch.json"
 
 
 def create_branch(
@@ -58,14 +66,15 @@ def create_branch(
         raise VersioningError("say where to branch from: --from savepoint NAME or --from epoch N")
     row = epoch_row(rows, epoch)
     sink_paths = dict(sink_paths or {})
-    names = {t["name"] for t in row["tables"] or [] if t["role"] == "sink"}
+    parent_tables = entries(row)
+    names = {t.name for t in parent_tables if t.role == SINK}
     unknown = sorted(set(sink_paths) - names)
     if unknown:
         raise VersioningError(f"no sink named {', '.join(unknown)} at epoch {epoch}; sinks: {', '.join(sorted(names))}")
 
     target.root.mkdir(parents=True, exist_ok=True)
     try:
-        tables = [_copy(entry, source, target, sink_paths) for entry in row["tables"] or []]
+        tables = [_copy(entry, source, target, sink_paths) for entry in parent_tables]
         _copy_offsets(source, target, epoch)
         checkpoint = checkpoint_from_row(row)
         operators = {
@@ -78,10 +87,10 @@ def create_branch(
             "epoch": epoch,
             "savepoint": savepoint,
             "user": getpass.getuser(),
-            "sinks": {t["name"]: t["path"] for t in tables if t["role"] == "sink"},
-            "parent_sinks": {t["name"]: t["path"] for t in row["tables"] or [] if t["role"] == "sink"},
+            "sinks": {t.name: t.path for t in tables if t.role == SINK},
+            "parent_sinks": {t.name: t.path for t in parent_tables if t.role == SINK},
         }
-        write_atomic(target.root / BRANCH_FILE, json.dumps(_stored(info, target.record), indent=1).encode())
+        write_atomic(target.branch_file, json.dumps(_stored(info, target.record), indent=1).encode())
         target.pipeline_id()
         Manifest(target.manifest).commit(
             dataclasses.replace(
@@ -103,27 +112,26 @@ def create_branch(
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
         "user": getpass.getuser(),
     }
-    write_atomic(source.root / "branches" / f"{uuid.uuid4().hex[:12]}.json", json.dumps(record).encode())
+    write_atomic(source.branches / f"{uuid.uuid4().hex[:12]}.json", json.dumps(record).encode())
     return {"branch": str(target.root), "from_epoch": epoch, "savepoint": savepoint, "sinks": info["sinks"]}
 
 
 def branch_info(state: Path) -> dict[str, Any] | None:
     """branch.json with its paths (stored relative to the branch, StateDir.record) made real again."""
-    path = state / BRANCH_FILE
-    if not path.exists():
-        return None
-    info = json.loads(path.read_text())
     directory = StateDir(state)
+    if not directory.branch_file.exists():
+        return None
+    info = json.loads(directory.branch_file.read_text())
     # Branches made by earlier versions stored absolute paths: map them like the manifest's.
     origins = original_roots(directory.manifest) if directory.manifest.exists() else []
     return _stored(info, lambda stored: str(directory.locate(stored, origins)))
 
 
 def branches_of(state: Path) -> list[dict[str, Any]]:
-    folder = state / "branches"
+    directory = StateDir(state)
+    folder = directory.branches
     if not folder.is_dir():
         return []
-    directory = StateDir(state)
     records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     return sorted(({**r, "path": str(directory.locate(r["path"]))} for r in records), key=lambda r: r["created_at"])
 
@@ -150,16 +158,16 @@ def sink_path_for(state: Path, name: str, declared: Path) -> Path:
     return declared
 
 
-def _copy(entry: dict[str, Any], source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> dict[str, Any]:
-    path = Path(entry["path"])
-    if entry["role"] == "sink":
-        destination = Path(sink_paths.get(entry["name"]) or f"{path}-{target.root.name}").resolve()
+def _copy(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> TableEntry:
+    path = Path(entry.path)
+    if entry.role == SINK:
+        destination = Path(sink_paths.get(entry.name) or f"{path}-{target.root.name}").resolve()
         if destination.exists() and any(destination.iterdir()):
-            raise VersioningError(f"sink path {destination} for '{entry['name']}' already exists")
+            raise VersioningError(f"sink path {destination} for '{entry.name}' already exists")
     else:
         destination = _moved(path, source, target)
-    table = DeltaTable(str(path), version=int(entry["version"]))
-    rows = pl.scan_delta(str(path), version=int(entry["version"])).collect()
+    table = DeltaTable(str(path), version=entry.version)
+    rows = pl.scan_delta(str(path), version=entry.version).collect()
     destination.mkdir(parents=True, exist_ok=True)
     write_deltalake(
         str(destination),
@@ -168,7 +176,7 @@ def _copy(entry: dict[str, Any], source: StateDir, target: StateDir, sink_paths:
         partition_by=list(table.metadata().partition_columns) or None,
         configuration=KEEP_HISTORY,
     )
-    return {**entry, "path": str(destination), "version": int(DeltaTable(str(destination)).version())}
+    return dataclasses.replace(entry, path=str(destination), version=int(DeltaTable(str(destination)).version()))
 
 
 def _moved(path: Path, source: StateDir, target: StateDir) -> Path:
@@ -176,16 +184,15 @@ def _moved(path: Path, source: StateDir, target: StateDir) -> Path:
     try:
         return target.root / path.resolve().relative_to(source.root)
     except ValueError:
-        return target.root / "tables" / path.name
+        return target.foreign_table(path.name)
 
 
 def _copy_offsets(source: StateDir, target: StateDir, epoch: int) -> None:
     """The branch continues each source from the cut; it needs the sources' history up to there."""
     log = OffsetLog(source.offsets)
     copy = OffsetLog(target.offsets)
-    base = source.offsets / "base.json"
-    if base.exists():
-        write_atomic(target.offsets / "base.json", base.read_bytes())
+    if log.base.exists():
+        write_atomic(copy.base, log.base.read_bytes())
     for logged in log.epochs():
         if logged > epoch:
             break

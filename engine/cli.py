@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli_types import OneLineParser, checked, epoch, whole
+from engine.errors import UserError
 from engine.progress import Progress, render_summary
 from sql import durations
 
@@ -26,8 +27,8 @@ EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_STORAGE = 0, 1
 EXIT_INTERRUPTED = 130
 
 
-class UsageError(Exception):
-    pass
+class UsageError(UserError):
+    """A command line that cannot be run as given."""
 
 
 def parse_duration(text: str) -> float:
@@ -540,42 +541,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def guarded(action: Callable[[], int]) -> int:
-    from engine.history import HistoryError
-    from engine.operators.decimals import DecimalOverflow
-    from engine.paths import PathNotAllowed
-    from engine.recovery import StateDamaged
-    from engine.retention import RetentionError
-    from engine.sources.base import ConnectorError
-    from engine.state_dir import LeaseLost, StateDirBusy
-    from engine.upgrade import UpgradeRefused
+    from engine.errors import EngineError
     from engine.verify import first_line
-    from engine.versioning import VersioningError
     from sql.errors import SqlError
 
     try:
         return action()
-    except SqlError as err:
+    except (SqlError, FileNotFoundError) as err:  # UsageError is a UserError
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER
-    except (
-        ConnectorError,
-        PathNotAllowed,
-        UsageError,
-        FileNotFoundError,
-        VersioningError,
-        RetentionError,
-        UpgradeRefused,
-        HistoryError,
-        DecimalOverflow,
-    ) as err:
+    except EngineError as err:  # each layer's errors carry their exit code (engine.errors)
         print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER
-    except (StateDirBusy, LeaseLost) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BUSY
-    except StateDamaged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_STORAGE
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -31,7 +31,9 @@ import polars as pl
 from deltalake import DeltaTable
 
 from engine.delta_tables import open_table
-from engine.manifest import located
+from engine.errors import StorageFailure
+from engine.manifest import DEAD_LETTERS, SINK, TableEntry, located
+from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
 
 #: how far back a damaged manifest head is looked past (the entries since the last Delta checkpoint)
@@ -39,7 +41,7 @@ MANIFEST_LOOKBACK = 20
 _VERSIONED = re.compile(r"^(\d{20})\.")
 
 
-class StateDamaged(RuntimeError):
+class StateDamaged(StorageFailure, RuntimeError):
     """The state directory's files are damaged; the message names them and what was done."""
 
 
@@ -83,7 +85,7 @@ def offset_damage(offsets: Path, committed: int) -> list[OffsetDamage]:
     """
     found: list[OffsetDamage] = []
     folded_until = 0
-    base = offsets / "base.json"
+    base = OffsetLog(offsets).base
     present = {int(p.stem): p for p in offsets.glob("*.json") if p.stem.isdigit()} if offsets.is_dir() else {}
     if base.exists():
         try:
@@ -121,17 +123,17 @@ def held_epoch(tables: list[tuple[Path, str]]) -> int:
     return held
 
 
-def manifest_marker_tables(directory: StateDir, row: dict[str, Any]) -> list[tuple[Path, str]]:
+def manifest_marker_tables(directory: StateDir, tables: list[TableEntry]) -> list[tuple[Path, str]]:
     """The tables of a manifest row that carry the per-epoch marker, with their app ids."""
-    pid = recover_pipeline_id(row) if pipeline_file_problem(directory) else directory.pipeline_id()
+    pid = recover_pipeline_id(tables) if pipeline_file_problem(directory) else directory.pipeline_id()
     if pid is None:
         return []
     marked = []
-    for entry in row["tables"] or []:
-        if entry["role"] == "sink":
-            marked.append((Path(entry["path"]), f"{pid}/{entry['name']}"))
-        elif entry["role"] == "dead_letters":
-            marked.append((Path(entry["path"]), f"{pid}/dead_letters/{entry['name']}"))
+    for entry in tables:
+        if entry.role == SINK:
+            marked.append((Path(entry.path), f"{pid}/{entry.name}"))
+        elif entry.role == DEAD_LETTERS:
+            marked.append((Path(entry.path), f"{pid}/dead_letters/{entry.name}"))
     return marked
 
 
@@ -165,7 +167,7 @@ def describe_offset_damage(d: OffsetDamage, held: int) -> str:
 
 def set_aside_offsets(offsets: Path, from_epoch: int) -> list[str]:
     """Move the offset files of epochs from `from_epoch` on to `offsets/_damaged/<time>/` (never deleted)."""
-    aside = offsets / "_damaged" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    aside = StateDir(offsets.parent).damaged_offsets / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     moved = []
     for path in sorted(offsets.glob("*.json")):
         if path.stem.isdigit() and int(path.stem) >= from_epoch:
@@ -248,7 +250,7 @@ def manifest_damage(path: Path) -> ManifestDamage | None:
 
 def set_aside_log(table: Path, keep: int) -> list[str]:
     """Move a Delta table's log entries after version `keep` to `<table>/_damaged_log/<time>/` (never deleted)."""
-    aside = table / "_damaged_log" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+    aside = StateDir.set_aside_log(table) / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     log = table / "_delta_log"
     moved = []
     for item in sorted(log.iterdir()):
@@ -280,15 +282,15 @@ def restored_after(path: Path, version: int) -> bool:
 # -- data files --------------------------------------------------------------------------------------------
 
 
-def check_files(tables: list[dict[str, Any]]) -> None:
+def check_files(tables: list[TableEntry]) -> None:
     """The data files of the table versions a run builds on must be there, at their logged size: appends never
     read a sink's files, so damage there would otherwise go unnoticed while the run adds to it. Raises
     DamagedFiles, which the run confirms and falls back from (engine.recovery)."""
     for entry in tables:
-        bad = missing_files(entry["path"], int(entry["version"]))
+        bad = missing_files(entry.path, entry.version)
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise DamagedFiles(f"{entry['role']} table {entry['name']} version {entry['version']}: {bad[0]}{more}")
+            raise DamagedFiles(f"{entry.role} table {entry.name} version {entry.version}: {bad[0]}{more}")
 
 
 def missing_files(path: str, version: int) -> list[str]:
@@ -325,7 +327,7 @@ def pipeline_file_problem(directory: StateDir) -> str | None:
     It holds the id that prefixes every transaction marker: with a new id, sinks would not recognise the epochs
     they hold, and a replayed epoch would be written twice.
     """
-    path = directory.root / "pipeline.json"
+    path = directory.pipeline_file
     if not path.exists():
         return "is missing"
     try:
@@ -335,18 +337,18 @@ def pipeline_file_problem(directory: StateDir) -> str | None:
     return None if isinstance(pid, str) and pid else "is not valid (no pipeline id)"
 
 
-def recover_pipeline_id(row: dict[str, Any]) -> str | None:
+def recover_pipeline_id(tables: list[TableEntry]) -> str | None:
     """The pipeline id, read back from the transaction markers of the sink and dead-letter tables a manifest
     row names; None when no marker names one id (no marker yet, or several pipelines' markers)."""
     found: set[str] = set()
-    for entry in row["tables"] or []:
-        if entry["role"] == "sink":
-            suffix = f"/{entry['name']}"
-        elif entry["role"] == "dead_letters":
-            suffix = f"/dead_letters/{entry['name']}"
+    for entry in tables:
+        if entry.role == SINK:
+            suffix = f"/{entry.name}"
+        elif entry.role == DEAD_LETTERS:
+            suffix = f"/dead_letters/{entry.name}"
         else:
             continue
-        found |= {app[: -len(suffix)] for app in _marker_ids(Path(entry["path"])) if app.endswith(suffix)}
+        found |= {app[: -len(suffix)] for app in _marker_ids(Path(entry.path)) if app.endswith(suffix)}
     return found.pop() if len(found) == 1 else None
 
 
@@ -366,14 +368,14 @@ def _marker_ids(table: Path) -> set[str]:
     return ids
 
 
-def repair_pipeline_file(directory: StateDir, row: dict[str, Any] | None) -> dict[str, Any] | None:
+def repair_pipeline_file(directory: StateDir, tables: list[TableEntry] | None) -> dict[str, Any] | None:
     """Write `pipeline.json` back from the sinks' markers when it is damaged; None when nothing was wrong.
     Raises StateDamaged when the id cannot be recovered but a sink may hold markers under it."""
     what = pipeline_file_problem(directory)
-    if what is None or row is None:
+    if what is None or tables is None:
         return None
-    path = directory.root / "pipeline.json"
-    pid = recover_pipeline_id(row)
+    path = directory.pipeline_file
+    pid = recover_pipeline_id(tables)
     if pid is None:
         raise StateDamaged(
             f"{path} {what}, and no sink's transaction marker names the pipeline id: without it, epochs a sink "
@@ -387,7 +389,7 @@ def repair_pipeline_file(directory: StateDir, row: dict[str, Any] | None) -> dic
 
 def intent_problem(directory: StateDir) -> str | None:
     """A cut-short rollback's intent file that cannot be read: the rollback cannot be finished."""
-    path = directory.root / "rollback-in-progress.json"
+    path = directory.rollback_intent
     if not path.exists():
         return None
     try:

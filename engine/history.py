@@ -27,10 +27,23 @@ from deltalake import DeltaTable
 from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 from sqlglot import exp
 
-from engine.manifest import RESUMABLE, read_checkpoints
+from engine.errors import UserError
+from engine.manifest import (
+    DEAD_LETTERS,
+    LATE,
+    RESUMABLE,
+    SINK,
+    STATE,
+    TableEntry,
+    entries,
+    expired,
+    expired_message,
+    live_savepoints,
+    read_checkpoints,
+    readable,
+)
 from engine.state_dir import StateDir
 from engine.state_store import resolve
-from engine.versioning import expired, expired_message, live_savepoints, readable
 from sql import time_travel
 from sql.errors import did_you_mean
 
@@ -38,7 +51,7 @@ BOOKKEEPING = ("_epoch", "_deleted")
 At = int | str | dt.datetime | None
 
 
-class HistoryError(LookupError):
+class HistoryError(UserError, LookupError):
     """A point in time, operator or table that the state directory does not have (any more)."""
 
     def __str__(self) -> str:
@@ -143,10 +156,10 @@ class History:
         """Every stateful operator of the current cut: its SQL origin, key and kept values, and tables."""
         row = self.row()
         records = json.loads(row["operators"] or "{}")
-        tables = row["tables"] or []
+        tables = entries(row)
         out = []
         for state_id, record in records.items():
-            main = next((t for t in tables if t["name"] in (state_id, f"{state_id}/left")), None)
+            main = next((t for t in tables if t.name in (state_id, f"{state_id}/left")), None)
             out.append(
                 {
                     "operator": state_id,
@@ -156,12 +169,8 @@ class History:
                     "window": record.get("window"),
                     "state": json.dumps(record.get("state")),
                     "sql": record.get("sql"),
-                    "tables": [
-                        t["name"]
-                        for t in tables
-                        if t["role"] in ("state", "late") and t["name"].split("/")[0] == state_id
-                    ],
-                    "path": main["path"] if main else record.get("directory"),
+                    "tables": [t.name for t in tables if t.role in (STATE, LATE) and t.name.split("/")[0] == state_id],
+                    "path": main.path if main else record.get("directory"),
                 }
             )
         return pl.DataFrame(
@@ -180,21 +189,21 @@ class History:
         )
 
     # -- tables as of a point --------------------------------------------------------------------
-    def _entry(self, row: dict[str, Any], name: str, roles: tuple[str, ...]) -> dict[str, Any]:
+    def _entry(self, row: dict[str, Any], name: str, roles: tuple[str, ...]) -> TableEntry:
         """The table called `name` among those of `roles`, trying the roles in order."""
-        tables = [t for t in row["tables"] or [] if t["role"] in roles]
+        tables = [t for t in entries(row) if t.role in roles]
         for role in roles:
             for table in tables:
-                if table["role"] == role and table["name"].lower() == name.lower():
+                if table.role == role and table.name.lower() == name.lower():
                     return table
-        known = sorted({t["name"] for t in tables})
-        listing = ", ".join(sorted(f"{t['name']} ({t['role']})" for t in tables))
+        known = sorted({t.name for t in tables})
+        listing = ", ".join(sorted(f"{t.name} ({t.role})" for t in tables))
         raise HistoryError(f"no table '{name}' at epoch {row['epoch']}{did_you_mean(name, known)}; tables: {listing}")
 
     def scan_state(self, op: str, at: At = None) -> pl.LazyFrame:
         """An operator's live state as a lazy frame (one row per key), as of `at`."""
         entry = self._entry(self.row(at), op, ("state",))
-        log = pl.scan_delta(entry["path"], version=entry["version"])
+        log = pl.scan_delta(entry.path, version=entry.version)
         return resolve(log, _keys(entry)).drop(*BOOKKEEPING)
 
     def state(self, op: str, at: At = None) -> pl.DataFrame:
@@ -204,15 +213,15 @@ class History:
     def sink(self, name: str, at: At = None) -> pl.DataFrame:
         """A Delta sink table as it was at `at`."""
         entry = self._entry(self.row(at), name, ("sink",))
-        return pl.read_delta(entry["path"], version=entry["version"])
+        return pl.read_delta(entry.path, version=entry.version)
 
     def late(self, op: str, at: At = None) -> pl.DataFrame:
         """The rows an operator judged late (with the watermark they arrived behind and why), as of `at`."""
         row = self.row(at)
         frames = [
-            pl.read_delta(t["path"], version=t["version"]).with_columns(pl.lit(t["name"]).alias("_table"))
-            for t in row["tables"] or []
-            if t["role"] == "late" and t["name"].split("/")[0] == op
+            pl.read_delta(t.path, version=t.version).with_columns(pl.lit(t.name).alias("_table"))
+            for t in entries(row)
+            if t.role == LATE and t.name.split("/")[0] == op
         ]
         if not frames:
             self._entry(row, op, ("state",))  # an unknown operator is an error, a punctual one is empty
@@ -222,12 +231,10 @@ class History:
     def dead_letters(self, source: str, at: At = None) -> pl.DataFrame:
         """A source's rejected records: epoch, file, position, raw text and reason."""
         row = self.row(at)
-        matches = [
-            t for t in row["tables"] or [] if t["role"] == "dead_letters" and t["name"].lower() == source.lower()
-        ]
+        matches = [t for t in entries(row) if t.role == DEAD_LETTERS and t.name.lower() == source.lower()]
         if not matches:
             return pl.DataFrame()
-        return pl.read_delta(matches[0]["path"], version=matches[0]["version"])
+        return pl.read_delta(matches[0].path, version=matches[0].version)
 
     def diff(self, op: str, a: At, b: At) -> pl.DataFrame:
         """Keys inserted, deleted and changed in an operator's state between `a` and `b`: `change`, the key
@@ -272,25 +279,26 @@ class History:
         `path`."""
         row = self.row(at)
         operators = json.loads(row["operators"] or "{}")
-        entries = sorted(
-            (t for t in row["tables"] or [] if t["role"] in time_travel.KINDS and kind in (None, t["role"])),
-            key=lambda t: (time_travel.KINDS.index(t["role"]), t["name"].lower()),
+        tables = entries(row)
+        listed = sorted(
+            (t for t in tables if t.role in time_travel.KINDS and kind in (None, t.role)),
+            key=lambda t: (time_travel.KINDS.index(t.role), t.name.lower()),
         )
         first = {}  # the unqualified lookup of `_entry`: the first role in KINDS order holding the name
-        for entry in sorted(row["tables"] or [], key=lambda t: time_travel.KINDS.index(t["role"])):
-            first.setdefault(entry["name"].lower(), (entry["role"], entry["name"]))
+        for entry in sorted(tables, key=lambda t: time_travel.KINDS.index(t.role)):
+            first.setdefault(entry.name.lower(), (entry.role, entry.name))
         records = [
             {
-                "kind": t["role"],
-                "name": t["name"],
-                "qualified_name": f"{t['role']}.{exp.to_identifier(t['name']).sql(dialect='duckdb')}",
-                "unqualified": first[t["name"].lower()] == (t["role"], t["name"]),
+                "kind": t.role,
+                "name": t.name,
+                "qualified_name": f"{t.role}.{exp.to_identifier(t.name).sql(dialect='duckdb')}",
+                "unqualified": first[t.name.lower()] == (t.role, t.name),
                 "epoch": row["epoch"],
-                "version": int(t["version"]),
+                "version": t.version,
                 "about": _about(t, operators),
-                "path": t["path"],
+                "path": t.path,
             }
-            for t in entries
+            for t in listed
         ]
         schema = {
             "kind": pl.String,
@@ -313,7 +321,7 @@ class History:
         _register(con, entry, "described")  # the same view a query reads, so the columns are the ones it sees
         confine(con)
         columns = con.sql('DESCRIBE "described"').pl().select("column_name", "column_type")
-        keys = set(_keys(entry)) if entry["role"] == "state" else set()
+        keys = set(_keys(entry)) if entry.role == STATE else set()
         return columns.with_columns(pl.col("column_name").is_in(list(keys)).alias("key"))
 
     # -- SQL -----------------------------------------------------------------------------------
@@ -362,13 +370,13 @@ class History:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {role}")
         named: set[str] = set()
         for role in time_travel.KINDS:
-            for entry in row["tables"] or []:
-                if entry["role"] != role:
+            for entry in entries(row):
+                if entry.role != role:
                     continue
-                _register(con, entry, entry["name"], schema=role)
-                if entry["name"].lower() not in named:
-                    named.add(entry["name"].lower())
-                    con.execute(f"CREATE VIEW {_quote(entry['name'])} AS SELECT * FROM {role}.{_quote(entry['name'])}")
+                _register(con, entry, entry.name, schema=role)
+                if entry.name.lower() not in named:
+                    named.add(entry.name.lower())
+                    con.execute(f"CREATE VIEW {_quote(entry.name)} AS SELECT * FROM {role}.{_quote(entry.name)}")
         return confine(con) if confined else con
 
 
@@ -390,23 +398,23 @@ def confine(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _about(entry: dict[str, Any], operators: dict[str, Any]) -> str:
+def _about(entry: TableEntry, operators: dict[str, Any]) -> str:
     """What a table holds, in a few words, from the manifest's record of the operators."""
-    if entry["role"] == "sink":
+    if entry.role == SINK:
         return "Delta sink"
-    if entry["role"] == "dead_letters":
+    if entry.role == DEAD_LETTERS:
         return "records the source could not read"
-    operator, _, part = entry["name"].partition("/")
+    operator, _, part = entry.name.partition("/")
     record = operators.get(operator, {})
     kind = str(record.get("kind") or "operator")
     feeds = f" -> {', '.join(record['sinks'])}" if record.get("sinks") else ""
-    if entry["role"] == "late":
+    if entry.role == LATE:
         return f"late rows of a {kind}{feeds}"
     return f"{kind} state" + (f" ({part})" if part else "") + feeds
 
 
-def _keys(entry: dict[str, Any]) -> list[str]:
-    described = json.loads(entry.get("schema") or "{}")
+def _keys(entry: TableEntry) -> list[str]:
+    described = json.loads(entry.schema or "{}")
     if "keys" in described:
         return list(described["keys"])
     keys = []  # written before tables described their keys: key columns came first, up to __rows
@@ -422,18 +430,18 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _register(con: duckdb.DuckDBPyConnection, entry: dict[str, Any], name: str, schema: str = "main") -> None:
+def _register(con: duckdb.DuckDBPyConnection, entry: TableEntry, name: str, schema: str = "main") -> None:
     """A view `name` over the table as of the entry's version; state tables resolved to their live rows.
 
     The Delta files are read lazily through deltalake's Arrow dataset, so filters and projections reach them."""
-    path = str(Path(entry["path"]).resolve())
-    table = DeltaTable(path, version=int(entry["version"]))
+    path = str(Path(entry.path).resolve())
+    table = DeltaTable(path, version=entry.version)
     # A sub-tree filesystem, not the default one: see delta-facts §11 (exits with code 134 otherwise).
     dataset = table.to_pyarrow_dataset(filesystem=SubTreeFileSystem(path, LocalFileSystem()))
-    source = f"__{schema}_{abs(hash((name, path, int(entry['version']))))}"
+    source = f"__{schema}_{abs(hash((name, path, entry.version)))}"
     con.register(source, dataset)
     target = f"{schema}.{_quote(name)}"
-    if entry["role"] != "state":
+    if entry.role != STATE:
         con.execute(f"CREATE VIEW {target} AS SELECT * FROM {source}")
         return
     keys = ", ".join(_quote(k) for k in _keys(entry))

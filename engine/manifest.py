@@ -2,13 +2,18 @@
 
 Readers open every other table at the version its latest row names, so they always see a consistent cut
 (delta-facts, "Multi-table consistency").
+
+This module owns the manifest's model: a row is a `Checkpoint`, each table it names a `TableEntry`, and the
+questions asked of the rows (which epochs retention kept, which savepoints are live, the row of an epoch) are
+answered here. Other modules read rows through `entries(row)` and these queries, never through the columns.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from engine import faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
+from engine.errors import VersioningError
 from engine.state_dir import StateDir
 
 # role: sink | state | late | dead_letters; schema: the column types of a state table (JSON), so a changed
@@ -52,6 +58,41 @@ LEASE_APP = "timelapse/lease"
 # epoch number, so re-run epochs get new numbers and new markers); `savepoint` names an epoch's cut;
 # `savepoint_deleted` frees the name.
 RESUMABLE = ("epoch", "rollback")
+SAVEPOINT_KINDS = ("savepoint", "savepoint_deleted")
+
+#: table roles (TableEntry.role)
+SINK, STATE, LATE, DEAD_LETTERS = "sink", "state", "late", "dead_letters"
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """One table a checkpoint names, at the Delta version that belongs to its cut (a TABLE_ENTRY struct)."""
+
+    name: str
+    role: str  # SINK | STATE | LATE | DEAD_LETTERS
+    path: str  # a real path; stored relative to the state directory where it can be (StateDir.record)
+    version: int
+    schema: str | None = None  # state tables: their column types (JSON), checked against a changed plan
+    ttl: str | None = None  # state tables of an operator with a state TTL: the TTL, as shown by `timelapse log`
+
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any]) -> TableEntry:
+        return cls(
+            name=entry["name"],
+            role=entry["role"],
+            path=str(entry["path"]),
+            version=int(entry["version"]),
+            schema=entry.get("schema"),
+            ttl=entry.get("ttl"),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def entries(row: Mapping[str, Any] | None) -> list[TableEntry]:
+    """The tables a manifest row (as read from the manifest's Delta table) names."""
+    return [TableEntry.from_dict(t) for t in (row or {}).get("tables") or []]
 
 
 @dataclass
@@ -59,7 +100,7 @@ class Checkpoint:
     epoch: int
     source_offsets: dict[str, Any]
     watermark: dt.datetime | None
-    tables: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[TableEntry] = field(default_factory=list)
     plan_fingerprint: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     kind: str = "epoch"
@@ -90,7 +131,7 @@ class Manifest:
             "watermark": checkpoint.watermark,
             "source_offsets": json.dumps(checkpoint.source_offsets, sort_keys=True),
             # Paths are stored relative to the state directory (StateDir.record), so it can move.
-            "tables": [{**t, "path": self.dir.record(t["path"])} for t in checkpoint.tables],
+            "tables": [{**t.as_dict(), "path": self.dir.record(t.path)} for t in checkpoint.tables],
             "metrics": json.dumps(checkpoint.metrics, sort_keys=True),
             "operators": json.dumps(
                 {
@@ -128,7 +169,7 @@ def checkpoint_from_row(row: dict[str, Any]) -> Checkpoint:
         epoch=row["epoch"],
         source_offsets=json.loads(row["source_offsets"] or "{}"),
         watermark=row["watermark"],
-        tables=list(row["tables"] or []),
+        tables=entries(row),
         plan_fingerprint=row["plan_fingerprint"],
         metrics=json.loads(row["metrics"] or "{}"),
         kind=row["kind"],
@@ -186,3 +227,78 @@ def _stored(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, dict[str, Any]
 def _pairs(entries: pl.DataFrame, records: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     directories = [r["directory"] for ops in records.values() for r in ops.values() if r.get("directory")]
     return [*entries.iter_rows(), *(("directory", d) for d in directories)]
+
+
+# -- queries over the rows (`read_checkpoints`) --------------------------------------------------------------
+
+
+def rows_of(directory: StateDir) -> pl.DataFrame:
+    """A state directory's manifest rows; VersioningError when it has no manifest."""
+    if not directory.manifest.exists():
+        raise VersioningError(f"{directory.root} is not a timelapse state directory")
+    return read_checkpoints(directory.manifest)
+
+
+def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
+    """The row that committed `epoch`; VersioningError when there is none or retention freed its tables."""
+    if epoch < 1:
+        raise VersioningError(f"there is no epoch {epoch}: epochs are numbered from 1")
+    found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
+    if found.is_empty() and expired(rows, epoch):
+        raise VersioningError(expired_message(rows, epoch))
+    if found.is_empty():
+        raise VersioningError(f"epoch {epoch} is not a committed epoch")
+    row = found.row(-1, named=True)
+    if not readable(rows, row):
+        raise VersioningError(expired_message(rows, epoch))
+    return row
+
+
+def readable(rows: pl.DataFrame, row: dict[str, Any]) -> bool:
+    """Whether retention has kept an epoch row's tables: it is recent enough, or a live savepoint names it."""
+    passes = rows.filter(pl.col("kind") == "retention")
+    if passes.is_empty():
+        return True
+    floor = json.loads(passes.row(-1, named=True)["metrics"])["oldest_epoch"]
+    if row["epoch"] >= floor:
+        return True
+    live = live_savepoints(rows)
+    return any(sp["epoch"] == row["epoch"] for sp in live.values())
+
+
+def expired(rows: pl.DataFrame, epoch: int) -> bool:
+    """Whether retention freed `epoch` (its manifest row may be gone too)."""
+    passes = rows.filter(pl.col("kind") == "retention")
+    return not passes.is_empty() and epoch < json.loads(passes.row(-1, named=True)["metrics"])["oldest_epoch"]
+
+
+def expired_message(rows: pl.DataFrame, epoch: int) -> str:
+    info = json.loads(rows.filter(pl.col("kind") == "retention").row(-1, named=True)["metrics"])
+    return (
+        f"epoch {epoch} was removed by retention ({info['policy']}); the oldest readable epoch is "
+        f"{info['oldest_epoch']}, besides savepoints"
+    )
+
+
+def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """The savepoints created and not deleted, by name: name, epoch, created_at, user."""
+    live: dict[str, dict[str, Any]] = {}
+    for row in rows.filter(pl.col("kind").is_in(list(SAVEPOINT_KINDS))).iter_rows(named=True):
+        info = json.loads(row["metrics"] or "{}")
+        if row["kind"] == "savepoint":
+            live[info["savepoint"]] = {
+                "name": info["savepoint"],
+                "epoch": row["epoch"],
+                "created_at": row["committed_at"],
+                "user": info.get("user"),
+            }
+        else:
+            live.pop(info["savepoint"], None)
+    return live
+
+
+def savepoints(state: str | Path) -> pl.DataFrame:
+    """The live savepoints: name, epoch, when, by whom."""
+    live = live_savepoints(rows_of(StateDir(Path(state))))
+    schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
+    return pl.DataFrame(list(live.values()), schema=schema)

@@ -36,15 +36,15 @@ class OffsetLog:
         return sorted(int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit())
 
     @property
-    def _base(self) -> Path:
+    def base(self) -> Path:
         return self.directory / "base.json"
 
     def history(self, until_epoch: int) -> dict[str, list[dict[str, Any]]]:
         """Each source's logged slices up to `until_epoch`, oldest first (folded slices come first)."""
         pieces: dict[str, list[dict[str, Any]]] = {}
         folded_until = 0
-        if self._base.exists():
-            base = json.loads(self._base.read_text())
+        if self.base.exists():
+            base = json.loads(self.base.read_text())
             folded_until = int(base["until_epoch"])
             for name, folded in base["sources"].items():
                 pieces.setdefault(name, []).extend(folded)
@@ -72,7 +72,7 @@ class OffsetLog:
             first = {k: v for k, v in pieces[0].items() if k != "files_added"}
             files = [f for piece in pieces for f in piece.get("files_added", [])]
             folded[name] = [{**first, "files_added": files}]
-        write_atomic(self._base, json.dumps({"until_epoch": older[-1], "sources": folded}, sort_keys=True).encode())
+        write_atomic(self.base, json.dumps({"until_epoch": older[-1], "sources": folded}, sort_keys=True).encode())
         for epoch in older:
             self._path(epoch).unlink(missing_ok=True)
 

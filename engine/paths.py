@@ -13,10 +13,12 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from engine.errors import UserError
+
 ROOTS_VARIABLE = "TIMELAPSE_ALLOWED_ROOTS"
 
 
-class PathNotAllowed(ValueError):
+class PathNotAllowed(UserError, ValueError):
     """A connector path outside the configured roots."""
 
 

@@ -7,27 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from engine import recovery, upgrade
+from engine.errors import Busy, UserError
 from engine.manifest import Manifest
-from engine.operators.decimals import DecimalOverflow
-from engine.paths import PathNotAllowed
 from engine.runner import EpochReport, Runner, RunOptions
-from engine.sources.base import ConnectorError
-from engine.state_dir import LeaseLost, StateDir, StateDirBusy, write_atomic
-from engine.upgrade import Change, UpgradeRefused
+from engine.state_dir import StateDir, write_atomic
+from engine.upgrade import Change
 from sql import Plan, ScalarUdf, plan_script
 from sql.options import check_run_options
 
-# Errors that say what is wrong with the SQL, the options or the directory's owner: never storage damage.
-NOT_DAMAGE = (
-    ConnectorError,
-    PathNotAllowed,
-    UpgradeRefused,
-    StateDirBusy,
-    LeaseLost,
-    DecimalOverflow,  # the data's fault, not the files': no fallback to an older checkpoint
-    KeyboardInterrupt,
-    SystemExit,
-)
+# Errors that say what is wrong with the SQL, the options, the data (a DECIMAL overflow) or the directory's owner:
+# never storage damage, so no fallback to an older checkpoint.
+NOT_DAMAGE = (UserError, Busy, KeyboardInterrupt, SystemExit)
 MAX_FALLBACKS = 3
 
 

@@ -22,10 +22,10 @@ import polars as pl
 
 from engine import damage as checks
 from engine.damage import StateDamaged, first_line
-from engine.manifest import RESUMABLE, read_checkpoints
+from engine.manifest import RESUMABLE, SINK, entries, read_checkpoints, readable
 from engine.state_dir import StateDir
 from engine.verify import check_table
-from engine.versioning import readable, rollback
+from engine.versioning import rollback
 
 __all__ = ["StateDamaged", "fall_back"]
 
@@ -65,21 +65,21 @@ def fall_back(state: Path, cause: BaseException) -> dict[str, Any]:
 
 def _problems(row: dict[str, Any]) -> list[tuple[str, str]]:
     found = []
-    for entry in row["tables"] or []:
-        what = check_table(entry["path"], int(entry["version"]), read_rows=True)
+    for entry in entries(row):
+        what = check_table(entry.path, entry.version, read_rows=True)
         if what:
-            found.append((f"{entry['role']} table {entry['name']} version {entry['version']}", what))
+            found.append((f"{entry.role} table {entry.name} version {entry.version}", what))
     return found
 
 
 def _set_aside_unreadable_logs(current: dict[str, Any], target: dict[str, Any]) -> list[str]:
     """For each table whose head cannot be opened, move the log entries after the target's version aside."""
-    versions = {t["path"]: int(t["version"]) for t in target["tables"] or []}
+    versions = {t.path: t.version for t in entries(target)}
     moved = []
-    for entry in current["tables"] or []:
-        if check_table(str(entry["path"]), None, read_rows=False) is None:
+    for entry in entries(current):
+        if check_table(entry.path, None, read_rows=False) is None:
             continue
-        moved += checks.set_aside_log(Path(entry["path"]), versions.get(entry["path"], 0))
+        moved += checks.set_aside_log(Path(entry.path), versions.get(entry.path, 0))
     return moved
 
 
@@ -96,23 +96,24 @@ def _manifest_fall_back(directory: StateDir, err: BaseException) -> dict[str, An
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     current = resumable.row(-1, named=True) if resumable.height else None
     # A lost rollback row cannot be replayed: the tables were restored, and the row said to what.
-    for entry in (current["tables"] or []) if current else []:
-        if entry["role"] == "sink" and checks.restored_after(Path(entry["path"]), int(entry["version"])):
+    for entry in entries(current):
+        if entry.role == SINK and checks.restored_after(Path(entry.path), entry.version):
             raise StateDamaged(
                 f"the manifest of {state} cannot be read from version {found.clean + 1} on ({found.what}), and the "
-                f"sink {entry['name']} was rolled back after the last readable version; "
+                f"sink {entry.name} was rolled back after the last readable version; "
                 f"`timelapse verify {state}` lists the damage"
             ) from err
     moved = checks.set_aside_log(directory.manifest, found.clean)
     epoch = int(current["epoch"]) if current else 0
     summary = f"manifest version {found.clean + 1}: {found.what}"
+    aside = Path(moved[0]).parent if moved else StateDir.set_aside_log(directory.manifest)
     return {
         "fell_back_to": epoch,
         "damage": summary,
         "set_aside": moved,
         "message": (
             f"the manifest's log entries from version {found.clean + 1} on cannot be read ({found.what}); they were "
-            f"moved to {Path(moved[0]).parent if moved else directory.manifest / '_damaged_log'} and the run resumes "
+            f"moved to {aside} and the run resumes "
             f"from epoch {epoch}, replaying the later epochs from the offset log"
         ),
     }

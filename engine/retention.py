@@ -32,10 +32,10 @@ from deltalake import CommitProperties, DeltaTable
 
 from engine import faults
 from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, open_table
-from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, read_checkpoints
+from engine.errors import UserError
+from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, entries, live_savepoints, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir
-from engine.versioning import live_savepoints
 from sql import durations
 
 DEFAULT_COUNT = 1000
@@ -47,7 +47,7 @@ _LOG_ENTRY = re.compile(r"^(\d{20})\.(json|crc|checkpoint\.parquet|checkpoint\.\
 _CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(\.\d+\.\d+)?\.parquet$")
 
 
-class RetentionError(ValueError):
+class RetentionError(UserError, ValueError):
     """A retention setting that cannot be understood."""
 
 
@@ -205,9 +205,9 @@ def _expire_tombstones(table: DeltaTable, horizon: str) -> None:
 
 def _versions_by_table(rows: pl.DataFrame) -> dict[str, set[int]]:
     versions: dict[str, set[int]] = {}
-    for tables in rows.get_column("tables").to_list():
-        for entry in tables or []:
-            versions.setdefault(entry["path"], set()).add(int(entry["version"]))
+    for row in rows.select("tables").iter_rows(named=True):
+        for entry in entries(row):
+            versions.setdefault(entry.path, set()).add(entry.version)
     return versions
 
 

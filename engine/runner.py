@@ -28,7 +28,7 @@ from engine import branching, damage, faults, retention, upgrade
 from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
 from engine.dead_letters import DeadLetters
 from engine.epoch_report import EpochReport, Summary
-from engine.manifest import Checkpoint, Manifest
+from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate_epoch, stateful, stateful_operators
 from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
@@ -123,9 +123,9 @@ class Runner:
                 raise damage.StateDamaged(problem)
             finish_interrupted(self.dir)  # a rollback cut short by a crash completes before anything runs
             current = Manifest(self.dir.manifest).latest()
-            row = {"tables": current.tables} if current is not None else None
+            tables = current.tables if current is not None else None
             # Before the id is read: a lost id must be recovered, never replaced by a new one.
-            if (repaired := damage.repair_pipeline_file(self.dir, row)) is not None:
+            if (repaired := damage.repair_pipeline_file(self.dir, tables)) is not None:
                 self.repairs.append(repaired)
         self.pipeline_id = self.dir.pipeline_id()
         self.manifest = Manifest(self.dir.manifest)
@@ -196,11 +196,11 @@ class Runner:
         next_epoch = (latest.epoch if latest else 0) + 1
         directories = {}
         for state_id in self.plan.stateful_operators():
-            default = self.dir.root / "operators" / state_id
+            default = self.dir.operator(state_id)
             if state_id in recorded and state_id not in self.fresh_state:
                 directories[state_id] = Path(recorded[state_id].get("directory", default))
             elif default.exists() and latest is not None:
-                directories[state_id] = default.with_name(f"{state_id}@{next_epoch}")
+                directories[state_id] = self.dir.operator(state_id, since=next_epoch)
             else:
                 directories[state_id] = default
         return directories
@@ -217,7 +217,7 @@ class Runner:
         # A sink is checked only where it is the table the manifest names, i.e. it holds this pipeline's markers:
         # a state directory copied or moved without its sinks writes them afresh where its SQL says.
         ours = {str(path) for path, app_id in marked if damage.held_epoch([(Path(path), app_id)]) > 0}
-        damage.check_files([t for t in (latest.tables if latest else []) if t["role"] != "sink" or t["path"] in ours])
+        damage.check_files([t for t in (latest.tables if latest else []) if t.role != SINK or t.path in ours])
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():
@@ -227,11 +227,11 @@ class Runner:
         self.dimensions_used = lookup.last_versions(self.offsets, self.last_epoch)
         self.dead_letters = DeadLetters(self.dir, self.pipeline_id, self.dead_letter_names)
         versions = {
-            t["name"]: t["version"]
+            t.name: t.version
             for t in (latest.tables if latest else [])
-            if t["role"] == "state" and t["name"].split("/")[0] not in self.fresh_state
+            if t.role == STATE and t.name.split("/")[0] not in self.fresh_state
         }
-        recorded = {t["path"]: t["version"] for t in (latest.tables if latest else [])}
+        recorded = {t.path: t.version for t in (latest.tables if latest else [])}
         idle = set(logged.get("idle", [])) if (logged := self.offsets.read(self.last_epoch)) else set()
         for node_id, operator in self.operators.items():
             store = StateStore(self.operator_dirs[operator.node.state_id], self.pipeline_id)
@@ -466,30 +466,19 @@ class Runner:
             result[name] = {"position": position, **self.watermarks.position(name)}
         return result
 
-    def _table_versions(self) -> list[dict[str, Any]]:
+    def _table_versions(self) -> list[TableEntry]:
         tables = [
-            {"name": name, "role": "sink", "path": str(sink.path), "version": version}
+            TableEntry(name, SINK, str(sink.path), version)
             for name, sink in self.sinks.items()
             if (version := sink.version()) is not None
         ]
         tables += [
-            {"name": name, "role": "dead_letters", "path": str(self.dir.dead_letters(name)), "version": t.version()}
+            TableEntry(name, DEAD_LETTERS, str(self.dir.dead_letters(name)), t.version())
             for name, t in self.dead_letters.tables.items()
         ]
         for operator in self.operators.values():
             ttl = getattr(operator.node, "ttl", None)
+            shown = f"{ttl.duration.total_seconds():g} s {ttl.time} time" if ttl is not None else None
             for name, (role, path, version, schema) in operator.tables().items():
-                if ttl is not None and role == "state":
-                    tables.append(
-                        {
-                            "name": name,
-                            "role": role,
-                            "path": str(path),
-                            "version": version,
-                            "schema": schema,
-                            "ttl": f"{ttl.duration.total_seconds():g} s {ttl.time} time",
-                        }
-                    )
-                    continue
-                tables.append({"name": name, "role": role, "path": str(path), "version": version, "schema": schema})
+                tables.append(TableEntry(name, role, str(path), version, schema, shown if role == STATE else None))
         return tables

@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from engine.errors import Busy
 
-class StateDirBusy(RuntimeError):
+
+class StateDirBusy(Busy, RuntimeError):
     """Another process is running a pipeline on this state directory."""
 
 
@@ -47,12 +49,55 @@ class StateDir:
     def offsets(self) -> Path:
         return self.root / "offsets"
 
+    @property
+    def damaged_offsets(self) -> Path:
+        """Where offset files of uncommitted epochs that cannot be read are set aside (`<time>/` under it)."""
+        return self.offsets / "_damaged"
+
     def dead_letters(self, source: str) -> Path:
         return self.root / "dead_letters" / source.lower()
 
+    @property
+    def operators(self) -> Path:
+        return self.root / "operators"
+
+    def operator(self, state_id: str, since: int | None = None) -> Path:
+        """The directory of an operator's state tables; `since`: of state started afresh at that epoch, beside
+        state it could not restore (which stays where it was, so earlier epochs remain readable)."""
+        return self.operators / (state_id if since is None else f"{state_id}@{since}")
+
+    def foreign_table(self, name: str) -> Path:
+        """Where a branch keeps its copy of a non-sink table that lived outside its parent's directory."""
+        return self.root / "tables" / name
+
+    @property
+    def pipeline_file(self) -> Path:
+        """The pipeline id (`pipeline_id`)."""
+        return self.root / "pipeline.json"
+
+    @property
+    def rollback_intent(self) -> Path:
+        """Present while a rollback is under way: what it restores, so a crash part-way is finished by the next run."""
+        return self.root / "rollback-in-progress.json"
+
+    @property
+    def branch_file(self) -> Path:
+        """In a branch: its parent and where its sinks are (engine.branching)."""
+        return self.root / "branch.json"
+
+    @property
+    def branches(self) -> Path:
+        """In a parent: one record per branch made from it (`timelapse log` shows them)."""
+        return self.root / "branches"
+
+    @staticmethod
+    def set_aside_log(table: Path) -> Path:
+        """Where a Delta table's unreadable log entries are set aside (`<time>/` under it); the manifest's too."""
+        return table / "_damaged_log"
+
     def pipeline_id(self) -> str:
         """A stable id for this pipeline; prefixes the transaction markers written to its Delta tables."""
-        path = self.root / "pipeline.json"
+        path = self.pipeline_file
         if path.exists():
             return str(json.loads(path.read_text())["pipeline_id"])
         self.root.mkdir(parents=True, exist_ok=True)
@@ -200,7 +245,7 @@ class Lease:
         self.close()
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(Busy, RuntimeError):
     """Another process took the state directory over; this one must not commit."""
 
 

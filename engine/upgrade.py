@@ -21,6 +21,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.errors import UserError
 from engine.operators import stateful_operators
 from sql.plan import Plan
 
@@ -29,7 +30,7 @@ COMPARED = ("kind", "key", "key_types", "join", "window", "state", "layout")
 FIRST_LAYOUT = 1
 
 
-class UpgradeRefused(ValueError):
+class UpgradeRefused(UserError, ValueError):
     """The new plan would lose state; the message is the report."""
 
 

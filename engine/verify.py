@@ -20,9 +20,8 @@ from deltalake import DeltaTable
 
 from engine import damage
 from engine.damage import first_line
-from engine.manifest import RESUMABLE
+from engine.manifest import RESUMABLE, entries, live_savepoints, readable
 from engine.state_dir import StateDir
-from engine.versioning import live_savepoints, readable
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
     committed = int(current["epoch"])
     offsets = damage.offset_damage(directory.offsets, committed)
     if offsets:
-        held = damage.held_epoch(damage.manifest_marker_tables(directory, current))
+        held = damage.held_epoch(damage.manifest_marker_tables(directory, entries(current)))
         for d in offsets:
             problems.append(
                 Problem(d.epoch, "offset log", str(d.path), d.epoch, damage.describe_offset_damage(d, held))
@@ -71,30 +70,30 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
     light = [r for r in rows.filter(pl.col("kind") == "epoch").iter_rows(named=True) if readable(rows, r)]
     checked: set[tuple[str, int]] = set()
     for row, read_rows in [(r, True) for r in full] + [(r, deep) for r in light]:
-        for entry in row["tables"] or []:
-            key = (entry["path"], int(entry["version"]))
+        for entry in entries(row):
+            key = (entry.path, entry.version)
             if key in checked:
                 continue
             checked.add(key)
-            what = check_table(entry["path"], int(entry["version"]), read_rows)
+            what = check_table(entry.path, entry.version, read_rows)
             if not what and row is current:  # what a run checks before it builds on these versions
-                missing = damage.missing_files(entry["path"], int(entry["version"]))
+                missing = damage.missing_files(entry.path, entry.version)
                 what = f"a data file {missing[0]}" if missing else None
             if what:
-                problems.append(Problem(int(row["epoch"]), entry["name"], entry["path"], int(entry["version"]), what))
-    intent = directory.root / "rollback-in-progress.json"
+                problems.append(Problem(int(row["epoch"]), entry.name, entry.path, entry.version, what))
+    intent = directory.rollback_intent
     if (unreadable := damage.intent_problem(directory)) is not None:
         problems.append(Problem(0, "rollback intent", str(intent), 0, unreadable))
     elif intent.exists():
         notes.append(f"a rollback was cut short ({json.loads(intent.read_text())}); the next run finishes it")
     if (what := damage.pipeline_file_problem(directory)) is not None:
-        pid = damage.recover_pipeline_id(current)
+        pid = damage.recover_pipeline_id(entries(current))
         then = (
             f"a run recovers the pipeline id {pid} from the sinks' transaction markers"
             if pid
             else "no sink's marker names the pipeline id, so a run stops"
         )
-        path = directory.root / "pipeline.json"
+        path = directory.pipeline_file
         problems.append(Problem(0, "pipeline id", str(path), 0, f"{path} {what}; {then}"))
     return {
         "checkpoints": len(light),

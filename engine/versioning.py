@@ -22,88 +22,27 @@ import polars as pl
 from deltalake import CommitProperties, write_deltalake
 
 from engine import faults
+from engine.branching import branches_of
 from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
-from engine.manifest import RESUMABLE, Checkpoint, Manifest, checkpoint_from_row, read_checkpoints
+from engine.errors import VersioningError
+from engine.manifest import (
+    RESUMABLE,
+    Checkpoint,
+    Manifest,
+    TableEntry,
+    checkpoint_from_row,
+    entries,
+    epoch_row,
+    rows_of,
+    savepoints,
+)
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
-
-
-class VersioningError(ValueError):
-    """A savepoint or rollback request that cannot be carried out as asked."""
-
-
-def _rows(state: StateDir) -> pl.DataFrame:
-    if not state.manifest.exists():
-        raise VersioningError(f"{state.root} is not a timelapse state directory")
-    return read_checkpoints(state.manifest)
-
-
-def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
-    if epoch < 1:
-        raise VersioningError(f"there is no epoch {epoch}: epochs are numbered from 1")
-    found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
-    if found.is_empty() and expired(rows, epoch):
-        raise VersioningError(expired_message(rows, epoch))
-    if found.is_empty():
-        raise VersioningError(f"epoch {epoch} is not a committed epoch")
-    row = found.row(-1, named=True)
-    if not readable(rows, row):
-        raise VersioningError(expired_message(rows, epoch))
-    return row
-
-
-def readable(rows: pl.DataFrame, row: dict[str, Any]) -> bool:
-    """Whether retention has kept an epoch row's tables: it is recent enough, or a live savepoint names it."""
-    passes = rows.filter(pl.col("kind") == "retention")
-    if passes.is_empty():
-        return True
-    floor = json.loads(passes.row(-1, named=True)["metrics"])["oldest_epoch"]
-    if row["epoch"] >= floor:
-        return True
-    live = live_savepoints(rows)
-    return any(sp["epoch"] == row["epoch"] for sp in live.values())
-
-
-def expired(rows: pl.DataFrame, epoch: int) -> bool:
-    """Whether retention freed `epoch` (its manifest row may be gone too)."""
-    passes = rows.filter(pl.col("kind") == "retention")
-    return not passes.is_empty() and epoch < json.loads(passes.row(-1, named=True)["metrics"])["oldest_epoch"]
-
-
-def expired_message(rows: pl.DataFrame, epoch: int) -> str:
-    info = json.loads(rows.filter(pl.col("kind") == "retention").row(-1, named=True)["metrics"])
-    return (
-        f"epoch {epoch} was removed by retention ({info['policy']}); the oldest readable epoch is "
-        f"{info['oldest_epoch']}, besides savepoints"
-    )
 
 
 def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
     """A new manifest row made from an existing one; it gets its own commit time."""
     return dataclasses.replace(checkpoint_from_row(row), committed_at=None, **changes)
-
-
-def savepoints(state: str | Path) -> pl.DataFrame:
-    """The live savepoints: name, epoch, when, by whom."""
-    live = live_savepoints(_rows(StateDir(Path(state))))
-    schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
-    return pl.DataFrame(list(live.values()), schema=schema)
-
-
-def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    live: dict[str, dict[str, Any]] = {}
-    for row in rows.filter(pl.col("kind").is_in(["savepoint", "savepoint_deleted"])).iter_rows(named=True):
-        info = json.loads(row["metrics"] or "{}")
-        if row["kind"] == "savepoint":
-            live[info["savepoint"]] = {
-                "name": info["savepoint"],
-                "epoch": row["epoch"],
-                "created_at": row["committed_at"],
-                "user": info.get("user"),
-            }
-        else:
-            live.pop(info["savepoint"], None)
-    return live
 
 
 def create_savepoint(
@@ -112,7 +51,7 @@ def create_savepoint(
     """Name an epoch's cut (default: the latest epoch). Refused while a pipeline runs on the directory."""
     directory = StateDir(Path(state))
     with directory.lock():
-        rows = _rows(directory)
+        rows = rows_of(directory)
         if name in savepoints(state).get_column("name").to_list():
             raise VersioningError(f"savepoint '{name}' already exists")
         if epoch is None:
@@ -137,7 +76,7 @@ def delete_savepoint(state: str | Path, name: str, reason: str | None = None) ->
     with directory.lock():
         if name not in savepoints(state).get_column("name").to_list():
             raise VersioningError(f"no savepoint named '{name}'")
-        rows = _rows(directory)
+        rows = rows_of(directory)
         last = rows.row(-1, named=True)
         Manifest(directory.manifest).commit(
             _checkpoint(
@@ -161,7 +100,7 @@ def rollback(
     directory = StateDir(Path(state))
     with directory.lock():
         finish_interrupted(directory)
-        rows = _rows(directory)
+        rows = rows_of(directory)
         epochs = rows.filter(pl.col("kind") == "epoch")
         if savepoint is not None:
             found = savepoints(state).filter(pl.col("name") == savepoint)
@@ -179,7 +118,7 @@ def rollback(
         current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
 
         # Sinks that cannot be restored (print) already showed what epochs after the target produced.
-        restorable = {t["name"] for t in target["tables"] or []} | {t["name"] for t in current["tables"] or []}
+        restorable = {t.name for t in entries(target)} | {t.name for t in entries(current)}
         repeated: dict[str, int] = {}
         for row in epochs.filter(pl.col("committed_at") > target["committed_at"]).iter_rows(named=True):
             for sink, count in json.loads(row["metrics"] or "{}").get("rows_out", {}).items():
@@ -193,9 +132,9 @@ def rollback(
             )
         # A table the manifest names but that is not where it says (a state directory moved away from the sinks
         # beside it) would be left as it is: refuse before anything changes, naming it.
-        missing = [t for t in current["tables"] or [] if not (Path(t["path"]) / "_delta_log").is_dir()]
+        missing = [t for t in entries(current) if not (Path(t.path) / "_delta_log").is_dir()]
         if missing:
-            listing = ", ".join(f"{t['role']} '{t['name']}' ({t['path']})" for t in missing)
+            listing = ", ".join(f"{t.role} '{t.name}' ({t.path})" for t in missing)
             raise VersioningError(
                 f"cannot roll back: {listing} not found; move the sinks along with the state directory "
                 "(keep them beside it), or run the pipeline once so that it records where its SQL writes them"
@@ -223,11 +162,11 @@ def finish_interrupted(directory: StateDir) -> dict[str, Any] | None:
 
 
 def _intent_path(directory: StateDir) -> Path:
-    return directory.root / "rollback-in-progress.json"
+    return directory.rollback_intent
 
 
 def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
-    rows = _rows(directory)
+    rows = rows_of(directory)
     current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
     latest_epoch = int(rows.filter(pl.col("kind") == "epoch").get_column("epoch").max())  # type: ignore[arg-type]
     # Sinks may hold epochs after the last manifest row (a crash before its commit), and restoring a table does
@@ -241,27 +180,27 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         return {
             "rolled_back_to": to_epoch,
             "next_epoch": latest_epoch + 1,
-            "tables": len(current["tables"] or []),
+            "tables": len(entries(current)),
             "repeated_output": intent["repeated_output"],
         }
     target = epoch_row(rows, to_epoch)
     marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
-    target_versions = {t["name"]: t for t in target["tables"] or []}
-    restored: list[dict[str, Any]] = []
-    for entry in current["tables"] or []:
-        table = open_table(Path(entry["path"]))
+    target_versions = {t.name: t for t in entries(target)}
+    restored: list[TableEntry] = []
+    for entry in entries(current):
+        table = open_table(Path(entry.path))
         if table is None:
             continue
-        keep = target_versions.get(entry["name"])
+        keep = target_versions.get(entry.name)
         if keep is not None:
-            if int(table.version()) != int(keep["version"]):
+            if int(table.version()) != keep.version:
                 table.restore(
-                    int(keep["version"]),
+                    keep.version,
                     commit_properties=CommitProperties(custom_metadata=marker),
                     post_commithook_properties=NO_CLEANUP,
                 )
         else:  # created after the target epoch: it held nothing then
-            empty = to_arrow(pl.scan_delta(entry["path"]).head(0).collect())
+            empty = to_arrow(pl.scan_delta(entry.path).head(0).collect())
             write_deltalake(
                 table,
                 empty,
@@ -270,7 +209,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
                 post_commithook_properties=NO_CLEANUP,
             )
         table.update_incremental()
-        restored.append({**entry, "version": int(table.version())})
+        restored.append(dataclasses.replace(entry, version=int(table.version())))
         faults.point("rollback.mid-restore")
     faults.point("rollback.before-manifest")
     Manifest(directory.manifest).commit(
@@ -289,7 +228,7 @@ def history(state: str | Path) -> list[dict[str, Any]]:
     """The manifest as events: runs of epochs (compressed into ranges), savepoints and rollbacks, oldest first."""
     events: list[dict[str, Any]] = []
     base = None  # the epoch a run of epochs continues from, after a rollback
-    for row in _rows(StateDir(Path(state))).iter_rows(named=True):
+    for row in rows_of(StateDir(Path(state))).iter_rows(named=True):
         info = json.loads(row["metrics"] or "{}")
         when = row["committed_at"].isoformat()
         if "branch" in info:
@@ -334,8 +273,6 @@ def history(state: str | Path) -> list[dict[str, Any]]:
                     "reason": info.get("reason"),
                 }
             )
-    from engine.branching import branches_of
-
     for record in branches_of(Path(state)):
         position = next(
             (i for i, e in enumerate(events) if (e.get("at") or e.get("since") or "") > record["created_at"]),

@@ -16,6 +16,7 @@ from decimal import Decimal
 
 import polars as pl
 
+from engine.errors import UserError
 from sql.plan import AggCall
 from sql.types import MAX_PRECISION
 from sql.types import sql_name as types_name
@@ -24,7 +25,7 @@ from sql.types import sql_name as types_name
 _WRAP_GUARD = 1.5e38
 
 
-class DecimalOverflow(ValueError):
+class DecimalOverflow(UserError, ValueError):
     """A SUM or AVG of decimals does not fit DECIMAL(38, s): the epoch is not committed."""
 
 

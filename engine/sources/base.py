@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from engine import paths
+from engine.errors import UserError
 from sql.catalog import TableDef
 from sql.types import sql_name
 from sql.values import parse_text, parse_timestamp
@@ -42,7 +43,7 @@ MAX_RECORD_BYTES = 16 * 1024 * 1024
 DEAD_LETTER_RAW_LIMIT = 64 * 1024
 
 
-class ConnectorError(ValueError):
+class ConnectorError(UserError, ValueError):
     """A connector is misconfigured; the message names the table and option."""
 
 
