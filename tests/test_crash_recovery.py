@@ -158,3 +158,27 @@ def test_kill_9_with_checkpoints_every_few_epochs(tmp_path: Path) -> None:
     manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).filter(pl.col("kind") == "epoch")
     epochs = sorted(manifest.get_column("epoch").to_list())
     assert epochs[-1] == 67 and all(e % 4 == 0 for e in epochs[:-1])  # 200 rows / 3 per epoch: 67 epochs
+
+
+def test_a_late_rows_folder_left_without_a_log_by_a_kill(tmp_path: Path) -> None:
+    """A kill between creating a late-rows table's folder and its first commit leaves the folder without a
+    Delta log; the next run creates the table with its columns when late rows come (it used to fail for good
+    with "At least one column must be defined")."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "pipeline.sql").write_text(
+        "CREATE TABLE e (k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts) "
+        "WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');\n"
+        "CREATE TABLE out (k BIGINT, ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        "INSERT INTO out SELECT k, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE e, DESCRIPTOR(ts), "
+        "INTERVAL '10' SECOND)) GROUP BY k, window_start, window_end;\n"
+    )
+    (tmp_path / "in" / "1.json").write_text('{"k": 1, "ts": 1000}\n{"k": 1, "ts": 25000}\n')
+    command = [sys.executable, "-m", "engine.cli", "run", "pipeline.sql", "--state", "state", "--once"]
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+    (operator,) = (tmp_path / "state" / "operators").glob("window-agg-*")
+    (operator / "late" / "_delta_log").mkdir(parents=True)  # what the kill left
+    (tmp_path / "in" / "2.json").write_text('{"k": 1, "ts": 2000}\n')  # behind the watermark: late
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    late = pl.read_delta(str(operator / "late"))
+    assert late.height == 1 and late.get_column("k").to_list() == [1]

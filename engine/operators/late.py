@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from engine.delta_tables import AppendTable, ensure_table
+from engine.delta_tables import AppendTable, ensure_table, open_table
 from sql.plan import WATERMARK_COLUMN
 
 
@@ -22,8 +22,10 @@ class LateRows:
         self.path = path
         self.app_id = app_id
         self.columns = columns
-        exists = path is not None and path.exists()
-        self.table: AppendTable | None = AppendTable(ensure_table(path, {}), "state.commit") if exists else None  # type: ignore[arg-type]
+        # The table exists once its first commit does: a run killed between creating the folder and that commit
+        # leaves a folder without a log, and the table is then created afresh, with its columns, when rows come.
+        existing = open_table(path) if path is not None else None
+        self.table: AppendTable | None = AppendTable(existing, "state.commit") if existing is not None else None
         self.memory: list[pl.DataFrame] = []
         self.pending: list[pl.DataFrame] = []  # appended to by parallel workers: list.append is atomic
 
