@@ -182,7 +182,13 @@ def read_checkpoints(path: Path) -> pl.DataFrame:
     """All manifest rows in commit order: what notebooks, rollbacks and `timelapse log` build on.
 
     Every table path and operator directory comes back as a real path at the state directory's current
-    location (`StateDir.locate`), so every reader and writer of the rows works wherever the directory now is."""
+    location (`StateDir.locate`), so every reader and writer of the rows works wherever the directory now is.
+
+    A manifest whose folder exists but holds no commit yet (a first run is creating it) has no rows: readers
+    beside that run are told "no committed epoch yet", not that the table cannot be read."""
+    log = path / "_delta_log"
+    if not log.is_dir() or not any(p.suffix in (".json", ".parquet") for p in log.iterdir()):
+        return pl.DataFrame(schema=SCHEMA)
     return located(pl.scan_delta(str(path)).sort("committed_at", "epoch").collect(), StateDir(path.parent))
 
 

@@ -275,3 +275,16 @@ def test_show_tables_and_describe_from_the_cli(history: tuple[Path, list]) -> No
         [sys.executable, "-m", "engine.cli", "state", "--help"], capture_output=True, text=True, timeout=60
     )
     assert "SHOW TABLES" in empty.stdout  # the help's advice now works
+
+
+def test_readers_of_a_manifest_being_created_hear_that_nothing_is_committed(tmp_path: Path) -> None:
+    """A first run creates the manifest's folder, then its log: a reader in between is told that no epoch is
+    committed yet (it used to get an internal error about an unreadable table)."""
+    for made in ("manifest", "manifest/_delta_log"):
+        (tmp_path / made).mkdir()
+        with pytest.raises(HistoryError, match="no committed epoch yet"):
+            engine.open(tmp_path).row()
+        done = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "log", str(tmp_path)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
