@@ -32,7 +32,7 @@ from deltalake import DeltaTable
 
 from engine.delta_tables import open_table
 from engine.errors import StorageFailure
-from engine.manifest import DEAD_LETTERS, SINK, TableEntry, located
+from engine.manifest import DEAD_LETTERS, SINK, TableEntry, read_at
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
 
@@ -217,17 +217,13 @@ def _log_versions(table: Path) -> list[int]:
     return sorted({int(m.group(1)) for p in log.iterdir() if (m := _VERSIONED.match(p.name))}) if log.is_dir() else []
 
 
-def read_manifest_at(path: Path, version: int | None) -> pl.DataFrame:
-    """The manifest's rows as of a log version, their stored paths resolved like `read_checkpoints` does."""
-    rows = pl.scan_delta(str(path), version=version).sort("committed_at", "epoch").collect()
-    return located(rows, StateDir(path.parent))
 
 
 def manifest_damage(path: Path) -> ManifestDamage | None:
     """None when the manifest's latest version reads; else its newest version that does (if any, nearby)."""
     try:
         DeltaTable(str(path))
-        read_manifest_at(path, None)
+        read_at(path, None)
         return None
     except BaseException as err:  # delta-rs errors, and panics of the Rust readers
         if isinstance(err, KeyboardInterrupt | SystemExit):
@@ -238,7 +234,7 @@ def manifest_damage(path: Path) -> ManifestDamage | None:
     for version in range(head - 1, max(-1, head - 1 - MANIFEST_LOOKBACK), -1):
         try:
             DeltaTable(str(path), version=version)
-            rows = read_manifest_at(path, version)
+            rows = read_at(path, version)
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt | SystemExit):
                 raise

@@ -32,7 +32,7 @@ class DeadLetters:
         return self.tables[name]
 
     def marker(self, name: str) -> str:
-        return f"{self.pipeline_id}/dead_letters/{name}"
+        return marker(self.pipeline_id, name)
 
     def write(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
         """Append each source's dead letters of `epoch` (once); returns their counts."""
@@ -48,3 +48,8 @@ class DeadLetters:
             )
             table.append_once(rows, self.marker(name), epoch)
         return counts
+
+
+def marker(pipeline_id: str, name: str) -> str:
+    """The transaction app id of a dead-letter table's per-epoch marker."""
+    return f"{pipeline_id}/dead_letters/{name}"

@@ -189,7 +189,14 @@ def read_checkpoints(path: Path) -> pl.DataFrame:
     log = path / "_delta_log"
     if not log.is_dir() or not any(p.suffix in (".json", ".parquet") for p in log.iterdir()):
         return pl.DataFrame(schema=SCHEMA)
-    return located(pl.scan_delta(str(path)).sort("committed_at", "epoch").collect(), StateDir(path.parent))
+    return read_at(path, None)
+
+
+def read_at(path: Path, version: int | None) -> pl.DataFrame:
+    """The manifest's rows as of a log version (None: the latest), in commit order, with real paths. Raises when
+    that version cannot be read: the damage checks rely on it."""
+    rows = pl.scan_delta(str(path), version=version).sort("committed_at", "epoch").collect()
+    return located(rows, StateDir(path.parent))
 
 
 def located(frame: pl.DataFrame, directory: StateDir) -> pl.DataFrame:

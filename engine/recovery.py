@@ -92,7 +92,7 @@ def _manifest_fall_back(directory: StateDir, err: BaseException) -> dict[str, An
             f"the manifest of {state} cannot be read ({first_line(err)}) and no earlier version of it reads; "
             f"`timelapse verify {state}` and the manifest's _delta_log show what is damaged"
         ) from err
-    rows = checks.read_manifest_at(directory.manifest, found.clean)
+    rows = checks.read_at(directory.manifest, found.clean)
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     current = resumable.row(-1, named=True) if resumable.height else None
     # A lost rollback row cannot be replayed: the tables were restored, and the row said to what.

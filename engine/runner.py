@@ -27,6 +27,7 @@ import polars as pl
 from engine import branching, damage, faults, retention, upgrade
 from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
 from engine.dead_letters import DeadLetters
+from engine.dead_letters import marker as dead_letter_marker
 from engine.epoch_report import EpochReport, Summary
 from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
 from engine.offset_log import OffsetLog
@@ -211,7 +212,7 @@ class Runner:
         self.last_epoch = latest.epoch if latest else 0
         # Damage `verify` would report is acted on before anything is read or written (engine.damage).
         marked = [(sink.path, sink.app_id) for sink in self.sinks.values() if sink.path is not None]
-        marked += [(self.dir.dead_letters(n), f"{self.pipeline_id}/dead_letters/{n}") for n in self.dead_letter_names]
+        marked += [(self.dir.dead_letters(n), dead_letter_marker(self.pipeline_id, n)) for n in self.dead_letter_names]
         if (replanned := damage.check_offsets(self.dir.offsets, self.last_epoch, marked)) is not None:
             self.repairs.append(replanned)
         # A sink is checked only where it is the table the manifest names, i.e. it holds this pipeline's markers:

@@ -52,7 +52,7 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
         if found.clean is None:
             return {"checkpoints": 0, "tables_checked": 0, "problems": [asdict(p) for p in problems], "notes": notes}
         version = found.clean
-    rows = damage.read_manifest_at(directory.manifest, version)
+    rows = damage.read_at(directory.manifest, version)
     resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
     if resumable.is_empty():
         return {"checkpoints": 0, "tables_checked": 0, "problems": [asdict(p) for p in problems], "notes": notes}

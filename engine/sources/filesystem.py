@@ -39,7 +39,16 @@ from engine.sources.base import (
     typed_from_frame,
     typed_from_text,
 )
-from engine.sources.file_registry import Entry, fingerprint, fingerprint_of, migrate, read_range, split_lines, walk
+from engine.sources.file_registry import (
+    Entry,
+    count_lines,
+    fingerprint,
+    fingerprint_of,
+    migrate,
+    read_range,
+    split_lines,
+    walk,
+)
 from engine.sources.json_lines import Parsed, parse_json
 from sql import durations
 
@@ -269,7 +278,7 @@ class FileSource(Source):
         if end == start and (start > 0 or data):
             return None  # nothing new, or only the start of a line (an empty file is registered, with no records)
         data = data[: end - start]
-        records = len(split_lines(data, start == 0))
+        records = count_lines(data, start == 0)
         self._planned[(name, start, end)] = data  # kept for `read`: the same bytes, not read again
         return Entry(name, start, end, first, records, fingerprint_of(path, start, data))
 
