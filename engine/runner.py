@@ -42,6 +42,10 @@ from engine.watermarks import Watermarks
 from sql.catalog import TableDef
 from sql.plan import Plan, Scan, Sink
 
+#: the manifest row's metrics key holding sinks' own positions (`SinkConnector.position`), e.g. a Kafka topic's
+#: end offsets at the checkpoint
+SINK_POSITIONS = "sink_positions"
+
 
 @dataclass(frozen=True)
 class PlannedEpoch:
@@ -175,7 +179,11 @@ class Runner:
         self._restore()
 
     def close(self) -> None:
-        self._lock.close()
+        try:
+            for connector in [*self.sources.values(), *self.sinks.values()]:
+                connector.close()
+        finally:
+            self._lock.close()
 
     def _own_table(self, table: TableDef) -> TableDef:
         """A branch writes its own copies of its parent's sink tables, whatever path the SQL names."""
@@ -219,6 +227,9 @@ class Runner:
         # a state directory copied or moved without its sinks writes them afresh where its SQL says.
         ours = {str(path) for path, app_id in marked if damage.held_epoch([(Path(path), app_id)]) > 0}
         damage.check_files([t for t in (latest.tables if latest else []) if t.role != SINK or t.path in ours])
+        sink_positions = latest.metrics.get(SINK_POSITIONS, {}) if latest else {}
+        for name, sink in self.sinks.items():
+            sink.restore(sink_positions.get(name))
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():
@@ -261,6 +272,7 @@ class Runner:
         started = time.perf_counter()
         for source in self.sources.values():
             source.end_of_input = options.drain
+            source.once = options.once
         if options.checkpoint_interval or options.checkpoint_state_growth:
             self.schedule.policy = checkpoint_policy(
                 options.checkpoint_interval or self.plan.options.get("checkpoint.interval"),
@@ -436,6 +448,8 @@ class Runner:
             "state_rows": state_rows,
             "epochs": [self.schedule.epoch + 1, self.last_epoch],
         }
+        if positions := {name: p for name, sink in self.sinks.items() if (p := sink.position()) is not None}:
+            metrics[SINK_POSITIONS] = positions
         self.manifest.commit(
             Checkpoint(
                 epoch=self.last_epoch,
@@ -449,6 +463,8 @@ class Runner:
             lease_token=self._lock.token,
         )
         self.schedule.checkpointed(self.last_epoch, self._state_bytes())
+        for source in self.sources.values():
+            source.checkpointed()
         self._since_checkpoint = {}
         self.previous_parallelism = self.parallelism
         self.dir.checkpoint_request.unlink(missing_ok=True)

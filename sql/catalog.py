@@ -14,6 +14,10 @@ class Column:
     dtype: pl.DataType
     computed: pl.Expr | None = None  # `name AS expr`: evaluated when rows are read
     computed_sql: str | None = None
+    #: `METADATA [FROM 'key'] [VIRTUAL]`: the connector fills the column from the record's metadata (a Kafka
+    #: message's partition, offset, timestamp, headers or key); a VIRTUAL one is read but never written
+    metadata: str | None = None
+    virtual: bool = False
 
 
 @dataclass(frozen=True)

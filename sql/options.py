@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import polars as pl
 from sqlglot import exp
 
-from sql import durations
+from sql import durations, kafka_options
 from sql.catalog import TableDef
 from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
 from sql.plan import KEY_GROUPS, Join, Plan
@@ -231,6 +231,8 @@ CONNECTORS: dict[str, Connector] = {
         },
         source=True,
     ),
+    "kafka": Connector(kafka_options.KAFKA, source=True, sink=True),
+    "upsert-kafka": Connector(kafka_options.UPSERT_KAFKA, source=True, sink=True),
     "print": Connector({"print-identifier": text}, sink=True),
     "blackhole": Connector({}, sink=True),
 }
@@ -246,6 +248,7 @@ DATAGEN_FIELD_OPTIONS: dict[str, Check] = {
 }
 
 Positions = Mapping[str, tuple[int | None, int | None]]
+KAFKA_CONNECTORS = ("kafka", "upsert-kafka")
 
 
 def read_with(statement: exp.Create) -> tuple[dict[str, str], Positions, Positions]:
@@ -288,9 +291,12 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
         check = connector.options.get(key)
         if check is None and name == "datagen" and key.startswith("fields."):
             check = _datagen_field(table, key, keys[key])
+        if check is None and name in KAFKA_CONNECTORS:
+            check = kafka_options.option_check(name, key)
         if check is None:
             suggestion = did_you_mean(key, connector.options)
             known = sorted(connector.options) + (["fields.<column>.<option>"] if name == "datagen" else [])
+            known += ["properties.<client option>", "<format>.<option>"] if name in KAFKA_CONNECTORS else []
             takes = f"; it takes {', '.join(known)}" if known else "; it takes no other options"
             raise fail(f"unsupported option '{key}' for connector '{name}'{suggestion}{takes}", keys[key])
         problem = check(value)
@@ -301,6 +307,8 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
             raise fail(f"connector '{name}' needs the option '{key}'")
     if name == "datagen":
         _check_datagen_ranges(table, values, fail)
+    if name in KAFKA_CONNECTORS:
+        kafka_options.check_kafka_table(table, values, fail)
     if name == "delta":
         for key in ("partition-by", "sink.partition-by"):
             for column in (c.strip() for c in table.options.get(key, "").split(",") if c.strip()):

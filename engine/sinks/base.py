@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -28,6 +29,18 @@ class SinkConnector(ABC):
 
     @abstractmethod
     def write(self, epoch: int, rows: pl.DataFrame) -> None: ...
+
+    def restore(self, position: Any) -> None:
+        """Before the first write of a run: what the last checkpoint recorded with `position()` (None if none).
+        A sink that is not a Delta table uses it to find the epochs it already holds past that checkpoint."""
+
+    def position(self) -> Any:
+        """For sinks that are not Delta tables: where the sink stood at this checkpoint (JSON), kept in the
+        manifest row with the checkpoint; None for Delta sinks, whose version the manifest records instead."""
+        return None
+
+    def close(self) -> None:
+        """Release clients and connections when the run ends."""
 
     def version(self) -> int | None:
         """The Delta version after the last write, for the manifest; None for sinks without versions."""

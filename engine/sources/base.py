@@ -61,6 +61,9 @@ class Source(ABC):
     #: set by the runner when the run drains: the input present is all there is (a file's last line without its
     #: newline is then a complete record)
     end_of_input: bool = False
+    #: set by the runner for `--once`: read what is there when the run starts, then stop (a source that keeps
+    #: growing, such as a Kafka topic, bounds itself at the end offsets it observes first)
+    once: bool = False
 
     def __init__(self, table: TableDef, base_dir: Path) -> None:
         self.table = table
@@ -94,6 +97,13 @@ class Source(ABC):
     @property
     @abstractmethod
     def position(self) -> Any: ...
+
+    def checkpointed(self) -> None:
+        """Called once a checkpoint holding this source's position has committed (Kafka reports its offsets to
+        the consumer group then, for monitoring: the engine's own offsets are those in the manifest)."""
+
+    def close(self) -> None:
+        """Release clients and connections when the run ends."""
 
     def empty(self) -> pl.DataFrame:
         return pl.DataFrame(schema=self.schema)

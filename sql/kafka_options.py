@@ -1,0 +1,268 @@
+"""The options of `'connector' = 'kafka'` and `'upsert-kafka'`, named as Flink's Kafka connectors name them.
+
+Pure, like sql.options (which registers these connectors): a Flink user's WITH clause is accepted as written,
+and anything wrong in it fails at planning time with the option's line and column. `properties.*` keys go to
+the Kafka client unchanged (librdkafka checks them when the pipeline starts); format options may carry the
+`key.` or `value.` prefix, as in Flink (`'value.json.ignore-parse-errors' = 'true'`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+
+from sql.catalog import TableDef
+from sql.errors import SqlError, did_you_mean
+
+Check = Callable[[str], str | None]
+Positions = Mapping[str, tuple[int | None, int | None]]
+
+#: value formats a Kafka table can read and write; the changelog formats carry inserts, updates and deletes
+FORMATS = ("json", "csv", "raw", "avro", "debezium-json", "canal-json")
+CHANGELOG_FORMATS = ("debezium-json", "canal-json")
+#: formats a message key can have (a changelog has no meaning for a key)
+KEY_FORMATS = ("json", "csv", "raw", "avro")
+STARTUP_MODES = ("earliest-offset", "latest-offset", "group-offsets", "timestamp", "specific-offsets")
+BOUNDED_MODES = ("unbounded", "latest-offset", "group-offsets", "timestamp", "specific-offsets")
+#: the metadata a Kafka table's columns can declare with METADATA FROM '...', and each one's SQL type
+METADATA = {
+    "topic": "STRING",
+    "partition": "INT",
+    "offset": "BIGINT",
+    "timestamp": "TIMESTAMP_LTZ(3)",
+    "timestamp-type": "STRING",
+    "headers": "MAP<STRING, BYTES>",
+    "key": "BYTES",
+    "leader-epoch": "INT",
+}
+#: per-format options (after the format's name: 'json.ignore-parse-errors'), as Flink's formats name them
+FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
+    "json": (
+        "fail-on-missing-field",
+        "ignore-parse-errors",
+        "timestamp-format.standard",
+        "map-null-key.mode",
+        "map-null-key.literal",
+        "encode.decimal-as-plain-number",
+    ),
+    "csv": (
+        "field-delimiter",
+        "ignore-parse-errors",
+        "allow-comments",
+        "quote-character",
+        "disable-quote-character",
+        "escape-character",
+        "null-literal",
+        "array-element-delimiter",
+    ),
+    "raw": ("charset", "endianness"),
+    "avro": ("encoding", "codec"),
+    "debezium-json": (
+        "schema-include",
+        "ignore-parse-errors",
+        "timestamp-format.standard",
+        "map-null-key.mode",
+        "map-null-key.literal",
+        "encode.decimal-as-plain-number",
+    ),
+    "canal-json": (
+        "ignore-parse-errors",
+        "timestamp-format.standard",
+        "map-null-key.mode",
+        "map-null-key.literal",
+        "encode.decimal-as-plain-number",
+        "database.include",
+        "table.include",
+    ),
+}
+
+
+def _choice(*values: str) -> Check:
+    def check(value: str) -> str | None:
+        if value.strip().lower() in values:
+            return None
+        return f"must be one of {', '.join(repr(v) for v in values)}{did_you_mean(value.strip().lower(), values)}"
+
+    return check
+
+
+def _whole(value: str) -> str | None:
+    return None if re.fullmatch(r"\d+", value.strip()) else "must be a whole number of at least 0"
+
+
+def _text(value: str) -> str | None:
+    return None
+
+
+def _not_empty(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+def _boolean(value: str) -> str | None:
+    return None if value.strip().lower() in ("true", "false") else "must be 'true' or 'false'"
+
+
+def _duration(value: str) -> str | None:
+    from sql import durations
+
+    try:
+        durations.parse_duration(value)
+    except ValueError:
+        return "is not a duration; write e.g. 500ms, 2 s, 1 min or 7 d"
+    return None
+
+
+def _specific_offsets(value: str) -> str | None:
+    """Flink's 'partition:0,offset:42;partition:1,offset:300'."""
+    return (
+        None
+        if parse_specific_offsets(value) is not None
+        else (
+            "must list 'partition:<n>,offset:<n>' pairs separated by ';', "
+            "e.g. 'partition:0,offset:42;partition:1,offset:300'"
+        )
+    )
+
+
+def parse_specific_offsets(value: str) -> dict[int, int] | None:
+    found: dict[int, int] = {}
+    for part in (p.strip() for p in value.split(";") if p.strip()):
+        match = re.fullmatch(r"partition\s*:\s*(\d+)\s*,\s*offset\s*:\s*(\d+)", part)
+        if match is None:
+            return None
+        found[int(match.group(1))] = int(match.group(2))
+    return found or None
+
+
+def _regex(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as err:
+        return f"is not a regular expression: {err}"
+    return None
+
+
+_COMMON: dict[str, Check] = {
+    "topic": _not_empty,
+    "properties.bootstrap.servers": _not_empty,
+    "key.format": _choice(*KEY_FORMATS),
+    "value.format": _choice(*FORMATS),
+    "key.fields-prefix": _text,
+    "value.fields-include": _choice("all", "except_key"),
+    "sink.parallelism": _whole,
+    "sink.delivery-guarantee": _choice("exactly-once", "at-least-once", "none"),
+    "sink.transactional-id-prefix": _not_empty,
+    "scan.max-epoch-rows": _whole,
+    "scan.watermark.idle-timeout": _duration,
+    "scan.max-record-bytes": _text,
+}
+KAFKA: dict[str, Check] = {
+    **_COMMON,
+    "topic-pattern": _regex,
+    "format": _choice(*FORMATS),
+    "key.fields": _not_empty,
+    "scan.startup.mode": _choice(*STARTUP_MODES),
+    "scan.startup.specific-offsets": _specific_offsets,
+    "scan.startup.timestamp-millis": _whole,
+    "scan.bounded.mode": _choice(*BOUNDED_MODES),
+    "scan.bounded.specific-offsets": _specific_offsets,
+    "scan.bounded.timestamp-millis": _whole,
+    "scan.topic-partition-discovery.interval": _duration,
+    "sink.partitioner": _text,  # default | fixed | round-robin (a Java class name is refused below)
+    "sink.semantic": _choice("exactly-once", "at-least-once", "none"),  # Flink's older name of delivery-guarantee
+}
+UPSERT_KAFKA: dict[str, Check] = {
+    **_COMMON,
+    "sink.buffer-flush.max-rows": _whole,
+    "sink.buffer-flush.interval": _duration,
+}
+
+
+def option_check(connector: str, key: str) -> Check | None:
+    """The check of a key that is not in the fixed list: `properties.*`, and format options with or without
+    the `key.` / `value.` prefix."""
+    if key.startswith("properties.") and len(key) > len("properties."):
+        return _text
+    bare = key.removeprefix("key.").removeprefix("value.")
+    for fmt, names in FORMAT_OPTIONS.items():
+        if bare.startswith(fmt + ".") and bare[len(fmt) + 1 :] in names:
+            return (
+                _boolean if bare.endswith(("ignore-parse-errors", "fail-on-missing-field", "schema-include")) else _text
+            )
+    return None
+
+
+def check_kafka_table(table: TableDef, values: Positions, fail: Callable[..., SqlError]) -> None:
+    """What single options cannot say: which options go together, and what they must name."""
+    options = {k: v.strip() for k, v in table.options.items()}
+    upsert = table.connector.strip().lower() == "upsert-kafka"
+    has_topic, has_pattern = "topic" in options, "topic-pattern" in options
+    if has_topic == has_pattern:
+        raise fail(
+            "give exactly one of the options 'topic' and 'topic-pattern'"
+            if has_topic
+            else (f"connector '{table.connector}' needs the option 'topic'")
+        )
+    if "properties.bootstrap.servers" not in options:
+        raise fail(f"connector '{table.connector}' needs the option 'properties.bootstrap.servers'")
+    if "format" in options and "value.format" in options:
+        raise fail("give 'format' or 'value.format', not both", values["value.format"])
+    if upsert:
+        if not table.primary_key:
+            raise fail("connector 'upsert-kafka' needs a PRIMARY KEY (k) NOT ENFORCED: it is the message key")
+        for key in ("key.format", "value.format"):
+            if key not in options:
+                raise fail(f"connector 'upsert-kafka' needs the option '{key}'")
+    elif "format" not in options and "value.format" not in options:
+        raise fail("connector 'kafka' needs the option 'format' (or 'value.format'), e.g. 'format' = 'json'")
+    value_format = (options.get("value.format") or options.get("format", "")).lower()
+    if "key.fields" in options:
+        if "key.format" not in options:
+            raise fail("'key.fields' needs 'key.format' as well", values["key.fields"])
+        prefix = options.get("key.fields-prefix", "")
+        for name in (n.strip() for n in options["key.fields"].split(";") if n.strip()):
+            if table.column(name) is None:
+                known = [c.name for c in table.columns]
+                raise fail(
+                    f"'key.fields' names '{name}', not a column{did_you_mean(name, known)}", values["key.fields"]
+                )
+            if prefix and not name.startswith(prefix):
+                raise fail(f"'key.fields' names '{name}', which does not start with 'key.fields-prefix' '{prefix}'")
+    elif "key.format" in options and not upsert:
+        raise fail("'key.format' needs 'key.fields': the columns the message key holds", values["key.format"])
+    if value_format in CHANGELOG_FORMATS and "key.format" in options:
+        raise fail(f"format '{value_format}' carries the whole row; it takes no 'key.format'", values["key.format"])
+    mode = options.get("scan.startup.mode", "").lower()
+    _needs(options, values, fail, "scan.startup.mode", mode, "timestamp", "scan.startup.timestamp-millis")
+    _needs(options, values, fail, "scan.startup.mode", mode, "specific-offsets", "scan.startup.specific-offsets")
+    bounded = options.get("scan.bounded.mode", "").lower()
+    _needs(options, values, fail, "scan.bounded.mode", bounded, "timestamp", "scan.bounded.timestamp-millis")
+    _needs(options, values, fail, "scan.bounded.mode", bounded, "specific-offsets", "scan.bounded.specific-offsets")
+    partitioner = options.get("sink.partitioner", "").lower()
+    if partitioner and partitioner not in ("default", "fixed", "round-robin"):
+        raise fail(
+            f"'sink.partitioner' = '{options['sink.partitioner']}': must be 'default', 'fixed' or 'round-robin' "
+            "(a custom Java partitioner class cannot run here)",
+            values["sink.partitioner"],
+        )
+    for column in table.columns:
+        if column.metadata is not None and column.metadata not in METADATA:
+            known = list(METADATA)
+            suggestion = did_you_mean(column.metadata, known)
+            raise fail(
+                f"column '{column.name}': unknown metadata key '{column.metadata}'{suggestion};"
+                f" Kafka tables have {', '.join(known)}"
+            )
+
+
+def _needs(
+    options: dict[str, str],
+    values: Positions,
+    fail: Callable[..., SqlError],
+    key: str,
+    mode: str,
+    when: str,
+    other: str,
+) -> None:
+    if mode == when and other not in options:
+        raise fail(f"'{key}' = '{when}' needs the option '{other}'", values[key])
