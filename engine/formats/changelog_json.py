@@ -1,0 +1,226 @@
+"""The changelog formats: 'debezium-json' and 'canal-json'. Each message is one change of a database table;
+its rows enter the plan with their row kind in `__op` (+I, -U, +U, -D).
+
+debezium-json: {"before": {...}, "after": {...}, "op": "c|r|u|d", ...} (inside {"schema": ..., "payload": ...}
+with 'debezium-json.schema-include' = 'true'). c and r give +I(after); u gives -U(before) then +U(after);
+d gives -D(before). A message without a value (the Kafka tombstone after a delete) is skipped, as in Flink.
+Written as Flink writes it: +I and +U as {"before": null, "after": row, "op": "c"}, -U and -D as
+{"before": row, "after": null, "op": "d"}.
+
+canal-json: {"data": [...], "old": [...], "type": "INSERT|UPDATE|DELETE", "database": ..., "table": ...}; one
+message can hold several rows. An UPDATE's `old[i]` holds the previous values of the fields that changed in
+`data[i]`. 'canal-json.database.include' and 'canal-json.table.include' (regular expressions matching the whole
+name) skip other tables' messages; a CREATE message (a DDL change) is skipped, as in Flink. Written as Flink
+writes it: {"data": [row], "type": "INSERT"} for +I and +U, {"data": [row], "type": "DELETE"} for -U and -D.
+
+Anything else (malformed JSON, an unknown op or type, a missing before/after/data, a value of the wrong type)
+is a dead letter saying which. The envelope is read one message at a time with the JSON rules of
+engine.sources.json_lines (`loads`); the column values are typed in one vectorised pass, and a message whose
+rows cannot all be read gives no row at all (never half an update).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import polars as pl
+
+from engine.formats.base import Decoded, Format, FormatError, dead, index, merge, timestamp_standard, typed, utf8
+from engine.formats.json import json_ready, unquote_numbers
+from engine.sources.json_lines import as_text, loads, quote_decimals
+from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE
+
+ADDS = (INSERT, UPDATE_AFTER)
+
+
+class ChangelogJson(Format):
+    changelog = True
+    OPTIONS = (
+        "ignore-parse-errors",
+        "timestamp-format.standard",
+        "map-null-key.mode",
+        "map-null-key.literal",
+        "encode.decimal-as-plain-number",
+    )
+
+    def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
+        super().__init__(columns, options)
+        self.standard = timestamp_standard(self.options)
+
+    def decode(self, values: pl.Series, required: tuple[str, ...] = ()) -> Decoded:
+        values = values.cast(pl.Binary)
+        text = utf8(values)
+        records = index(len(values))
+        present = values.is_not_null()  # a NULL value is a tombstone: skipped, and not a dead letter
+        invalid = present & text.is_null()
+        lines = quote_decimals(text.filter(present & ~invalid), self.columns)
+        rows: list[dict[str, str | None]] = []
+        problems: list[tuple[int, str]] = [(r, "the record is not valid UTF-8") for r in records.filter(invalid)]
+        for record, line in zip(records.filter(present & ~invalid).to_list(), lines.to_list(), strict=True):
+            try:
+                message = loads(line)
+            except ValueError as err:
+                problems.append((record, f"malformed JSON: {err}"))
+                continue
+            if not isinstance(message, dict):
+                problems.append((record, "malformed JSON: the message is not a JSON object"))
+                continue
+            reason = self.changes(message, record, rows)
+            if reason is not None:
+                problems.append((record, reason))
+        schema = {**{n: pl.String for n in self.columns}, OP_COLUMN: pl.String, "\x00record": pl.Int64}
+        frame = pl.DataFrame(rows, schema=schema)
+        decoded = typed(
+            frame.drop("\x00record"),
+            frame.get_column("\x00record"),
+            self.columns,
+            required,
+            self.flag("ignore-parse-errors"),
+            keep=(OP_COLUMN,),
+        )
+        decoded = _whole_messages(decoded, frame.get_column("\x00record"))
+        unreadable = dead(
+            pl.Series([r for r, _ in problems], dtype=pl.Int64), pl.Series([p for _, p in problems], dtype=pl.String)
+        )
+        out = merge([decoded], [unreadable], {**self.columns, OP_COLUMN: pl.String()})
+        out.dead = out.dead.group_by("record", maintain_order=True).agg(pl.col("reason").str.join("; "))
+        return out
+
+    def changes(self, message: dict[str, Any], record: int, rows: list[dict[str, str | None]]) -> str | None:
+        """Append the message's rows (texts, with __op and the record) to `rows`; or say why it cannot be read."""
+        raise NotImplementedError
+
+    def row(self, values: dict[str, Any], op: str, record: int) -> dict[str, str | None]:
+        return {**{n: as_text(values.get(n)) for n in self.columns}, OP_COLUMN: op, "\x00record": record}
+
+    def row_json(self, rows: pl.DataFrame) -> pl.Expr:
+        """Each row's columns as a JSON object (Flink's JSON format rules), and the rows' ops."""
+        present = {n: t for n, t in self.columns.items() if n in rows.columns}
+        exprs, numbers = json_ready(present, self.standard)
+        return unquote_numbers(pl.struct(exprs).struct.json_encode(), numbers)
+
+
+def _whole_messages(decoded: Decoded, expected: pl.Series) -> Decoded:
+    """Drop what is left of a message some of whose rows could not be typed: an update is both rows or none."""
+    wanted = expected.alias("record").value_counts(name="n")
+    got = decoded.record.alias("record").value_counts(name="m")
+    short = wanted.join(got, on="record", how="left").filter(pl.col("m").fill_null(0) < pl.col("n"))
+    if short.height == 0:
+        return decoded
+    cut = ~decoded.record.is_in(short.get_column("record").implode())
+    return Decoded(decoded.rows.filter(cut), decoded.record.filter(cut), decoded.dead)
+
+
+class DebeziumJson(ChangelogJson):
+    OPTIONS = ("schema-include", *ChangelogJson.OPTIONS)
+
+    def changes(self, message: dict[str, Any], record: int, rows: list[dict[str, str | None]]) -> str | None:
+        if self.flag("schema-include"):
+            message = message.get("payload")  # type: ignore[assignment]
+            if not isinstance(message, dict):
+                return "no 'payload' object ('debezium-json.schema-include' is 'true': {\"schema\", \"payload\"})"
+        elif "payload" in message and "op" not in message:
+            return "the message is a {\"schema\", \"payload\"} envelope: set 'debezium-json.schema-include' = 'true'"
+        op = message.get("op")
+        before, after = message.get("before"), message.get("after")
+        if op in ("c", "r"):
+            if not isinstance(after, dict):
+                return f"op '{op}' without an 'after' object"
+            rows.append(self.row(after, INSERT, record))
+        elif op == "u":
+            if not isinstance(before, dict):
+                return (
+                    "op 'u' without a 'before' object (with Debezium's Postgres connector, set the table's "
+                    "REPLICA IDENTITY to FULL)"
+                )
+            if not isinstance(after, dict):
+                return "op 'u' without an 'after' object"
+            rows.append(self.row(before, UPDATE_BEFORE, record))
+            rows.append(self.row(after, UPDATE_AFTER, record))
+        elif op == "d":
+            if not isinstance(before, dict):
+                return (
+                    "op 'd' without a 'before' object (with Debezium's Postgres connector, set the table's "
+                    "REPLICA IDENTITY to FULL)"
+                )
+            rows.append(self.row(before, DELETE, record))
+        elif op is None:
+            return "no 'op' field"
+        else:
+            return f"unknown op '{str(op)[:40]}' (expected c, r, u or d)"
+        return None
+
+    def encode(self, rows: pl.DataFrame) -> pl.Series:
+        row = self.row_json(rows)
+        adds = _adds(rows)
+        return rows.select(
+            pl.when(adds)
+            .then(pl.concat_str([pl.lit('{"before":null,"after":'), row, pl.lit(',"op":"c"}')]))
+            .otherwise(pl.concat_str([pl.lit('{"before":'), row, pl.lit(',"after":null,"op":"d"}')]))
+            .cast(pl.Binary)
+            .alias("value")
+        ).to_series()
+
+
+class CanalJson(ChangelogJson):
+    OPTIONS = ("database.include", "table.include", *ChangelogJson.OPTIONS)
+
+    def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
+        super().__init__(columns, options)
+        self.filters: dict[str, re.Pattern[str]] = {}
+        for field in ("database", "table"):
+            pattern = self.options.get(f"{field}.include")
+            if pattern is not None:
+                try:
+                    self.filters[field] = re.compile(pattern)
+                except re.error as err:
+                    raise FormatError(
+                        f"'canal-json.{field}.include' = '{pattern}' is not a regular expression: {err}"
+                    ) from None
+
+    def changes(self, message: dict[str, Any], record: int, rows: list[dict[str, str | None]]) -> str | None:
+        for field, pattern in self.filters.items():
+            name = message.get(field)
+            if not isinstance(name, str) or pattern.fullmatch(name) is None:
+                return None  # another table's change: not for this table, and not a dead letter
+        kind = message.get("type")
+        data = message.get("data")
+        if kind == "CREATE":
+            return None  # a DDL change: no rows (Flink skips it too)
+        if kind not in ("INSERT", "UPDATE", "DELETE"):
+            return (
+                "no 'type' field"
+                if kind is None
+                else f"unknown type '{str(kind)[:40]}' (expected INSERT, UPDATE or DELETE)"
+            )
+        if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+            return f"type {kind} without a 'data' array of objects"
+        if kind == "INSERT":
+            rows.extend(self.row(d, INSERT, record) for d in data)
+        elif kind == "DELETE":
+            rows.extend(self.row(d, DELETE, record) for d in data)
+        else:
+            old = message.get("old")
+            if not isinstance(old, list) or len(old) != len(data) or not all(isinstance(o, dict) for o in old):
+                return "type UPDATE without an 'old' array of objects as long as 'data'"
+            for after, changed in zip(data, old, strict=True):
+                rows.append(self.row({**after, **changed}, UPDATE_BEFORE, record))
+                rows.append(self.row(after, UPDATE_AFTER, record))
+        return None
+
+    def encode(self, rows: pl.DataFrame) -> pl.Series:
+        row = self.row_json(rows)
+        kind = pl.when(_adds(rows)).then(pl.lit("INSERT")).otherwise(pl.lit("DELETE"))
+        return rows.select(
+            pl.concat_str([pl.lit('{"data":['), row, pl.lit('],"type":"'), kind, pl.lit('"}')])
+            .cast(pl.Binary)
+            .alias("value")
+        ).to_series()
+
+
+def _adds(rows: pl.DataFrame) -> pl.Expr:
+    if OP_COLUMN not in rows.columns:
+        return pl.lit(True)
+    return pl.col(OP_COLUMN).is_in(list(ADDS))
