@@ -53,7 +53,12 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
     out_scope = Scope(schema, left.qualifiers | right.qualifiers, columns)
     residual = _residual(binder, found.residual, kind, lookup, out_scope)
     if changelog.updating(left.node, right.node) and (kind != "INNER" or time_bounds is not None):
-        raise error_at(node, f"{kind} JOIN over an updating input is not supported yet", UnsupportedError)
+        updating = left.node if changelog.updating(left.node) else right.node
+        raise error_at(
+            node,
+            f"{kind} JOIN over an updating input is not supported yet" + changelog.origin(updating),
+            UnsupportedError,
+        )
     mode = changelog.join(kind, lookup, time_bounds is not None, left.node, right.node)
     if mode == changelog.RETRACT:
         schema[OP_COLUMN] = pl.String()

@@ -109,8 +109,9 @@ def _check_updating(relation: Relation, table: TableDef, query: exp.Expr) -> Non
     raise error_at(
         query,
         f"INSERT INTO {table.name}: the query gives an updating result (rows change as more input "
-        f"arrives), but '{table.name}' is append-only. Declare PRIMARY KEY (...) NOT ENFORCED on "
-        f"'{table.name}' to upsert by key, or aggregate over a window (TUMBLE, HOP, CUMULATE, SESSION) "
+        f"arrives{changelog.origin(relation.node, '; ', '')}), but '{table.name}' is append-only. "
+        f"Declare PRIMARY KEY (...) NOT ENFORCED on '{table.name}' to upsert by key, or aggregate over a "
+        "window (TUMBLE, HOP, CUMULATE, SESSION) "
         "to get final, append-only rows",
     )
 
