@@ -19,6 +19,9 @@ class RawFormat(Format):
         self.name, self.dtype = next(iter(self.columns.items()))
         if not isinstance(self.dtype, pl.String | pl.Binary):
             raise FormatError("format 'raw' reads a STRING or BYTES column")
+        charset = self.options.get("charset", "UTF-8").strip().upper().replace("_", "-")
+        if charset not in ("UTF-8", "UTF8"):
+            raise FormatError(f"'raw.charset' = '{self.options['charset']}': only UTF-8 is supported")
 
     def decode(self, values: pl.Series, required: tuple[str, ...] = ()) -> Decoded:
         index = pl.int_range(0, len(values), eager=True, dtype=pl.Int64).alias("record")
