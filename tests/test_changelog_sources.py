@@ -207,6 +207,16 @@ def test_what_cannot_consume_updates_is_refused_with_its_position(query: str, me
     assert caught.value.line is not None and caught.value.line >= 5
 
 
+def test_a_changelog_format_sink_takes_updates_without_a_key() -> None:
+    plan = plan_script(
+        CDC
+        + """CREATE TABLE changes (k STRING, n BIGINT) WITH ('connector' = 'kafka', 'topic' = 't',
+        'properties.bootstrap.servers' = '127.0.0.1:9', 'format' = 'debezium-json');
+        INSERT INTO changes SELECT k, COUNT(*) FROM cdc GROUP BY k;"""
+    )
+    assert plan.sinks[0].changelog == "retract" and "__op" in plan.sinks[0].schema
+
+
 def test_a_changelog_is_not_a_lookup_dimension() -> None:
     with pytest.raises(SqlError, match="a lookup join reads 'cdc' as a table of rows, but 'cdc' is a changelog"):
         plan_script(
