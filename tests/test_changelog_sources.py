@@ -306,3 +306,31 @@ def test_changelog_normalize_gives_the_same_table_whatever_the_epochs() -> None:
             h.commit()
         assert table == final
         assert dict(h.state().rows()) == final
+
+
+def test_a_cdc_pipeline_killed_at_fault_points_ends_as_the_oracle(tmp_path: Path) -> None:
+    """kill -9 at the points of an epoch, restart each time: the keyed sink still equals the oracle, and each
+    malformed message is one dead letter."""
+    from tests import crash_harness as harness
+
+    rng = random.Random(4)
+    changes = history(seed=13, changes=60)
+    write_cdc(tmp_path, debezium_lines(changes, rng), rng, MALFORMED["debezium-json"])
+    (tmp_path / "pipeline.sql").write_text(
+        "SET 'checkpoint.interval' = '2 epochs';\n"
+        "CREATE TABLE cdc (id BIGINT, k STRING, v INT)\n"
+        "WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'debezium-json');" + SINK
+    )
+    points = ["operator.mid", "sink.commit.during", "state.commit.during", "dead-letters.commit.after"]
+    points += ["manifest.commit.before", "manifest.commit.after"]
+    killed = [harness.run_pipeline(tmp_path, f"{p}:{rng.randint(1, 3)}", max_rows=6) == -9 for p in points]
+    assert all(killed), dict(zip(points, killed, strict=True))
+    assert harness.run_pipeline(tmp_path, None, max_rows=6) == 0
+    oracle = duck(
+        "SELECT k, COUNT(*)::BIGINT AS n, SUM(v)::BIGINT AS total, MIN(v) AS lo, MAX(v) AS hi FROM state GROUP BY k",
+        state=final_state(changes),
+    )
+    got = read_sink(tmp_path / "out")
+    assert sort_all(got).equals(sort_all(oracle.cast(got.schema)))
+    dead = pl.read_delta(str(tmp_path / "state" / "dead_letters" / "cdc"))
+    assert dead.height == len(MALFORMED["debezium-json"])
