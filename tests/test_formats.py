@@ -198,7 +198,7 @@ def test_debezium_reads_each_op_and_refuses_the_rest() -> None:
         b'{"op":"r","after":{"k":2,"v":1}}',
         b'{"op":"u","before":{"k":1,"v":1},"after":{"k":1,"v":5}}',
         b'{"op":"d","before":{"k":2,"v":1},"after":null}',
-        None,  # the tombstone after a delete: skipped, not a dead letter
+        None,  # the tombstone after a delete: skipped, not a dead letter (an empty value too)
         b'{"op":"u","before":null,"after":{"k":1,"v":5}}',
         b'{"op":"t"}',
         b'{"op":"u","before":{"k":1,"v":1},"after":{"k":1,"v":"x"}}',
@@ -231,15 +231,27 @@ def test_canal_reads_several_rows_a_message_and_filters_tables() -> None:
         b'{"database":"shop","table":"orders_1","type":"UPDATE","data":[{"k":"1"}]}',
         b'{"database":"shop","table":"orders_1","type":"ERASE","data":[]}',
         b'{"database":"shop","table":"orders_1","type":"INSERT","data":{"k":"1"}}',
+        b'{"type":"INSERT","data":[{"k":"1"}]}',
+        b"",  # empty: skipped like a tombstone
+        b'{"database":"shop","table":"orders_1","type":"UPDATE","data":[{"k":"3","v":"3"}],"old":[{"v":null}]}',
     ]
     decoded = decode(make_format("canal-json", KV, options), messages)
-    assert decoded.rows.rows() == [(1, 1, "+I"), (2, 2, "+I"), (1, 1, "-U"), (1, 3, "+U"), (2, 2, "-D")]
-    assert decoded.record.to_list() == [0, 0, 1, 1, 4]
+    assert decoded.rows.rows() == [
+        (1, 1, "+I"),
+        (2, 2, "+I"),
+        (1, 1, "-U"),
+        (1, 3, "+U"),
+        (2, 2, "-D"),
+        (3, 3, "-U"),  # a NULL in `old` means unchanged, as in Flink
+        (3, 3, "+U"),
+    ]
+    assert decoded.record.to_list() == [0, 0, 1, 1, 4, 11, 11]
     found = dict(decoded.dead.rows())
     assert found == {
         6: "type UPDATE without an 'old' array of objects as long as 'data'",
         7: "unknown type 'ERASE' (expected INSERT, UPDATE or DELETE)",
         8: "type INSERT without a 'data' array of objects",
+        9: "no 'database' text to match 'canal-json.database.include'",
     }
 
 

@@ -3,14 +3,16 @@ its rows enter the plan with their row kind in `__op` (+I, -U, +U, -D).
 
 debezium-json: {"before": {...}, "after": {...}, "op": "c|r|u|d", ...} (inside {"schema": ..., "payload": ...}
 with 'debezium-json.schema-include' = 'true'). c and r give +I(after); u gives -U(before) then +U(after);
-d gives -D(before). A message without a value (the Kafka tombstone after a delete) is skipped, as in Flink.
+d gives -D(before). A message without a value or with an empty one (the Kafka tombstone after a delete) is
+skipped, as in Flink.
 Written as Flink writes it: +I and +U as {"before": null, "after": row, "op": "c"}, -U and -D as
 {"before": row, "after": null, "op": "d"}.
 
 canal-json: {"data": [...], "old": [...], "type": "INSERT|UPDATE|DELETE", "database": ..., "table": ...}; one
 message can hold several rows. An UPDATE's `old[i]` holds the previous values of the fields that changed in
-`data[i]`. 'canal-json.database.include' and 'canal-json.table.include' (regular expressions matching the whole
-name) skip other tables' messages; a CREATE message (a DDL change) is skipped, as in Flink. Written as Flink
+`data[i]` (a field NULL or absent there did not change, as in Flink). 'canal-json.database.include' and
+'canal-json.table.include' (regular expressions matching the whole name) skip other tables' messages (a message
+without the name is a dead letter); a CREATE message (a DDL change) is skipped, as in Flink. Written as Flink
 writes it: {"data": [row], "type": "INSERT"} for +I and +U, {"data": [row], "type": "DELETE"} for -U and -D.
 
 Anything else (malformed JSON, an unknown op or type, a missing before/after/data, a value of the wrong type)
@@ -53,7 +55,8 @@ class ChangelogJson(Format):
         values = values.cast(pl.Binary)
         text = utf8(values)
         records = index(len(values))
-        present = values.is_not_null()  # a NULL value is a tombstone: skipped, and not a dead letter
+        # a NULL or empty value (Kafka's tombstone after a delete) is skipped, not a dead letter, as in Flink
+        present = values.is_not_null() & (values.bin.size() > 0)
         invalid = present & text.is_null()
         lines = quote_decimals(text.filter(present & ~invalid), self.columns)
         rows: list[dict[str, str | None]] = []
@@ -183,7 +186,9 @@ class CanalJson(ChangelogJson):
     def changes(self, message: dict[str, Any], record: int, rows: list[dict[str, str | None]]) -> str | None:
         for field, pattern in self.filters.items():
             name = message.get(field)
-            if not isinstance(name, str) or pattern.fullmatch(name) is None:
+            if not isinstance(name, str):
+                return f"no '{field}' text to match 'canal-json.{field}.include'"
+            if pattern.fullmatch(name) is None:
                 return None  # another table's change: not for this table, and not a dead letter
         kind = message.get("type")
         data = message.get("data")
@@ -206,7 +211,9 @@ class CanalJson(ChangelogJson):
             if not isinstance(old, list) or len(old) != len(data) or not all(isinstance(o, dict) for o in old):
                 return "type UPDATE without an 'old' array of objects as long as 'data'"
             for after, changed in zip(data, old, strict=True):
-                rows.append(self.row({**after, **changed}, UPDATE_BEFORE, record))
+                # as in Flink: a field NULL or absent in `old` did not change (so a change from NULL is lost)
+                before = {**after, **{k: v for k, v in changed.items() if v is not None}}
+                rows.append(self.row(before, UPDATE_BEFORE, record))
                 rows.append(self.row(after, UPDATE_AFTER, record))
         return None
 
