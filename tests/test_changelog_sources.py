@@ -217,6 +217,18 @@ def test_a_changelog_format_sink_takes_updates_without_a_key() -> None:
     assert plan.sinks[0].changelog == "retract" and "__op" in plan.sinks[0].schema
 
 
+def test_a_debezium_sink_refuses_schema_include() -> None:
+    with pytest.raises(SqlError, match="is for reading only") as caught:
+        plan_script(
+            CDC
+            + """CREATE TABLE changes (k STRING, n BIGINT) WITH ('connector' = 'kafka', 'topic' = 't',
+            'properties.bootstrap.servers' = '127.0.0.1:9', 'format' = 'debezium-json',
+            'debezium-json.schema-include' = 'true');
+            INSERT INTO changes SELECT k, COUNT(*) FROM cdc GROUP BY k;"""
+        )
+    assert caught.value.line == 7
+
+
 def test_a_changelog_is_not_a_lookup_dimension() -> None:
     with pytest.raises(SqlError, match="a lookup join reads 'cdc' as a table of rows, but 'cdc' is a changelog"):
         plan_script(

@@ -88,6 +88,7 @@ def insert(binder: Binder, statement: exp.Insert) -> Sink:
     if relation.window is not None and relation.window.unassigned_session:
         raise error_at(query, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
     _check_updating(relation, table, query)
+    _check_sink_format(table)
     wanted = _target_columns(table, columns)
     projections = _casts(binder, relation, table, wanted, query)
     return _sink(binder, relation, table, projections)
@@ -116,6 +117,19 @@ def _check_updating(relation: Relation, table: TableDef, query: exp.Expr) -> Non
         "window (TUMBLE, HOP, CUMULATE, SESSION) "
         "to get final, append-only rows",
     )
+
+
+def _check_sink_format(table: TableDef) -> None:
+    """What a format cannot write, refused as Flink refuses it when the sink is built."""
+    key = "debezium-json.schema-include"
+    if table.options.get(key, "").strip().lower() == "true":
+        line, col = table.option_at.get(key, (table.line, table.col))
+        raise UnsupportedError(
+            f"INSERT INTO {table.name}: format 'debezium-json' writes no schema; "
+            f"'{key}' = 'true' is for reading only (as in Flink)",
+            line,
+            col,
+        )
 
 
 def _target_columns(table: TableDef, columns: list[exp.Identifier] | None) -> list[Column | None]:
