@@ -177,6 +177,13 @@ def test_avro_dead_letters_and_schema() -> None:
             {"name": "v", "type": ["null", "int"], "default": None},
         ],
     }
+    keyed = make_format("avro", KV, {}, not_null=["k"])
+    assert keyed.schema["fields"][0] == {"name": "k", "type": "long"}  # a PRIMARY KEY column is NOT NULL
+    assert decode(keyed, keyed.encode(pl.DataFrame({"k": [7], "v": [None]}, schema=KV)).to_list()).rows.rows() == [
+        (7, None)
+    ]
+    with pytest.raises(FormatError, match="NOT NULL"):
+        keyed.encode(pl.DataFrame({"k": [None], "v": [1]}, schema=KV))
     good = fmt.encode(pl.DataFrame({"k": [1], "v": [2]}, schema=KV)).item()
     found = reasons("avro", [good, good[:2], good + b"\x00", b"\x09", None])
     assert set(found) == {1, 2, 3, 4}

@@ -15,7 +15,7 @@ Decoding follows the same rules whatever records share a batch, so results never
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import polars as pl
 
@@ -37,13 +37,18 @@ FORMATS: dict[str, type[Format]] = {
 CHANGELOG_FORMATS = tuple(name for name, kind in FORMATS.items() if kind.changelog)
 
 
-def make_format(name: str, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> Format:
-    """The format `name` for `columns`, given the table's options: those under '<name>.' reach it unprefixed."""
+def make_format(
+    name: str, columns: Mapping[str, pl.DataType], options: Mapping[str, str], not_null: Iterable[str] = ()
+) -> Format:
+    """The format `name` for `columns`, given the table's options: those under '<name>.' reach it unprefixed.
+    `not_null`: the columns that cannot be NULL (the PRIMARY KEY's, as in Flink; it shapes the Avro schema)."""
     kind = FORMATS.get(name.lower())
     if kind is None:
         raise FormatError(f"format '{name}' is not supported here; formats are {', '.join(sorted(FORMATS))}")
     own = {k[len(name) + 1 :]: v for k, v in options.items() if k.startswith(name + ".")}
-    return kind(columns, own)
+    fmt = kind(columns, own)
+    fmt.not_null = frozenset(not_null)
+    return fmt
 
 
 __all__ = [

@@ -3,7 +3,7 @@ Flink's 'avro' format writes). The schema is derived from the DDL as Flink's Avr
 a record named "record", each column nullable as ["null", type] (default null); BOOLEAN boolean, TINYINT,
 SMALLINT and INT int, BIGINT long, FLOAT float, DOUBLE double, STRING string, BYTES bytes, DATE int (date),
 TIMESTAMP(p <= 3) long (timestamp-millis), TIMESTAMP(p > 3) long (timestamp-micros), DECIMAL(p, s) bytes
-(decimal), ARRAY<T> array of nullable T.
+(decimal), ARRAY<T> array of nullable T; a NOT NULL column (`not_null`: a PRIMARY KEY's) has no null branch.
 
 fastavro reads one record at a time (its API has no batch reader); the loop does nothing else, and the values
 are typed in one vectorised pass. Bytes that do not hold exactly one record are a dead letter.
@@ -11,8 +11,9 @@ are typed in one vectorised pass. Bytes that do not hold exactly one record are 
 
 from __future__ import annotations
 
+import functools
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import polars as pl
@@ -48,8 +49,15 @@ def avro_type(name: str, dtype: pl.DataType) -> Any:
     raise FormatError(f"format 'avro' cannot hold column '{name}' of type {sql_name(dtype)}")
 
 
-def avro_schema(columns: Mapping[str, pl.DataType]) -> dict[str, Any]:
-    fields = [{"name": n, "type": ["null", avro_type(n, t)], "default": None} for n, t in columns.items()]
+def avro_schema(columns: Mapping[str, pl.DataType], not_null: Iterable[str] = ()) -> dict[str, Any]:
+    """The record schema of `columns`: nullable ones as ["null", type] with default null, NOT NULL ones plain."""
+    required = set(not_null)
+    fields = [
+        {"name": n, "type": avro_type(n, t)}
+        if n in required
+        else {"name": n, "type": ["null", avro_type(n, t)], "default": None}
+        for n, t in columns.items()
+    ]
     return {"type": "record", "name": "record", "fields": fields}
 
 
@@ -70,8 +78,17 @@ class AvroFormat(Format):
         encoding = self.options.get("encoding", "binary").strip().lower()
         if encoding != "binary":
             raise FormatError(f"'avro.encoding' = '{encoding}': only 'binary' is supported")
-        self.schema = avro_schema(self.columns)
-        self.parsed = parse_schema(self.schema)
+        parse_schema(avro_schema(self.columns))  # any column Avro cannot hold is refused now
+
+    @functools.cached_property
+    def schema(self) -> dict[str, Any]:
+        return avro_schema(self.columns, self.not_null)
+
+    @functools.cached_property
+    def parsed(self) -> Any:
+        from fastavro import parse_schema
+
+        return parse_schema(self.schema)
 
     def decode(self, values: pl.Series, required: tuple[str, ...] = ()) -> Decoded:
         from fastavro import schemaless_reader
@@ -130,6 +147,9 @@ class AvroFormat(Format):
     def encode(self, rows: pl.DataFrame) -> pl.Series:
         from fastavro import schemaless_writer
 
+        required = [n for n in self.columns if n in self.not_null]
+        if required and rows.select(pl.any_horizontal(pl.col(required).is_null()).any()).item():
+            raise FormatError(f"format 'avro': a NOT NULL column ({', '.join(required)}) holds NULL")
         out: list[bytes] = []
         for row in rows.select([n for n in self.columns]).iter_rows(named=True):
             buffer = io.BytesIO()

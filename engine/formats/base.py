@@ -38,8 +38,10 @@ class FormatError(ValueError):
 class Format(ABC):
     #: whether decoded rows carry `__op` (+I, -U, +U, -D) rather than being inserts
     changelog: bool = False
-    #: the options this format takes (unprefixed); any other is refused when the format is built
+    #: the options this format takes (unprefixed)
     OPTIONS: tuple[str, ...] = ()
+    #: columns declared NOT NULL (a PRIMARY KEY's, as Flink makes them): Avro writes them without a null branch
+    not_null: frozenset[str] = frozenset()
 
     def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
         # dtype classes (pl.Int64) become instances (pl.Int64()): the type tests below look at instances
