@@ -145,6 +145,16 @@ def test_ignore_parse_errors_nulls_the_field_and_still_records_the_record() -> N
     assert decoded.dead.get_column("record").to_list() == [0, 1]
 
 
+def test_fail_on_missing_field() -> None:
+    strict = {"json.fail-on-missing-field": "true"}
+    assert reasons("json", [b'{"k": 1, "v": null}', b'{"k": 2}', b"{}"], strict) == {
+        1: "field 'v' is missing ('json.fail-on-missing-field' is 'true')",
+        2: "field 'k' is missing ('json.fail-on-missing-field' is 'true'); field 'v' is missing "
+        "('json.fail-on-missing-field' is 'true')",
+    }
+    assert reasons("json", [b'{"k": 2}'], {}) == {}  # by default a missing field is NULL
+
+
 def test_event_time_null_is_a_dead_letter() -> None:
     cols = {"k": pl.Int64(), "ts": pl.Datetime("ms", "UTC")}
     decoded = make_format("json", cols, {}).decode(pl.Series([b'{"k": 1}'], dtype=pl.Binary), ("ts",))

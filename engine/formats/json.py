@@ -35,8 +35,32 @@ class JsonFormat(Format):
         parsed = parse_json(context, self.columns)
         ok = parsed.ok
         malformed = dead(parsed.dead.get_column("position"), parsed.dead.get_column("reason"))
-        rows = typed(parsed.rows, records.filter(ok), self.columns, required, self.flag("ignore-parse-errors"))
-        return merge([rows], [unreadable, malformed], self.columns)
+        rows, kept = parsed.rows, records.filter(ok)
+        missing = dead(pl.Series([], dtype=pl.Int64), pl.Series([], dtype=pl.String))
+        if self.flag("fail-on-missing-field") and self.columns:
+            # a key is present when `"name":` occurs in the record (a JSON string cannot hold it unescaped)
+            lines = text.filter(ok)
+            reasons = (
+                pl.DataFrame({"line": lines})
+                .select(
+                    pl.concat_str(
+                        [
+                            pl.when(~pl.col("line").str.contains(re.escape(json.dumps(n)) + r"\s*:")).then(
+                                pl.lit(f"field '{n}' is missing ('json.fail-on-missing-field' is 'true')")
+                            )
+                            for n in self.columns
+                        ],
+                        separator="; ",
+                        ignore_nulls=True,
+                    )
+                )
+                .to_series()
+            )
+            absent = reasons.is_not_null() & (reasons != "")
+            missing = dead(kept.filter(absent), reasons.filter(absent))
+            rows, kept = rows.filter(~absent), kept.filter(~absent)
+        decoded = typed(rows, kept, self.columns, required, self.flag("ignore-parse-errors"))
+        return merge([decoded], [unreadable, malformed, missing], self.columns)
 
     def encode(self, rows: pl.DataFrame) -> pl.Series:
         return encode_json(rows, self.columns, self.standard).alias("value")
