@@ -207,6 +207,8 @@ CONNECTORS: dict[str, Connector] = {
             "canal-json.ignore-parse-errors": choice("true", "false"),
             "canal-json.database.include": not_empty,
             "canal-json.table.include": not_empty,
+            "debezium-json.timestamp-format.standard": choice("sql", "iso-8601"),
+            "canal-json.timestamp-format.standard": choice("sql", "iso-8601"),
             "csv.field-delimiter": one_character,
             "scan.max-record-bytes": size,
             "source.missing-files": choice("fail", "skip"),

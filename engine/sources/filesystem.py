@@ -1,4 +1,5 @@
-"""`'connector' = 'filesystem'`: JSON lines, CSV or Parquet files in a folder, each record read once.
+"""`'connector' = 'filesystem'`: JSON lines, CSV or Parquet files in a folder, each record read once; or lines of
+changes ('format' = 'debezium-json' or 'canal-json', decoded by engine.formats), whose rows carry `__op`.
 
 Files are named by their path relative to the folder, registered when first seen, and taken in discovery order
 (within one discovery, in path order); a position is (registration, record). Lines appended to a registered file
