@@ -173,7 +173,20 @@ def test_csv_dead_letters_and_options() -> None:
     decoded = decode(make_format("csv", KV, options), [b"1;N/A", b"# a comment", b"2;3"])
     assert decoded.rows.to_dicts() == [{"k": 1, "v": None}, {"k": 2, "v": 3}]
     assert decoded.record.to_list() == [0, 2] and decoded.dead.height == 0
-    quoted = make_format("csv", {"s": pl.String(), "v": pl.Int32()}, {"csv.quote-character": "'"})
+    text = {"s": pl.String(), "v": pl.Int32()}
+    awkward = pl.DataFrame({"s": ["a,b", 'x"y', "l1\nl2", "back\\slash"], "v": [1, 2, 3, 4]}, schema=text)
+    for options in [
+        {"csv.escape-character": "\\"},
+        {"csv.disable-quote-character": "true", "csv.escape-character": "\\"},
+    ]:
+        fmt = make_format("csv", text, options)
+        assert decode(fmt, fmt.encode(awkward).to_list()).rows.equals(awkward), options
+    unquoted = make_format("csv", text, {"csv.disable-quote-character": "true"})
+    assert reasons("csv", [b"l1\nl2,3"], {"csv.disable-quote-character": "true"}, text) == {
+        0: "malformed CSV: new-line character seen in unquoted field"
+    }
+    assert decode(unquoted, [b'x"y,2']).rows.rows() == [('x"y', 2)]
+    quoted = make_format("csv", text, {"csv.quote-character": "'"})
     assert quoted.encode(pl.DataFrame({"s": ["a,'b"], "v": [1]})).to_list() == [b"'a,''b',1"]
 
 

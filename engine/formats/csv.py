@@ -76,7 +76,7 @@ class CsvFormat(Format):
                 try:
                     found = next(csv.reader([line], **self._dialect()), [])
                 except csv.Error as err:
-                    problems.append(f"malformed CSV: {err}")
+                    problems.append(f"malformed CSV: {str(err).split(' - ')[0]}")  # without Python's file advice
                     problem_records.append(record)
                     continue
                 if len(found) != len(names):
@@ -116,9 +116,11 @@ class CsvFormat(Format):
         special = [c for c in (self.delimiter, self.quote, self.escape, "\n", "\r") if c]
         needs = pl.any_horizontal([text.str.contains(c, literal=True) for c in special])
         if self.quote is not None:
-            quoted = pl.concat_str(
-                [pl.lit(self.quote), text.str.replace_all(self.quote, self.quote * 2, literal=True), pl.lit(self.quote)]
-            )
+            inner = text
+            if self.escape is not None:  # the escape character itself, escaped, reads back as itself
+                inner = inner.str.replace_all(self.escape, self.escape * 2, literal=True)
+            inner = inner.str.replace_all(self.quote, self.quote * 2, literal=True)
+            quoted = pl.concat_str([pl.lit(self.quote), inner, pl.lit(self.quote)])
         elif self.escape is not None:
             quoted = text
             for c in (self.escape, self.delimiter, "\n", "\r"):
