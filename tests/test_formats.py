@@ -311,6 +311,13 @@ MIXED = {
         b'{"type":"DELETE","data":[{"k":"2","v":"2"}]}',
         b'{"type":"INSERT","data":[{"k":"1","v":"y"}]}',
         b'{"type":"nope"}',
+        b'{"type":"INSERT","data":[]}',
+        b'{"type":"CREATE","data":null,"isDdl":true}',
+        b'{"type":"UPDATE","data":[{"k":"3","v":"3"},{"k":"4","v":"4"}],"old":[{"v":null},{}]}',
+        b'{"type":"INSERT","data":[{"k":"5","v":"5","v":"6"}]}',
+        b'{"type":"INSERT","type":"DELETE","data":[{"k":"7","v":"7"}]}',
+        b'{"type":"INSERT","data":[{"k":"8","v":"8"},null]}',
+        b'{"type":"UPDATE","data":[{"k":"9","v":"9"}],"old":[]}',
     ],
 }
 
@@ -352,6 +359,41 @@ def test_debezium_reads_plain_batches_in_one_vectorised_pass() -> None:
     assert fast.equals(fmt.exact(lines, pl.Series([0, 1, 2], dtype=pl.Int64), problems, dict(fast.schema)))
     for tricky in MIXED["debezium-json"][7:-1]:  # the last one is plain: an undeclared nested field
         assert fmt.vectorised(pl.Series([tricky.decode()]), pl.Series([0])) is None, tricky
+
+
+def test_canal_reads_plain_batches_in_one_vectorised_pass() -> None:
+    fmt = make_format("canal-json", KV, {"canal-json.table.include": "orders"})
+    plain = [
+        '{"table":"orders","type":"INSERT","data":[{"k":"1","v":"2"},{"k":"2","v":"2"}]}',
+        '{"table":"orders","type":"UPDATE","data":[{"k":"1","v":"4"},{"k":"2","v":"5"}],"old":[{"v":"2"},{}]}',
+        '{"table":"audit","type":"INSERT","data":[{"k":"9"}]}',
+        '{"table":"orders","type":"DELETE","data":[{"k":"2","v":"5"}]}',
+        '{"table":"orders","type":"INSERT","data":[]}',
+    ]
+    records = pl.Series(range(len(plain)), dtype=pl.Int64)
+    fast = fmt.vectorised(pl.Series(plain), records)
+    assert fast is not None and fast.height == 7
+    assert fast.equals(fmt.exact(pl.Series(plain), records, [], dict(fast.schema)))
+    assert fmt.vectorised(pl.Series(['{"table":5,"type":"INSERT","data":[]}']), records[:1]) is None
+
+
+@pytest.mark.parametrize("name", ["debezium-json", "canal-json"])
+def test_the_vectorised_pass_reads_whatever_it_accepts_as_the_exact_path(name: str) -> None:
+    """Whenever a batch takes the vectorised pass, its rows are those of the message-by-message read."""
+    fmt = make_format(name, KV, {})
+    lines = [v.decode() for v in MIXED[name] if v]
+    rng = random.Random(3)
+    accepted = 0
+    for _ in range(300):
+        batch = rng.sample(lines, rng.randint(1, 4))
+        records = pl.Series(range(len(batch)), dtype=pl.Int64)
+        fast = fmt.vectorised(pl.Series(batch, dtype=pl.String), records)
+        if fast is not None:
+            accepted += 1
+            problems: list = []
+            assert fast.equals(fmt.exact(pl.Series(batch), records, problems, dict(fast.schema))), batch
+            assert not problems, batch
+    assert accepted >= 20
 
 
 def test_every_format_is_registered_and_refuses_what_it_cannot_hold() -> None:
