@@ -112,7 +112,7 @@ class ChangelogJson(Format):
         return {**{n: as_text(values.get(n)) for n in self.columns}, OP_COLUMN: op, "\x00record": record}
 
     def row_json(self, rows: pl.DataFrame) -> pl.Expr:
-        """Each row's columns as a JSON object (Flink's JSON format rules), and the rows' ops."""
+        """Each row's columns as a JSON object, under Flink's JSON format rules."""
         present = {n: t for n, t in self.columns.items() if n in rows.columns}
         exprs, numbers = json_ready(present, self.standard)
         return unquote_numbers(pl.struct(exprs).struct.json_encode(), numbers)
