@@ -199,8 +199,16 @@ CONNECTORS: dict[str, Connector] = {
         {
             **_SOURCE,
             "path": not_empty,
-            "format": choice("json", "csv", "parquet"),
+            "format": choice("json", "csv", "parquet", "debezium-json", "canal-json"),
             "csv.header": choice("true", "false"),
+            # the changelog formats' options that mean something for lines of a file (engine/formats)
+            "debezium-json.schema-include": choice("true", "false"),
+            "debezium-json.ignore-parse-errors": choice("true", "false"),
+            "canal-json.ignore-parse-errors": choice("true", "false"),
+            "canal-json.database.include": not_empty,
+            "canal-json.table.include": not_empty,
+            "debezium-json.timestamp-format.standard": choice("sql", "iso-8601"),
+            "canal-json.timestamp-format.standard": choice("sql", "iso-8601"),
             "csv.field-delimiter": one_character,
             "scan.max-record-bytes": size,
             "source.missing-files": choice("fail", "skip"),

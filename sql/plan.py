@@ -302,6 +302,21 @@ class OverAggregate(Node):
 
 
 @dataclass(eq=False)
+class ChangelogNormalize(Node):
+    """After the Scan of an upsert source (upsert-kafka): the last row of each PRIMARY KEY, kept in state, turns
+    the source's upserts (+U) and deletes (-D) into a changelog: +I for a new key, -U/+U for a changed row, -D
+    for a deleted key; an unchanged upsert and the delete of an unknown key emit nothing (Flink's
+    ChangelogNormalize)."""
+
+    keys: list[str] = field(kw_only=True)
+    state_id: str = field(kw_only=True)
+    stateful = True
+
+    def describe(self) -> str:
+        return f"ChangelogNormalize [{self.state_id}] key ({', '.join(self.keys)})"
+
+
+@dataclass(eq=False)
 class UnionAll(Node):
     def describe(self) -> str:
         return f"UnionAll ({len(self.inputs)} inputs)"
@@ -413,5 +428,13 @@ def state_descriptor(node: Node) -> dict[str, object]:
             "window": f"{node.frame_kind} rows={node.rows} range={node.range}",
             "state": [f"{a.sql}: {types.sql_name(a.dtype)}" for a in node.aggs],
             "sql": node.sql,
+        }
+    if isinstance(node, ChangelogNormalize):
+        return {
+            "kind": "changelog normalize",
+            "key": node.keys,
+            "window": None,
+            "state": _types(node.inputs[0].schema),
+            "sql": f"PRIMARY KEY ({', '.join(node.keys)})",
         }
     raise TypeError(f"{type(node).__name__} keeps no state")

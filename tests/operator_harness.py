@@ -15,7 +15,7 @@ from engine.operators import evaluate_epoch, stateful
 from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
 from engine.operators.context import EpochContext
 from engine.watermarks import Watermarks
-from sql.plan import Node, Scan
+from sql.plan import OP_COLUMN, Node, Scan
 from sql.planner import plan_script
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -24,6 +24,12 @@ START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 def at(seconds: float) -> dt.datetime:
     """A timestamp `seconds` after the start of 2026 (UTC)."""
     return START + dt.timedelta(seconds=seconds)
+
+
+def _source_schema(scan: Scan) -> dict[str, pl.DataType]:
+    """What a source gives: its physical columns, and the row kind of a changelog source."""
+    op = {OP_COLUMN: pl.String()} if OP_COLUMN in scan.schema else {}
+    return {**scan.table.physical_schema, **op}
 
 
 class OperatorHarness:
@@ -53,9 +59,9 @@ class OperatorHarness:
         """One epoch: `rows` per source table (dicts of its physical columns); returns the operator's output."""
         self.epoch += 1
         frames = {
-            name: pl.DataFrame(rows.get(name, []), schema=scan.table.physical_schema, orient="row")
+            name: pl.DataFrame(rows.get(name, []), schema=_source_schema(scan), orient="row")
             if rows.get(name)
-            else pl.DataFrame(schema=scan.table.physical_schema)
+            else pl.DataFrame(schema=_source_schema(scan))
             for name, scan in self.scans.items()
         }
         ctx = EpochContext(

@@ -19,9 +19,23 @@ from engine.operators.aggregate import AggregateOperator
 from engine.operators.base import OperatorSettings, StatefulOperator
 from engine.operators.context import EpochContext
 from engine.operators.join import JoinOperator
+from engine.operators.normalize import ChangelogNormalizeOperator
 from engine.operators.over import OverOperator
 from engine.operators.top_n import TopNOperator
-from sql.plan import Aggregate, Calc, Join, Node, OverAggregate, Plan, Scan, Sink, TopN, UnionAll, WindowAssign
+from sql.plan import (
+    Aggregate,
+    Calc,
+    ChangelogNormalize,
+    Join,
+    Node,
+    OverAggregate,
+    Plan,
+    Scan,
+    Sink,
+    TopN,
+    UnionAll,
+    WindowAssign,
+)
 
 Operator = Callable[[Node, list[pl.LazyFrame], EpochContext], pl.LazyFrame]
 
@@ -39,6 +53,7 @@ STATEFUL: dict[type[Node], type[StatefulOperator]] = {
     Join: JoinOperator,
     TopN: TopNOperator,
     OverAggregate: OverOperator,
+    ChangelogNormalize: ChangelogNormalizeOperator,
 }
 
 

@@ -1,4 +1,5 @@
-"""`'connector' = 'filesystem'`: JSON lines, CSV or Parquet files in a folder, each record read once.
+"""`'connector' = 'filesystem'`: JSON lines, CSV or Parquet files in a folder, each record read once; or lines of
+changes ('format' = 'debezium-json' or 'canal-json', decoded by engine.formats), whose rows carry `__op`.
 
 Files are named by their path relative to the folder, registered when first seen, and taken in discovery order
 (within one discovery, in path order); a position is (registration, record). Lines appended to a registered file
@@ -27,6 +28,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from engine import paths
+from engine.formats import FormatError, make_format
 from engine.sources.base import (
     DEAD_LETTER_RAW_LIMIT,
     DEAD_LETTER_SCHEMA,
@@ -51,8 +53,11 @@ from engine.sources.file_registry import (
 )
 from engine.sources.json_lines import Parsed, parse_json
 from sql import durations
+from sql.plan import OP_COLUMN
 
-FORMATS = ("json", "csv", "parquet")
+#: the changelog formats, read line by line through engine.formats: rows carry their row kind in `__op`
+CHANGELOG_FORMATS = ("debezium-json", "canal-json")
+FORMATS = ("json", "csv", "parquet", *CHANGELOG_FORMATS)
 MISSING_FILES = ("fail", "skip")
 PARTIAL_LINE_TIMEOUT = "10 s"
 #: bytes read at planning and kept for later epochs, beyond the planned slice (which is always kept)
@@ -67,6 +72,12 @@ class FileSource(Source):
         if self.format not in FORMATS:
             raise ConnectorError(f"table '{table.name}': format '{self.format}' is not one of {', '.join(FORMATS)}")
         self.header = self.option("csv.header", "false").lower() == "true"
+        self.codec = None
+        if self.format in CHANGELOG_FORMATS:
+            try:
+                self.codec = make_format(self.format, self.schema, table.options)
+            except FormatError as err:
+                raise ConnectorError(f"table '{table.name}': {err}") from None
         limit = self.option("scan.max-record-bytes", str(MAX_RECORD_BYTES))
         try:
             self.max_record_bytes = int(limit) if limit.strip().isdigit() else durations.parse_size(limit)
@@ -107,6 +118,10 @@ class FileSource(Source):
         if self.root.is_dir():
             return self.root
         return self.root.parent if self.root.is_file() or self.root.name in self.segments else self.root
+
+    def empty(self) -> pl.DataFrame:
+        frame = super().empty()
+        return frame.with_columns(pl.lit(None, pl.String).alias(OP_COLUMN)) if self.codec is not None else frame
 
     # -- position ------------------------------------------------------------------------------
     def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
@@ -406,6 +421,16 @@ class FileSource(Source):
             for i in oversized.arg_true().to_list()
         ]
         context = context.filter(~bad_utf8 & ~blank & ~oversized)
+        if self.codec is not None:
+            batch = self._decode_changes(context)
+            dead = pl.concat(
+                [
+                    dead_letters(invalid),
+                    pl.DataFrame(too_long, schema=DEAD_LETTER_SCHEMA),
+                    batch.dead_letters,
+                ]
+            )
+            return SourceBatch(batch.rows, dead.sort("position"))
         raw = parse_json(context, self.schema) if self.format == "json" else self._parse_csv(context, path, header)
         batch = typed_from_text(raw.rows, self.schema, context.filter(raw.ok), self.required)
         dead = pl.concat(
@@ -417,6 +442,15 @@ class FileSource(Source):
             ]
         )
         return SourceBatch(batch.rows, dead.sort("position"))
+
+    def _decode_changes(self, context: pl.DataFrame) -> SourceBatch:
+        """A changelog format's lines (debezium-json, canal-json): rows with `__op`, and the dead letters at the
+        lines they came from."""
+        assert self.codec is not None
+        decoded = self.codec.decode(context.get_column("raw").cast(pl.Binary), self.required)
+        lines = context.with_row_index("record").with_columns(pl.col("record").cast(pl.Int64))
+        dead = decoded.dead.join(lines, on="record", how="left").sort("record")
+        return SourceBatch(decoded.rows, dead_letters(dead))
 
     def _parse_csv(self, context: pl.DataFrame, path: Path, header: bytes | None) -> Parsed:
         parsed = self._parse_csv_fields(context, self._header(path, header) if self.header else list(self.schema))

@@ -116,7 +116,12 @@ def _groups(binder: Binder, select: exp.Select, relation: Relation, compiler: Ex
     if window is not None and window.partition_by:
         keys = [(c, pl.col(c), c) for c in window.partition_by if c not in {k[0] for k in keys}] + keys
     if window is not None and changelog.updating(relation.node):
-        raise error_at(select, "a window aggregation needs an append-only input", UnsupportedError)
+        raise error_at(
+            select,
+            "a window aggregation needs an append-only input, but its input has updates and deletes"
+            + changelog.origin(relation.node),
+            UnsupportedError,
+        )
     return _Groups(keys, window, window_input)
 
 

@@ -13,7 +13,8 @@ from sql import types
 from sql.catalog import TableDef
 from sql.errors import SqlError, did_you_mean, error_at
 from sql.expressions import ExprCompiler
-from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Node, Scan, WindowSpec
+from sql.plan import OP_COLUMN, WATERMARK_COLUMN, ChangelogNormalize, Node, Scan, WindowSpec
+from sql.planner import changelog
 from sql.planner.ids import Ids
 from sql.udf import AggregateUdf, ScalarUdf
 
@@ -104,7 +105,7 @@ class Binder:
         self.tables: dict[str, TableDef] = {}
         self.views: dict[str, exp.Query] = {}
         self.options: dict[str, str] = {}
-        self.scans: dict[str, Scan] = {}
+        self.scans: dict[str, Node] = {}
         self.ids = Ids()
 
     def compiler(self, scope: Scope) -> ExprCompiler:
@@ -122,11 +123,26 @@ class Binder:
         if name.lower() in self.tables or name.lower() in self.views:
             raise error_at(node, f"'{name}' is already defined")
 
-    def scan(self, table: TableDef) -> Scan:
+    def scan(self, table: TableDef) -> Node:
+        """The node reading `table`: its Scan, behind a ChangelogNormalize for an upsert source."""
         key = table.name.lower()
         if key not in self.scans:
             schema = dict(table.schema)
             if table.watermark is not None:
                 schema[WATERMARK_COLUMN] = types.timestamp(3)
-            self.scans[key] = Scan(f"scan:{table.name}", [], schema, table=table)
+            mode = changelog.source(table)
+            if mode != changelog.APPEND:
+                schema[OP_COLUMN] = pl.String()
+            self.scans[key] = Scan(f"scan:{table.name}", [], schema, mode, table=table)
+            if mode == changelog.UPSERT:
+                # The watermark column stays behind: what reads a normalized changelog never judges lateness.
+                out = {n: t for n, t in schema.items() if n != WATERMARK_COLUMN}
+                self.scans[key] = ChangelogNormalize(
+                    self.ids.node("normalize"),
+                    [self.scans[key]],
+                    out,
+                    changelog.RETRACT,
+                    keys=list(table.primary_key),
+                    state_id=self.ids.state("normalize", f"{table.name}:{','.join(table.primary_key)}"),
+                )
         return self.scans[key]

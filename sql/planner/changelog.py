@@ -4,13 +4,41 @@ is not keyed refuses `retract` (see statements.insert)."""
 
 from __future__ import annotations
 
-from sql.plan import Node
+from sql.catalog import TableDef
+from sql.kafka_options import CHANGELOG_FORMATS
+from sql.plan import Node, Scan
 
-APPEND, RETRACT = "append", "retract"
+#: `upsert`: a source's upserts (+U) and deletes (-D) by PRIMARY KEY, which only ChangelogNormalize consumes
+APPEND, RETRACT, UPSERT = "append", "retract", "upsert"
 
 
 def updating(*inputs: Node) -> bool:
     return any(node.changelog != APPEND for node in inputs)
+
+
+def source(table: TableDef) -> str:
+    """What a source table's Scan emits: a changelog format (debezium-json, canal-json) gives inserts, updates
+    and deletes; the upsert-kafka connector gives upserts and deletes by key; any other source inserts."""
+    connector = table.connector.strip().lower()
+    if connector == "upsert-kafka":
+        return UPSERT
+    value_format = table.options.get("value.format") or table.options.get("format") or ""
+    if connector in ("kafka", "filesystem") and value_format.strip().lower() in CHANGELOG_FORMATS:
+        return RETRACT
+    return APPEND
+
+
+def origin(node: Node, lead: str = " (", tail: str = ")") -> str:
+    """Where the updates in `node`'s rows come from, for messages: " (table 'cdc' is a changelog: format
+    'debezium-json')"; '' when they come from an operator (an unbounded GROUP BY, an outer join, ...)."""
+    sources = [n for n in node.walk() if isinstance(n, Scan) and n.changelog != APPEND]
+    if not sources:
+        return ""
+    table = sources[0].table
+    if sources[0].changelog == UPSERT:
+        return f"{lead}table '{table.name}' is an upsert source: connector '{table.connector}'{tail}"
+    value_format = table.options.get("value.format") or table.options.get("format") or ""
+    return f"{lead}table '{table.name}' is a changelog: format '{value_format}'{tail}"
 
 
 def passthrough(child: Node) -> str:

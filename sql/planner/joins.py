@@ -53,7 +53,12 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
     out_scope = Scope(schema, left.qualifiers | right.qualifiers, columns)
     residual = _residual(binder, found.residual, kind, lookup, out_scope)
     if changelog.updating(left.node, right.node) and (kind != "INNER" or time_bounds is not None):
-        raise error_at(node, f"{kind} JOIN over an updating input is not supported yet", UnsupportedError)
+        updating = left.node if changelog.updating(left.node) else right.node
+        raise error_at(
+            node,
+            f"{kind} JOIN over an updating input is not supported yet" + changelog.origin(updating),
+            UnsupportedError,
+        )
     mode = changelog.join(kind, lookup, time_bounds is not None, left.node, right.node)
     if mode == changelog.RETRACT:
         schema[OP_COLUMN] = pl.String()
@@ -87,6 +92,15 @@ def _lookup_side(binder: Binder, node: exp.Join, item: exp.Table, kind: str) -> 
     if kind not in ("INNER", "LEFT"):
         raise error_at(node, "a lookup join is INNER or LEFT", UnsupportedError)
     table = binder.table(item)
+    if changelog.source(table) != changelog.APPEND:
+        # the dimension is read whole as a table of rows; a file of changes is not one (Flink cannot look it up)
+        raise error_at(
+            item,
+            f"a lookup join reads '{table.name}' as a table of rows, but '{table.name}' is a changelog "
+            f"(connector '{table.connector}', format '{table.options.get('format', '')}'); join it with a "
+            "regular join instead",
+            UnsupportedError,
+        )
     alias = item.alias_or_name.lower()
     right_node = Node(f"dim:{table.name}", [], dict(table.schema))
     return table, Relation(right_node, frozenset({alias, table.name.lower()}))

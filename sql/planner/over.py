@@ -73,7 +73,11 @@ def _ordered_by_time(
             order[0], "OVER must be ordered by a time attribute (a column with a WATERMARK)", UnsupportedError
         )
     if changelog.updating(relation.node):
-        raise error_at(first, "OVER over an updating input is not supported yet", UnsupportedError)
+        raise error_at(
+            first,
+            "OVER over an updating input is not supported yet" + changelog.origin(relation.node),
+            UnsupportedError,
+        )
     return first, time_expr
 
 

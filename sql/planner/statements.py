@@ -88,6 +88,7 @@ def insert(binder: Binder, statement: exp.Insert) -> Sink:
     if relation.window is not None and relation.window.unassigned_session:
         raise error_at(query, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
     _check_updating(relation, table, query)
+    _check_sink_format(table)
     wanted = _target_columns(table, columns)
     projections = _casts(binder, relation, table, wanted, query)
     return _sink(binder, relation, table, projections)
@@ -99,6 +100,8 @@ def _check_updating(relation: Relation, table: TableDef, query: exp.Expr) -> Non
         return
     if table.primary_key or table.connector.lower() in UPDATING_SINKS_WITHOUT_KEY:
         return
+    if changelog.source(table) == changelog.RETRACT:
+        return  # a changelog format (debezium-json, canal-json) writes each change with its kind, as Flink does
     if windows.over_windows(relation.node):
         raise error_at(
             query,
@@ -109,10 +112,24 @@ def _check_updating(relation: Relation, table: TableDef, query: exp.Expr) -> Non
     raise error_at(
         query,
         f"INSERT INTO {table.name}: the query gives an updating result (rows change as more input "
-        f"arrives), but '{table.name}' is append-only. Declare PRIMARY KEY (...) NOT ENFORCED on "
-        f"'{table.name}' to upsert by key, or aggregate over a window (TUMBLE, HOP, CUMULATE, SESSION) "
+        f"arrives{changelog.origin(relation.node, '; ', '')}), but '{table.name}' is append-only. "
+        f"Declare PRIMARY KEY (...) NOT ENFORCED on '{table.name}' to upsert by key, or aggregate over a "
+        "window (TUMBLE, HOP, CUMULATE, SESSION) "
         "to get final, append-only rows",
     )
+
+
+def _check_sink_format(table: TableDef) -> None:
+    """What a format cannot write, refused as Flink refuses it when the sink is built."""
+    key = "debezium-json.schema-include"
+    if table.options.get(key, "").strip().lower() == "true":
+        line, col = table.option_at.get(key, (table.line, table.col))
+        raise UnsupportedError(
+            f"INSERT INTO {table.name}: format 'debezium-json' writes no schema; "
+            f"'{key}' = 'true' is for reading only (as in Flink)",
+            line,
+            col,
+        )
 
 
 def _target_columns(table: TableDef, columns: list[exp.Identifier] | None) -> list[Column | None]:
