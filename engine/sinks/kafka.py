@@ -163,7 +163,7 @@ class KafkaSink(SinkConnector):
 
         offsets = position.get("offsets") if isinstance(position, dict) else None
         start = {int(p): int(o) for p, o in (offsets or {}).items()}
-        self._held = held_epoch(self._config(), self.topic, self.app_id, start, self._fail)
+        self._held = held_epoch(client_config(self.table), self.topic, self.app_id, start, self._fail)
 
     # -- writing -----------------------------------------------------------------------------------------------
     def write(self, epoch: int, rows: pl.DataFrame) -> None:
@@ -283,7 +283,7 @@ class KafkaSink(SinkConnector):
         self._flush()
         from engine.sinks.kafka_topic import end_offsets
 
-        offsets = end_offsets(self._config(), self.topic, self._fail)
+        offsets = end_offsets(client_config(self.table), self.topic, self._fail)
         self._partitions = max(self._partitions, len(offsets))
         return {
             "connector": "upsert-kafka" if self.upsert else "kafka",
