@@ -58,11 +58,15 @@ def transactional_id(table: TableDef, app_id: str) -> str:
     return f"{prefix}-{app_id}" if prefix else f"timelapse-{app_id}"
 
 
+def _secret(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_WORDS)
+
+
 def stored_properties(table: TableDef) -> dict[str, str]:
     """The client properties a rollback needs to reach the topic, without credentials."""
     config = client_config(table)
     config.pop("logger", None)
-    return {k: str(v) for k, v in config.items() if not any(word in k.lower() for word in SECRET_WORDS)}
+    return {k: str(v) for k, v in config.items() if not _secret(k)}
 
 
 class KafkaSink(SinkConnector):
@@ -293,7 +297,11 @@ class KafkaSink(SinkConnector):
             "guarantee": self.guarantee,
             "transactional_id": self.transactional_id,
             "properties": stored_properties(self.table),
+            **({"credentials_omitted": omitted} if (omitted := self._omitted()) else {}),
         }
+
+    def _omitted(self) -> list[str]:
+        return sorted(k for k in self.table.options if k.startswith("properties.") and _secret(k))
 
     def close(self) -> None:
         if self._producer is None:
