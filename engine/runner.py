@@ -35,6 +35,7 @@ from engine.operators import evaluate_epoch, stateful, stateful_operators
 from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
 from engine.operators.context import EpochContext, operator_watermark
 from engine.sinks import SinkConnector, make_sink
+from engine.sinks.kafka import refuse_parent_topics
 from engine.sources import Source, lookup, make_source
 from engine.state_dir import StateDir
 from engine.state_store import discard_uncommitted
@@ -146,6 +147,8 @@ class Runner:
             name: make_sink(self._own_table(nodes[0].table), base_dir, f"{self.pipeline_id}/{name}")
             for name, nodes in self.sink_nodes.items()
         }
+        if (branch := branching.branch_info(self.dir.root)) is not None:
+            refuse_parent_topics(self.sinks, Path(branch["parent"]))
         for sink in self.sinks.values():
             sink.open()
         self.outputs = [node for nodes in self.sink_nodes.values() for node in nodes]

@@ -131,3 +131,25 @@ def test_an_append_kafka_sinks_rollback_needs_force_and_says_what_repeats(tmp_pa
     assert sink_tests.by_seq(sink_tests.values(again[len(before) :])) == sink_tests.by_seq(
         sink_tests.values(before[len(before) - after_two :])
     )
+
+
+def test_a_branch_does_not_write_into_its_parents_topic(tmp_path: Path, kafka: Broker) -> None:
+    from engine.branching import create_branch
+    from engine.sources.base import ConnectorError
+
+    events = make_events(3, 40)
+    topic, other = kafka.create_topic(), kafka.create_topic()
+    script = setup(tmp_path, kafka, topic, events, "exactly-once")
+    run(script, max_epochs=2)
+    create_branch(tmp_path / "state", tmp_path / "branch", epoch=1)
+    parent_view = kafka.read(topic)
+    with pytest.raises(ConnectorError, match=f"branch of .*'totals' writes Kafka topic '{topic}'.*another topic"):
+        Pipeline.from_sql(script, state=tmp_path / "branch").run(once=True)
+    own = tmp_path / "branch.sql"
+    own.write_text(script.read_text().replace(topic, other))
+    Pipeline.from_sql(own, state=tmp_path / "branch").run(once=True, max_epoch_rows=10)
+    assert kafka.read(topic) == parent_view  # the parent's topic is untouched
+    # the branch continues from epoch 1's offsets: its topic holds the changes after epoch 1
+    assert sink_tests.compacted(kafka.read(other)) == {
+        k: r for k, r in oracle(events).items() if k in {e["k"] for e in events[10:]}
+    }

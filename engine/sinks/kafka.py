@@ -21,6 +21,8 @@ it; a crash repeats the epochs since the last checkpoint. 'none' waits only at c
 from __future__ import annotations
 
 import contextlib
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +318,39 @@ class KafkaSink(SinkConnector):
 
 class UpsertKafkaSink(KafkaSink):
     upsert = True
+
+
+def refuse_parent_topics(sinks: Mapping[str, SinkConnector], parent: Path) -> None:
+    """A branch copies its parent's Delta sinks, but a Kafka topic cannot be copied: a branch writing into a
+    topic its parent writes would mix its results into the parent's, so it must name a topic of its own."""
+    from engine.manifest import read_checkpoints
+    from engine.runner import SINK_POSITIONS
+    from engine.state_dir import StateDir
+
+    kafka = {name: sink for name, sink in sinks.items() if isinstance(sink, KafkaSink)}
+    manifest = StateDir(parent).manifest
+    if not kafka or not manifest.exists():
+        return
+    written: dict[str, tuple[str, set[str]]] = {}
+    for metrics in read_checkpoints(manifest).get_column("metrics").to_list():
+        for name, position in json.loads(metrics or "{}").get(SINK_POSITIONS, {}).items():
+            if isinstance(position, dict) and "topic" in position:
+                servers = position.get("properties", {}).get("bootstrap.servers", "")
+                written[position["topic"]] = (name, _servers(servers))
+    for name, sink in kafka.items():
+        found = written.get(sink.topic)
+        if found is None:
+            continue
+        theirs, servers = found
+        ours = _servers(sink.table.options.get("properties.bootstrap.servers", ""))
+        if servers and ours and not servers & ours:
+            continue  # the same name on another cluster
+        raise ConnectorError(
+            f"table '{name}'{sink.table.where('topic')}: this state directory is a branch of {parent}, whose sink "
+            f"'{theirs}' writes Kafka topic '{sink.topic}'; a branch does not write into its parent's topics: "
+            "name another topic in the branch's SQL ('topic' = '...')"
+        )
+
+
+def _servers(text: str) -> set[str]:
+    return {s.strip().lower() for s in text.split(",") if s.strip()}
