@@ -335,3 +335,21 @@ def test_a_missing_topic_is_one_line_naming_the_table(tmp_path: Path, kafka: Bro
     text = err.decode().strip()
     assert "\n" not in text and "Traceback" not in text
     assert "table 'out' (line" in text and "'no-such-topic-here' does not exist" in text
+
+
+def test_a_broker_that_is_down_ends_the_run_with_one_line(tmp_path: Path, kafka: Broker) -> None:
+    from tests.kafka_broker import free_port
+
+    deliver(tmp_path, rows(10, 5), 0)
+    sink = kafka_sink(kafka, "t", FILTER_COLUMNS, **{"properties.socket.timeout.ms": "1000"})
+    down = f"127.0.0.1:{free_port()}"
+    (tmp_path / "pipeline.sql").write_text(SOURCE + sink.replace(kafka.bootstrap, down) + FILTER)
+    started = time.monotonic()
+    process = _cli(tmp_path)
+    _out, err = process.communicate(timeout=60)
+    assert time.monotonic() - started < 30  # bounded by the socket timeout, not librdkafka's minutes
+    assert process.returncode == 2
+    text = err.decode().strip()
+    assert "\n" not in text and "Traceback" not in text and "rdkafka" not in text
+    assert text.startswith("error: table 'out' (line") or "table 'out' (line" in text
+    assert down in text

@@ -40,12 +40,16 @@ from sql.plan import DELETE, OP_COLUMN, UPDATE_BEFORE
 PIPELINE_HEADER = "timelapse.pipeline"
 EPOCH_HEADER = "timelapse.epoch"
 ROLLBACK_HEADER = "timelapse.rollback-to"
-#: bounded waits: a broker that is down ends the run with one line instead of hanging it
-TIMEOUT_S = 30.0
 #: librdkafka's defaults wait 5 minutes for a message; a pipeline reports a dead broker sooner
 DEFAULTS = {"message.timeout.ms": 30000, "socket.timeout.ms": 10000}
 #: client properties never copied into the manifest (the position record that rollback reads)
 SECRET_WORDS = ("password", "secret", "jaas", "token", "key.pem", "certificate.pem", "credential")
+
+
+def wait_s(config: Mapping[str, Any]) -> float:
+    """The bound of every wait on the broker: three socket timeouts (librdkafka's socket.timeout.ms, 10 s unless
+    the table sets it), so a broker that is down ends the run with one line in about 30 s instead of hanging."""
+    return 3 * float(config.get("socket.timeout.ms", DEFAULTS["socket.timeout.ms"])) / 1000
 
 
 def guarantee(table: TableDef) -> str:
@@ -121,6 +125,7 @@ class KafkaSink(SinkConnector):
         self._round_robin = 0
         self._failures: list[str] = []
         self._open_transaction = False
+        self._wait = wait_s(client_config(table))
 
     # -- clients -----------------------------------------------------------------------------------------------
     def _config(self, **overrides: Any) -> dict[str, Any]:
@@ -146,7 +151,7 @@ class KafkaSink(SinkConnector):
             raise self._fail(err.args[0] if err.args else err) from None
 
     def _partition_count(self) -> int:
-        metadata = self._producer.list_topics(timeout=TIMEOUT_S)
+        metadata = self._producer.list_topics(timeout=self._wait)
         found = metadata.topics.get(self.topic)
         if found is None or found.error is not None or not found.partitions:
             raise ConnectorError(
@@ -162,7 +167,7 @@ class KafkaSink(SinkConnector):
         kafka = client_module()
         try:
             # Aborts what a killed run left open, so read_committed readers (and the scan below) move on.
-            self._producer.init_transactions(TIMEOUT_S)
+            self._producer.init_transactions(self._wait)
         except kafka.KafkaException as err:
             raise self._fail(err.args[0]) from None
         from engine.sinks.kafka_topic import held_epoch
@@ -189,7 +194,7 @@ class KafkaSink(SinkConnector):
                 self._flush()
             if self.exactly_once:
                 faults.point("kafka.sink.produced")
-                self._producer.commit_transaction(TIMEOUT_S)
+                self._producer.commit_transaction(self._wait)
                 self._open_transaction = False
                 self._held = epoch
                 faults.point("kafka.sink.committed")
@@ -277,9 +282,9 @@ class KafkaSink(SinkConnector):
                     poll(0.1)
 
     def _flush(self) -> None:
-        left = self._producer.flush(TIMEOUT_S)
+        left = self._producer.flush(self._wait)
         if self._failures or left:
-            reason = self._failures[0] if self._failures else f"{left} messages not acknowledged in {TIMEOUT_S:g} s"
+            reason = self._failures[0] if self._failures else f"{left} messages not acknowledged in {self._wait:g} s"
             self._failures = []
             raise ConnectorError(describe(self.table, f"writing to topic '{self.topic}' failed: {reason}"))
 
@@ -310,9 +315,9 @@ class KafkaSink(SinkConnector):
             return
         with contextlib.suppress(Exception):
             if self._open_transaction:
-                self._producer.abort_transaction(TIMEOUT_S)
+                self._producer.abort_transaction(self._wait)
             else:
-                self._producer.flush(TIMEOUT_S)
+                self._producer.flush(self._wait)
         self._producer = None
 
 

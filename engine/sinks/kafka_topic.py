@@ -2,7 +2,7 @@
 rolls an upsert-kafka topic back to a checkpoint.
 
 Every read is `read_committed` (what the pipeline's readers see) and bounded: a broker that stops answering
-ends the read with one line after `TIMEOUT_S` without progress.
+ends the read with one line after `wait_s` seconds without progress.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from engine import faults
 from engine.kafka_client import LOG, client_module
-from engine.sinks.kafka import EPOCH_HEADER, PIPELINE_HEADER, ROLLBACK_HEADER, TIMEOUT_S
+from engine.sinks.kafka import EPOCH_HEADER, PIPELINE_HEADER, ROLLBACK_HEADER, wait_s
 
 Fail = Callable[[Any], Exception]
 
@@ -35,8 +35,8 @@ def _consumer(config: dict[str, Any], committed: bool = True) -> Any:
     )
 
 
-def _partitions(consumer: Any, topic: str, fail: Fail) -> list[int]:
-    metadata = consumer.list_topics(topic, timeout=TIMEOUT_S)
+def _partitions(consumer: Any, topic: str, fail: Fail, wait: float) -> list[int]:
+    metadata = consumer.list_topics(topic, timeout=wait)
     found = metadata.topics.get(topic)
     if found is None or found.error is not None:
         raise fail(f"topic '{topic}' is not readable: {found.error if found is not None else 'not found'}")
@@ -48,17 +48,19 @@ def end_offsets(config: dict[str, Any], topic: str, fail: Fail) -> dict[int, int
     kafka = client_module()
     consumer = _consumer(config, committed=False)
     try:
-        return {p: _watermarks(consumer, kafka, topic, p, fail)[1] for p in _partitions(consumer, topic, fail)}
+        wait = wait_s(config)
+        partitions = _partitions(consumer, topic, fail, wait)
+        return {p: _watermarks(consumer, kafka, topic, p, fail, wait)[1] for p in partitions}
     except kafka.KafkaException as err:
         raise fail(err.args[0]) from None
     finally:
         consumer.close()
 
 
-def _watermarks(consumer: Any, kafka: Any, topic: str, partition: int, fail: Fail) -> tuple[int, int]:
-    found = consumer.get_watermark_offsets(kafka.TopicPartition(topic, partition), timeout=TIMEOUT_S)
+def _watermarks(consumer: Any, kafka: Any, topic: str, partition: int, fail: Fail, wait: float) -> tuple[int, int]:
+    found = consumer.get_watermark_offsets(kafka.TopicPartition(topic, partition), timeout=wait)
     if found is None:
-        raise fail(f"no answer about topic '{topic}' partition {partition} in {TIMEOUT_S:g} s")
+        raise fail(f"no answer about topic '{topic}' partition {partition} in {wait:g} s")
     return int(found[0]), int(found[1])
 
 
@@ -74,13 +76,14 @@ def scan(
     (per partition, exclusive; None: the current end of every partition; a partition it leaves out is not
     read), in offset order within each partition. `committed=False` reads aborted and open transactions too."""
     kafka = client_module()
+    wait = wait_s(config)
     consumer = _consumer(config, committed)
     offsets = _consumer(config, committed=False)
     try:
-        partitions = _partitions(consumer, topic, fail)
+        partitions = _partitions(consumer, topic, fail, wait)
         bounds: dict[int, tuple[int, int]] = {}
         for p in partitions:
-            low, high = _watermarks(offsets, kafka, topic, p, fail)
+            low, high = _watermarks(offsets, kafka, topic, p, fail, wait)
             first = max(low, (start or {}).get(p, low))
             last = high if end is None else min(high, end.get(p, 0))
             if first < last:
@@ -93,11 +96,11 @@ def scan(
         # transaction whose commit markers are still being written (its writer was killed right after the
         # commit) holds it below the end a moment longer: a partition is done at its end offset, not at EOF.
         at_eof: set[int] = set()
-        deadline = time.monotonic() + TIMEOUT_S
+        deadline = time.monotonic() + wait
         while pending:
             if time.monotonic() > deadline:
                 raise fail(
-                    f"reading topic '{topic}' made no progress in {TIMEOUT_S:g} s (partitions {sorted(pending)}: "
+                    f"reading topic '{topic}' made no progress in {wait:g} s (partitions {sorted(pending)}: "
                     "a transaction of another writer open there?)"
                 )
             for message in consumer.consume(1000, 0.2):
@@ -110,7 +113,7 @@ def scan(
                     raise fail(error)
                 if partition not in pending:
                     continue
-                deadline = time.monotonic() + TIMEOUT_S
+                deadline = time.monotonic() + wait
                 if message.offset() >= bounds[partition][1]:
                     pending.discard(partition)
                     continue
@@ -175,8 +178,9 @@ def compensate(
     since = {int(p): int(o) for p, o in (target or {}).get("offsets", {}).items()} if target else None
     # Fence a writer left running and abort what a killed run left open: the reads below then see the end.
     producer = kafka.Producer({**config, "transactional.id": current["transactional_id"]})
+    wait = wait_s(config)
     try:
-        producer.init_transactions(TIMEOUT_S)
+        producer.init_transactions(wait)
         written: dict[tuple[int, bytes], None] = {}
         first_ours: dict[int, int] = {}
         # read_uncommitted: a key whose only change since was aborted gets its value again, which is harmless
@@ -210,10 +214,10 @@ def compensate(
                     break
                 except BufferError:
                     producer.poll(0.1)
-        if producer.flush(TIMEOUT_S) or failures:
-            producer.abort_transaction(TIMEOUT_S)
+        if producer.flush(wait) or failures:
+            producer.abort_transaction(wait)
             raise fail(f"writing the compensation of '{name}' failed: {failures[:1] or 'timed out'}")
-        producer.commit_transaction(TIMEOUT_S)
+        producer.commit_transaction(wait)
         faults.point("kafka.rollback.compensated")
     except kafka.KafkaException as err:
         raise fail(err.args[0]) from None
