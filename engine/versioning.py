@@ -368,9 +368,13 @@ def render_history(events: list[dict[str, Any]]) -> str:
             )
         elif event["kind"] == "rollback":
             reason = f' "{event["reason"]}"' if event.get("reason") else ""
+            compensated = "".join(
+                f"; Kafka '{name}' (topic {done['topic']}): {done['keys']} keys compensated"
+                for name, done in sorted(event.get("compensated", {}).items())
+            )
             lines.append(
                 f"rollback {event['from_epoch']} -> {event['to_epoch']}  {event['at'][:19]}  "
-                f"{event.get('user') or ''}{reason}"
+                f"{event.get('user') or ''}{reason}{compensated}"
             )
         elif event["kind"] == "branched_from":
             origin = f"savepoint '{event['savepoint']}' = " if event.get("savepoint") else ""

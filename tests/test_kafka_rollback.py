@@ -87,6 +87,8 @@ def test_an_upsert_kafka_sink_rolls_back_by_compensation(tmp_path: Path, kafka: 
     manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("committed_at")
     audit = json.loads(manifest.row(-1, named=True)["metrics"])["rollback"]
     assert audit["compensated"]["totals"]["keys"] == compensated["keys"]
+    shown = versioning.render_history(versioning.history(tmp_path / "state"))
+    assert f"Kafka 'totals' (topic {topic}): {compensated['keys']} keys compensated" in shown
 
     run(script)  # the same input again, from epoch 3's offsets
     assert sink_tests.compacted(kafka.read(topic)) == oracle(events)

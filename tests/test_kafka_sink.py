@@ -353,3 +353,28 @@ def test_a_broker_that_is_down_ends_the_run_with_one_line(tmp_path: Path, kafka:
     assert "\n" not in text and "Traceback" not in text and "rdkafka" not in text
     assert text.startswith("error: table 'out' (line") or "table 'out' (line" in text
     assert down in text
+
+
+def test_a_timestamp_metadata_column_sets_the_message_timestamp(tmp_path: Path, kafka: Broker) -> None:
+    """`ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp'` on a sink: the column is the message's timestamp, not a
+    field of the value. (The table is marked in code: the DDL's METADATA clause is parsed by the source work.)"""
+    import dataclasses
+
+    from sql import plan_script
+
+    topic = kafka.create_topic()
+    events = [e for e in rows(11, 20) if e["ts"] is not None]
+    deliver(tmp_path, events, 0)
+    sql = (
+        SOURCE + kafka_sink(kafka, topic, "seq BIGINT, ts TIMESTAMP(3)") + "INSERT INTO out SELECT seq, ts FROM events;"
+    )
+    plan = plan_script(sql)
+    sink = plan.sinks[0]
+    columns = tuple(dataclasses.replace(c, metadata="timestamp") if c.name == "ts" else c for c in sink.table.columns)
+    sink.table = dataclasses.replace(sink.table, columns=columns)
+    Pipeline(plan, tmp_path / "state", tmp_path).run(once=True, max_epoch_rows=6)
+    found = kafka.read(topic)
+    assert sorted((json.loads(m.value)["seq"], m.timestamp) for m in found) == sorted(
+        (e["seq"], e["ts"]) for e in events
+    )
+    assert all(set(json.loads(m.value)) == {"seq"} for m in found)

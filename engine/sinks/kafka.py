@@ -244,7 +244,7 @@ class KafkaSink(SinkConnector):
             timestamps = rows.get_column(column).dt.epoch("ms").fill_null(0).to_list()
         headers = None
         if (column := self._metadata.get("headers")) is not None:
-            headers = [[(h["key"], h["value"]) for h in (entry or [])] for entry in rows.get_column(column).to_list()]
+            headers = [_header_pairs(entry) for entry in rows.get_column(column).to_list()]
         return keys, values.to_list(), partitions, timestamps, headers
 
     def _value_selection(self, rows: pl.DataFrame) -> list[str]:
@@ -323,6 +323,14 @@ class KafkaSink(SinkConnector):
 
 class UpsertKafkaSink(KafkaSink):
     upsert = True
+
+
+def _header_pairs(entry: Any) -> list[tuple[str, bytes | None]]:
+    """A row's 'headers' value (MAP<STRING, BYTES>: a list of key/value structs, or a struct) as Kafka headers."""
+    if not entry:
+        return []
+    pairs = entry.items() if isinstance(entry, dict) else ((h["key"], h["value"]) for h in entry)
+    return [(str(k), v.encode() if isinstance(v, str) else v) for k, v in pairs if k is not None]
 
 
 def refuse_parent_topics(sinks: Mapping[str, SinkConnector], parent: Path) -> None:
