@@ -272,6 +272,13 @@ def _needs(
 WRITABLE_METADATA = ("timestamp", "headers")
 
 
+def takes_changelog(table: TableDef) -> bool:
+    """A 'kafka' table whose value format carries row kinds (debezium-json, canal-json) takes an updating result
+    as it is, without a key."""
+    value_format = (table.options.get("value.format") or table.options.get("format", "")).strip().lower()
+    return table.connector.strip().lower() == "kafka" and value_format in CHANGELOG_FORMATS
+
+
 def sink_problem(table: TableDef, updating: bool) -> tuple[str, str | None] | None:
     """Why `table` cannot be written by an INSERT (with an `updating` result, if so), and the option to point
     at; None if it can. Flink's rules: one topic, writable metadata only, and rows that change need upserts

@@ -105,6 +105,8 @@ def _check_updating(relation: Relation, table: TableDef, query: exp.Expr) -> Non
         return
     if table.primary_key or table.connector.lower() in UPDATING_SINKS_WITHOUT_KEY:
         return
+    if kafka_options.takes_changelog(table):
+        return
     if windows.over_windows(relation.node):
         raise error_at(
             query,
