@@ -120,7 +120,8 @@ def rollback(
 
         # Sinks that cannot be restored (print, an append Kafka topic) already showed what epochs after the target
         # produced. An upsert-kafka topic is taken back by compensating upserts and tombstones instead.
-        positions = _sink_positions(rows, target)
+        # The target's own positions too: a crashed run may have written epochs after it that no row records.
+        positions = {**_sink_positions_of(target), **_sink_positions(rows, target)}
         compensate = {
             name: {"target": _sink_positions_of(target).get(name), "current": position}
             for name, position in positions.items()
