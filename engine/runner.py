@@ -231,8 +231,9 @@ class Runner:
         ours = {str(path) for path, app_id in marked if damage.held_epoch([(Path(path), app_id)]) > 0}
         damage.check_files([t for t in (latest.tables if latest else []) if t.role != SINK or t.path in ours])
         sink_positions = latest.metrics.get(SINK_POSITIONS, {}) if latest else {}
+        replaying = any(epoch > self.last_epoch for epoch in self.offsets.epochs())
         for name, sink in self.sinks.items():
-            sink.restore(sink_positions.get(name))
+            sink.restore(sink_positions.get(name), replaying)
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():

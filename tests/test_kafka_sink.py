@@ -381,3 +381,16 @@ def test_a_timestamp_metadata_column_sets_the_message_timestamp(tmp_path: Path, 
         (e["seq"], e["ts"]) for e in events
     )
     assert all(set(json.loads(m.value)) == {"seq"} for m in found)
+
+
+def test_a_first_run_does_not_read_what_the_topic_already_held(tmp_path: Path, kafka: Broker) -> None:
+    """Only epochs started after the last checkpoint can be in the topic already: a first run writes from epoch 1
+    whatever the topic holds (here even messages that claim to be this pipeline's epoch 99)."""
+    topic = kafka.create_topic()
+    events = rows(12, 20)
+    deliver(tmp_path, events, 0)
+    pipeline = StateDir(tmp_path / "state").pipeline_id()
+    forged = {"timelapse.pipeline": f"{pipeline}/out", "timelapse.epoch": "99"}
+    kafka.produce(topic, [{"value": b'{"seq": -1}', "headers": forged}])
+    run(tmp_path, SOURCE + kafka_sink(kafka, topic, FILTER_COLUMNS) + FILTER, max_epoch_rows=10)
+    assert by_seq(values(kafka.read(topic))[1:]) == expected_filter(events)

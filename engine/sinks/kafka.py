@@ -160,8 +160,9 @@ class KafkaSink(SinkConnector):
             )
         return len(found.partitions)
 
-    def restore(self, position: Any) -> None:
-        """Fence the previous writer, then find the epochs the topic holds past the last checkpoint."""
+    def restore(self, position: Any, replaying: bool = True) -> None:
+        """Fence the previous writer, then find the epochs the topic holds past the last checkpoint (none if no
+        epoch was started after it: then a first run does not read a topic that others filled)."""
         if not self.exactly_once:
             return
         kafka = client_module()
@@ -170,6 +171,8 @@ class KafkaSink(SinkConnector):
             self._producer.init_transactions(self._wait)
         except kafka.KafkaException as err:
             raise self._fail(err.args[0]) from None
+        if not replaying:
+            return
         from engine.sinks.kafka_topic import held_epoch
 
         offsets = position.get("offsets") if isinstance(position, dict) else None
