@@ -216,7 +216,7 @@ def compensate(
                     producer.poll(0.1)
         if producer.flush(wait) or failures:
             producer.abort_transaction(wait)
-            raise fail(f"writing the compensation of '{name}' failed: {failures[:1] or 'timed out'}")
+            raise fail(f"writing the compensation of '{name}' failed: {failures[0] if failures else 'timed out'}")
         producer.commit_transaction(wait)
         faults.point("kafka.rollback.compensated")
     except kafka.KafkaException as err:
