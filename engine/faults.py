@@ -49,6 +49,14 @@ POINTS: dict[str, str] = {
     "savepoint.commit.during": "inside the savepoint's manifest commit",
 }
 
+#: points reached only where a Kafka sink is written; apart from POINTS, which the crash tests of every pipeline
+#: (tests/test_fault_injection.py) must all reach
+KAFKA_POINTS: dict[str, str] = {
+    "kafka.sink.produced": "an epoch's messages are produced and flushed in its open Kafka transaction",
+    "kafka.sink.committed": "the epoch's Kafka transaction is committed, before the next sink",
+    "kafka.rollback.compensated": "a rollback's compensating upserts are committed; the rollback row not yet",
+}
+
 Action = Callable[[str, Path | None], None]
 Where = Path | str | None  # a table's path or URI
 
@@ -69,8 +77,8 @@ _action: Action = kill
 
 
 def arm(point: str, hits: int = 1, action: Action = kill) -> None:
-    if point not in POINTS:
-        raise ValueError(f"unknown fault point '{point}'; known: {', '.join(POINTS)}")
+    if point not in POINTS and point not in KAFKA_POINTS:
+        raise ValueError(f"unknown fault point '{point}'; known: {', '.join([*POINTS, *KAFKA_POINTS])}")
     global _armed, _hits, _action
     _armed, _hits, _action = point, hits, action
 

@@ -35,6 +35,7 @@ from engine.operators import evaluate_epoch, stateful, stateful_operators
 from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
 from engine.operators.context import EpochContext, operator_watermark
 from engine.sinks import SinkConnector, make_sink
+from engine.sinks.kafka import refuse_parent_topics
 from engine.sources import Source, lookup, make_source
 from engine.state_dir import StateDir
 from engine.state_store import discard_uncommitted
@@ -146,6 +147,8 @@ class Runner:
             name: make_sink(self._own_table(nodes[0].table), base_dir, f"{self.pipeline_id}/{name}")
             for name, nodes in self.sink_nodes.items()
         }
+        if (branch := branching.branch_info(self.dir.root)) is not None:
+            refuse_parent_topics(self.sinks, Path(branch["parent"]))
         for sink in self.sinks.values():
             sink.open()
         self.outputs = [node for nodes in self.sink_nodes.values() for node in nodes]
@@ -228,8 +231,9 @@ class Runner:
         ours = {str(path) for path, app_id in marked if damage.held_epoch([(Path(path), app_id)]) > 0}
         damage.check_files([t for t in (latest.tables if latest else []) if t.role != SINK or t.path in ours])
         sink_positions = latest.metrics.get(SINK_POSITIONS, {}) if latest else {}
+        replaying = any(epoch > self.last_epoch for epoch in self.offsets.epochs())
         for name, sink in self.sinks.items():
-            sink.restore(sink_positions.get(name))
+            sink.restore(sink_positions.get(name), replaying)
         offsets = latest.source_offsets if latest else {}
         history = self.offsets.history(self.last_epoch)
         for name, source in self.sources.items():

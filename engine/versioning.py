@@ -37,6 +37,7 @@ from engine.manifest import (
     savepoints,
 )
 from engine.offset_log import OffsetLog
+from engine.runner import SINK_POSITIONS
 from engine.state_dir import StateDir, write_atomic
 
 
@@ -117,15 +118,25 @@ def rollback(
         target = epoch_row(rows, to_epoch)
         current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
 
-        # Sinks that cannot be restored (print) already showed what epochs after the target produced.
-        restorable = {t.name for t in entries(target)} | {t.name for t in entries(current)}
+        # Sinks that cannot be restored (print, an append Kafka topic) already showed what epochs after the target
+        # produced. An upsert-kafka topic is taken back by compensating upserts and tombstones instead.
+        # The target's own positions too: a crashed run may have written epochs after it that no row records.
+        positions = {**_sink_positions_of(target), **_sink_positions(rows, target)}
+        compensate = {
+            name: {"target": _sink_positions_of(target).get(name), "current": position}
+            for name, position in positions.items()
+            if position.get("connector") == "upsert-kafka"
+        }
+        restorable = {t.name for t in entries(target)} | {t.name for t in entries(current)} | set(compensate)
         repeated: dict[str, int] = {}
         for row in epochs.filter(pl.col("committed_at") > target["committed_at"]).iter_rows(named=True):
             for sink, count in json.loads(row["metrics"] or "{}").get("rows_out", {}).items():
                 if sink not in restorable and count:
                     repeated[sink] = repeated.get(sink, 0) + count
         if repeated and not force:
-            listing = ", ".join(f"'{name}' ({count} rows)" for name, count in sorted(repeated.items()))
+            listing = ", ".join(
+                _repeated(name, count, positions.get(name), to_epoch) for name, count in sorted(repeated.items())
+            )
             raise VersioningError(
                 f"sinks that cannot be rolled back received output after epoch {to_epoch}: "
                 f"{listing}; they would get it again. Pass --force to roll back anyway"
@@ -146,11 +157,57 @@ def rollback(
             "reason": reason,
             "user": getpass.getuser(),
             "repeated_output": repeated,
+            "compensate": compensate,
         }
         # The intent is durable before any table changes, so a crash part-way is finished by the next run.
         write_atomic(_intent_path(directory), json.dumps(intent).encode())
         faults.point("rollback.intent-written")
         return _apply(directory, intent)
+
+
+def _sink_positions_of(row: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(row["metrics"] or "{}").get(SINK_POSITIONS, {}))
+
+
+def _sink_positions(rows: pl.DataFrame, target: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The latest position each non-Delta sink recorded after `target` (Kafka sinks: topic, offsets, client)."""
+    found: dict[str, dict[str, Any]] = {}
+    later = rows.filter(pl.col("kind").is_in(list(RESUMABLE)) & (pl.col("committed_at") > target["committed_at"]))
+    for row in later.iter_rows(named=True):
+        found.update({n: p for n, p in _sink_positions_of(row).items() if isinstance(p, dict)})
+    return found
+
+
+def _repeated(name: str, count: int, position: dict[str, Any] | None, to_epoch: int) -> str:
+    if position is not None and position.get("connector") == "kafka":
+        return (
+            f"'{name}' (Kafka topic '{position.get('topic')}': {count} messages after epoch {to_epoch} stay in the "
+            "topic, and the epochs after the rollback write them again)"
+        )
+    return f"'{name}' ({count} rows)"
+
+
+def _compensate(intent: dict[str, Any], positions: dict[str, Any]) -> dict[str, Any]:
+    """Roll each upsert-kafka sink back: every key the pipeline wrote since the target gets its value there."""
+    compensated: dict[str, Any] = {}
+    for name, plan in sorted(intent.get("compensate", {}).items()):
+        from engine.sinks.kafka_topic import compensate
+
+        current = plan["current"]
+
+        def fail(err: Any, name: str = name, current: dict[str, Any] = current) -> VersioningError:
+            reason = err.str() if hasattr(err, "str") else str(err)
+            missing = current.get("credentials_omitted")
+            hint = f" (the state directory does not store its credentials: {', '.join(missing)})" if missing else ""
+            return VersioningError(
+                f"cannot roll back Kafka sink '{name}' (topic '{current.get('topic')}' at "
+                f"{current.get('properties', {}).get('bootstrap.servers', '?')}){hint}: {reason}"
+            )
+
+        done = compensate(name, plan["target"], current, int(intent["to_epoch"]), fail)
+        positions[name] = done["position"]
+        compensated[name] = {"topic": current["topic"], "keys": done["keys"], "messages": done["messages"]}
+    return compensated
 
 
 def finish_interrupted(directory: StateDir) -> dict[str, Any] | None:
@@ -211,9 +268,19 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         table.update_incremental()
         restored.append(dataclasses.replace(entry, version=int(table.version())))
         faults.point("rollback.mid-restore")
+    # Non-Delta sinks keep the positions they had (a restart looks for its epochs from there); compensated
+    # upsert-kafka sinks start after their compensation.
+    positions = _sink_positions_of(current)
+    compensated = _compensate(intent, positions)
     faults.point("rollback.before-manifest")
+    audit = {k: v for k, v in intent.items() if k != "compensate"} | (
+        {"compensated": compensated} if compensated else {}
+    )
+    metrics: dict[str, Any] = {"rollback": audit}
+    if positions:
+        metrics[SINK_POSITIONS] = positions
     Manifest(directory.manifest).commit(
-        _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics={"rollback": intent})
+        _checkpoint(target, kind="rollback", epoch=latest_epoch, tables=restored, metrics=metrics)
     )
     _intent_path(directory).unlink(missing_ok=True)
     return {
@@ -221,6 +288,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         "next_epoch": latest_epoch + 1,
         "tables": len(restored),
         "repeated_output": intent["repeated_output"],
+        **({"compensated": compensated} if compensated else {}),
     }
 
 
@@ -301,9 +369,13 @@ def render_history(events: list[dict[str, Any]]) -> str:
             )
         elif event["kind"] == "rollback":
             reason = f' "{event["reason"]}"' if event.get("reason") else ""
+            compensated = "".join(
+                f"; Kafka '{name}' (topic {done['topic']}): {done['keys']} keys compensated"
+                for name, done in sorted(event.get("compensated", {}).items())
+            )
             lines.append(
                 f"rollback {event['from_epoch']} -> {event['to_epoch']}  {event['at'][:19]}  "
-                f"{event.get('user') or ''}{reason}"
+                f"{event.get('user') or ''}{reason}{compensated}"
             )
         elif event["kind"] == "branched_from":
             origin = f"savepoint '{event['savepoint']}' = " if event.get("savepoint") else ""

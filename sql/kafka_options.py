@@ -266,3 +266,38 @@ def _needs(
 ) -> None:
     if mode == when and other not in options:
         raise fail(f"'{key}' = '{when}' needs the option '{other}'", values[key])
+
+
+#: metadata a Kafka sink can write (the message's timestamp and headers); the rest is read-only, as in Flink
+WRITABLE_METADATA = ("timestamp", "headers")
+
+
+def sink_problem(table: TableDef, updating: bool) -> tuple[str, str | None] | None:
+    """Why `table` cannot be written by an INSERT (with an `updating` result, if so), and the option to point
+    at; None if it can. Flink's rules: one topic, writable metadata only, and rows that change need upserts
+    (upsert-kafka) or a format that carries row kinds."""
+    connector = table.connector.strip().lower()
+    if connector not in ("kafka", "upsert-kafka"):
+        return None
+    if "topic-pattern" in table.options:
+        return (
+            f"'{table.name}' is written, so it needs one 'topic'; 'topic-pattern' only reads topics",
+            "topic-pattern",
+        )
+    for column in table.columns:
+        if column.metadata is not None and not column.virtual and column.metadata not in WRITABLE_METADATA:
+            return (
+                f"'{table.name}' is written, but its column '{column.name}' is metadata '{column.metadata}', which "
+                f"a sink cannot write (only {' and '.join(WRITABLE_METADATA)}); declare it VIRTUAL",
+                None,
+            )
+    value_format = (table.options.get("value.format") or table.options.get("format", "")).strip().lower()
+    if connector == "kafka" and updating and value_format not in CHANGELOG_FORMATS:
+        return (
+            f"the query gives an updating result (rows change as more input arrives), but '{table.name}' is a "
+            f"Kafka topic written with format '{value_format}', which has no row kinds. Use 'connector' = "
+            f"'upsert-kafka' with a PRIMARY KEY (updates upsert by key, deletes are tombstones), or a changelog "
+            f"format ({', '.join(repr(f) for f in CHANGELOG_FORMATS)})",
+            None,
+        )
+    return None

@@ -7,10 +7,17 @@ from pathlib import Path
 from engine.sinks.base import SinkConnector
 from engine.sinks.console import BlackholeSink, PrintSink
 from engine.sinks.delta import DeltaSink
+from engine.sinks.kafka import KafkaSink, UpsertKafkaSink
 from engine.sources.base import ConnectorError
 from sql.catalog import TableDef
 
-SINKS: dict[str, type[SinkConnector]] = {"delta": DeltaSink, "print": PrintSink, "blackhole": BlackholeSink}
+SINKS: dict[str, type[SinkConnector]] = {
+    "delta": DeltaSink,
+    "print": PrintSink,
+    "blackhole": BlackholeSink,
+    "kafka": KafkaSink,
+    "upsert-kafka": UpsertKafkaSink,
+}
 
 
 def make_sink(table: TableDef, base_dir: Path, app_id: str) -> SinkConnector:

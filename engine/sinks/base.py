@@ -30,9 +30,10 @@ class SinkConnector(ABC):
     @abstractmethod
     def write(self, epoch: int, rows: pl.DataFrame) -> None: ...
 
-    def restore(self, position: Any) -> None:
+    def restore(self, position: Any, replaying: bool = True) -> None:
         """Before the first write of a run: what the last checkpoint recorded with `position()` (None if none).
-        A sink that is not a Delta table uses it to find the epochs it already holds past that checkpoint."""
+        A sink that is not a Delta table uses it to find the epochs it already holds past that checkpoint;
+        `replaying` is False when no epoch after that checkpoint was ever started, so there are none."""
 
     def position(self) -> Any:
         """For sinks that are not Delta tables: where the sink stood at this checkpoint (JSON), kept in the

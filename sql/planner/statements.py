@@ -8,8 +8,8 @@ import hashlib
 import polars as pl
 from sqlglot import exp
 
+from sql import kafka_options, types
 from sql import options as option_rules
-from sql import types
 from sql.catalog import Column, TableDef
 from sql.dialect import Flink
 from sql.errors import SqlError, UnsupportedError, error_at
@@ -96,6 +96,12 @@ def insert(binder: Binder, statement: exp.Insert) -> Sink:
 
 def _check_updating(relation: Relation, table: TableDef, query: exp.Expr) -> None:
     """An updating result needs a sink that can take its changes: keyed, or one that only shows them."""
+    if (problem := kafka_options.sink_problem(table, changelog.updating(relation.node))) is not None:
+        message, option = problem
+        where = table.option_at.get(option) if option else None
+        if where is not None and where[0] is not None:
+            raise SqlError(f"INSERT INTO {table.name}: {message}", *where)
+        raise error_at(query, f"INSERT INTO {table.name}: {message}")
     if not changelog.updating(relation.node):
         return
     if table.primary_key or table.connector.lower() in UPDATING_SINKS_WITHOUT_KEY:
