@@ -136,7 +136,9 @@ def check(workdir: Path, expected: dict[str, pl.DataFrame]) -> None:
 
 
 @pytest.mark.parametrize(("max_rows", "fetch_bytes"), [(None, None), (7, None), (50, 300), (1, 120)])
-def test_kafka_pipeline_equals_duckdb(tmp_path: Path, kafka: Any, max_rows: int | None, fetch_bytes: int | None) -> None:
+def test_kafka_pipeline_equals_duckdb(
+    tmp_path: Path, kafka: Any, max_rows: int | None, fetch_bytes: int | None
+) -> None:
     messages = make_messages(seed=16, count=300)
     topic, offsets = produce(kafka, messages)
     write_jsonl(tmp_path / "names" / "1.json", NAMES.to_dicts())
