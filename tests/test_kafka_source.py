@@ -1,0 +1,339 @@
+"""The Kafka source against a real broker (tests/kafka_broker.py), through the Python API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from tests.helpers import read_sink, run
+
+#: message timestamps: an hour ago, on a whole minute (older ones would fall to the broker's 7-day retention)
+BASE_MS = (int(time.time()) // 60 * 60 - 3600) * 1000
+
+
+def source_sql(kafka: Any, topic: str, columns: str, extra: str = "", connector: str = "kafka") -> str:
+    return (
+        f"CREATE TABLE src ({columns}) WITH ('connector' = '{connector}', 'topic' = '{topic}', "
+        f"'properties.bootstrap.servers' = '{kafka.bootstrap}'{extra});\n"
+    )
+
+
+def events(ids: range | list[int], partitions: int = 1) -> list[dict[str, Any]]:
+    return [
+        {
+            "value": json.dumps({"id": i, "v": i * 10}),
+            "key": str(i),
+            "partition": i % partitions,
+            "timestamp": BASE_MS + i * 1000,
+        }
+        for i in ids
+    ]
+
+
+def ids_sql(kafka: Any, topic: str, extra: str = "") -> str:
+    return (
+        source_sql(kafka, topic, "id BIGINT, v INT", ", 'format' = 'json'" + extra)
+        + "CREATE TABLE out (id BIGINT) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        + "INSERT INTO out SELECT id FROM src;"
+    )
+
+
+def out_ids(tmp_path: Path) -> list[int]:
+    path = tmp_path / "out"
+    if not (path / "_delta_log").exists():
+        return []
+    return sorted(read_sink(path).get_column("id").to_list())
+
+
+def open_source(ddl: str, base: Path) -> Any:
+    """A KafkaSource on a fresh start, for tests that look at its pieces and rows directly."""
+    import sqlglot
+
+    from engine.sources.kafka import KafkaSource
+    from sql.dialect import Flink
+    from sql.planner.tables import table_def
+
+    source = KafkaSource(table_def(sqlglot.parse_one(ddl, dialect=Flink), {}), base)
+    source.restore(None, [])
+    return source
+
+
+def timelapse(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_metadata_columns_and_every_message_once(kafka: Any, tmp_path: Path) -> None:
+    topic = kafka.create_topic(2)
+    kafka.produce(topic, [{**e, "headers": {"h": f"x{i}"}} for i, e in enumerate(events(range(6), partitions=2))])
+    sql = (
+        source_sql(
+            kafka,
+            topic,
+            "id BIGINT, v INT, part INT METADATA FROM 'partition' VIRTUAL, off BIGINT METADATA FROM 'offset', "
+            "ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', k BYTES METADATA FROM 'key', "
+            "headers MAP<STRING, BYTES> METADATA, `topic` STRING METADATA",
+            ", 'format' = 'json', 'scan.startup.mode' = 'earliest-offset'",
+        )
+        + "CREATE TABLE out (id BIGINT, v INT, part INT, off BIGINT, ts TIMESTAMP_LTZ(3), k BYTES, t STRING) "
+        "WITH ('connector' = 'delta', 'path' = 'out');\n"
+        "INSERT INTO out SELECT id, v, part, off, ts, k, `topic` FROM src;"
+    )
+    run(tmp_path, sql, max_epoch_rows=4)
+    out = read_sink(tmp_path / "out").sort("id")
+    assert out.get_column("id").to_list() == list(range(6))
+    assert out.get_column("v").to_list() == [i * 10 for i in range(6)]
+    assert out.get_column("part").to_list() == [i % 2 for i in range(6)]
+    assert out.get_column("off").to_list() == [i // 2 for i in range(6)]
+    assert [t.timestamp() * 1000 for t in out.get_column("ts")] == [BASE_MS + i * 1000 for i in range(6)]
+    assert out.get_column("k").to_list() == [str(i).encode() for i in range(6)]
+    assert set(out.get_column("t")) == {topic}
+    # a second run reads nothing again
+    run(tmp_path, sql)
+    assert read_sink(tmp_path / "out").height == 6
+
+
+def test_headers_metadata_column(kafka: Any, tmp_path: Path) -> None:
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, [{"value": '{"id": 1}', "headers": {"trace": "abc", "n": "1"}}, {"value": '{"id": 2}'}])
+    source = open_source(
+        source_sql(kafka, topic, "id BIGINT, headers MAP<STRING, BYTES> METADATA", ", 'format' = 'json'"), tmp_path
+    )
+    piece = source.plan(None)
+    assert piece is not None and piece["ranges"] == [[topic, 0, 0, 2]] and piece["added"] == [[topic, 0, 0]]
+    rows = source.read(piece).rows
+    assert rows.get_column("headers").to_list() == [
+        [{"key": "trace", "value": b"abc"}, {"key": "n", "value": b"1"}],
+        [],
+    ]
+    assert source.read(piece).rows.equals(rows)  # the same slice, the same rows
+    source.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "expected"),
+    [
+        ("earliest-offset", "", list(range(10))),
+        ("latest-offset", "", []),
+        ("timestamp", f", 'scan.startup.timestamp-millis' = '{BASE_MS + 4500}'", [5, 6, 7, 8, 9]),
+        (
+            "specific-offsets",
+            ", 'scan.startup.specific-offsets' = 'partition:0,offset:3;partition:1,offset:4'",
+            [6, 8, 9],
+        ),
+        ("group-offsets", ", 'properties.group.id' = 'g-empty'", list(range(10))),  # no commit: earliest
+    ],
+)
+def test_startup_modes(kafka: Any, tmp_path: Path, mode: str, extra: str, expected: list[int]) -> None:
+    topic = kafka.create_topic(2)
+    kafka.produce(topic, events(range(10), partitions=2))
+    sql = ids_sql(kafka, topic, f", 'scan.startup.mode' = '{mode}'{extra}")
+    run(tmp_path, sql)
+    assert out_ids(tmp_path) == expected
+    # startup applies to a fresh start only: a restart resumes where the first run stopped
+    kafka.produce(topic, events(range(10, 14), partitions=2))
+    run(tmp_path, sql)
+    assert out_ids(tmp_path) == [*expected, 10, 11, 12, 13]
+
+
+def test_group_offsets_resume_where_the_group_committed(kafka: Any, tmp_path: Path) -> None:
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, events(range(5)))
+    group = ", 'properties.group.id' = 'g-commit'"
+    run(tmp_path, ids_sql(kafka, topic, group), state="first")
+    assert out_ids(tmp_path) == list(range(5))
+    kafka.produce(topic, events(range(5, 8)))
+    (tmp_path / "first_out").mkdir()
+    # a new pipeline (fresh state) in the same group starts at the group's committed offsets
+    other = tmp_path / "other"
+    other.mkdir()
+    run(other, ids_sql(kafka, topic, group + ", 'scan.startup.mode' = 'group-offsets'"))
+    assert out_ids(other) == [5, 6, 7]
+
+
+def test_once_reads_up_to_the_end_offsets_seen_at_start(kafka: Any, tmp_path: Path) -> None:
+    from engine import Pipeline
+
+    topic = kafka.create_topic(2)
+    kafka.produce(topic, events(range(6), partitions=2))
+    script = tmp_path / "p.sql"
+    script.write_text(ids_sql(kafka, topic, ", 'scan.startup.mode' = 'earliest-offset'"))
+    produced = []
+
+    def more(report: Any) -> None:  # messages arriving during the run are the next run's
+        if not produced:
+            kafka.produce(topic, events(range(100, 104), partitions=2))
+            produced.append(True)
+
+    Pipeline.from_sql(script, state=tmp_path / "state").run(once=True, max_epoch_rows=2, on_epoch=more)
+    assert out_ids(tmp_path) == list(range(6))
+    Pipeline.from_sql(script, state=tmp_path / "state").run(once=True)
+    assert out_ids(tmp_path) == [*range(6), 100, 101, 102, 103]
+
+
+def test_key_fields_except_key_and_dead_letters(kafka: Any, tmp_path: Path) -> None:
+    topic = kafka.create_topic(2)
+    kafka.produce(
+        topic,
+        [
+            {"key": '{"id": 1}', "value": '{"v": 10}', "partition": 0},
+            {"key": '{"id": 2}', "value": "not json", "partition": 0},
+            {"key": "broken", "value": '{"v": 30}', "partition": 1},
+            {"key": '{"id": 4}', "value": b'\xff{"v": 1}', "partition": 1},
+            {"key": '{"id": 5}', "value": '{"v": 50}', "partition": 1},
+        ],
+    )
+    sql = (
+        source_sql(
+            kafka,
+            topic,
+            "k_id BIGINT, v INT",
+            ", 'format' = 'json', 'key.format' = 'json', 'key.fields' = 'k_id', 'key.fields-prefix' = 'k_', "
+            "'value.fields-include' = 'EXCEPT_KEY', 'scan.startup.mode' = 'earliest-offset'",
+        )
+        + "CREATE TABLE out (id BIGINT, v INT) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        + "INSERT INTO out SELECT k_id, v FROM src;"
+    )
+    summary = run(tmp_path, sql)
+    assert read_sink(tmp_path / "out").sort("id").rows() == [(1, 10), (5, 50)]
+    dead = pl.read_delta(str(tmp_path / "state" / "dead_letters" / "src")).sort("partition", "offset")
+    assert dead.columns == ["epoch", "topic", "partition", "offset", "key", "timestamp", "raw", "raw_bytes", "reason"]
+    assert dead.select("partition", "offset").rows() == [(0, 1), (1, 0), (1, 1)]
+    assert dead.get_column("key").to_list() == [b'{"id": 2}', b"broken", b'{"id": 4}']
+    assert dead.get_column("raw_bytes").to_list() == [b"not json", b'{"v": 30}', b'\xff{"v": 1}']
+    assert dead.item(1, "reason").startswith("key: ")
+    assert "UTF-8" in dead.item(2, "reason")
+    assert summary["dead_letters"]["src"] == 3
+
+
+def test_aborted_transactions_are_never_read(kafka: Any, tmp_path: Path) -> None:
+    from confluent_kafka import Producer
+
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, events(range(3)), transactional_id="tx-ok")
+    producer = Producer(kafka.config(**{"transactional.id": "tx-abort"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for e in events(range(50, 53)):
+        producer.produce(topic, value=e["value"])
+    producer.flush(30)
+    producer.abort_transaction(30)
+    kafka.produce(topic, events(range(3, 5)), transactional_id="tx-ok")
+    run(tmp_path, ids_sql(kafka, topic, ", 'scan.startup.mode' = 'earliest-offset'"), max_epoch_rows=2)
+    assert out_ids(tmp_path) == list(range(5))
+
+
+def test_an_open_transaction_is_read_once_committed(kafka: Any, tmp_path: Path) -> None:
+    from confluent_kafka import Producer
+
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, events(range(2)))
+    producer = Producer(kafka.config(**{"transactional.id": "tx-open"}))
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for e in events(range(10, 12)):
+        producer.produce(topic, value=e["value"])
+    producer.flush(30)
+    sql = ids_sql(kafka, topic, ", 'scan.startup.mode' = 'earliest-offset'")
+    run(tmp_path, sql)
+    assert out_ids(tmp_path) == [0, 1]  # the last stable offset stops before the open transaction
+    producer.commit_transaction(30)
+    run(tmp_path, sql)
+    assert out_ids(tmp_path) == [0, 1, 10, 11]
+
+
+def test_upsert_kafka_reads_upserts_and_tombstones(kafka: Any, tmp_path: Path) -> None:
+
+    topic = kafka.create_topic(1)
+    kafka.produce(
+        topic,
+        [
+            {"key": '{"id": 1}', "value": '{"id": 1, "name": "a"}'},
+            {"key": '{"id": 2}', "value": '{"id": 2, "name": "b"}'},
+            {"key": '{"id": 1}', "value": None},
+            {"key": '{"id": 2}', "value": '{"id": 2, "name": "c"}'},
+        ],
+    )
+    ddl = source_sql(
+        kafka,
+        topic,
+        "id BIGINT, name STRING, PRIMARY KEY (id) NOT ENFORCED",
+        ", 'key.format' = 'json', 'value.format' = 'json'",
+        connector="upsert-kafka",
+    )
+    source = open_source(ddl, tmp_path)
+    piece = source.plan(None)
+    assert piece is not None
+    rows = source.read(piece).rows
+    source.close()
+    assert rows.rows() == [(1, "a", "+U"), (2, "b", "+U"), (1, None, "-D"), (2, "c", "+U")]
+
+
+def test_broker_unreachable_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    from tests.kafka_broker import free_port
+
+    port = free_port()
+    (tmp_path / "p.sql").write_text(
+        "CREATE TABLE src (id BIGINT) WITH ('connector' = 'kafka', 'topic' = 't', "
+        f"'properties.bootstrap.servers' = '127.0.0.1:{port}', 'format' = 'json');\n"
+        "CREATE TABLE out (id BIGINT) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        "INSERT INTO out SELECT id FROM src;"
+    )
+    result = timelapse("run", "p.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in lines[0] and "'src'" in lines[0]
+
+
+def test_unknown_topic_is_one_line(kafka: Any, tmp_path: Path) -> None:
+    (tmp_path / "p.sql").write_text(ids_sql(kafka, "no-such-topic"))
+    result = timelapse("run", "p.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "topic 'no-such-topic' does not exist" in result.stderr
+
+
+def test_metadata_columns_in_ddl() -> None:
+    import sqlglot
+
+    from sql.dialect import Flink
+    from sql.errors import SqlError
+    from sql.planner.tables import HEADERS_TYPE, table_def
+
+    def table(columns: str, connector: str = "kafka", extra: str = "") -> Any:
+        ddl = (
+            f"CREATE TABLE t ({columns}) WITH ('connector' = '{connector}', 'topic' = 'x', "
+            f"'properties.bootstrap.servers' = 'h:1', 'format' = 'json'{extra})"
+        )
+        return table_def(sqlglot.parse_one(ddl, dialect=Flink), {})
+
+    t = table(
+        "id BIGINT, ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', part INT METADATA FROM 'partition' VIRTUAL, "
+        "`offset` BIGINT METADATA VIRTUAL, headers MAP<STRING, BYTES> METADATA, "
+        "WATERMARK FOR ts AS ts - INTERVAL '5' SECOND"
+    )
+    columns = {c.name: (c.metadata, c.virtual) for c in t.columns}
+    assert columns == {
+        "id": (None, False),
+        "ts": ("timestamp", False),
+        "part": ("partition", True),
+        "offset": ("offset", True),
+        "headers": ("headers", False),
+    }
+    assert t.physical_schema["headers"] == HEADERS_TYPE
+    assert t.watermark is not None and t.watermark.column == "ts"
+    with pytest.raises(SqlError, match=r"unknown metadata key 'partiton'.*did you mean 'partition'"):
+        table("p INT METADATA FROM 'partiton'")
+    with pytest.raises(SqlError, match="only Kafka tables"):
+        table("p INT METADATA FROM 'partition'", connector="filesystem")
+    with pytest.raises(SqlError, match="EXCEPT_KEY"):
+        table("k_id INT, v INT", extra=", 'key.format' = 'json', 'key.fields' = 'k_id', 'key.fields-prefix' = 'k_'")
