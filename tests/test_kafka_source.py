@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.helpers import read_sink, run
+from tests.helpers import read_sink, run, sort_all
 
 #: message timestamps: an hour ago, on a whole minute (older ones would fall to the broker's 7-day retention)
 BASE_MS = (int(time.time()) // 60 * 60 - 3600) * 1000
@@ -274,7 +277,7 @@ def test_upsert_kafka_reads_upserts_and_tombstones(kafka: Any, tmp_path: Path) -
     assert piece is not None
     rows = source.read(piece).rows
     source.close()
-    assert rows.rows() == [(1, "a", "+U"), (2, "b", "+U"), (1, None, "-D"), (2, "c", "+U")]
+    assert rows.drop("__split").rows() == [(1, "a", "+U"), (2, "b", "+U"), (1, None, "-D"), (2, "c", "+U")]
 
 
 def test_broker_unreachable_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -337,3 +340,201 @@ def test_metadata_columns_in_ddl() -> None:
         table("p INT METADATA FROM 'partition'", connector="filesystem")
     with pytest.raises(SqlError, match="EXCEPT_KEY"):
         table("k_id INT, v INT", extra=", 'key.format' = 'json', 'key.fields' = 'k_id', 'key.fields-prefix' = 'k_'")
+
+
+# -- watermarks per partition, idleness, discovery, bounds ---------------------------------------------------------
+
+
+def timed(ms: int, partition: int, k: int = 0) -> dict[str, Any]:
+    """A message with event time BASE_MS + ms in its value, on `partition`."""
+    return {"value": json.dumps({"k": k, "ts": BASE_MS + ms}), "partition": partition}
+
+
+def window_sql(kafka: Any, topic: str, extra: str = "") -> str:
+    return (
+        source_sql(
+            kafka,
+            topic,
+            "k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND",
+            ", 'format' = 'json', 'scan.startup.mode' = 'earliest-offset'" + extra,
+        )
+        + "CREATE TABLE counts (ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'delta', 'path' = 'counts');\n"
+        + "INSERT INTO counts SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), "
+        + "INTERVAL '10' SECOND)) GROUP BY window_start, window_end;"
+    )
+
+
+def counts(tmp_path: Path) -> list[tuple[int, int]]:
+    path = tmp_path / "counts"
+    if not (path / "_delta_log").exists():
+        return []
+    frame = read_sink(path)
+    return sorted((int(ws.timestamp() * 1000) - BASE_MS, n) for ws, n in frame.rows())
+
+
+def test_each_partition_has_its_own_watermark(kafka: Any, tmp_path: Path) -> None:
+    topic = kafka.create_topic(2)
+    kafka.produce(topic, [timed(0, 0), timed(5_000, 0), timed(12_000, 0), timed(25_000, 0)])
+    kafka.produce(topic, [timed(1_000, 1), timed(3_000, 1)])
+    sql = window_sql(kafka, topic)
+    run(tmp_path, sql, max_epoch_rows=1)
+    # partition 1 is at 2 s: no window may close, however far partition 0 is
+    assert counts(tmp_path) == []
+    # 4 s is late in partition 1 (its own watermark is 14 s by then), whatever partition 0 did
+    kafka.produce(topic, [timed(15_000, 1), timed(4_000, 1), timed(30_000, 1)])
+    run(tmp_path, sql, max_epoch_rows=1)
+    assert counts(tmp_path) == [(0, 4), (10_000, 2)]
+
+
+def test_an_idle_partition_holds_the_watermark_until_its_timeout(kafka: Any, tmp_path: Path) -> None:
+    from engine import Pipeline
+
+    topic = kafka.create_topic(2)
+    kafka.produce(topic, [timed(0, 1)])
+    kafka.produce(topic, [timed(ms, 0) for ms in range(0, 26_000, 2_000)])
+    script = tmp_path / "p.sql"
+    script.write_text(window_sql(kafka, topic, ", 'scan.watermark.idle-timeout' = '1 s'"))
+    Pipeline.from_sql(script, state=tmp_path / "state").run(once=True)
+    assert counts(tmp_path) == []  # partition 1 (at -1 s) holds the watermark back
+    # partition 0 keeps going (26 s, 26.1 s, ...: no later window closes), partition 1 stays silent
+    stop = threading.Event()
+
+    def keep_producing() -> None:
+        ms = 26_000
+        while not stop.is_set() and ms < 29_900:
+            kafka.produce(topic, [timed(ms, 0)])
+            ms += 100
+            time.sleep(0.1)
+
+    producer = threading.Thread(target=keep_producing)
+    producer.start()
+    started = time.monotonic()
+    try:
+        Pipeline.from_sql(script, state=tmp_path / "state").run(
+            trigger=0.1, should_stop=lambda: bool(counts(tmp_path)) or time.monotonic() - started > 20
+        )
+    finally:
+        stop.set()
+        producer.join()
+    elapsed = time.monotonic() - started
+    assert counts(tmp_path) == [(0, 6), (10_000, 5)]  # partition 1 went idle: partition 0's watermark counts
+    assert elapsed >= 1.0
+    logged = [json.loads(p.read_text()) for p in sorted((tmp_path / "state" / "offsets").glob("*.json"))]
+    idle = [e["sources"]["src"]["idle_splits"] for e in logged if "src" in e.get("sources", {})]
+    assert idle[-1] == [f"{topic}:1"]
+
+
+def test_partitions_added_while_running_are_discovered(kafka: Any, tmp_path: Path) -> None:
+    from engine import Pipeline
+
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, events(range(3)))
+    script = tmp_path / "p.sql"
+    script.write_text(
+        ids_sql(
+            kafka,
+            topic,
+            ", 'scan.startup.mode' = 'latest-offset', 'scan.topic-partition-discovery.interval' = '200 ms'",
+        )
+    )
+    grown: list[bool] = []
+
+    def grow(report: Any) -> None:
+        if not grown:
+            kafka.add_partitions(topic, 3)
+            kafka.produce(topic, [{"value": json.dumps({"id": 100 + p, "v": 0}), "partition": p} for p in (1, 2)])
+            grown.append(True)
+
+    started = time.monotonic()
+    Pipeline.from_sql(script, state=tmp_path / "state").run(
+        trigger=0.1,
+        on_epoch=grow,
+        should_stop=lambda: len(out_ids(tmp_path)) >= 2 or time.monotonic() - started > 30,
+    )
+    # latest-offset skipped the first messages; new partitions are read from their earliest offset
+    assert out_ids(tmp_path) == [101, 102]
+    logged = [json.loads(p.read_text()) for p in sorted((tmp_path / "state" / "offsets").glob("*.json"))]
+    added = [a for e in logged for a in e.get("sources", {}).get("src", {}).get("added", [])]
+    assert added == [[topic, 0, 3], [topic, 1, 0], [topic, 2, 0]]
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "expected"),
+    [
+        ("latest-offset", "", list(range(6))),
+        ("timestamp", f", 'scan.bounded.timestamp-millis' = '{BASE_MS + 3500}'", [0, 1, 2, 3]),
+        (
+            "specific-offsets",
+            ", 'scan.bounded.specific-offsets' = 'partition:0,offset:1;partition:1,offset:2'",
+            [0, 1, 3],
+        ),
+    ],
+)
+def test_bounded_modes_keep_their_bound_across_runs(
+    kafka: Any, tmp_path: Path, mode: str, extra: str, expected: list[int]
+) -> None:
+    topic = kafka.create_topic(2)
+    kafka.produce(topic, events(range(6), partitions=2))
+    sql = ids_sql(kafka, topic, f", 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = '{mode}'{extra}")
+    run(tmp_path, sql, max_epoch_rows=2)
+    assert out_ids(tmp_path) == expected
+    kafka.produce(topic, events(range(6, 10), partitions=2))
+    run(tmp_path, sql)
+    assert out_ids(tmp_path) == expected
+
+
+LATE_TOPIC: dict[str, str] = {}
+
+
+def late_messages() -> list[dict[str, Any]]:
+    """4 partitions, keys skewed, event times advancing per partition with some late ones in each."""
+    import random
+
+    rng = random.Random(7)
+    messages = []
+    for p in range(4):
+        t = p * 700
+        for _i in range(25):
+            t += rng.randint(0, 1500)
+            late = rng.random() < 0.15
+            ts = t - rng.randint(3_000, 12_000) if late else t
+            messages.append(
+                {"value": json.dumps({"k": rng.choice([1, 1, 1, 2, 3]), "ts": BASE_MS + ts}), "partition": p}
+            )
+    return messages
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(max_rows=st.integers(6, 40), fetch_bytes=st.sampled_from([64, 200, 1000, 1_000_000]))
+def test_results_do_not_depend_on_epoch_or_fetch_size(
+    kafka: Any, tmp_path_factory: pytest.TempPathFactory, max_rows: int, fetch_bytes: int
+) -> None:
+    if "topic" not in LATE_TOPIC:
+        LATE_TOPIC["topic"] = kafka.create_topic(4)
+        kafka.produce(LATE_TOPIC["topic"], late_messages())
+        reference = tmp_path_factory.mktemp("reference")
+        summary = run(reference, keyed_window_sql(kafka, LATE_TOPIC["topic"], ""), drain=True)
+        LATE_TOPIC["reference"] = str(reference)
+        LATE_TOPIC["late"] = json.dumps(summary["late_rows"])
+    workdir = tmp_path_factory.mktemp("split")
+    extra = f", 'properties.max.partition.fetch.bytes' = '{fetch_bytes}'"
+    summary = run(workdir, keyed_window_sql(kafka, LATE_TOPIC["topic"], extra), max_epoch_rows=max_rows, drain=True)
+    expected = sort_all(read_sink(Path(LATE_TOPIC["reference"]) / "counts"))
+    assert sort_all(read_sink(workdir / "counts")).equals(expected)
+    assert summary["late_rows"] == json.loads(LATE_TOPIC["late"])
+    assert summary["late_rows"]["per_k"] > 0
+
+
+def keyed_window_sql(kafka: Any, topic: str, extra: str) -> str:
+    return (
+        source_sql(
+            kafka,
+            topic,
+            "k BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '2' SECOND",
+            ", 'format' = 'json', 'scan.startup.mode' = 'earliest-offset'" + extra,
+        )
+        + "CREATE TABLE counts (k BIGINT, ws TIMESTAMP(3), n BIGINT) "
+        + "WITH ('connector' = 'delta', 'path' = 'counts');\n"
+        + "INSERT INTO counts SELECT /*+ STATE_ID('per_k') */ k, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE src, "
+        + "DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY k, window_start, window_end;"
+    )

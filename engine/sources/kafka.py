@@ -66,6 +66,10 @@ class KafkaSource(Source):
         self.bounds: dict[TP, int] | None = None
         self.once_ends: dict[TP, int] | None = None
         self.discovered_at: float | None = None  # this run's last discovery
+        idle = options.get("scan.watermark.idle-timeout")
+        self.idle_timeout = durations.parse_duration(idle) if idle else None
+        self.last_active: dict[TP, float] = {}  # wall-clock time each partition last had new offsets (this run)
+        self.logged_idle: list[str] = []  # the idle partitions the last piece logged
 
     # -- position -----------------------------------------------------------------------------------------
     def restore(self, position: Any, history: list[dict[str, Any]]) -> None:
@@ -95,6 +99,8 @@ class KafkaSource(Source):
             self.bounds = {(t, int(p)): int(o) for t, p, o in piece["bounds"]}
         for topic, partition, _start, end in piece.get("ranges", []):
             self.next[(topic, int(partition))] = int(end)
+        if "idle_splits" in piece:
+            self.logged_idle = list(piece["idle_splits"])
 
     def checkpointed(self) -> None:
         if self.next:
@@ -149,12 +155,27 @@ class KafkaSource(Source):
         ranges = [
             [t, p, current[(t, p)], current[(t, p)] + n] for (t, p), n in zip(limits, takes, strict=True) if n > 0
         ]
-        if not ranges and not added and bounds is None:
+        idle = self._idle(limits, takes)
+        if not ranges and not added and bounds is None and idle == self.logged_idle:
             return None
         piece: dict[str, Any] = {"ranges": ranges, "added": [[t, p, o] for (t, p), o in sorted(added.items())]}
         if bounds is not None:
             piece["bounds"] = [[t, p, o] for (t, p), o in sorted(bounds.items())]
+        if self.table.watermark is not None:  # each partition's watermark counts (engine.watermarks)
+            piece["splits"] = [_split(tp) for tp in limits]
+            piece["idle_splits"] = idle
         return piece
+
+    def _idle(self, partitions: dict[TP, int], takes: list[int]) -> list[str]:
+        """The partitions without new messages for 'scan.watermark.idle-timeout': they stop holding the source's
+        watermark back. Decided here and logged with the piece, so a replay decides the same."""
+        now = time.time()
+        for tp, take in zip(partitions, takes, strict=True):
+            if take > 0 or tp not in self.last_active:
+                self.last_active[tp] = now
+        if self.idle_timeout is None or self.table.watermark is None:
+            return []
+        return [_split(tp) for tp in partitions if now - self.last_active[tp] >= self.idle_timeout]
 
     def _discovery_due(self, now: float) -> bool:
         """Partition discovery: at each run's first plan, then every interval; never for a bounded source (its
@@ -245,6 +266,10 @@ def split_budget(available: list[int], budget: int | None) -> list[int]:
             if remaining == 0:
                 break
     return take
+
+
+def _split(tp: TP) -> str:
+    return f"{tp[0]}:{tp[1]}"  # as kafka_records.split_id names the rows' partition
 
 
 def _clamp(offset: int, marks: tuple[int, int]) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from engine.formats import Decoded, FormatError, make_format
-from engine.sources.base import ConnectorError, SourceBatch
+from engine.sources.base import SPLIT_COLUMN, ConnectorError, SourceBatch
 from sql.catalog import TableDef
 from sql.plan import DELETE, OP_COLUMN, UPDATE_AFTER
 
@@ -41,6 +41,11 @@ KAFKA_DEAD_LETTER_SCHEMA: dict[str, pl.DataType] = {
 }
 _TIMESTAMP_TYPES = {0: "NoTimestampType", 1: "CreateTime", 2: "LogAppendTime"}
 _RECORD = "\x00record"
+
+
+def split_id(topic: pl.Expr, partition: pl.Expr) -> pl.Expr:
+    """A topic-partition's name as a watermark split: 'topic:partition' (Kafka topic names have no ':')."""
+    return pl.concat_str([topic, pl.lit(":"), partition.cast(pl.String)])
 
 
 def format_options(options: Mapping[str, str], side: str) -> dict[str, str]:
@@ -142,7 +147,9 @@ class Decoder:
         out = rows.select(columns)
         if meta is not None:
             out = pl.concat([out, meta], how="horizontal")
-        return SourceBatch(out.select(list(self.schema)), self._dead_letters(messages, pl.concat(dead)))
+        split = messages.select(split_id(pl.col("topic"), pl.col("partition")).gather(record).alias(SPLIT_COLUMN))
+        out = pl.concat([out.select(list(self.schema)), split], how="horizontal")
+        return SourceBatch(out, self._dead_letters(messages, pl.concat(dead)))
 
     def _keys(self, keys: pl.Series) -> Decoded:
         assert self.key_format is not None
