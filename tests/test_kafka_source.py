@@ -538,3 +538,73 @@ def keyed_window_sql(kafka: Any, topic: str, extra: str) -> str:
         + "INSERT INTO counts SELECT /*+ STATE_ID('per_k') */ k, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE src, "
         + "DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY k, window_start, window_end;"
     )
+
+
+# -- retention: offsets the engine still needs are gone --------------------------------------------------------
+
+
+def delete_before(kafka: Any, topic: str, offset: int) -> None:
+    """What retention does to partition 0: its messages before `offset` are deleted (DeleteRecords)."""
+    from confluent_kafka import TopicPartition
+
+    for future in kafka.admin.delete_records([TopicPartition(topic, 0, offset)]).values():
+        future.result(30)
+
+
+def test_offsets_deleted_before_they_were_read_stop_with_the_partition_and_offsets(kafka: Any, tmp_path: Path) -> None:
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, events(range(5)))
+    sql = ids_sql(kafka, topic, ", 'scan.startup.mode' = 'earliest-offset'")
+    run(tmp_path, sql, max_epochs=1, max_epoch_rows=1)
+    assert out_ids(tmp_path) == [0]
+    delete_before(kafka, topic, 3)
+    (tmp_path / "pipeline.sql").write_text(sql)
+    result = timelapse("run", "pipeline.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert f"offsets 1-2 of {topic} partition 0 were deleted by the topic's retention" in result.stderr
+
+
+def test_a_logged_slice_whose_messages_are_gone_says_so(kafka: Any, tmp_path: Path) -> None:
+    import os
+
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, events(range(5)))
+    (tmp_path / "pipeline.sql").write_text(ids_sql(kafka, topic, ", 'scan.startup.mode' = 'earliest-offset'"))
+    env = {**os.environ, "TIMELAPSE_CRASH_AT": "epoch.offsets-logged:2"}
+    command = ["run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", "1"]
+    killed = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode != 0  # killed with epoch 2's slice (offset 1) logged, not read
+    delete_before(kafka, topic, 3)
+    result = timelapse("run", "pipeline.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"offsets 1-1 of {topic} partition 0 are no longer available in Kafka" in result.stderr
+    assert "the slice logged for this epoch cannot be read again" in result.stderr
+
+
+def test_watermark_on_the_message_timestamp_and_a_topic_pattern(kafka: Any, tmp_path: Path) -> None:
+    prefix = f"pat-{time.time_ns()}"
+    first, second = (kafka.create_topic(1, name=f"{prefix}-{n}") for n in ("a", "b"))
+    kafka.create_topic(1, name=f"other-{prefix}")  # not matched
+    for topic in (first, second):
+        kafka.produce(topic, [{"value": json.dumps({"k": 1}), "timestamp": BASE_MS + ms} for ms in (0, 4_000, 12_000)])
+    sql = (
+        f"CREATE TABLE src (k BIGINT, ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', "
+        f"t STRING METADATA FROM 'topic' VIRTUAL, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) "
+        f"WITH ('connector' = 'kafka', 'topic-pattern' = '{prefix}-.*', "
+        f"'properties.bootstrap.servers' = '{kafka.bootstrap}', 'format' = 'json', "
+        "'scan.startup.mode' = 'earliest-offset');\n"
+        "CREATE TABLE counts (ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'delta', 'path' = 'counts');\n"
+        "INSERT INTO counts SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), "
+        "INTERVAL '10' SECOND)) GROUP BY window_start, window_end;"
+    )
+    run(tmp_path, sql, max_epoch_rows=1)
+    assert counts(tmp_path) == [(0, 4)]  # both topics' partitions at 11 s: the first window closed

@@ -156,7 +156,10 @@ class KafkaSource(Source):
             [t, p, current[(t, p)], current[(t, p)] + n] for (t, p), n in zip(limits, takes, strict=True) if n > 0
         ]
         idle = self._idle(limits, takes)
-        if not ranges and not added and bounds is None and idle == self.logged_idle:
+        # A change of idle partitions is worth an epoch of its own (the watermark may move), unless all are idle:
+        # the source as a whole is then idle (engine.watermarks), and that needs no piece.
+        quiet = idle == self.logged_idle or len(idle) == len(limits)
+        if not ranges and not added and bounds is None and quiet:
             return None
         piece: dict[str, Any] = {"ranges": ranges, "added": [[t, p, o] for (t, p), o in sorted(added.items())]}
         if bounds is not None:
