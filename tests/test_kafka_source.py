@@ -608,3 +608,26 @@ def test_watermark_on_the_message_timestamp_and_a_topic_pattern(kafka: Any, tmp_
     )
     run(tmp_path, sql, max_epoch_rows=1)
     assert counts(tmp_path) == [(0, 4)]  # both topics' partitions at 11 s: the first window closed
+
+
+def test_start_offsets_are_durable_from_the_first_epoch(kafka: Any, tmp_path: Path) -> None:
+    import os
+
+    topic = kafka.create_topic(1)
+    kafka.produce(topic, events(range(3)))
+    (tmp_path / "pipeline.sql").write_text(ids_sql(kafka, topic, ", 'scan.startup.mode' = 'latest-offset'"))
+    env = {**os.environ, "TIMELAPSE_CRASH_AT": "epoch.offsets-logged:1"}
+    killed = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "run", "pipeline.sql", "--state", "state", "--once"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode != 0  # killed before the first checkpoint, its start (offset 3) logged
+    kafka.produce(topic, events(range(3, 5)))
+    result = timelapse("run", "pipeline.sql", "--state", "state", "--once", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # the restart keeps the logged start: latest-offset is not looked up again (that would skip 3 and 4)
+    assert out_ids(tmp_path) == [3, 4]

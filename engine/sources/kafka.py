@@ -244,7 +244,7 @@ class KafkaSource(Source):
     # -- reading ------------------------------------------------------------------------------------------
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         ranges = [(t, int(p), int(s), int(e)) for t, p, s, e in piece.get("ranges", [])]
-        messages = self.client.fetch(ranges)
+        messages = self.client.fetch(ranges, frozenset(self.decoder.metadata.values()))
         if messages.height == 0:
             return SourceBatch(self.empty(), self.decoder.decode(messages).dead_letters)
         return self.decoder.decode(messages)

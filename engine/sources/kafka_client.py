@@ -156,10 +156,11 @@ class KafkaClient:
             LOG.info("offset commit to group %s failed: %s", self.group, err)
 
     # -- fetching -----------------------------------------------------------------------------------------
-    def fetch(self, ranges: list[tuple[str, int, int, int]]) -> pl.DataFrame:
+    def fetch(self, ranges: list[tuple[str, int, int, int]], metadata: frozenset[str] = frozenset()) -> pl.DataFrame:
         """Exactly the messages at offsets [start, end) of each (topic, partition, start, end), in range and
         offset order. A range may hold fewer messages than offsets (transaction markers, aborted transactions,
-        compaction): a partition is done when a message at or after its end arrives, or it reaches its end."""
+        compaction): a partition is done when a message at or after its end arrives, or it reaches its end.
+        Headers and leader epochs are collected only when `metadata` (the table's metadata keys) asks for them."""
         ranges = [r for r in ranges if r[3] > r[2]]
         if not ranges:
             return pl.DataFrame(schema=MESSAGE_SCHEMA)
@@ -178,6 +179,7 @@ class KafkaClient:
             (kafka.KafkaError._AUTO_OFFSET_RESET, kafka.KafkaError.OFFSET_OUT_OF_RANGE),
         )
         last_progress = time.monotonic()
+        want_headers, want_epoch = "headers" in metadata, "leader-epoch" in metadata
         try:
             while pending:
                 messages = consumer.consume(num_messages=10_000, timeout=0.2)
@@ -217,8 +219,8 @@ class KafkaClient:
                     columns["value"].append(message.value())
                     columns["timestamp"].append(stamp if kind else None)
                     columns["timestamp_type"].append(kind)
-                    columns["headers"].append(_headers(message.headers()))
-                    columns["leader_epoch"].append(message.leader_epoch())
+                    columns["headers"].append(_headers(message.headers()) if want_headers else None)
+                    columns["leader_epoch"].append(message.leader_epoch() if want_epoch else None)
                     columns["\x00range"].append(order[tp])
                     if offset + 1 >= span[1]:
                         del pending[tp]
