@@ -155,7 +155,7 @@ class KafkaSource(Source):
         ranges = [
             [t, p, current[(t, p)], current[(t, p)] + n] for (t, p), n in zip(limits, takes, strict=True) if n > 0
         ]
-        idle = self._idle(limits, takes)
+        idle = self._idle({tp: limits[tp] > current[tp] for tp in limits})
         # A change of idle partitions is worth an epoch of its own (the watermark may move), unless all are idle:
         # the source as a whole is then idle (engine.watermarks), and that needs no piece.
         quiet = idle == self.logged_idle or len(idle) == len(limits)
@@ -169,16 +169,17 @@ class KafkaSource(Source):
             piece["idle_splits"] = idle
         return piece
 
-    def _idle(self, partitions: dict[TP, int], takes: list[int]) -> list[str]:
-        """The partitions without new messages for 'scan.watermark.idle-timeout': they stop holding the source's
-        watermark back. Decided here and logged with the piece, so a replay decides the same."""
+    def _idle(self, pending: dict[TP, bool]) -> list[str]:
+        """The partitions without new messages for 'scan.watermark.idle-timeout' (`pending`: whether each has
+        messages to read): they stop holding the source's watermark back. Decided here and logged with the
+        piece, so a replay decides the same."""
         now = time.time()
-        for tp, take in zip(partitions, takes, strict=True):
-            if take > 0 or tp not in self.last_active:
+        for tp, has_messages in pending.items():
+            if has_messages or tp not in self.last_active:
                 self.last_active[tp] = now
         if self.idle_timeout is None or self.table.watermark is None:
             return []
-        return [_split(tp) for tp in partitions if now - self.last_active[tp] >= self.idle_timeout]
+        return [_split(tp) for tp in pending if now - self.last_active[tp] >= self.idle_timeout]
 
     def _discovery_due(self, now: float) -> bool:
         """Partition discovery: at each run's first plan, then every interval; never for a bounded source (its
