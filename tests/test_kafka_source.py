@@ -631,3 +631,13 @@ def test_start_offsets_are_durable_from_the_first_epoch(kafka: Any, tmp_path: Pa
     assert result.returncode == 0, result.stderr
     # the restart keeps the logged start: latest-offset is not looked up again (that would skip 3 and 4)
     assert out_ids(tmp_path) == [3, 4]
+
+
+def test_client_properties_the_client_refuses_are_a_user_error(kafka: Any, tmp_path: Path) -> None:
+    from engine.sources.base import ConnectorError
+
+    topic = kafka.create_topic(1)
+    with pytest.raises(ConnectorError, match=r"the Kafka client refuses its properties.*no\.such\.property"):
+        run(tmp_path, ids_sql(kafka, topic, ", 'properties.no.such.property' = 'x'"))
+    with pytest.raises(ConnectorError, match=r"'scan\.startup\.mode' = 'group-offsets' needs the option"):
+        run(tmp_path, ids_sql(kafka, topic, ", 'scan.startup.mode' = 'group-offsets'"))
