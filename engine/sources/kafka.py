@@ -8,8 +8,13 @@ once and for all: the start offsets of partitions seen for the first time (from 
 start, the earliest offset for partitions found later by discovery) and the bound of 'scan.bounded.mode'.
 
 Piece:    {"ranges": [[topic, partition, start, end], ...], "added": [[topic, partition, start], ...],
-           "bounds": [[topic, partition, end], ...] (the first piece of a bounded source only)}
+           "bounds": [[topic, partition, end], ...] (the first piece of a bounded source only),
+           "splits": ["topic:partition", ...], "idle_splits": [...] (a table with a WATERMARK only)}
 Position: {"next": [[topic, partition, next offset], ...], "bounds": [[topic, partition, end], ...] | null}
+
+Rows carry the hidden SPLIT_COLUMN ('topic:partition'), in partition and offset order: each partition has its
+own watermark (engine.watermarks), and a partition without new messages for 'scan.watermark.idle-timeout' is
+listed in `idle_splits` (decided when planned, so a replay decides the same).
 
 Committing offsets to 'properties.group.id' happens after a checkpoint, for monitoring only: the engine's own
 offsets are those of the manifest, so rollback and branches rewind Kafka with everything else.
