@@ -1,7 +1,10 @@
 """Dead-letter tables: the records a source could not read, with their reason, one Delta table per source.
 
-Each epoch appends its dead letters once (marker `<pipeline>/dead_letters/<source>`, epoch), so a replayed
-epoch never writes them twice; the manifest records each table's version with the checkpoint.
+A table's columns are those of its source's dead letters: a file source's (file, position, raw, reason,
+raw_bytes: DEAD_LETTER_SCHEMA) or a Kafka source's (topic, partition, offset, key, timestamp, raw, raw_bytes,
+reason), each after `epoch`. Each epoch appends its dead letters once (marker
+`<pipeline>/dead_letters/<source>`, epoch), so a replayed epoch never writes them twice; the manifest records
+each table's version with the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ class DeadLetters:
             if directory.dead_letters(name).exists():
                 self._open(name)
 
-    def _open(self, name: str) -> AppendTable:
-        table = ensure_table(self.dir.dead_letters(name), DEAD_LETTER_TABLE_SCHEMA)
+    def _open(self, name: str, schema: dict[str, pl.DataType] | None = None) -> AppendTable:
+        """The table of `name`'s dead letters, created with `schema` (its source's dead-letter columns)."""
+        columns = {"epoch": pl.Int64(), **schema} if schema is not None else DEAD_LETTER_TABLE_SCHEMA
+        table = ensure_table(self.dir.dead_letters(name), columns)
         self.tables[name] = AppendTable(table, "dead-letters.commit")
         return self.tables[name]
 
@@ -42,10 +47,8 @@ class DeadLetters:
             if dead.height == 0:
                 continue
             counts[name] = dead.height
-            table = self.tables.get(name) or self._open(name)
-            rows = dead.with_columns(pl.lit(epoch, dtype=pl.Int64).alias("epoch")).select(
-                list(DEAD_LETTER_TABLE_SCHEMA)
-            )
+            table = self.tables.get(name) or self._open(name, dict(dead.schema))
+            rows = dead.with_columns(pl.lit(epoch, dtype=pl.Int64).alias("epoch")).select("epoch", *dead.columns)
             table.append_once(rows, self.marker(name), epoch)
         return counts
 

@@ -1,9 +1,15 @@
 """Source watermarks: each source's, the pipeline's (their minimum), and which sources are idle.
 
 A source's watermark is the maximum of its WATERMARK expression over the rows read so far; it only moves
-forward, and a drain moves it to the end of time. A source silent for longer than its
-'scan.watermark.idle-timeout' is idle: it stops holding the pipeline's watermark back (unless all are idle).
-Checkpoints record each source's watermark and when it last had rows (`positions`), so a restart resumes them.
+forward, and a drain moves it to the end of time. A source with partitions (Kafka: its rows carry SPLIT_COLUMN,
+its pieces list `splits` and `idle_splits`) follows Flink's rule instead: each partition has its own watermark
+(the maximum over its rows), and the source's is the minimum over its partitions that are not idle, so a
+partition without rows yet holds it back until its 'scan.watermark.idle-timeout'; it too only moves forward.
+Partition watermarks live in `marks` beside the sources' own, under `split_key(source, split)`.
+
+A source silent for longer than its 'scan.watermark.idle-timeout' is idle: it stops holding the pipeline's
+watermark back (unless all are idle). Checkpoints record each source's watermark, its partitions' and when it
+last had rows (`position`), so a restart resumes them.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from engine.operators.context import END_OF_TIME
+from engine.sources.base import SPLIT_COLUMN, split_key
 from sql import durations
 from sql.plan import Scan
 
@@ -24,6 +31,9 @@ class Watermarks:
         self.marks: dict[str, dt.datetime | None] = {}
         self.last_active: dict[str, float] = {}  # processing time (epoch seconds) of each source's last rows
         self.idle: set[str] = set()
+        #: the partitions (splits) of each partitioned source, and those idle, as its last piece listed them
+        self.splits: dict[str, list[str]] = {}
+        self.idle_splits: dict[str, set[str]] = {}
         self.started_at = started_at
         self.idle_timeouts = {
             name: durations.parse_duration(scan.table.options["scan.watermark.idle-timeout"])
@@ -37,25 +47,61 @@ class Watermarks:
         self.marks[name] = dt.datetime.fromisoformat(wm) if wm else None
         if saved.get("last_active") is not None:
             self.last_active[name] = float(saved["last_active"])
+        for split, mark in (saved.get("splits") or {}).items():
+            self.marks[split_key(name, split)] = dt.datetime.fromisoformat(mark) if mark else None
 
     def position(self, name: str) -> dict[str, Any]:
         wm = self.marks.get(name)
-        return {"watermark": wm.isoformat() if wm else None, "last_active": self.last_active.get(name)}
+        found = {"watermark": wm.isoformat() if wm else None, "last_active": self.last_active.get(name)}
+        prefix = split_key(name, "")
+        splits = {key[len(prefix) :]: m.isoformat() for key, m in self.marks.items() if key.startswith(prefix) and m}
+        if splits:
+            found["splits"] = dict(sorted(splits.items()))
+        return found
 
     def active(self, names: list[str] | dict[str, Any], now: float) -> None:
-        """The sources that have rows this epoch (planned at `now`)."""
+        """The sources that have rows this epoch (planned at `now`); a partitioned source's piece also says which
+        partitions it has and which of them are idle (decided when planned, so a replay decides the same)."""
         for name in names:
             self.last_active[name] = now
+            piece = names[name] if isinstance(names, dict) else None
+            if isinstance(piece, dict) and "splits" in piece:
+                self.splits[name] = list(piece["splits"])
+                self.idle_splits[name] = set(piece.get("idle_splits", []))
 
     def advance(self, scanned: dict[str, pl.DataFrame], drain: bool = False) -> None:
         """Take this epoch's scanned rows into account; watermarks only move forward, a drain ends time."""
         for name, scan in self.watermarked.items():
             assert scan.table.watermark is not None
-            mark = scanned[name].select(scan.table.watermark.expr.max().alias("wm"))
-            candidate = END_OF_TIME if drain else (mark.item() if mark.height else None)
+            if name in self.splits or SPLIT_COLUMN in scanned[name].columns:
+                candidate = self._advance_splits(name, scanned[name], scan.table.watermark.expr, drain)
+            else:
+                mark = scanned[name].select(scan.table.watermark.expr.max().alias("wm"))
+                candidate = END_OF_TIME if drain else (mark.item() if mark.height else None)
             previous = self.marks.get(name)
             if candidate is not None and (previous is None or candidate > previous):
                 self.marks[name] = candidate
+
+    def _advance_splits(self, name: str, rows: pl.DataFrame, expr: pl.Expr, drain: bool) -> dt.datetime | None:
+        """Advance each partition's watermark by its rows; the source's candidate is their minimum over the
+        partitions that are not idle (all of them if all are), None while one of those has none."""
+        splits = self.splits.get(name, [])
+        if drain:
+            for split in splits:
+                self.marks[split_key(name, split)] = END_OF_TIME
+            return END_OF_TIME
+        if rows.height and SPLIT_COLUMN in rows.columns:
+            per_split = rows.group_by(SPLIT_COLUMN).agg(expr.max().alias("wm"))
+            for split, mark in per_split.iter_rows():
+                key = split_key(name, split)
+                if mark is not None and (self.marks.get(key) is None or mark > self.marks[key]):  # type: ignore[operator]
+                    self.marks[key] = mark
+        if not splits:
+            return None
+        idle = self.idle_splits.get(name, set())
+        active = [split for split in splits if split not in idle] or splits
+        marks = [self.marks.get(split_key(name, split)) for split in active]
+        return None if any(m is None for m in marks) else min(m for m in marks if m is not None)
 
     def idle_sources(self, pieces: dict[str, Any], now: float) -> set[str]:
         """Sources silent for longer than their 'scan.watermark.idle-timeout': they stop holding the watermark."""

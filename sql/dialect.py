@@ -57,9 +57,23 @@ def _unnamed(arg: exp.Expr) -> exp.Expr:
     return arg.expression if isinstance(arg, exp.Kwarg) else arg
 
 
+class MetadataColumnConstraint(exp.Expression, exp.ColumnConstraintKind):
+    """`METADATA [FROM 'key'] [VIRTUAL]`: the column is filled from the record's metadata (a Kafka message's
+    partition, offset, timestamp, headers or key); `this` is the key (None: the column's own name)."""
+
+    arg_types = {"this": False, "virtual": False}
+
+
+def _parse_metadata(self: FlinkParser) -> MetadataColumnConstraint:
+    key = self._parse_string() if self._match(TokenType.FROM) else None
+    virtual = bool(self._match_text_seq("VIRTUAL"))
+    return self.expression(MetadataColumnConstraint(this=key, virtual=virtual))
+
+
 class FlinkParser(SparkParser):
     CONSTRAINT_PARSERS = {
         **SparkParser.CONSTRAINT_PARSERS,
+        "METADATA": _parse_metadata,
         "WATERMARK": lambda self: self.expression(
             exp.WatermarkColumnConstraint(
                 this=self._match(TokenType.FOR) and self._parse_column(),
@@ -132,6 +146,11 @@ class FlinkGenerator(SparkGenerator):
         Descriptor: lambda self, e: f"DESCRIPTOR({self.expressions(e, flat=True)})",
         WindowCall: lambda self, e: f"{e.kind}({self.expressions(e, flat=True)})",
         exp.Kwarg: lambda self, e: f"{self.sql(e, 'this')} => {self.sql(e, 'expression')}",
+        MetadataColumnConstraint: lambda self, e: (
+            "METADATA"
+            + (f" FROM {self.sql(e, 'this')}" if e.args.get("this") else "")
+            + (" VIRTUAL" if e.args.get("virtual") else "")
+        ),
     }
 
 

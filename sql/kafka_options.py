@@ -228,6 +228,12 @@ def check_kafka_table(table: TableDef, values: Positions, fail: Callable[..., Sq
                 )
             if prefix and not name.startswith(prefix):
                 raise fail(f"'key.fields' names '{name}', which does not start with 'key.fields-prefix' '{prefix}'")
+        if prefix and options.get("value.fields-include", "all").lower() != "except_key":
+            raise fail(
+                "'key.fields-prefix' needs 'value.fields-include' = 'EXCEPT_KEY' (as in Flink): the value's "
+                "columns are then the others",
+                values["key.fields-prefix"],
+            )
     elif "key.format" in options and not upsert:
         raise fail("'key.format' needs 'key.fields': the columns the message key holds", values["key.format"])
     if value_format in CHANGELOG_FORMATS and "key.format" in options:

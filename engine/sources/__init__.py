@@ -8,6 +8,7 @@ from engine.sources.base import ConnectorError, Source, SourceBatch
 from engine.sources.datagen import DatagenSource
 from engine.sources.delta import DeltaSource
 from engine.sources.filesystem import FileSource
+from engine.sources.kafka import KafkaSource
 from engine.sources.nexmark import NexmarkSource
 from sql.catalog import TableDef
 
@@ -16,6 +17,8 @@ SOURCES: dict[str, type[Source]] = {
     "datagen": DatagenSource,
     "delta": DeltaSource,
     "nexmark": NexmarkSource,
+    "kafka": KafkaSource,
+    "upsert-kafka": KafkaSource,
 }
 
 

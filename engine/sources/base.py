@@ -32,6 +32,17 @@ DEAD_LETTER_SCHEMA: dict[str, pl.DataType] = {
     "raw_bytes": pl.Binary(),
 }
 
+#: a hidden column of a source's rows naming the partition (split) each row comes from, e.g. a Kafka topic-partition:
+#: each split has its own watermark (engine.watermarks); a source without it is one split
+SPLIT_COLUMN = "__split"
+
+
+def split_key(source: str, split: str) -> str:
+    """The key of a source partition's watermark beside the sources' own in a watermark dict (no SQL name holds
+    a NUL character, so it never meets a source's name)."""
+    return f"{source}\x00{split}"
+
+
 #: TIMESTAMP values must fall in years 1-9999 (SQL's range): later arithmetic on the watermark would overflow
 MIN_TIMESTAMP = dt.datetime(1, 1, 1, tzinfo=dt.UTC)
 MAX_TIMESTAMP = dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)

@@ -126,7 +126,7 @@ def loads(line: str) -> Any:
 
 
 def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON number (write it as a string, \"{name}\", for a DOUBLE column)")
+    raise ValueError(f'{name} is not a JSON number (write it as a string, "{name}", for a DOUBLE column)')
 
 
 def _finite_float(text: str) -> float:

@@ -12,7 +12,7 @@ from sqlglot import exp
 from sql import options as option_rules
 from sql import types
 from sql.catalog import Column, TableDef, Watermark
-from sql.dialect import Flink
+from sql.dialect import Flink, MetadataColumnConstraint
 from sql.errors import UnsupportedError, error_at, position
 from sql.expressions import PROCTIME_COLUMN, ExprCompiler
 from sql.planner.binder import Scope
@@ -41,6 +41,13 @@ def table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef:
     for key in primary_key:
         if table.column(key) is None:
             raise error_at(schema, f"PRIMARY KEY column '{key}' is not a column of '{name}'")
+    metadata = [c for c in columns if c.metadata is not None]
+    if metadata and table.connector.strip().lower() not in ("kafka", "upsert-kafka"):
+        raise error_at(
+            schema,
+            f"column '{metadata[0].name}' is a METADATA column, which only Kafka tables have "
+            f"(connector '{table.connector}' has no record metadata)",
+        )
     if watermark_node is not None:
         table = dataclasses.replace(table, watermark=_watermark(table, watermark_node, udfs))
     option_rules.check_table(table, keys, values, position(statement))
@@ -64,7 +71,27 @@ def _column(element: exp.ColumnDef, before: list[Column], udfs: Mapping[str, Sca
     kind = element.args.get("kind")
     if kind is None:
         raise error_at(element, f"column '{col_name}' needs a type")
+    metadata = next((c.kind for c in element.constraints if isinstance(c.kind, MetadataColumnConstraint)), None)
+    if metadata is not None:
+        key = metadata.this.name if metadata.this is not None else col_name
+        return Column(col_name, _metadata_type(kind), metadata=key, virtual=bool(metadata.args.get("virtual")))
     return Column(col_name, types.to_polars(kind))
+
+
+#: a Kafka message's headers (`MAP<STRING, BYTES> METADATA`): the Arrow layout of a map, entries in message order
+HEADERS_TYPE = pl.List(pl.Struct({"key": pl.String(), "value": pl.Binary()}))
+
+
+def _metadata_type(kind: exp.DataType) -> pl.DataType:
+    """A metadata column's type; `MAP<STRING, BYTES>` (Kafka headers) is the one MAP the engine reads."""
+    if kind.this == exp.DataType.Type.MAP:
+        inner = [e.this for e in kind.expressions if isinstance(e, exp.DataType)]
+        text = (exp.DataType.Type.TEXT, exp.DataType.Type.VARCHAR)
+        binary = (exp.DataType.Type.VARBINARY, exp.DataType.Type.BINARY)
+        if len(inner) == 2 and inner[0] in text and inner[1] in binary:
+            return HEADERS_TYPE
+        raise error_at(kind, "a MAP metadata column must be MAP<STRING, BYTES> (Kafka headers)", UnsupportedError)
+    return types.to_polars(kind)
 
 
 def _watermark(table: TableDef, node: exp.WatermarkColumnConstraint, udfs: Mapping[str, ScalarUdf]) -> Watermark:

@@ -1,0 +1,282 @@
+"""The Kafka source's conversations with the broker: metadata, offsets, and fetching exact offset ranges.
+
+Every call has a bounded timeout and turns the client's errors into one-line `ConnectorError`s naming the table
+and the broker; librdkafka's own log lines go to the `timelapse.kafka` logger (engine.kafka_client), never to
+the user's terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import polars as pl
+
+from engine.kafka_client import LOG, client_config, client_module, group_id
+from engine.sources.base import ConnectorError
+from engine.sources.kafka_records import MESSAGE_SCHEMA
+from sql.catalog import TableDef
+
+#: seconds a metadata or offsets request may take before the broker counts as unreachable
+REQUEST_TIMEOUT = 10.0
+#: seconds a fetch may go without progress before the read is abandoned with an error
+FETCH_STALL_TIMEOUT = 30.0
+#: (topic, partition)
+TP = tuple[str, int]
+
+
+class KafkaClient:
+    """One consumer, used with `assign` only: the engine, not the consumer group, decides what is read."""
+
+    def __init__(self, table: TableDef) -> None:
+        self.table = table
+        self.kafka = client_module()
+        self.servers = table.options.get("properties.bootstrap.servers", "?")
+        self.group = group_id(table)
+        overrides: dict[str, Any] = {
+            "group.id": self.group or "timelapse",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            # a slice whose messages retention deleted is an error, never a silent jump to other offsets
+            "auto.offset.reset": "error",
+            "error_cb": self._error,
+        }
+        if "properties.isolation.level" not in table.options:
+            overrides["isolation.level"] = "read_committed"
+        self.config = client_config(table, **overrides)
+        self._consumer: Any = None
+        self._errors: list[str] = []
+
+    def _error(self, err: Any) -> None:
+        # Connection problems are retried by librdkafka; they only matter if a request then times out.
+        self._errors.append(err.str())
+        LOG.debug("client error: %s", err.str())
+
+    def where(self) -> str:
+        return f"table '{self.table.name}'{self.table.where()}"
+
+    @property
+    def consumer(self) -> Any:
+        if self._consumer is None:
+            try:
+                self._consumer = self.kafka.Consumer(self.config)
+            except (self.kafka.KafkaException, ValueError, TypeError) as err:
+                raise ConnectorError(
+                    f"{self.where()}: the Kafka client refuses its properties: {_reason(err)}"
+                ) from None
+        return self._consumer
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            try:
+                consumer.close()
+            except Exception as err:  # closing must never hide the run's own outcome
+                LOG.debug("close failed: %s", err)
+
+    def unreachable(self, err: Any) -> ConnectorError:
+        reason = _reason(err)
+        if self._errors:
+            reason = self._errors[-1]
+        return ConnectorError(
+            f"{self.where()}: cannot reach Kafka at {self.servers} within {REQUEST_TIMEOUT:g} s ({reason})"
+        )
+
+    # -- metadata -----------------------------------------------------------------------------------------
+    def partitions(self, topics: list[str] | None, pattern: re.Pattern[str] | None) -> list[TP]:
+        """The partitions of the named topics (each must exist), or of every topic matching `pattern`."""
+        found: list[TP] = []
+        try:
+            if pattern is not None:
+                metadata = self.consumer.list_topics(timeout=REQUEST_TIMEOUT)
+                for name, topic in metadata.topics.items():
+                    if pattern.fullmatch(name) and topic.error is None and not name.startswith("__"):
+                        found += [(name, p) for p in topic.partitions]
+                return sorted(found)
+            for name in topics or []:
+                topic = self.consumer.list_topics(name, timeout=REQUEST_TIMEOUT).topics.get(name)
+                if topic is None or topic.error is not None or not topic.partitions:
+                    raise ConnectorError(
+                        f"{self.where()}: topic '{name}' does not exist at Kafka {self.servers}"
+                        + (f" ({topic.error.str()})" if topic is not None and topic.error is not None else "")
+                    )
+                found += [(name, p) for p in topic.partitions]
+        except self.kafka.KafkaException as err:
+            raise self.unreachable(err.args[0] if err.args else err) from None
+        return sorted(found)
+
+    def watermarks(self, partitions: list[TP]) -> dict[TP, tuple[int, int]]:
+        """(first offset, end offset) of each partition; the end is the last stable offset under read_committed."""
+        found = {}
+        for topic, partition in partitions:
+            try:
+                found[(topic, partition)] = self.consumer.get_watermark_offsets(
+                    self.kafka.TopicPartition(topic, partition), timeout=REQUEST_TIMEOUT, cached=False
+                )
+            except self.kafka.KafkaException as err:
+                raise self.unreachable(err.args[0] if err.args else err) from None
+            if found[(topic, partition)] is None:
+                raise self.unreachable("no answer")
+        return found
+
+    def committed(self, partitions: list[TP]) -> dict[TP, int]:
+        """The consumer group's committed offsets (absent where the group has none)."""
+        if not partitions or self.group is None:
+            return {}
+        tps = [self.kafka.TopicPartition(t, p) for t, p in partitions]
+        try:
+            answer = self.consumer.committed(tps, timeout=REQUEST_TIMEOUT)
+        except self.kafka.KafkaException as err:
+            raise self.unreachable(err.args[0] if err.args else err) from None
+        return {(tp.topic, tp.partition): tp.offset for tp in answer if tp.offset >= 0 and tp.error is None}
+
+    def offsets_for_times(self, partitions: list[TP], millis: int) -> dict[TP, int]:
+        """The first offset whose timestamp is at least `millis`, per partition (-1: none yet)."""
+        if not partitions:
+            return {}
+        tps = [self.kafka.TopicPartition(t, p, millis) for t, p in partitions]
+        try:
+            answer = self.consumer.offsets_for_times(tps, timeout=REQUEST_TIMEOUT)
+        except self.kafka.KafkaException as err:
+            raise self.unreachable(err.args[0] if err.args else err) from None
+        return {(tp.topic, tp.partition): tp.offset for tp in answer}
+
+    def commit(self, offsets: dict[TP, int]) -> None:
+        """Report offsets to the consumer group, asynchronously: monitoring only, failures are only logged."""
+        if self.group is None or not offsets:
+            return
+        try:
+            self.consumer.commit(
+                offsets=[self.kafka.TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
+                asynchronous=True,
+            )
+        except Exception as err:  # the engine's offsets are in the manifest: a failed report changes nothing
+            LOG.info("offset commit to group %s failed: %s", self.group, err)
+
+    # -- fetching -----------------------------------------------------------------------------------------
+    def fetch(self, ranges: list[tuple[str, int, int, int]], metadata: frozenset[str] = frozenset()) -> pl.DataFrame:
+        """Exactly the messages at offsets [start, end) of each (topic, partition, start, end), in range and
+        offset order. A range may hold fewer messages than offsets (transaction markers, aborted transactions,
+        compaction): a partition is done when a message at or after its end arrives, or it reaches its end.
+        Headers and leader epochs are collected only when `metadata` (the table's metadata keys) asks for them."""
+        ranges = [r for r in ranges if r[3] > r[2]]
+        if not ranges:
+            return pl.DataFrame(schema=MESSAGE_SCHEMA)
+        kafka = self.kafka
+        consumer = self.consumer
+        pending: dict[TP, tuple[int, int]] = {(t, p): (s, e) for t, p, s, e in ranges}
+        order = {(t, p): i for i, (t, p, _s, _e) in enumerate(ranges)}
+        columns: dict[str, list[Any]] = {name: [] for name in MESSAGE_SCHEMA}
+        columns["\x00range"] = []
+        try:
+            consumer.assign([kafka.TopicPartition(t, p, s) for t, p, s, _e in ranges])
+        except kafka.KafkaException as err:
+            raise self.unreachable(err.args[0] if err.args else err) from None
+        eof, gone = (
+            kafka.KafkaError._PARTITION_EOF,
+            (kafka.KafkaError._AUTO_OFFSET_RESET, kafka.KafkaError.OFFSET_OUT_OF_RANGE),
+        )
+        last_progress = time.monotonic()
+        want_headers, want_epoch = "headers" in metadata, "leader-epoch" in metadata
+
+        def done(tp: TP) -> None:
+            # Pausing the partition here would save fetching beyond the range, but costs more than it saves
+            # (measured: pause/resume add a fetch round trip to every read).
+            del pending[tp]
+
+        try:
+            while pending:
+                messages = consumer.consume(num_messages=10_000, timeout=0.2)
+                if messages:
+                    last_progress = time.monotonic()
+                for message in messages:
+                    tp = (message.topic(), message.partition())
+                    span = pending.get(tp)
+                    err = message.error()
+                    if err is not None:
+                        if err.code() == eof:  # the partition's end (under read_committed, its last stable
+                            if span is not None:  # offset), which was at or after the range's end when planned
+                                done(tp)
+                        elif err.code() in gone:
+                            raise self._gone(tp, span, err)
+                        elif err.fatal() or err.code() in (
+                            kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
+                            kafka.KafkaError._UNKNOWN_TOPIC,
+                        ):
+                            raise ConnectorError(f"{self.where()}: reading {tp[0]} partition {tp[1]}: {err.str()}")
+                        else:
+                            LOG.debug("fetch: %s", err.str())
+                        continue
+                    if span is None:
+                        continue
+                    offset = message.offset()
+                    if offset >= span[1]:
+                        done(tp)
+                        continue
+                    if offset < span[0]:
+                        continue
+                    kind, stamp = message.timestamp()
+                    columns["topic"].append(tp[0])
+                    columns["partition"].append(tp[1])
+                    columns["offset"].append(offset)
+                    columns["key"].append(message.key())
+                    columns["value"].append(message.value())
+                    columns["timestamp"].append(stamp if kind else None)
+                    columns["timestamp_type"].append(kind)
+                    columns["headers"].append(_headers(message.headers()) if want_headers else None)
+                    columns["leader_epoch"].append(message.leader_epoch() if want_epoch else None)
+                    columns["\x00range"].append(order[tp])
+                    if offset + 1 >= span[1]:
+                        done(tp)
+                if pending and not messages:
+                    self._check_positions(pending)
+                    if pending and time.monotonic() - last_progress > FETCH_STALL_TIMEOUT:
+                        (topic, partition), (start, end) = next(iter(pending.items()))
+                        raise ConnectorError(
+                            f"{self.where()}: no progress reading offsets {start}-{end - 1} of {topic} partition "
+                            f"{partition} from Kafka at {self.servers} for {FETCH_STALL_TIMEOUT:g} s"
+                            + (f" ({self._errors[-1]})" if self._errors else "")
+                        )
+        finally:
+            try:
+                consumer.unassign()
+            except kafka.KafkaException as err:
+                LOG.debug("unassign: %s", err)
+        frame = pl.DataFrame(columns, schema={**MESSAGE_SCHEMA, "\x00range": pl.Int32()})
+        return frame.sort("\x00range", "offset").drop("\x00range")
+
+    def _check_positions(self, pending: dict[TP, tuple[int, int]]) -> None:
+        """Partitions whose fetch position passed their end without a message there (a trailing marker)."""
+        try:
+            positions = self.consumer.position([self.kafka.TopicPartition(t, p) for t, p in pending])
+        except self.kafka.KafkaException:
+            return
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            if key in pending and tp.offset >= 0 and tp.offset >= pending[key][1]:
+                del pending[key]
+
+    def _gone(self, tp: TP, span: tuple[int, int] | None, err: Any) -> ConnectorError:
+        first = ""
+        try:
+            low, _high = self.consumer.get_watermark_offsets(
+                self.kafka.TopicPartition(*tp), timeout=REQUEST_TIMEOUT, cached=False
+            )
+            first = f"; the partition now starts at offset {low}"
+        except Exception:
+            LOG.debug("watermarks after out-of-range: %s", err)
+        offsets = f"offsets {span[0]}-{span[1] - 1}" if span else "offsets"
+        return ConnectorError(
+            f"{self.where()}: {offsets} of {tp[0]} partition {tp[1]} are no longer available in Kafka "
+            f"(deleted by the topic's retention){first}; the slice logged for this epoch cannot be read again"
+        )
+
+
+def _headers(headers: list[tuple[str, bytes | None]] | None) -> list[dict[str, Any]] | None:
+    return [{"key": k, "value": v} for k, v in headers] if headers else []
+
+
+def _reason(err: Any) -> str:
+    return err.str() if hasattr(err, "str") else str(err)
