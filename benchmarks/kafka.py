@@ -194,7 +194,14 @@ def _consume_latencies(broker: Any, topic: str, seen: list[float], stop: threadi
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
-        broker.config(**{"group.id": "latency", "isolation.level": "read_committed", "enable.auto.commit": False})
+        broker.config(
+            **{
+                "group.id": "latency",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(4)])
     while not stop.is_set():

@@ -167,69 +167,46 @@ class KafkaClient:
         kafka = self.kafka
         consumer = self.consumer
         pending: dict[TP, tuple[int, int]] = {(t, p): (s, e) for t, p, s, e in ranges}
-        order = {(t, p): i for i, (t, p, _s, _e) in enumerate(ranges)}
-        columns: dict[str, list[Any]] = {name: [] for name in MESSAGE_SCHEMA}
-        columns["\x00range"] = []
+        spans = pl.DataFrame(
+            [(t, p, s, e, i) for i, (t, p, s, e) in enumerate(ranges)],
+            schema={
+                "topic": pl.String,
+                "partition": pl.Int32,
+                "\x00start": pl.Int64,
+                "\x00end": pl.Int64,
+                "\x00range": pl.Int32,
+            },
+            orient="row",
+        )
+        batches: list[pl.DataFrame] = []
+        progress: dict[TP, int] = {}  # per partition, the offset after the highest one received
         try:
             consumer.assign([kafka.TopicPartition(t, p, s) for t, p, s, _e in ranges])
         except kafka.KafkaException as err:
             raise self.unreachable(err.args[0] if err.args else err) from None
-        eof, gone = (
-            kafka.KafkaError._PARTITION_EOF,
-            (kafka.KafkaError._AUTO_OFFSET_RESET, kafka.KafkaError.OFFSET_OUT_OF_RANGE),
-        )
         last_progress = time.monotonic()
         want_headers, want_epoch = "headers" in metadata, "leader-epoch" in metadata
-
-        def done(tp: TP) -> None:
-            # Pausing the partition here would save fetching beyond the range, but costs more than it saves
-            # (measured: pause/resume add a fetch round trip to every read).
-            del pending[tp]
-
+        # Pausing a finished partition would save fetching beyond its range, but costs more than it saves
+        # (measured: pause/resume add a fetch round trip to every read).
         try:
             while pending:
-                messages = consumer.consume(num_messages=10_000, timeout=0.2)
+                # Ask for no more than the ranges can still hold: consume() returns once it has that many,
+                # instead of waiting out its timeout for a full batch (that wait was most of an epoch's latency).
+                remaining = sum(end - progress.get(tp, start) for tp, (start, end) in pending.items())
+                messages = consumer.consume(num_messages=max(1, min(10_000, remaining)), timeout=0.2)
                 if messages:
                     last_progress = time.monotonic()
-                for message in messages:
-                    tp = (message.topic(), message.partition())
-                    span = pending.get(tp)
-                    err = message.error()
-                    if err is not None:
-                        if err.code() == eof:  # the partition's end (under read_committed, its last stable
-                            if span is not None:  # offset), which was at or after the range's end when planned
-                                done(tp)
-                        elif err.code() in gone:
-                            raise self._gone(tp, span, err)
-                        elif err.fatal() or err.code() in (
-                            kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
-                            kafka.KafkaError._UNKNOWN_TOPIC,
-                        ):
-                            raise ConnectorError(f"{self.where()}: reading {tp[0]} partition {tp[1]}: {err.str()}")
-                        else:
-                            LOG.debug("fetch: %s", err.str())
-                        continue
-                    if span is None:
-                        continue
-                    offset = message.offset()
-                    if offset >= span[1]:
-                        done(tp)
-                        continue
-                    if offset < span[0]:
-                        continue
-                    kind, stamp = message.timestamp()
-                    columns["topic"].append(tp[0])
-                    columns["partition"].append(tp[1])
-                    columns["offset"].append(offset)
-                    columns["key"].append(message.key())
-                    columns["value"].append(message.value())
-                    columns["timestamp"].append(stamp if kind else None)
-                    columns["timestamp_type"].append(kind)
-                    columns["headers"].append(_headers(message.headers()) if want_headers else None)
-                    columns["leader_epoch"].append(message.leader_epoch() if want_epoch else None)
-                    columns["\x00range"].append(order[tp])
-                    if offset + 1 >= span[1]:
-                        done(tp)
+                    good = self._sort_out_errors(messages, pending)
+                    if good:
+                        batch = self._batch(good, want_headers, want_epoch)
+                        batches.append(batch)
+                        # A partition is done once a message at or after its range's last offset arrives.
+                        ends = batch.group_by("topic", "partition").agg(pl.col("offset").max())
+                        for topic, partition, highest in ends.iter_rows():
+                            progress[(topic, partition)] = highest + 1
+                            span = pending.get((topic, partition))
+                            if span is not None and highest + 1 >= span[1]:
+                                del pending[(topic, partition)]
                 if pending and not messages:
                     self._check_positions(pending)
                     if pending and time.monotonic() - last_progress > FETCH_STALL_TIMEOUT:
@@ -244,8 +221,59 @@ class KafkaClient:
                 consumer.unassign()
             except kafka.KafkaException as err:
                 LOG.debug("unassign: %s", err)
-        frame = pl.DataFrame(columns, schema={**MESSAGE_SCHEMA, "\x00range": pl.Int32()})
-        return frame.sort("\x00range", "offset").drop("\x00range")
+        if not batches:
+            return pl.DataFrame(schema=MESSAGE_SCHEMA)
+        # Only the messages inside each range (a fetch may run past a range's end, or start before it).
+        frame = (
+            pl.concat(batches)
+            .join(spans, on=["topic", "partition"], how="inner")
+            .filter(pl.col("offset").is_between(pl.col("\x00start"), pl.col("\x00end"), closed="left"))
+            .unique(["\x00range", "offset"], keep="first", maintain_order=True)
+        )
+        return frame.sort("\x00range", "offset").select(list(MESSAGE_SCHEMA))
+
+    def _sort_out_errors(self, messages: list[Any], pending: dict[TP, tuple[int, int]]) -> list[Any]:
+        """The messages that carry data; acts on the events among them (partition ends, deleted offsets)."""
+        events = [m for m in messages if m.error() is not None]
+        if not events:
+            return messages
+        kafka = self.kafka
+        eof = kafka.KafkaError._PARTITION_EOF
+        gone = (kafka.KafkaError._AUTO_OFFSET_RESET, kafka.KafkaError.OFFSET_OUT_OF_RANGE)
+        for message in events:
+            tp = (message.topic(), message.partition())
+            err = message.error()
+            if err.code() == eof:
+                # the partition's end (under read_committed, its last stable offset), which was at or after the
+                # range's end when the slice was planned
+                pending.pop(tp, None)
+            elif err.code() in gone:
+                raise self._gone(tp, pending.get(tp), err)
+            elif err.fatal() or err.code() in (kafka.KafkaError.UNKNOWN_TOPIC_OR_PART, kafka.KafkaError._UNKNOWN_TOPIC):
+                raise ConnectorError(f"{self.where()}: reading {tp[0]} partition {tp[1]}: {err.str()}")
+            else:
+                LOG.debug("fetch: %s", err.str())
+        return [m for m in messages if m.error() is None]
+
+    @staticmethod
+    def _batch(messages: list[Any], want_headers: bool, want_epoch: bool) -> pl.DataFrame:
+        """One consume call's messages as columns: a pass per column, no per-message branching."""
+        stamps = [m.timestamp() for m in messages]
+        count = len(messages)
+        return pl.DataFrame(
+            {
+                "topic": [m.topic() for m in messages],
+                "partition": [m.partition() for m in messages],
+                "offset": [m.offset() for m in messages],
+                "key": [m.key() for m in messages],
+                "value": [m.value() for m in messages],
+                "timestamp": [stamp if kind else None for kind, stamp in stamps],
+                "timestamp_type": [kind for kind, _ in stamps],
+                "headers": [_headers(m.headers()) for m in messages] if want_headers else [None] * count,
+                "leader_epoch": [m.leader_epoch() for m in messages] if want_epoch else [None] * count,
+            },
+            schema=MESSAGE_SCHEMA,
+        )
 
     def _check_positions(self, pending: dict[TP, tuple[int, int]]) -> None:
         """Partitions whose fetch position passed their end without a message there (a trailing marker)."""
