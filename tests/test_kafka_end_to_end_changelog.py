@@ -239,6 +239,14 @@ def test_rollback_and_a_branch_with_a_kafka_source_equal_a_straight_run(tmp_path
     ranges = logged(parent / "whatif")
     assert [r for e in range(4, max(ranges) + 1) for r in ranges[e]] != []
     assert dead_offsets(parent / "whatif") == dead_offsets(straight / "state")
+    # a branch from an epoch, its sinks where --sink puts them
+    out = timelapse(parent, "branch", "state", "at7", "--from", "epoch", "7", "--sink", "totals=elsewhere/totals")
+    assert "created from epoch 7" in out
+    go(state="at7")
+    expected = sinks(straight)
+    for name in ("w", "named"):
+        assert sort_all(read_sink(parent / f"{name}-at7")).to_dicts() == expected[name]
+    assert sort_all(read_sink(parent / "elsewhere" / "totals")).to_dicts() == expected["totals"]
     # ... and the parent is as it was
     assert sinks(parent) == parent_sinks and logged(parent / "state") == parent_log
     go()  # the parent carries on unaffected: nothing new to read
