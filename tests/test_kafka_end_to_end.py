@@ -79,9 +79,15 @@ def finish(root: Path, *extra: str, crash_at: str | None = None) -> int:
 
 
 def kill_at_random(root: Path, rng: random.Random, *extra: str) -> int:
-    """One run killed after a random delay (1 if it was still running)."""
+    """One run killed at a random instant once it has logged a new epoch (1 if it was still running then)."""
+    offsets = root / "state" / "offsets"
+    logged = len(list(offsets.glob("[0-9]*.json")))
     process = launch(root, *extra)
-    time.sleep(rng.uniform(0.8, 2.2))
+    deadline = time.monotonic() + 60
+    while process.poll() is None and len(list(offsets.glob("[0-9]*.json"))) <= logged:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0, 0.6))  # somewhere in that epoch, or in one of the next
     killed = process.poll() is None
     if killed:
         os.kill(process.pid, signal.SIGKILL)
@@ -175,12 +181,13 @@ def test_kill_minus_nine_with_a_kafka_source_and_an_exactly_once_kafka_sink(
     for point in points:
         source.produce(30)
         killed += finish(tmp_path, "--max-epoch-rows", "8", crash_at=f"{point}:{rng.randint(1, 4)}") != 0
-    for _ in range(1):
-        source.produce(30)
-        killed += kill_at_random(tmp_path, rng, "--max-epoch-rows", "8")
+    at_random = 0
+    for _ in range(2):
+        source.produce(15)
+        at_random += kill_at_random(tmp_path, rng, "--max-epoch-rows", "8")
     source.produce(len(source.messages))
     assert finish(tmp_path, "--max-epoch-rows", "8") == 0
-    assert killed >= len(points) // 2, killed
+    assert killed >= len(points) // 2 and at_random >= 1, (killed, at_random)
 
     expected = source.oracle()
     got = window_rows(kafka.read(out))
