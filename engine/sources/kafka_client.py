@@ -24,6 +24,8 @@ REQUEST_TIMEOUT = 10.0
 FETCH_STALL_TIMEOUT = 30.0
 #: (topic, partition)
 TP = tuple[str, int]
+#: messages kept between reads beyond which the carry is dropped (and fetched again when needed)
+CARRY_LIMIT = 500_000
 
 
 class KafkaClient:
@@ -43,11 +45,26 @@ class KafkaClient:
             "auto.offset.reset": "error",
             "error_cb": self._error,
         }
-        if "properties.isolation.level" not in table.options:
-            overrides["isolation.level"] = "read_committed"
+        # Defaults a table's properties may change. An epoch reads a known range and returns: librdkafka's
+        # defaults suit a consumer that polls forever (a 1 s pause of a partition whose queue is full, a 500 ms
+        # wait on the broker for more data), and stalled every epoch's read for a second or more.
+        for key, value in {
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 10,
+            "fetch.queue.backoff.ms": 5,
+            "fetch.error.backoff.ms": 20,
+        }.items():
+            if f"properties.{key}" not in table.options:
+                overrides[key] = value
         self.config = client_config(table, **overrides)
         self._consumer: Any = None
         self._errors: list[str] = []
+        # messages a read received past its ranges' ends, and per assigned partition where the next read
+        # must start to use them (`_stream_from`) and where the consumer's stream is (`_stream_at`)
+        self._carry = pl.DataFrame(schema=MESSAGE_SCHEMA)
+        self._stream_from: dict[TP, int] = {}
+        self._stream_at: dict[TP, int] = {}
+        self._paused: set[TP] = set()
 
     def _error(self, err: Any) -> None:
         # Connection problems are retried by librdkafka; they only matter if a request then times out.
@@ -70,6 +87,7 @@ class KafkaClient:
 
     def close(self) -> None:
         if self._consumer is not None:
+            self._forget()
             consumer, self._consumer = self._consumer, None
             try:
                 consumer.close()
@@ -160,10 +178,22 @@ class KafkaClient:
         """Exactly the messages at offsets [start, end) of each (topic, partition, start, end), in range and
         offset order. A range may hold fewer messages than offsets (transaction markers, aborted transactions,
         compaction): a partition is done when a message at or after its end arrives, or it reaches its end.
-        Headers and leader epochs are collected only when `metadata` (the table's metadata keys) asks for them."""
+        Headers and leader epochs are collected only when `metadata` (the table's metadata keys) asks for them.
+
+        Partitions stay assigned between reads, and what a read receives past a range's end is kept (`_carry`)
+        for the next read, which usually starts exactly there: each message is fetched once, and an epoch does
+        not wait for a fresh assignment to start fetching. A range that starts anywhere else (a replay, a
+        rollback) is fetched afresh from its start."""
         ranges = [r for r in ranges if r[3] > r[2]]
         if not ranges:
             return pl.DataFrame(schema=MESSAGE_SCHEMA)
+        try:
+            return self._fetch(ranges, metadata)
+        except BaseException:
+            self._forget()  # an interrupted read leaves no assignment or carried messages to trust
+            raise
+
+    def _fetch(self, ranges: list[tuple[str, int, int, int]], metadata: frozenset[str]) -> pl.DataFrame:
         kafka = self.kafka
         consumer = self.consumer
         pending: dict[TP, tuple[int, int]] = {(t, p): (s, e) for t, p, s, e in ranges}
@@ -178,59 +208,114 @@ class KafkaClient:
             },
             orient="row",
         )
-        batches: list[pl.DataFrame] = []
-        progress: dict[TP, int] = {}  # per partition, the offset after the highest one received
+        # progress: per partition, the offset after the highest one received (the stream is there)
+        progress: dict[TP, int] = {}
+        fresh = []
+        for topic, partition, start, _end in ranges:
+            tp = (topic, partition)
+            if self._stream_from.get(tp) == start:  # the stream carries on where the last read ended
+                progress[tp] = self._stream_at[tp]
+            else:
+                fresh.append(tp)
         try:
-            consumer.assign([kafka.TopicPartition(t, p, s) for t, p, s, _e in ranges])
+            if resume := [kafka.TopicPartition(*tp) for tp in pending if tp in self._paused and tp not in fresh]:
+                consumer.resume(resume)
+            self._paused.difference_update(pending)
+            if stale := [kafka.TopicPartition(*tp) for tp in fresh if tp in self._stream_at]:
+                consumer.incremental_unassign(stale)
+            if fresh:
+                consumer.incremental_assign([kafka.TopicPartition(*tp, pending[tp][0]) for tp in fresh])
         except kafka.KafkaException as err:
             raise self.unreachable(err.args[0] if err.args else err) from None
+        batches = [self._carry]
+        if fresh:  # what was carried for a partition read afresh is not part of its new stream
+            dropped = pl.DataFrame(fresh, schema={"topic": pl.String, "partition": pl.Int32}, orient="row")
+            batches = [self._carry.join(dropped, on=["topic", "partition"], how="anti")]
+        for tp in fresh:
+            self._stream_at[tp] = pending[tp][0]
+        for tp, (_start, end) in list(pending.items()):
+            if progress.get(tp, -1) >= end:
+                del pending[tp]
         last_progress = time.monotonic()
         want_headers, want_epoch = "headers" in metadata, "leader-epoch" in metadata
-        # Pausing a finished partition would save fetching beyond its range, but costs more than it saves
-        # (measured: pause/resume add a fetch round trip to every read).
-        try:
-            while pending:
-                # Ask for no more than the ranges can still hold: consume() returns once it has that many,
-                # instead of waiting out its timeout for a full batch (that wait was most of an epoch's latency).
-                remaining = sum(end - progress.get(tp, start) for tp, (start, end) in pending.items())
-                messages = consumer.consume(num_messages=max(1, min(10_000, remaining)), timeout=0.2)
-                if messages:
-                    last_progress = time.monotonic()
-                    good = self._sort_out_errors(messages, pending)
-                    if good:
-                        batch = self._batch(good, want_headers, want_epoch)
-                        batches.append(batch)
-                        # A partition is done once a message at or after its range's last offset arrives.
-                        ends = batch.group_by("topic", "partition").agg(pl.col("offset").max())
-                        for topic, partition, highest in ends.iter_rows():
-                            progress[(topic, partition)] = highest + 1
-                            span = pending.get((topic, partition))
-                            if span is not None and highest + 1 >= span[1]:
-                                del pending[(topic, partition)]
-                if pending and not messages:
-                    self._check_positions(pending)
-                    if pending and time.monotonic() - last_progress > FETCH_STALL_TIMEOUT:
-                        (topic, partition), (start, end) = next(iter(pending.items()))
-                        raise ConnectorError(
-                            f"{self.where()}: no progress reading offsets {start}-{end - 1} of {topic} partition "
-                            f"{partition} from Kafka at {self.servers} for {FETCH_STALL_TIMEOUT:g} s"
-                            + (f" ({self._errors[-1]})" if self._errors else "")
-                        )
-        finally:
-            try:
-                consumer.unassign()
-            except kafka.KafkaException as err:
-                LOG.debug("unassign: %s", err)
-        if not batches:
-            return pl.DataFrame(schema=MESSAGE_SCHEMA)
-        # Only the messages inside each range (a fetch may run past a range's end, or start before it).
+        while pending:
+            # Ask for no more than the ranges can still hold: consume() returns once it has that many,
+            # instead of waiting out its timeout for a full batch (that wait was most of an epoch's latency).
+            remaining = sum(end - progress.get(tp, start) for tp, (start, end) in pending.items())
+            messages = consumer.consume(num_messages=max(1, min(10_000, remaining)), timeout=0.2)
+            if messages:
+                last_progress = time.monotonic()
+                good = self._sort_out_errors(messages, pending)
+                if good:
+                    batch = self._batch(good, want_headers, want_epoch)
+                    batches.append(batch)
+                    # A partition is done once a message at or after its range's last offset arrives.
+                    ends = batch.group_by("topic", "partition").agg(pl.col("offset").max())
+                    finished = []
+                    for topic, partition, highest in ends.iter_rows():
+                        tp = (topic, partition)
+                        progress[tp] = highest + 1
+                        span = pending.get(tp)
+                        if span is not None and highest + 1 >= span[1]:
+                            del pending[tp]
+                            finished.append(kafka.TopicPartition(topic, partition))
+                    if finished and pending:
+                        # A finished partition stops fetching while the others catch up (the broker may serve
+                        # partitions unevenly); it resumes, where it stopped, when a read needs it again.
+                        consumer.pause(finished)
+                        self._paused.update((t.topic, t.partition) for t in finished)
+            if pending and not messages:
+                self._check_positions(pending)
+                if pending and time.monotonic() - last_progress > FETCH_STALL_TIMEOUT:
+                    (topic, partition), (start, end) = next(iter(pending.items()))
+                    raise ConnectorError(
+                        f"{self.where()}: no progress reading offsets {start}-{end - 1} of {topic} partition "
+                        f"{partition} from Kafka at {self.servers} for {FETCH_STALL_TIMEOUT:g} s"
+                        + (f" ({self._errors[-1]})" if self._errors else "")
+                    )
+        received = pl.concat(batches) if batches else pl.DataFrame(schema=MESSAGE_SCHEMA)
+        # Only the messages inside each range (a read runs past a range's end, or holds older carried ones).
         frame = (
-            pl.concat(batches)
-            .join(spans, on=["topic", "partition"], how="inner")
+            received.join(spans, on=["topic", "partition"], how="inner")
             .filter(pl.col("offset").is_between(pl.col("\x00start"), pl.col("\x00end"), closed="left"))
             .unique(["\x00range", "offset"], keep="first", maintain_order=True)
         )
+        self._keep_for_next_read(received, ranges, progress)
         return frame.sort("\x00range", "offset").select(list(MESSAGE_SCHEMA))
+
+    def _keep_for_next_read(
+        self, received: pl.DataFrame, ranges: list[tuple[str, int, int, int]], progress: dict[TP, int]
+    ) -> None:
+        """Carry what arrived past each range's end; the next read of those partitions starts at that end."""
+        for topic, partition, _start, end in ranges:
+            self._stream_from[(topic, partition)] = end
+            self._stream_at[(topic, partition)] = max(end, progress.get((topic, partition), end))
+        starts = pl.DataFrame(
+            [(t, p, o) for (t, p), o in self._stream_from.items()],
+            schema={"topic": pl.String, "partition": pl.Int32, "\x00from": pl.Int64},
+            orient="row",
+        )
+        carry = (
+            received.join(starts, on=["topic", "partition"], how="inner")
+            .filter(pl.col("offset") >= pl.col("\x00from"))
+            .drop("\x00from")
+        )
+        if carry.height > CARRY_LIMIT:  # a partition read far ahead of what epochs ask for: fetch it again later
+            self._forget()
+            return
+        self._carry = carry
+
+    def _forget(self) -> None:
+        """Drop the assignment and the carried messages: the next read fetches every range from its start."""
+        self._carry = pl.DataFrame(schema=MESSAGE_SCHEMA)
+        self._stream_from.clear()
+        self._stream_at.clear()
+        self._paused.clear()
+        if self._consumer is not None:
+            try:
+                self._consumer.unassign()
+            except self.kafka.KafkaException as err:
+                LOG.debug("unassign: %s", err)
 
     def _sort_out_errors(self, messages: list[Any], pending: dict[TP, tuple[int, int]]) -> list[Any]:
         """The messages that carry data; acts on the events among them (partition ends, deleted offsets)."""
@@ -244,9 +329,11 @@ class KafkaClient:
             tp = (message.topic(), message.partition())
             err = message.error()
             if err.code() == eof:
-                # the partition's end (under read_committed, its last stable offset), which was at or after the
-                # range's end when the slice was planned
-                pending.pop(tp, None)
+                # the partition's end (under read_committed, its last stable offset) when the event was made: the
+                # range is done if that is at or past its end (an older event may come from before the read)
+                span = pending.get(tp)
+                if span is not None and message.offset() >= span[1]:
+                    del pending[tp]
             elif err.code() in gone:
                 raise self._gone(tp, pending.get(tp), err)
             elif err.fatal() or err.code() in (kafka.KafkaError.UNKNOWN_TOPIC_OR_PART, kafka.KafkaError._UNKNOWN_TOPIC):
