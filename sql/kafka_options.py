@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 
 from sql.catalog import TableDef
 from sql.errors import SqlError, did_you_mean
+from sql.option_values import Check, choice, duration_or_zero, not_empty, text, whole
 
-Check = Callable[[str], str | None]
 Positions = Mapping[str, tuple[int | None, int | None]]
 
 #: value formats a Kafka table can read and write; the changelog formats carry inserts, updates and deletes
@@ -77,39 +77,8 @@ FORMAT_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _choice(*values: str) -> Check:
-    def check(value: str) -> str | None:
-        if value.strip().lower() in values:
-            return None
-        return f"must be one of {', '.join(repr(v) for v in values)}{did_you_mean(value.strip().lower(), values)}"
-
-    return check
-
-
-def _whole(value: str) -> str | None:
-    return None if re.fullmatch(r"\d+", value.strip()) else "must be a whole number of at least 0"
-
-
-def _text(value: str) -> str | None:
-    return None
-
-
-def _not_empty(value: str) -> str | None:
-    return "must not be empty" if not value.strip() else None
-
-
 def _boolean(value: str) -> str | None:
     return None if value.strip().lower() in ("true", "false") else "must be 'true' or 'false'"
-
-
-def _duration(value: str) -> str | None:
-    from sql import durations
-
-    try:
-        durations.parse_duration(value)
-    except ValueError:
-        return "is not a duration; write e.g. 500ms, 2 s, 1 min or 7 d"
-    return None
 
 
 def _specific_offsets(value: str) -> str | None:
@@ -143,38 +112,38 @@ def _regex(value: str) -> str | None:
 
 
 _COMMON: dict[str, Check] = {
-    "topic": _not_empty,
-    "properties.bootstrap.servers": _not_empty,
-    "key.format": _choice(*KEY_FORMATS),
-    "value.format": _choice(*FORMATS),
-    "key.fields-prefix": _text,
-    "value.fields-include": _choice("all", "except_key"),
-    "sink.parallelism": _whole,
-    "sink.delivery-guarantee": _choice("exactly-once", "at-least-once", "none"),
-    "sink.transactional-id-prefix": _not_empty,
-    "scan.max-epoch-rows": _whole,
-    "scan.watermark.idle-timeout": _duration,
-    "scan.max-record-bytes": _text,
+    "topic": not_empty,
+    "properties.bootstrap.servers": not_empty,
+    "key.format": choice(*KEY_FORMATS),
+    "value.format": choice(*FORMATS),
+    "key.fields-prefix": text,
+    "value.fields-include": choice("all", "except_key"),
+    "sink.parallelism": whole(0),
+    "sink.delivery-guarantee": choice("exactly-once", "at-least-once", "none"),
+    "sink.transactional-id-prefix": not_empty,
+    "scan.max-epoch-rows": whole(1),
+    "scan.watermark.idle-timeout": duration_or_zero,
+    "scan.max-record-bytes": text,
 }
 KAFKA: dict[str, Check] = {
     **_COMMON,
     "topic-pattern": _regex,
-    "format": _choice(*FORMATS),
-    "key.fields": _not_empty,
-    "scan.startup.mode": _choice(*STARTUP_MODES),
+    "format": choice(*FORMATS),
+    "key.fields": not_empty,
+    "scan.startup.mode": choice(*STARTUP_MODES),
     "scan.startup.specific-offsets": _specific_offsets,
-    "scan.startup.timestamp-millis": _whole,
-    "scan.bounded.mode": _choice(*BOUNDED_MODES),
+    "scan.startup.timestamp-millis": whole(0),
+    "scan.bounded.mode": choice(*BOUNDED_MODES),
     "scan.bounded.specific-offsets": _specific_offsets,
-    "scan.bounded.timestamp-millis": _whole,
-    "scan.topic-partition-discovery.interval": _duration,
-    "sink.partitioner": _text,  # default | fixed | round-robin (a Java class name is refused below)
-    "sink.semantic": _choice("exactly-once", "at-least-once", "none"),  # Flink's older name of delivery-guarantee
+    "scan.bounded.timestamp-millis": whole(0),
+    "scan.topic-partition-discovery.interval": duration_or_zero,
+    "sink.partitioner": text,  # default | fixed | round-robin (a Java class name is refused below)
+    "sink.semantic": choice("exactly-once", "at-least-once", "none"),  # Flink's older name of delivery-guarantee
 }
 UPSERT_KAFKA: dict[str, Check] = {
     **_COMMON,
-    "sink.buffer-flush.max-rows": _whole,
-    "sink.buffer-flush.interval": _duration,
+    "sink.buffer-flush.max-rows": whole(0),
+    "sink.buffer-flush.interval": duration_or_zero,
 }
 
 
@@ -182,12 +151,12 @@ def option_check(connector: str, key: str) -> Check | None:
     """The check of a key that is not in the fixed list: `properties.*`, and format options with or without
     the `key.` / `value.` prefix."""
     if key.startswith("properties.") and len(key) > len("properties."):
-        return _text
+        return text
     bare = key.removeprefix("key.").removeprefix("value.")
     for fmt, names in FORMAT_OPTIONS.items():
         if bare.startswith(fmt + ".") and bare[len(fmt) + 1 :] in names:
             return (
-                _boolean if bare.endswith(("ignore-parse-errors", "fail-on-missing-field", "schema-include")) else _text
+                _boolean if bare.endswith(("ignore-parse-errors", "fail-on-missing-field", "schema-include")) else text
             )
     return None
 

@@ -69,8 +69,6 @@ def _read_type(dtype: pl.DataType) -> pl.DataType:
 
 
 class AvroFormat(Format):
-    OPTIONS = ("encoding", "codec")
-
     def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
         super().__init__(columns, options)
         from fastavro import parse_schema

@@ -38,8 +38,7 @@ class FormatError(ValueError):
 class Format(ABC):
     #: whether decoded rows carry `__op` (+I, -U, +U, -D) rather than being inserts
     changelog: bool = False
-    #: the options this format takes (unprefixed)
-    OPTIONS: tuple[str, ...] = ()
+    # The options each format takes are listed once, in sql.kafka_options.FORMAT_OPTIONS (checked when planning).
     #: columns declared NOT NULL (a PRIMARY KEY's, as Flink makes them): Avro writes them without a null branch
     not_null: frozenset[str] = frozenset()
 

@@ -40,13 +40,6 @@ ADDS = (INSERT, UPDATE_AFTER)
 
 class ChangelogJson(Format):
     changelog = True
-    OPTIONS = (
-        "ignore-parse-errors",
-        "timestamp-format.standard",
-        "map-null-key.mode",
-        "map-null-key.literal",
-        "encode.decimal-as-plain-number",
-    )
 
     def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
         super().__init__(columns, options)
@@ -130,8 +123,6 @@ def _whole_messages(decoded: Decoded, expected: pl.Series) -> Decoded:
 
 
 class DebeziumJson(ChangelogJson):
-    OPTIONS = ("schema-include", *ChangelogJson.OPTIONS)
-
     def changes(self, message: dict[str, Any], record: int, rows: list[dict[str, str | None]]) -> str | None:
         if self.flag("schema-include"):
             message = message.get("payload")  # type: ignore[assignment]
@@ -236,8 +227,6 @@ class DebeziumJson(ChangelogJson):
 
 
 class CanalJson(ChangelogJson):
-    OPTIONS = ("database.include", "table.include", *ChangelogJson.OPTIONS)
-
     def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
         super().__init__(columns, options)
         self.filters: dict[str, re.Pattern[str]] = {}

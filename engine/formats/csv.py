@@ -17,17 +17,6 @@ from engine.formats.base import Decoded, Format, FormatError, as_text, dead, mer
 
 
 class CsvFormat(Format):
-    OPTIONS = (
-        "field-delimiter",
-        "ignore-parse-errors",
-        "allow-comments",
-        "quote-character",
-        "disable-quote-character",
-        "escape-character",
-        "null-literal",
-        "array-element-delimiter",
-    )
-
     def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
         super().__init__(columns, options)
         self.delimiter = _one_character(self.options, "field-delimiter", ",")

@@ -16,15 +16,6 @@ JSON_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 
 
 class JsonFormat(Format):
-    OPTIONS = (
-        "fail-on-missing-field",
-        "ignore-parse-errors",
-        "timestamp-format.standard",
-        "map-null-key.mode",
-        "map-null-key.literal",
-        "encode.decimal-as-plain-number",
-    )
-
     def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
         super().__init__(columns, options)
         self.standard = timestamp_standard(self.options)

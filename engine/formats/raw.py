@@ -10,8 +10,6 @@ from engine.formats.base import DEAD_SCHEMA, Decoded, Format, FormatError
 
 
 class RawFormat(Format):
-    OPTIONS = ("charset", "endianness")
-
     def __init__(self, columns: Mapping[str, pl.DataType], options: Mapping[str, str]) -> None:
         super().__init__(columns, options)
         if len(self.columns) != 1:
