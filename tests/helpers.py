@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +59,20 @@ def naive(frame: pl.DataFrame) -> pl.DataFrame:
         for c, t in frame.schema.items()
         if isinstance(t, pl.Datetime)
     )
+
+
+def launch_run(root: Path, *extra: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
+    """`timelapse run pipeline.sql --state state --once` in `root`, killed at fault point `crash_at` if given."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TIMELAPSE_CRASH_AT", "TIMELAPSE_FAIL_AT")}
+    if crash_at:
+        env["TIMELAPSE_CRASH_AT"] = crash_at
+    command = [sys.executable, "-m", "engine.cli", "run", "pipeline.sql", "--state", "state", "--once", "--quiet"]
+    return subprocess.Popen([*command, *extra], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish_run(root: Path, *extra: str, crash_at: str | None = None) -> int:
+    """`launch_run` to its end: it must finish, or die by SIGKILL at its fault point."""
+    process = launch_run(root, *extra, crash_at=crash_at)
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+    return process.returncode

@@ -17,8 +17,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,7 +27,7 @@ import pytest
 
 from engine import faults
 from tests import test_kafka_pipeline as diff
-from tests.helpers import duck, read_sink, sort_all
+from tests.helpers import duck, finish_run, launch_run, read_sink, sort_all
 from tests.kafka_broker import Broker, Message
 
 pytest.importorskip("confluent_kafka")
@@ -63,26 +61,13 @@ INSERT INTO totals SELECT k, COUNT(*), SUM(v) FROM events GROUP BY k;
 
 
 # -- running the CLI --------------------------------------------------------------------------------------------
-def launch(root: Path, *extra: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TIMELAPSE_CRASH_AT", "TIMELAPSE_FAIL_AT")}
-    if crash_at:
-        env["TIMELAPSE_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "engine.cli", "run", "pipeline.sql", "--state", "state", "--once", "--quiet"]
-    return subprocess.Popen([*command, *extra], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def finish(root: Path, *extra: str, crash_at: str | None = None) -> int:
-    process = launch(root, *extra, crash_at=crash_at)
-    _out, err = process.communicate(timeout=120)
-    assert process.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
-    return process.returncode
 
 
 def kill_at_random(root: Path, rng: random.Random, *extra: str) -> int:
     """One run killed at a random instant once it has logged a new epoch (1 if it was still running then)."""
     offsets = root / "state" / "offsets"
     logged = len(list(offsets.glob("[0-9]*.json")))
-    process = launch(root, *extra)
+    process = launch_run(root, *extra)
     deadline = time.monotonic() + 60
     while process.poll() is None and len(list(offsets.glob("[0-9]*.json"))) <= logged:
         assert time.monotonic() < deadline
@@ -180,13 +165,13 @@ def test_kill_minus_nine_with_a_kafka_source_and_an_exactly_once_kafka_sink(
     killed = 0
     for point in points:
         source.produce(30)
-        killed += finish(tmp_path, "--max-epoch-rows", "8", crash_at=f"{point}:{rng.randint(1, 4)}") != 0
+        killed += finish_run(tmp_path, "--max-epoch-rows", "8", crash_at=f"{point}:{rng.randint(1, 4)}") != 0
     at_random = 0
     for _ in range(2):
         source.produce(15)
         at_random += kill_at_random(tmp_path, rng, "--max-epoch-rows", "8")
     source.produce(len(source.messages))
-    assert finish(tmp_path, "--max-epoch-rows", "8") == 0
+    assert finish_run(tmp_path, "--max-epoch-rows", "8") == 0
     assert killed >= len(points) // 2 and at_random >= 1, (killed, at_random)
 
     expected = source.oracle()
@@ -227,12 +212,12 @@ def chain(tmp_path: Path, kafka: Broker, *b_flags: str, interleaved: bool) -> No
     (b / "pipeline.sql").write_text(pipeline_b(out, kafka.bootstrap))
     for point in ("kafka.sink.produced:1", "kafka.sink.produced:2"):
         source.produce(60)
-        assert finish(a, "--max-epoch-rows", "10", crash_at=point) == -signal.SIGKILL
+        assert finish_run(a, "--max-epoch-rows", "10", crash_at=point) == -signal.SIGKILL
         if interleaved:  # B reads while A's killed transaction is still open, then after it was aborted
-            assert finish(b, *b_flags) == 0
+            assert finish_run(b, *b_flags) == 0
     source.produce(len(source.messages))
-    assert finish(a, "--max-epoch-rows", "10") == 0
-    assert finish(b, *b_flags) == 0
+    assert finish_run(a, "--max-epoch-rows", "10") == 0
+    assert finish_run(b, *b_flags) == 0
 
     assert len(kafka.read(out, committed=False)) > len(kafka.read(out))  # aborted messages are in the topic
     windows = source.oracle()["w"].select("k", "ws", "n", "s")

@@ -12,8 +12,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,7 +23,7 @@ from engine import Pipeline
 from engine.state_dir import StateDir
 from sql.errors import SqlError
 from tests import test_windows as windows
-from tests.helpers import duck, run, write_jsonl
+from tests.helpers import duck, finish_run, launch_run, run, write_jsonl
 from tests.kafka_broker import Broker, Message
 
 pytest.importorskip("confluent_kafka")
@@ -97,21 +95,6 @@ def test_every_result_once_in_epoch_order_with_the_headers(tmp_path: Path, kafka
     assert len(kafka.read(topic)) == len(found)
 
 
-def _cli(root: Path, *extra: str, crash_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != "TIMELAPSE_CRASH_AT"}
-    if crash_at:
-        env["TIMELAPSE_CRASH_AT"] = crash_at
-    command = [sys.executable, "-m", "engine.cli", "run", "pipeline.sql", "--state", "state", "--once", "--quiet"]
-    return subprocess.Popen([*command, *extra], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(root: Path, *extra: str, crash_at: str | None = None) -> int:
-    process = _cli(root, *extra, crash_at=crash_at)
-    _out, err = process.communicate(timeout=120)
-    assert process.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
-    return process.returncode
-
-
 def test_kill_at_the_kafka_fault_points_and_at_random_instants(tmp_path: Path, kafka: Broker) -> None:
     """Input arrives in chunks; runs are killed at the points between produce and commit, after the commit, before
     the manifest, and at random instants. The topic then holds what a straight run writes, each result once."""
@@ -135,17 +118,17 @@ def test_kill_at_the_kafka_fault_points_and_at_random_instants(tmp_path: Path, k
     for point in points:
         deliver(root, events[20 * chunk : 20 * (chunk + 1)], chunk)
         chunk += 1
-        killed += _finish(root, "--max-epoch-rows", "6", crash_at=point) == -signal.SIGKILL
+        killed += finish_run(root, "--max-epoch-rows", "6", crash_at=point) == -signal.SIGKILL
     while chunk < 8:  # random instants
         deliver(root, events[20 * chunk : 20 * (chunk + 1)], chunk)
         chunk += 1
-        process = _cli(root, "--max-epoch-rows", "6")
+        process = launch_run(root, "--max-epoch-rows", "6")
         time.sleep(rng.uniform(0.5, 2.5))
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
             killed += 1
         process.communicate()
-    assert _finish(root, "--max-epoch-rows", "6") == 0
+    assert finish_run(root, "--max-epoch-rows", "6") == 0
     assert killed >= 5
     reference = tmp_path / "straight"
     deliver(reference, events, 0)
@@ -332,7 +315,7 @@ def test_a_missing_topic_is_one_line_naming_the_table(tmp_path: Path, kafka: Bro
     deliver(tmp_path, rows(9, 5), 0)
     sql = SOURCE + kafka_sink(kafka, "no-such-topic-here", FILTER_COLUMNS) + FILTER
     (tmp_path / "pipeline.sql").write_text(sql)
-    process = _cli(tmp_path)
+    process = launch_run(tmp_path)
     _out, err = process.communicate(timeout=60)
     assert process.returncode == 2
     text = err.decode().strip()
@@ -348,7 +331,7 @@ def test_a_broker_that_is_down_ends_the_run_with_one_line(tmp_path: Path, kafka:
     down = f"127.0.0.1:{free_port()}"
     (tmp_path / "pipeline.sql").write_text(SOURCE + sink.replace(kafka.bootstrap, down) + FILTER)
     started = time.monotonic()
-    process = _cli(tmp_path)
+    process = launch_run(tmp_path)
     _out, err = process.communicate(timeout=60)
     assert time.monotonic() - started < 30  # bounded by the socket timeout, not librdkafka's minutes
     assert process.returncode == 2
