@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
@@ -46,6 +47,8 @@ from engine.state_dir import StateDir
 from engine.state_store import resolve
 from sql import time_travel
 from sql.errors import did_you_mean
+
+T = TypeVar("T")
 
 BOOKKEEPING = ("_epoch", "_deleted")
 At = int | str | dt.datetime | None
@@ -202,18 +205,34 @@ class History:
 
     def scan_state(self, op: str, at: At = None) -> pl.LazyFrame:
         """An operator's live state as a lazy frame (one row per key), as of `at`."""
-        entry = self._entry(self.row(at), op, ("state",))
-        log = pl.scan_delta(entry.path, version=entry.version)
+        row = self.row(at)
+        entry = self._entry(row, op, ("state",))
+        log = self._unless_expired(row, lambda: pl.scan_delta(entry.path, version=entry.version))
         return resolve(log, _keys(entry)).drop(*BOOKKEEPING)
 
     def state(self, op: str, at: At = None) -> pl.DataFrame:
         """An operator's state table (by operator id, e.g. `totals` or `totals/distinct_0`) as of `at`."""
-        return self.scan_state(op, at).collect()
+        row = self.row(at)
+        return self._unless_expired(row, lambda: self.scan_state(op, int(row["epoch"])).collect())
 
     def sink(self, name: str, at: At = None) -> pl.DataFrame:
         """A Delta sink table as it was at `at`."""
-        entry = self._entry(self.row(at), name, ("sink",))
-        return pl.read_delta(entry.path, version=entry.version)
+        row = self.row(at)
+        entry = self._entry(row, name, ("sink",))
+        return self._unless_expired(row, lambda: pl.read_delta(entry.path, version=entry.version))
+
+    def _unless_expired(self, row: dict[str, Any], read: Callable[[], T]) -> T:
+        """`read()`; when it fails because retention, in a running pipeline, freed the epoch meanwhile, the
+        HistoryError saying so (a reader beside a pipeline that keeps few checkpoints can lose that race)."""
+        try:
+            return read()
+        except HistoryError:
+            raise
+        except Exception:
+            rows = self._rows()
+            if expired(rows, int(row["epoch"])) or not readable(rows, row):
+                raise HistoryError(expired_message(rows, int(row["epoch"]))) from None
+            raise
 
     def late(self, op: str, at: At = None) -> pl.DataFrame:
         """The rows an operator judged late (with the watermark they arrived behind and why), as of `at`."""

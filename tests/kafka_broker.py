@@ -5,8 +5,10 @@ the protocol these tests rely on behave as Kafka's do (high watermarks, `offsets
 a last stable offset and fenced zombies), with one known exception: a `read_committed` consumer that starts
 reading after an aborted transaction of a producer is not shown that producer's later committed messages (it
 keeps the abort in force). Kafka itself only reports aborted transactions overlapping the fetched range. A test
-that meets it is marked xfail when it runs against this broker (tests/test_kafka_end_to_end.py). Set TIMELAPSE_TEST_KAFKA=host:port to run the same tests against
-another broker (an Apache Kafka, say) instead; topics are then created with unique names and left behind.
+that meets it is marked xfail when it runs against this broker (tests/test_kafka_end_to_end.py).
+
+Set TIMELAPSE_TEST_KAFKA=host:port to run the same tests against another broker (an Apache Kafka, say)
+instead; topics are then created with unique names and left behind.
 """
 
 from __future__ import annotations

@@ -112,9 +112,13 @@ def test_readers_beside_a_running_pipeline_always_see_a_consistent_cut(tmp_path:
         except HistoryError:  # no epoch committed yet
             continue
         epoch = int(row["epoch"])
-        sink = sort_all(history.sink("totals", at=epoch))
         group = next(t["name"] for t in row["tables"] if t["role"] == "state")
-        held = sort_all(history.state(group, at=epoch).select("k", pl.col("count__count").alias("n")))
+        try:
+            sink = sort_all(history.sink("totals", at=epoch))
+            held = sort_all(history.state(group, at=epoch).select("k", pl.col("count__count").alias("n")))
+        except HistoryError as err:  # retention (5 checkpoints) freed the epoch while it was read: said so
+            assert "retention" in str(err) or "no longer" in str(err), err
+            continue
         assert_frame_equal(sink.select("k", "n"), held, check_dtypes=False)  # sink and state of one cut
         assert sink.get_column("n").sum() == epoch * ROWS_PER_EPOCH  # exactly the input of epochs 1..epoch
         seen.add(epoch)
