@@ -179,8 +179,12 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
+        compensated = "".join(
+            f"; Kafka '{name}' (topic {c['topic']}): {c['keys']} keys compensated"
+            for name, c in sorted(result.get("compensated", {}).items())
+        )
         print(
-            f"rolled back to epoch {result['rolled_back_to']}: {result['tables']} tables restored; "
+            f"rolled back to epoch {result['rolled_back_to']}: {result['tables']} tables restored{compensated}; "
             f"the next run starts at epoch {result['next_epoch']} from that epoch's offsets"
         )
     return EXIT_OK
