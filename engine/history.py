@@ -205,7 +205,9 @@ class History:
 
     def scan_state(self, op: str, at: At = None) -> pl.LazyFrame:
         """An operator's live state as a lazy frame (one row per key), as of `at`."""
-        row = self.row(at)
+        return self._scan_state(self.row(at), op)
+
+    def _scan_state(self, row: dict[str, Any], op: str) -> pl.LazyFrame:
         entry = self._entry(row, op, ("state",))
         log = self._unless_expired(row, lambda: pl.scan_delta(entry.path, version=entry.version))
         return resolve(log, _keys(entry)).drop(*BOOKKEEPING)
@@ -213,7 +215,8 @@ class History:
     def state(self, op: str, at: At = None) -> pl.DataFrame:
         """An operator's state table (by operator id, e.g. `totals` or `totals/distinct_0`) as of `at`."""
         row = self.row(at)
-        return self._unless_expired(row, lambda: self.scan_state(op, int(row["epoch"])).collect())
+        # a row, not its epoch number: after a rollback the current row's number is also an older epoch's
+        return self._unless_expired(row, lambda: self._scan_state(row, op).collect())
 
     def sink(self, name: str, at: At = None) -> pl.DataFrame:
         """A Delta sink table as it was at `at`."""
