@@ -30,7 +30,7 @@ import polars as pl
 
 from engine import faults
 from engine.formats import FormatError, make_format
-from engine.kafka_client import client_config, client_module, describe
+from engine.kafka_config import client_config, client_module, describe
 from engine.sinks.base import SinkConnector
 from engine.sources.base import ConnectorError
 from sql.catalog import TableDef
@@ -87,6 +87,7 @@ class KafkaSink(SinkConnector):
         self.guarantee = guarantee(table)
         self.exactly_once = self.guarantee == "exactly-once"
         self.transactional_id = transactional_id(table, app_id)
+        self._offsets_client: Any = None  # asked for the topic's end offsets at every checkpoint
         self.partitioner = options.get("sink.partitioner", "default").strip().lower()
         self._metadata = {c.metadata: c.name for c in table.columns if c.metadata and not c.virtual}
         for key in self._metadata:
@@ -295,9 +296,12 @@ class KafkaSink(SinkConnector):
         """At a checkpoint: everything is acknowledged, and the topic's end offsets are where a restart looks
         for epochs written after it; also what a rollback needs to reach the topic (no credentials)."""
         self._flush()
-        from engine.sinks.kafka_topic import end_offsets
+        from engine.sinks.kafka_topic import end_offsets, offsets_consumer
 
-        offsets = end_offsets(client_config(self.table), self.topic, self._fail)
+        config = client_config(self.table)
+        if self._offsets_client is None:  # kept for the run: a client per checkpoint costs its set-up each time
+            self._offsets_client = offsets_consumer(config)
+        offsets = end_offsets(config, self.topic, self._fail, self._offsets_client)
         self._partitions = max(self._partitions, len(offsets))
         return {
             "connector": "upsert-kafka" if self.upsert else "kafka",
@@ -314,6 +318,10 @@ class KafkaSink(SinkConnector):
         return sorted(k for k in self.table.options if k.startswith("properties.") and _secret(k))
 
     def close(self) -> None:
+        if self._offsets_client is not None:
+            client, self._offsets_client = self._offsets_client, None
+            with contextlib.suppress(Exception):
+                client.close()
         if self._producer is None:
             return
         with contextlib.suppress(Exception):

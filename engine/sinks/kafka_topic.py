@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine import faults
-from engine.kafka_client import LOG, client_module
+from engine.kafka_config import LOG, client_module
 from engine.sinks.kafka import EPOCH_HEADER, PIPELINE_HEADER, ROLLBACK_HEADER, wait_s
 
 Fail = Callable[[Any], Exception]
@@ -43,10 +43,12 @@ def _partitions(consumer: Any, topic: str, fail: Fail, wait: float) -> list[int]
     return sorted(found.partitions)
 
 
-def end_offsets(config: dict[str, Any], topic: str, fail: Fail) -> dict[int, int]:
-    """Each partition's end offset (the next offset to be written)."""
+def end_offsets(config: dict[str, Any], topic: str, fail: Fail, consumer: Any = None) -> dict[int, int]:
+    """Each partition's end offset (the next offset to be written). `consumer`: one made by
+    `offsets_consumer(config)` that the caller keeps (a sink asks at every checkpoint); else one for this call."""
     kafka = client_module()
-    consumer = _consumer(config, committed=False)
+    own = consumer is None
+    consumer = offsets_consumer(config) if own else consumer
     try:
         wait = wait_s(config)
         partitions = _partitions(consumer, topic, fail, wait)
@@ -54,7 +56,13 @@ def end_offsets(config: dict[str, Any], topic: str, fail: Fail) -> dict[int, int
     except kafka.KafkaException as err:
         raise fail(err.args[0]) from None
     finally:
-        consumer.close()
+        if own:
+            consumer.close()
+
+
+def offsets_consumer(config: dict[str, Any]) -> Any:
+    """A client for offset queries: read_uncommitted, so that they answer the high watermark."""
+    return _consumer(config, committed=False)
 
 
 def _watermarks(consumer: Any, kafka: Any, topic: str, partition: int, fail: Fail, wait: float) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """The Kafka source's conversations with the broker: metadata, offsets, and fetching exact offset ranges.
 
 Every call has a bounded timeout and turns the client's errors into one-line `ConnectorError`s naming the table
-and the broker; librdkafka's own log lines go to the `timelapse.kafka` logger (engine.kafka_client), never to
+and the broker; librdkafka's own log lines go to the `timelapse.kafka` logger (engine.kafka_config), never to
 the user's terminal.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.kafka_client import LOG, client_config, client_module, group_id
+from engine.kafka_config import LOG, client_config, client_module, group_id
 from engine.sources.base import ConnectorError
 from engine.sources.kafka_records import MESSAGE_SCHEMA
 from sql.catalog import TableDef
