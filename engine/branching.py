@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
 
+from engine import delta_tables
 from engine.delta_tables import KEEP_HISTORY, to_arrow
 from engine.errors import VersioningError
 from engine.manifest import (
@@ -41,6 +41,7 @@ from engine.manifest import (
 )
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
+from engine.storage import location
 
 
 def create_branch(
@@ -51,7 +52,7 @@ def create_branch(
     sink_paths: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Create the branch `new` from `parent` at a savepoint or epoch; returns what was copied where."""
-    source, target = StateDir(Path(parent).resolve()), StateDir(Path(new).resolve())
+    source, target = StateDir(location(parent).resolve()), StateDir(location(new).resolve())
     if not source.manifest.exists():
         raise VersioningError(f"{parent} is not a timelapse state directory")
     if target.root.exists() and any(target.root.iterdir()):
@@ -78,7 +79,7 @@ def create_branch(
         _copy_offsets(source, target, epoch)
         checkpoint = checkpoint_from_row(row)
         operators = {
-            sid: {**record, "directory": str(_moved(Path(record["directory"]), source, target))}
+            sid: {**record, "directory": str(_moved(location(record["directory"]), source, target))}
             for sid, record in checkpoint.operators.items()
             if "directory" in record
         }
@@ -152,31 +153,31 @@ def sink_path_for(state: Path, name: str, declared: Path) -> Path:
     if info is None:
         return declared
     if name in info["sinks"]:
-        return Path(info["sinks"][name])
-    if str(declared.resolve()) in {str(Path(p).resolve()) for p in info["parent_sinks"].values()}:
-        return Path(f"{declared}-{state.name}")  # a new sink of the branch's SQL that points at a parent table
+        return location(info["sinks"][name])
+    if str(declared.resolve()) in {str(location(p).resolve()) for p in info["parent_sinks"].values()}:
+        return location(f"{declared}-{state.name}")  # a new sink of the branch's SQL that points at a parent table
     return declared
 
 
 def _copy(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> TableEntry:
-    path = Path(entry.path)
+    path = location(entry.path)
     if entry.role == SINK:
-        destination = Path(sink_paths.get(entry.name) or f"{path}-{target.root.name}").resolve()
+        destination = location(sink_paths.get(entry.name) or f"{path}-{target.root.name}").resolve()
         if destination.exists() and any(destination.iterdir()):
             raise VersioningError(f"sink path {destination} for '{entry.name}' already exists")
     else:
         destination = _moved(path, source, target)
-    table = DeltaTable(str(path), version=entry.version)
-    rows = pl.scan_delta(str(path), version=entry.version).collect()
+    table = delta_tables.delta(path, version=entry.version)
+    rows = delta_tables.scan(path, version=entry.version).collect()
     destination.mkdir(parents=True, exist_ok=True)
-    write_deltalake(
-        str(destination),
+    delta_tables.write(
+        destination,
         to_arrow(rows),
         mode="append",
         partition_by=list(table.metadata().partition_columns) or None,
         configuration=KEEP_HISTORY,
     )
-    return dataclasses.replace(entry, path=str(destination), version=int(DeltaTable(str(destination)).version()))
+    return dataclasses.replace(entry, path=str(destination), version=int(delta_tables.delta(destination).version()))
 
 
 def _moved(path: Path, source: StateDir, target: StateDir) -> Path:

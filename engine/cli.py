@@ -21,6 +21,7 @@ from typing import Any
 from engine.cli_types import OneLineParser, checked, epoch, whole
 from engine.errors import UserError
 from engine.progress import Progress, render_summary
+from engine.storage import location
 from sql import durations
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
@@ -221,7 +222,7 @@ def cmd_branch(args: argparse.Namespace) -> int:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise UsageError(f"--sink takes NAME=PATH, not '{item}'")
-        sinks[name] = str(Path(path).resolve())
+        sinks[name] = str(location(path).resolve())
     result = create_branch(
         args.dir,
         args.new_dir,
@@ -253,7 +254,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from engine import retention
     from engine.state_dir import StateDir
 
-    directory = StateDir(Path(args.dir))
+    directory = StateDir(location(args.dir))
     if not directory.manifest.exists():
         raise FileNotFoundError(f"{args.dir} is not a timelapse state directory")
     policy = retention.policy_from_options({}, args.count, args.age)

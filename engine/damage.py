@@ -28,13 +28,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import polars as pl
-from deltalake import DeltaTable
 
+from engine import delta_tables
 from engine.delta_tables import open_table
 from engine.errors import StorageFailure
 from engine.manifest import DEAD_LETTERS, SINK, TableEntry, read_at
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
+from engine.storage import location
 
 #: how far back a damaged manifest head is looked past (the entries since the last Delta checkpoint)
 MANIFEST_LOOKBACK = 20
@@ -131,9 +132,9 @@ def manifest_marker_tables(directory: StateDir, tables: list[TableEntry]) -> lis
     marked = []
     for entry in tables:
         if entry.role == SINK:
-            marked.append((Path(entry.path), f"{pid}/{entry.name}"))
+            marked.append((location(entry.path), f"{pid}/{entry.name}"))
         elif entry.role == DEAD_LETTERS:
-            marked.append((Path(entry.path), f"{pid}/dead_letters/{entry.name}"))
+            marked.append((location(entry.path), f"{pid}/dead_letters/{entry.name}"))
     return marked
 
 
@@ -198,7 +199,7 @@ def check_offsets(offsets: Path, committed: int, marked: list[tuple[Path, str]])
     if replan is None:
         return None
     moved = set_aside_offsets(offsets, replan.epoch)
-    where = f"; moved to {Path(moved[0]).parent}" if moved else ""
+    where = f"; moved to {location(moved[0]).parent}" if moved else ""
     return {"message": describe_offset_damage(replan, held) + where, "set_aside": moved}
 
 
@@ -222,7 +223,7 @@ def _log_versions(table: Path) -> list[int]:
 def manifest_damage(path: Path) -> ManifestDamage | None:
     """None when the manifest's latest version reads; else its newest version that does (if any, nearby)."""
     try:
-        DeltaTable(str(path))
+        delta_tables.delta(path)
         read_at(path, None)
         return None
     except BaseException as err:  # delta-rs errors, and panics of the Rust readers
@@ -233,7 +234,7 @@ def manifest_damage(path: Path) -> ManifestDamage | None:
     head = versions[-1] if versions else 0
     for version in range(head - 1, max(-1, head - 1 - MANIFEST_LOOKBACK), -1):
         try:
-            DeltaTable(str(path), version=version)
+            delta_tables.delta(path, version=version)
             rows = read_at(path, version)
         except BaseException as err:
             if isinstance(err, KeyboardInterrupt | SystemExit):
@@ -292,15 +293,15 @@ def check_files(tables: list[TableEntry]) -> None:
 def missing_files(path: str, version: int) -> list[str]:
     """Data files of a table version that are missing or whose size differs from the log's: a cheap check
     (one stat per file, no rows read) of what a run is about to build on."""
-    table = DeltaTable(path, version=version)
+    table = delta_tables.delta(path, version=version)
     actions = pl.DataFrame(table.get_add_actions(flatten=True)).select("path", "size_bytes")
-    root = Path(path)
+    root = location(path)
     bad = []
     for name, size in actions.iter_rows():
         parsed = urlparse(name)
         if parsed.scheme and parsed.scheme != "file":
             continue  # a file outside the local table (a shallow clone on object storage): not checked here
-        file = Path(unquote(parsed.path)) if parsed.scheme else root / unquote(name)
+        file = location(name) if parsed.scheme else root / unquote(name)
         try:
             actual = os.stat(file).st_size
         except FileNotFoundError:
@@ -344,7 +345,7 @@ def recover_pipeline_id(tables: list[TableEntry]) -> str | None:
             suffix = f"/dead_letters/{entry.name}"
         else:
             continue
-        found |= {app[: -len(suffix)] for app in _marker_ids(Path(entry.path)) if app.endswith(suffix)}
+        found |= {app[: -len(suffix)] for app in _marker_ids(location(entry.path)) if app.endswith(suffix)}
     return found.pop() if len(found) == 1 else None
 
 

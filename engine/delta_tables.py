@@ -6,7 +6,7 @@ product, so only the engine decides what may be deleted.
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -14,6 +14,7 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Tr
 from deltalake.exceptions import TableNotFoundError
 
 from engine import faults
+from engine.storage import Location, storage_options, table_uri
 
 KEEP_HISTORY = {
     "delta.logRetentionDuration": "interval 36500 days",
@@ -46,21 +47,49 @@ def to_arrow(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def open_table(path: Path) -> DeltaTable | None:
+# Every Delta table is opened, scanned and written through these four, so the storage options (object-store
+# credentials, endpoints, encryption) that travel with a location reach delta-rs and Polars.
+def delta(path: str | Location, version: int | None = None) -> DeltaTable:
+    """The Delta table at `path` (local or object storage), at `version` or the latest."""
+    return DeltaTable(table_uri(path), version=version, storage_options=storage_options(path))
+
+
+def scan(path: str | Location, version: int | None = None) -> pl.LazyFrame:
+    return pl.scan_delta(table_uri(path), version=version, storage_options=storage_options(path))
+
+
+def read(path: str | Location, version: int | None = None) -> pl.DataFrame:
+    return pl.read_delta(table_uri(path), version=version, storage_options=storage_options(path))
+
+
+def write(path: str | Location | DeltaTable, data: Any, **options: Any) -> None:
+    """`write_deltalake` with the location's storage options (a DeltaTable handle carries its own)."""
+    if isinstance(path, DeltaTable):
+        write_deltalake(path, data, **options)
+    else:
+        write_deltalake(table_uri(path), data, storage_options=storage_options(path), **options)
+
+
+def reopen(table: DeltaTable) -> DeltaTable:
+    """A fresh handle on the same table: an aging delta-rs handle slows commits down."""
+    return delta(table.table_uri)
+
+
+def open_table(path: Location) -> DeltaTable | None:
     try:
-        return DeltaTable(str(path))
+        return delta(path)
     except TableNotFoundError:
         return None
 
 
-def ensure_table(path: Path, schema: dict[str, pl.DataType], partition_by: list[str] | None = None) -> DeltaTable:
+def ensure_table(path: Location, schema: dict[str, pl.DataType], partition_by: list[str] | None = None) -> DeltaTable:
     table = open_table(path)
     if table is not None:
         return table
     path.mkdir(parents=True, exist_ok=True)
     empty = to_arrow(pl.DataFrame(schema=schema))
-    write_deltalake(str(path), empty, mode="append", partition_by=partition_by or None, configuration=KEEP_HISTORY)
-    return DeltaTable(str(path))
+    write(path, empty, mode="append", partition_by=partition_by or None, configuration=KEEP_HISTORY)
+    return delta(path)
 
 
 def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int, fault: str = "append") -> bool:
@@ -131,7 +160,7 @@ class AppendTable:
         self.commits += 1
         if self.commits % COMPACT_EVERY == 0:
             self.table.optimize.compact(post_commithook_properties=NO_CLEANUP)
-            self.table = DeltaTable(self.table.table_uri)
+            self.table = reopen(self.table)
 
     def version(self) -> int:
         return int(self.table.version())

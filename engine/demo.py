@@ -19,6 +19,8 @@ from typing import Any
 
 import polars as pl
 
+from engine import delta_tables
+
 GOOD_VIEW = "CREATE VIEW Celsius AS SELECT sensor, (temp_f - 32) * 5 / 9 AS celsius, ts FROM SensorData;"
 # The bad deploy: a "tidy-up" that dropped the parentheses. 32 * 5 / 9 binds first (and is integer division).
 BAD_VIEW = "CREATE VIEW Celsius AS SELECT sensor, temp_f - 32 * 5 / 9 AS celsius, ts FROM SensorData;"
@@ -242,7 +244,7 @@ def _clean_run(directory: Path) -> dict[str, pl.DataFrame]:
     root.mkdir()
     (root / "pipeline.sql").write_text(DEMO_SQL)
     Pipeline.from_sql(root / "pipeline.sql", state=root / "state").run(once=True, max_epoch_rows=EPOCH_ROWS)
-    return {name: pl.read_delta(str(root / "out" / name)) for name in ("per_minute", "per_sensor")}
+    return {name: delta_tables.read(root / "out" / name) for name in ("per_minute", "per_sensor")}
 
 
 def _same(a: pl.DataFrame, b: pl.DataFrame) -> bool:

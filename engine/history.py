@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
-from deltalake import DeltaTable
 from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 from sqlglot import exp
 
+from engine import delta_tables
 from engine.errors import UserError
 from engine.manifest import (
     DEAD_LETTERS,
@@ -45,6 +45,7 @@ from engine.manifest import (
 )
 from engine.state_dir import StateDir
 from engine.state_store import resolve
+from engine.storage import location
 from sql import time_travel
 from sql.errors import did_you_mean
 
@@ -68,7 +69,7 @@ def open(state: str | Path) -> History:
 
 class History:
     def __init__(self, state: str | Path) -> None:
-        self.dir = StateDir(Path(state))
+        self.dir = StateDir(location(state))
         if not self.dir.manifest.exists():
             raise FileNotFoundError(f"{state} is not a timelapse state directory")
 
@@ -209,7 +210,7 @@ class History:
 
     def _scan_state(self, row: dict[str, Any], op: str) -> pl.LazyFrame:
         entry = self._entry(row, op, ("state",))
-        log = self._unless_expired(row, lambda: pl.scan_delta(entry.path, version=entry.version))
+        log = self._unless_expired(row, lambda: delta_tables.scan(entry.path, version=entry.version))
         return resolve(log, _keys(entry)).drop(*BOOKKEEPING)
 
     def state(self, op: str, at: At = None) -> pl.DataFrame:
@@ -222,7 +223,7 @@ class History:
         """A Delta sink table as it was at `at`."""
         row = self.row(at)
         entry = self._entry(row, name, ("sink",))
-        return self._unless_expired(row, lambda: pl.read_delta(entry.path, version=entry.version))
+        return self._unless_expired(row, lambda: delta_tables.read(entry.path, version=entry.version))
 
     def _unless_expired(self, row: dict[str, Any], read: Callable[[], T]) -> T:
         """`read()`; when it fails because retention, in a running pipeline, freed the epoch meanwhile, the
@@ -241,7 +242,7 @@ class History:
         """The rows an operator judged late (with the watermark they arrived behind and why), as of `at`."""
         row = self.row(at)
         frames = [
-            pl.read_delta(t.path, version=t.version).with_columns(pl.lit(t.name).alias("_table"))
+            delta_tables.read(t.path, version=t.version).with_columns(pl.lit(t.name).alias("_table"))
             for t in entries(row)
             if t.role == LATE and t.name.split("/")[0] == op
         ]
@@ -256,7 +257,7 @@ class History:
         matches = [t for t in entries(row) if t.role == DEAD_LETTERS and t.name.lower() == source.lower()]
         if not matches:
             return pl.DataFrame()
-        return pl.read_delta(matches[0].path, version=matches[0].version)
+        return delta_tables.read(matches[0].path, version=matches[0].version)
 
     def diff(self, op: str, a: At, b: At) -> pl.DataFrame:
         """Keys inserted, deleted and changed in an operator's state between `a` and `b`: `change`, the key
@@ -456,8 +457,8 @@ def _register(con: duckdb.DuckDBPyConnection, entry: TableEntry, name: str, sche
     """A view `name` over the table as of the entry's version; state tables resolved to their live rows.
 
     The Delta files are read lazily through deltalake's Arrow dataset, so filters and projections reach them."""
-    path = str(Path(entry.path).resolve())
-    table = DeltaTable(path, version=entry.version)
+    path = str(location(entry.path).resolve())
+    table = delta_tables.delta(path, version=entry.version)
     # A sub-tree filesystem, not the default one: see delta-facts §11 (exits with code 134 otherwise).
     dataset = table.to_pyarrow_dataset(filesystem=SubTreeFileSystem(path, LocalFileSystem()))
     source = f"__{schema}_{abs(hash((name, path, entry.version)))}"

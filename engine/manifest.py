@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, Transaction, write_deltalake
 
-from engine import faults
+from engine import delta_tables, faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 from engine.errors import VersioningError
 from engine.state_dir import StateDir
+from engine.storage import location
 
 # role: sink | state | late | dead_letters; schema: the column types of a state table (JSON), so a changed
 # plan can be checked against the state it would restore; ttl: the state TTL of its operator, if any.
@@ -161,7 +162,7 @@ class Manifest:
             # an aging handle (see AppendTable).
             self.table.optimize.compact(post_commithook_properties=NO_CLEANUP)
             self.table.create_checkpoint()
-            self.table = DeltaTable(str(self.path))
+            self.table = delta_tables.delta(self.path)
 
 
 def checkpoint_from_row(row: dict[str, Any]) -> Checkpoint:
@@ -195,7 +196,7 @@ def read_checkpoints(path: Path) -> pl.DataFrame:
 def read_at(path: Path, version: int | None) -> pl.DataFrame:
     """The manifest's rows as of a log version (None: the latest), in commit order, with real paths. Raises when
     that version cannot be read: the damage checks rely on it."""
-    rows = pl.scan_delta(str(path), version=version).sort("committed_at", "epoch").collect()
+    rows = delta_tables.scan(path, version=version).sort("committed_at", "epoch").collect()
     return located(rows, StateDir(path.parent))
 
 
@@ -227,7 +228,7 @@ def located(frame: pl.DataFrame, directory: StateDir) -> pl.DataFrame:
 
 def original_roots(path: Path) -> list[Path]:
     """Where the state directory whose manifest is at `path` lived when it stored absolute paths (if it did)."""
-    return StateDir.original_roots(_pairs(*_stored(pl.scan_delta(str(path)).select("tables", "operators").collect())))
+    return StateDir.original_roots(_pairs(*_stored(delta_tables.scan(path).select("tables", "operators").collect())))
 
 
 def _stored(frame: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
@@ -312,6 +313,6 @@ def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
 
 def savepoints(state: str | Path) -> pl.DataFrame:
     """The live savepoints: name, epoch, when, by whom."""
-    live = live_savepoints(rows_of(StateDir(Path(state))))
+    live = live_savepoints(rows_of(StateDir(location(state))))
     schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
     return pl.DataFrame(list(live.values()), schema=schema)

@@ -11,6 +11,7 @@ from engine.errors import Busy, UserError
 from engine.manifest import Manifest
 from engine.runner import EpochReport, Runner, RunOptions
 from engine.state_dir import StateDir, write_atomic
+from engine.storage import location
 from engine.upgrade import Change
 from sql import Plan, ScalarUdf, plan_script
 from sql.options import check_run_options
@@ -27,7 +28,7 @@ class Pipeline:
     def __init__(self, plan: Plan, state: str | Path, base_dir: str | Path = ".") -> None:
         self.plan = plan
         # Absolute, because the manifest records table paths: readers may open it from any directory.
-        self.state = Path(state).absolute()
+        self.state = location(state).absolute()
         self.base_dir = Path(base_dir).absolute()
 
     @classmethod
@@ -152,7 +153,7 @@ class Pipeline:
 
 def upgrade_check(sql: str | Path, state: str | Path, udfs: Mapping[str, ScalarUdf] | None = None) -> list[Change]:
     """What running `sql` on `state` would keep, start empty, drop or refuse; nothing is changed."""
-    directory = StateDir(Path(state))
+    directory = StateDir(location(state))
     if not directory.manifest.exists():
         raise FileNotFoundError(f"{state} is not a timelapse state directory")
     latest = Manifest(directory.manifest).latest()
@@ -167,7 +168,7 @@ def upgrade_check(sql: str | Path, state: str | Path, udfs: Mapping[str, ScalarU
 
 def request_checkpoint(state: str | Path) -> None:
     """Ask the pipeline running on `state` for a checkpoint at its next epoch boundary (or the next run's first)."""
-    directory = StateDir(Path(state))
+    directory = StateDir(location(state))
     if not directory.manifest.exists():
         raise FileNotFoundError(f"{state} is not a timelapse state directory")
     write_atomic(directory.checkpoint_request, b"requested\n")

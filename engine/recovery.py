@@ -24,6 +24,7 @@ from engine import damage as checks
 from engine.damage import StateDamaged, first_line
 from engine.manifest import RESUMABLE, SINK, entries, read_checkpoints, readable
 from engine.state_dir import StateDir
+from engine.storage import location
 from engine.verify import check_table
 from engine.versioning import rollback
 
@@ -79,7 +80,7 @@ def _set_aside_unreadable_logs(current: dict[str, Any], target: dict[str, Any]) 
     for entry in entries(current):
         if check_table(entry.path, None, read_rows=False) is None:
             continue
-        moved += checks.set_aside_log(Path(entry.path), versions.get(entry.path, 0))
+        moved += checks.set_aside_log(location(entry.path), versions.get(entry.path, 0))
     return moved
 
 
@@ -97,7 +98,7 @@ def _manifest_fall_back(directory: StateDir, err: BaseException) -> dict[str, An
     current = resumable.row(-1, named=True) if resumable.height else None
     # A lost rollback row cannot be replayed: the tables were restored, and the row said to what.
     for entry in entries(current):
-        if entry.role == SINK and checks.restored_after(Path(entry.path), entry.version):
+        if entry.role == SINK and checks.restored_after(location(entry.path), entry.version):
             raise StateDamaged(
                 f"the manifest of {state} cannot be read from version {found.clean + 1} on ({found.what}), and the "
                 f"sink {entry.name} was rolled back after the last readable version; "
@@ -106,7 +107,7 @@ def _manifest_fall_back(directory: StateDir, err: BaseException) -> dict[str, An
     moved = checks.set_aside_log(directory.manifest, found.clean)
     epoch = int(current["epoch"]) if current else 0
     summary = f"manifest version {found.clean + 1}: {found.what}"
-    aside = Path(moved[0]).parent if moved else StateDir.set_aside_log(directory.manifest)
+    aside = location(moved[0]).parent if moved else StateDir.set_aside_log(directory.manifest)
     return {
         "fell_back_to": epoch,
         "damage": summary,

@@ -30,12 +30,13 @@ from typing import Any
 import polars as pl
 from deltalake import CommitProperties, DeltaTable
 
-from engine import faults
+from engine import delta_tables, faults
 from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, open_table
 from engine.errors import UserError
 from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, entries, live_savepoints, read_checkpoints
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir
+from engine.storage import location
 from sql import durations
 
 DEFAULT_COUNT = 1000
@@ -101,7 +102,7 @@ def policy_from_options(options: dict[str, str], count: str | None = None, age: 
 
 def expired_before(state: str | Path) -> int | None:
     """Epochs below this were removed by retention (savepoints excepted); None if nothing was removed."""
-    rows = read_checkpoints(StateDir(Path(state)).manifest).filter(pl.col("kind") == "retention")
+    rows = read_checkpoints(StateDir(location(state)).manifest).filter(pl.col("kind") == "retention")
     if rows.is_empty():
         return None
     return int(json.loads(rows.row(-1, named=True)["metrics"])["oldest_epoch"])
@@ -136,7 +137,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
     times = [retained.get_column("committed_at").min(), saved_rows.get_column("committed_at").min()]
     horizon = tombstone_horizon(min(t for t in times if t is not None))  # type: ignore[type-var,arg-type]
     for path in sorted(set(kept_versions) | set(saved_versions)):
-        table = open_table(Path(path))
+        table = open_table(location(path))
         if table is None:
             continue
         _expire_tombstones(table, horizon)
@@ -154,7 +155,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
                 post_commithook_properties=NO_CLEANUP,
             )
         )
-        log_entries_removed += prune_log(Path(path), min({oldest} | saved))
+        log_entries_removed += prune_log(location(path), min({oldest} | saved))
         faults.point("retention.vacuum.during")
     expired_rows = _forget_expired_epochs(directory.manifest, oldest_epoch, saved_epochs)
     _trim_manifest(directory.manifest, horizon)
@@ -259,7 +260,7 @@ def _forget_expired_epochs(path: Path, oldest_epoch: int, saved_epochs: list[int
     """Delete the manifest rows of epochs that can no longer be read, or the manifest would grow by a row per
     epoch forever. Savepoints' epochs and every other kind of row (rollbacks, savepoints, retention passes: the
     audit trail) stay; the retention rows say which epochs went."""
-    table = DeltaTable(str(path))
+    table = delta_tables.delta(path)
     kept = ", ".join(str(e) for e in saved_epochs) or "-1"
     result = table.delete(
         f"kind = 'epoch' AND epoch < {oldest_epoch} AND epoch NOT IN ({kept})",
@@ -271,9 +272,9 @@ def _forget_expired_epochs(path: Path, oldest_epoch: int, saved_epochs: list[int
 def _trim_manifest(path: Path, horizon: str) -> None:
     """The manifest is read at its latest version only: keep the files of its last 100 versions (a reader that
     opened one a moment ago can still finish) and free the rest; its log is kept from the checkpoint before last."""
-    table = DeltaTable(str(path))
+    table = delta_tables.delta(path)
     _expire_tombstones(table, horizon)
-    table = DeltaTable(str(path))
+    table = delta_tables.delta(path)
     # Versions whose log an earlier pass deleted cannot be loaded, so they cannot be kept either.
     oldest = max(_loadable_from(path), int(table.version()) - MANIFEST_GRACE_VERSIONS)
     table.vacuum(

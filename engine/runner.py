@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from engine.sinks.kafka import refuse_parent_topics
 from engine.sources import Source, lookup, make_source
 from engine.state_dir import StateDir
 from engine.state_store import discard_uncommitted
+from engine.storage import absolute, location
 from engine.watermarks import Watermarks
 from sql.catalog import TableDef
 from sql.plan import Plan, Scan, Sink
@@ -110,7 +110,7 @@ class Runner:
     ) -> None:
         self.plan = plan
         # Normalised (as StateDir.locate returns paths), so that recorded and built paths compare equal.
-        self.dir = StateDir(Path(os.path.abspath(state)))
+        self.dir = StateDir(absolute(location(state)))
         self.base_dir = base_dir
         self._lock = self.dir.lock()
         try:
@@ -148,7 +148,7 @@ class Runner:
             for name, nodes in self.sink_nodes.items()
         }
         if (branch := branching.branch_info(self.dir.root)) is not None:
-            refuse_parent_topics(self.sinks, Path(branch["parent"]))
+            refuse_parent_topics(self.sinks, location(branch["parent"]))
         for sink in self.sinks.values():
             sink.open()
         self.outputs = [node for nodes in self.sink_nodes.values() for node in nodes]
@@ -192,7 +192,7 @@ class Runner:
         """A branch writes its own copies of its parent's sink tables, whatever path the SQL names."""
         if "path" not in table.options or branching.branch_info(self.dir.root) is None:
             return table
-        declared = Path(table.options["path"])
+        declared = location(table.options["path"])
         declared = declared if declared.is_absolute() else self.base_dir / declared
         path = branching.sink_path_for(self.dir.root, table.name, declared)
         return dataclasses.replace(table, options={**table.options, "path": str(path)})
@@ -210,7 +210,7 @@ class Runner:
         for state_id in self.plan.stateful_operators():
             default = self.dir.operator(state_id)
             if state_id in recorded and state_id not in self.fresh_state:
-                directories[state_id] = Path(recorded[state_id].get("directory", default))
+                directories[state_id] = location(recorded[state_id].get("directory", default))
             elif default.exists() and latest is not None:
                 directories[state_id] = self.dir.operator(state_id, since=next_epoch)
             else:
@@ -228,7 +228,7 @@ class Runner:
             self.repairs.append(replanned)
         # A sink is checked only where it is the table the manifest names, i.e. it holds this pipeline's markers:
         # a state directory copied or moved without its sinks writes them afresh where its SQL says.
-        ours = {str(path) for path, app_id in marked if damage.held_epoch([(Path(path), app_id)]) > 0}
+        ours = {str(path) for path, app_id in marked if damage.held_epoch([(location(path), app_id)]) > 0}
         damage.check_files([t for t in (latest.tables if latest else []) if t.role != SINK or t.path in ours])
         sink_positions = latest.metrics.get(SINK_POSITIONS, {}) if latest else {}
         replaying = any(epoch > self.last_epoch for epoch in self.offsets.epochs())

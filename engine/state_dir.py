@@ -19,27 +19,35 @@ under the current root. Nothing is rewritten: old rows are read through that map
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import socket
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
 
-from engine.errors import Busy
+from engine import lease
+from engine.lease import LEASE_FILE, LEASE_TIMEOUT_S, RENEW_EVERY_S, Lease, LeaseLost, StateDirBusy, read_lease
+from engine.storage import Location, ObjectPath, is_uri, location, write_atomic
 
-
-class StateDirBusy(Busy, RuntimeError):
-    """Another process is running a pipeline on this state directory."""
+__all__ = [
+    "LEASE_FILE",
+    "LEASE_TIMEOUT_S",
+    "RENEW_EVERY_S",
+    "LeaseLost",
+    "StateDir",
+    "StateDirBusy",
+    "read_lease",
+    "write_atomic",
+]
 
 
 @dataclass(frozen=True)
 class StateDir:
-    root: Path
+    """A state directory on a local disk (`root` a `Path`) or in an object store (`root` an `ObjectPath`);
+    every path below is of the same kind as `root`."""
+
+    root: Location
 
     @property
     def manifest(self) -> Path:
@@ -112,13 +120,17 @@ class StateDir:
 
     # -- stored paths ----------------------------------------------------------------------------
     @property
-    def base(self) -> Path:
+    def base(self) -> Location:
         """The directory's current location: absolute, `..` and `.` folded (symlinks are kept)."""
+        if isinstance(self.root, ObjectPath):
+            return self.root
         return Path(os.path.abspath(self.root))
 
-    def record(self, path: str | Path) -> str:
+    def record(self, path: str | Location) -> str:
         """How `path` is stored: relative to this directory (POSIX separators) if it lies inside it or beside it
-        in the folder that holds it, else absolute."""
+        in the folder that holds it, else absolute (a URI for object storage)."""
+        if isinstance(self.base, ObjectPath) or is_uri(path):
+            return self._record_uri(location(path))
         text = os.path.abspath(path)  # callers hold real paths; a relative one is relative to the working directory
         # As written first; then with symlinks followed, for callers that resolved the path (branching does).
         for base, target in ((self.base, Path(text)), (self.base.resolve(), Path(text).resolve())):
@@ -129,10 +141,28 @@ class StateDir:
                 return (PurePosixPath("..") / target.relative_to(project).as_posix()).as_posix()
         return text
 
-    def locate(self, stored: str, origins: Iterable[Path] = ()) -> Path:
+    def _record_uri(self, target: Location) -> str:
+        base = self.base
+        if isinstance(target, ObjectPath) and isinstance(base, ObjectPath):
+            if target.is_relative_to(base):
+                return target.relative_to(base).as_posix()
+            project = base.parent
+            if project != base and target.is_relative_to(project):
+                return (PurePosixPath("..") / target.relative_to(project).as_posix()).as_posix()
+        return str(target) if isinstance(target, ObjectPath) else os.path.abspath(target)
+
+    def locate(self, stored: str, origins: Iterable[Path] = ()) -> Location:
         """The real path of a stored one at this directory's current location; `origins` are where the
-        directory lived when it stored absolute paths (`original_roots`)."""
+        directory lived when it stored absolute paths (`original_roots`). A stored URI in the bucket of an
+        object-store directory is reached with the directory's options."""
+        if is_uri(stored):
+            found = location(stored)
+            if isinstance(found, ObjectPath) and isinstance(self.root, ObjectPath) and found.scheme == self.root.scheme:
+                return found.with_options(dict(self.root.options))
+            return found
         if not os.path.isabs(stored):
+            if isinstance(self.base, ObjectPath):
+                return self.base / stored
             return Path(os.path.normpath(self.base / stored))
         path = Path(os.path.normpath(stored))
         moved = [origin for origin in origins if origin != self.base]
@@ -166,110 +196,4 @@ class StateDir:
 
     def lock(self) -> Lease:
         """Take the directory for this process (a run, a rollback, a savepoint) until `close()`."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        return Lease.acquire(self.root)
-
-
-#: a lease whose holder has not renewed it for this long may be taken over by another host
-LEASE_TIMEOUT_S = 30.0
-RENEW_EVERY_S = 5.0
-
-
-class Lease:
-    """Who may write a state directory: an flock plus a lease file with a heartbeat and a fencing token.
-
-    On one machine the flock decides: the kernel drops it when the holder dies (kill -9 included), so a
-    restart takes over at once. The lease file covers what an flock cannot see, such as a holder on another
-    host sharing the directory: its lease is respected until its heartbeat is LEASE_TIMEOUT_S old. Every
-    acquisition increments the token; the runner checks that the token is still its own before each manifest
-    commit (`check`), so a holder that was paused past its lease and taken over stops instead of committing.
-    """
-
-    def __init__(self, root: Path, handle: IO[bytes], token: int) -> None:
-        self.root = root
-        self.handle = handle
-        self.token = token
-        self.renewed = time.monotonic()
-
-    @classmethod
-    def acquire(cls, root: Path) -> Lease:
-        handle = open(root / ".lock", "ab+")  # noqa: SIM115 - held open until the lease is closed
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            holder = read_lease(root)
-            who = f" (pid {holder['pid']} on {holder['host']})" if holder else ""
-            raise StateDirBusy(f"another timelapse process is running on {root}{who}") from None
-        holder = read_lease(root)
-        if holder is not None and holder.get("host") != socket.gethostname():
-            age = time.time() - float(holder.get("heartbeat", 0))
-            if age < LEASE_TIMEOUT_S:
-                handle.close()
-                raise StateDirBusy(
-                    f"{root} is leased to pid {holder['pid']} on {holder['host']} (heartbeat {age:.0f} s ago); "
-                    f"it may be taken over once the heartbeat is {LEASE_TIMEOUT_S:.0f} s old"
-                )
-        lease = cls(root, handle, int(holder["token"]) + 1 if holder else 1)
-        lease.renew()
-        return lease
-
-    def renew(self) -> None:
-        record = {"token": self.token, "pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time()}
-        write_atomic(self.root / LEASE_FILE, json.dumps(record).encode())
-        self.renewed = time.monotonic()
-
-    def heartbeat(self) -> None:
-        """Renew the lease if it is due; the runner calls this every epoch."""
-        if time.monotonic() - self.renewed >= RENEW_EVERY_S:
-            self.check()
-            self.renew()
-
-    def check(self) -> None:
-        """Raise LeaseLost unless the lease still carries this holder's token."""
-        holder = read_lease(self.root)
-        if holder is None or int(holder["token"]) != self.token:
-            taken = f"pid {holder['pid']} on {holder['host']}, token {holder['token']}" if holder else "nobody"
-            raise LeaseLost(
-                f"the lease on {self.root} was taken over ({taken}; this run had token {self.token}); "
-                "this run stops without committing"
-            )
-
-    def close(self) -> None:
-        self.handle.close()
-
-    def __enter__(self) -> Lease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class LeaseLost(Busy, RuntimeError):
-    """Another process took the state directory over; this one must not commit."""
-
-
-LEASE_FILE = "lease.json"
-
-
-def read_lease(root: Path) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads((root / LEASE_FILE).read_text()))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write-then-rename with fsyncs, so a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        return lease.acquire(self.root)

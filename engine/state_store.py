@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-from engine import faults
+from engine import delta_tables, faults
 from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, AppendTable, ensure_table, open_table, to_arrow
 from sql.plan import KEY_GROUPS
 
@@ -119,7 +119,7 @@ class StateTable:
             log = [pl.DataFrame(schema=self.schema), *self.memory[:version]]
             frame = pl.concat(log, how="vertical_relaxed").lazy()
         else:
-            frame = pl.scan_delta(str(self.path), version=version)
+            frame = delta_tables.scan(self.path, version=version)
         self.log_rows = int(frame.select(pl.len()).collect().item())
         live = resolve(frame, self.keys).drop("_epoch", "_deleted").collect()
         self.live_rows = live.height
@@ -165,7 +165,7 @@ class StateTable:
 
     def compact(self) -> None:
         self.table.update_incremental()
-        live = resolve(pl.scan_delta(str(self.path), version=self.table.version()), self.keys).collect()
+        live = resolve(delta_tables.scan(self.path, version=self.table.version()), self.keys).collect()
         faults.commit("compaction", self.path)
         write_deltalake(
             self.table,

@@ -16,12 +16,12 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import polars as pl
-from deltalake import DeltaTable
 
-from engine import damage
+from engine import damage, delta_tables
 from engine.damage import first_line
 from engine.manifest import RESUMABLE, entries, live_savepoints, readable
 from engine.state_dir import StateDir
+from engine.storage import location
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Problem:
 
 
 def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
-    directory = StateDir(Path(state))
+    directory = StateDir(location(state))
     if not directory.manifest.exists():
         raise FileNotFoundError(f"{state} is not a timelapse state directory")
     problems: list[Problem] = []
@@ -105,11 +105,11 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
 
 def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
     """What is wrong with a table at `version` (None: its latest), or None. `read_rows` reads every data file."""
-    if not (Path(path) / "_delta_log").is_dir():
+    if not (location(path) / "_delta_log").is_dir():
         return "the table is missing"
     label = "the latest version" if version is None else f"version {version}"
     try:
-        table = DeltaTable(path, version=version)
+        table = delta_tables.delta(path, version=version)
     except Exception as err:
         return f"{label} cannot be opened: {first_line(err)}"
     except BaseException as err:  # a damaged file can make the Rust readers panic
@@ -126,7 +126,7 @@ def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
                 return f"the data file {local} is missing"
             pl.read_parquet(uri)
         uri = None
-        pl.scan_delta(path, version=int(table.version())).select(pl.len()).collect()
+        delta_tables.scan(path, version=int(table.version())).select(pl.len()).collect()
     except BaseException as err:  # Polars panics (a BaseException) on some truncated files
         if isinstance(err, KeyboardInterrupt | SystemExit):
             raise

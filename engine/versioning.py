@@ -21,7 +21,7 @@ from typing import Any
 import polars as pl
 from deltalake import CommitProperties, write_deltalake
 
-from engine import faults
+from engine import delta_tables, faults
 from engine.branching import branches_of
 from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
 from engine.errors import VersioningError
@@ -39,6 +39,7 @@ from engine.manifest import (
 from engine.offset_log import OffsetLog
 from engine.runner import SINK_POSITIONS
 from engine.state_dir import StateDir, write_atomic
+from engine.storage import location
 
 
 def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
@@ -50,7 +51,7 @@ def create_savepoint(
     state: str | Path, name: str, epoch: int | None = None, reason: str | None = None
 ) -> dict[str, Any]:
     """Name an epoch's cut (default: the latest epoch). Refused while a pipeline runs on the directory."""
-    directory = StateDir(Path(state))
+    directory = StateDir(location(state))
     with directory.lock():
         rows = rows_of(directory)
         if name in savepoints(state).get_column("name").to_list():
@@ -73,7 +74,7 @@ def create_savepoint(
 
 
 def delete_savepoint(state: str | Path, name: str, reason: str | None = None) -> dict[str, Any]:
-    directory = StateDir(Path(state))
+    directory = StateDir(location(state))
     with directory.lock():
         if name not in savepoints(state).get_column("name").to_list():
             raise VersioningError(f"no savepoint named '{name}'")
@@ -98,7 +99,7 @@ def rollback(
     force: bool = False,
 ) -> dict[str, Any]:
     """Make an earlier epoch's cut current: state, offsets and Delta sinks together."""
-    directory = StateDir(Path(state))
+    directory = StateDir(location(state))
     with directory.lock():
         finish_interrupted(directory)
         rows = rows_of(directory)
@@ -143,7 +144,7 @@ def rollback(
             )
         # A table the manifest names but that is not where it says (a state directory moved away from the sinks
         # beside it) would be left as it is: refuse before anything changes, naming it.
-        missing = [t for t in entries(current) if not (Path(t.path) / "_delta_log").is_dir()]
+        missing = [t for t in entries(current) if not (location(t.path) / "_delta_log").is_dir()]
         if missing:
             listing = ", ".join(f"{t.role} '{t.name}' ({t.path})" for t in missing)
             raise VersioningError(
@@ -245,7 +246,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
     target_versions = {t.name: t for t in entries(target)}
     restored: list[TableEntry] = []
     for entry in entries(current):
-        table = open_table(Path(entry.path))
+        table = open_table(location(entry.path))
         if table is None:
             continue
         keep = target_versions.get(entry.name)
@@ -257,7 +258,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
                     post_commithook_properties=NO_CLEANUP,
                 )
         else:  # created after the target epoch: it held nothing then
-            empty = to_arrow(pl.scan_delta(entry.path).head(0).collect())
+            empty = to_arrow(delta_tables.scan(entry.path).head(0).collect())
             write_deltalake(
                 table,
                 empty,
@@ -296,7 +297,7 @@ def history(state: str | Path) -> list[dict[str, Any]]:
     """The manifest as events: runs of epochs (compressed into ranges), savepoints and rollbacks, oldest first."""
     events: list[dict[str, Any]] = []
     base = None  # the epoch a run of epochs continues from, after a rollback
-    for row in rows_of(StateDir(Path(state))).iter_rows(named=True):
+    for row in rows_of(StateDir(location(state))).iter_rows(named=True):
         info = json.loads(row["metrics"] or "{}")
         when = row["committed_at"].isoformat()
         if "branch" in info:
@@ -341,7 +342,7 @@ def history(state: str | Path) -> list[dict[str, Any]]:
                     "reason": info.get("reason"),
                 }
             )
-    for record in branches_of(Path(state)):
+    for record in branches_of(location(state)):
         position = next(
             (i for i, e in enumerate(events) if (e.get("at") or e.get("since") or "") > record["created_at"]),
             len(events),

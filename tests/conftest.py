@@ -1,7 +1,9 @@
-"""Fixtures shared by the test modules: the Kafka broker (one per test session, started on first use)."""
+"""Fixtures shared by the test modules: the Kafka broker and the S3 server (one each per test session, started on
+first use)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -9,6 +11,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.kafka_broker import Broker
+    from tests.s3_server import S3Server
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +21,23 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 
     with running_broker(tmp_path_factory.mktemp("kafka")) as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 API (moto's server) on 127.0.0.1 (tests/s3_server.py); each test creates its own bucket. Its
+    `AWS_*` variables are set in this process for the session (engine.open, the Python API) and are what
+    `s3.env()` hands to `timelapse` subprocesses."""
+    from tests.s3_server import running_s3
+
+    with running_s3(tmp_path_factory.mktemp("s3")) as server:
+        saved = {k: os.environ.get(k) for k in server.env()}
+        os.environ.update(server.env())
+        try:
+            yield server
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from engine import paths
+from engine import delta_tables, paths
 from engine.delta_tables import open_table
 from engine.sources.base import Source, SourceBatch, typed_from_frame
 
@@ -104,7 +104,7 @@ class DeltaSource(Source):
         rules of every source: a value that does not convert is a dead letter naming its row of the version."""
         if version is None:
             return SourceBatch(self.empty())
-        frame = pl.read_delta(str(self.path), version=version)
+        frame = delta_tables.read(self.path, version=version)
 
         def context() -> pl.DataFrame:
             try:  # the row as JSON, so that a dead letter shows what it held

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable
 
-from engine import paths
+from engine import delta_tables, paths
 from engine.delta_tables import open_table
 from engine.offset_log import OffsetLog
 from engine.sources.base import SourceBatch
@@ -113,7 +112,7 @@ class LookupTable:
         if self.connector == "delta":
             if version != self._checked and paths.allowed_roots():
                 # A replayed epoch reads the version it logged: its files are checked like the latest's.
-                paths.confined_files(self.name, DeltaTable(str(self.path), version=version).file_uris())
+                paths.confined_files(self.name, delta_tables.delta(self.path, version=version).file_uris())
             batch = DeltaSource(self.table, self.base_dir).snapshot(version)
         else:
             if not isinstance(version, dict):  # logged by an older version (a list of files): registered anew
