@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from engine import paths
+from engine.storage import Location, options_from
 from sql.catalog import TableDef
 
 
@@ -21,8 +22,9 @@ class SinkConnector(ABC):
         self.base_dir = base_dir
         self.app_id = app_id
 
-    def resolve(self, path: str) -> Path:
-        return paths.connector_path(self.table.name, "path", path, self.base_dir)
+    def resolve(self, path: str) -> Location:
+        """The table's 'path', with its 'storage.*' options for the object store it names (engine.paths)."""
+        return paths.connector_path(self.table.name, "path", path, self.base_dir, options_from(self.table.options))
 
     def open(self) -> None:
         """Create whatever the sink needs before the first epoch."""
@@ -48,5 +50,5 @@ class SinkConnector(ABC):
         return None
 
     @property
-    def path(self) -> Path | None:
+    def path(self) -> Location | None:
         return None

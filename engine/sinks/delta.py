@@ -18,8 +18,10 @@ from deltalake import CommitProperties, DeltaTable, Transaction
 
 from engine import faults, paths
 from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
+from engine.errors import EngineError
 from engine.sinks.base import SinkConnector
 from engine.sources.base import ConnectorError
+from engine.storage import Location
 from sql.catalog import TableDef
 from sql.plan import DELETE, OP_COLUMN, UPDATE_BEFORE
 
@@ -38,16 +40,17 @@ class DeltaSink(SinkConnector):
         self._appends: AppendTable | None = None
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Location:
         return self._path
 
     def open(self) -> None:
         # Before anything is written: a symlinked `_delta_log` or partition directory would take the writes out.
         paths.confined_delta_table(self.table.name, self._path)
         try:
-            table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
+            with paths.reaching(self.table.name, self._path):  # a missing bucket: one line, nothing written
+                table = ensure_table(self._path, self.table.physical_schema, self.partition_by)
         except OSError as err:
-            if err.errno == errno.ENOSPC:  # a full disk is a storage failure, reported as such by the CLI
+            if err.errno == errno.ENOSPC or isinstance(err, EngineError):  # a full disk, a failing store: as such
                 raise
             # A path that cannot be created (under a file, no permission) is the SQL's to fix: say which table.
             where = self.table.where("path")

@@ -19,6 +19,7 @@ import polars as pl
 
 from engine import paths
 from engine.errors import UserError
+from engine.storage import Location, options_from
 from sql.catalog import TableDef
 from sql.types import sql_name
 from sql.values import parse_text, parse_timestamp
@@ -87,8 +88,9 @@ class Source(ABC):
             raise ConnectorError(f"table '{self.table.name}'{self.table.where()}: option '{key}' is required")
         return value
 
-    def resolve(self, path: str) -> Path:
-        return paths.connector_path(self.table.name, "path", path, self.base_dir)
+    def resolve(self, path: str) -> Location:
+        """The table's 'path', with its 'storage.*' options for the object store it names (engine.paths)."""
+        return paths.connector_path(self.table.name, "path", path, self.base_dir, options_from(self.table.options))
 
     @abstractmethod
     def restore(self, position: Any, history: list[dict[str, Any]]) -> None:

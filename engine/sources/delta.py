@@ -7,6 +7,7 @@ rewrite files (compaction, deletes) add nothing to the stream: the source is for
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,13 @@ import pyarrow.parquet as pq
 from engine import delta_tables, paths
 from engine.delta_tables import open_table
 from engine.sources.base import Source, SourceBatch, typed_from_frame
+from engine.storage import Location, ObjectPath, is_uri, location
 
 
 class DeltaSource(Source):
     def __init__(self, table: Any, base_dir: Path) -> None:
         super().__init__(table, base_dir)
-        self.path = self.resolve(self.option("path"))
+        self.path: Location = self.resolve(self.option("path"))
         self.cursor = (int(self.option("starting-version", "0")), 0)
         self._adds: dict[int, list[tuple[str, int, dict[str, str | None]]]] = {}
         self._confined = False
@@ -44,7 +46,8 @@ class DeltaSource(Source):
             paths.confined_delta_table(self.table.name, self.path)
         else:  # then the log directory each time (one lookup); new log and data files as they are read
             paths.confined_file(self.table.name, self.path / "_delta_log")
-        table = open_table(self.path)
+        with paths.reaching(self.table.name, self.path):
+            table = open_table(self.path)
         self._confined = table is not None
         return -1 if table is None else int(table.version())
 
@@ -57,11 +60,11 @@ class DeltaSource(Source):
                 if not action or not action.get("dataChange", True):
                     continue
                 # A log may name any file, by absolute path or through `..`: each must stay inside the roots.
-                paths.confined_file(self.table.name, self.path / action["path"], "data file")
+                data_file = paths.confined_file(self.table.name, self._data_file(action["path"]), "data file")
                 stats = json.loads(action.get("stats") or "{}")
                 records = stats.get("numRecords")
                 if records is None:
-                    records = pq.ParquetFile(self.path / action["path"]).metadata.num_rows
+                    records = pq.ParquetFile(_readable(data_file)).metadata.num_rows
                 adds.append((action["path"], int(records), action.get("partitionValues") or {}))
             self._adds[version] = sorted(adds)
         return self._adds[version]
@@ -118,10 +121,19 @@ class DeltaSource(Source):
         required = (watermark.column,) if watermark is not None and watermark.column in self.schema else ()
         return typed_from_frame(frame, self.schema, context, required)
 
+    def _data_file(self, name: str) -> Location:
+        """A data file the log names: relative to the table, or (rarely) by an absolute URI."""
+        return location(name) if is_uri(name) else self.path / name
+
     def _read_add(self, path: str, partitions: dict[str, str | None]) -> pl.DataFrame:
-        frame = pl.read_parquet(self.path / path)
+        frame = pl.read_parquet(_readable(self._data_file(path)))
         frame = frame.with_columns(pl.lit(v).alias(k) for k, v in partitions.items())
         return frame.select(
             (pl.col(n) if n in frame.columns else pl.lit(None)).cast(t, strict=False).alias(n)
             for n, t in self.schema.items()
         )
+
+
+def _readable(path: Location) -> Path | io.BytesIO:
+    """What Parquet readers open: a local path, or an object's bytes (one GET; data files are written whole)."""
+    return io.BytesIO(path.read_bytes()) if isinstance(path, ObjectPath) else path

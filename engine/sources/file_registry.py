@@ -10,6 +10,11 @@ nothing in the source's eyes. Each registration is one entry of the offset log's
   under `'source.missing-files' = 'skip'`), recorded as a dead letter;
 - a *refusal*: a path that leads outside the allowed roots (a symlink), recorded as a dead letter, never read.
 
+On an object store (`s3://bucket/prefix`) names are the keys relative to the prefix as well, so a folder copied to a
+bucket (or back) keeps its registrations; dead letters and errors name a file by its full URI. A discovery is one
+paged LIST of the prefix (sizes, times and ETags come with it: no request per file), and bytes are read by ranged
+GETs of exactly the registered ranges.
+
 Skips and refusals hold no records: the source's cursor passes them without cost.
 """
 
@@ -17,11 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as stat_mode
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine import paths
+from engine import paths, storage
+from engine.storage import Location, ObjectPath, ObjectStoreError
 
 #: a fingerprint hashes this many bytes at each end of a file's registered part
 FINGERPRINT_BYTES = 4096
@@ -64,15 +71,36 @@ class Entry:
         return cls(**data)
 
 
-def fingerprint(path: Path, end: int) -> str | None:
+@dataclass(frozen=True)
+class Found:
+    """A file a discovery listed, with what the listing said of it."""
+
+    path: Location
+    size: int
+    mtime_ns: int
+    tag: str = ""  # an object's ETag: a rewrite within the same second is seen too
+
+    @property
+    def observed(self) -> tuple[int, int, str]:
+        return (self.size, self.mtime_ns, self.tag)
+
+
+def fingerprint(path: Location, end: int) -> str | None:
     """A cheap identity of a file's first `end` bytes: a hash of the first and the last 4 KiB of them (None when
     the file is shorter). A file rewritten in place is noticed unless both ends of its old content stay the same."""
+    tail_start = max(0, end - FINGERPRINT_BYTES)
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(min(end, FINGERPRINT_BYTES))
-            tail_start = max(0, end - FINGERPRINT_BYTES)
-            handle.seek(tail_start)
-            tail = handle.read(end - tail_start)
+        if isinstance(path, ObjectPath):  # two ranged GETs (one when the ends overlap)
+            if tail_start <= FINGERPRINT_BYTES:
+                whole = read_range(path, 0, end)
+                head, tail = whole[: min(end, FINGERPRINT_BYTES)], whole[tail_start:]
+            else:
+                head, tail = read_range(path, 0, FINGERPRINT_BYTES), read_range(path, tail_start, end)
+        else:
+            with open(path, "rb") as handle:
+                head = handle.read(min(end, FINGERPRINT_BYTES))
+                handle.seek(tail_start)
+                tail = handle.read(end - tail_start)
     except OSError:
         return None
     if len(tail) != end - tail_start:
@@ -80,7 +108,7 @@ def fingerprint(path: Path, end: int) -> str | None:
     return _digest(end, head, tail)
 
 
-def fingerprint_of(path: Path, start: int, data: bytes) -> str | None:
+def fingerprint_of(path: Location, start: int, data: bytes) -> str | None:
     """`fingerprint(path, start + len(data))` where `data` holds the file's bytes from `start`: the parts it covers
     are taken from it, so a file read whole at registration is not read again for its fingerprint."""
     end = start + len(data)
@@ -90,8 +118,7 @@ def fingerprint_of(path: Path, start: int, data: bytes) -> str | None:
     head = data[: min(end, FINGERPRINT_BYTES)] if start == 0 else None
     if head is None:
         try:
-            with open(path, "rb") as handle:
-                head = handle.read(min(end, FINGERPRINT_BYTES))
+            head = read_range(path, 0, min(end, FINGERPRINT_BYTES))
         except OSError:
             return None
     return _digest(end, head, data[tail_start - start :])
@@ -105,8 +132,19 @@ def _digest(end: int, head: bytes, tail: bytes) -> str:
     return digest.hexdigest()
 
 
-def read_range(path: Path, start: int, end: int | None) -> bytes:
-    """Bytes `[start, end)` of `path` (to its end when `end` is None); fewer when the file is shorter."""
+def read_range(path: Location, start: int, end: int | None) -> bytes:
+    """Bytes `[start, end)` of `path` (to its end when `end` is None); fewer when the file is shorter. An object
+    is read by one ranged GET (`end` None: the whole object from `start`)."""
+    if isinstance(path, ObjectPath):
+        try:
+            if end is None:
+                return path.read_bytes()[start:] if start == 0 else storage.read_range(path, start, path.stat().st_size)
+            return storage.read_range(path, start, end)
+        except ObjectStoreError:
+            # A range starting past the end is refused by the store: the object is shorter than registered.
+            if path.stat().st_size <= start:  # (FileNotFoundError when it is gone)
+                return b""
+            raise
     with open(path, "rb") as handle:
         handle.seek(start)
         return handle.read() if end is None else handle.read(end - start)
@@ -132,13 +170,16 @@ def count_lines(data: bytes, at_file_start: bool) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
-def walk(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
-    """The files under `root` by relative name, and the names that lead outside the allowed roots (with where
-    they lead). Symlinked folders are followed once each; names starting with `.` or `_` are skipped as
-    in-progress. A path inside an allowed root leads outside it only through a symlink, so only symlinks are
-    resolved."""
-    files: dict[str, Path] = {}
-    refused: dict[str, Path] = {}
+def walk(root: Location) -> tuple[dict[str, Found], dict[str, Location], Location]:
+    """The files under `root` by relative name, the names that lead outside the allowed roots (with where
+    they lead), and the folder names are relative to (`root`, or its parent when `root` names one file).
+    Symlinked folders are followed once each; names starting with `.` or `_` (of the file or of a folder on its way)
+    are skipped as in-progress. A path inside an allowed root leads outside it only through a symlink, so only
+    symlinks are resolved."""
+    if isinstance(root, ObjectPath):
+        return _walk_objects(root)
+    files: dict[str, Found] = {}
+    refused: dict[str, Location] = {}
     checked = bool(paths.allowed_roots())
 
     def outside(path: Path) -> bool:
@@ -147,14 +188,22 @@ def walk(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
             return True
         return False
 
+    def add(name: str, path: Path) -> None:
+        try:
+            info = path.stat()
+        except OSError:
+            return  # gone since it was listed: the next discovery sees it gone
+        if stat_mode.S_ISREG(info.st_mode):
+            files[name] = Found(path, info.st_size, info.st_mtime_ns)
+
     if root.is_file() or (root.is_symlink() and not root.is_dir()):
         base = root.parent
         if root.is_file() and not outside(root):
-            files[root.name] = root
-        return files, refused
+            add(root.name, root)
+        return files, refused, base
     base = root
     if not root.is_dir():
-        return files, refused
+        return files, refused, base
     visited: set[str] = set()
     for folder, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
@@ -166,17 +215,37 @@ def walk(root: Path) -> tuple[dict[str, Path], dict[str, Path]]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")) and not outside(here / d))
         for name in filenames:
             path = here / name
-            if name.startswith((".", "_")) or outside(path) or not path.is_file():
+            if name.startswith((".", "_")) or outside(path):
                 continue
-            files[relative(path, base)] = path
-    return files, refused
+            add(relative(path, base), path)
+    return files, refused, base
 
 
-def relative(path: Path, base: Path) -> str:
+def _walk_objects(root: ObjectPath) -> tuple[dict[str, Found], dict[str, Location], Location]:
+    """`walk` on an object store: one paged LIST of the prefix. When nothing lies under it, `root` may name one
+    object: one HEAD tells."""
+    files: dict[str, Found] = {}
+    prefix = f"{root.key}/" if root.key else ""
+    for meta in root.list_files():
+        name = str(meta["path"])[len(prefix) :]
+        if not name or any(part.startswith((".", "_")) for part in name.split("/")):
+            continue
+        mtime = int(meta["last_modified"].timestamp() * 1e9)
+        files[name] = Found(root / name, int(meta["size"]), mtime, str(meta.get("e_tag") or ""))
+    if files or not root.key:
+        return files, {}, root
+    try:
+        info = root.stat()
+    except FileNotFoundError:
+        return files, {}, root
+    return {root.name: Found(root, int(info.st_size), int(info.st_mtime * 1e9), str(info.e_tag or ""))}, {}, root.parent
+
+
+def relative(path: Location, base: Location) -> str:
     return path.relative_to(base).as_posix()
 
 
-def migrate(recorded: list[str], base: Path) -> dict[str, str]:
+def migrate(recorded: list[str], base: Location) -> dict[str, str]:
     """Relative names for the absolute paths that older versions recorded.
 
     A path inside `base` is taken relative to it. The others were recorded before the project moved: they are
@@ -185,6 +254,8 @@ def migrate(recorded: list[str], base: Path) -> dict[str, str]:
     """
     names: dict[str, str] = {}
     moved: list[str] = []
+    if not recorded or isinstance(base, ObjectPath):  # older versions read local folders only
+        return names
     here = os.path.normpath(base)
     for text in recorded:
         path = os.path.normpath(text)

@@ -43,6 +43,7 @@ from engine.sources.base import (
 )
 from engine.sources.file_registry import (
     Entry,
+    Found,
     count_lines,
     fingerprint,
     fingerprint_of,
@@ -52,6 +53,7 @@ from engine.sources.file_registry import (
     walk,
 )
 from engine.sources.json_lines import Parsed, parse_json
+from engine.storage import Location, ObjectPath
 from sql import durations
 from sql.plan import OP_COLUMN
 
@@ -111,10 +113,16 @@ class FileSource(Source):
         self._cache: tuple[tuple[str, int, int], list[bytes]] | None = None
         #: segments' bytes as planning read them, by (path, start, end), in registration order
         self._planned: dict[tuple[str, int, int], bytes] = {}
+        self._base: Location | None = None  # on an object store: as the last listing found it
 
     @property
-    def base(self) -> Path:
+    def base(self) -> Location:
         """The folder that file names are relative to (the file's folder when `path` names one file)."""
+        if isinstance(self.root, ObjectPath):
+            if self._base is None:  # a replay before the first discovery: one LIST (and a HEAD) decide
+                named_file = not self.root.is_dir() and (self.root.name in self.segments or self.root.is_file())
+                self._base = self.root.parent if named_file else self.root
+            return self._base
         if self.root.is_dir():
             return self.root
         return self.root.parent if self.root.is_file() or self.root.name in self.segments else self.root
@@ -194,31 +202,31 @@ class FileSource(Source):
             del self._planned[key]
 
     def _discover(self) -> list[Entry]:
-        found, outside = walk(self.root)
+        with paths.reaching(self.table.name, self.root):
+            found, outside, base = walk(self.root)
+        if isinstance(self.root, ObjectPath):
+            self._base = base
         added: list[Entry] = []
         now = time.time()
         for name, real in sorted(outside.items()):
             if name not in self.refused:
                 added.append(Entry(name, refused=str(real), reason="leads outside the allowed roots"))
-        for name, path in sorted(found.items()):
+        for name, stat in sorted(found.items()):
             if name in self.refused:
                 continue
-            try:
-                stat = path.stat()
-            except OSError:
-                continue  # gone since the walk: the next plan sees it gone
-            observed = (stat.st_size, stat.st_mtime_ns)
+            path = stat.path
+            observed = stat.observed
             known = self.segments.get(name)
             if known is None:
-                segment = self._segment(name, path, 0, 0, now)
+                segment = self._segment(name, stat, 0, 0, now)
                 if segment is not None:
                     added.append(segment)
                     self.observed[name] = observed
                 continue
             latest = self.files[known[-1]]
-            if self.observed.get(name) == observed and (stat.st_size == latest.end or not self._due(stat, now)):
+            if self.observed.get(name) == observed and (stat.size == latest.end or not self._due(stat.mtime_ns, now)):
                 continue  # unchanged, or a last line still waiting for its newline
-            change = self._change(path, latest, stat.st_size)
+            change = self._change(path, latest, stat.size)
             if change is not None:
                 added += self._gone(name, change)
                 if self.missing == "fail":  # read to its end, then rewritten: still not what was registered
@@ -227,9 +235,9 @@ class FileSource(Source):
                         "content is not read. Write new input to new files, or set 'source.missing-files' = "
                         "'skip' to read a rewritten file as a new one"
                     )
-                segment = self._segment(name, path, 0, 0, now)  # only under 'skip': a new file from the start
+                segment = self._segment(name, stat, 0, 0, now)  # only under 'skip': a new file from the start
             else:
-                segment = self._segment(name, path, latest.end, latest.first + latest.records, now)
+                segment = self._segment(name, stat, latest.end, latest.first + latest.records, now)
             if segment is not None:
                 added.append(segment)
             self.observed[name] = observed
@@ -239,12 +247,12 @@ class FileSource(Source):
                 added += self._gone(name, "was deleted")
         return added
 
-    def _due(self, stat: Any, now: float) -> bool:
+    def _due(self, mtime_ns: int, now: float) -> bool:
         """Whether a last line without its newline is complete: the run drains, or the file has been left alone
         for 'source.partial-line-timeout'."""
-        return self.end_of_input or now - stat.st_mtime_ns / 1e9 >= self.partial_timeout
+        return self.end_of_input or now - mtime_ns / 1e9 >= self.partial_timeout
 
-    def _change(self, path: Path, latest: Entry, size: int) -> str | None:
+    def _change(self, path: Location, latest: Entry, size: int) -> str | None:
         """How a registered file's registered part changed (None: it did not; appended bytes are no change)."""
         if size < latest.end:
             return f"was truncated from {latest.end:,} to {size:,} bytes"
@@ -277,18 +285,22 @@ class FileSource(Source):
             )
         return [Entry(name, skip=i, unread=start, reason=what) for i, start in unread]
 
-    def _segment(self, name: str, path: Path, start: int, first: int, now: float) -> Entry | None:
-        """The registration of `path`'s bytes from `start`: complete records only, unless the last is due."""
+    def _segment(self, name: str, found: Found, start: int, first: int, now: float) -> Entry | None:
+        """The registration of a file's bytes from `start`: complete records only, unless the last is due."""
+        path = found.path
         try:
             if self.format == "parquet":
-                size = path.stat().st_size
+                size = found.size
                 return Entry(name, 0, size, 0, self._parquet_rows(path), fingerprint(path, size))
-            data = read_range(path, start, None)
-            stat = path.stat()
+            if isinstance(path, ObjectPath):  # the bytes the listing saw, by one ranged GET
+                data, mtime_ns = read_range(path, start, found.size), found.mtime_ns
+            else:  # to the file's end, then its time: a line appended meanwhile makes it look fresh, not due
+                data = read_range(path, start, None)
+                mtime_ns = path.stat().st_mtime_ns
         except OSError:
             return None
         end = start + len(data)
-        if data and not data.endswith(b"\n") and not self._due(stat, now):
+        if data and not data.endswith(b"\n") and not self._due(mtime_ns, now):
             end = start + data.rfind(b"\n") + 1
         if end == start and (start > 0 or data):
             return None  # nothing new, or only the start of a line (an empty file is registered, with no records)
@@ -297,9 +309,9 @@ class FileSource(Source):
         self._planned[(name, start, end)] = data  # kept for `read`: the same bytes, not read again
         return Entry(name, start, end, first, records, fingerprint_of(path, start, data))
 
-    def _parquet_rows(self, path: Path) -> int:
+    def _parquet_rows(self, path: Location) -> int:
         try:
-            return int(pq.ParquetFile(path).metadata.num_rows)
+            return int(pq.ParquetFile(_local_or_bytes(path)).metadata.num_rows)
         except Exception:  # an unreadable file becomes one dead letter
             return 1
 
@@ -355,7 +367,7 @@ class FileSource(Source):
         header = lines[0] if entry.start == 0 and lines else None
         return self._read_lines(path, entry, lines[lo:hi], lo, header)
 
-    def _load(self, path: Path, entry: Entry, planned: bytes | None) -> tuple[list[bytes], str | None]:
+    def _load(self, path: Location, entry: Entry, planned: bytes | None) -> tuple[list[bytes], str | None]:
         """A segment's lines exactly as registered, or what happened to its file. `planned`: its bytes as the
         registration read them (in this run), when they were kept."""
         if (real := paths.outside_roots(path)) is not None:
@@ -376,7 +388,7 @@ class FileSource(Source):
             return [], "changed after it was registered"
         return lines, None
 
-    def _unreadable(self, path: Path, entry: Entry, lo: int, hi: int, problem: str) -> SourceBatch:
+    def _unreadable(self, path: Location, entry: Entry, lo: int, hi: int, problem: str) -> SourceBatch:
         if self.missing == "fail" and "outside the allowed roots" not in problem:
             raise SourceFileError(
                 f"table '{self.table.name}': input file {path} {problem}, before records "
@@ -388,7 +400,7 @@ class FileSource(Source):
         return SourceBatch(self.empty(), pl.DataFrame([row], schema=DEAD_LETTER_SCHEMA))
 
     def _read_lines(
-        self, path: Path, entry: Entry, lines: list[bytes], lo: int, header: bytes | None = None
+        self, path: Location, entry: Entry, lines: list[bytes], lo: int, header: bytes | None = None
     ) -> SourceBatch:
         positions = list(range(entry.first + lo, entry.first + lo + len(lines)))
         if self.format == "csv" and self.header and entry.first + lo == 0:
@@ -452,7 +464,7 @@ class FileSource(Source):
         dead = decoded.dead.join(lines, on="record", how="left").sort("record")
         return SourceBatch(decoded.rows, dead_letters(dead))
 
-    def _parse_csv(self, context: pl.DataFrame, path: Path, header: bytes | None) -> Parsed:
+    def _parse_csv(self, context: pl.DataFrame, path: Location, header: bytes | None) -> Parsed:
         parsed = self._parse_csv_fields(context, self._header(path, header) if self.header else list(self.schema))
         present = set(parsed.rows.columns)
         # With a header, columns are matched by name: extra ones are ignored, missing ones are NULL.
@@ -461,10 +473,12 @@ class FileSource(Source):
         )
         return parsed
 
-    def _header(self, path: Path, line: bytes | None) -> list[str]:
+    def _header(self, path: Location, line: bytes | None) -> list[str]:
         """The column names in line 0 of the file (`line`, or read from the file when it lies in an earlier
         segment than the slice)."""
-        if line is None:
+        if line is None and isinstance(path, ObjectPath):
+            line = _first_line(path, self.max_record_bytes)
+        elif line is None:
             with open(path, "rb") as handle:
                 line = handle.readline(self.max_record_bytes)
         lines = split_lines(line, True)
@@ -509,9 +523,9 @@ class FileSource(Source):
             pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA),
         )
 
-    def _read_parquet(self, path: Path, lo: int, hi: int) -> SourceBatch:
+    def _read_parquet(self, path: Location, lo: int, hi: int) -> SourceBatch:
         try:
-            lazy = pl.scan_parquet(path)
+            lazy = pl.scan_parquet(_local_or_bytes(path))
             stored = lazy.collect_schema()
             # Only the declared columns and the slice's rows are read (projection and slice pushdown).
             frame = lazy.select([n for n in self.schema if n in stored]).slice(lo, hi - lo).collect()
@@ -532,7 +546,23 @@ class FileSource(Source):
         return typed_from_frame(frame, self.schema, context, self.required)
 
 
-def _parquet_context(path: Path, lo: int, hi: int) -> pl.DataFrame:
+def _local_or_bytes(path: Location) -> Path | io.BytesIO:
+    """What Parquet readers open: a local path, or an object's bytes (one GET)."""
+    return io.BytesIO(path.read_bytes()) if isinstance(path, ObjectPath) else path
+
+
+def _first_line(path: ObjectPath, limit: int) -> bytes:
+    """An object's first line (at most `limit` bytes), by ranged GETs of growing size."""
+    size = 64 * 1024
+    while True:
+        data = read_range(path, 0, min(size, limit))
+        cut = data.find(b"\n")
+        if cut >= 0 or len(data) < min(size, limit) or size >= limit:
+            return data[: cut + 1] if cut >= 0 else data
+        size *= 4
+
+
+def _parquet_context(path: Location, lo: int, hi: int) -> pl.DataFrame:
     return pl.DataFrame({"file": [str(path)] * (hi - lo), "position": list(range(lo, hi))}).with_columns(
         raw=pl.lit(None, dtype=pl.String)
     )

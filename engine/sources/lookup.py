@@ -29,6 +29,7 @@ from engine.sources.base import SourceBatch
 from engine.sources.delta import DeltaSource
 from engine.sources.file_registry import walk
 from engine.sources.filesystem import FileSource
+from engine.storage import Location, options_from
 from sql.catalog import TableDef
 from sql.plan import Join, Plan
 
@@ -39,7 +40,9 @@ class LookupTable:
     def __init__(self, table: TableDef, base_dir: Path) -> None:
         self.table = table
         self.base_dir = base_dir
-        self.path = paths.connector_path(table.name, "path", table.options.get("path", ""), base_dir)
+        self.path: Location = paths.connector_path(
+            table.name, "path", table.options.get("path", ""), base_dir, options_from(table.options)
+        )
         self.connector = table.connector.lower()
         # A dimension is complete as it stands: files default to Parquet, and a last line needs no newline.
         options = {**table.options, "format": table.options.get("format", "parquet")}
@@ -60,18 +63,14 @@ class LookupTable:
         roots stops the pipeline (PathNotAllowed)."""
         if self.connector == "delta":
             return self._latest_delta()
-        found, outside = walk(self.path)
-        base = self.path if self.path.is_dir() else self.path.parent
+        with paths.reaching(self.name, self.path):
+            found, outside, base = walk(self.path)  # on an object store: one LIST, no request per file
         for name in sorted(outside):
             paths.confined_file(self.name, base / name)  # raises, naming the link and where it leads
         listing = []
-        for name, path in sorted(found.items()):
-            paths.confined_file(self.name, path)
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            listing.append([name, stat.st_size, stat.st_mtime_ns])
+        for name, stat in sorted(found.items()):
+            paths.confined_file(self.name, stat.path)
+            listing.append([name, *stat.observed])
         if self._planned is not None and listing == self._listing:
             return self._planned[0]
         source = self._file_source()
@@ -86,7 +85,8 @@ class LookupTable:
         # files the log names only when the version moves.
         paths.confined_file(self.name, self.path, "the Delta table")
         paths.confined_file(self.name, self.path / "_delta_log")
-        table = open_table(self.path)
+        with paths.reaching(self.name, self.path):
+            table = open_table(self.path)
         if table is None:
             return None
         version = int(table.version())
