@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from sql import kafka_options
+from sql import kafka_options, storage_keys
 from sql.catalog import TableDef
 from sql.errors import SqlError, UnsupportedError, did_you_mean, error_at, position
 from sql.option_values import (
@@ -185,6 +185,8 @@ DATAGEN_FIELD_OPTIONS: dict[str, Check] = {
 
 Positions = Mapping[str, tuple[int | None, int | None]]
 KAFKA_CONNECTORS = ("kafka", "upsert-kafka")
+#: connectors whose 'path' may be in an object store, configured by `'storage.<key>'` options
+STORAGE_CONNECTORS = ("filesystem", "delta")
 
 
 def read_with(statement: exp.Create) -> tuple[dict[str, str], Positions, Positions]:
@@ -229,10 +231,13 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
             check = _datagen_field(table, key, keys[key])
         if check is None and name in KAFKA_CONNECTORS:
             check = kafka_options.option_check(name, key)
+        if check is None and name in STORAGE_CONNECTORS and key.startswith(storage_keys.PREFIX):
+            check = _storage_option(table, key, keys[key], values.get("path", at))
         if check is None:
             suggestion = did_you_mean(key, connector.options)
             known = sorted(connector.options) + (["fields.<column>.<option>"] if name == "datagen" else [])
             known += ["properties.<client option>", "<format>.<option>"] if name in KAFKA_CONNECTORS else []
+            known += ["storage.<object store option>"] if name in STORAGE_CONNECTORS else []
             takes = f"; it takes {', '.join(known)}" if known else "; it takes no other options"
             raise fail(f"unsupported option '{key}' for connector '{name}'{suggestion}{takes}", keys[key])
         problem = check(value)
@@ -241,6 +246,10 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
     for key in connector.required:
         if key not in table.options:
             raise fail(f"connector '{name}' needs the option '{key}'")
+    if name in STORAGE_CONNECTORS:
+        problem = storage_keys.path_problem(table.options["path"])
+        if problem:
+            raise fail(f"'path' = '{table.options['path']}': {problem}", values["path"])
     if name == "datagen":
         _check_datagen_ranges(table, values, fail)
     if name in KAFKA_CONNECTORS:
@@ -251,6 +260,23 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
                 if table.column(column) is None:
                     known = [c.name for c in table.columns]
                     raise fail(f"'{key}' names '{column}', not a column{did_you_mean(column, known)}", values[key])
+
+
+def _storage_option(
+    table: TableDef, key: str, where: tuple[int | None, int | None], path_at: tuple[int | None, int | None]
+) -> Check:
+    """`'storage.<key>'`: a known object-store option, on a table whose 'path' is in an object store."""
+    problem = storage_keys.key_problem(key[len(storage_keys.PREFIX) :])
+    if problem:
+        raise SqlError(f"table '{table.name}': option '{key}': {problem}", *where)
+    path = table.options.get("path", "")
+    if path and not storage_keys.is_object_uri(path) and storage_keys.path_problem(path) is None:
+        raise SqlError(
+            f"table '{table.name}': option '{key}' configures object storage, but 'path' = '{path}' is local; "
+            "remove the 'storage.*' options or point 'path' at s3://, gs:// or az://",
+            *where,
+        )
+    return text
 
 
 def _datagen_field(table: TableDef, key: str, where: tuple[int | None, int | None]) -> Check | None:
