@@ -227,7 +227,9 @@ def test_refusals(
     assert s3.keys(bucket) == []
 
 
-def test_allowed_roots_name_uris(s3: Any, tmp_path: Path) -> None:
+def test_allowed_roots_name_uris(
+    s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     bucket = s3.bucket()
     put_lines(s3, bucket, "allowed/in/a.json", [{"k": "a", "v": 5}])
     put_lines(s3, bucket, "other/a.json", [{"k": "a", "v": 5}])
@@ -245,13 +247,16 @@ def test_allowed_roots_name_uris(s3: Any, tmp_path: Path) -> None:
 
     assert run("allowed/in", "allowed/out").returncode == 0
     assert pl.read_delta(f"s3://{bucket}/allowed/out").height == 1
+    # Refusals stop before anything runs: checked through the CLI's entry point in this process.
+    monkeypatch.setenv("TIMELAPSE_ALLOWED_ROOTS", env["TIMELAPSE_ALLOWED_ROOTS"])
     for source, sink in (("other", "allowed/out2"), ("allowed/in", "other-out"), ("allowed/in", "allowed/../x")):
-        result = run(source, sink)
+        result = cli_in_process(tmp_path, sql.replace("SOURCE", source).replace("SINK", sink), capsys)
         assert result.returncode == 2
         assert "outside the allowed roots" in one_error_line(result)
     assert not any(k.startswith(("other-out", "x/", "allowed/out2")) for k in s3.keys(bucket))
     # Only local roots: no object path is inside them. `--allowed-root` adds a URI to them.
-    result = run("allowed/in", "allowed/out3", roots=str(tmp_path))
+    monkeypatch.setenv("TIMELAPSE_ALLOWED_ROOTS", str(tmp_path))
+    result = cli_in_process(tmp_path, sql.replace("SOURCE", "allowed/in").replace("SINK", "allowed/out3"), capsys)
     assert result.returncode == 2 and "outside the allowed roots" in one_error_line(result)
     assert (
         run("allowed/in", "allowed/out3", "--allowed-root", f"s3://{bucket}/allowed", roots=str(tmp_path)).returncode
