@@ -45,3 +45,22 @@ def test_an_epoch_on_s3_makes_a_bounded_number_of_requests(
     assert 0 < row["requests_max"] <= MAX_REQUESTS[pipeline], row
     assert row["requests_last_block_mean"] <= row["requests_first_block_mean"], row  # no growth per epoch
     assert row["requests_by_method_mean"]["HEAD"] <= 2, row  # no HEAD per file
+
+
+def test_many_files_are_deleted_in_one_request_and_a_missing_file_costs_one(s3: S3Server, tmp_path: Any) -> None:
+    from engine.storage import delete_files, location, read_if_exists
+
+    root = location(f"s3://{s3.bucket()}/log")
+    paths = [root / f"{n:04d}.json" for n in range(30)]
+    for path in paths:
+        path.write_bytes(b"{}")
+    before = s3.requests()
+    assert read_if_exists(paths[0]) == b"{}"
+    assert read_if_exists(root / "absent.json") is None
+    assert delete_files([*paths, root / "absent.json"]) == 31
+    assert s3.requests() - before == 3  # two GETs, one DeleteObjects
+    assert not root.exists()
+    local = [tmp_path / "a.json", tmp_path / "b.json"]
+    local[0].write_text("{}")
+    assert read_if_exists(local[0]) == b"{}" and read_if_exists(local[1]) is None
+    assert delete_files(local) == 2 and not local[0].exists()
