@@ -386,6 +386,33 @@ def read_range(path: Location, start: int, end: int) -> bytes:
         return handle.read(end - start)
 
 
+def read_if_exists(path: Location) -> bytes | None:
+    """A file's content, or None if it does not exist: one GET on an object store, where `exists()` then
+    `read_bytes()` costs a HEAD, a LIST (is it a folder?) and the GET."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+
+
+def delete_files(paths: Iterable[Location]) -> int:
+    """Delete these files (missing ones are skipped); how many were asked for. On an object store one request
+    per 1,000 keys of a bucket (DeleteObjects), not one per file."""
+    count = 0
+    batches: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[ObjectPath]] = {}
+    for path in paths:
+        count += 1
+        if isinstance(path, ObjectPath):
+            batches.setdefault((path.scheme, path.bucket, path.options), []).append(path)
+        else:
+            path.unlink(missing_ok=True)
+    for group in batches.values():
+        for chunk in range(0, len(group), 1000):
+            keys = [p.key for p in group[chunk : chunk + 1000]]
+            _call(group[0], "delete", lambda ob, keys=keys, at=group[0]: ob.delete(_store(at), keys))
+    return count
+
+
 def remove_tree(path: Location) -> None:
     """Delete a folder and everything under it (nothing if it is absent)."""
     if isinstance(path, ObjectPath):
