@@ -330,4 +330,6 @@ def open_frame(frame: pl.DataFrame, records: Mapping[str, dict[str, str]]) -> pl
         for name, record in records.items()
         if name in frame.columns and frame.schema[name] == pl.Binary and can_open(record)
     ]
+    for column in columns:  # a column read sealed is written sealed by this process too (a branch's copy)
+        KEYS.columns.setdefault(column.name, key_of(records[column.name], column.name))
     return frame.with_columns(columns) if columns else frame
