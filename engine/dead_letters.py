@@ -2,7 +2,8 @@
 
 A table's columns are those of its source's dead letters: a file source's (file, position, raw, reason,
 raw_bytes: DEAD_LETTER_SCHEMA) or a Kafka source's (topic, partition, offset, key, timestamp, raw, raw_bytes,
-reason), each after `epoch`. Each epoch appends its dead letters once (marker
+reason), each after `epoch`. A source that declares encrypted columns ('encrypt.columns') has its dead
+letters' raw text, raw bytes and key encrypted (engine.encryption). Each epoch appends its dead letters once (marker
 `<pipeline>/dead_letters/<source>`, epoch), so a replayed epoch never writes them twice; the manifest records
 each table's version with the checkpoint.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from engine import encryption
 from engine.delta_tables import AppendTable, ensure_table
 from engine.sources.base import DEAD_LETTER_SCHEMA
 from engine.state_dir import StateDir
@@ -32,7 +34,10 @@ class DeadLetters:
     def _open(self, name: str, schema: dict[str, pl.DataType] | None = None) -> AppendTable:
         """The table of `name`'s dead letters, created with `schema` (its source's dead-letter columns)."""
         columns = {"epoch": pl.Int64(), **schema} if schema is not None else DEAD_LETTER_TABLE_SCHEMA
-        table = ensure_table(self.dir.dead_letters(name), columns)
+        # A record that could not be read still holds the source's sensitive values: seal it whole.
+        key = encryption.dead_letter_key(name)
+        sealed = {c: key for c in encryption.DEAD_LETTER_COLUMNS if c in columns} if key is not None else None
+        table = ensure_table(self.dir.dead_letters(name), columns, encrypt=sealed)
         self.tables[name] = AppendTable(table, "dead-letters.commit")
         return self.tables[name]
 

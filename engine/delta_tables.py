@@ -13,7 +13,7 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from engine import faults
+from engine import encryption, faults
 from engine.storage import Location, storage_options, table_uri
 
 KEEP_HISTORY = {
@@ -55,19 +55,36 @@ def delta(path: str | Location, version: int | None = None) -> DeltaTable:
 
 
 def scan(path: str | Location, version: int | None = None) -> pl.LazyFrame:
-    return pl.scan_delta(table_uri(path), version=version, storage_options=storage_options(path))
+    """The table's rows, lazily; a table with encrypted columns is read whole and decrypted when the key is at
+    hand (engine.encryption), so that what is computed on (a state restore, a history query) is plaintext."""
+    table = delta(path, version)
+    sealed = encryption.sealed_columns(table.schema())
+    if not sealed:
+        return pl.scan_delta(table)
+    return encryption.open_frame(pl.scan_delta(table).collect(), sealed).lazy()
 
 
 def read(path: str | Location, version: int | None = None) -> pl.DataFrame:
-    return pl.read_delta(table_uri(path), version=version, storage_options=storage_options(path))
+    return scan(path, version).collect()
 
 
 def write(path: str | Location | DeltaTable, data: Any, **options: Any) -> None:
-    """`write_deltalake` with the location's storage options (a DeltaTable handle carries its own)."""
+    """`write_deltalake` with the location's storage options (a DeltaTable handle carries its own); declared
+    sensitive columns are encrypted as the target table records them (or, for a new table, as declared)."""
+    if isinstance(data, pl.DataFrame):
+        data = to_arrow(data)
     if isinstance(path, DeltaTable):
+        if isinstance(data, pa.Table):
+            data = encryption.seal_for(path.schema(), data)
         write_deltalake(path, data, **options)
-    else:
-        write_deltalake(table_uri(path), data, storage_options=storage_options(path), **options)
+        return
+    if isinstance(data, pa.Table):
+        existing = open_table(path) if options.get("mode") in ("append", "overwrite") else None
+        if existing is not None:
+            data = encryption.seal_for(existing.schema(), data)
+        else:
+            data = encryption.seal_schema(data, encryption.declared(data.column_names))
+    write_deltalake(table_uri(path), data, storage_options=storage_options(path), **options)
 
 
 def reopen(table: DeltaTable) -> DeltaTable:
@@ -82,13 +99,30 @@ def open_table(path: Location) -> DeltaTable | None:
         return None
 
 
-def ensure_table(path: Location, schema: dict[str, pl.DataType], partition_by: list[str] | None = None) -> DeltaTable:
+def ensure_table(
+    path: Location,
+    schema: dict[str, pl.DataType],
+    partition_by: list[str] | None = None,
+    encrypt: dict[str, encryption.Key] | None = None,
+) -> DeltaTable:
+    """The table at `path`, created with `schema` if absent: its declared sensitive columns (and those in
+    `encrypt`) become encrypted binary columns, for good (engine.encryption)."""
     table = open_table(path)
     if table is not None:
         return table
     path.mkdir(parents=True, exist_ok=True)
-    empty = to_arrow(pl.DataFrame(schema=schema))
-    write(path, empty, mode="append", partition_by=partition_by or None, configuration=KEEP_HISTORY)
+    sealed = encryption.declared(schema) | (encrypt or {})
+    if partition_by and (both := sorted(set(partition_by) & set(sealed))):
+        raise encryption.KeyError_(f"{path}: encrypted column '{both[0]}' cannot be a partition column")
+    empty = encryption.seal_schema(to_arrow(pl.DataFrame(schema=schema)), sealed)
+    write_deltalake(
+        table_uri(path),
+        empty,
+        storage_options=storage_options(path),
+        mode="append",
+        partition_by=partition_by or None,
+        configuration=KEEP_HISTORY,
+    )
     return delta(path)
 
 
@@ -116,7 +150,7 @@ def _write(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int, faul
     faults.commit(fault, table.table_uri)
     write_deltalake(
         table,
-        to_arrow(frame),
+        encryption.seal_for(table.schema(), to_arrow(frame)),
         mode="append",
         commit_properties=CommitProperties(
             app_transactions=[Transaction(app_id=app_id, version=epoch)],

@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import branching, damage, faults, retention, upgrade
+from engine import branching, damage, encryption, faults, retention, upgrade
 from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
 from engine.dead_letters import DeadLetters
 from engine.dead_letters import marker as dead_letter_marker
@@ -121,6 +121,7 @@ class Runner:
 
     def _setup(self, allow_non_restored_state: bool, parallelism: int | None) -> None:
         plan, base_dir = self.plan, self.base_dir
+        encryption.configure(plan)  # the keys of declared sensitive columns, before any table is read or written
         self.repairs: list[dict[str, Any]] = []
         if self.dir.manifest.exists():
             from engine.versioning import finish_interrupted

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable
 
 from engine import delta_tables, faults
-from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, AppendTable, ensure_table, open_table, to_arrow
+from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, AppendTable, ensure_table, open_table
 from sql.plan import KEY_GROUPS
 
 BOOKKEEPING = {"_kg": pl.Int32(), "_epoch": pl.Int64(), "_deleted": pl.Boolean()}
@@ -167,10 +167,10 @@ class StateTable:
         self.table.update_incremental()
         live = resolve(delta_tables.scan(self.path, version=self.table.version()), self.keys).collect()
         faults.commit("compaction", self.path)
-        write_deltalake(
+        delta_tables.write(  # through delta_tables: encrypted columns stay encrypted
             self.table,
-            to_arrow(live.cast(self.schema)),
-            mode="overwrite",  # type: ignore[arg-type]
+            live.cast(self.schema),  # type: ignore[arg-type]
+            mode="overwrite",
             post_commithook_properties=NO_CLEANUP,
         )
         self.table.update_incremental()

@@ -95,7 +95,17 @@ PIPELINE_OPTIONS: dict[str, Check] = {
     "state.ttl": duration,
     "state.ttl.time": choice("processing", "event"),
 }
-_OWN_NAMESPACES = ("checkpoint.", "state.", "parallelism.")
+
+
+# Column-level encryption (engine/encryption.py, docs/encryption.md): on any table, or SET for the pipeline.
+def _encrypt_key(value: str) -> str | None:
+    value = value.strip()
+    return None if value.startswith(("env:", "file:")) and len(value) > 5 else "must be 'env:VARIABLE' or 'file:/path'"
+
+
+ENCRYPT_OPTIONS: dict[str, Check] = {"encrypt.columns": not_empty, "encrypt.key": _encrypt_key}
+PIPELINE_OPTIONS.update(ENCRYPT_OPTIONS)
+_OWN_NAMESPACES = ("checkpoint.", "state.", "parallelism.", "encrypt.")
 
 
 def pipeline_option_problem(key: str, value: str) -> str | None:
@@ -233,6 +243,8 @@ def check_table(table: TableDef, keys: Positions, values: Positions, at: tuple[i
             check = kafka_options.option_check(name, key)
         if check is None and name in STORAGE_CONNECTORS and key.startswith(storage_keys.PREFIX):
             check = _storage_option(table, key, keys[key], values.get("path", at))
+        if check is None and key.startswith("encrypt."):
+            check = ENCRYPT_OPTIONS.get(key)
         if check is None:
             suggestion = did_you_mean(key, connector.options)
             known = sorted(connector.options) + (["fields.<column>.<option>"] if name == "datagen" else [])

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction
 
-from engine import faults, paths
+from engine import encryption, faults, paths
 from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
 from engine.errors import EngineError
 from engine.sinks.base import SinkConnector
@@ -100,7 +100,7 @@ class DeltaSink(SinkConnector):
         faults.commit("sink.commit", table.table_uri)
         (
             table.merge(
-                to_arrow(changes),
+                encryption.seal_for(table.schema(), to_arrow(changes), refuse=keys),  # encrypted columns stay so
                 predicate=matched,
                 source_alias="s",
                 target_alias="t",
