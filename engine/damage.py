@@ -35,7 +35,7 @@ from engine.errors import StorageFailure
 from engine.manifest import DEAD_LETTERS, SINK, TableEntry, read_at
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
-from engine.storage import location
+from engine.storage import ObjectPath, location
 
 #: how far back a damaged manifest head is looked past (the entries since the last Delta checkpoint)
 MANIFEST_LOOKBACK = 20
@@ -292,24 +292,36 @@ def check_files(tables: list[TableEntry]) -> None:
 
 def missing_files(path: str, version: int) -> list[str]:
     """Data files of a table version that are missing or whose size differs from the log's: a cheap check
-    (one stat per file, no rows read) of what a run is about to build on."""
+    (no rows read) of what a run is about to build on. Locally one stat per file; in an object store one
+    listing of the table's prefix, whatever the number of files (a HEAD per file would cost a request each)."""
     table = delta_tables.delta(path, version=version)
     actions = pl.DataFrame(table.get_add_actions(flatten=True)).select("path", "size_bytes")
     root = location(path)
+    listed = listed_sizes(root) if isinstance(root, ObjectPath) else None
     bad = []
     for name, size in actions.iter_rows():
         parsed = urlparse(name)
         if parsed.scheme and parsed.scheme != "file":
-            continue  # a file outside the local table (a shallow clone on object storage): not checked here
+            continue  # a file outside the table (a shallow clone's): not checked here
         file = location(name) if parsed.scheme else root / unquote(name)
-        try:
-            actual = os.stat(file).st_size
-        except FileNotFoundError:
+        if listed is not None:
+            actual = listed.get(unquote(name))
+        else:
+            try:
+                actual = os.stat(file).st_size
+            except FileNotFoundError:
+                actual = None
+        if actual is None:
             bad.append(f"{file} is missing")
-            continue
-        if actual != size:
+        elif actual != size:
             bad.append(f"{file} has {actual} bytes, the log says {size}")
     return bad
+
+
+def listed_sizes(root: ObjectPath) -> dict[str, int]:
+    """Every object under a table's prefix with its size, by its path relative to the table (one LIST)."""
+    prefix = f"{root.key}/" if root.key else ""
+    return {str(meta["path"])[len(prefix) :]: int(meta["size"]) for meta in root.list_files()}
 
 
 # -- the state directory's own files -----------------------------------------------------------------------

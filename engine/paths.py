@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from engine.errors import UserError
+from engine.storage import is_uri, location
 
 ROOTS_VARIABLE = "TIMELAPSE_ALLOWED_ROOTS"
 
@@ -29,6 +30,8 @@ def allowed_roots() -> list[Path]:
 
 def connector_path(table: str, option: str, value: str, base_dir: Path) -> Path:
     """The absolute path `value` names (relative to `base_dir`), refused if it lies outside the allowed roots."""
+    if is_uri(value):  # an object store (s3://...); unsupported schemes are refused by `location`
+        return location(value)  # type: ignore[return-value]
     candidate = Path(value).expanduser()
     path = candidate if candidate.is_absolute() else base_dir / candidate
     real = outside_roots(path)
