@@ -75,10 +75,22 @@ class History:
         self.dir = StateDir(location(state, storage_options))
         if not self.dir.manifest.exists():
             raise FileNotFoundError(f"{state} is not a timelapse state directory")
+        self._read: tuple[frozenset[str], pl.DataFrame] | None = None
 
     # -- the manifest --------------------------------------------------------------------------
     def _rows(self) -> pl.DataFrame:
-        return read_checkpoints(self.dir.manifest)
+        """The manifest's rows, read again only when its log changed: one listing tells (Delta log entries are
+        never rewritten in place), where reading the rows costs several requests in an object store."""
+        log = self.dir.manifest / "_delta_log"
+        try:
+            names = frozenset(p.name for p in log.iterdir())
+        except FileNotFoundError:
+            names = frozenset()
+        if self._read is not None and names and self._read[0] == names:
+            return self._read[1]
+        rows = read_checkpoints(self.dir.manifest)
+        self._read = (names, rows)
+        return rows
 
     def row(self, at: At = None, rows: pl.DataFrame | None = None) -> dict[str, Any]:
         """The manifest row of a point: None (the current cut), an epoch, a savepoint name, or a time (the last
