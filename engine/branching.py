@@ -17,7 +17,6 @@ import dataclasses
 import datetime as dt
 import getpass
 import json
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +40,7 @@ from engine.manifest import (
 )
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
-from engine.storage import location
+from engine.storage import Location, location, remove_tree
 
 
 def create_branch(
@@ -104,7 +103,7 @@ def create_branch(
             )
         )
     except BaseException:
-        shutil.rmtree(target.root, ignore_errors=True)  # half a branch is no branch
+        remove_tree(target.root)  # half a branch is no branch
         raise
     record = {
         "path": source.record(target.root),  # relative when beside the parent, so both can move together
@@ -180,11 +179,11 @@ def _copy(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dic
     return dataclasses.replace(entry, path=str(destination), version=int(delta_tables.delta(destination).version()))
 
 
-def _moved(path: Path, source: StateDir, target: StateDir) -> Path:
-    """The branch's copy of a table that lives in the parent's state directory."""
+def _moved(path: Location, source: StateDir, target: StateDir) -> Location:
+    """The branch's copy of a table that lives in the parent's state directory (on the same storage or not)."""
     try:
-        return target.root / path.resolve().relative_to(source.root)
-    except ValueError:
+        return target.root / path.resolve().relative_to(source.root)  # type: ignore[arg-type]
+    except (ValueError, TypeError):  # TypeError: a local path is never relative to an object-store one
         return target.foreign_table(path.name)
 
 

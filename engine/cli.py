@@ -21,7 +21,7 @@ from typing import Any
 from engine.cli_types import OneLineParser, checked, epoch, whole
 from engine.errors import UserError
 from engine.progress import Progress, render_summary
-from engine.storage import location
+from engine.storage import is_uri, location
 from sql import durations
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
@@ -271,6 +271,34 @@ def cmd_retention(args: argparse.Namespace) -> int:
             f"{report['log_entries_removed']} log entries removed"
         )
     return EXIT_OK
+
+
+def storage_option_flag(command: argparse.ArgumentParser) -> None:
+    """`--storage-option KEY=VALUE` (repeatable): options for the object store of the command's paths."""
+    command.add_argument(
+        "--storage-option",
+        action="append",
+        dest="storage_options",
+        metavar="KEY=VALUE",
+        help="for s3://, gs://, az:// paths: an option of their bucket, e.g. aws_endpoint_url=http://... or "
+        "aws_region=eu-west-1 (repeatable; default: the AWS_*, GOOGLE_*, AZURE_* environment variables)",
+    )
+
+
+def register_storage_options(args: argparse.Namespace) -> None:
+    """Hold the `--storage-option` values for the bucket of every object-store path the command names (the
+    state directories, a branch's sinks), so every table read or written there gets them."""
+    options: dict[str, str] = {}
+    for item in getattr(args, "storage_options", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--storage-option takes KEY=VALUE, not '{item}'")
+        options[key.strip()] = value
+    named = [getattr(args, name, None) for name in ("dir", "new_dir", "state")]
+    named += [item.partition("=")[2] for item in getattr(args, "sink", None) or []]
+    for path in named:
+        if options and isinstance(path, str) and is_uri(path):
+            location(path, options)
 
 
 def _point(text: str | None) -> int | str | None:
@@ -534,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=cmd_demo)
+    for command in (savepoint, rollback, checkpoint, branch, state, diff, sql, check_dir, retain, log):
+        storage_option_flag(command)
     return parser
 
 
@@ -542,7 +572,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     with without_panic_text():  # Rust panic text is written to fd 2 by native code: filtered out there
-        return guarded(lambda: args.handler(args))
+        return guarded(lambda: _handle(args))
+
+
+def _handle(args: argparse.Namespace) -> int:
+    register_storage_options(args)
+    return int(args.handler(args))
 
 
 def guarded(action: Callable[[], int]) -> int:

@@ -1,6 +1,6 @@
 """Reading a state directory as of any retained epoch, savepoint or time, with no engine running.
 
-    h = engine.open("state/")
+    h = engine.open("state/")             # or "s3://bucket/prefix", with storage_options={...} if needed
     h.checkpoints()                       # epochs, times, watermarks, rows, state sizes, savepoints, rollbacks
     h.state("totals", at=1234)            # an operator's state as of epoch 1234 (or a savepoint, or a time)
     h.diff("totals", 1230, 1234)          # keys inserted, deleted and changed, before and after
@@ -10,16 +10,15 @@
 Every read goes through the manifest: the row of the chosen point names the Delta version of each table, so
 what you read is a consistent cut, also while a pipeline is writing. Operator state tables are change logs;
 the state as of a version is, per key, its newest row unless that row is a tombstone (`state_store.resolve`),
-done lazily by Polars or, for SQL, by a DuckDB view over the Delta files (deltalake's Arrow dataset; DuckDB's
-own delta extension cannot be downloaded here).
+done lazily by Polars or, for SQL, by a DuckDB view over the Delta files (deltalake's Arrow dataset locally, a
+Polars scan in an object store; DuckDB's own delta and httpfs extensions are never needed).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import duckdb
@@ -45,7 +44,7 @@ from engine.manifest import (
 )
 from engine.state_dir import StateDir
 from engine.state_store import resolve
-from engine.storage import location
+from engine.storage import Location, ObjectPath, location
 from sql import time_travel
 from sql.errors import did_you_mean
 
@@ -62,20 +61,36 @@ class HistoryError(UserError, LookupError):
         return str(self.args[0]) if self.args else ""
 
 
-def open(state: str | Path) -> History:
-    """The history of the state directory `state`."""
-    return History(state)
+def open(state: str | Location, storage_options: Mapping[str, str] | None = None) -> History:
+    """The history of the state directory `state`: a local folder, or `s3://bucket/prefix` (gs://, az://).
+
+    `storage_options` (delta-rs' and obstore's keys: `aws_endpoint_url`, `aws_region`, `aws_access_key_id`, ...)
+    hold for every table in the state directory's bucket, its sinks there included; without them the
+    standard `AWS_*` (`GOOGLE_*`, `AZURE_*`) environment variables are used."""
+    return History(state, storage_options)
 
 
 class History:
-    def __init__(self, state: str | Path) -> None:
-        self.dir = StateDir(location(state))
+    def __init__(self, state: str | Location, storage_options: Mapping[str, str] | None = None) -> None:
+        self.dir = StateDir(location(state, storage_options))
         if not self.dir.manifest.exists():
             raise FileNotFoundError(f"{state} is not a timelapse state directory")
+        self._read: tuple[frozenset[str], pl.DataFrame] | None = None
 
     # -- the manifest --------------------------------------------------------------------------
     def _rows(self) -> pl.DataFrame:
-        return read_checkpoints(self.dir.manifest)
+        """The manifest's rows, read again only when its log changed: one listing tells (Delta log entries are
+        never rewritten in place), where reading the rows costs several requests in an object store."""
+        log = self.dir.manifest / "_delta_log"
+        try:
+            names = frozenset(p.name for p in log.iterdir())
+        except FileNotFoundError:
+            names = frozenset()
+        if self._read is not None and names and self._read[0] == names:
+            return self._read[1]
+        rows = read_checkpoints(self.dir.manifest)
+        self._read = (names, rows)
+        return rows
 
     def row(self, at: At = None, rows: pl.DataFrame | None = None) -> dict[str, Any]:
         """The manifest row of a point: None (the current cut), an epoch, a savepoint name, or a time (the last
@@ -456,11 +471,19 @@ def _quote(name: str) -> str:
 def _register(con: duckdb.DuckDBPyConnection, entry: TableEntry, name: str, schema: str = "main") -> None:
     """A view `name` over the table as of the entry's version; state tables resolved to their live rows.
 
-    The Delta files are read lazily through deltalake's Arrow dataset, so filters and projections reach them."""
-    path = str(location(entry.path).resolve())
-    table = delta_tables.delta(path, version=entry.version)
-    # A sub-tree filesystem, not the default one: see delta-facts §11 (exits with code 134 otherwise).
-    dataset = table.to_pyarrow_dataset(filesystem=SubTreeFileSystem(path, LocalFileSystem()))
+    The Delta files are read lazily, so filters and projections reach them: through deltalake's Arrow dataset on
+    a local disk, through a Polars scan (with the location's storage options) in an object store, where DuckDB
+    would need its httpfs and delta extensions and deltalake's own Arrow filesystem can abort the process at
+    exit (delta-facts §11)."""
+    where = location(entry.path).resolve()
+    path = str(where)
+    dataset: Any
+    if isinstance(where, ObjectPath):
+        dataset = delta_tables.scan(where, version=entry.version)
+    else:
+        table = delta_tables.delta(path, version=entry.version)
+        # A sub-tree filesystem, not the default one: see delta-facts §11 (exits with code 134 otherwise).
+        dataset = table.to_pyarrow_dataset(filesystem=SubTreeFileSystem(path, LocalFileSystem()))
     source = f"__{schema}_{abs(hash((name, path, entry.version)))}"
     con.register(source, dataset)
     target = f"{schema}.{_quote(name)}"
@@ -475,11 +498,11 @@ def _register(con: duckdb.DuckDBPyConnection, entry: TableEntry, name: str, sche
     )
 
 
-def checkpoint(state: str | Path, epoch: int | None = None) -> dict[str, Any]:
+def checkpoint(state: str | Location, epoch: int | None = None) -> dict[str, Any]:
     """The manifest row of `epoch`; by default the current cut (the latest epoch, or a later rollback)."""
     return History(state).row(epoch)
 
 
-def state_at(state: str | Path, operator: str, epoch: At = None) -> pl.LazyFrame:
+def state_at(state: str | Location, operator: str, epoch: At = None) -> pl.LazyFrame:
     """The live state of a stateful operator (by state id) as of `epoch`: one row per key."""
     return History(state).scan_state(operator, epoch)

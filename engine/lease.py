@@ -161,6 +161,12 @@ class LocalLease(Lease):
             raise self.lost(holder)
 
     def close(self) -> None:
+        # Marked released (if still ours) while the flock is held: a copy of the directory (uploaded to S3, moved
+        # to another host) then carries no live-looking lease that a run there would wait out.
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            holder = read_lease(self.root)
+            if holder is not None and int(holder["token"]) == self.token:
+                write_atomic(self.root / LEASE_FILE, json.dumps(_record(self.token, released=True)).encode())
         self.handle.close()
 
 

@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
 def test_the_notebooks_are_committed_without_outputs() -> None:
-    assert len(NOTEBOOKS) == 4
+    assert len(NOTEBOOKS) == 5
     for path in NOTEBOOKS:
         book = nbformat.read(path, as_version=4)
         assert all(not cell.get("outputs") for cell in book.cells if cell.cell_type == "code"), path.name
