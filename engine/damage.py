@@ -34,8 +34,8 @@ from engine.delta_tables import open_table
 from engine.errors import StorageFailure
 from engine.manifest import DEAD_LETTERS, SINK, TableEntry, read_at
 from engine.offset_log import OffsetLog
-from engine.state_dir import StateDir, write_atomic
-from engine.storage import location
+from engine.state_dir import StateDir, move, write_atomic
+from engine.storage import ObjectPath, location
 
 #: how far back a damaged manifest head is looked past (the entries since the last Delta checkpoint)
 MANIFEST_LOOKBACK = 20
@@ -173,7 +173,7 @@ def set_aside_offsets(offsets: Path, from_epoch: int) -> list[str]:
     for path in sorted(offsets.glob("*.json")):
         if path.stem.isdigit() and int(path.stem) >= from_epoch:
             aside.mkdir(parents=True, exist_ok=True)
-            path.rename(aside / path.name)
+            move(path, aside / path.name)
             moved.append(str(aside / path.name))
     return moved
 
@@ -218,8 +218,6 @@ def _log_versions(table: Path) -> list[int]:
     return sorted({int(m.group(1)) for p in log.iterdir() if (m := _VERSIONED.match(p.name))}) if log.is_dir() else []
 
 
-
-
 def manifest_damage(path: Path) -> ManifestDamage | None:
     """None when the manifest's latest version reads; else its newest version that does (if any, nearby)."""
     try:
@@ -255,7 +253,7 @@ def set_aside_log(table: Path, keep: int) -> list[str]:
         stale_pointer = item.name == "_last_checkpoint" and _points_after(item, keep)
         if (match and int(match.group(1)) > keep) or stale_pointer:
             aside.mkdir(parents=True, exist_ok=True)
-            item.rename(aside / item.name)
+            move(item, aside / item.name)
             moved.append(str(aside / item.name))
     return moved
 
@@ -292,24 +290,36 @@ def check_files(tables: list[TableEntry]) -> None:
 
 def missing_files(path: str, version: int) -> list[str]:
     """Data files of a table version that are missing or whose size differs from the log's: a cheap check
-    (one stat per file, no rows read) of what a run is about to build on."""
+    (no rows read) of what a run is about to build on. Locally one stat per file; in an object store one
+    listing of the table's prefix, whatever the number of files (a HEAD per file would cost a request each)."""
     table = delta_tables.delta(path, version=version)
     actions = pl.DataFrame(table.get_add_actions(flatten=True)).select("path", "size_bytes")
     root = location(path)
+    listed = listed_sizes(root) if isinstance(root, ObjectPath) else None
     bad = []
     for name, size in actions.iter_rows():
         parsed = urlparse(name)
         if parsed.scheme and parsed.scheme != "file":
-            continue  # a file outside the local table (a shallow clone on object storage): not checked here
+            continue  # a file outside the table (a shallow clone's): not checked here
         file = location(name) if parsed.scheme else root / unquote(name)
-        try:
-            actual = os.stat(file).st_size
-        except FileNotFoundError:
+        if listed is not None:
+            actual = listed.get(unquote(name))
+        else:
+            try:
+                actual = os.stat(file).st_size
+            except FileNotFoundError:
+                actual = None
+        if actual is None:
             bad.append(f"{file} is missing")
-            continue
-        if actual != size:
+        elif actual != size:
             bad.append(f"{file} has {actual} bytes, the log says {size}")
     return bad
+
+
+def listed_sizes(root: ObjectPath) -> dict[str, int]:
+    """Every object under a table's prefix with its size, by its path relative to the table (one LIST)."""
+    prefix = f"{root.key}/" if root.key else ""
+    return {str(meta["path"])[len(prefix) :]: int(meta["size"]) for meta in root.list_files()}
 
 
 # -- the state directory's own files -----------------------------------------------------------------------
@@ -379,7 +389,7 @@ def repair_pipeline_file(directory: StateDir, tables: list[TableEntry] | None) -
             "holds would be written again. Restore the file from a copy of the state directory"
         )
     if path.exists():
-        path.rename(path.with_name(f"pipeline.json.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"))
+        move(path, path.with_name(f"pipeline.json.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"))
     write_atomic(path, json.dumps({"pipeline_id": pid}).encode())
     return {"message": f"{path} {what}; the pipeline id {pid} was recovered from the sinks' transaction markers"}
 

@@ -30,8 +30,10 @@ from engine.storage import ConditionFailed, Location, ObjectPath, put_if_absent,
 from engine.storage import write_atomic as write_atomic
 
 #: a lease whose holder has not renewed it for this long may be taken over by another host
-LEASE_TIMEOUT_S = 30.0
-RENEW_EVERY_S = 5.0
+#: (TIMELAPSE_LEASE_TIMEOUT_S sets it, for all processes that share a directory: they must agree)
+LEASE_TIMEOUT_S = float(os.environ.get("TIMELAPSE_LEASE_TIMEOUT_S", "30"))
+#: a holder renews this often, well within the timeout
+RENEW_EVERY_S = min(5.0, LEASE_TIMEOUT_S / 4)
 LEASE_FILE = "lease.json"
 
 

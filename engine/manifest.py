@@ -23,6 +23,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from engine import delta_tables, faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 from engine.errors import VersioningError
+from engine.lease import LeaseLost
 from engine.state_dir import StateDir
 from engine.storage import location
 
@@ -146,6 +147,10 @@ class Manifest:
         }
         faults.commit("manifest.commit", self.path)
         self.table.update_incremental()  # retention may have committed to the manifest (a property change)
+        newer = int(self.table.transaction_version(LEASE_APP) or 0) if lease_token is not None else 0
+        if lease_token is not None and newer > lease_token:
+            # A writer that took the directory over has committed: this one lost it, whatever its lease check said.
+            raise LeaseLost(f"{self.path} was committed to by a newer writer (token {newer} > {lease_token})")
         write_deltalake(
             self.table,
             to_arrow(pl.DataFrame([row], schema=SCHEMA)),

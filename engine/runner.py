@@ -410,6 +410,7 @@ class Runner:
         """Append each sink's rows (those of all the INSERTs into it) with the epoch's marker."""
         rows_out: dict[str, int] = {}
         position = 0
+        self._lock.check()  # a run that lost its lease writes no sink (one read of the lease per epoch)
         for name, nodes in self.sink_nodes.items():
             parts = results[position : position + len(nodes)]
             position += len(nodes)
@@ -454,6 +455,9 @@ class Runner:
         }
         if positions := {name: p for name, sink in self.sinks.items() if (p := sink.position()) is not None}:
             metrics[SINK_POSITIONS] = positions
+        # Again just before the commit point: state commits take long on an object store, and a run paused among
+        # them past its lease must not commit what a run that took over may be redoing.
+        self._lock.check()
         self.manifest.commit(
             Checkpoint(
                 epoch=self.last_epoch,
