@@ -26,9 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from engine import lease
+from engine import lease, storage
 from engine.lease import LEASE_FILE, LEASE_TIMEOUT_S, RENEW_EVERY_S, Lease, LeaseLost, StateDirBusy, read_lease
-from engine import storage
 from engine.storage import Location, ObjectPath, is_uri, location, write_atomic
 
 __all__ = [

@@ -166,7 +166,5 @@ def render(report: dict[str, Any]) -> str:
         elif p["table"] == "manifest":
             lines.append(f"PROBLEM manifest log entry {p['path']}: {p['what']}")
         else:
-            lines.append(
-                f"PROBLEM epoch {p['epoch']}: {p['table']} (version {p['version']}, {p['path']}): {p['what']}"
-            )
+            lines.append(f"PROBLEM epoch {p['epoch']}: {p['table']} (version {p['version']}, {p['path']}): {p['what']}")
     return "\n".join(lines)

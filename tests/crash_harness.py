@@ -76,6 +76,8 @@ class Stream:
     interval: str = "1 epochs"
     #: an object-store prefix (`s3://bucket/p`) holding the state directory and the Delta sinks; None: local
     remote: str | None = None
+    #: whether the Delta sinks are under `remote` too (else local, beside the SQL)
+    remote_sinks: bool = True
 
     @property
     def state(self) -> str:
@@ -84,11 +86,11 @@ class Stream:
 
     def sink(self, name: str) -> str:
         """Where a Delta sink lives (relative to `root`, or a URI)."""
-        return f"{self.remote}/{name}" if self.remote else name
+        return f"{self.remote}/{name}" if self.remote and self.remote_sinks else name
 
     def at(self, where: str) -> str:
         """A path as a reader in this process names it."""
-        return where if self.remote else str(self.root / where)
+        return where if "://" in where else str(self.root / where)
 
     def __post_init__(self) -> None:
         self.events = windows.make_rows(self.seed, 40 * self.chunks)
