@@ -170,7 +170,7 @@ def set_aside_offsets(offsets: Path, from_epoch: int) -> list[str]:
     """Move the offset files of epochs from `from_epoch` on to `offsets/_damaged/<time>/` (never deleted)."""
     aside = StateDir(offsets.parent).damaged_offsets / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     moved = []
-    for path in sorted(offsets.glob("*.json")):
+    for path in sorted(offsets.glob("*.json"), key=lambda p: p.name):
         if path.stem.isdigit() and int(path.stem) >= from_epoch:
             aside.mkdir(parents=True, exist_ok=True)
             move(path, aside / path.name)
@@ -248,7 +248,7 @@ def set_aside_log(table: Path, keep: int) -> list[str]:
     aside = StateDir.set_aside_log(table) / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     log = table / "_delta_log"
     moved = []
-    for item in sorted(log.iterdir()):
+    for item in sorted(log.iterdir(), key=lambda p: p.name):
         match = _VERSIONED.match(item.name)
         stale_pointer = item.name == "_last_checkpoint" and _points_after(item, keep)
         if (match and int(match.group(1)) > keep) or stale_pointer:
@@ -362,7 +362,7 @@ def recover_pipeline_id(tables: list[TableEntry]) -> str | None:
 def _marker_ids(table: Path) -> set[str]:
     ids: set[str] = set()
     log = table / "_delta_log"
-    entries = sorted(log.glob("*.json"), reverse=True)[:MARKER_LOOKBACK] if log.is_dir() else []
+    entries = sorted(log.glob("*.json"), key=lambda p: p.name, reverse=True)[:MARKER_LOOKBACK] if log.is_dir() else []
     for entry in entries:
         for line in entry.read_text(errors="replace").splitlines():
             try:

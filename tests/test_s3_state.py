@@ -86,7 +86,8 @@ def _pipeline(root: Path, rows: int = 200) -> Path:
 def test_verify_on_s3_lists_each_table_once_and_finds_a_missing_data_file(s3: S3Server, tmp_path: Path) -> None:
     root = _pipeline(tmp_path / "p")
     state = f"s3://{s3.bucket()}/st"
-    assert timelapse(root, "run", "pipeline.sql", "--state", state, "--once").returncode == 0
+    ran = timelapse(root, "run", "pipeline.sql", "--state", state, "--once", "--max-epoch-rows", "100")
+    assert ran.returncode == 0, ran.stderr
     before = s3.requests()
     clean = timelapse(root, "verify", state)
     assert clean.returncode == 0, clean.stderr
@@ -94,12 +95,59 @@ def test_verify_on_s3_lists_each_table_once_and_finds_a_missing_data_file(s3: S3
     requests = s3.requests() - before
     # Find a state data file and delete it: verify names it, in one line, and exits 4.
     bucket, prefix = state.removeprefix("s3://").split("/", 1)
-    data = [k for k in s3.keys(bucket, f"{prefix}/operators/") if k.endswith(".parquet")]
-    s3.client.delete_object(Bucket=bucket, Key=data[-1])
+    table = next(
+        k for k in s3.keys(bucket, f"{prefix}/operators/") if k.endswith("/state/_delta_log/00000000000000000000.json")
+    )
+    table = table.split("/_delta_log/")[0]
+    s3.client.delete_object(Bucket=bucket, Key=f"{table}/{_added_last(f's3://{bucket}/{table}')}")
     damaged = timelapse(root, "verify", state)
     assert damaged.returncode == 4, damaged.stderr
-    assert "PROBLEM" in damaged.stdout and "Traceback" not in damaged.stderr
+    assert "PROBLEM" in damaged.stdout and "is missing" in damaged.stdout and "Traceback" not in damaged.stderr
     assert requests < 150, f"{requests} requests for one verify"
+    # A run finds the same damage before it builds on it, falls back, and recomputes from the sources.
+    harness.write_jsonl(root / "in" / "part-0001.json", _rows(200))
+    resumed = timelapse(root, "run", "pipeline.sql", "--state", state, "--once")
+    assert resumed.returncode == 0 and "fell back" in resumed.stderr, resumed.stderr
+    assert timelapse(root, "verify", state).returncode == 0
+    assert _totals(root) == [80] * 5
+
+
+def test_damaged_log_entries_on_s3_are_set_aside_by_copy_and_delete(s3: S3Server, tmp_path: Path) -> None:
+    """A garbled manifest head and a garbled offset file of an uncommitted epoch: a run moves them aside (an object
+    store has no rename) and resumes; nothing is lost or written twice."""
+    root = _pipeline(tmp_path / "p")
+    bucket = s3.bucket()
+    state = f"s3://{bucket}/st"
+    ran = timelapse(root, "run", "pipeline.sql", "--state", state, "--once", "--max-epoch-rows", "100")
+    assert ran.returncode == 0, ran.stderr
+    log = sorted(k for k in s3.keys(bucket, "st/manifest/_delta_log/") if k.endswith(".json"))
+    s3.client.put_object(Bucket=bucket, Key=log[-1], Body=b'{"garbage')
+    s3.client.put_object(Bucket=bucket, Key="st/offsets/000000000003.json", Body=b"not json")
+    resumed = timelapse(root, "run", "pipeline.sql", "--state", state, "--once")
+    assert resumed.returncode == 0, resumed.stderr
+    aside = s3.keys(bucket, "st/manifest/_damaged_log/") + s3.keys(bucket, "st/offsets/_damaged/")
+    assert sorted(k.rsplit("/", 1)[1] for k in aside) == sorted(["000000000003.json", log[-1].rsplit("/", 1)[1]])
+    assert s3.client.get_object(Bucket=bucket, Key=log[-1])["Body"].read() != b'{"garbage'  # rewritten by the run
+    assert timelapse(root, "verify", state).returncode == 0
+    assert _totals(root) == [40] * 5
+
+
+def _added_last(uri: str) -> str:
+    """A data file the table's latest version added (the previous version does not have it)."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri)
+    latest = set(table.file_uris())
+    table.load_as_version(table.version() - 1)
+    return sorted(latest - set(table.file_uris()))[0].rsplit("/", 1)[1]
+
+
+def _rows(count: int) -> list[dict[str, object]]:
+    return [{"seq": i, "k": f"k{i % 5}", "v": i, "ts": i * 1000} for i in range(count)]
+
+
+def _totals(root: Path) -> list[int]:
+    return list(pl.read_delta(str(root / "totals")).sort("k").get_column("n"))
 
 
 def test_unsupported_schemes_are_refused_without_a_local_folder(tmp_path: Path) -> None:
