@@ -29,6 +29,7 @@ from engine.errors import Busy
 from engine.storage import ConditionFailed, Location, ObjectPath, put_if_absent, put_if_match, read_versioned
 from engine.storage import write_atomic as write_atomic
 
+
 #: a lease whose holder has not renewed it for this long may be taken over by another host
 #: (TIMELAPSE_LEASE_TIMEOUT_S sets it, for all processes that share a directory: they must agree)
 def _timeout_from_environment(default: float = 30.0) -> float:
