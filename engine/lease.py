@@ -30,8 +30,6 @@ from engine.storage import ConditionFailed, Location, ObjectPath, put_if_absent,
 from engine.storage import write_atomic as write_atomic
 
 
-#: a lease whose holder has not renewed it for this long may be taken over by another host
-#: (TIMELAPSE_LEASE_TIMEOUT_S sets it, for all processes that share a directory: they must agree)
 def _timeout_from_environment(default: float = 30.0) -> float:
     try:
         value = float(os.environ.get("TIMELAPSE_LEASE_TIMEOUT_S", default))
@@ -40,6 +38,8 @@ def _timeout_from_environment(default: float = 30.0) -> float:
     return value if value > 0 else default
 
 
+#: a lease whose holder has not renewed it for this long may be taken over by another host
+#: (TIMELAPSE_LEASE_TIMEOUT_S sets it, for all processes that share a directory: they must agree)
 LEASE_TIMEOUT_S = _timeout_from_environment()
 #: a holder renews this often, well within the timeout
 RENEW_EVERY_S = min(5.0, LEASE_TIMEOUT_S / 4)
