@@ -39,6 +39,13 @@ def parse_duration(text: str) -> float:
         raise UsageError(str(err)) from None
 
 
+def _storage_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--storage-option '{text}': expected KEY=VALUE")
+    return key.strip(), value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.pipeline import Pipeline
 
@@ -55,7 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         configured = [p for p in os.environ.get(ROOTS_VARIABLE, "").split(os.pathsep) if p]
         os.environ[ROOTS_VARIABLE] = os.pathsep.join(configured + args.allowed_root)
-    pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf))
+    options = dict(_storage_option(text) for text in args.storage_option or [])
+    pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf), storage_options=options)
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
         once=args.once,
@@ -390,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a pipeline (a .sql file of CREATE TABLE and INSERT INTO statements)")
     run.add_argument("file")
     run.add_argument("--state", required=True, help="state directory: manifest, offsets, dead letters")
+    run.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="how to reach an object-store state directory (e.g. aws_endpoint_url=..., aws_region=...); "
+        "repeatable; holds for every table in its bucket",
+    )
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process everything available now, then exit")
     mode.add_argument(

@@ -34,7 +34,7 @@ from engine.delta_tables import open_table
 from engine.errors import StorageFailure
 from engine.manifest import DEAD_LETTERS, SINK, TableEntry, read_at
 from engine.offset_log import OffsetLog
-from engine.state_dir import StateDir, write_atomic
+from engine.state_dir import StateDir, move, write_atomic
 from engine.storage import ObjectPath, location
 
 #: how far back a damaged manifest head is looked past (the entries since the last Delta checkpoint)
@@ -170,10 +170,10 @@ def set_aside_offsets(offsets: Path, from_epoch: int) -> list[str]:
     """Move the offset files of epochs from `from_epoch` on to `offsets/_damaged/<time>/` (never deleted)."""
     aside = StateDir(offsets.parent).damaged_offsets / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     moved = []
-    for path in sorted(offsets.glob("*.json")):
+    for path in sorted(offsets.glob("*.json"), key=lambda p: p.name):
         if path.stem.isdigit() and int(path.stem) >= from_epoch:
             aside.mkdir(parents=True, exist_ok=True)
-            path.rename(aside / path.name)
+            move(path, aside / path.name)
             moved.append(str(aside / path.name))
     return moved
 
@@ -218,8 +218,6 @@ def _log_versions(table: Path) -> list[int]:
     return sorted({int(m.group(1)) for p in log.iterdir() if (m := _VERSIONED.match(p.name))}) if log.is_dir() else []
 
 
-
-
 def manifest_damage(path: Path) -> ManifestDamage | None:
     """None when the manifest's latest version reads; else its newest version that does (if any, nearby)."""
     try:
@@ -250,12 +248,12 @@ def set_aside_log(table: Path, keep: int) -> list[str]:
     aside = StateDir.set_aside_log(table) / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
     log = table / "_delta_log"
     moved = []
-    for item in sorted(log.iterdir()):
+    for item in sorted(log.iterdir(), key=lambda p: p.name):
         match = _VERSIONED.match(item.name)
         stale_pointer = item.name == "_last_checkpoint" and _points_after(item, keep)
         if (match and int(match.group(1)) > keep) or stale_pointer:
             aside.mkdir(parents=True, exist_ok=True)
-            item.rename(aside / item.name)
+            move(item, aside / item.name)
             moved.append(str(aside / item.name))
     return moved
 
@@ -364,7 +362,7 @@ def recover_pipeline_id(tables: list[TableEntry]) -> str | None:
 def _marker_ids(table: Path) -> set[str]:
     ids: set[str] = set()
     log = table / "_delta_log"
-    entries = sorted(log.glob("*.json"), reverse=True)[:MARKER_LOOKBACK] if log.is_dir() else []
+    entries = sorted(log.glob("*.json"), key=lambda p: p.name, reverse=True)[:MARKER_LOOKBACK] if log.is_dir() else []
     for entry in entries:
         for line in entry.read_text(errors="replace").splitlines():
             try:
@@ -391,7 +389,7 @@ def repair_pipeline_file(directory: StateDir, tables: list[TableEntry] | None) -
             "holds would be written again. Restore the file from a copy of the state directory"
         )
     if path.exists():
-        path.rename(path.with_name(f"pipeline.json.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"))
+        move(path, path.with_name(f"pipeline.json.damaged-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%f}"))
     write_atomic(path, json.dumps({"pipeline_id": pid}).encode())
     return {"message": f"{path} {what}; the pipeline id {pid} was recovered from the sinks' transaction markers"}
 

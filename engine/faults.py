@@ -21,7 +21,8 @@ import os
 import signal
 import uuid
 from collections.abc import Callable
-from pathlib import Path
+
+from engine.storage import Location, location
 
 POINTS: dict[str, str] = {
     "epoch.offsets-logged": "the epoch's slice is in the offset log; no input read yet",
@@ -57,17 +58,17 @@ KAFKA_POINTS: dict[str, str] = {
     "kafka.rollback.compensated": "a rollback's compensating upserts are committed; the rollback row not yet",
 }
 
-Action = Callable[[str, Path | None], None]
-Where = Path | str | None  # a table's path or URI
+Action = Callable[[str, Location | None], None]
+Where = Location | str | None  # a table's path or URI
 
 
-def kill(point: str, table: Path | None) -> None:
+def kill(point: str, table: Location | None) -> None:
     if point.endswith(".during") and table is not None:
         leave_commit_debris(table)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def disk_full(point: str, table: Path | None) -> None:
+def disk_full(point: str, table: Location | None) -> None:
     raise OSError(errno.ENOSPC, f"No space left on device (injected at {point})")
 
 
@@ -97,7 +98,7 @@ def point(name: str, table: Where = None) -> None:
     if _hits <= 0:
         action = _action
         disarm()
-        action(name, Path(str(table).removeprefix("file://")) if table is not None else None)
+        action(name, location(str(table)) if table is not None else None)
 
 
 def commit(name: str, table: Where = None) -> None:
@@ -108,8 +109,9 @@ def commit(name: str, table: Where = None) -> None:
     point(f"{name}.during", table)
 
 
-def leave_commit_debris(table: Path) -> None:
-    """What a kill inside a delta-rs commit leaves: a data file no log entry names, a temporary commit file."""
+def leave_commit_debris(table: Location) -> None:
+    """What a kill inside a delta-rs commit leaves: a data file no log entry names, a temporary commit file
+    (in an object store too, where delta-rs stages a commit the same way)."""
     token = uuid.uuid4()
     (table / f"part-00000-{token}-c000.snappy.parquet").write_bytes(b"PAR1 torn write")
     log = table / "_delta_log"

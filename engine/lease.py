@@ -29,9 +29,20 @@ from engine.errors import Busy
 from engine.storage import ConditionFailed, Location, ObjectPath, put_if_absent, put_if_match, read_versioned
 from engine.storage import write_atomic as write_atomic
 
+
+def _timeout_from_environment(default: float = 30.0) -> float:
+    try:
+        value = float(os.environ.get("TIMELAPSE_LEASE_TIMEOUT_S", default))
+    except ValueError:
+        return default  # a malformed value must not stop every command at import; the default is safe
+    return value if value > 0 else default
+
+
 #: a lease whose holder has not renewed it for this long may be taken over by another host
-LEASE_TIMEOUT_S = 30.0
-RENEW_EVERY_S = 5.0
+#: (TIMELAPSE_LEASE_TIMEOUT_S sets it, for all processes that share a directory: they must agree)
+LEASE_TIMEOUT_S = _timeout_from_environment()
+#: a holder renews this often, well within the timeout
+RENEW_EVERY_S = min(5.0, LEASE_TIMEOUT_S / 4)
 LEASE_FILE = "lease.json"
 
 

@@ -23,6 +23,7 @@ from deltalake import CommitProperties, Transaction, write_deltalake
 from engine import delta_tables, faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
 from engine.errors import VersioningError
+from engine.lease import LeaseLost
 from engine.state_dir import StateDir
 from engine.storage import location
 
@@ -115,6 +116,9 @@ class Manifest:
         self.dir = StateDir(path.parent)
         self.table = ensure_table(path, SCHEMA)
         self._commits = 0
+        # The lease token the manifest carried when this writer opened it: a higher one appearing later is a
+        # writer that took over. (One already there is not: a lease file removed by hand restarts the count.)
+        self._lease_seen = int(self.table.transaction_version(LEASE_APP) or 0)
 
     def latest(self) -> Checkpoint | None:
         """The state a run resumes from: the last epoch committed, or the last rollback, whichever is newer."""
@@ -146,6 +150,10 @@ class Manifest:
         }
         faults.commit("manifest.commit", self.path)
         self.table.update_incremental()  # retention may have committed to the manifest (a property change)
+        newer = int(self.table.transaction_version(LEASE_APP) or 0) if lease_token is not None else 0
+        if lease_token is not None and newer > lease_token and newer != self._lease_seen:
+            # A writer that took the directory over has committed: this one lost it, whatever its lease check said.
+            raise LeaseLost(f"{self.path} was committed to by a newer writer (token {newer} > {lease_token})")
         write_deltalake(
             self.table,
             to_arrow(pl.DataFrame([row], schema=SCHEMA)),
@@ -156,6 +164,7 @@ class Manifest:
             post_commithook_properties=NO_CLEANUP,
         )
         faults.point("manifest.commit.after")
+        self._lease_seen = lease_token if lease_token is not None else self._lease_seen
         self._commits += 1
         if self._commits % COMPACT_EVERY == 0:
             # One small file per epoch makes every later commit and read slower (delta-facts §8), and so does

@@ -11,7 +11,7 @@ from engine.errors import Busy, UserError
 from engine.manifest import Manifest
 from engine.runner import EpochReport, Runner, RunOptions
 from engine.state_dir import StateDir, write_atomic
-from engine.storage import location
+from engine.storage import Location, location
 from engine.upgrade import Change
 from sql import Plan, ScalarUdf, plan_script
 from sql.options import check_run_options
@@ -25,24 +25,37 @@ MAX_FALLBACKS = 3
 class Pipeline:
     """A planned SQL script bound to a state directory."""
 
-    def __init__(self, plan: Plan, state: str | Path, base_dir: str | Path = ".") -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        state: str | Location,
+        base_dir: str | Path = ".",
+        storage_options: Mapping[str, str] | None = None,
+    ) -> None:
+        """`storage_options`: how to reach an object-store state directory (endpoint, region, credentials, in
+        delta-rs' key names); they hold for every table in its bucket, so no AWS_* variables are needed."""
         self.plan = plan
         # Absolute, because the manifest records table paths: readers may open it from any directory.
-        self.state = location(state).absolute()
+        self.state = location(state, options=storage_options).absolute()
         self.base_dir = Path(base_dir).absolute()
 
     @classmethod
     def from_sql(
-        cls, text_or_path: str | Path, state: str | Path, udfs: Mapping[str, ScalarUdf] | None = None
+        cls,
+        text_or_path: str | Path,
+        state: str | Location,
+        udfs: Mapping[str, ScalarUdf] | None = None,
+        storage_options: Mapping[str, str] | None = None,
     ) -> Pipeline:
         """Plan a script given as text or as a path to a .sql file.
 
         Relative connector paths resolve against the script's folder, or the working directory for text.
         """
+        state = location(state, options=storage_options)  # an unsupported scheme is refused before any planning
         path = Path(text_or_path) if isinstance(text_or_path, Path) or _looks_like_path(text_or_path) else None
         if path is not None:
-            return cls(plan_script(path.read_text(), udfs), state, path.resolve().parent)
-        return cls(plan_script(str(text_or_path), udfs), state, Path.cwd())
+            return cls(plan_script(path.read_text(), udfs), state, path.resolve().parent, storage_options)
+        return cls(plan_script(str(text_or_path), udfs), state, Path.cwd(), storage_options)
 
     def explain(self) -> str:
         return self.plan.explain()

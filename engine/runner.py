@@ -180,6 +180,7 @@ class Runner:
         self._operator_sources = {n.id: n.upstream_watermarks for n in plan.nodes if n.stateful}
         self.watermarks = Watermarks(self.scans, started_at=time.time())
         self.last_epoch = 0
+        self._checkpoint_requested = True  # until an epoch looked: the first checkpoint clears a stale request
         self._restore()
 
     def close(self) -> None:
@@ -364,7 +365,9 @@ class Runner:
         self.last_epoch = epoch
         self._tally(counts, planned.drain and epoch, time.perf_counter() - started)
         commit_started = time.perf_counter()
-        if self.schedule.due(epoch, self._state_bytes(), self.dir.checkpoint_request.exists()):
+        # One HEAD per epoch on an object store (exists() would also LIST the prefix when the file is absent).
+        self._checkpoint_requested = self.dir.checkpoint_request.is_file()
+        if self.schedule.due(epoch, self._state_bytes(), self._checkpoint_requested):
             self.checkpoint()
         finished = time.perf_counter()
         return EpochReport(
@@ -411,6 +414,7 @@ class Runner:
         """Append each sink's rows (those of all the INSERTs into it) with the epoch's marker."""
         rows_out: dict[str, int] = {}
         position = 0
+        self._lock.check()  # a run that lost its lease writes no sink (one read of the lease per epoch)
         for name, nodes in self.sink_nodes.items():
             parts = results[position : position + len(nodes)]
             position += len(nodes)
@@ -455,6 +459,9 @@ class Runner:
         }
         if positions := {name: p for name, sink in self.sinks.items() if (p := sink.position()) is not None}:
             metrics[SINK_POSITIONS] = positions
+        # Again just before the commit point: state commits take long on an object store, and a run paused among
+        # them past its lease must not commit what a run that took over may be redoing.
+        self._lock.check()
         self.manifest.commit(
             Checkpoint(
                 epoch=self.last_epoch,
@@ -472,7 +479,9 @@ class Runner:
             source.checkpointed()
         self._since_checkpoint = {}
         self.previous_parallelism = self.parallelism
-        self.dir.checkpoint_request.unlink(missing_ok=True)
+        if self._checkpoint_requested:  # answered; a request made since asks for the next one
+            self.dir.checkpoint_request.unlink(missing_ok=True)
+            self._checkpoint_requested = False
         self._checkpoints_since_retention += 1
         if self._checkpoints_since_retention >= self.retention.every:
             self._checkpoints_since_retention = 0

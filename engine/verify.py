@@ -9,6 +9,7 @@ stop on or repair is reported here too. Nothing is changed.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from engine import damage, delta_tables
 from engine.damage import first_line
 from engine.manifest import RESUMABLE, entries, live_savepoints, readable
 from engine.state_dir import StateDir
-from engine.storage import location
+from engine.storage import ObjectPath, location
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,17 @@ def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
     if not read_rows:
         return None
     uri = None
+    root = location(path)
+    listed = damage.listed_sizes(root) if isinstance(root, ObjectPath) else None  # one LIST, not a HEAD per file
     try:
         for uri in table.file_uris():
+            if listed is not None:
+                remote = location(uri)
+                relative = remote.relative_to(root).as_posix() if remote.is_relative_to(root) else None
+                if relative is not None and relative not in listed:
+                    return f"the data file {uri} is missing"
+                pl.read_parquet(io.BytesIO(remote.read_bytes()))
+                continue
             local = Path(unquote(urlparse(uri).path)) if uri.startswith(("file:", "/")) else None
             if local is not None and not local.exists():
                 return f"the data file {local} is missing"
@@ -156,7 +166,5 @@ def render(report: dict[str, Any]) -> str:
         elif p["table"] == "manifest":
             lines.append(f"PROBLEM manifest log entry {p['path']}: {p['what']}")
         else:
-            lines.append(
-                f"PROBLEM epoch {p['epoch']}: {p['table']} (version {p['version']}, {p['path']}): {p['what']}"
-            )
+            lines.append(f"PROBLEM epoch {p['epoch']}: {p['table']} (version {p['version']}, {p['path']}): {p['what']}")
     return "\n".join(lines)

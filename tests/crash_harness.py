@@ -58,6 +58,7 @@ INSERT INTO joined SELECT o.id, p.id, o.amount, p.paid FROM orders o FULL JOIN p
 )
 
 BAD_LINES = ['{"seq": 1, "k": "a", "v": ', '{"seq": "x", "k": "a", "v": 1, "ts": 0}']
+SINKS = ("out", "totals", "joined")
 ENV = {"TIMELAPSE_COMPACT_MIN_ROWS": "40"}  # compaction happens with little data, so its points are reached
 
 
@@ -73,6 +74,23 @@ class Stream:
     payments: list[dict[str, object]] = field(default_factory=list)
     delivered: int = 0
     interval: str = "1 epochs"
+    #: an object-store prefix (`s3://bucket/p`) holding the state directory and the Delta sinks; None: local
+    remote: str | None = None
+    #: whether the Delta sinks are under `remote` too (else local, beside the SQL)
+    remote_sinks: bool = True
+
+    @property
+    def state(self) -> str:
+        """The state directory as `timelapse` is given it (relative to `root`, or a URI)."""
+        return f"{self.remote}/state" if self.remote else "state"
+
+    def sink(self, name: str) -> str:
+        """Where a Delta sink lives (relative to `root`, or a URI)."""
+        return f"{self.remote}/{name}" if self.remote and self.remote_sinks else name
+
+    def at(self, where: str) -> str:
+        """A path as a reader in this process names it."""
+        return where if "://" in where else str(self.root / where)
 
     def __post_init__(self) -> None:
         self.events = windows.make_rows(self.seed, 40 * self.chunks)
@@ -82,7 +100,10 @@ class Stream:
     def setup(self, interval: str) -> None:
         self.interval = interval
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "pipeline.sql").write_text(SQL.format(interval=interval))
+        sql = SQL.format(interval=interval)
+        for name in SINKS:
+            sql = sql.replace(f"'path' = '{name}'", f"'path' = '{self.sink(name)}'")
+        (self.root / "pipeline.sql").write_text(sql)
         for name in ("in", "orders", "payments"):
             (self.root / name).mkdir(exist_ok=True)
 
@@ -117,9 +138,9 @@ def timelapse(root: Path, args: list[str], crash_at: str | None = None) -> int:
     return process.returncode
 
 
-def run_pipeline(root: Path, crash_at: str | None = None, *extra: str, max_rows: int = 10) -> int:
-    """One `timelapse run --once`."""
-    args = ["run", "pipeline.sql", "--state", "state", "--once", "--max-epoch-rows", str(max_rows), "--quiet", *extra]
+def run_pipeline(root: Path, crash_at: str | None = None, *extra: str, max_rows: int = 10, state: str = "state") -> int:
+    """One `timelapse run --once` (`state`: the state directory, relative to `root` or a URI)."""
+    args = ["run", "pipeline.sql", "--state", state, "--once", "--max-epoch-rows", str(max_rows), "--quiet", *extra]
     return timelapse(root, args, crash_at)
 
 
@@ -139,19 +160,20 @@ def oracle(stream: Stream) -> dict[str, pl.DataFrame]:
 def check_sinks(stream: Stream) -> int:
     """Compare every sink with DuckDB; returns how many sink rows were compared."""
     expected = oracle(stream)
-    windows.assert_same(windows.naive(read_sink(stream.root / "out")), expected["out"])
+    windows.assert_same(windows.naive(read_sink(stream.at(stream.sink("out")))), expected["out"])
     for name in ("totals", "joined"):
-        assert_frame_equal(sort_all(read_sink(stream.root / name)), sort_all(expected[name]), check_dtypes=False)
-    dead = pl.read_delta(str(stream.root / "state" / "dead_letters" / "events"))
+        actual = read_sink(stream.at(stream.sink(name)))
+        assert_frame_equal(sort_all(actual), sort_all(expected[name]), check_dtypes=False)
+    dead = pl.read_delta(f"{stream.at(stream.state)}/dead_letters/events")
     assert dead.height == len(BAD_LINES) * stream.chunks, f"{dead.height} dead letters"
     assert dead.select("file", "position").n_unique() == dead.height  # none twice
     return sum(frame.height for frame in expected.values()) + dead.height
 
 
-def final_state(root: Path) -> dict[str, pl.DataFrame]:
+def final_state(state: str) -> dict[str, pl.DataFrame]:
     import engine
 
-    history = engine.open(root / "state")
+    history = engine.open(state)
     row = history.row()
     names = [t["name"] for t in row["tables"] if t["role"] == "state"]
     return {name: sort_all(history.state(name)) for name in names}
@@ -160,7 +182,7 @@ def final_state(root: Path) -> dict[str, pl.DataFrame]:
 def check_state(stream: Stream, scratch: Path) -> None:
     """Every operator's state equals an uninterrupted run's (made in `scratch`); the GROUP BY's equals DuckDB's."""
     reference = reference_run(scratch / "reference", stream.seed, stream.chunks, stream.interval)
-    actual, expected = final_state(stream.root), final_state(reference.root)
+    actual, expected = final_state(stream.at(stream.state)), final_state(reference.at(reference.state))
     assert sorted(actual) == sorted(expected)
     for name, frame in expected.items():
         assert_frame_equal(actual[name], frame, check_dtypes=False, check_column_order=False)
@@ -174,7 +196,7 @@ def check_state(stream: Stream, scratch: Path) -> None:
 def finish_and_check(stream: Stream, scratch: Path) -> int:
     """Deliver the rest of the input and run to the end; then check sinks and state. Returns sink rows compared."""
     stream.deliver_all()
-    run_pipeline(stream.root)
+    run_pipeline(stream.root, state=stream.state)
     rows = check_sinks(stream)
     check_state(stream, scratch)
     return rows
