@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.state_dir import write_atomic
+from engine.storage import delete_files, read_if_exists
 
 
 class OffsetLog:
@@ -25,14 +26,11 @@ class OffsetLog:
         write_atomic(self._path(epoch), json.dumps({"epoch": epoch, **entry}, sort_keys=True).encode())
 
     def read(self, epoch: int) -> dict[str, Any] | None:
-        path = self._path(epoch)
-        if not path.exists():
-            return None
-        return dict(json.loads(path.read_text()))
+        data = read_if_exists(self._path(epoch))  # one GET on an object store, not HEAD + LIST + GET
+        return None if data is None else dict(json.loads(data))
 
     def epochs(self) -> list[int]:
-        if not self.directory.exists():
-            return []
+        # A folder that does not exist lists as empty, on a disk as in a bucket: one LIST, no existence check.
         return sorted(int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit())
 
     @property
@@ -43,8 +41,8 @@ class OffsetLog:
         """Each source's logged slices up to `until_epoch`, oldest first (folded slices come first)."""
         pieces: dict[str, list[dict[str, Any]]] = {}
         folded_until = 0
-        if self.base.exists():
-            base = json.loads(self.base.read_text())
+        if (data := read_if_exists(self.base)) is not None:
+            base = json.loads(data)
             folded_until = int(base["until_epoch"])
             for name, folded in base["sources"].items():
                 pieces.setdefault(name, []).extend(folded)
@@ -73,11 +71,8 @@ class OffsetLog:
             files = [f for piece in pieces for f in piece.get("files_added", [])]
             folded[name] = [{**first, "files_added": files}]
         write_atomic(self.base, json.dumps({"until_epoch": older[-1], "sources": folded}, sort_keys=True).encode())
-        for epoch in older:
-            self._path(epoch).unlink(missing_ok=True)
+        delete_files(self._path(epoch) for epoch in older)
 
     def discard_after(self, epoch: int) -> None:
         """Forget planned-but-uncommitted epochs beyond `epoch` (their slices will be planned again)."""
-        for e in self.epochs():
-            if e > epoch:
-                self._path(e).unlink(missing_ok=True)
+        delete_files(self._path(e) for e in self.epochs() if e > epoch)

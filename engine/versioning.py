@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, write_deltalake
+from deltalake import CommitProperties
 
 from engine import delta_tables, faults
 from engine.branching import branches_of
@@ -259,7 +259,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
                 )
         else:  # created after the target epoch: it held nothing then
             empty = to_arrow(delta_tables.scan(entry.path).head(0).collect())
-            write_deltalake(
+            delta_tables.write(  # as written: sealed columns stay sealed (engine.encryption)
                 table,
                 empty,
                 mode="overwrite",

@@ -30,9 +30,6 @@ POINTS = [
 ]
 
 
-SINKS_ON_S3 = os.environ.get("TIMELAPSE_TEST_S3_SINKS") == "1"
-
-
 def timelapse(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "engine.cli", *args],
@@ -58,12 +55,11 @@ def test_crashes_at_more_points_with_the_state_directory_on_s3(s3: S3Server, tmp
 
 
 def crash_and_check(s3: S3Server, tmp_path: Path, points: list[str]) -> None:
-    """Killed at each point with the state on S3, restarted: sinks equal DuckDB, state equals an uninterrupted
-    run's, and `timelapse verify` on the S3 directory finds nothing."""
+    """Killed at each point with the state and the Delta sinks on S3, restarted: sinks equal DuckDB, state equals
+    an uninterrupted run's, and `timelapse verify` on the S3 directory finds nothing."""
     bucket = s3.bucket()
-    # The Delta sinks stay local unless TIMELAPSE_TEST_S3_SINKS=1 (s3:// sink paths are the connectors' part).
     stream = harness.Stream(
-        tmp_path / "crashed", seed=8, chunks=len(points) + 1, remote=f"s3://{bucket}/p", remote_sinks=SINKS_ON_S3
+        tmp_path / "crashed", seed=8, chunks=len(points) + 1, remote=f"s3://{bucket}/p", remote_sinks=True
     )
     stream.setup("2 epochs")
     missed = []
