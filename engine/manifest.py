@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, Transaction, write_deltalake
+from deltalake import CommitProperties, Transaction
 
 from engine import delta_tables, faults
 from engine.delta_tables import NO_CLEANUP, ensure_table, to_arrow
@@ -154,7 +154,7 @@ class Manifest:
         if lease_token is not None and newer > lease_token and newer != self._lease_seen:
             # A writer that took the directory over has committed: this one lost it, whatever its lease check said.
             raise LeaseLost(f"{self.path} was committed to by a newer writer (token {newer} > {lease_token})")
-        write_deltalake(
+        delta_tables.write(
             self.table,
             to_arrow(pl.DataFrame([row], schema=SCHEMA)),
             mode="append",

@@ -26,9 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from engine import lease, storage
+from engine import lease
 from engine.lease import LEASE_FILE, LEASE_TIMEOUT_S, RENEW_EVERY_S, Lease, LeaseLost, StateDirBusy, read_lease
-from engine.storage import Location, ObjectPath, is_uri, location, write_atomic
+from engine.storage import Location, ObjectPath, is_uri, location, move, write_atomic
 
 __all__ = [
     "LEASE_FILE",
@@ -41,24 +41,6 @@ __all__ = [
     "read_lease",
     "write_atomic",
 ]
-
-
-def move(source: Location, target: Location) -> None:
-    """Move one file within a state directory: a rename on a local disk; in an object store (which has no
-    rename) a server-side copy, then the delete of the original, so a crash between the two leaves both copies
-    and never neither."""
-    if isinstance(source, ObjectPath) and isinstance(target, ObjectPath):
-        if (source.scheme, source.bucket) == (target.scheme, target.bucket):
-            storage._call(target, "copy", lambda ob: ob.copy(storage._store(target), source.key, target.key))
-        else:
-            target.write_bytes(source.read_bytes())
-        source.unlink(missing_ok=True)
-        return
-    if isinstance(source, Path) and isinstance(target, Path):
-        source.rename(target)
-        return
-    target.write_bytes(source.read_bytes())
-    source.unlink()
 
 
 @dataclass(frozen=True)

@@ -413,6 +413,24 @@ def delete_files(paths: Iterable[Location]) -> int:
     return count
 
 
+def move(source: Location, target: Location) -> None:
+    """Move one file within a state directory: a rename on a local disk; in an object store (which has no
+    rename) a server-side copy, then the delete of the original, so a crash between the two leaves both copies
+    and never neither."""
+    if isinstance(source, ObjectPath) and isinstance(target, ObjectPath):
+        if (source.scheme, source.bucket) == (target.scheme, target.bucket):
+            _call(target, "copy", lambda ob: ob.copy(_store(target), source.key, target.key))
+        else:
+            target.write_bytes(source.read_bytes())
+        source.unlink(missing_ok=True)
+        return
+    if isinstance(source, Path) and isinstance(target, Path):
+        source.rename(target)
+        return
+    target.write_bytes(source.read_bytes())
+    source.unlink()
+
+
 def remove_tree(path: Location) -> None:
     """Delete a folder and everything under it (nothing if it is absent)."""
     if isinstance(path, ObjectPath):
