@@ -18,10 +18,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.cli_types import OneLineParser, checked, epoch, whole
+from engine.cli_types import (
+    OneLineParser,
+    checked,
+    epoch,
+    register_storage_options,
+    storage_option_flag,
+    storage_options,
+    whole,
+)
 from engine.errors import UserError
 from engine.progress import Progress, render_summary
-from engine.storage import is_uri, location
+from engine.storage import location
 from sql import durations
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
@@ -37,13 +45,6 @@ def parse_duration(text: str) -> float:
         return durations.parse_duration(text)
     except ValueError as err:
         raise UsageError(str(err)) from None
-
-
-def _storage_option(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise UsageError(f"--storage-option '{text}': expected KEY=VALUE")
-    return key.strip(), value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         configured = [p for p in os.environ.get(ROOTS_VARIABLE, "").split(os.pathsep) if p]
         os.environ[ROOTS_VARIABLE] = os.pathsep.join(configured + args.allowed_root)
-    options = dict(_storage_option(text) for text in args.storage_option or [])
+    options = storage_options(args)
     pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf), storage_options=options)
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
@@ -281,34 +282,6 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def storage_option_flag(command: argparse.ArgumentParser) -> None:
-    """`--storage-option KEY=VALUE` (repeatable): options for the object store of the command's paths."""
-    command.add_argument(
-        "--storage-option",
-        action="append",
-        dest="storage_options",
-        metavar="KEY=VALUE",
-        help="for s3://, gs://, az:// paths: an option of their bucket, e.g. aws_endpoint_url=http://... or "
-        "aws_region=eu-west-1 (repeatable; default: the AWS_*, GOOGLE_*, AZURE_* environment variables)",
-    )
-
-
-def register_storage_options(args: argparse.Namespace) -> None:
-    """Hold the `--storage-option` values for the bucket of every object-store path the command names (the
-    state directories, a branch's sinks), so every table read or written there gets them."""
-    options: dict[str, str] = {}
-    for item in getattr(args, "storage_options", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--storage-option takes KEY=VALUE, not '{item}'")
-        options[key.strip()] = value
-    named = [getattr(args, name, None) for name in ("dir", "new_dir", "state")]
-    named += [item.partition("=")[2] for item in getattr(args, "sink", None) or []]
-    for path in named:
-        if options and isinstance(path, str) and is_uri(path):
-            location(path, options)
-
-
 def _point(text: str | None) -> int | str | None:
     """`--at` values: an epoch number, a savepoint name or an ISO time."""
     if text is None:
@@ -398,13 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a pipeline (a .sql file of CREATE TABLE and INSERT INTO statements)")
     run.add_argument("file")
     run.add_argument("--state", required=True, help="state directory: manifest, offsets, dead letters")
-    run.add_argument(
-        "--storage-option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="how to reach an object-store state directory (e.g. aws_endpoint_url=..., aws_region=...); "
-        "repeatable; holds for every table in its bucket",
-    )
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="process everything available now, then exit")
     mode.add_argument(
@@ -577,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=cmd_demo)
-    for command in (savepoint, rollback, checkpoint, branch, state, diff, sql, check_dir, retain, log):
+    for command in (run, savepoint, rollback, checkpoint, branch, state, diff, sql, check_dir, retain, log):
         storage_option_flag(command)
     return parser
 
@@ -591,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    register_storage_options(args)
+    register_storage_options(args, storage_options(args))
     return int(args.handler(args))
 
 

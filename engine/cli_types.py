@@ -52,3 +52,41 @@ def checked(check: Callable[[str], str | None]) -> Callable[[str], str]:
 def epoch(text: str) -> int:
     """An epoch number: epochs are numbered from 1."""
     return whole(1, " (epochs are numbered from 1)")(text)
+
+
+def storage_option_flag(command: argparse.ArgumentParser) -> None:
+    """`--storage-option KEY=VALUE` (repeatable): options for the object store of the command's paths."""
+    command.add_argument(
+        "--storage-option",
+        action="append",
+        dest="storage_options",
+        metavar="KEY=VALUE",
+        help="for s3://, gs://, az:// paths: an option of their bucket, e.g. aws_endpoint_url=http://... or "
+        "aws_region=eu-west-1 (repeatable; holds for every table in that bucket; default: the AWS_*, GOOGLE_*, "
+        "AZURE_* environment variables)",
+    )
+
+
+def storage_options(args: argparse.Namespace) -> dict[str, str]:
+    """The `--storage-option` values as a dict; a value that is not KEY=VALUE is a user error (exit 2)."""
+    from engine.errors import UserError
+
+    options: dict[str, str] = {}
+    for item in getattr(args, "storage_options", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--storage-option takes KEY=VALUE, not '{item}'")
+        options[key.strip()] = value
+    return options
+
+
+def register_storage_options(args: argparse.Namespace, options: dict[str, str]) -> None:
+    """Hold `options` for the bucket of every object-store path the command names (the state directories, a
+    branch's sinks), so every table read or written there gets them."""
+    from engine.storage import is_uri, location
+
+    named = [getattr(args, name, None) for name in ("dir", "new_dir", "state")]
+    named += [item.partition("=")[2] for item in getattr(args, "sink", None) or []]
+    for path in named:
+        if options and isinstance(path, str) and is_uri(path):
+            location(path, options)
