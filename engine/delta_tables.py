@@ -133,11 +133,35 @@ def append_once(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int,
     Returns whether a commit was made.
     """
     table.update_incremental()
-    done = table.transaction_version(app_id)
+    done = held_epoch(table, app_id)
     if done is not None and done >= epoch:
         return False
     _write(table, frame, app_id, epoch, fault)
     return True
+
+
+# delta-rs answers `transaction_version` by replaying the log since the last Delta checkpoint, every call: up to
+# a hundred GETs per call on an object store (and as many file reads on a disk) just before a checkpoint. A
+# version of a table never changes, so the answer is kept per table version; the table's id (new for a table
+# created again at the same path) is part of the key. Our own commits say what they wrote (`note_epoch`).
+_HELD: dict[tuple[str, str, str], tuple[int, int | None]] = {}
+
+
+def held_epoch(table: DeltaTable, app_id: str) -> int | None:
+    """The last epoch the marker `app_id` committed to `table` as of the handle's version (None: never)."""
+    key = (table.table_uri, str(table.metadata().id), app_id)
+    version = int(table.version())
+    known = _HELD.get(key)
+    if known is not None and known[0] == version:
+        return known[1]
+    done = table.transaction_version(app_id)
+    _HELD[key] = (version, done)
+    return done
+
+
+def note_epoch(table: DeltaTable, app_id: str, epoch: int) -> None:
+    """Record that the handle's current version is our commit of `epoch` under `app_id`."""
+    _HELD[(table.table_uri, str(table.metadata().id), app_id)] = (int(table.version()), epoch)
 
 
 def append(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int, fault: str = "append") -> None:
@@ -160,6 +184,7 @@ def _write(table: DeltaTable, frame: pl.DataFrame, app_id: str, epoch: int, faul
     )
     # No refresh here: a write through a handle moves it to the version it committed (one LIST and one GET of
     # _last_checkpoint saved per commit on object stores).
+    note_epoch(table, app_id, epoch)
     faults.point(f"{fault}.after")
 
 

@@ -118,7 +118,7 @@ class Manifest:
         self._commits = 0
         # The lease token the manifest carried when this writer opened it: a higher one appearing later is a
         # writer that took over. (One already there is not: a lease file removed by hand restarts the count.)
-        self._lease_seen = int(self.table.transaction_version(LEASE_APP) or 0)
+        self._lease_seen = int(delta_tables.held_epoch(self.table, LEASE_APP) or 0)
 
     def latest(self) -> Checkpoint | None:
         """The state a run resumes from: the last epoch committed, or the last rollback, whichever is newer."""
@@ -150,7 +150,7 @@ class Manifest:
         }
         faults.commit("manifest.commit", self.path)
         self.table.update_incremental()  # retention may have committed to the manifest (a property change)
-        newer = int(self.table.transaction_version(LEASE_APP) or 0) if lease_token is not None else 0
+        newer = int(delta_tables.held_epoch(self.table, LEASE_APP) or 0) if lease_token is not None else 0
         if lease_token is not None and newer > lease_token and newer != self._lease_seen:
             # A writer that took the directory over has committed: this one lost it, whatever its lease check said.
             raise LeaseLost(f"{self.path} was committed to by a newer writer (token {newer} > {lease_token})")
@@ -163,6 +163,8 @@ class Manifest:
             else None,
             post_commithook_properties=NO_CLEANUP,
         )
+        if lease_token is not None:
+            delta_tables.note_epoch(self.table, LEASE_APP, lease_token)
         faults.point("manifest.commit.after")
         self._lease_seen = lease_token if lease_token is not None else self._lease_seen
         self._commits += 1

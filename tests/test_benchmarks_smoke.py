@@ -16,7 +16,7 @@ from tests.s3_server import S3Server
 
 # Requests per steady-state epoch (every epoch a checkpoint), as measured on 2026-12-02 with a margin: a change
 # that adds requests to every epoch should be noticed here and justified in benchmarks/README.md.
-MAX_REQUESTS = {"stateless": 16, "stateful": 40, "checkpoint": 28}
+MAX_REQUESTS = {"stateless": 15, "stateful": 32, "checkpoint": 24}
 
 
 @pytest.fixture(scope="module")

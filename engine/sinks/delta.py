@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction
 
-from engine import encryption, faults, paths
+from engine import delta_tables, encryption, faults, paths
 from engine.delta_tables import NO_CLEANUP, AppendTable, ensure_table, to_arrow
 from engine.errors import EngineError
 from engine.sinks.base import SinkConnector
@@ -88,7 +88,7 @@ class DeltaSink(SinkConnector):
         assert self._table is not None
         table = self._table
         table.update_incremental()
-        done = table.transaction_version(self.app_id)
+        done = delta_tables.held_epoch(table, self.app_id)
         if done is not None and done >= epoch:
             return
         keys = list(self.table.primary_key)
@@ -116,6 +116,7 @@ class DeltaSink(SinkConnector):
             .execute()
         )
         table.update_incremental()
+        delta_tables.note_epoch(table, self.app_id, epoch)
         faults.point("sink.commit.after")
         assert self._appends is not None
         self._appends.committed()
