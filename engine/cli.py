@@ -11,15 +11,17 @@ import argparse
 import errno
 import json
 import os
-import shutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.cli_history import cmd_diff, cmd_log, cmd_sql, cmd_state, cmd_verify
 from engine.cli_types import (
+    EXIT_OK,
     OneLineParser,
+    UsageError,
     checked,
     epoch,
     register_storage_options,
@@ -27,17 +29,12 @@ from engine.cli_types import (
     storage_options,
     whole,
 )
-from engine.errors import UserError
 from engine.progress import Progress, render_summary
 from engine.storage import location
 from sql import durations
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_PROBLEMS, EXIT_STORAGE = 0, 1, 2, 3, 4, 5
+EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_STORAGE = 1, 2, 3, 5
 EXIT_INTERRUPTED = 130
-
-
-class UsageError(UserError):
-    """A command line that cannot be run as given."""
 
 
 def parse_duration(text: str) -> float:
@@ -208,14 +205,6 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_log(args: argparse.Namespace) -> int:
-    from engine import versioning
-
-    events = versioning.history(args.dir)
-    print(json.dumps(events) if args.json else versioning.render_history(events))
-    return EXIT_OK
-
-
 def cmd_branch(args: argparse.Namespace) -> int:
     from engine import upgrade
     from engine.branching import create_branch
@@ -280,71 +269,6 @@ def cmd_retention(args: argparse.Namespace) -> int:
             f"{report['log_entries_removed']} log entries removed"
         )
     return EXIT_OK
-
-
-def _point(text: str | None) -> int | str | None:
-    """`--at` values: an epoch number, a savepoint name or an ISO time."""
-    if text is None:
-        return None
-    if text.strip().lstrip("-").isdigit():
-        if int(text) < 1:
-            raise UsageError(f"there is no epoch {int(text)}: epochs are numbered from 1")
-        return int(text)
-    return text
-
-
-def _show(frame: Any, args: argparse.Namespace, limit: int | None = None) -> None:
-    """A frame as a readable table, or as JSON rows / CSV for scripts."""
-    import polars as pl
-
-    if args.json:
-        print(json.dumps(frame.to_dicts(), default=str))
-    elif args.csv:
-        sys.stdout.write(frame.with_columns(pl.col(pl.List(pl.String)).list.join(";")).write_csv())
-    else:
-        rows = frame.height if limit is None else min(limit, frame.height)
-        with pl.Config(tbl_rows=rows, tbl_cols=-1, tbl_width_chars=shutil.get_terminal_size((160, 40)).columns):
-            print(frame.head(rows))
-        if rows < frame.height:
-            print(f"({frame.height - rows} more rows; --limit N shows more)")
-
-
-def cmd_state(args: argparse.Namespace) -> int:
-    from engine.history import History
-
-    h = History(args.dir)
-    frame = h.scan_state(args.operator, _point(args.at)).head(args.limit).collect()
-    _show(frame.drop("_kg", strict=False) if not args.all_columns else frame, args)
-    return EXIT_OK
-
-
-def cmd_diff(args: argparse.Namespace) -> int:
-    from engine.history import History
-
-    frame = History(args.dir).diff(args.operator, _point(args.a), _point(args.b))
-    _show(frame, args, args.limit)
-    return EXIT_OK
-
-
-def cmd_sql(args: argparse.Namespace) -> int:
-    import duckdb
-
-    from engine.history import History
-
-    try:
-        frame = History(args.dir).sql(args.query)
-    except duckdb.Error as err:
-        raise UsageError(str(err).splitlines()[0]) from None
-    _show(frame, args, args.limit)
-    return EXIT_OK
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from engine.verify import render, verify
-
-    report = verify(args.dir, deep=args.deep)
-    print(json.dumps(report) if args.json else render(report))
-    return EXIT_PROBLEMS if report["problems"] else EXIT_OK
 
 
 def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:

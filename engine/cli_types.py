@@ -11,6 +11,14 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from engine.errors import UserError
+
+EXIT_OK, EXIT_PROBLEMS = 0, 4  # the others come with the errors (engine.errors)
+
+
+class UsageError(UserError):
+    """A command line that cannot be run as given."""
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2), as every other user error: `--help` shows the usage."""
@@ -69,13 +77,11 @@ def storage_option_flag(command: argparse.ArgumentParser) -> None:
 
 def storage_options(args: argparse.Namespace) -> dict[str, str]:
     """The `--storage-option` values as a dict; a value that is not KEY=VALUE is a user error (exit 2)."""
-    from engine.errors import UserError
-
     options: dict[str, str] = {}
     for item in getattr(args, "storage_options", None) or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"--storage-option takes KEY=VALUE, not '{item}'")
+            raise UsageError(f"--storage-option takes KEY=VALUE, not '{item}'")
         options[key.strip()] = value
     return options
 

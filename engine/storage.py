@@ -48,8 +48,6 @@ OBJECT_SCHEMES = {
 CLIENT_OPTIONS = frozenset(
     {"allow_http", "allow_invalid_certificates", "connect_timeout", "timeout", "proxy_url", "pool_idle_timeout"}
 )
-# Options that are secrets: never recorded, never shown.
-SECRET_MARKERS = ("secret", "password", "token", "key_id", "access_key", "sas", "credential", "customer_key")
 
 
 class UnsupportedStorage(UserError, ValueError):
@@ -82,12 +80,6 @@ class ObjectPath:
         if key.startswith(".."):
             raise UnsupportedStorage(f"{other} leads out of the bucket {self.scheme}://{self.bucket}")
         return ObjectPath(self.scheme, self.bucket, "" if key == "." else key, self.options)
-
-    def joinpath(self, *parts: str) -> ObjectPath:
-        path = self
-        for part in parts:
-            path = path / part
-        return path
 
     @property
     def name(self) -> str:
@@ -220,10 +212,6 @@ class ObjectPath:
     def rmdir(self) -> None:
         """Nothing to do: an empty folder does not exist."""
 
-    def touch(self, exist_ok: bool = True) -> None:
-        if not (exist_ok and self.is_file()):
-            self.write_bytes(b"")
-
 
 Location: TypeAlias = Path | ObjectPath
 
@@ -301,17 +289,6 @@ def storage_options(path: str | Location) -> dict[str, str] | None:
         return None
     merged = _BUCKET_OPTIONS.get((path.scheme, path.bucket), {}) | dict(path.options)
     return merged or None
-
-
-def public_options(path: Location) -> dict[str, str]:
-    """The options of `path` that may be recorded or shown: endpoints, regions, encryption settings; no secrets."""
-    if not isinstance(path, ObjectPath):
-        return {}
-    return {k: v for k, v in path.options if not any(marker in k.lower() for marker in SECRET_MARKERS)}
-
-
-def display(path: Location) -> str:
-    return str(path)
 
 
 # -- operations that differ by storage ----------------------------------------------------------
@@ -434,10 +411,7 @@ def move(source: Location, target: Location) -> None:
 def remove_tree(path: Location) -> None:
     """Delete a folder and everything under it (nothing if it is absent)."""
     if isinstance(path, ObjectPath):
-        keys = [meta["path"] for meta in path.list_files()]
-        for chunk in range(0, len(keys), 1000):
-            batch = keys[chunk : chunk + 1000]
-            _call(path, "delete", lambda ob, batch=batch: ob.delete(_store(path), batch))
+        delete_files(ObjectPath(path.scheme, path.bucket, meta["path"], path.options) for meta in path.list_files())
         return
     shutil.rmtree(path, ignore_errors=True)
 
@@ -480,12 +454,6 @@ def files_under(root: Location) -> Iterator[str]:
     for folder, _dirs, names in os.walk(root):
         for name in names:
             yield (Path(folder) / name).relative_to(root).as_posix()
-
-
-def same_storage(a: Location, b: Location) -> bool:
-    if isinstance(a, ObjectPath) and isinstance(b, ObjectPath):
-        return (a.scheme, a.bucket) == (b.scheme, b.bucket)
-    return isinstance(a, Path) and isinstance(b, Path)
 
 
 # -- the object-store client ------------------------------------------------------------------
@@ -573,7 +541,3 @@ def options_from(values: Mapping[str, str], prefix: str = "storage.") -> dict[st
     """The storage options among a table's WITH options: `'storage.aws_region' = 'eu-west-1'` ->
     `{"aws_region": "eu-west-1"}` (delta-rs' and obstore's own key names)."""
     return {k[len(prefix) :]: str(v) for k, v in values.items() if k.startswith(prefix)}
-
-
-def under_any(path: Location, roots: Iterable[Location]) -> bool:
-    return any(path == root or path.is_relative_to(root) for root in roots)  # type: ignore[arg-type]
