@@ -49,8 +49,11 @@ def create_branch(
     savepoint: str | None = None,
     epoch: int | None = None,
     sink_paths: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> dict[str, Any]:
-    """Create the branch `new` from `parent` at a savepoint or epoch; returns what was copied where."""
+    """Create the branch `new` from `parent` at a savepoint or epoch; returns what was copied where. `user` is
+    recorded in both directories (default: the OS user; the console passes its token's name)."""
+    user = user or getpass.getuser()
     source, target = StateDir(location(parent).resolve()), StateDir(location(new).resolve())
     if not source.manifest.exists():
         raise VersioningError(f"{parent} is not a timelapse state directory")
@@ -86,7 +89,7 @@ def create_branch(
             "parent": str(source.root),
             "epoch": epoch,
             "savepoint": savepoint,
-            "user": getpass.getuser(),
+            "user": user,
             "sinks": {t.name: t.path for t in tables if t.role == SINK},
             "parent_sinks": {t.name: t.path for t in parent_tables if t.role == SINK},
         }
@@ -110,7 +113,7 @@ def create_branch(
         "epoch": epoch,
         "savepoint": savepoint,
         "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        "user": getpass.getuser(),
+        "user": user,
     }
     write_atomic(source.branches / f"{uuid.uuid4().hex[:12]}.json", json.dumps(record).encode())
     return {"branch": str(target.root), "from_epoch": epoch, "savepoint": savepoint, "sinks": info["sinks"]}

@@ -61,6 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         configured = [p for p in os.environ.get(ROOTS_VARIABLE, "").split(os.pathsep) if p]
         os.environ[ROOTS_VARIABLE] = os.pathsep.join(configured + args.allowed_root)
     options = storage_options(args)
+    if args.metrics_port is not None:
+        from engine.console.metrics import serve_metrics  # the ui extra; refused with one line without it
+
+        serve_metrics(args.state, args.metrics_port, args.metrics_host, options)
     pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf), storage_options=options)
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
@@ -347,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run changed SQL even if some operators' state cannot be restored (they start empty)",
     )
     run.add_argument("--udf", action="append", help="a Python file defining @udf functions (repeatable)")
+    run.add_argument(
+        "--metrics-port", type=whole(0, maximum=65535), metavar="N", help="serve Prometheus metrics on port N"
+    )
+    run.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     run.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no live progress line")
     run.set_defaults(handler=cmd_run)
@@ -467,7 +475,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=cmd_demo)
-    for command in (run, savepoint, rollback, checkpoint, branch, state, diff, sql, check_dir, retain, log):
+    from engine.cli_console import add_commands
+
+    console_commands = add_commands(commands)
+    for command in (
+        run,
+        savepoint,
+        rollback,
+        checkpoint,
+        branch,
+        state,
+        diff,
+        sql,
+        check_dir,
+        retain,
+        log,
+        *console_commands,
+    ):
         storage_option_flag(command)
     return parser
 

@@ -108,7 +108,9 @@ def expired_before(state: str | Path) -> int | None:
     return int(json.loads(rows.row(-1, named=True)["metrics"])["oldest_epoch"])
 
 
-def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = None) -> dict[str, Any]:
+def apply(
+    directory: StateDir, policy: RetentionPolicy, reason: str | None = None, user: str | None = None
+) -> dict[str, Any]:
     """Free every checkpoint the policy does not keep. The caller holds the directory's lock."""
     rows = read_checkpoints(directory.manifest)
     if policy.keeps_everything or rows.is_empty():
@@ -171,7 +173,7 @@ def apply(directory: StateDir, policy: RetentionPolicy, reason: str | None = Non
         "data_files_removed": files_removed,
         "log_entries_removed": log_entries_removed,
         "manifest_rows_removed": expired_rows,
-        "user": getpass.getuser(),
+        "user": user or getpass.getuser(),
         "reason": reason,
         # a changed policy is what frees many epochs at once: say so
         **(

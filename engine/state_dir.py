@@ -119,6 +119,20 @@ class StateDir:
         """Present while someone has asked the running pipeline for a checkpoint at its next epoch boundary."""
         return self.root / "checkpoint-requested"
 
+    @property
+    def tokens(self) -> Path:
+        """The console's API tokens for this directory: names, roles and hashes (never a token itself)."""
+        return self.root / "tokens.json"
+
+    @property
+    def requests(self) -> Path:
+        """Actions asked of the running pipeline (savepoint, rollback, retention), one file each, and its answers."""
+        return self.root / "requests"
+
+    def plan_file(self, fingerprint: str) -> Path:
+        """The plan graph a run of this fingerprint executed (what `explain` prints), for readers without the SQL."""
+        return self.root / "plans" / f"{fingerprint}.json"
+
     # -- stored paths ----------------------------------------------------------------------------
     @property
     def base(self) -> Location:

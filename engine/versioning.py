@@ -48,7 +48,7 @@ def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
 
 
 def create_savepoint(
-    state: str | Path, name: str, epoch: int | None = None, reason: str | None = None
+    state: str | Path, name: str, epoch: int | None = None, reason: str | None = None, user: str | None = None
 ) -> dict[str, Any]:
     """Name an epoch's cut (default: the latest epoch). Refused while a pipeline runs on the directory."""
     directory = StateDir(location(state))
@@ -68,12 +68,16 @@ def create_savepoint(
         row = epoch_row(rows, epoch)
         faults.commit("savepoint.commit", directory.manifest)
         Manifest(directory.manifest).commit(
-            _checkpoint(row, kind="savepoint", metrics={"savepoint": name, "user": getpass.getuser(), "reason": reason})
+            _checkpoint(
+                row, kind="savepoint", metrics={"savepoint": name, "user": user or getpass.getuser(), "reason": reason}
+            )
         )
         return {"savepoint": name, "epoch": epoch}
 
 
-def delete_savepoint(state: str | Path, name: str, reason: str | None = None) -> dict[str, Any]:
+def delete_savepoint(
+    state: str | Path, name: str, reason: str | None = None, user: str | None = None
+) -> dict[str, Any]:
     directory = StateDir(location(state))
     with directory.lock():
         if name not in savepoints(state).get_column("name").to_list():
@@ -84,7 +88,7 @@ def delete_savepoint(state: str | Path, name: str, reason: str | None = None) ->
             _checkpoint(
                 last,
                 kind="savepoint_deleted",
-                metrics={"savepoint": name, "user": getpass.getuser(), "reason": reason},
+                metrics={"savepoint": name, "user": user or getpass.getuser(), "reason": reason},
             )
         )
         return {"deleted": name}
@@ -97,8 +101,10 @@ def rollback(
     timestamp: dt.datetime | None = None,
     reason: str | None = None,
     force: bool = False,
+    user: str | None = None,
 ) -> dict[str, Any]:
-    """Make an earlier epoch's cut current: state, offsets and Delta sinks together."""
+    """Make an earlier epoch's cut current: state, offsets and Delta sinks together. `user` is recorded in the
+    audit (default: the OS user; the console passes its token's name)."""
     directory = StateDir(location(state))
     with directory.lock():
         finish_interrupted(directory)
@@ -156,7 +162,7 @@ def rollback(
             "to_epoch": to_epoch,
             "savepoint": savepoint,
             "reason": reason,
-            "user": getpass.getuser(),
+            "user": user or getpass.getuser(),
             "repeated_output": repeated,
             "compensate": compensate,
         }
