@@ -25,7 +25,7 @@ function h(tag, attrs, ...children) {
     else if (k in el && !svg && k !== "list") el[k] = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     el.append(child instanceof Node ? child : String(child));
   }
@@ -181,8 +181,8 @@ function crumbs(name, here) {
     ? [["", "Pipeline"], ["tree", "Version tree"], ["state", "Operator state"], ["sql", "SQL"]].map(([sub, label]) =>
         h("a", { href: `#/p/${enc(name)}${sub ? "/" + sub : ""}`, class: here === sub ? "current" : "" }, label))
     : [];
-  $("#crumbs").replaceChildren(h("a", { href: "#/", class: name ? "" : "current" }, "Pipelines"),
-    name ? h("span", { class: "muted" }, "/", h("strong", {}, name)) : null, ...links);
+  $("#crumbs").replaceChildren(...[h("a", { href: "#/", class: name ? "" : "current" }, "Pipelines"),
+    name ? h("span", { class: "muted" }, "/ ", h("strong", {}, name)) : null, ...links].filter(Boolean));
 }
 
 async function route() {
@@ -308,11 +308,12 @@ function actionBar(name) {
 
 function renderSavepoints(box, name, list) {
   if (!list.length) return box.replaceChildren(h("p", { class: "muted" }, "No savepoint yet."));
+  const reasons = list.some((s) => s.reason);
   box.replaceChildren(h("div", { class: "scroll" }, h("table", { class: "data", id: "savepoints-table" },
-    h("thead", {}, h("tr", {}, ["Name", "Epoch", "Created", "By", "Reason", ""].map((t) => h("th", {}, t)))),
+    h("thead", {}, h("tr", {}, ["Name", "Epoch", "Created", "By", reasons ? "Reason" : null, ""].map((t) => t !== null && h("th", {}, t)))),
     h("tbody", {}, list.map((s) => h("tr", { dataset: { savepoint: s.name } },
       h("td", {}, s.name), h("td", { class: "num" }, h("a", { href: `#/p/${enc(name)}/state?at=${s.epoch}` }, s.epoch)),
-      h("td", {}, fmtTime(s.created_at || s.committed_at)), h("td", {}, s.user || "–"), h("td", {}, s.reason || ""),
+      h("td", {}, fmtTime(s.created_at || s.committed_at)), h("td", {}, s.user || "–"), reasons && h("td", {}, s.reason || ""),
       h("td", {}, actionButton(name, "deleteSavepoint", "Delete…", () => dialogDeleteSavepoint(name, s.name)),
         " ", actionButton(name, "branch", "Branch…", () => dialogBranch(name, s.name)))))))));
 }
@@ -386,7 +387,7 @@ function drawTree(name, tree, details) {
   const nodes = tree.nodes || [];
   const lanes = [...new Set(nodes.map((n) => n.lane ?? 0))].sort((a, b) => a - b);
   const laneY = (lane) => 40 + lanes.indexOf(lane ?? 0) * 70;
-  const step = 110;
+  const step = 140;
   const pos = new Map(nodes.map((n, i) => [n.id, { x: 90 + i * step, y: laneY(n.lane) }]));
   const width = Math.max(600, 90 + nodes.length * step + 40);
   const height = laneY(lanes[lanes.length - 1]) + 50;
@@ -408,7 +409,7 @@ function drawTree(name, tree, details) {
     const g = h("g", { class: `node ${n.kind}`, dataset: { id: n.id, kind: n.kind, epoch: n.epoch ?? n.last ?? "" },
       tabindex: 0, onclick: () => select(g, n) },
     h("title", {}, `${n.kind}: ${n.label || label}`), shape,
-    h("text", { x, y: n.kind === "run" ? y + 4 : y + 28, "text-anchor": "middle" }, short(label, 18)));
+    h("text", { x, y: n.kind === "run" ? y + 4 : y + 28, "text-anchor": "middle" }, short(label, 22)));
     svg.append(g);
   }
   const select = (g, n) => {
@@ -577,7 +578,7 @@ function drawPlan(name, plan, selected) {
   plan.nodes.forEach((n) => depth(n));
   const layers = [];
   for (const n of plan.nodes) (layers[layer.get(n.id)] = layers[layer.get(n.id)] || []).push(n);
-  const W = 150;
+  const W = 190;
   const H = 40;
   const gx = 50;
   const gy = 28;
@@ -605,8 +606,8 @@ function drawPlan(name, plan, selected) {
     const g = h("g", { class: cls, dataset: { id: n.id, stateId: n.state_id || "" } },
       h("title", {}, `${n.kind}: ${n.label}${n.stateful ? ` (state ${n.state_id})` : ""}`),
       h("rect", { x, y, width: W, height: H, rx: 6 }),
-      h("text", { x: x + W / 2, y: y + 16, "text-anchor": "middle", "font-weight": 600 }, short(n.kind, 22)),
-      h("text", { x: x + W / 2, y: y + 31, "text-anchor": "middle" }, short(n.label || "", 24)));
+      h("text", { x: x + W / 2, y: y + 16, "text-anchor": "middle", "font-weight": 600 }, short(n.kind, 28)),
+      h("text", { x: x + W / 2, y: y + 31, "text-anchor": "middle" }, short(n.label || "", 30)));
     if (n.stateful) g.addEventListener("click", () => { location.hash = `#/p/${enc(name)}/state/${enc(n.state_id)}`; });
     svg.append(g);
   }

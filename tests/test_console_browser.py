@@ -1,0 +1,252 @@
+"""The console's pages in a real Chromium (Playwright), against a pipeline RUNNING in a `timelapse run --trigger`
+subprocess and a real `timelapse ui` server: every page loads (its screenshot goes to docs/console/), the state
+page's slider shows exactly `engine.open(dir).state(op, at=k)`, an operator takes a savepoint, an admin rolls back
+through the confirmation dialog (audited under the token's name; the sinks end as a run that never rolled back),
+and a viewer's buttons are disabled and its POST answered 403.
+
+One browser, one pipeline and one console for the whole module: the tests run in file order and share them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.console_server import RunningPipeline, console, make_tokens, running_pipeline, workdir
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
+NAME = "state"  # the console names a pipeline after its directory's folder
+SINK = "per_sensor"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="install Debian's chromium (.ci/run does)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the ui extra's test dependencies: pip install '.[ui,test]'"
+)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPipeline]:
+    """The running pipeline, with 4 epochs of 20 readings each committed."""
+    with running_pipeline(tmp_path_factory.mktemp("console") / "live", epochs=1) as work:
+        for n in range(2, 5):
+            work.append(20)
+            work.wait_epochs(n)
+        yield work
+
+
+@pytest.fixture(scope="module")
+def tokens(live: RunningPipeline) -> dict[str, str]:
+    return make_tokens(live.state, prefix="ui-")
+
+
+@pytest.fixture(scope="module")
+def server(live: RunningPipeline, tokens: dict[str, str]) -> Iterator[str]:
+    with console([live.state], tokens) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield chromium
+        chromium.close()
+
+
+def open_as(browser: Any, server: str, token: str, route: str = "#/") -> Any:
+    """A fresh page (its own session storage) signed in with `token` through the URL fragment, then at `route`."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.errors = errors
+    page.goto(f"{server}/#token={token}")
+    page.wait_for_selector("#pipelines-table tbody tr[data-pipeline]")
+    if route != "#/":
+        page.evaluate("route => { location.hash = route }", route)
+    return page
+
+
+def shoot(page: Any, name: str, full_page: bool = True) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def test_pages_load_and_are_captured(browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline) -> None:
+    page = open_as(browser, server, tokens["admin"])
+    row = page.locator(f"#pipelines-table tr[data-pipeline='{NAME}']")
+    assert row.locator(".badge").inner_text() == "running"
+    shoot(page, "pipelines")
+
+    row.locator("a").first.click()
+    page.wait_for_selector("#charts polyline")
+    page.wait_for_timeout(300)
+    assert page.locator("#action-rollback").is_enabled()
+    shoot(page, "pipeline")
+
+    page.evaluate(f"location.hash = '#/p/{NAME}/tree'")
+    page.wait_for_selector("#tree-svg .node.run")
+    page.locator("#tree-svg .node.run").last.click()
+    page.wait_for_selector("#tree-state-link")
+
+    page.locator("#tree-state-link").click()
+    page.wait_for_selector("#state-table[data-epoch]")
+    assert page.locator("#plan-svg .node.stateful").count() == 2
+    shoot(page, "state")
+
+    page.evaluate(f"location.hash = '#/p/{NAME}/sql'")
+    page.wait_for_selector("#sql-query")
+    page.fill("#sql-query", f"SELECT * FROM {SINK} AS OF EPOCH 2 ORDER BY sensor")
+    page.click("#sql-run")
+    page.wait_for_selector("#sql-table tbody tr")
+    assert page.locator("#sql-table tbody tr").count() == 4
+    with page.expect_download() as download:
+        page.click("#sql-csv")
+    assert download.value.path().read_text().splitlines()[0].startswith("sensor")
+    shoot(page, "sql")
+    assert page.errors == []
+
+
+def _same(shown: Any, expected: Any) -> bool:
+    if isinstance(expected, dt.datetime):
+        parsed = dt.datetime.fromisoformat(str(shown).replace("Z", "+00:00"))
+        if (parsed.tzinfo is None) != (expected.tzinfo is None):
+            parsed, expected = parsed.replace(tzinfo=None), expected.replace(tzinfo=None)
+        return parsed == expected
+    if isinstance(expected, float):
+        return shown is not None and math.isclose(float(shown), expected, rel_tol=1e-9)
+    return bool(shown == expected)
+
+
+def test_state_slider_shows_state_at_each_epoch(
+    browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline
+) -> None:
+    import engine
+
+    history = engine.open(live.state)
+    op = next(o for o in history.operators().get_column("operator") if str(o).startswith("group-agg"))
+    page = open_as(browser, server, tokens["viewer"], f"#/p/{NAME}/state/{op}")
+    page.wait_for_selector("#state-table[data-epoch]")
+    slider = page.locator("#epoch-slider")
+    epochs = [
+        int(c["epoch"])
+        for c in json.loads(page.evaluate(_FETCH, [f"/api/pipelines/{NAME}/checkpoints", "GET"])["body"])
+        if c["kind"] == "epoch"
+    ]
+    for index in (0, 1, len(epochs) // 2, len(epochs) - 1):
+        epoch = epochs[index]
+        slider.fill(str(index))
+        page.wait_for_selector(f"#state-table[data-epoch='{epoch}']")
+        columns = page.eval_on_selector_all("#state-table thead th", "ths => ths.map(th => th.textContent)")
+        shown = page.eval_on_selector_all(
+            "#state-table tbody tr", "trs => trs.map(tr => [...tr.cells].map(td => JSON.parse(td.dataset.value)))"
+        )
+        expected = history.state(op, at=epoch)
+        assert columns == expected.columns, epoch
+        assert len(shown) == expected.height, epoch
+        # the same rows; the page shows them sorted by the key columns (engine.state keeps the key groups' order)
+        order = lambda row: json.dumps(row, default=str)
+        for got, want in zip(sorted(shown, key=order), sorted(expected.rows(), key=order), strict=True):
+            assert all(_same(g, w) for g, w in zip(got, want, strict=True)), (epoch, got, want)
+    assert page.errors == []
+
+
+# A fetch from inside the page with its own token (what a hand-written script in the browser could do).
+_FETCH = """async ([path, method, body]) => {
+  const headers = {"Authorization": "Bearer " + sessionStorage.getItem("timelapse-token"),
+    "Content-Type": "application/json"};
+  const res = await fetch(path, {method, headers, body: body ? JSON.stringify(body) : undefined});
+  return {status: res.status, body: await res.text()};
+}"""
+
+
+def test_operator_creates_a_savepoint(browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline) -> None:
+    import engine
+
+    page = open_as(browser, server, tokens["operator"], f"#/p/{NAME}")
+    page.wait_for_selector("#action-savepoint")
+    assert page.locator("#action-rollback").is_disabled()
+    assert "admin" in (page.locator("#action-rollback").get_attribute("title") or "")
+    page.click("#action-savepoint")
+    page.fill("#f-name", "from_the_console")
+    page.fill("#f-reason", "before trying something")
+    page.wait_for_function("!document.querySelector('#dialog-confirm').disabled")
+    page.click("#dialog-confirm")
+    page.wait_for_selector("#toast:not([hidden])")
+    assert "from_the_console" in page.inner_text("#toast"), page.inner_text("#toast")
+    page.wait_for_selector("#savepoints-table tr[data-savepoint='from_the_console']", timeout=30_000)
+    names = [n for names in engine.open(live.state).checkpoints().get_column("savepoints").to_list() for n in names]
+    assert "from_the_console" in names
+
+
+def test_admin_rolls_back_through_the_dialog(
+    browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline, tmp_path: Path
+) -> None:
+    import engine
+    from engine.versioning import history
+
+    target = 2
+    page = open_as(browser, server, tokens["admin"], f"#/p/{NAME}")
+    page.click("#action-rollback")
+    page.select_option("#f-target-kind", "epoch")
+    page.fill("#f-target", str(target))
+    page.fill("#f-reason", "bad deploy after epoch 2")
+    page.wait_for_selector("#rollback-preview")
+    assert f"back to epoch {target}" in page.inner_text("#rollback-preview")
+    page.wait_for_function("!document.querySelector('#dialog-confirm').disabled")
+    shoot(page, "rollback", full_page=False)
+    page.click("#dialog-confirm")
+    page.wait_for_selector("#toast:not([hidden])", timeout=70_000)
+    assert "epoch 2" in page.inner_text("#toast"), page.inner_text("#toast")
+
+    deadline = time.monotonic() + 30
+    while not (rollbacks := [e for e in history(live.state) if e["kind"] == "rollback"]):
+        assert time.monotonic() < deadline, "no rollback row in the manifest"
+        time.sleep(0.2)
+    assert rollbacks[-1]["to_epoch"] == target
+    assert rollbacks[-1]["user"] == "ui-admin"
+    assert rollbacks[-1]["reason"] == "bad deploy after epoch 2"
+
+    # The running pipeline processes the rolled-back input again: once it has caught up, its sink equals a run
+    # that never rolled back (exactly once across the rollback).
+    reference = workdir(tmp_path / "reference", (live.root / "pipeline.sql").read_text())
+    shutil.copytree(live.root / "in", reference.root / "in", dirs_exist_ok=True)
+    reference.run_once()
+    want = engine.open(reference.state).sink(SINK).sort("sensor")
+    deadline = time.monotonic() + 30
+    while True:
+        got = engine.open(live.state).sink(SINK).sort("sensor")
+        if int(got.get_column("n").sum() or 0) == live.rows:
+            break
+        assert time.monotonic() < deadline, f"the pipeline did not catch up after the rollback: {got}"
+        time.sleep(0.2)
+    assert got.select(want.columns).equals(want)
+
+    page.evaluate(f"location.hash = '#/p/{NAME}/tree'")
+    page.wait_for_selector("#tree-svg .node.rollback")
+    page.locator("#tree-svg .node.rollback").last.click()
+    assert "ui-admin" in page.inner_text("#tree-details")
+    shoot(page, "tree")
+    assert page.errors == []
+
+
+def test_viewer_cannot_act(browser: Any, server: str, tokens: dict[str, str]) -> None:
+    page = open_as(browser, server, tokens["viewer"], f"#/p/{NAME}")
+    page.wait_for_selector("#action-rollback")
+    for button in ("#action-rollback", "#action-savepoint", "#action-checkpoint", "#action-branch"):
+        assert page.locator(button).is_disabled(), button
+    assert "needs the admin role" in (page.locator("#action-rollback").get_attribute("title") or "")
+    answer = page.evaluate(_FETCH, [f"/api/pipelines/{NAME}/rollback", "POST", {"epoch": 1, "reason": "no"}])
+    assert answer["status"] == 403, answer
+    assert "detail" in json.loads(answer["body"])
