@@ -168,12 +168,12 @@ def workdir(root: Path, sql: str = PIPELINE_SQL) -> Workdir:
 
 
 def pipeline_once(root: Path, epochs: int = 3, per_epoch: int = 20, sql: str = PIPELINE_SQL) -> Workdir:
-    """A stopped pipeline's folder with `epochs` committed epochs, each from `timelapse run --once` over one more
-    input file (real runs, so the manifest holds what a running pipeline writes)."""
+    """A stopped pipeline's folder with `epochs` committed epochs of `per_epoch` readings each, from one real
+    `timelapse run --once --max-epoch-rows N` over `epochs` input files (one subprocess: fast)."""
     work = workdir(root, sql)
     for _ in range(epochs):
         work.append(per_epoch)
-        work.run_once()
+    work.run_once("--max-epoch-rows", str(per_epoch))
     return work
 
 

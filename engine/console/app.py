@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from engine.console import tokens
 from engine.console.tokens import Grant
 from engine.errors import Busy, EngineError, StorageFailure, UserError
+from engine.history import History
 from engine.storage import Location, location
 
 LOG = logging.getLogger("timelapse.console")
@@ -45,6 +46,8 @@ class Console:
     session_token: str | None = None
     session_user: str = ""
     _token_cache: dict[str, tuple[float, list[tuple[str, Grant | None]]]] = field(default_factory=dict)
+    #: one History per pipeline, reused: it keeps the manifest rows until the manifest's log changes
+    _histories: dict[str, History] = field(default_factory=dict)
 
     @classmethod
     def serving(cls, dirs: Sequence[str | Location], storage_options: Mapping[str, str] | None = None) -> Console:
@@ -72,6 +75,23 @@ class Console:
         except KeyError:
             raise HTTPException(404, f"no pipeline named '{name}'") from None
 
+    def history(self, name: str) -> History:
+        """The (cached) history of pipeline `name`; 404 for a pipeline this console does not serve."""
+        path = self.path(name)
+        found = self._histories.get(name)
+        if found is None:
+            found = self._histories[name] = History(path, self.storage_options)
+        return found
+
+    def name_of(self, path: str | Location) -> str | None:
+        """The console name of the directory at `path`, if this console serves it."""
+        wanted = str(location(path, self.storage_options).absolute())
+        return next((n for n, p in self.directories.items() if str(p) == wanted), None)
+
+    def visible(self, token: str) -> dict[str, Grant]:
+        """The pipelines `token` may see, with its grant on each."""
+        return {n: g for n in self.directories if (g := self.grant(n, token)) is not None}
+
     def tokens_configured(self) -> bool:
         return any(tokens.configured(path) for path in self.directories.values())
 
@@ -90,6 +110,11 @@ class Console:
     def known(self, token: str) -> bool:
         """Whether `token` is valid for some directory (a wrong token is 401, a token for another directory 403)."""
         return any(self.grant(name, token) is not None for name in self.directories)
+
+
+def bearer(request: Request) -> str:
+    """The request's token (the auth dependency already checked there is one)."""
+    return _bearer(request) or ""
 
 
 def _bearer(request: Request) -> str | None:
@@ -147,13 +172,34 @@ def error_status(err: BaseException) -> int:
         return 409
     if isinstance(err, StorageFailure):
         return 503
-    if isinstance(err, UserError):
+    from sql.errors import SqlError
+
+    if isinstance(err, UserError | SqlError):
         return 400
     return 500
 
 
+def one_line(err: BaseException) -> str:
+    from engine.damage import first_line
+
+    return first_line(err)
+
+
+def _error_response(request: Request, err: BaseException) -> JSONResponse:
+    """`{"detail": one line}` with the status of the error; anything unexpected is a 500 whose one line is logged
+    (with its traceback only when TIMELAPSE_DEBUG is set), never sent with a traceback."""
+    status = error_status(err)
+    if status == 500:
+        if os.environ.get("TIMELAPSE_DEBUG"):
+            LOG.exception("internal error on %s %s", request.method, request.url.path)
+        else:
+            LOG.error("internal error on %s %s: %s", request.method, request.url.path, one_line(err))
+    detail = one_line(err) if status != 500 else f"internal error: {one_line(err)}"
+    return JSONResponse({"detail": detail}, status)
+
+
 def create_app(console: Console) -> FastAPI:
-    from engine.console import actions, reads
+    from engine.console import actions, metrics, reads
 
     app = FastAPI(
         title="timelapse console",
@@ -166,25 +212,24 @@ def create_app(console: Console) -> FastAPI:
     app.state.console = console
     app.include_router(reads.router, prefix="/api")
     app.include_router(actions.router, prefix="/api")
+    app.include_router(metrics.router)
 
     @app.exception_handler(EngineError)
     @app.exception_handler(FileNotFoundError)
     async def engine_error(request: Request, err: Exception) -> JSONResponse:
-        from engine.verify import first_line
-
-        status = error_status(err)
-        if status == 500 and os.environ.get("TIMELAPSE_DEBUG"):
-            LOG.exception("internal error on %s", request.url.path)
-        return JSONResponse(
-            {"detail": first_line(err) if status != 500 else f"internal error: {first_line(err)}"}, status
-        )
+        return _error_response(request, err)
 
     @app.middleware("http")
     async def timing(request: Request, call_next: Callable[[Request], Any]) -> Any:
         started = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except Exception as err:
+            response = _error_response(request, err)
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
+
+    app.add_exception_handler(Exception, engine_error)  # errors raised outside the middleware (e.g. startup)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
