@@ -202,9 +202,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
+    import getpass
+
     from engine.pipeline import request_checkpoint
 
-    request_checkpoint(args.dir)
+    request_checkpoint(args.dir, user=getpass.getuser())  # the checkpoint row names who asked (requested_by)
     print("checkpoint requested: the running pipeline takes it at its next epoch boundary")
     return EXIT_OK
 

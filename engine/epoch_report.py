@@ -71,3 +71,74 @@ class Summary:
             "stopped": self.stopped,
             **({"drained": self.drained} if self.drained is not None else {}),
         }
+
+
+#: upper bounds (seconds) of the duration histograms in `totals` (Prometheus-style cumulative buckets; the
+#: implicit +Inf bucket is `count`)
+DURATION_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+#: the per-name counters of `totals`, as an epoch report counts them
+COUNTERS = ("rows_in", "rows_out", "dead_letters", "late_rows")
+
+
+def observe(histogram: dict[str, Any] | None, seconds: float) -> dict[str, Any]:
+    """A histogram (`{buckets, sum, count}`) with one more observation; the input is not changed."""
+    buckets = list((histogram or {}).get("buckets") or [])
+    buckets = (buckets + [0] * len(DURATION_BUCKETS))[: len(DURATION_BUCKETS)]  # written with other bounds: pad
+    for i, bound in enumerate(DURATION_BUCKETS):
+        if seconds <= bound:
+            buckets[i] += 1
+    return {
+        "buckets": buckets,
+        "sum": round(float((histogram or {}).get("sum", 0.0)) + seconds, 6),
+        "count": int((histogram or {}).get("count", 0)) + 1,
+    }
+
+
+def empty_totals() -> dict[str, Any]:
+    return {
+        "epochs": 0,
+        "checkpoints": 0,
+        **{key: {} for key in COUNTERS},
+        "epoch_seconds": {"buckets": [0] * len(DURATION_BUCKETS), "sum": 0.0, "count": 0},
+        "checkpoint_seconds": {"buckets": [0] * len(DURATION_BUCKETS), "sum": 0.0, "count": 0},
+    }
+
+
+def carried_totals(recorded: dict[str, Any] | None) -> dict[str, Any]:
+    """The totals a run continues from: those of the row it resumes from (a copy), completed with any key an
+    older row lacks."""
+    totals = empty_totals()
+    for key, value in (recorded or {}).items():
+        totals[key] = {**value} if isinstance(value, dict) else value
+    return totals
+
+
+def add_epoch(totals: dict[str, Any], counts: dict[str, dict[str, int]], seconds: float) -> None:
+    """Count one epoch into `totals` (every epoch, also those between checkpoints)."""
+    totals["epochs"] += 1
+    for key in COUNTERS:
+        bucket = totals.setdefault(key, {})
+        for name, n in counts.get(key, {}).items():
+            bucket[name] = bucket.get(name, 0) + n
+    totals["epoch_seconds"] = observe(totals.get("epoch_seconds"), seconds)
+
+
+def add_checkpoint(totals: dict[str, Any], seconds: float) -> None:
+    totals["checkpoints"] += 1
+    totals["checkpoint_seconds"] = observe(totals.get("checkpoint_seconds"), seconds)
+
+
+def merge_summaries(first: dict[str, Any], then: dict[str, Any]) -> dict[str, Any]:
+    """Two consecutive runs' summaries (`Summary.as_dict`) as one: a run that rolled back and went on."""
+    merged = {**first, **then}
+    merged["epochs"] = first["epochs"] + then["epochs"]
+    merged["last_epoch"] = then["last_epoch"] if then["last_epoch"] is not None else first["last_epoch"]
+    merged["elapsed_s"] = round(first["elapsed_s"] + then["elapsed_s"], 3)
+    for key in ("rows_in", "records_read", *COUNTERS):
+        counts = dict(first.get(key, {}))
+        for name, n in then.get(key, {}).items():
+            counts[name] = counts.get(name, 0) + n
+        merged[key] = counts
+    merged["rollbacks"] = first.get("rollbacks", 0) + 1
+    return merged

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from engine import recovery, upgrade
+from engine.epoch_report import merge_summaries
 from engine.errors import Busy, UserError
 from engine.manifest import Manifest
 from engine.runner import EpochReport, Runner, RunOptions
@@ -119,6 +123,60 @@ class Pipeline:
             retain_age=retain_age,
         )
         fallbacks: list[dict[str, Any]] = []
+        total: dict[str, Any] | None = None
+        while True:
+            summary, rollback = self._run_runner(
+                options,
+                on_epoch,
+                should_stop,
+                allow_non_restored_state,
+                parallelism,
+                on_upgrade,
+                on_fallback,
+                fallbacks,
+                first=total is None,
+            )
+            total = summary if total is None else merge_summaries(total, summary)
+            if rollback is None:
+                return total
+            # A rollback asked of this run (engine.control): done with the lease released, answered, and the run
+            # goes on from the restored cut with the same options (`max_epochs` counts every epoch).
+            self._roll_back(rollback)
+            if options.max_epochs is not None:
+                options = dataclasses.replace(options, max_epochs=max(0, max_epochs - total["epochs"]))  # type: ignore[operator]
+
+    def _roll_back(self, request: dict[str, Any]) -> None:
+        from engine import requests, versioning
+
+        args = dict(request.get("args") or {})
+        when = args.get("timestamp")
+        directory = StateDir(self.state)
+        outcome = requests.outcome_of(
+            lambda: versioning.rollback(
+                self.state,
+                to_epoch=args.get("epoch"),
+                savepoint=args.get("savepoint"),
+                timestamp=dt.datetime.fromisoformat(when) if when else None,
+                reason=args.get("reason"),
+                force=bool(args.get("force")),
+                user=request.get("user"),
+            )
+        )
+        requests.answer(directory, request, outcome)
+
+    def _run_runner(
+        self,
+        options: RunOptions,
+        on_epoch: Callable[[EpochReport], None] | None,
+        should_stop: Callable[[], bool] | None,
+        allow_non_restored_state: bool,
+        parallelism: int | None,
+        on_upgrade: Callable[[list[Change]], None] | None,
+        on_fallback: Callable[[dict[str, Any]], None] | None,
+        fallbacks: list[dict[str, Any]],
+        first: bool,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """One Runner until its run ends: the summary, and the rollback request it ended for (if it did)."""
         while True:
             try:
                 runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
@@ -127,7 +185,7 @@ class Pipeline:
             except BaseException as err:  # perhaps damaged files: confirmed by verify before anything is changed
                 self._fall_back(err, fallbacks, on_fallback)
                 continue
-            if runner.upgrade and on_upgrade is not None and not fallbacks:
+            if runner.upgrade and on_upgrade is not None and not fallbacks and first:
                 on_upgrade(runner.upgrade)
             for repair in runner.repairs:  # e.g. an uncommitted epoch whose offset file was damaged, planned again
                 fallbacks.append(repair)
@@ -147,7 +205,7 @@ class Pipeline:
                 summary["fallback"] = fallbacks[-1] if len(fallbacks) == 1 else fallbacks
             if runner.upgrade:
                 summary["upgrade"] = upgrade.as_json(runner.upgrade)
-            return summary
+            return summary, runner.pending_rollback
 
     def _fall_back(
         self,
@@ -179,12 +237,13 @@ def upgrade_check(sql: str | Path, state: str | Path, udfs: Mapping[str, ScalarU
     return upgrade.compare(latest.operators, plan)
 
 
-def request_checkpoint(state: str | Path) -> None:
-    """Ask the pipeline running on `state` for a checkpoint at its next epoch boundary (or the next run's first)."""
+def request_checkpoint(state: str | Path, user: str | None = None) -> None:
+    """Ask the pipeline running on `state` for a checkpoint at its next epoch boundary (or the next run's first);
+    `user` is recorded in that checkpoint's row (`requested_by`)."""
     directory = StateDir(location(state))
     if not directory.manifest.exists():
         raise FileNotFoundError(f"{state} is not a timelapse state directory")
-    write_atomic(directory.checkpoint_request, b"requested\n")
+    write_atomic(directory.checkpoint_request, json.dumps({"user": user} if user else {}).encode() + b"\n")
 
 
 def _looks_like_path(text: str) -> bool:

@@ -23,11 +23,11 @@ from typing import Any
 
 import polars as pl
 
-from engine import branching, damage, encryption, faults, retention, upgrade
+from engine import branching, damage, encryption, faults, requests, retention, upgrade
 from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
 from engine.dead_letters import DeadLetters
 from engine.dead_letters import marker as dead_letter_marker
-from engine.epoch_report import EpochReport, Summary
+from engine.epoch_report import EpochReport, Summary, add_checkpoint, add_epoch, carried_totals
 from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate_epoch, stateful, stateful_operators
@@ -135,6 +135,7 @@ class Runner:
             if (repaired := damage.repair_pipeline_file(self.dir, tables)) is not None:
                 self.repairs.append(repaired)
         self.pipeline_id = self.dir.pipeline_id()
+        requests.record_plan(self.dir, plan)  # what this fingerprint runs, for readers without the SQL
         self.manifest = Manifest(self.dir.manifest)
         self.offsets = OffsetLog(self.dir.offsets)
         self.scans = {n.table.name: n for n in plan.nodes if isinstance(n, Scan)}
@@ -154,6 +155,8 @@ class Runner:
             sink.open()
         self.outputs = [node for nodes in self.sink_nodes.values() for node in nodes]
         latest = self.manifest.latest()
+        # Cumulative counts since the directory was created, carried from the row the run resumes from.
+        self.totals = carried_totals(latest.metrics.get("totals") if latest else None)
         self.upgrade: list[upgrade.Change] = []
         changed = latest is not None and latest.operators and latest.plan_fingerprint != plan.fingerprint
         if changed or (latest is not None and upgrade.layouts_differ(latest.operators, plan)):
@@ -266,6 +269,8 @@ class Runner:
         self.retention = retention.policy_from_options(self.plan.options)
         self._checkpoints_since_retention = 0
         self._since_checkpoint: dict[str, Any] = {}
+        self.requested_by: str | None = None  # the user a served checkpoint request names
+        self.pending_rollback: dict[str, Any] | None = None  # a rollback request the run ended for
 
     # -- the loop ------------------------------------------------------------------------------
     def run(
@@ -289,6 +294,9 @@ class Runner:
             while options.max_epochs is None or summary.epochs < options.max_epochs:
                 if should_stop is not None and should_stop():
                     summary.stopped = "stopped"
+                    break
+                if requests.serve(self):  # actions asked of this run (engine.control); a rollback ends the loop
+                    summary.stopped = "rollback"
                     break
                 tick = time.perf_counter()
                 self._lock.heartbeat()
@@ -440,26 +448,35 @@ class Runner:
         if drain:
             totals["drain"] = drain  # recorded with the checkpoint: `timelapse log` shows the drain
         totals["duration_ms"] = totals.get("duration_ms", 0.0) + round(seconds * 1000, 3)
+        add_epoch(self.totals, counts, seconds)
 
     def checkpoint(self) -> None:
         """Make every epoch run so far durable: operator state, then the manifest row (the commit point)."""
         if self.last_epoch == self.schedule.epoch:
             return
+        started = time.perf_counter()
         # No lease check before the state commits: what they write counts only once the manifest row names it,
         # and the lease is checked just before that row (below).
         state_rows: dict[str, int] = {}
+        state_bytes: dict[str, int] = {}
         for operator in self.operators.values():
             operator.commit(self.last_epoch)
             state_rows[operator.node.state_id] = operator.state_rows
+            state_bytes[operator.node.state_id] = operator.state_bytes
         metrics = {
             **self._since_checkpoint,
             "parallelism": self.parallelism,
             **({"rescaled_from": self.previous_parallelism} if self.previous_parallelism != self.parallelism else {}),
             "state_rows": state_rows,
+            "state_bytes": state_bytes,
             "epochs": [self.schedule.epoch + 1, self.last_epoch],
+            **({"requested_by": user} if (user := self._requested_by()) else {}),
         }
         if positions := {name: p for name, sink in self.sinks.items() if (p := sink.position()) is not None}:
             metrics[SINK_POSITIONS] = positions
+        seconds = time.perf_counter() - started
+        add_checkpoint(self.totals, seconds)
+        metrics.update(checkpoint_ms=round(seconds * 1000, 3), totals=self.totals)
         # Again just before the commit point: state commits take long on an object store, and a run paused among
         # them past its lease must not commit what a run that took over may be redoing.
         self._lock.check()
@@ -487,6 +504,13 @@ class Runner:
         if self._checkpoints_since_retention >= self.retention.every:
             self._checkpoints_since_retention = 0
             retention.apply(self.dir, self.retention, reason=f"automatic, every {self.retention.every} checkpoints")
+
+    def _requested_by(self) -> str | None:
+        """Who asked for this checkpoint (a request file's user, or a request served by `engine.requests`)."""
+        user, self.requested_by = self.requested_by, None
+        if user is None and self._checkpoint_requested:
+            user = requests.checkpoint_requester(self.dir)
+        return user
 
     def _state_bytes(self) -> int:
         return sum(operator.state_bytes for operator in self.operators.values())

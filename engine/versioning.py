@@ -33,8 +33,11 @@ from engine.manifest import (
     checkpoint_from_row,
     entries,
     epoch_row,
+    live_savepoints,
     rows_of,
-    savepoints,
+)
+from engine.manifest import (
+    savepoints as savepoints,
 )
 from engine.offset_log import OffsetLog
 from engine.runner import SINK_POSITIONS
@@ -50,29 +53,37 @@ def _checkpoint(row: dict[str, Any], **changes: Any) -> Checkpoint:
 def create_savepoint(
     state: str | Path, name: str, epoch: int | None = None, reason: str | None = None, user: str | None = None
 ) -> dict[str, Any]:
-    """Name an epoch's cut (default: the latest epoch). Refused while a pipeline runs on the directory."""
+    """Name an epoch's cut (default: the latest epoch). Refused while a pipeline runs on the directory (a running
+    pipeline takes it itself: `engine.control.savepoint`)."""
     directory = StateDir(location(state))
     with directory.lock():
-        rows = rows_of(directory)
-        if name in savepoints(state).get_column("name").to_list():
-            raise VersioningError(f"savepoint '{name}' already exists")
-        if epoch is None:
-            resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
-            if resumable.is_empty():
-                raise VersioningError("no epoch has been committed yet")
-            epoch = int(resumable.row(-1, named=True)["epoch"])
-            if resumable.row(-1, named=True)["kind"] == "rollback":
-                raise VersioningError(
-                    "run an epoch after a rollback before taking a savepoint of it, or name the epoch with --epoch"
-                )
-        row = epoch_row(rows, epoch)
-        faults.commit("savepoint.commit", directory.manifest)
-        Manifest(directory.manifest).commit(
-            _checkpoint(
-                row, kind="savepoint", metrics={"savepoint": name, "user": user or getpass.getuser(), "reason": reason}
+        return savepoint_locked(directory, name, epoch, reason=reason, user=user)
+
+
+def savepoint_locked(
+    directory: StateDir, name: str, epoch: int | None = None, reason: str | None = None, user: str | None = None
+) -> dict[str, Any]:
+    """`create_savepoint` for a caller that holds the directory's lease (the runner serving a request)."""
+    rows = rows_of(directory)
+    if name in live_savepoints(rows):
+        raise VersioningError(f"savepoint '{name}' already exists")
+    if epoch is None:
+        resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
+        if resumable.is_empty():
+            raise VersioningError("no epoch has been committed yet")
+        epoch = int(resumable.row(-1, named=True)["epoch"])
+        if resumable.row(-1, named=True)["kind"] == "rollback":
+            raise VersioningError(
+                "run an epoch after a rollback before taking a savepoint of it, or name the epoch with --epoch"
             )
+    row = epoch_row(rows, epoch)
+    faults.commit("savepoint.commit", directory.manifest)
+    Manifest(directory.manifest).commit(
+        _checkpoint(
+            row, kind="savepoint", metrics={"savepoint": name, "user": user or getpass.getuser(), "reason": reason}
         )
-        return {"savepoint": name, "epoch": epoch}
+    )
+    return {"savepoint": name, "epoch": epoch}
 
 
 def delete_savepoint(
@@ -80,18 +91,25 @@ def delete_savepoint(
 ) -> dict[str, Any]:
     directory = StateDir(location(state))
     with directory.lock():
-        if name not in savepoints(state).get_column("name").to_list():
-            raise VersioningError(f"no savepoint named '{name}'")
-        rows = rows_of(directory)
-        last = rows.row(-1, named=True)
-        Manifest(directory.manifest).commit(
-            _checkpoint(
-                last,
-                kind="savepoint_deleted",
-                metrics={"savepoint": name, "user": user or getpass.getuser(), "reason": reason},
-            )
+        return delete_savepoint_locked(directory, name, reason=reason, user=user)
+
+
+def delete_savepoint_locked(
+    directory: StateDir, name: str, reason: str | None = None, user: str | None = None
+) -> dict[str, Any]:
+    """`delete_savepoint` for a caller that holds the directory's lease."""
+    rows = rows_of(directory)
+    if name not in live_savepoints(rows):
+        raise VersioningError(f"no savepoint named '{name}'")
+    last = rows.row(-1, named=True)
+    Manifest(directory.manifest).commit(
+        _checkpoint(
+            last,
+            kind="savepoint_deleted",
+            metrics={"savepoint": name, "user": user or getpass.getuser(), "reason": reason},
         )
-        return {"deleted": name}
+    )
+    return {"deleted": name}
 
 
 def rollback(
@@ -107,69 +125,130 @@ def rollback(
     audit (default: the OS user; the console passes its token's name)."""
     directory = StateDir(location(state))
     with directory.lock():
-        finish_interrupted(directory)
-        rows = rows_of(directory)
-        epochs = rows.filter(pl.col("kind") == "epoch")
-        if savepoint is not None:
-            found = savepoints(state).filter(pl.col("name") == savepoint)
-            if found.is_empty():
-                raise VersioningError(f"no savepoint named '{savepoint}'")
-            to_epoch = int(found.item(0, "epoch"))
-        elif timestamp is not None:
-            before = epochs.filter(pl.col("committed_at") <= timestamp)
-            if before.is_empty():
-                raise VersioningError(f"no epoch was committed at or before {timestamp.isoformat()}")
-            to_epoch = int(before.row(-1, named=True)["epoch"])
-        if to_epoch is None:
-            raise VersioningError("say where to roll back to: an epoch, a savepoint or a timestamp")
-        target = epoch_row(rows, to_epoch)
-        current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
+        return rollback_locked(directory, to_epoch, savepoint, timestamp, reason=reason, force=force, user=user)
 
-        # Sinks that cannot be restored (print, an append Kafka topic) already showed what epochs after the target
-        # produced. An upsert-kafka topic is taken back by compensating upserts and tombstones instead.
-        # The target's own positions too: a crashed run may have written epochs after it that no row records.
-        positions = {**_sink_positions_of(target), **_sink_positions(rows, target)}
-        compensate = {
-            name: {"target": _sink_positions_of(target).get(name), "current": position}
-            for name, position in positions.items()
-            if position.get("connector") == "upsert-kafka"
-        }
-        restorable = {t.name for t in entries(target)} | {t.name for t in entries(current)} | set(compensate)
-        repeated: dict[str, int] = {}
-        for row in epochs.filter(pl.col("committed_at") > target["committed_at"]).iter_rows(named=True):
-            for sink, count in json.loads(row["metrics"] or "{}").get("rows_out", {}).items():
-                if sink not in restorable and count:
-                    repeated[sink] = repeated.get(sink, 0) + count
-        if repeated and not force:
-            listing = ", ".join(
-                _repeated(name, count, positions.get(name), to_epoch) for name, count in sorted(repeated.items())
-            )
-            raise VersioningError(
-                f"sinks that cannot be rolled back received output after epoch {to_epoch}: "
-                f"{listing}; they would get it again. Pass --force to roll back anyway"
-            )
-        # A table the manifest names but that is not where it says (a state directory moved away from the sinks
-        # beside it) would be left as it is: refuse before anything changes, naming it.
-        missing = [t for t in entries(current) if not (location(t.path) / "_delta_log").is_dir()]
-        if missing:
-            listing = ", ".join(f"{t.role} '{t.name}' ({t.path})" for t in missing)
-            raise VersioningError(
-                f"cannot roll back: {listing} not found; move the sinks along with the state directory "
-                "(keep them beside it), or run the pipeline once so that it records where its SQL writes them"
-            )
-        intent = {
-            "from_epoch": int(current["epoch"]),
-            "to_epoch": to_epoch,
-            "savepoint": savepoint,
-            "reason": reason,
-            "user": user or getpass.getuser(),
-            "repeated_output": repeated,
-            "compensate": compensate,
-        }
-        # The intent is durable before any table changes, so a crash part-way is finished by the next run.
-        write_atomic(_intent_path(directory), json.dumps(intent).encode())
-        faults.point("rollback.intent-written")
-        return _apply(directory, intent)
+
+def rollback_locked(
+    directory: StateDir,
+    to_epoch: int | None = None,
+    savepoint: str | None = None,
+    timestamp: dt.datetime | None = None,
+    reason: str | None = None,
+    force: bool = False,
+    user: str | None = None,
+) -> dict[str, Any]:
+    """`rollback` for a caller that holds the directory's lease."""
+    finish_interrupted(directory)
+    plan = plan_rollback(directory, to_epoch, savepoint, timestamp)
+    if plan["repeated_refusal"] and not force:
+        raise VersioningError(plan["repeated_refusal"])
+    if plan["missing"]:
+        raise VersioningError(plan["missing"])
+    intent = {
+        "from_epoch": plan["from_epoch"],
+        "to_epoch": plan["to_epoch"],
+        "savepoint": savepoint,
+        "reason": reason,
+        "user": user or getpass.getuser(),
+        "repeated_output": plan["repeated_output"],
+        "compensate": plan["compensate"],
+    }
+    # The intent is durable before any table changes, so a crash part-way is finished by the next run.
+    write_atomic(_intent_path(directory), json.dumps(intent).encode())
+    faults.point("rollback.intent-written")
+    return _apply(directory, intent)
+
+
+def rollback_preview(
+    state: str | Path,
+    to_epoch: int | None = None,
+    savepoint: str | None = None,
+    timestamp: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """What `rollback` would do, writing nothing: `{from_epoch, to_epoch, restored, emptied, repeated_output,
+    compensated, refused}` (`refused`: the message it would raise without --force, or None)."""
+    plan = plan_rollback(StateDir(location(state)), to_epoch, savepoint, timestamp)
+    return {
+        "from_epoch": plan["from_epoch"],
+        "to_epoch": plan["to_epoch"],
+        "restored": plan["restored"],
+        "emptied": plan["emptied"],
+        "repeated_output": plan["repeated_output"],
+        "compensated": sorted(plan["compensate"]),
+        "refused": plan["repeated_refusal"] or plan["missing"],
+    }
+
+
+def plan_rollback(
+    directory: StateDir,
+    to_epoch: int | None = None,
+    savepoint: str | None = None,
+    timestamp: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """The planning half of a rollback (nothing is written): the target, what is restored, emptied, compensated
+    and repeated, and the refusals (`repeated_refusal`: unless forced; `missing`: always)."""
+    rows = rows_of(directory)
+    epochs = rows.filter(pl.col("kind") == "epoch")
+    if savepoint is not None:
+        found = live_savepoints(rows).get(savepoint)
+        if found is None:
+            raise VersioningError(f"no savepoint named '{savepoint}'")
+        to_epoch = int(found["epoch"])
+    elif timestamp is not None:
+        before = epochs.filter(pl.col("committed_at") <= timestamp)
+        if before.is_empty():
+            raise VersioningError(f"no epoch was committed at or before {timestamp.isoformat()}")
+        to_epoch = int(before.row(-1, named=True)["epoch"])
+    if to_epoch is None:
+        raise VersioningError("say where to roll back to: an epoch, a savepoint or a timestamp")
+    target = epoch_row(rows, to_epoch)
+    current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
+
+    # Sinks that cannot be restored (print, an append Kafka topic) already showed what epochs after the target
+    # produced. An upsert-kafka topic is taken back by compensating upserts and tombstones instead.
+    # The target's own positions too: a crashed run may have written epochs after it that no row records.
+    positions = {**_sink_positions_of(target), **_sink_positions(rows, target)}
+    compensate = {
+        name: {"target": _sink_positions_of(target).get(name), "current": position}
+        for name, position in positions.items()
+        if position.get("connector") == "upsert-kafka"
+    }
+    restorable = {t.name for t in entries(target)} | {t.name for t in entries(current)} | set(compensate)
+    repeated: dict[str, int] = {}
+    for row in epochs.filter(pl.col("committed_at") > target["committed_at"]).iter_rows(named=True):
+        for sink, count in json.loads(row["metrics"] or "{}").get("rows_out", {}).items():
+            if sink not in restorable and count:
+                repeated[sink] = repeated.get(sink, 0) + count
+    refusal = None
+    if repeated:
+        listing = ", ".join(
+            _repeated(name, count, positions.get(name), to_epoch) for name, count in sorted(repeated.items())
+        )
+        refusal = (
+            f"sinks that cannot be rolled back received output after epoch {to_epoch}: "
+            f"{listing}; they would get it again. Pass --force to roll back anyway"
+        )
+    # A table the manifest names but that is not where it says (a state directory moved away from the sinks
+    # beside it) would be left as it is: refuse before anything changes, naming it.
+    missing = [t for t in entries(current) if not (location(t.path) / "_delta_log").is_dir()]
+    missing_message = None
+    if missing:
+        listing = ", ".join(f"{t.role} '{t.name}' ({t.path})" for t in missing)
+        missing_message = (
+            f"cannot roll back: {listing} not found; move the sinks along with the state directory "
+            "(keep them beside it), or run the pipeline once so that it records where its SQL writes them"
+        )
+    target_names = {t.name for t in entries(target)}
+    return {
+        "from_epoch": int(current["epoch"]),
+        "to_epoch": to_epoch,
+        "restored": sorted(target_names),
+        "emptied": sorted({t.name for t in entries(current)} - target_names),
+        "repeated_output": repeated,
+        "compensate": compensate,
+        "repeated_refusal": refusal,
+        "missing": missing_message,
+    }
 
 
 def _sink_positions_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +363,9 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         {"compensated": compensated} if compensated else {}
     )
     metrics: dict[str, Any] = {"rollback": audit}
+    # Cumulative counters survive the rollback (Prometheus counters never go back): the current row's totals.
+    if (totals := json.loads(current["metrics"] or "{}").get("totals")) is not None:
+        metrics["totals"] = totals
     if positions:
         metrics[SINK_POSITIONS] = positions
     Manifest(directory.manifest).commit(

@@ -364,6 +364,32 @@ class Plan:
                         sinks.append(sink.table.name)
         return operators
 
+    def graph(self) -> dict[str, object]:
+        """The plan as data, for readers without the SQL (the console draws it): every node once, inputs first,
+        with what `explain` prints for it. Ids are the planner's, made unique (two INSERTs into one sink)."""
+        names: dict[int, str] = {}
+        for node in self.nodes:
+            name, n = node.id, 1
+            while name in names.values():
+                n += 1
+                name = f"{node.id}#{n}"
+            names[id(node)] = name
+        return {
+            "fingerprint": self.fingerprint,
+            "nodes": [
+                {
+                    "id": names[id(node)],
+                    "kind": type(node).__name__.lower(),
+                    "label": node.describe(),
+                    "stateful": node.stateful,
+                    "state_id": getattr(node, "state_id", None) if node.stateful else None,
+                    "changelog": node.changelog,
+                    "inputs": [names[id(child)] for child in node.inputs],
+                }
+                for node in self.nodes
+            ],
+        }
+
     def explain(self) -> str:
         lines: list[str] = []
 
