@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.console_server import RunningPipeline, console, make_tokens, running_pipeline, workdir
+from tests.console_server import PIPELINE_SQL, RunningPipeline, console, running_pipeline, workdir
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
@@ -35,17 +35,17 @@ sync_api = pytest.importorskip(
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPipeline]:
-    """The running pipeline, with 4 epochs of 20 readings each committed."""
-    with running_pipeline(tmp_path_factory.mktemp("console") / "live", epochs=1) as work:
-        for n in range(2, 5):
-            work.append(20)
-            work.wait_epochs(n)
+    """The running pipeline, with 4 epochs of 20 readings each committed (4 files read 20 rows per epoch)."""
+    root = tmp_path_factory.mktemp("console") / "live"
+    with running_pipeline(root, PIPELINE_SQL, "--max-epoch-rows", "20", initial=4, epochs=4) as work:
         yield work
 
 
 @pytest.fixture(scope="module")
 def tokens(live: RunningPipeline) -> dict[str, str]:
-    return make_tokens(live.state, prefix="ui-")
+    from engine.console import tokens as made  # in this process: 3 CLI subprocesses cost seconds on a busy machine
+
+    return {role: made.create(live.state, f"ui-{role}", role) for role in ("viewer", "operator", "admin")}
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +159,16 @@ def test_state_slider_shows_state_at_each_epoch(
         order = lambda row: json.dumps(row, default=str)
         for got, want in zip(sorted(shown, key=order), sorted(expected.rows(), key=order), strict=True):
             assert all(_same(g, w) for g, w in zip(got, want, strict=True)), (epoch, got, want)
+
+    # the other tabs answer too: the diff between two epochs, late rows, dead letters
+    page.click("#tab-diff")
+    page.wait_for_selector("#diff-table[data-total]", state="attached")
+    changed = history.diff(op, epochs[-2], epochs[-1]).height
+    assert page.get_attribute("#diff-table", "data-total") == str(changed)
+    page.click("#tab-late")
+    page.wait_for_selector("#late-table[data-total]", state="attached")
+    page.click("#tab-dead-letters")
+    page.wait_for_selector("#dl-none, #dl-table", state="attached")
     assert page.errors == []
 
 
@@ -250,3 +260,11 @@ def test_viewer_cannot_act(browser: Any, server: str, tokens: dict[str, str]) ->
     answer = page.evaluate(_FETCH, [f"/api/pipelines/{NAME}/rollback", "POST", {"epoch": 1, "reason": "no"}])
     assert answer["status"] == 403, answer
     assert "detail" in json.loads(answer["body"])
+
+
+def test_unknown_token_shows_the_login_form(browser: Any, server: str) -> None:
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(f"{server}/#token=tl_not_a_token")
+    page.wait_for_selector("#login-form #login-error")
+    assert page.evaluate("sessionStorage.getItem('timelapse-token')") is None
+    shoot(page, "login", full_page=False)

@@ -6,6 +6,7 @@
 const TOKEN_KEY = "timelapse-token";
 const POLL_MS = 2000;
 const PAGE = 100;
+const CSV_LIMIT = 100000;  // the API's most rows per query
 const ROLES = ["viewer", "operator", "admin"];
 const NEEDS = { savepoint: "operator", checkpoint: "operator", rollback: "admin", branch: "admin", deleteSavepoint: "admin" };
 
@@ -552,8 +553,13 @@ function diffView(box, name, op, epochs, at) {
 }
 
 async function deadLetters(box, name, at) {
-  const sources = await api(`${P(name)}/dead-letters`);
-  if (!sources.length) return box.replaceChildren(h("p", { class: "muted" }, "No source has dead letters."));
+  let sources;
+  try {
+    sources = await api(`${P(name)}/dead-letters`);
+  } catch (err) {
+    return box.replaceChildren(h("p", { class: "error", id: "dl-error" }, err.message));
+  }
+  if (!sources.length) return box.replaceChildren(h("p", { class: "muted", id: "dl-none" }, "No source has dead letters."));
   const select = h("select", { id: "dl-source" }, sources.map((s) => h("option", { value: s.source }, `${s.source} (${fmtNum(s.rows)})`)));
   const result = h("div");
   const run = () => pagedTable(result, "dl", (q, offset) =>
@@ -607,7 +613,7 @@ function drawPlan(name, plan, selected) {
       h("title", {}, `${n.kind}: ${n.label}${n.stateful ? ` (state ${n.state_id})` : ""}`),
       h("rect", { x, y, width: W, height: H, rx: 6 }),
       h("text", { x: x + W / 2, y: y + 16, "text-anchor": "middle", "font-weight": 600 }, short(n.kind, 28)),
-      h("text", { x: x + W / 2, y: y + 31, "text-anchor": "middle" }, short(n.label || "", 30)));
+      h("text", { x: x + W / 2, y: y + 31, "text-anchor": "middle" }, short(n.label || "", 27)));
     if (n.stateful) g.addEventListener("click", () => { location.hash = `#/p/${enc(name)}/state/${enc(n.state_id)}`; });
     svg.append(g);
   }
@@ -638,7 +644,7 @@ async function pageSql(app, name) {
     status.textContent = "running…";
     try {
       const res = await api(`${P(name)}/sql`, { method: "POST", body: { query: query.value, limit: 1000, format: "json" } });
-      status.textContent = `${fmtNum(res.rows.length)} rows${res.truncated ? " (truncated at 1,000: download the CSV for all)" : ""}`;
+      status.textContent = `${fmtNum(res.rows.length)} rows${res.truncated ? " (the first 1,000: the CSV has up to 100,000)" : ""}`;
       result.replaceChildren(dataTable(res.columns, res.rows, { id: "sql-table" }));
     } catch (err) {
       status.textContent = "";
@@ -647,7 +653,7 @@ async function pageSql(app, name) {
   };
   const csv = async () => {
     try {
-      const res = await api(`${P(name)}/sql`, { method: "POST", body: { query: query.value, format: "csv" }, raw: true });
+      const res = await api(`${P(name)}/sql`, { method: "POST", body: { query: query.value, format: "csv", limit: CSV_LIMIT }, raw: true });
       const blob = await res.blob();
       const a = h("a", { href: URL.createObjectURL(blob), download: `${name}.csv` });
       document.body.append(a);
