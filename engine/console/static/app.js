@@ -446,7 +446,8 @@ async function pageState(app, name, op) {
   const stateful = plan.nodes.filter((n) => n.stateful);
   if (!op) {
     const info = plan.nodes.length ? null : await api(P(name));
-    op = stateful.length ? stateful[0].state_id : ((info && info.operators && info.operators[0]) || {}).state_id || null;
+    const first = (info && info.operators && info.operators[0]) || {};
+    op = stateful.length ? stateful[0].state_id : first.state_id || first.operator || null;
   }
   const epochs = checkpoints.filter((c) => c.kind === "epoch" && c.readable !== false).map((c) => c.epoch);
   const graph = plan.nodes.length ? drawPlan(name, plan, op)
@@ -626,7 +627,7 @@ async function pageSql(app, name) {
   crumbs(name, "sql");
   const info = await api(P(name));
   const sinks = (info.sinks || []).map((s) => (typeof s === "string" ? s : s.name));
-  const ops = (info.operators || []).map((o) => o.state_id).filter(Boolean);
+  const ops = (info.operators || []).map((o) => o.state_id || o.operator).filter(Boolean);
   const sp = (info.savepoints || [])[0];
   const table = sinks[0] || (ops[0] ? `state."${ops[0]}"` : "my_table");
   const last = info.last_epoch ?? 1;
