@@ -188,7 +188,8 @@ def running_pipeline(
     trigger: str = "200ms",
 ) -> Iterator[RunningPipeline]:
     """`timelapse run pipeline.sql --state state --trigger 200ms EXTRA...` in `root` (a subprocess), after writing
-    `initial` input files; yields once `epochs` epochs are committed; stops it with SIGINT at the end."""
+    `initial` input files (read by the first epoch); yields once `epochs` epochs are committed (appending one more
+    file of `per_file` readings whenever the input so far is committed); stops it with SIGINT at the end."""
     work = RunningPipeline(workdir(root, sql).root)
     for _ in range(initial):
         work.append(per_file)
@@ -197,7 +198,9 @@ def running_pipeline(
     work.process = subprocess.Popen([*command, "--quiet", *extra], cwd=root, env=env(), stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60
-        while work.epochs() < epochs:
+        while (done := work.epochs()) < epochs:
+            if work.files - (initial - 1) - done <= 0:  # the input so far is committed: one more file, one more epoch
+                work.append(per_file)
             if work.process.poll() is not None:
                 raise RuntimeError(f"timelapse run ended ({work.process.returncode}): {_tail(root / 'run.log')}")
             if time.monotonic() > deadline:
