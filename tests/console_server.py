@@ -34,6 +34,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BASE_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
 ROLES = ("viewer", "operator", "admin")
+IDLE_S = 2.0  # running_pipeline: no new epoch for this long means the input so far is committed
 
 #: a JSON-lines folder source with event time and a watermark, a windowed aggregation and a keyed GROUP BY into
 #: Delta sinks: two stateful operators (ids `window-agg-...` and `group-agg-...`: see
@@ -188,8 +189,8 @@ def running_pipeline(
     trigger: str = "200ms",
 ) -> Iterator[RunningPipeline]:
     """`timelapse run pipeline.sql --state state --trigger 200ms EXTRA...` in `root` (a subprocess), after writing
-    `initial` input files (read by the first epoch); yields once `epochs` epochs are committed (appending one more
-    file of `per_file` readings whenever the input so far is committed); stops it with SIGINT at the end."""
+    `initial` input files; yields once `epochs` epochs are committed (appending one more file of `per_file` readings
+    whenever no epoch came for IDLE_S: the input so far is committed); stops it with SIGINT at the end."""
     work = RunningPipeline(workdir(root, sql).root)
     for _ in range(initial):
         work.append(per_file)
@@ -198,9 +199,13 @@ def running_pipeline(
     work.process = subprocess.Popen([*command, "--quiet", *extra], cwd=root, env=env(), stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 60
+        seen, since = 0, time.monotonic()
         while (done := work.epochs()) < epochs:
-            if work.files - (initial - 1) - done <= 0:  # the input so far is committed: one more file, one more epoch
+            if done != seen:
+                seen, since = done, time.monotonic()
+            elif done and time.monotonic() - since > IDLE_S:  # the input so far is committed: one more file
                 work.append(per_file)
+                since = time.monotonic()
             if work.process.poll() is not None:
                 raise RuntimeError(f"timelapse run ended ({work.process.returncode}): {_tail(root / 'run.log')}")
             if time.monotonic() > deadline:
