@@ -306,7 +306,7 @@ def expired_message(rows: pl.DataFrame, epoch: int) -> str:
 
 
 def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    """The savepoints created and not deleted, by name: name, epoch, created_at, user."""
+    """The savepoints created and not deleted, by name: name, epoch, created_at, user, reason."""
     live: dict[str, dict[str, Any]] = {}
     for row in rows.filter(pl.col("kind").is_in(list(SAVEPOINT_KINDS))).iter_rows(named=True):
         info = json.loads(row["metrics"] or "{}")
@@ -316,6 +316,7 @@ def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
                 "epoch": row["epoch"],
                 "created_at": row["committed_at"],
                 "user": info.get("user"),
+                "reason": info.get("reason"),
             }
         else:
             live.pop(info["savepoint"], None)
@@ -323,7 +324,13 @@ def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
 
 
 def savepoints(state: str | Path) -> pl.DataFrame:
-    """The live savepoints: name, epoch, when, by whom."""
+    """The live savepoints: name, epoch, when, by whom and why."""
     live = live_savepoints(rows_of(StateDir(location(state))))
-    schema = {"name": pl.String, "epoch": pl.Int64, "created_at": pl.Datetime("us", "UTC"), "user": pl.String}
+    schema = {
+        "name": pl.String,
+        "epoch": pl.Int64,
+        "created_at": pl.Datetime("us", "UTC"),
+        "user": pl.String,
+        "reason": pl.String,
+    }
     return pl.DataFrame(list(live.values()), schema=schema)
