@@ -1,8 +1,13 @@
 """The console's pages in a real Chromium (Playwright), against a pipeline RUNNING in a `timelapse run --trigger`
-subprocess and a real `timelapse ui` server: every page loads (its screenshot goes to docs/console/), the state
-page's slider shows exactly `engine.open(dir).state(op, at=k)`, an operator takes a savepoint, an admin rolls back
-through the confirmation dialog (audited under the token's name; the sinks end as a run that never rolled back),
-and a viewer's buttons are disabled and its POST answered 403.
+subprocess and a real `timelapse ui` server: every page loads (and is captured), the state page's slider shows
+exactly `engine.open(dir).state(op, at=k)`, an operator takes a savepoint, an admin rolls back through the
+confirmation dialog (audited under the token's name; the sinks end as a run that never rolled back), and a
+viewer's buttons are disabled and its POST answered 403.
+
+Screenshots go to the module's tmp folder, so that running the tests leaves the checkout clean. To refresh the
+ones the docs show, name a folder in TIMELAPSE_SCREENSHOTS (a relative one is taken from the repository's root):
+
+    TIMELAPSE_SCREENSHOTS=docs/console python -m pytest -q tests/test_console_browser.py
 
 One browser, one pipeline and one console for the whole module: the tests run in file order and share them.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,7 +29,7 @@ import pytest
 from tests.console_server import PIPELINE_SQL, RunningPipeline, console, running_pipeline, workdir
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
+ROOT = Path(__file__).resolve().parent.parent
 NAME = "state"  # the console names a pipeline after its directory's folder
 SINK = "per_sensor"
 
@@ -55,6 +61,15 @@ def server(live: RunningPipeline, tokens: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the screenshots go: TIMELAPSE_SCREENSHOTS if set, else a tmp folder (see the module's docstring)."""
+    wanted = os.environ.get("TIMELAPSE_SCREENSHOTS")
+    folder = ROOT / wanted if wanted else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
@@ -70,6 +85,8 @@ def open_as(browser: Any, server: str, token: str, route: str = "#/") -> Any:
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
+    # a module that fails to load (a 404, a missing export) is only a console message, not a page error
+    page.on("console", lambda msg: msg.type == "error" and errors.append(f"console: {msg.text}"))
     page.errors = errors
     page.goto(f"{server}/#token={token}")
     page.wait_for_selector("#pipelines-table tbody tr[data-pipeline]")
@@ -78,22 +95,23 @@ def open_as(browser: Any, server: str, token: str, route: str = "#/") -> Any:
     return page
 
 
-def shoot(page: Any, name: str, full_page: bool = True) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+def shoot(page: Any, folder: Path, name: str, full_page: bool = True) -> None:
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
 
-def test_pages_load_and_are_captured(browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline) -> None:
+def test_pages_load_and_are_captured(
+    browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline, shots: Path
+) -> None:
     page = open_as(browser, server, tokens["admin"])
     row = page.locator(f"#pipelines-table tr[data-pipeline='{NAME}']")
     assert row.locator(".badge").inner_text() == "running"
-    shoot(page, "pipelines")
+    shoot(page, shots, "pipelines")
 
     row.locator("a").first.click()
     page.wait_for_selector("#charts polyline")
     page.wait_for_timeout(300)
     assert page.locator("#action-rollback").is_enabled()
-    shoot(page, "pipeline")
+    shoot(page, shots, "pipeline")
 
     page.evaluate(f"location.hash = '#/p/{NAME}/tree'")
     page.wait_for_selector("#tree-svg .node.run")
@@ -103,7 +121,7 @@ def test_pages_load_and_are_captured(browser: Any, server: str, tokens: dict[str
     page.locator("#tree-state-link").click()
     page.wait_for_selector("#state-table[data-epoch]")
     assert page.locator("#plan-svg .node.stateful").count() == 2
-    shoot(page, "state")
+    shoot(page, shots, "state")
 
     page.evaluate(f"location.hash = '#/p/{NAME}/sql'")
     page.wait_for_selector("#sql-query")
@@ -114,7 +132,7 @@ def test_pages_load_and_are_captured(browser: Any, server: str, tokens: dict[str
     with page.expect_download() as download:
         page.click("#sql-csv")
     assert download.value.path().read_text().splitlines()[0].startswith("sensor")
-    shoot(page, "sql")
+    shoot(page, shots, "sql")
     assert page.errors == []
 
 
@@ -201,7 +219,7 @@ def test_operator_creates_a_savepoint(browser: Any, server: str, tokens: dict[st
 
 
 def test_admin_rolls_back_through_the_dialog(
-    browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline, tmp_path: Path
+    browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline, tmp_path: Path, shots: Path
 ) -> None:
     import engine
     from engine.versioning import history
@@ -215,7 +233,7 @@ def test_admin_rolls_back_through_the_dialog(
     page.wait_for_selector("#rollback-preview")
     assert f"back to epoch {target}" in page.inner_text("#rollback-preview")
     page.wait_for_function("!document.querySelector('#dialog-confirm').disabled")
-    shoot(page, "rollback", full_page=False)
+    shoot(page, shots, "rollback", full_page=False)
     page.click("#dialog-confirm")
     page.wait_for_selector("#toast:not([hidden])", timeout=70_000)
     assert "epoch 2" in page.inner_text("#toast"), page.inner_text("#toast")
@@ -247,7 +265,7 @@ def test_admin_rolls_back_through_the_dialog(
     page.wait_for_selector("#tree-svg .node.rollback")
     page.locator("#tree-svg .node.rollback").last.click()
     assert "ui-admin" in page.inner_text("#tree-details")
-    shoot(page, "tree")
+    shoot(page, shots, "tree")
     assert page.errors == []
 
 
@@ -262,9 +280,9 @@ def test_viewer_cannot_act(browser: Any, server: str, tokens: dict[str, str]) ->
     assert "detail" in json.loads(answer["body"])
 
 
-def test_unknown_token_shows_the_login_form(browser: Any, server: str) -> None:
+def test_unknown_token_shows_the_login_form(browser: Any, server: str, shots: Path) -> None:
     page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     page.goto(f"{server}/#token=tl_not_a_token")
     page.wait_for_selector("#login-form #login-error")
     assert page.evaluate("sessionStorage.getItem('timelapse-token')") is None
-    shoot(page, "login", full_page=False)
+    shoot(page, shots, "login", full_page=False)
