@@ -1,4 +1,5 @@
-"""Benchmark smoke runs: the object-storage benchmark at CI size, with its request-count bounds.
+"""Benchmark smoke runs: the object-storage benchmark at CI size, with its request-count bounds; the console's
+API latency benchmark at CI size.
 
 The full benchmark (`python -m benchmarks.object_storage`) measures; this runs the same code for a few epochs
 against the session's moto server and checks what must hold at any size: every configuration ran, and an epoch
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import object_storage
+from benchmarks import console, object_storage
 from tests.s3_server import S3Server
 
 # Requests per steady-state epoch (every epoch a checkpoint), as measured on 2026-12-02 with a margin: a change
@@ -64,3 +65,10 @@ def test_many_files_are_deleted_in_one_request_and_a_missing_file_costs_one(s3: 
     local[0].write_text("{}")
     assert read_if_exists(local[0]) == b"{}" and read_if_exists(local[1]) is None
     assert delete_files(local) == 2 and not local[0].exists()
+
+
+def test_the_console_benchmark_times_every_read_and_a_live_action() -> None:
+    result = console.run(keys=500, epochs=2, repeat=2)
+    assert set(result["reads"]) >= {"pipelines", "series", "state page, last epoch", "diff first..last", "metrics"}
+    assert all(timing["p50_ms"] > 0 for timing in result["reads"].values())
+    assert result["savepoint on a running pipeline (trigger 200 ms)"]["p50_ms"] > 0

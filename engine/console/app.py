@@ -15,11 +15,13 @@ import logging
 import os
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -32,6 +34,8 @@ from engine.storage import Location, location
 
 LOG = logging.getLogger("timelapse.console")
 STATIC = Path(__file__).parent / "static"
+#: operator state and diffs kept in memory for paging and the slider, least recently used first out
+FRAME_CACHE_BYTES = 512 * 1024 * 1024
 #: tokens.json is read again at most this often per directory (each read is a GET on an object store)
 TOKEN_CACHE_S = 2.0
 
@@ -48,6 +52,7 @@ class Console:
     _token_cache: dict[str, tuple[float, list[tuple[str, Grant | None]]]] = field(default_factory=dict)
     #: one History per pipeline, reused: it keeps the manifest rows until the manifest's log changes
     _histories: dict[str, History] = field(default_factory=dict)
+    _frames: OrderedDict[tuple[Any, ...], pl.DataFrame] = field(default_factory=OrderedDict)
 
     @classmethod
     def serving(cls, dirs: Sequence[str | Location], storage_options: Mapping[str, str] | None = None) -> Console:
@@ -81,6 +86,19 @@ class Console:
         found = self._histories.get(name)
         if found is None:
             found = self._histories[name] = History(path, self.storage_options)
+        return found
+
+    def frame(self, key: tuple[Any, ...], compute: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+        """A table as of a committed cut, computed once: a cut never changes, so the slider, paging and the filter
+        reuse it (reading a million keys' state takes seconds, slicing it milliseconds). The least recently used
+        frames go beyond FRAME_CACHE_BYTES. `key` must name the manifest row (its commit time), not `at`."""
+        found = self._frames.get(key)
+        if found is not None:
+            self._frames.move_to_end(key)
+            return found
+        found = self._frames[key] = compute()
+        while len(self._frames) > 1 and sum(f.estimated_size() for f in self._frames.values()) > FRAME_CACHE_BYTES:
+            self._frames.popitem(last=False)
         return found
 
     def name_of(self, path: str | Location) -> str | None:

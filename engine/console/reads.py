@@ -99,12 +99,16 @@ def state(
     limit: int = Limit,
     grant: Grant = viewer,
 ) -> dict[str, Any]:
-    history = _console(request).history(name)
+    console = _console(request)
+    history = console.history(name)
     row = history.row(views.parse_at(at))
     keys = _keys(history._entry(row, op, ("state",)))
-    frame = history._unless_expired(row, lambda: history._scan_state(row, op).collect())
-    if keys:
-        frame = frame.sort(keys, nulls_last=True)
+
+    def read() -> pl.DataFrame:
+        frame = history._unless_expired(row, lambda: history._scan_state(row, op).collect())
+        return frame.sort(keys, nulls_last=True) if keys else frame
+
+    frame = console.frame((name, "state", op, row["kind"], row["committed_at"]), read)
     return {"operator": op, "at": _point(row), "keys": keys, **views.page(frame, q, offset, limit)}
 
 
@@ -120,9 +124,13 @@ def diff(
     limit: int = Limit,
     grant: Grant = viewer,
 ) -> dict[str, Any]:
-    history = _console(request).history(name)
+    console = _console(request)
+    history = console.history(name)
     first, second = history.row(views.parse_at(a)), history.row(views.parse_at(b))
-    frame = history.diff(op, views.parse_at(a), views.parse_at(b))
+    frame = console.frame(
+        (name, "diff", op, first["kind"], first["committed_at"], second["kind"], second["committed_at"]),
+        lambda: history.diff(op, views.parse_at(a), views.parse_at(b)),
+    )
     return {"operator": op, "a": _point(first), "b": _point(second), **views.page(frame, q, offset, limit)}
 
 
