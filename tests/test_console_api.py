@@ -353,3 +353,22 @@ def test_actions_on_a_running_pipeline(tmp_path: Path) -> None:
     events = versioning.history(work.state)
     assert next(e for e in events if e["kind"] == "savepoint" and e["name"] == "live1")["user"] == "olga"
     assert next(e for e in events if e["kind"] == "rollback")["user"] == "adam"
+
+
+def test_the_pages_load_nothing_from_elsewhere_and_forbid_it(
+    setup: tuple[Workdir, dict[str, str], dict[str, str], TestClient],
+) -> None:
+    """Offline machines: every file the pages use is in the package, and the CSP lets them load nothing else."""
+    from engine.console.app import STATIC
+
+    _, _, _, client = setup
+    for path in STATIC.iterdir():
+        text = path.read_text().replace("http://www.w3.org/2000/svg", "")  # a namespace name, never fetched
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, path.name
+        served = client.get(f"/static/{path.name}")
+        assert served.status_code == 200, path.name
+    index = client.get("/")
+    policy = index.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert index.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/api/docs").status_code == 404  # Swagger UI would load its scripts from a CDN

@@ -209,7 +209,7 @@ def test_operator_creates_a_savepoint(browser: Any, server: str, tokens: dict[st
     page.click("#action-savepoint")
     page.fill("#f-name", "from_the_console")
     page.fill("#f-reason", "before trying something")
-    page.wait_for_function("!document.querySelector('#dialog-confirm').disabled")
+    sync_api.expect(page.locator("#dialog-confirm")).to_be_enabled()  # no eval: the pages' CSP forbids it
     page.click("#dialog-confirm")
     page.wait_for_selector("#toast:not([hidden])")
     assert "from_the_console" in page.inner_text("#toast"), page.inner_text("#toast")
@@ -232,7 +232,7 @@ def test_admin_rolls_back_through_the_dialog(
     page.fill("#f-reason", "bad deploy after epoch 2")
     page.wait_for_selector("#rollback-preview")
     assert f"back to epoch {target}" in page.inner_text("#rollback-preview")
-    page.wait_for_function("!document.querySelector('#dialog-confirm').disabled")
+    sync_api.expect(page.locator("#dialog-confirm")).to_be_enabled()  # no eval: the pages' CSP forbids it
     shoot(page, shots, "rollback", full_page=False)
     page.click("#dialog-confirm")
     page.wait_for_selector("#toast:not([hidden])", timeout=70_000)

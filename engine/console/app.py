@@ -34,6 +34,17 @@ from engine.storage import Location, location
 
 LOG = logging.getLogger("timelapse.console")
 STATIC = Path(__file__).parent / "static"
+#: the pages run only the package's own scripts and talk only to this server: an injected script or a frame on
+#: another site cannot read the token
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 #: operator state and diffs kept in memory for paging and the slider, least recently used first out
 FRAME_CACHE_BYTES = 512 * 1024 * 1024
 #: tokens.json is read again at most this often per directory (each read is a GET on an object store)
@@ -223,7 +234,8 @@ def create_app(console: Console) -> FastAPI:
         title="timelapse console",
         description="Watch pipelines, browse their state through time, take savepoints and roll back.",
         version="1",
-        docs_url="/api/docs",
+        # FastAPI's Swagger UI page loads its scripts from a CDN: nothing here may be fetched from elsewhere
+        docs_url=None,
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
@@ -245,6 +257,8 @@ def create_app(console: Console) -> FastAPI:
         except Exception as err:
             response = _error_response(request, err)
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         return response
 
     app.add_exception_handler(Exception, engine_error)  # errors raised outside the middleware (e.g. startup)

@@ -38,7 +38,7 @@ export async function pageState(app, name, op) {
   const tabs = ["state", "diff", "late", "dead letters"];
   let tab = "state";
   const tabBar = h("div", { class: "tabs" });
-  const renderTabs = () => tabBar.replaceChildren(...tabs.map((t) => h("a", { href: "javascript:void 0", class: t === tab ? "on" : "",
+  const renderTabs = () => tabBar.replaceChildren(...tabs.map((t) => h("button", { type: "button", role: "tab", class: t === tab ? "on" : "",
     id: `tab-${t.replace(" ", "-")}`, onclick: () => { tab = t; renderTabs(); show(); } }, t)));
   const slider = h("input", { type: "range", id: "epoch-slider", min: 0, max: epochs.length - 1, step: 1, value: index,
     "aria-label": "epoch" });
