@@ -27,6 +27,7 @@ from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
 from engine.errors import VersioningError
 from engine.manifest import (
     RESUMABLE,
+    SINK,
     Checkpoint,
     Manifest,
     TableEntry,
@@ -213,7 +214,8 @@ def plan_rollback(
         for name, position in positions.items()
         if position.get("connector") == "upsert-kafka"
     }
-    restorable = {t.name for t in entries(target)} | {t.name for t in entries(current)} | set(compensate)
+    sinks = [t for t in [*entries(target), *entries(current)] if t.role == SINK]
+    restorable = {t.name for t in sinks} | set(compensate)
     repeated: dict[str, int] = {}
     for row in epochs.filter(pl.col("committed_at") > target["committed_at"]).iter_rows(named=True):
         for sink, count in json.loads(row["metrics"] or "{}").get("rows_out", {}).items():
@@ -238,17 +240,24 @@ def plan_rollback(
             f"cannot roll back: {listing} not found; move the sinks along with the state directory "
             "(keep them beside it), or run the pipeline once so that it records where its SQL writes them"
         )
-    target_names = {t.name for t in entries(target)}
+    target_tables = {_labelled(t) for t in entries(target)}
     return {
         "from_epoch": int(current["epoch"]),
         "to_epoch": to_epoch,
-        "restored": sorted(target_names),
-        "emptied": sorted({t.name for t in entries(current)} - target_names),
+        "restored": sorted(target_tables),
+        "emptied": sorted({_labelled(t) for t in entries(current)} - target_tables),
         "repeated_output": repeated,
         "compensate": compensate,
         "repeated_refusal": refusal,
         "missing": missing_message,
     }
+
+
+def _labelled(table: TableEntry) -> str:
+    """A table as a preview names it: a sink, a state table and a source's dead letters may share a name."""
+    return {"sink": "sink {}", "state": "state {}", "late": "late rows {}", "dead_letters": "dead letters of {}"}.get(
+        table.role, "{}"
+    ).format(table.name)
 
 
 def _sink_positions_of(row: dict[str, Any]) -> dict[str, Any]:
@@ -328,13 +337,14 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
         }
     target = epoch_row(rows, to_epoch)
     marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
-    target_versions = {t.name: t for t in entries(target)}
+    # By role and name: a STATE_ID may name a sink too (`/*+ STATE_ID('per_minute') */ ... INTO per_minute`).
+    target_versions = {(t.role, t.name): t for t in entries(target)}
     restored: list[TableEntry] = []
     for entry in entries(current):
         table = open_table(location(entry.path))
         if table is None:
             continue
-        keep = target_versions.get(entry.name)
+        keep = target_versions.get((entry.role, entry.name))
         if keep is not None:
             if int(table.version()) != keep.version:
                 table.restore(

@@ -114,7 +114,7 @@ def test_actions_on_a_stopped_directory_are_done_directly(tmp_path: Path) -> Non
     assert control.savepoint(state, "sp", epoch=2, user="carol") == {"savepoint": "sp", "epoch": 2}
     preview = control.rollback_preview(state, savepoint="sp")
     assert preview["to_epoch"] == 2 and preview["from_epoch"] == 4 and preview["refused"] is None
-    assert "totals" in preview["restored"] and preview["emptied"] == []
+    assert "sink totals" in preview["restored"] and preview["emptied"] == []
     assert not StateDir(state).requests.exists()  # nothing was asked of a running pipeline
     assert control.rollback(state, savepoint="sp", user="dave")["rolled_back_to"] == 2
     assert _rows(state)[-1]["metrics"]["rollback"]["user"] == "dave"

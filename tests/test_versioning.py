@@ -63,6 +63,31 @@ def test_rollback_to_a_savepoint_then_rerun_equals_a_straight_run(tmp_path: Path
         assert_frame_equal(sort_all(a), sort_all(b))
 
 
+def test_a_state_id_named_like_its_sink_rolls_back_each_table_to_its_own_version(tmp_path: Path) -> None:
+    """`STATE_ID('w') ... INSERT INTO w`: the state table and the sink share a name but not their Delta versions
+    (the window sink commits only when windows fire); each must go back to its own."""
+    sql = STATEFUL.replace("STATE_ID('per10')", "STATE_ID('w')")
+    straight, rolled = tmp_path / "straight", tmp_path / "rolled"
+    for root in (straight, rolled):
+        _inputs(root)
+    run(straight, sql, max_epoch_rows=5)
+    run(rolled, sql, max_epoch_rows=5, max_epochs=30)
+    import engine
+
+    tables = engine.open(rolled / "state").tables(at=30)
+    versions = {(r["kind"], r["name"]): r["version"] for r in tables.iter_rows(named=True) if r["name"] == "w"}
+    assert versions[("state", "w")] != versions[("sink", "w")], versions  # else the test proves nothing
+    preview = versioning.plan_rollback(StateDir(rolled / "state"), 15, None, None)
+    assert {"sink w", "state w"} <= set(preview["restored"])
+    versioning.rollback(rolled / "state", to_epoch=15, reason="same names")
+    history = engine.open(rolled / "state")
+    assert_frame_equal(sort_all(history.sink("w")), sort_all(history.sink("w", at=15)))
+    assert_frame_equal(sort_all(history.state("w")), sort_all(history.state("w", at=15)))
+    run(rolled, sql, max_epoch_rows=5)
+    for name, frame in _sinks(straight).items():
+        assert_frame_equal(_sinks(rolled)[name], frame, check_dtypes=False)
+
+
 def test_rollback_with_changed_sql_applies_the_new_sql_from_the_rollback_point(tmp_path: Path) -> None:
     from tests.test_epochs import SQL, make_input
 
