@@ -47,6 +47,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     url = f"http://{args.host if ':' not in args.host else f'[{args.host}]'}:{args.port}/"
     if console.tokens_configured():
         opened = url
+        for name in unreachable(console):
+            print(
+                f"warning: pipeline '{name}' has no token, and no session token is made when others have tokens: "
+                f"nobody can open it. Create one: timelapse token create --state {console.directories[name]} "
+                "--name NAME --role viewer",
+                file=sys.stderr,
+            )
     elif not loopback(args.host):
         raise UsageError(
             f"refusing to serve on {args.host} without tokens: anyone who can reach it could roll your pipelines "
@@ -65,6 +72,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"timelapse console for {names}: open {opened}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(console), host=args.host, port=args.port, log_level="warning", access_log=False)
     return EXIT_OK
+
+
+def unreachable(console: Any) -> list[str]:
+    """The served directories without a live token while others have some: no token can open them."""
+    from engine.console import tokens
+
+    return [name for name, path in console.directories.items() if not tokens.configured(path)]
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -37,8 +37,22 @@ def _one_point(**points: Any) -> None:
         raise HTTPException(400, f"give exactly one of {', '.join(points)}")
 
 
+#: savepoint names the console accepts: they appear in URLs, `AS OF SAVEPOINT '...'` and `timelapse log`
+SAVEPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+def _known_savepoint(console: Console, name: str, savepoint: str | None) -> None:
+    """404 for a savepoint the directory does not have (before any request reaches a running pipeline)."""
+    from engine.manifest import live_savepoints
+
+    if savepoint is not None and savepoint not in live_savepoints(console.history(name)._rows()):
+        raise HTTPException(404, f"no savepoint named '{savepoint}'")
+
+
 class SavepointBody(BaseModel):
-    name: str = Field(min_length=1, max_length=200, description="the savepoint's name")
+    name: str = Field(
+        pattern=SAVEPOINT_NAME, description="the savepoint's name: letters, digits, '_', '.', '-' (at most 100)"
+    )
     epoch: int | None = Field(None, ge=0, description="the epoch to name (default: the latest checkpoint)")
     reason: str | None = Field(None, max_length=1000, description="why: the audit keeps it")
 
@@ -54,8 +68,9 @@ def create_savepoint(name: str, body: SavepointBody, request: Request, grant: Gr
 def delete_savepoint(
     name: str, savepoint: str, request: Request, reason: str | None = Query(None, max_length=1000), grant: Grant = admin
 ) -> Any:
-    path = _console(request).path(name)
-    return _answer(control.delete_savepoint(path, savepoint, reason=reason, user=grant.name))
+    console = _console(request)
+    _known_savepoint(console, name, savepoint)
+    return _answer(control.delete_savepoint(console.path(name), savepoint, reason=reason, user=grant.name))
 
 
 @router.post("/pipelines/{name}/checkpoints", summary="Ask for a checkpoint at the next epoch boundary (operator)")
@@ -67,15 +82,19 @@ class RollbackBody(BaseModel):
     savepoint: str | None = Field(None, description="roll back to this savepoint's epoch")
     epoch: int | None = Field(None, ge=0, description="or to this epoch")
     timestamp: str | None = Field(None, description="or to the last checkpoint at or before this ISO time")
-    reason: str | None = Field(None, max_length=1000, description="why: the audit keeps it")
+    reason: str = Field(min_length=1, max_length=1000, description="why (required): the audit keeps it")
     force: bool = Field(False, description="roll back although sinks that cannot would receive output again")
 
 
 @router.post("/pipelines/{name}/rollback", summary="Roll state, offsets and sinks back together (admin)")
 def rollback(name: str, body: RollbackBody, request: Request, grant: Grant = admin) -> Any:
     _one_point(savepoint=body.savepoint, epoch=body.epoch, timestamp=body.timestamp)
+    if not body.reason.strip():
+        raise HTTPException(400, "say why: a rollback's reason is kept in the audit")
+    console = _console(request)
+    _known_savepoint(console, name, body.savepoint)
     result = control.rollback(
-        _console(request).path(name),
+        console.path(name),
         epoch=body.epoch,
         savepoint=body.savepoint,
         timestamp=parse_time(body.timestamp),
@@ -108,6 +127,7 @@ def folder_name(name: str) -> str:
 def branch(name: str, body: BranchBody, request: Request, grant: Grant = admin) -> Any:
     _one_point(savepoint=body.savepoint, epoch=body.epoch)
     console = _console(request)
+    _known_savepoint(console, name, body.savepoint)
     parent = console.path(name)
     target = parent.parent / folder_name(body.name)
     if target.exists():

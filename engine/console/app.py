@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -227,6 +228,15 @@ def _error_response(request: Request, err: BaseException) -> JSONResponse:
     return JSONResponse({"detail": detail}, status)
 
 
+def validation_message(err: RequestValidationError) -> str:
+    """FastAPI's validation errors as one line: where, and what is wrong ("query offset: ...; body name: ...")."""
+    parts = []
+    for problem in err.errors():
+        where = " ".join(str(p) for p in problem.get("loc", ()))
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}".strip(": "))
+    return "; ".join(parts) or "invalid request"
+
+
 def create_app(console: Console) -> FastAPI:
     from engine.console import actions, metrics, reads
 
@@ -248,6 +258,11 @@ def create_app(console: Console) -> FastAPI:
     @app.exception_handler(FileNotFoundError)
     async def engine_error(request: Request, err: Exception) -> JSONResponse:
         return _error_response(request, err)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        """A malformed request is 400 with one line, as every other error (not FastAPI's 422 list)."""
+        return JSONResponse({"detail": validation_message(err)}, 400)
 
     @app.middleware("http")
     async def timing(request: Request, call_next: Callable[[Request], Any]) -> Any:

@@ -23,7 +23,7 @@ from engine.console.app import Console, bearer, viewer
 from engine.console.tokens import Grant
 from engine.errors import UserError
 from engine.history import _keys
-from engine.manifest import DEAD_LETTERS, entries
+from engine.manifest import DEAD_LETTERS, entries, live_savepoints
 
 router = APIRouter(tags=["reads"])
 Limit = Query(100, ge=0, le=views.MAX_LIMIT, description="rows per page (at most 1000)")
@@ -180,6 +180,10 @@ def dead_letters_of(
 ) -> dict[str, Any]:
     history = _console(request).history(name)
     row = history.row(views.parse_at(at))
+    known = {t.name.lower() for t in entries(row) if t.role == DEAD_LETTERS}
+    known |= {s.lower() for s in json.loads(row.get("source_offsets") or "{}")}
+    if source.lower() not in known:
+        raise HTTPException(404, f"no source named '{source}' (sources: {', '.join(sorted(known)) or 'none'})")
     frame = history.dead_letters(source, views.parse_at(at))
     return {"source": source, "at": _point(row), **views.page(frame, q, offset, limit)}
 
@@ -233,12 +237,15 @@ def rollback_preview(
     chosen = [v for v in (epoch, savepoint, timestamp) if v is not None]
     if len(chosen) != 1:
         raise HTTPException(400, "give exactly one of epoch, savepoint or timestamp")
-    try:
-        return control.rollback_preview(
-            _console(request).path(name), epoch=epoch, savepoint=savepoint, timestamp=parse_time(timestamp)
-        )
-    except NotImplementedError:
-        raise HTTPException(404, "rollback preview is not available in this version of timelapse") from None
+    console = _console(request)
+    if savepoint is not None and savepoint not in live_savepoints(console.history(name)._rows()):
+        raise HTTPException(404, f"no savepoint named '{savepoint}'")
+    preview = control.rollback_preview(
+        console.path(name), epoch=epoch, savepoint=savepoint, timestamp=parse_time(timestamp)
+    )
+    if preview.get("refused"):  # the engine's message names the CLI's flag; the page has a checkbox
+        preview["refused"] = preview["refused"].replace("Pass --force to", "Tick force to")
+    return preview
 
 
 def parse_time(text: str | None) -> dt.datetime | None:

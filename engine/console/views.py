@@ -28,7 +28,7 @@ def parse_at(text: str | None) -> At:
     if text is None or not text.strip():
         return None
     text = text.strip()
-    return int(text) if text.isdigit() else text
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def iso(value: Any) -> Any:
@@ -193,6 +193,13 @@ def pipeline_detail(name: str, path: Location, history: History) -> dict[str, An
         }
         for t in row["tables"] or []
         if t["role"] == "sink"
+    ]
+    # Sinks that are not Delta tables (print, Kafka) have no table entry: their output counts name them.
+    tabled = {sink["name"] for sink in sinks}
+    outputs = {**(totals.get("rows_out") or {}), **metrics.get("rows_out", {}), **metrics.get("sink_positions", {})}
+    sinks += [
+        {"name": sink, "path": None, "version": None, "rows_out": (totals.get("rows_out") or {}).get(sink)}
+        for sink in sorted(set(outputs) - tabled)
     ]
     return {
         **summary,
