@@ -111,16 +111,31 @@ def test_pages_load_and_are_captured(
     page.wait_for_selector("#charts polyline")
     page.wait_for_timeout(300)
     assert page.locator("#action-rollback").is_enabled()
+    # the operators table reads as prose (no JSON lists, no null) and fits the page
+    operators = page.inner_text("#operators-table")
+    assert '["' not in operators and "null" not in operators, operators
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    # a duration chart says its unit, picked from the data
+    lag_title = page.inner_text("[data-chart='Watermark lag'] h3")
+    assert lag_title.split("(")[-1].rstrip(")") in ("ms", "s", "min", "h", "d"), lag_title
+    # every epoch of this pipeline is a checkpoint: the checkpoint dialog says so
+    page.click("#action-checkpoint")
+    page.wait_for_selector("#checkpoint-every-epoch")
+    page.click("#dialog-cancel")
     shoot(page, shots, "pipeline")
 
     page.evaluate(f"location.hash = '#/p/{NAME}/tree'")
     page.wait_for_selector("#tree-svg .node.run")
     page.locator("#tree-svg .node.run").last.click()
     page.wait_for_selector("#tree-state-link")
+    last = page.get_attribute("#tree-svg .node.run >> nth=-1", "data-epoch")
+    assert page.inner_text("#tree-state-link") == f"state at epoch {last}"
 
     page.locator("#tree-state-link").click()
     page.wait_for_selector("#state-table[data-epoch]")
     assert page.locator("#plan-svg .node.stateful").count() == 2
+    # the chosen epoch is said once beside the slider
+    assert page.inner_text(".slider").count(f"epoch {last}") == 1, page.inner_text(".slider")
     shoot(page, shots, "state")
 
     page.evaluate(f"location.hash = '#/p/{NAME}/sql'")
@@ -185,9 +200,21 @@ def test_state_slider_shows_state_at_each_epoch(
     assert page.get_attribute("#diff-table", "data-total") == str(changed)
     page.click("#tab-late")
     page.wait_for_selector("#late-table[data-total]", state="attached")
+    assert _stray_null(page) == 0
     page.click("#tab-dead-letters")
     page.wait_for_selector("#dl-none, #dl-table", state="attached")
+    assert _stray_null(page) == 0
     assert page.errors == []
+
+
+def _stray_null(page: Any) -> int:
+    """Text nodes reading "null" outside table cells (a null child written out as text)."""
+    return int(
+        page.evaluate(
+            """() => [...document.querySelectorAll('#state-body, #state-body *')].flatMap(e => [...e.childNodes])
+          .filter(n => n.nodeType === 3 && n.textContent.trim() === 'null' && n.parentElement.tagName !== 'TD').length"""
+        )
+    )
 
 
 # A fetch from inside the page with its own token (what a hand-written script in the browser could do).
@@ -227,7 +254,24 @@ def test_admin_rolls_back_through_the_dialog(
     target = 2
     page = open_as(browser, server, tokens["admin"], f"#/p/{NAME}")
     page.click("#action-rollback")
+    # a savepoint is chosen from the live ones; switching the kind of target clears the value
+    page.select_option("#f-target-kind", "savepoint")
+    assert page.eval_on_selector("#f-target", "el => el.tagName") == "SELECT"
+    page.select_option("#f-target", "from_the_console")
+    page.wait_for_selector("#rollback-preview")
+    page.select_option("#f-target-kind", "timestamp")
+    assert page.input_value("#f-target") == ""
+    page.wait_for_selector("#rollback-preview", state="detached")
+    # an error from the preview is one line (the API's detail)
+    page.fill("#f-target", "not a time")
+    page.wait_for_selector("#dialog-error:not([hidden])")
+    error = page.inner_text("#dialog-error")
+    assert "not an ISO time" in error and "\n" not in error and not error.startswith(("[", "{")), error
+    page.errors[:] = [e for e in page.errors if "status of 400" not in e]  # the browser logs that answer: it was the point
+    # an epoch is a number between the first and the last retained one
     page.select_option("#f-target-kind", "epoch")
+    assert page.get_attribute("#f-target", "type") == "number"
+    assert page.get_attribute("#f-target", "min") == "1"
     page.fill("#f-target", str(target))
     page.fill("#f-reason", "bad deploy after epoch 2")
     page.wait_for_selector("#rollback-preview")
@@ -265,7 +309,31 @@ def test_admin_rolls_back_through_the_dialog(
     page.wait_for_selector("#tree-svg .node.rollback")
     page.locator("#tree-svg .node.rollback").last.click()
     assert "ui-admin" in page.inner_text("#tree-details")
+    assert page.errors == []
+
+
+def test_admin_branches_and_the_branch_says_where_from(
+    browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline, shots: Path
+) -> None:
+    page = open_as(browser, server, tokens["admin"], f"#/p/{NAME}")
+    page.wait_for_selector("#action-branch")
+    answer = page.evaluate(_FETCH, [f"/api/pipelines/{NAME}/branches", "POST", {"name": "whatif", "epoch": 2}])
+    assert answer["status"] == 201, answer
+    branch = json.loads(answer["body"])["pipeline"]
+
+    page.evaluate(f"location.hash = '#/p/{NAME}/tree'")
+    page.wait_for_selector("#tree-svg .node.branch")
+    # a branch node is labelled with its folder; the whole text is its tooltip
+    assert page.text_content("#tree-svg .node.branch text") == "branch whatif"
+    assert str(live.root) in (page.text_content("#tree-svg .node.branch title") or "")
+    page.locator("#tree-svg .node.branch").last.click()
+    page.wait_for_selector("#tree-branch-link")
     shoot(page, shots, "tree")
+
+    page = open_as(browser, server, tokens["admin"], f"#/p/{branch}")
+    page.wait_for_selector("#branch-of")
+    sync_api.expect(page.locator("#branch-of")).to_have_text(f"branched from {NAME} at epoch 2")
+    page.wait_for_selector("#charts svg")
     assert page.errors == []
 
 

@@ -41,7 +41,7 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
     let detail = `${res.status} ${res.statusText}`;
     try {
       const j = await res.json();
-      if (j && j.detail) detail = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail);
+      if (j && j.detail) detail = detailText(j.detail);
     } catch (_) { /* not JSON: keep the status line */ }
     throw new ApiError(res.status, detail);
   }
@@ -52,6 +52,16 @@ export async function api(path, { method = "GET", body, raw = false } = {}) {
     return { ...j, pending: j.pending ?? true };
   }
   return res.json();
+}
+
+// The API's errors are one line, `{"detail": "..."}`; a request the API could not parse (a query parameter of the
+// wrong type) is answered with FastAPI's list of `{loc, msg}`: its messages, joined, are that line.
+function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => (d && d.msg ? `${d.msg}${Array.isArray(d.loc) ? ` (${d.loc.slice(1).join(".") || d.loc.join(".")})` : ""}` : JSON.stringify(d))).join("; ");
+  }
+  return JSON.stringify(detail);
 }
 
 export const P = (name) => `/api/pipelines/${encodeURIComponent(name)}`;

@@ -5,13 +5,15 @@ import { fmtNum } from "./format.js";
 const PALETTE = ["#2f6fdb", "#e8590c", "#18794e", "#7c3aed", "#c0362c", "#0891b2", "#a16207", "#db2777"];
 
 // lines: {label: [[x, y], ...]}; x is the epoch. Only min/max ticks: the legend and each line's title carry the
-// last value, which is what an operator looks for.
-export function lineChart(lines, { width = 420, height = 150 } = {}) {
+// last value, which is what an operator looks for. `unit` follows the values in the legend and the tooltips;
+// `empty` is what an empty chart says.
+export function lineChart(lines, { width = 420, height = 150, unit = "", empty = "no data yet" } = {}) {
+  const u = unit ? ` ${unit}` : "";
   const pad = { l: 48, r: 10, t: 8, b: 20 };
   const all = Object.values(lines).flat();
   const svg = h("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
   if (!all.length) {
-    svg.append(h("text", { x: width / 2, y: height / 2, "text-anchor": "middle" }, "no data yet"));
+    svg.append(h("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" }, empty));
     return h("div", {}, svg);
   }
   const xs = all.map((p) => p[0]);
@@ -37,10 +39,10 @@ export function lineChart(lines, { width = 420, height = 150 } = {}) {
     const last = points[points.length - 1];
     // A one-point polyline draws nothing: show a dot instead.
     svg.append(points.length === 1
-      ? h("circle", { cx: sx(last[0]), cy: sy(last[1]), r: 3, fill: color })
+      ? h("circle", { cx: sx(last[0]), cy: sy(last[1]), r: 3, fill: color }, h("title", {}, `${label}: ${fmtNum(last[1])}${u} at epoch ${last[0]}`))
       : h("polyline", { points: d, fill: "none", stroke: color, "stroke-width": 1.6, "stroke-linejoin": "round" },
-        h("title", {}, `${label}: ${fmtNum(last[1])} at epoch ${last[0]}`)));
-    legend.append(h("span", {}, h("i", { style: `background:${color}` }), `${label} ${fmtNum(last[1])}`));
+        h("title", {}, `${label}: ${fmtNum(last[1])}${u} at epoch ${last[0]}`)));
+    legend.append(h("span", {}, h("i", { style: `background:${color}` }), `${label} ${fmtNum(last[1])}${u}`));
   });
   return h("div", {}, svg, legend);
 }

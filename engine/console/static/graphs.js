@@ -1,7 +1,7 @@
 // The two drawn graphs: the version tree (tree page) and the plan graph (state page). Both lay themselves out
 // here, in a few lines, rather than with a graph library: the graphs are small and their shapes are known.
 import { h } from "./dom.js";
-import { cellText, enc, fmtTime, short } from "./format.js";
+import { cellText, enc, fmtTime, folderName, short } from "./format.js";
 
 // One column per node in history order and one lane (row) per line of history, so a rollback or a branch shows
 // as a step to another lane. Clicking a node fills `details` with its fields and links to its state.
@@ -29,9 +29,11 @@ export function drawTree(name, tree, details) {
     const fields = ["kind", "label", "epoch", "first", "last", "at", "user", "reason"].filter((k) => n[k] !== null && n[k] !== undefined && n[k] !== "");
     details.replaceChildren(h("dl", { class: "details" }, fields.map((k) => [h("dt", {}, k), h("dd", {}, k === "at" ? fmtTime(n[k]) : cellText(n[k]))])),
       h("div", { class: "actions" },
-        (n.kind === "run" || n.kind === "savepoint") && epoch !== null && epoch !== undefined
-          ? h("a", { href: `#/p/${enc(name)}/state?at=${epoch}`, id: "tree-state-link" }, `Operator state at epoch ${epoch}`) : null,
-        n.kind === "run" && n.first !== n.last ? h("a", { href: `#/p/${enc(name)}/state?at=${n.first}` }, `at epoch ${n.first}`) : null,
+        // one link per epoch, oldest first: a run links its first and its last epoch
+        n.kind === "run" && n.first !== n.last && n.first !== null && n.first !== undefined
+          ? h("a", { href: `#/p/${enc(name)}/state?at=${n.first}`, id: "tree-state-link-first" }, `state at epoch ${n.first}`) : null,
+        (n.kind === "run" || (n.kind === "savepoint" && !n.deleted)) && epoch !== null && epoch !== undefined
+          ? h("a", { href: `#/p/${enc(name)}/state?at=${epoch}`, id: "tree-state-link" }, `state at epoch ${epoch}`) : null,
         n.pipeline ? h("a", { href: `#/p/${enc(n.pipeline)}`, id: "tree-branch-link" }, `Open pipeline ${n.pipeline}`) : null));
   };
   for (const n of nodes) {
@@ -39,14 +41,29 @@ export function drawTree(name, tree, details) {
     const shape = n.kind === "run" ? h("rect", { x: x - 45, y: y - 14, width: 90, height: 28, rx: 6 })
       : n.kind === "savepoint" ? h("path", { d: `M${x},${y - 13} L${x + 13},${y} L${x},${y + 13} L${x - 13},${y} Z` })
       : h("circle", { cx: x, cy: y, r: 11 });
-    const label = n.kind === "run" ? (n.first === n.last ? `epoch ${n.first}` : `epochs ${n.first}–${n.last}`) : n.label || n.kind;
+    const label = nodeLabel(n);
     const g = h("g", { class: `node ${n.kind}`, dataset: { id: n.id, kind: n.kind, epoch: n.epoch ?? n.last ?? "" },
       tabindex: 0, onclick: () => select(g, n) },
-    h("title", {}, `${n.kind}: ${n.label || label}`), shape,
+    h("title", {}, [`${n.kind}: ${n.label || label}`, n.path && `path: ${n.path}`, n.parent && `parent: ${n.parent}`,
+      n.user && `by ${n.user}`, n.reason && `reason: ${n.reason}`].filter(Boolean).join("\n")), shape,
     h("text", { x, y: n.kind === "run" ? y + 4 : y + 28, "text-anchor": "middle" }, short(label, 22)));
     svg.append(g);
   }
   return h("div", { class: "scroll" }, svg);
+}
+
+// A node's label under its shape, short enough for its column (the whole text is in the node's tooltip): a run
+// its epochs, a savepoint its name, a branch its folder, the parent of a branch its folder and epoch.
+function nodeLabel(n) {
+  switch (n.kind) {
+    case "run": return n.first === n.last ? `epoch ${n.first}` : `epochs ${n.first}–${n.last}`;
+    case "savepoint": return n.name ? (n.deleted ? `${short(n.name, 12)} (deleted)` : `'${short(n.name, 19)}'`) : n.label;
+    case "branch": return n.path ? `branch ${short(folderName(n.path), 15)}` : n.label;
+    case "branched_from": return n.parent ? `from ${short(folderName(n.parent), 11)} @ ${n.epoch}` : n.label;
+    case "rollback": return n.from_epoch !== undefined && n.from_epoch !== null ? `rollback ${n.from_epoch} → ${n.epoch}` : n.label;
+    case "retention": return n.epoch !== null && n.epoch !== undefined ? `retention < ${n.epoch}` : n.label;
+    default: return n.label || n.kind;
+  }
 }
 
 // Layered layout: a node's layer is one more than its deepest input; within a layer, plan order. Stateful nodes

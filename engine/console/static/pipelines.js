@@ -1,7 +1,7 @@
 // The home page: every state directory this console serves, refreshed while it is open.
 import { api } from "./api.js";
 import { h } from "./dom.js";
-import { enc, fmtLag, fmtNum, fmtTime } from "./format.js";
+import { enc, fmtInt, fmtLag, fmtNum, fmtTime, folderName } from "./format.js";
 import { crumbs, poll } from "./lifecycle.js";
 
 export async function pagePipelines(app) {
@@ -16,9 +16,9 @@ export async function pagePipelines(app) {
     const list = await api("/api/pipelines");
     body.replaceChildren(...list.map((p) => h("tr", { dataset: { pipeline: p.name } },
       h("td", {}, h("a", { href: `#/p/${enc(p.name)}` }, p.name),
-        p.branch_of ? h("span", { class: "muted" }, ` (branch of ${p.branch_of})`) : null),
+        p.branch_of ? h("span", { class: "muted", title: branchPath(p.branch_of) }, ` (branch of ${folderName(branchPath(p.branch_of))})`) : null),
       h("td", {}, statusBadge(p)),
-      h("td", { class: "num" }, fmtNum(p.last_epoch)),
+      h("td", { class: "num" }, fmtInt(p.last_epoch)),
       h("td", {}, fmtTime(p.committed_at)),
       h("td", {}, fmtTime(p.watermark)),
       h("td", { class: "num" }, fmtLag(p.watermark_lag_s)),
@@ -27,6 +27,9 @@ export async function pagePipelines(app) {
     if (!list.length) body.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No pipeline this token may see.")));
   });
 }
+
+// `branch_of` is the parent's path (an object with `parent` would do too).
+const branchPath = (b) => (b && typeof b === "object" ? b.parent || b.path || "" : String(b));
 
 // "running" means a process holds the directory's lock; the tooltip says which one.
 export function statusBadge(p) {

@@ -53,9 +53,10 @@ export async function pageState(app, name, op) {
     clearTimeout(debounce);
     debounce = setTimeout(show, 120);
   });
+  // The chosen epoch once, in words; the slider's ends are bare numbers (the first and last retained epoch).
   app.append(h("h2", {}, `Operator ${op}`),
-    h("div", { class: "slider" }, h("span", { class: "muted" }, `epoch ${epochs[0]}`), slider,
-      h("span", { class: "muted" }, `epoch ${epochs[epochs.length - 1]}`), out),
+    h("div", { class: "slider" }, out, h("span", { class: "muted", title: "the first retained epoch" }, epochs[0]), slider,
+      h("span", { class: "muted", title: "the last retained epoch" }, epochs[epochs.length - 1])),
     tabBar, body);
   renderTabs();
   const show = () => {

@@ -1,7 +1,7 @@
 // Tables of rows from the API, shared by the state, diff, late, dead-letter and SQL views.
 import { api } from "./api.js";
 import { h } from "./dom.js";
-import { cellText } from "./format.js";
+import { cellText, fmtNum } from "./format.js";
 
 export const PAGE = 100;
 
@@ -16,7 +16,8 @@ export function pagedTable(box, id, url, data = {}, filter = true) {
   const next = h("button", { type: "button", id: `${id}-next`, onclick: () => { offset += PAGE; load(); } }, "Next ›");
   let debounce = null;
   q.addEventListener("input", () => { clearTimeout(debounce); debounce = setTimeout(() => { offset = 0; load(); }, 250); });
-  box.replaceChildren(filter ? h("div", { class: "row" }, q) : null, h("div", { class: "pager" }, prev, range, next), table);
+  // replaceChildren would write a null child as the text "null": leave the filter out instead.
+  box.replaceChildren(...(filter ? [h("div", { class: "row" }, q)] : []), h("div", { class: "pager" }, prev, range, next), table);
   let seq = 0;
   const load = async () => {
     const mine = ++seq;
@@ -25,7 +26,7 @@ export function pagedTable(box, id, url, data = {}, filter = true) {
       const res = await api(url(q.value, offset));
       if (mine !== seq) return;   // a newer request (slider moved on) wins
       const shown = res.rows.length;
-      range.textContent = res.total === 0 ? "no rows" : `rows ${res.offset + 1}-${res.offset + shown} of ${res.total}`;
+      range.textContent = res.total === 0 ? "no rows" : `rows ${fmtNum(res.offset + 1)}-${fmtNum(res.offset + shown)} of ${fmtNum(res.total)}`;
       prev.disabled = res.offset === 0;
       next.disabled = res.offset + shown >= res.total;
       table.replaceChildren(dataTable(res.columns, res.rows, { id: `${id}-table`, dataset: { ...data, total: res.total, offset: res.offset } }));
