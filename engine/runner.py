@@ -306,6 +306,9 @@ class Runner:
                 if report is None:
                     if options.once or options.drain:
                         break
+                    # Idle: the epochs run since the last checkpoint become durable now rather than when input
+                    # comes back (an interval of N epochs, or of a time that is only checked when an epoch runs).
+                    self.checkpoint()
                     time.sleep(max(0.0, options.trigger_seconds - (time.perf_counter() - tick)))
                     continue
                 summary.add(report)
