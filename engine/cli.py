@@ -143,17 +143,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_savepoint(args: argparse.Namespace) -> int:
-    from engine import versioning
+    from engine import control, versioning
 
     if args.action == "create":
         if not args.name:
             raise UsageError("savepoint create needs --name")
-        result: Any = versioning.create_savepoint(args.dir, args.name, args.epoch, reason=args.reason)
+        # engine.control: done here on a stopped directory, handed to the running pipeline otherwise
+        result: Any = control.savepoint(args.dir, args.name, args.epoch, reason=args.reason)
         message = f"savepoint '{result['savepoint']}' marks epoch {result['epoch']}"
     elif args.action == "delete":
         if not args.name:
             raise UsageError("savepoint delete needs --name")
-        result = versioning.delete_savepoint(args.dir, args.name, reason=args.reason)
+        result = control.delete_savepoint(args.dir, args.name, reason=args.reason)
         message = f"savepoint '{args.name}' deleted"
     else:
         table = versioning.savepoints(args.dir)
@@ -169,7 +170,7 @@ def cmd_savepoint(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from engine import versioning
+    from engine import control
 
     timestamp = None
     if args.timestamp:
@@ -179,9 +180,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             raise UsageError(f"'{args.timestamp}' is not an ISO timestamp") from None
         if timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=dt.UTC)
-    result = versioning.rollback(
+    result = control.rollback(  # a running pipeline rolls back at its next epoch boundary and runs on
         args.dir,
-        to_epoch=args.to_epoch,
+        epoch=args.to_epoch,
         savepoint=args.savepoint,
         timestamp=timestamp,
         reason=args.reason,
@@ -255,15 +256,13 @@ def cmd_branch(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from engine import retention
+    from engine import control
     from engine.state_dir import StateDir
 
     directory = StateDir(location(args.dir))
     if not directory.manifest.exists():
         raise FileNotFoundError(f"{args.dir} is not a timelapse state directory")
-    policy = retention.policy_from_options({}, args.count, args.age)
-    with directory.lock():
-        report = retention.apply(directory, policy, reason=args.reason)
+    report = control.retention(args.dir, args.count, args.age, reason=args.reason)
     if args.json:
         print(json.dumps(report))
     elif not report["expired_epochs"] and "oldest_epoch" not in report:

@@ -183,6 +183,17 @@ def test_actions_on_a_running_pipeline(tmp_path: Path) -> None:
         with pytest.raises(VersioningError, match="already exists"):
             control.savepoint(state, "mid", user="alice")
 
+        # the CLI hands its savepoint to the running pipeline too (it used to be refused as busy)
+        cli = subprocess.run(
+            [sys.executable, "-m", "engine.cli", "savepoint", "create", str(state), "--name", "from-cli", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout)["savepoint"] == "from-cli"
+
         assert control.checkpoint(state, user="frank") == {"requested": True, "running": True}
         _write(root, 4)
         _write(reference, 4)
