@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import duck, read_sink, run, sort_all, write_jsonl
+from tests.helpers import duck, examples, read_sink, run, sort_all, write_jsonl
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
 PARTITIONS = 4
@@ -151,7 +151,7 @@ def test_kafka_pipeline_equals_duckdb(
     assert summary["epochs"] >= 1
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), max_rows=st.one_of(st.none(), st.integers(1, 60)))
 def test_any_split_gives_the_oracle(kafka: Any, seed: int, max_rows: int | None) -> None:
     messages = make_messages(seed, count=120)
