@@ -135,7 +135,17 @@ def check(workdir: Path, expected: dict[str, pl.DataFrame]) -> None:
     assert sort_all(named).to_dicts() == sort_all(expected["named"].cast(named.schema)).to_dicts()  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("max_rows", "fetch_bytes"), [(None, None), (7, None), (50, 300), (3, 120)])
+@pytest.mark.parametrize(
+    ("max_rows", "fetch_bytes"),
+    [
+        (None, None),
+        (7, None),
+        (50, 300),
+        # 100 epochs of 3 rows with tiny fetches (~50 s on CI): small epochs are covered by (7, None) and by
+        # test_any_split_gives_the_oracle, small fetches by (50, 300)
+        pytest.param(3, 120, marks=pytest.mark.slow),
+    ],
+)
 def test_kafka_pipeline_equals_duckdb(
     tmp_path: Path, kafka: Any, max_rows: int | None, fetch_bytes: int | None
 ) -> None:
