@@ -1,5 +1,10 @@
 """Fixtures shared by the test modules: the Kafka broker and the S3 server (one each per test session, started on
-first use)."""
+first use); the hypothesis profiles.
+
+Property tests name their thorough example count (`@settings(max_examples=examples(12))`, tests/helpers.py). The
+default profile, `ci`, runs at most 5 examples of each (every example is a pipeline run: seconds each on CI's
+2-core machine); `TIMELAPSE_HYPOTHESIS=thorough python -m pytest` runs each test's full count.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", max_examples=5)
+settings.register_profile("thorough", max_examples=1_000)
+settings.load_profile(os.environ.get("TIMELAPSE_HYPOTHESIS", "ci"))
 
 if TYPE_CHECKING:
     from tests.kafka_broker import Broker

@@ -16,6 +16,14 @@ import polars as pl
 from engine import Pipeline
 
 
+def examples(thorough: int) -> int:
+    """A property test's example count: `thorough` under the `thorough` hypothesis profile, at most the profile's
+    `max_examples` under the default `ci` one (tests/conftest.py)."""
+    from hypothesis import settings
+
+    return min(thorough, settings().max_examples)
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]], extra_lines: list[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(r, ensure_ascii=False) for r in rows] + (extra_lines or [])

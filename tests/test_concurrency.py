@@ -100,7 +100,7 @@ def test_a_run_whose_lease_was_taken_over_stops_without_committing(tmp_path: Pat
 def test_readers_beside_a_running_pipeline_always_see_a_consistent_cut(tmp_path: Path) -> None:
     """While a pipeline commits an epoch every few milliseconds, a reader loop opens the latest cut again and
     again: the sink and the state it sees are always of the same epoch, and cover exactly that epoch's input."""
-    inputs(tmp_path, 600)
+    inputs(tmp_path, 300)  # 60 epochs
     writer = start(tmp_path, "--once", "--retain", "5")  # retention runs too, freeing old versions
     state = tmp_path / "state"
     wait_for(lambda: (state / "manifest").exists())

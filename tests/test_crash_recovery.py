@@ -61,7 +61,8 @@ def _check(root: Path) -> None:
     assert manifest.get_column("epoch").to_list() == list(range(1, manifest.height + 1))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+# seed 2 (slow): the same random kills with other instants; the path is seed 1's, and test_kill_9_soak's
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_kill_9_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, seed: int) -> None:
     make_input(tmp_path, seed, 6, 40)
     (tmp_path / "pipeline.sql").write_text(SQL)

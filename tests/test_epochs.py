@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from tests.helpers import read_sink, run, sort_all, write_jsonl
+from tests.helpers import examples, read_sink, run, sort_all, write_jsonl
 
 SQL = """
 CREATE TABLE SensorData (
@@ -64,7 +64,7 @@ def expected(root: Path) -> pl.DataFrame:
     )
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 1000),
     files=st.integers(1, 4),

@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 from engine import HistoryError, Pipeline
 from sql import SqlError
-from tests.helpers import duck, read_sink, run, sort_all, write_jsonl
+from tests.helpers import duck, examples, read_sink, run, sort_all, write_jsonl
 
 SOURCE = """
 CREATE TABLE orders (id BIGINT, customer STRING, amount INT)
@@ -49,7 +49,7 @@ ORACLE = """SELECT customer, count(*) AS n, sum(amount) AS total, avg(amount) AS
             GROUP BY customer HAVING avg(amount) > 6"""
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), count=st.integers(0, 60), max_rows=st.one_of(st.none(), st.integers(1, 20)))
 def test_upsert_sink_equals_duckdb_group_by(seed: int, count: int, max_rows: int | None) -> None:
     root = Path(tempfile.mkdtemp())

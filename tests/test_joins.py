@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from tests.helpers import duck, read_sink, run, sort_all, write_jsonl
+from tests.helpers import duck, examples, read_sink, run, sort_all, write_jsonl
 
 BASE_MS = 1_767_225_600_000
 SOURCES = """
@@ -67,7 +67,7 @@ WITH ('connector' = 'delta', 'path' = 'out');
 """
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 10_000),
     n_orders=st.integers(0, 30),

@@ -242,6 +242,9 @@ NOIDA_QUIRK = (
 )
 
 
+# slow: an expected failure of the test broker's (~30 s), not of timelapse; the chain of an exactly-once topic into
+# another pipeline is covered by test_an_exactly_once_topic_feeds_another_pipeline
+@pytest.mark.slow
 @pytest.mark.xfail(not os.environ.get("TIMELAPSE_TEST_KAFKA"), reason=NOIDA_QUIRK, strict=True)
 def test_an_exactly_once_topic_feeds_another_pipeline_reading_between_its_runs(tmp_path: Path, kafka: Broker) -> None:
     """B reads between A's runs, in small epochs: its slices start after A's aborted transactions."""

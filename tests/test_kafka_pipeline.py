@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import duck, read_sink, run, sort_all, write_jsonl
+from tests.helpers import duck, examples, read_sink, run, sort_all, write_jsonl
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
 PARTITIONS = 4
@@ -135,7 +135,17 @@ def check(workdir: Path, expected: dict[str, pl.DataFrame]) -> None:
     assert sort_all(named).to_dicts() == sort_all(expected["named"].cast(named.schema)).to_dicts()  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("max_rows", "fetch_bytes"), [(None, None), (7, None), (50, 300), (3, 120)])
+@pytest.mark.parametrize(
+    ("max_rows", "fetch_bytes"),
+    [
+        (None, None),
+        (7, None),
+        (50, 300),
+        # 100 epochs of 3 rows with tiny fetches (~50 s on CI): small epochs are covered by (7, None) and by
+        # test_any_split_gives_the_oracle, small fetches by (50, 300)
+        pytest.param(3, 120, marks=pytest.mark.slow),
+    ],
+)
 def test_kafka_pipeline_equals_duckdb(
     tmp_path: Path, kafka: Any, max_rows: int | None, fetch_bytes: int | None
 ) -> None:
@@ -151,7 +161,7 @@ def test_kafka_pipeline_equals_duckdb(
     assert summary["epochs"] >= 1
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), max_rows=st.one_of(st.none(), st.integers(1, 60)))
 def test_any_split_gives_the_oracle(kafka: Any, seed: int, max_rows: int | None) -> None:
     messages = make_messages(seed, count=120)

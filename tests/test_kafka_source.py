@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import read_sink, run, sort_all
+from tests.helpers import examples, read_sink, run, sort_all
 
 #: message timestamps: an hour ago, on a whole minute (older ones would fall to the broker's 7-day retention)
 BASE_MS = (int(time.time()) // 60 * 60 - 3600) * 1000
@@ -504,7 +504,7 @@ def late_messages() -> list[dict[str, Any]]:
     return messages
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(4), deadline=None, suppress_health_check=list(HealthCheck))
 @given(max_rows=st.integers(6, 40), fetch_bytes=st.sampled_from([64, 200, 1000, 1_000_000]))
 def test_results_do_not_depend_on_epoch_or_fetch_size(
     kafka: Any, tmp_path_factory: pytest.TempPathFactory, max_rows: int, fetch_bytes: int

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import duck, naive, read_sink, run, write_jsonl
+from tests.helpers import duck, examples, naive, read_sink, run, write_jsonl
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
 SOURCES = ("a", "b", "c")
@@ -192,7 +192,7 @@ def check(root: Path, rows: dict[str, list[dict[str, object]]], delays: dict[str
     assert rows_of(late_rows(state, "over")) == rows_of(expected["over_late"])
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 100_000),
     counts=st.tuples(st.integers(0, 14), st.integers(0, 14), st.integers(0, 14)),

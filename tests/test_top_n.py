@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from tests.helpers import duck, naive, read_sink, run, sort_all, write_jsonl
+from tests.helpers import duck, examples, naive, read_sink, run, sort_all, write_jsonl
 
 BASE_MS = 1_767_225_600_000
 SOURCE = """
@@ -57,7 +57,7 @@ TOP3_ORACLE = """SELECT cust, id, amount, rn FROM (
   SELECT *, row_number() OVER (PARTITION BY cust ORDER BY amount DESC, id) AS rn FROM src) WHERE rn <= 3"""
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(8), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), count=st.integers(0, 50), max_rows=st.one_of(st.none(), st.integers(1, 12)))
 def test_top_n_matches_duckdb_whatever_the_epoch_size(seed: int, count: int, max_rows: int | None) -> None:
     root = Path(tempfile.mkdtemp())

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from engine import Pipeline, udaf
 from sql import Aggregate, plan_script
 from sql.udf import AGGREGATES
-from tests.helpers import duck, naive, read_sink, run, write_jsonl
+from tests.helpers import duck, examples, naive, read_sink, run, write_jsonl
 
 BASE_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
 DELAY_S = 5
@@ -206,7 +206,7 @@ def test_legacy_group_window_syntax(tmp_path: Path) -> None:
     assert_same(streamed(tmp_path, query, max_rows=9), oracle_window(rows, WINDOWS["tumble"][1]))
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 10_000),
     count=st.integers(0, 80),
