@@ -212,7 +212,8 @@ def _stray_null(page: Any) -> int:
     return int(
         page.evaluate(
             """() => [...document.querySelectorAll('#state-body, #state-body *')].flatMap(e => [...e.childNodes])
-          .filter(n => n.nodeType === 3 && n.textContent.trim() === 'null' && n.parentElement.tagName !== 'TD').length"""
+          .filter(n => n.nodeType === 3 && n.textContent.trim() === 'null'
+                       && n.parentElement.tagName !== 'TD').length"""
         )
     )
 
@@ -267,7 +268,8 @@ def test_admin_rolls_back_through_the_dialog(
     page.wait_for_selector("#dialog-error:not([hidden])")
     error = page.inner_text("#dialog-error")
     assert "not an ISO time" in error and "\n" not in error and not error.startswith(("[", "{")), error
-    page.errors[:] = [e for e in page.errors if "status of 400" not in e]  # the browser logs that answer: it was the point
+    # the browser logs that 400 answer: it was the point
+    page.errors[:] = [e for e in page.errors if "status of 400" not in e]
     # an epoch is a number between the first and the last retained one
     page.select_option("#f-target-kind", "epoch")
     assert page.get_attribute("#f-target", "type") == "number"
