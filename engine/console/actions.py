@@ -41,14 +41,6 @@ def _one_point(**points: Any) -> None:
 SAVEPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
-def _known_savepoint(console: Console, name: str, savepoint: str | None) -> None:
-    """404 for a savepoint the directory does not have (before any request reaches a running pipeline)."""
-    from engine.manifest import live_savepoints
-
-    if savepoint is not None and savepoint not in live_savepoints(console.history(name)._rows()):
-        raise HTTPException(404, f"no savepoint named '{savepoint}'")
-
-
 class SavepointBody(BaseModel):
     name: str = Field(
         pattern=SAVEPOINT_NAME, description="the savepoint's name: letters, digits, '_', '.', '-' (at most 100)"
@@ -69,7 +61,7 @@ def delete_savepoint(
     name: str, savepoint: str, request: Request, reason: str | None = Query(None, max_length=1000), grant: Grant = admin
 ) -> Any:
     console = _console(request)
-    _known_savepoint(console, name, savepoint)
+    console.require_savepoint(name, savepoint)
     return _answer(control.delete_savepoint(console.path(name), savepoint, reason=reason, user=grant.name))
 
 
@@ -92,7 +84,7 @@ def rollback(name: str, body: RollbackBody, request: Request, grant: Grant = adm
     if not body.reason.strip():
         raise HTTPException(400, "say why: a rollback's reason is kept in the audit")
     console = _console(request)
-    _known_savepoint(console, name, body.savepoint)
+    console.require_savepoint(name, body.savepoint)
     result = control.rollback(
         console.path(name),
         epoch=body.epoch,
@@ -127,7 +119,7 @@ def folder_name(name: str) -> str:
 def branch(name: str, body: BranchBody, request: Request, grant: Grant = admin) -> Any:
     _one_point(savepoint=body.savepoint, epoch=body.epoch)
     console = _console(request)
-    _known_savepoint(console, name, body.savepoint)
+    console.require_savepoint(name, body.savepoint)
     parent = console.path(name)
     target = parent.parent / folder_name(body.name)
     if target.exists():

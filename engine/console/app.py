@@ -48,8 +48,6 @@ CONTENT_SECURITY_POLICY = (
 )
 #: operator state and diffs kept in memory for paging and the slider, least recently used first out
 FRAME_CACHE_BYTES = 512 * 1024 * 1024
-#: tokens.json is read again at most this often per directory (each read is a GET on an object store)
-TOKEN_CACHE_S = 2.0
 
 
 @dataclass
@@ -61,7 +59,6 @@ class Console:
     #: the token `timelapse ui` made up for this session when no directory has tokens (admin on every directory)
     session_token: str | None = None
     session_user: str = ""
-    _token_cache: dict[str, tuple[float, list[tuple[str, Grant | None]]]] = field(default_factory=dict)
     #: one History per pipeline, reused: it keeps the manifest rows until the manifest's log changes
     _histories: dict[str, History] = field(default_factory=dict)
     _frames: OrderedDict[tuple[Any, ...], pl.DataFrame] = field(default_factory=OrderedDict)
@@ -112,6 +109,13 @@ class Console:
         while len(self._frames) > 1 and sum(f.estimated_size() for f in self._frames.values()) > FRAME_CACHE_BYTES:
             self._frames.popitem(last=False)
         return found
+
+    def require_savepoint(self, name: str, savepoint: str | None) -> None:
+        """404 for a savepoint pipeline `name` does not have (before any request reaches a running pipeline)."""
+        from engine.manifest import live_savepoints
+
+        if savepoint is not None and savepoint not in live_savepoints(self.history(name)._rows()):
+            raise HTTPException(404, f"no savepoint named '{savepoint}'")
 
     def name_of(self, path: str | Location) -> str | None:
         """The console name of the directory at `path`, if this console serves it."""

@@ -23,7 +23,7 @@ from engine.console.app import Console, bearer, viewer
 from engine.console.tokens import Grant
 from engine.errors import UserError
 from engine.history import _keys
-from engine.manifest import DEAD_LETTERS, entries, live_savepoints
+from engine.manifest import DEAD_LETTERS, entries
 
 router = APIRouter(tags=["reads"])
 Limit = Query(100, ge=0, le=views.MAX_LIMIT, description="rows per page (at most 1000)")
@@ -238,8 +238,7 @@ def rollback_preview(
     if len(chosen) != 1:
         raise HTTPException(400, "give exactly one of epoch, savepoint or timestamp")
     console = _console(request)
-    if savepoint is not None and savepoint not in live_savepoints(console.history(name)._rows()):
-        raise HTTPException(404, f"no savepoint named '{savepoint}'")
+    console.require_savepoint(name, savepoint)
     preview = control.rollback_preview(
         console.path(name), epoch=epoch, savepoint=savepoint, timestamp=parse_time(timestamp)
     )
