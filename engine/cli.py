@@ -82,6 +82,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         parallelism=args.parallelism,
         on_upgrade=_print_upgrade,
         on_fallback=_print_fallback,
+        executor=args.executor,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        on_worker_lost=lambda why: print(
+            f"warning: {why}; new workers restore the last checkpoint and replay", file=sys.stderr
+        ),
     )
     progress.finish()
     if args.json:
@@ -345,6 +351,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=whole(1, maximum=KEY_GROUPS),
         metavar="N",
         help="worker threads for GROUP BY aggregations (1-128; may change between runs)",
+    )
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (default); ray: --workers Ray actors (the ray extra; docs/scale-out.md)",
+    )
+    run.add_argument(
+        "--workers",
+        type=whole(1, maximum=KEY_GROUPS),
+        metavar="N",
+        help="with --executor ray: N workers, each owning a range of the key groups (may change between runs)",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="with --executor ray: join the Ray cluster at ADDR (host:port) instead of starting a local one",
     )
     run.add_argument(
         "--allow-non-restored-state",

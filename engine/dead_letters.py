@@ -10,8 +10,6 @@ each table's version with the checkpoint.
 
 from __future__ import annotations
 
-from typing import Any
-
 import polars as pl
 
 from engine import encryption
@@ -44,11 +42,10 @@ class DeadLetters:
     def marker(self, name: str) -> str:
         return marker(self.pipeline_id, name)
 
-    def write(self, epoch: int, batches: dict[str, Any]) -> dict[str, int]:
-        """Append each source's dead letters of `epoch` (once); returns their counts."""
+    def write(self, epoch: int, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
+        """Append each table's dead letters of `epoch` (once); returns their counts."""
         counts: dict[str, int] = {}
-        for name, batch in batches.items():
-            dead = batch.dead_letters
+        for name, dead in frames.items():
             if dead.height == 0:
                 continue
             counts[name] = dead.height

@@ -43,3 +43,8 @@ class StorageFailure(EngineError):
 class VersioningError(UserError, ValueError):
     """A savepoint, rollback, branch or epoch request that cannot be carried out as asked (the manifest's rows
     do not have what it names)."""
+
+
+class WorkerLost(EngineError):
+    """A worker of a scaled-out run (the Ray executor) died during an epoch: the epoch is abandoned, and the run
+    starts new workers from the last checkpoint and replays, as a restarted process would."""

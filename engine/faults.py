@@ -58,6 +58,15 @@ KAFKA_POINTS: dict[str, str] = {
     "kafka.rollback.compensated": "a rollback's compensating upserts are committed; the rollback row not yet",
 }
 
+#: points reached only inside a Ray worker (engine/scaleout/worker.py), armed there by the coordinator from
+#: `TIMELAPSE_WORKER_CRASH_AT=<point>[:<n>]` (and `TIMELAPSE_WORKER_CRASH_INDEX=<i>`: that worker only)
+WORKER_POINTS: dict[str, str] = {
+    "worker.read": "a worker has read and scanned its share of the epoch; nothing sent",
+    "worker.shuffled": "a worker has sent its rows to their key groups' owners",
+    "worker.processed": "a worker's stateful operators have folded their rows in; outputs not yet sent",
+    "worker.staged": "a worker is handing its staged state changes to the coordinator's checkpoint",
+}
+
 Action = Callable[[str, Location | None], None]
 Where = Location | str | None  # a table's path or URI
 
@@ -78,8 +87,9 @@ _action: Action = kill
 
 
 def arm(point: str, hits: int = 1, action: Action = kill) -> None:
-    if point not in POINTS and point not in KAFKA_POINTS:
-        raise ValueError(f"unknown fault point '{point}'; known: {', '.join([*POINTS, *KAFKA_POINTS])}")
+    if point not in POINTS and point not in KAFKA_POINTS and point not in WORKER_POINTS:
+        known = ", ".join([*POINTS, *KAFKA_POINTS, *WORKER_POINTS])
+        raise ValueError(f"unknown fault point '{point}'; known: {known}")
     global _armed, _hits, _action
     _armed, _hits, _action = point, hits, action
 

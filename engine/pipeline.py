@@ -11,7 +11,7 @@ from typing import Any
 
 from engine import recovery, upgrade
 from engine.epoch_report import merge_summaries
-from engine.errors import Busy, UserError
+from engine.errors import Busy, UserError, WorkerLost
 from engine.manifest import Manifest
 from engine.runner import EpochReport, Runner, RunOptions
 from engine.state_dir import StateDir, write_atomic
@@ -22,8 +22,10 @@ from sql.options import check_run_options
 
 # Errors that say what is wrong with the SQL, the options, the data (a DECIMAL overflow) or the directory's owner:
 # never storage damage, so no fallback to an older checkpoint.
-NOT_DAMAGE = (UserError, Busy, KeyboardInterrupt, SystemExit)
+NOT_DAMAGE = (UserError, Busy, WorkerLost, KeyboardInterrupt, SystemExit)
 MAX_FALLBACKS = 3
+#: a scaled-out run restarts its workers after this many losses at most, then fails
+MAX_WORKER_RESTARTS = 5
 
 
 class Pipeline:
@@ -42,6 +44,10 @@ class Pipeline:
         # Absolute, because the manifest records table paths: readers may open it from any directory.
         self.state = location(state, options=storage_options).absolute()
         self.base_dir = Path(base_dir).absolute()
+        self.storage_options = dict(storage_options) if storage_options else None
+        # The SQL text and UDFs it was planned from (`from_sql`): the Ray executor's workers plan from them.
+        self.sql: str | None = None
+        self.udfs: Mapping[str, ScalarUdf] | None = None
 
     @classmethod
     def from_sql(
@@ -57,9 +63,11 @@ class Pipeline:
         """
         state = location(state, options=storage_options)  # an unsupported scheme is refused before any planning
         path = Path(text_or_path) if isinstance(text_or_path, Path) or _looks_like_path(text_or_path) else None
-        if path is not None:
-            return cls(plan_script(path.read_text(), udfs), state, path.resolve().parent, storage_options)
-        return cls(plan_script(str(text_or_path), udfs), state, Path.cwd(), storage_options)
+        text = path.read_text() if path is not None else str(text_or_path)
+        base_dir = path.resolve().parent if path is not None else Path.cwd()
+        pipeline = cls(plan_script(text, udfs), state, base_dir, storage_options)
+        pipeline.sql, pipeline.udfs = text, udfs
+        return pipeline
 
     def explain(self) -> str:
         return self.plan.explain()
@@ -85,8 +93,17 @@ class Pipeline:
         parallelism: int | None = None,
         on_upgrade: Callable[[list[Change]], None] | None = None,
         on_fallback: Callable[[dict[str, Any]], None] | None = None,
+        executor: str = "local",
+        workers: int | None = None,
+        ray_address: str | None = None,
+        on_worker_lost: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
         """Run epochs; returns the summary that `timelapse run --json` prints.
+
+        `executor="ray"` runs the epochs on `workers` Ray actors (the `ray` extra): on a local Ray instance the
+        run starts, or on the cluster at `ray_address`. Results do not depend on the executor or the number of
+        workers, which may change between runs. A worker that dies abandons its epoch; new workers restore the
+        last checkpoint and replay (`on_worker_lost` receives why; the summary counts `workers_lost`).
 
         On a state directory written by different SQL, the operators' state is matched first: state that the
         new SQL cannot restore refuses the run (`UpgradeRefused`) unless `allow_non_restored_state`.
@@ -111,6 +128,7 @@ class Pipeline:
                 "parallelism": parallelism,
             }
         )
+        cluster = self._cluster(executor, workers, ray_address)
         options = RunOptions(
             once=once,
             trigger_seconds=trigger,
@@ -124,26 +142,81 @@ class Pipeline:
         )
         fallbacks: list[dict[str, Any]] = []
         total: dict[str, Any] | None = None
-        while True:
-            summary, rollback = self._run_runner(
-                options,
-                on_epoch,
-                should_stop,
-                allow_non_restored_state,
-                parallelism,
-                on_upgrade,
-                on_fallback,
-                fallbacks,
-                first=total is None,
-            )
-            total = summary if total is None else merge_summaries(total, summary)
-            if rollback is None:
-                return total
-            # A rollback asked of this run (engine.control): done with the lease released, answered, and the run
-            # goes on from the restored cut with the same options (`max_epochs` counts every epoch).
-            self._roll_back(rollback)
-            if options.max_epochs is not None:
-                options = dataclasses.replace(options, max_epochs=max(0, max_epochs - total["epochs"]))  # type: ignore[operator]
+        lost: list[str] = []
+        try:
+            while True:
+                open_runner = self._runner_factory(cluster, workers, allow_non_restored_state, parallelism, lost)
+                summary, runner = self._run_runner(
+                    options, on_epoch, should_stop, open_runner, on_upgrade, on_fallback, fallbacks, total is None
+                )
+                total = summary if total is None else merge_summaries(total, summary)
+                if runner.worker_lost is not None:
+                    # A worker died: its epoch was abandoned uncommitted; new workers restore the last checkpoint.
+                    lost.append(runner.worker_lost)
+                    if len(lost) > MAX_WORKER_RESTARTS:
+                        raise WorkerLost(f"{runner.worker_lost} ({len(lost)} times; the run gives up)")
+                    if on_worker_lost is not None:
+                        on_worker_lost(runner.worker_lost)
+                    total["stopped"] = "finished"
+                elif runner.pending_rollback is None:
+                    if lost:
+                        total["workers_lost"] = len(lost)
+                    return total
+                else:
+                    # A rollback asked of this run (engine.control): done with the lease released, answered, and
+                    # the run goes on from the restored cut with the same options (`max_epochs` counts every epoch).
+                    self._roll_back(runner.pending_rollback)
+                options = self._remaining(options, max_epochs, total)
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+    def _remaining(self, options: RunOptions, max_epochs: int | None, total: dict[str, Any]) -> RunOptions:
+        if max_epochs is None:
+            return options
+        return dataclasses.replace(options, max_epochs=max(0, max_epochs - total["epochs"]))
+
+    def _cluster(self, executor: str, workers: int | None, ray_address: str | None) -> Any:
+        """The Ray instance of a scaled-out run (None for the single-process executor)."""
+        if executor not in ("local", "ray"):
+            raise UserError(f"unknown executor '{executor}': local or ray")
+        if executor == "local":
+            if workers is not None or ray_address is not None:
+                raise UserError("--workers and --ray-address need --executor ray")
+            return None
+        if workers is not None and workers < 1:
+            raise UserError("--workers must be at least 1")
+        if self.sql is None:
+            raise UserError("the ray executor plans in every worker from the SQL text: use Pipeline.from_sql")
+        from engine.scaleout.coordinator import Cluster
+
+        return Cluster(ray_address, workers or 1)
+
+    def _runner_factory(
+        self,
+        cluster: Any,
+        workers: int | None,
+        allow_non_restored_state: bool,
+        parallelism: int | None,
+        lost: list[str],
+    ) -> Callable[[], Runner]:
+        if cluster is None:
+            return lambda: Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
+        from engine.scaleout.coordinator import RayRunner
+
+        assert self.sql is not None
+        sql = self.sql
+        return lambda: RayRunner(
+            self.plan,
+            self.state,
+            self.base_dir,
+            allow_non_restored_state,
+            sql,
+            self.udfs,
+            self.storage_options,
+            workers or 1,
+            arm_faults=not lost,  # a crash test's fault hits the first workers only
+        )
 
     def _roll_back(self, request: dict[str, Any]) -> None:
         from engine import requests, versioning
@@ -169,17 +242,17 @@ class Pipeline:
         options: RunOptions,
         on_epoch: Callable[[EpochReport], None] | None,
         should_stop: Callable[[], bool] | None,
-        allow_non_restored_state: bool,
-        parallelism: int | None,
+        open_runner: Callable[[], Runner],
         on_upgrade: Callable[[list[Change]], None] | None,
         on_fallback: Callable[[dict[str, Any]], None] | None,
         fallbacks: list[dict[str, Any]],
         first: bool,
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """One Runner until its run ends: the summary, and the rollback request it ended for (if it did)."""
+    ) -> tuple[dict[str, Any], Runner]:
+        """One Runner until its run ends: the summary, and the runner (the rollback request it ended for, or
+        the worker it lost)."""
         while True:
             try:
-                runner = Runner(self.plan, self.state, self.base_dir, allow_non_restored_state, parallelism)
+                runner = open_runner()
             except NOT_DAMAGE:
                 raise
             except BaseException as err:  # perhaps damaged files: confirmed by verify before anything is changed
@@ -205,7 +278,7 @@ class Pipeline:
                 summary["fallback"] = fallbacks[-1] if len(fallbacks) == 1 else fallbacks
             if runner.upgrade:
                 summary["upgrade"] = upgrade.as_json(runner.upgrade)
-            return summary, runner.pending_rollback
+            return summary, runner
 
     def _fall_back(
         self,

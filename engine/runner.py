@@ -28,6 +28,7 @@ from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
 from engine.dead_letters import DeadLetters
 from engine.dead_letters import marker as dead_letter_marker
 from engine.epoch_report import EpochReport, Summary, add_checkpoint, add_epoch, carried_totals
+from engine.errors import WorkerLost
 from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
 from engine.offset_log import OffsetLog
 from engine.operators import evaluate_epoch, stateful, stateful_operators
@@ -78,6 +79,19 @@ class PlannedEpoch:
             entry.get("dimensions", {}),
             bool(entry.get("drain", False)),
         )
+
+
+@dataclass
+class Evaluated:
+    """What running an epoch's operators gave: the rows of every output node (in `Runner.outputs` order), the
+    good rows and records read per source, dead letters per table, late rows per operator, the watermark."""
+
+    results: list[pl.DataFrame]
+    rows_in: dict[str, int]
+    records_read: dict[str, int]
+    dead_letters: dict[str, pl.DataFrame]
+    late_rows: dict[str, int]
+    watermark: dt.datetime | None
 
 
 @dataclass
@@ -254,13 +268,7 @@ class Runner:
         }
         recorded = {t.path: t.version for t in (latest.tables if latest else [])}
         idle = set(logged.get("idle", [])) if (logged := self.offsets.read(self.last_epoch)) else set()
-        for node_id, operator in self.operators.items():
-            store = StateStore(self.operator_dirs[operator.node.state_id], self.pipeline_id)
-            for path in operator.table_paths(store):
-                discard_uncommitted(path, recorded.get(str(path)))
-            sources = self._operator_sources[node_id]
-            watermark = operator_watermark(self.watermarks.marks, sources, idle) if latest else None
-            operator.open(store, versions, watermark)
+        self._open_operators(versions, recorded, idle, latest is not None)
         # Epochs after the checkpoint whose slices are logged are replayed, in order, before new ones are planned.
         policy = checkpoint_policy(
             self.plan.options.get("checkpoint.interval"), self.plan.options.get("checkpoint.state-growth")
@@ -271,6 +279,20 @@ class Runner:
         self._since_checkpoint: dict[str, Any] = {}
         self.requested_by: str | None = None  # the user a served checkpoint request names
         self.pending_rollback: dict[str, Any] | None = None  # a rollback request the run ended for
+        self.worker_lost: str | None = None  # a scaled-out run's worker died: why (engine/scaleout/)
+
+    def _open_operators(
+        self, versions: dict[str, int], recorded: dict[str, int], idle: set[str], restored: bool
+    ) -> None:
+        """Undo state commits no manifest row names, then load each operator's state at the checkpoint."""
+        for node_id, operator in self.operators.items():
+            store = StateStore(self.operator_dirs[operator.node.state_id], self.pipeline_id)
+            for path in operator.table_paths(store):
+                discard_uncommitted(path, recorded.get(str(path)))
+            operator.open(store, versions, self._operator_watermark(node_id, idle) if restored else None)
+
+    def _operator_watermark(self, node_id: str, idle: set[str]) -> dt.datetime | None:
+        return operator_watermark(self.watermarks.marks, self._operator_sources[node_id], idle)
 
     # -- the loop ------------------------------------------------------------------------------
     def run(
@@ -320,7 +342,16 @@ class Runner:
                 summary.stopped = "max-epochs"
         except KeyboardInterrupt:
             summary.stopped = "interrupted"
-        self.checkpoint()  # whatever ran since the last checkpoint becomes durable before the run ends
+        except WorkerLost as lost:  # the epoch is abandoned, uncommitted: the next runner replays it
+            summary.stopped = "worker-lost"
+            self.worker_lost = str(lost)
+            summary.elapsed_s = time.perf_counter() - started
+            return summary
+        try:
+            self.checkpoint()  # whatever ran since the last checkpoint becomes durable before the run ends
+        except WorkerLost as lost:
+            summary.stopped = "worker-lost"
+            self.worker_lost = str(lost)
         summary.elapsed_s = time.perf_counter() - started
         if summary.last_epoch is None:
             summary.last_epoch = self.last_epoch or None
@@ -349,26 +380,13 @@ class Runner:
             faults.point("epoch.offsets-logged")
         self.watermarks.idle = planned.idle
         self.watermarks.active(planned.pieces, planned.at.timestamp())
-        batches = {name: self.sources[name].read(piece) for name, piece in planned.pieces.items()}
-        frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
-        ctx = EpochContext(
-            epoch,
-            planned.at,
-            frames,
-            previous_watermarks=dict(self.watermarks.marks),
-            idle=frozenset(planned.idle),
-            drain=planned.drain,
-            dimension_versions=planned.dimensions,
-            previous_dimension_versions=self.dimensions_used,
-        )
-        late_before = {node_id: op.late_count for node_id, op in self.operators.items()}
-        results = evaluate_epoch(self.scans, self.outputs, ctx, self.operators, self.watermarks)
-        rows_out = self._write_sinks(epoch, results)
+        evaluated = self._evaluate(epoch, planned)
+        rows_out = self._write_sinks(epoch, evaluated.results)
         counts = {
-            "rows_in": {n: b.rows.height for n, b in batches.items()},  # good rows only, as in the manifest
+            "rows_in": evaluated.rows_in,  # good rows only, as in the manifest
             "rows_out": rows_out,
-            "dead_letters": self.dead_letters.write(epoch, lookup.with_dead_letters(batches, ctx.dead_letters)),
-            "late_rows": self._late_rows(late_before),
+            "dead_letters": self.dead_letters.write(epoch, evaluated.dead_letters),
+            "late_rows": evaluated.late_rows,
         }
         for name, piece in planned.pieces.items():
             self.sources[name].advance(piece)
@@ -384,13 +402,42 @@ class Runner:
         return EpochReport(
             epoch=epoch,
             **counts,
-            watermark=ctx.watermark,
+            watermark=evaluated.watermark,
             duration_s=finished - started,
             commit_s=finished - commit_started,
             replayed=logged is not None,
-            records_read={n: b.rows.height + b.dead_letters.height for n, b in batches.items()},
+            records_read=evaluated.records_read,
             drain=planned.drain,
         )
+
+    def _evaluate(self, epoch: int, planned: PlannedEpoch) -> Evaluated:
+        """Read the epoch's slices and run every operator over them, in this process (the Ray executor,
+        engine/scaleout/, spreads the same work over workers)."""
+        batches = {name: self.sources[name].read(piece) for name, piece in planned.pieces.items()}
+        frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
+        ctx = EpochContext(
+            epoch,
+            planned.at,
+            frames,
+            previous_watermarks=dict(self.watermarks.marks),
+            idle=frozenset(planned.idle),
+            drain=planned.drain,
+            dimension_versions=planned.dimensions,
+            previous_dimension_versions=self.dimensions_used,
+        )
+        late_before = {node_id: op.late_count for node_id, op in self.operators.items()}
+        results = evaluate_epoch(self.scans, self.outputs, ctx, self.operators, self.watermarks)
+        return Evaluated(
+            results=results,
+            rows_in={n: b.rows.height for n, b in batches.items()},
+            records_read={n: b.rows.height + b.dead_letters.height for n, b in batches.items()},
+            dead_letters={n: b.dead_letters for n, b in lookup.with_dead_letters(batches, ctx.dead_letters).items()},
+            late_rows=self._late_rows(late_before),
+            watermark=ctx.watermark,
+        )
+
+    def _timers_due(self, now: dt.datetime) -> bool:
+        return any(op.timer_due(now) for op in self.operators.values())
 
     def _plan(self, max_rows: int | None, drain: bool) -> PlannedEpoch | None:
         """A new epoch's slices; None when no source has rows and no timer is due."""
@@ -413,7 +460,7 @@ class Runner:
             idle != self.watermarks.idle
             and self.operators
             and self.watermarks.pipeline(idle) != self.watermarks.pipeline(self.watermarks.idle)
-        ) or any(op.timer_due(planned_at) for op in self.operators.values())
+        ) or self._timers_due(planned_at)
         if not pieces and not timers_due:
             return None
         dimensions = {
@@ -460,12 +507,7 @@ class Runner:
         started = time.perf_counter()
         # No lease check before the state commits: what they write counts only once the manifest row names it,
         # and the lease is checked just before that row (below).
-        state_rows: dict[str, int] = {}
-        state_bytes: dict[str, int] = {}
-        for operator in self.operators.values():
-            operator.commit(self.last_epoch)
-            state_rows[operator.node.state_id] = operator.state_rows
-            state_bytes[operator.node.state_id] = operator.state_bytes
+        state_rows, state_bytes = self._commit_operators()
         metrics = {
             **self._since_checkpoint,
             "parallelism": self.parallelism,
@@ -507,6 +549,16 @@ class Runner:
         if self._checkpoints_since_retention >= self.retention.every:
             self._checkpoints_since_retention = 0
             retention.apply(self.dir, self.retention, reason=f"automatic, every {self.retention.every} checkpoints")
+
+    def _commit_operators(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Commit every operator's staged state as the last epoch; its live rows and bytes, by state id."""
+        state_rows: dict[str, int] = {}
+        state_bytes: dict[str, int] = {}
+        for operator in self.operators.values():
+            operator.commit(self.last_epoch)
+            state_rows[operator.node.state_id] = operator.state_rows
+            state_bytes[operator.node.state_id] = operator.state_bytes
+        return state_rows, state_bytes
 
     def _requested_by(self) -> str | None:
         """Who asked for this checkpoint (a request file's user, or a request served by `engine.requests`)."""

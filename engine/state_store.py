@@ -96,14 +96,19 @@ class StateTable:
         values: dict[str, pl.DataType],
         app_id: str,
         key_types: dict[str, pl.DataType],
+        owned: pl.Expr | None = None,
     ) -> None:
+        """`owned`: a worker's view (the Ray executor): read only, and `load` keeps the live rows for which the
+        expression holds (those of the worker's key groups); the coordinator commits what it stages."""
         self.path = path
+        self.owned = owned
         self.keys = keys
         self.values = values
         self.app_id = app_id
         self.schema: dict[str, pl.DataType] = {**key_types, **values, **BOOKKEEPING}
         # None: in memory (`memory` holds the committed change-log frames)
-        self.appends = AppendTable(ensure_table(path, self.schema), "state.commit") if path is not None else None
+        writable = path is not None and owned is None
+        self.appends = AppendTable(ensure_table(path, self.schema), "state.commit") if writable else None
         self.memory: list[pl.DataFrame] = []
         self._pending: list[pl.DataFrame] = []
         self.log_rows = 0  # rows in the table since its last compaction
@@ -121,7 +126,9 @@ class StateTable:
         else:
             frame = delta_tables.scan(self.path, version=version)
         self.log_rows = int(frame.select(pl.len()).collect().item())
-        live = resolve(frame, self.keys).drop("_epoch", "_deleted").collect()
+        resolved = resolve(frame, self.keys).drop("_epoch", "_deleted")
+        # after resolving: a tombstone's value columns are empty, so a filter on them must not see it
+        live = (resolved.filter(self.owned) if self.owned is not None else resolved).collect()
         self.live_rows = live.height
         return live.cast({k: v for k, v in self.schema.items() if k in live.columns})  # type: ignore[arg-type]
 
@@ -135,6 +142,23 @@ class StateTable:
             self._pending.append(
                 deletes.select(*self.keys, *blanks, "_kg").with_columns(pl.lit(True).alias("_deleted"))
             )
+
+    def take_staged(self) -> pl.DataFrame | None:
+        """The changes staged since the last checkpoint, in order, handed over (a worker's, to the coordinator)."""
+        pending, self._pending = self._pending, []
+        return pl.concat(pending, how="vertical_relaxed") if pending else None
+
+    def add_staged(self, changes: pl.DataFrame) -> None:
+        """Stage changes another process staged (`take_staged`), to be committed here."""
+        self._pending.append(changes)
+
+    def count_log(self, version: int | None) -> None:
+        """Count the change-log rows at `version` (what `load` does, without loading the live state), for a
+        process that commits the table without holding its state (the Ray executor's coordinator)."""
+        if version is None or self.path is None:
+            self.log_rows = 0
+            return
+        self.log_rows = int(delta_tables.scan(self.path, version=version).select(pl.len()).collect().item())
 
     def commit(self, epoch: int, live_rows: int) -> int:
         """Append the staged changes as epoch `epoch` (once), compact if the log has grown; returns the version."""
@@ -180,4 +204,3 @@ class StateTable:
 
     def version(self) -> int:
         return len(self.memory) if self.appends is None else int(self.table.version())
-

@@ -71,18 +71,27 @@ class Watermarks:
 
     def advance(self, scanned: dict[str, pl.DataFrame], drain: bool = False) -> None:
         """Take this epoch's scanned rows into account; watermarks only move forward, a drain ends time."""
-        for name, scan in self.watermarked.items():
-            assert scan.table.watermark is not None
-            if name in self.splits or SPLIT_COLUMN in scanned[name].columns:
-                candidate = self._advance_splits(name, scanned[name], scan.table.watermark.expr, drain)
+        self.advance_to(*maxima(self.watermarked, scanned), drain=drain)
+
+    def advance_to(
+        self,
+        highest: dict[str, dt.datetime | None],
+        per_split: dict[str, dict[str, dt.datetime | None]],
+        drain: bool = False,
+    ) -> None:
+        """Advance by the maxima of the WATERMARK expressions over the epoch's rows (`maxima`), per source and,
+        for a partitioned source, per partition: all a watermark needs, so workers that each read a share of
+        the epoch report theirs and the maxima of their maxima advance the pipeline's watermarks."""
+        for name in self.watermarked:
+            if name in self.splits or name in per_split:
+                candidate = self._advance_splits(name, per_split.get(name, {}), drain)
             else:
-                mark = scanned[name].select(scan.table.watermark.expr.max().alias("wm"))
-                candidate = END_OF_TIME if drain else (mark.item() if mark.height else None)
+                candidate = END_OF_TIME if drain else highest.get(name)
             previous = self.marks.get(name)
             if candidate is not None and (previous is None or candidate > previous):
                 self.marks[name] = candidate
 
-    def _advance_splits(self, name: str, rows: pl.DataFrame, expr: pl.Expr, drain: bool) -> dt.datetime | None:
+    def _advance_splits(self, name: str, per_split: dict[str, dt.datetime | None], drain: bool) -> dt.datetime | None:
         """Advance each partition's watermark by its rows; the source's candidate is their minimum over the
         partitions that are not idle (all of them if all are), None while one of those has none."""
         splits = self.splits.get(name, [])
@@ -90,12 +99,10 @@ class Watermarks:
             for split in splits:
                 self.marks[split_key(name, split)] = END_OF_TIME
             return END_OF_TIME
-        if rows.height and SPLIT_COLUMN in rows.columns:
-            per_split = rows.group_by(SPLIT_COLUMN).agg(expr.max().alias("wm"))
-            for split, mark in per_split.iter_rows():
-                key = split_key(name, split)
-                if mark is not None and (self.marks.get(key) is None or mark > self.marks[key]):  # type: ignore[operator]
-                    self.marks[key] = mark
+        for split, mark in per_split.items():
+            key = split_key(name, split)
+            if mark is not None and (self.marks.get(key) is None or mark > self.marks[key]):  # type: ignore[operator]
+                self.marks[key] = mark
         if not splits:
             return None
         idle = self.idle_splits.get(name, set())
@@ -126,3 +133,22 @@ class Watermarks:
         if not self.watermarked:
             return None
         return all((m := self.marks.get(n)) is not None and m >= END_OF_TIME for n in self.watermarked)
+
+
+def maxima(
+    watermarked: dict[str, Scan], scanned: dict[str, pl.DataFrame]
+) -> tuple[dict[str, dt.datetime | None], dict[str, dict[str, dt.datetime | None]]]:
+    """The maximum of each watermarked source's WATERMARK expression over its scanned rows (None without rows),
+    and per partition for a source whose rows carry SPLIT_COLUMN."""
+    highest: dict[str, dt.datetime | None] = {}
+    per_split: dict[str, dict[str, dt.datetime | None]] = {}
+    for name, scan in watermarked.items():
+        assert scan.table.watermark is not None
+        rows, expr = scanned[name], scan.table.watermark.expr
+        if SPLIT_COLUMN in rows.columns:
+            found = rows.group_by(SPLIT_COLUMN).agg(expr.max().alias("wm")) if rows.height else None
+            per_split[name] = dict(found.iter_rows()) if found is not None else {}
+        else:
+            mark = rows.select(expr.max().alias("wm"))
+            highest[name] = mark.item() if mark.height else None
+    return highest, per_split

@@ -117,6 +117,9 @@ class AggregateOperator(StatefulOperator):
                 )
         return [*specs, TableSpec("late", "late", role="late", columns=visible(node.inputs[0].schema))]
 
+    def input_key_group(self, index: int) -> pl.Expr | None:
+        return key_group([expr.alias(name) for name, expr in self.key_exprs])
+
     @property
     def distinct(self) -> dict[int, StateTable]:
         return {int(n.split("_")[1]): t for n, t in self.state_tables.items() if n.startswith("distinct_")}

@@ -81,6 +81,10 @@ class OperatorSettings:
 
     base_dir: Path = Path(".")  # where relative connector paths (a lookup join's dimension) start
     parallelism: int = 1  # worker threads for kinds that split their key groups
+    #: this process's index among the workers of a scaled-out run, and their number: a kind that numbers its
+    #: rows (OVER) interleaves the numbers so that no two workers give the same one
+    worker: int = 0
+    workers: int = 1
 
 
 class StatefulOperator:
@@ -148,6 +152,18 @@ class StatefulOperator:
     def plan_epoch(self) -> Any:
         """What the epoch reads besides its sources (logged before reading, so a replay reads the same)."""
         return None
+
+    # -- partitioning by key group (the Ray executor runs each key group's rows in one worker) -------------
+    def input_key_group(self, index: int) -> pl.Expr | None:
+        """The key group (0..127) of a row of input `index`: the worker owning it runs the row. It must equal
+        `state_key_group` of the state rows the input row reads or changes, so that a worker that loads the
+        state of its key groups, whatever the number of workers, holds all its rows need. None: the row may
+        run in any worker (a kind without state). Default: every row in key group 0, so one worker runs all."""
+        return pl.lit(0, pl.Int32)
+
+    def state_key_group(self, name: str) -> pl.Expr:
+        """The key group of a row of state table `name`: its `_kg` column, where the kind stores it so."""
+        return pl.col("_kg")
 
     def timer_due(self, now: dt.datetime) -> bool:
         """Whether a processing-time timer fires at `now`, so that an epoch without rows must still run."""

@@ -79,6 +79,12 @@ class JoinOperator(StatefulOperator):
             specs.append(TableSpec(f"late_{side}", f"late_{side}", role="late", columns=names))
         return specs
 
+    def input_key_group(self, index: int) -> pl.Expr | None:
+        if self.node.lookup:
+            return None  # every worker reads the dimension: a row joins where it is
+        exprs = self.node.left_keys if index == 0 else self.node.right_keys
+        return key_group([e.alias(k) for e, k in zip(exprs, self.keys, strict=True)])
+
     @property
     def sides(self) -> dict[str, StateTable]:
         return self.state_tables

@@ -38,6 +38,9 @@ class ChangelogNormalizeOperator(StatefulOperator):
         values = {n: t for n, t in schema.items() if n not in node.keys}
         return [TableSpec("", "state", list(node.keys), keys, values)]
 
+    def input_key_group(self, index: int) -> pl.Expr | None:
+        return key_group(self.keys)
+
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"": self.rows}
 

@@ -57,6 +57,12 @@ class OverOperator(StatefulOperator):
     def totals_table(self) -> StateTable:
         return self.state_tables["totals"]
 
+    def input_key_group(self, index: int) -> pl.Expr | None:
+        return key_group(self.partition)
+
+    def state_key_group(self, name: str) -> pl.Expr:
+        return pl.col("_kg") if name else key_group(self.partition)  # rows store the key group of their __seq
+
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"": self.rows, "totals": self.totals}
 
@@ -85,7 +91,11 @@ class OverOperator(StatefulOperator):
                 .select(self.columns)
                 .with_row_index(SEQ)
                 .with_columns(
-                    (pl.col(SEQ).cast(pl.Int64) + ctx.epoch * 1_000_000_000).alias(SEQ),
+                    (
+                        pl.col(SEQ).cast(pl.Int64) * self.settings.workers
+                        + self.settings.worker
+                        + ctx.epoch * 1_000_000_000
+                    ).alias(SEQ),
                     pl.lit(False).alias(EMITTED),
                     key_group([SEQ]).alias("_kg"),
                 )

@@ -49,6 +49,12 @@ class TopNOperator(StatefulOperator):
             state = TableSpec("", "state", list(schema), schema, {COUNT: pl.Int64()})
         return [state, TableSpec("late", "late", role="late", columns=visible(schema))]
 
+    def input_key_group(self, index: int) -> pl.Expr | None:
+        return key_group(self.partition)
+
+    def state_key_group(self, name: str) -> pl.Expr:
+        return key_group(self.partition)  # a Top-N stores the key group of the whole row in `_kg`
+
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"": self.rows}
 

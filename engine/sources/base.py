@@ -9,6 +9,7 @@ is what makes replay after a crash exact.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,13 @@ class Source(ABC):
 
     @abstractmethod
     def read(self, piece: dict[str, Any]) -> SourceBatch: ...
+
+    def split(self, piece: dict[str, Any], shares: int) -> list[dict[str, Any] | None]:
+        """`piece` cut into `shares` pieces that `read` takes, for workers reading one epoch side by side (the
+        Ray executor); None: that worker reads nothing. Their rows, concatenated in order, must be the rows of
+        `piece` in its order, so that row watermarks and results do not depend on the number of workers.
+        By default the first worker reads the whole piece."""
+        return [piece, *[None] * (shares - 1)]
 
     @abstractmethod
     def advance(self, piece: dict[str, Any]) -> None:
@@ -256,3 +264,10 @@ def _from_text(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
 
 def empty_dead_letters() -> pl.DataFrame:
     return pl.DataFrame(schema=DEAD_LETTER_SCHEMA)
+
+
+def row_ranges(start: int, end: int, shares: int) -> list[tuple[int, int]]:
+    """[start, end) cut into `shares` contiguous ranges of nearly equal length, in order."""
+    size = end - start
+    cuts = [start + size * i // shares for i in range(shares + 1)]
+    return list(itertools.pairwise(cuts))

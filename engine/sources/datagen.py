@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.sources.base import ConnectorError, Source, SourceBatch
+from engine.sources.base import ConnectorError, Source, SourceBatch, row_ranges
 from sql.values import parse_timestamp
 
 _ALPHABET = string.ascii_lowercase + string.digits
@@ -94,6 +94,10 @@ class DatagenSource(Source):
         if end <= self.row:
             return None
         return {"start": self.row, "end": end, "started_at": started}
+
+    def split(self, piece: dict[str, Any], shares: int) -> list[dict[str, Any] | None]:
+        """By row range: a value is a function of its row number alone."""
+        return [{**piece, "start": a, "end": b} for a, b in row_ranges(int(piece["start"]), int(piece["end"]), shares)]
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         rows = pl.int_range(int(piece["start"]), int(piece["end"]), dtype=pl.Int64, eager=True).alias("__row")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from engine.sources.base import (
     SourceBatch,
     SourceFileError,
     dead_letters,
+    empty_dead_letters,
     typed_from_frame,
     typed_from_text,
 )
@@ -316,12 +318,13 @@ class FileSource(Source):
             return 1
 
     # -- reading -------------------------------------------------------------------------------
-    def read(self, piece: dict[str, Any]) -> SourceBatch:
+    def _spans(self, piece: dict[str, Any]) -> tuple[list[Entry], list[tuple[int, int, int]]]:
+        """The known files with the piece's additions, and the record ranges it reads: (file index, lo, hi)."""
         added = [Entry.from_json(e) for e in piece["files_added"]]
         files = self.files + added
         gone = self.gone | {e.skip for e in added if e.skip is not None}
-        parts: list[SourceBatch] = [SourceBatch(self.empty(), self._noted(added, files))]
         (fi, ri), (fj, rj) = piece["start"], piece["end"]
+        spans = []
         for index in range(fi, min(fj, len(files) - 1) + 1):
             entry = files[index]
             if index in gone or not entry.segment:
@@ -329,7 +332,32 @@ class FileSource(Source):
             lo = ri if index == fi else 0
             hi = rj if index == fj else entry.records
             if hi > lo:
-                parts.append(self._read_segment(entry, lo, hi))
+                spans.append((index, lo, hi))
+        return files, spans
+
+    def split(self, piece: dict[str, Any], shares: int) -> list[dict[str, Any] | None]:
+        """By record ranges, in file order (a share may end inside a file); the first share also reports the
+        skips and refusals the piece registered."""
+        _files, spans = self._spans(piece)
+        total = sum(hi - lo for _index, lo, hi in spans)
+
+        def cursor(at: int) -> list[int]:
+            for index, lo, hi in spans:
+                if at < hi - lo:
+                    return [index, lo + at]
+                at -= hi - lo
+            return list(piece["end"])
+
+        cuts = [list(piece["start"]), *[cursor(total * i // shares) for i in range(1, shares)], list(piece["end"])]
+        return [{**piece, "start": a, "end": b, "notes": i == 0} for i, (a, b) in enumerate(itertools.pairwise(cuts))]
+
+    def read(self, piece: dict[str, Any]) -> SourceBatch:
+        added = [Entry.from_json(e) for e in piece["files_added"]]
+        files, spans = self._spans(piece)
+        noted = self._noted(added, files) if piece.get("notes", True) else empty_dead_letters()
+        parts: list[SourceBatch] = [SourceBatch(self.empty(), noted)]
+        for index, lo, hi in spans:
+            parts.append(self._read_segment(files[index], lo, hi))
         return SourceBatch(
             pl.concat([p.rows for p in parts], how="vertical_relaxed"),
             pl.concat([p.dead_letters for p in parts]),

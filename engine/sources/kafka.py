@@ -248,6 +248,12 @@ class KafkaSource(Source):
         return ends  # latest-offset
 
     # -- reading ------------------------------------------------------------------------------------------
+    def split(self, piece: dict[str, Any], shares: int) -> list[dict[str, Any] | None]:
+        """By partition: each worker fetches whole partitions (round robin over the piece's ranges), so each
+        partition's rows, and its watermark, stay in one worker's share."""
+        ranges = piece.get("ranges", [])
+        return [{**piece, "ranges": ranges[i::shares]} if ranges[i::shares] else None for i in range(shares)]
+
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         ranges = [(t, int(p), int(s), int(e)) for t, p, s, e in piece.get("ranges", [])]
         messages = self.client.fetch(ranges, frozenset(self.decoder.metadata.values()))

@@ -24,7 +24,7 @@ from typing import Any
 
 import polars as pl
 
-from engine.sources.base import ConnectorError, Source, SourceBatch
+from engine.sources.base import ConnectorError, Source, SourceBatch, row_ranges
 from sql.values import parse_timestamp
 
 KINDS = ("person", "auction", "bid")
@@ -231,6 +231,10 @@ class NexmarkSource(Source):
         """A slice of events (all kinds count): at most `max_rows` events, so at most that many rows."""
         end = self.total + 1 if max_rows is None else min(self.total + 1, self.event + max_rows)
         return None if end <= self.event else {"start": self.event, "end": end}
+
+    def split(self, piece: dict[str, Any], shares: int) -> list[dict[str, Any] | None]:
+        """By event range: an event is a function of its number alone."""
+        return [{**piece, "start": a, "end": b} for a, b in row_ranges(int(piece["start"]), int(piece["end"]), shares)]
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         rows = self.generator.events(self.kind, int(piece["start"]), int(piece["end"]))

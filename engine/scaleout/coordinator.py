@@ -1,0 +1,322 @@
+"""The coordinator of a scaled-out run: a `Runner` whose epochs are evaluated by Ray actors (`worker.py`).
+
+What it keeps from the single-process runner, unchanged: planning and logging each epoch's slices, the
+watermarks, the sinks (one transaction per sink per epoch, with its marker), the dead letters, the state tables'
+commits and the manifest row, the lease, requests, retention. So the commit protocol, and with it exactly-once,
+is the runner's. What it hands to the workers: reading, the operators, and the shuffles between them.
+
+A worker that dies (its process killed, its node lost) makes the epoch's `ray.get` fail: the coordinator raises
+`WorkerLost`, the run's loop ends without a checkpoint, and `Pipeline.run` starts a new coordinator and new
+workers, which restore the last checkpoint and replay the logged epochs after it, as a restarted process does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from engine.errors import UserError, WorkerLost
+from engine.operators import stateful
+from engine.operators.base import OperatorSettings, StateStore
+from engine.runner import Evaluated, PlannedEpoch, Runner
+from engine.scaleout.partitioning import combined, watermark_offsets
+from engine.scaleout.worker import Worker, WorkerSpec
+from engine.state_store import discard_uncommitted
+from sql import Plan, ScalarUdf
+
+#: how long new workers may take to start and load their state before the run gives up
+START_TIMEOUT_S = float(os.environ.get("TIMELAPSE_RAY_START_TIMEOUT", "300"))
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs the ray extra: pip install 'timelapse[ray]'") from None
+    return ray
+
+
+class Cluster:
+    """The Ray instance a run uses: a local one it starts (and stops at the end), or an existing cluster."""
+
+    def __init__(self, address: str | None, workers: int) -> None:
+        ray = _ray()
+        self.started = False
+        self.address = address
+        if ray.is_initialized():
+            return
+        settings: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": logging.ERROR,
+            "configure_logging": True,
+        }
+        if address:
+            settings["address"] = address
+        else:  # never a cluster found in the environment or /tmp/ray: the run's own instance
+            settings.update(
+                address="local",
+                num_cpus=max(workers, os.cpu_count() or 1),
+                object_store_memory=int(os.environ.get("TIMELAPSE_RAY_OBJECT_STORE", 500_000_000)),
+            )
+        try:
+            ray.init(**settings)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise UserError(f"cannot start or join Ray{f' at {address}' if address else ''}: {err}") from None
+        self.started = True
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if address and cpus < workers:
+            self.close()
+            raise UserError(f"the Ray cluster at {address} has {cpus:g} CPUs; --workers {workers} needs {workers}")
+
+    def close(self) -> None:
+        if self.started:
+            _ray().shutdown()
+            self.started = False
+
+
+class RayRunner(Runner):
+    def __init__(
+        self,
+        plan: Plan,
+        state: Path,
+        base_dir: Path,
+        allow_non_restored_state: bool,
+        sql: str,
+        udfs: Mapping[str, ScalarUdf] | None,
+        storage_options: Mapping[str, str] | None,
+        workers: int,
+        arm_faults: bool = True,
+    ) -> None:
+        self.sql, self.udfs = sql, dict(udfs) if udfs else None
+        self.storage_options = dict(storage_options) if storage_options else None
+        self.worker_count = workers
+        self.arm_faults = arm_faults
+        self.actors: list[Any] = []
+        self._worker_state_bytes = 0
+        try:
+            super().__init__(plan, state, base_dir, allow_non_restored_state, parallelism=workers)
+        except BaseException:
+            self._kill_workers()
+            raise
+
+    # -- starting the workers ------------------------------------------------------------------
+    def _open_operators(
+        self, versions: dict[str, int], recorded: dict[str, int], idle: set[str], restored: bool
+    ) -> None:
+        """Undo uncommitted state commits and open the state tables for committing (the coordinator holds no
+        state), then start the workers, each loading its key groups' rows at the checkpoint."""
+        settings = OperatorSettings(base_dir=self.base_dir)
+        self.operators = {node.id: stateful(node, settings) for node in self.plan.nodes if node.stateful}
+        for operator in self.operators.values():
+            state_id = operator.node.state_id
+            store = StateStore(self.operator_dirs[state_id], self.pipeline_id)
+            for path in operator.table_paths(store):
+                discard_uncommitted(path, recorded.get(str(path)))
+            operator.attach({name: store.open(state_id, spec) for name, spec in operator.specs.items()})
+            for name, table in operator.state_tables.items():
+                table.count_log(versions.get(operator.specs[name].qualified(state_id)))
+        latest = self.manifest.latest()
+        offsets = latest.source_offsets if latest else {}
+        history = self.offsets.history(self.last_epoch)
+        sources = {name: (offsets.get(name, {}).get("position"), history.get(name, [])) for name in self.sources}
+        watermarks = {
+            node_id: self._operator_watermark(node_id, idle) if restored else None for node_id in self.operators
+        }
+        self._start_workers(versions, sources, watermarks)
+
+    def _start_workers(
+        self,
+        versions: dict[str, int],
+        sources: dict[str, tuple[Any, list[dict[str, Any]]]],
+        watermarks: dict[str, dt.datetime | None],
+    ) -> None:
+        ray = _ray()
+        actor = ray.remote(Worker)
+        crash = _armed_crash() if self.arm_faults else None
+        for index in range(self.worker_count):
+            spec = WorkerSpec(
+                sql=self.sql,
+                udfs=self.udfs,
+                fingerprint=self.plan.fingerprint,
+                base_dir=str(self.base_dir),
+                state=str(self.dir.root),
+                storage_options=self.storage_options,
+                pipeline_id=self.pipeline_id,
+                index=index,
+                count=self.worker_count,
+                versions=versions,
+                operator_dirs={sid: str(path) for sid, path in self.operator_dirs.items()},
+                watermarks=watermarks,
+                sources=sources,
+                crash=crash[0] if crash is not None and crash[1] in (None, index) else None,
+            )
+            options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
+            if threads := os.environ.get("POLARS_MAX_THREADS"):
+                options["runtime_env"] = {"env_vars": {"POLARS_MAX_THREADS": threads}}
+            self.actors.append(actor.options(**options).remote(spec))
+        self.worker_pids = self._get([a.ready.remote() for a in self.actors], timeout=START_TIMEOUT_S)
+
+    def _kill_workers(self) -> None:
+        if self.actors:
+            ray = _ray()
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            self.actors = []
+
+    def close(self) -> None:
+        try:
+            self._kill_workers()
+        finally:
+            super().close()
+
+    def _get(self, refs: list[Any], timeout: float | None = None) -> list[Any]:
+        """Results of the workers' calls; a worker's death is `WorkerLost`, its error is raised as itself."""
+        ray = _ray()
+        try:
+            return list(ray.get(refs, timeout=timeout))
+        except ray.exceptions.RayTaskError as err:  # an error raised in the worker: the same error here
+            cause = err.cause
+            if isinstance(cause, ray.exceptions.RayActorError):
+                raise WorkerLost(f"a worker was lost: {_first_line(cause)}") from None
+            raise cause from None
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError) as err:
+            raise WorkerLost(f"a worker was lost: {_first_line(err)}") from None
+        except ray.exceptions.GetTimeoutError:
+            raise WorkerLost(f"the workers did not start within {timeout:g} s") from None
+
+    # -- an epoch ------------------------------------------------------------------------------
+    def _evaluate(self, epoch: int, planned: PlannedEpoch) -> Evaluated:
+        count = len(self.actors)
+        shares = {name: self.sources[name].split(piece, count) for name, piece in planned.pieces.items()}
+        common = {
+            "epoch": epoch,
+            "proctime": planned.at,
+            "previous": dict(self.watermarks.marks),
+            "idle": sorted(planned.idle),
+            "drain": planned.drain,
+            "dimensions": planned.dimensions,
+            "previous_dimensions": self.dimensions_used,
+            "pieces": planned.pieces,
+        }
+        reads = self._get(
+            [a.read.remote(common, {n: s[i] for n, s in shares.items()}) for i, a in enumerate(self.actors)]
+        )
+        highest = [r["highest"] for r in reads]
+        per_split = [r["per_split"] for r in reads]
+        self.watermarks.advance_to(*combined(highest, per_split), drain=planned.drain)
+        marks, watermark = dict(self.watermarks.marks), self.watermarks.pipeline(set(planned.idle))
+        offsets = watermark_offsets(highest, per_split)
+        stages = len(self.actors) and self._stages()
+        returns = count if stages > 1 else 1
+        outs = [
+            _as_list(a.begin.options(num_returns=returns).remote(offsets[i], marks, watermark))
+            for i, a in enumerate(self.actors)
+        ]
+        for level in range(1, stages):
+            returns = count if level + 1 < stages else 1
+            outs = [
+                _as_list(a.stage.options(num_returns=returns).remote(level, [outs[j][i] for j in range(count)]))
+                for i, a in enumerate(self.actors)
+            ]
+        finals = self._get([out[0] for out in outs])
+        self._worker_state_bytes = sum(f["state_bytes"] for f in finals)
+        return Evaluated(
+            results=[
+                pl.concat([pl.from_arrow(f["results"][k]) for f in finals], how="vertical_relaxed")  # type: ignore[misc]
+                for k in range(len(self.outputs))
+            ],
+            rows_in=_summed(r["rows_in"] for r in reads),
+            records_read=_summed(r["records_read"] for r in reads),
+            dead_letters=_dead_letters(reads, finals),
+            late_rows=_summed(f["late_rows"] for f in finals),
+            watermark=watermark,
+        )
+
+    def _stages(self) -> int:
+        from engine.scaleout.partitioning import stages
+
+        if not hasattr(self, "_stage_count"):
+            self._stage_count = len(stages(self.outputs))
+        return self._stage_count
+
+    def _timers_due(self, now: dt.datetime) -> bool:
+        return any(self._get([a.timer_due.remote(now) for a in self.actors]))
+
+    def _state_bytes(self) -> int:
+        return self._worker_state_bytes if self.actors else 0
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _commit_operators(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The workers' staged changes, committed here: one append per table, as the single-process runner
+        makes, so the tables do not depend on the number of workers."""
+        staged = self._get([a.staged.remote() for a in self.actors])
+        state_rows: dict[str, int] = {}
+        state_bytes: dict[str, int] = {}
+        for operator in self.operators.values():
+            state_id = operator.node.state_id
+            for name, late in operator.late_tables.items():
+                qualified = operator.specs[name].qualified(state_id)
+                late.pending = [pl.from_arrow(s["late"][qualified]) for s in staged if qualified in s["late"]]  # type: ignore[misc]
+                late.commit(self.last_epoch)
+            rows = 0
+            for name, table in operator.state_tables.items():
+                qualified = operator.specs[name].qualified(state_id)
+                for s in staged:
+                    if qualified in s["changes"]:
+                        table.add_staged(pl.from_arrow(s["changes"][qualified]))  # type: ignore[arg-type]
+                live = sum(s["live"].get(qualified, 0) for s in staged)
+                table.commit(self.last_epoch, live)
+                rows += live
+            state_rows[state_id] = rows
+            state_bytes[state_id] = sum(s["state_bytes"].get(state_id, 0) for s in staged)
+        return state_rows, state_bytes
+
+
+def _as_list(refs: Any) -> list[Any]:
+    return list(refs) if isinstance(refs, list | tuple) else [refs]
+
+
+def _summed(parts: Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for name, count in part.items():
+            total[name] = total.get(name, 0) + count
+    return total
+
+
+def _dead_letters(reads: list[dict[str, Any]], finals: list[dict[str, Any]]) -> dict[str, pl.DataFrame]:
+    """Sources' dead letters in worker order (the source's order); a lookup table's once (every worker that
+    read the dimension found the same ones)."""
+    frames: dict[str, list[pl.DataFrame]] = {}
+    for read in reads:
+        for name, table in read["dead_letters"].items():
+            frames.setdefault(name, []).append(pl.from_arrow(table))  # type: ignore[arg-type]
+    seen: set[str] = set()
+    for final in finals:
+        for name, table in final["dead_letters"].items():
+            if name not in seen:
+                seen.add(name)
+                frames.setdefault(name, []).append(pl.from_arrow(table))  # type: ignore[arg-type]
+    return {name: pl.concat(parts, how="vertical_relaxed") for name, parts in frames.items()}
+
+
+def _armed_crash() -> tuple[tuple[str, int], int | None] | None:
+    """A worker fault point armed from the environment (crash tests): the point, its hit count, which worker."""
+    spec = os.environ.get("TIMELAPSE_WORKER_CRASH_AT")
+    if not spec:
+        return None
+    name, _, hits = spec.partition(":")
+    index = os.environ.get("TIMELAPSE_WORKER_CRASH_INDEX")
+    return (name, int(hits or 1)), (int(index) if index else None)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
