@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,9 @@ class RayRunner(Runner):
         self.arm_faults = arm_faults
         self.actors: list[Any] = []
         self._worker_state_bytes = 0
+        #: cumulative seconds, for benchmarks: the epochs' evaluation as the coordinator waited for it, and per
+        #: phase the slowest worker's (read, shuffle: cutting, sending and receiving parts, operators)
+        self.timings: dict[str, float] = {"evaluate": 0.0, "read": 0.0, "shuffle": 0.0, "operators": 0.0}
         try:
             super().__init__(plan, state, base_dir, allow_non_restored_state, parallelism=workers)
         except BaseException:
@@ -193,6 +197,7 @@ class RayRunner(Runner):
 
     # -- an epoch ------------------------------------------------------------------------------
     def _evaluate(self, epoch: int, planned: PlannedEpoch) -> Evaluated:
+        started = time.perf_counter()
         count = len(self.actors)
         shares = {name: self.sources[name].split(piece, count) for name, piece in planned.pieces.items()}
         common = {
@@ -227,6 +232,9 @@ class RayRunner(Runner):
             ]
         finals = self._get([out[0] for out in outs])
         self._worker_state_bytes = sum(f["state_bytes"] for f in finals)
+        self.timings["evaluate"] += time.perf_counter() - started
+        for phase in ("read", "shuffle", "operators"):
+            self.timings[phase] += max(f["seconds"][phase] for f in finals)
         return Evaluated(
             results=[
                 pl.concat([pl.from_arrow(f["results"][k]) for f in finals], how="vertical_relaxed")  # type: ignore[misc]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ class _Epoch:
     ctx: EpochContext
     late_before: dict[str, int] = field(default_factory=dict)
     built: dict[str, pl.DataFrame] = field(default_factory=dict)  # stateful node id -> its output here
+    #: seconds spent here: reading and scanning, cutting and receiving parts (the shuffle), the operators
+    seconds: dict[str, float] = field(default_factory=lambda: {"read": 0.0, "shuffle": 0.0, "operators": 0.0})
 
 
 class Worker:
@@ -129,6 +132,7 @@ class Worker:
 
     def read(self, common: dict[str, Any], share: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
         """Read and scan this worker's share; report counts, dead letters and the watermark maxima."""
+        started = time.perf_counter()
         batches = {name: self.sources[name].read(piece) for name, piece in share.items() if piece is not None}
         frames = {name: batches[name].rows if name in batches else s.empty() for name, s in self.sources.items()}
         ctx = EpochContext(
@@ -147,6 +151,7 @@ class Worker:
             self.sources[name].advance(piece)
         self.epoch = _Epoch(ctx, {i: op.late_count for i, op in self.operators.items()})
         highest, per_split = maxima(self.watermarked, ctx.scanned)
+        self.epoch.seconds["read"] += time.perf_counter() - started
         faults.point("worker.read")
         return {
             "highest": highest,
@@ -187,10 +192,13 @@ class Worker:
     def stage(self, level: int, parts: list[Any]) -> Any:
         """Run the stage-`level` operators over the parts every worker sent here (in worker order)."""
         assert self.epoch is not None
+        started = time.perf_counter()
         if parts and not isinstance(parts[0], dict):  # Ray object references, resolved here
             import ray
 
             parts = ray.get(list(parts))
+        received = time.perf_counter()
+        self.epoch.seconds["shuffle"] += received - started
         for node in self.stages[level]:
             inputs = [
                 pl.concat([pl.from_arrow(p[f"{node.id}/{i}"]) for p in parts], how="vertical_relaxed")  # type: ignore[misc]
@@ -198,12 +206,16 @@ class Worker:
             ]
             own = self.epoch.ctx.for_operator(node.upstream_watermarks)
             self.epoch.built[node.id] = self.operators[node.id].process(inputs, own)  # type: ignore[arg-type]
+        self.epoch.seconds["operators"] += time.perf_counter() - received
         faults.point("worker.processed")
         return self._next(level)
 
     def _next(self, level: int) -> Any:
         if level + 1 < len(self.stages):
+            assert self.epoch is not None
+            started = time.perf_counter()
             parts = self._shuffle(level + 1)
+            self.epoch.seconds["shuffle"] += time.perf_counter() - started
             faults.point("worker.shuffled")
             return parts[0] if self.count == 1 else tuple(parts)
         return self._finish()
@@ -253,6 +265,7 @@ class Worker:
             "late_rows": late,
             "dead_letters": {n: f.to_arrow() for n, f in self.epoch.ctx.dead_letters.items() if f.height},
             "state_bytes": sum(op.state_bytes for op in self.operators.values()),
+            "seconds": self.epoch.seconds,
         }
 
     # -- checkpoints and timers --------------------------------------------------------------------
