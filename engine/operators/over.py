@@ -15,6 +15,7 @@ import datetime as dt
 
 import polars as pl
 
+from engine.errors import UserError
 from engine.operators.base import OperatorSettings, StatefulOperator, TableSpec, behind_watermark, visible
 from engine.operators.context import EpochContext
 from engine.operators.decimals import (
@@ -25,11 +26,14 @@ from engine.operators.decimals import (
     overflow_guard,
     unscaled,
 )
-from engine.state_store import StateTable, key_group, tidy
+from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
 from sql.plan import WATERMARK_COLUMN, AggCall, OverAggregate
 from sql.types import sum_type
 
 SEQ, EMITTED, HISTORY = "__seq", "__emitted", "__history"
+#: arrival numbers per epoch, and per partition key group within one
+EPOCH_SEQS = 1_000_000_000
+KG_SEQS = EPOCH_SEQS // KEY_GROUPS
 START, END, FIRST = "__frame_start", "__frame_end", "__frame_first"
 BOUNDS = [START, END, FIRST]
 
@@ -86,20 +90,13 @@ class OverOperator(StatefulOperator):
             # Judged by the row's own source's watermark; never below the one this operator last emitted by
             # (which only matters after an idle source resumes).
             late = behind_watermark(pl.col(time), previous)
-            fresh = (
-                self.late.split(rows, late, "arrived behind the watermark")
-                .select(self.columns)
-                .with_row_index(SEQ)
-                .with_columns(
-                    (
-                        pl.col(SEQ).cast(pl.Int64) * self.settings.workers
-                        + self.settings.worker
-                        + ctx.epoch * 1_000_000_000
-                    ).alias(SEQ),
-                    pl.lit(False).alias(EMITTED),
-                    key_group([SEQ]).alias("_kg"),
+            fresh = self.late.split(rows, late, "arrived behind the watermark").select(self.columns)
+            fresh = fresh.with_columns(arrival_numbers(self.partition, ctx.epoch), pl.lit(False).alias(EMITTED))
+            if fresh.get_column(SEQ).null_count():
+                raise UserError(
+                    f"operator '{self.node.state_id}': more than {KG_SEQS:,} rows of one key group of its "
+                    "PARTITION BY in one epoch; run with smaller epochs (--max-epoch-rows)"
                 )
-            )
             fresh = fresh.with_columns(key_group([SEQ]).alias("_kg")).select(self.rows.columns)
             self.rows = tidy(pl.concat([self.rows, fresh], how="vertical_relaxed"))
             self.table.stage(fresh, fresh.head(0).select(SEQ, "_kg"))
@@ -311,3 +308,13 @@ def _totals(call: AggCall) -> list[tuple[str, pl.DataType]]:
 def _stored(node: OverAggregate) -> dict[str, pl.DataType]:
     """The input columns a waiting row keeps in state."""
     return {n: t for n, t in node.inputs[0].schema.items() if n != WATERMARK_COLUMN}
+
+
+def arrival_numbers(partition: list[str], epoch: int) -> pl.Expr:
+    """Each row's `__seq`: the epoch, the key group of its partition, and its arrival rank among the epoch's rows
+    of that key group. Rows of one partition keep their arrival order (it breaks ties in time), and the number
+    does not depend on how many workers run the operator: every row of a key group reaches one worker, in the
+    order the single-process run sees them, so the state tables are the same whatever the worker count."""
+    kg = key_group(partition).cast(pl.Int64)
+    rank = pl.int_range(pl.len(), dtype=pl.Int64).over(kg)
+    return pl.when(rank < KG_SEQS).then(epoch * EPOCH_SEQS + kg * KG_SEQS + rank).otherwise(None).alias(SEQ)
