@@ -143,6 +143,7 @@ class Pipeline:
         fallbacks: list[dict[str, Any]] = []
         total: dict[str, Any] | None = None
         lost: list[str] = []
+        rollbacks = 0
         try:
             while True:
                 open_runner = self._runner_factory(cluster, workers, allow_non_restored_state, parallelism, lost)
@@ -150,6 +151,10 @@ class Pipeline:
                     options, on_epoch, should_stop, open_runner, on_upgrade, on_fallback, fallbacks, total is None
                 )
                 total = summary if total is None else merge_summaries(total, summary)
+                if total is not summary:  # merged: the runner before ended for a rollback or for a lost worker
+                    total.pop("rollbacks", None)
+                    if rollbacks:
+                        total["rollbacks"] = rollbacks
                 if runner.worker_lost is not None:
                     # A worker died: its epoch was abandoned uncommitted; new workers restore the last checkpoint.
                     lost.append(runner.worker_lost)
@@ -166,6 +171,7 @@ class Pipeline:
                     # A rollback asked of this run (engine.control): done with the lease released, answered, and
                     # the run goes on from the restored cut with the same options (`max_epochs` counts every epoch).
                     self._roll_back(runner.pending_rollback)
+                    rollbacks += 1
                 options = self._remaining(options, max_epochs, total)
         finally:
             if cluster is not None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +33,7 @@ from engine.scaleout.worker import Worker, WorkerSpec
 from engine.state_store import discard_uncommitted
 from sql import Plan, ScalarUdf
 
+LOG = logging.getLogger("engine.scaleout")
 #: how long new workers may take to start and load their state before the run gives up
 START_TIMEOUT_S = float(os.environ.get("TIMELAPSE_RAY_START_TIMEOUT", "300"))
 
@@ -50,6 +53,7 @@ class Cluster:
         ray = _ray()
         self.started = False
         self.address = address
+        self.reaper: subprocess.Popen[bytes] | None = None
         if ray.is_initialized():
             return
         settings: dict[str, Any] = {
@@ -61,6 +65,7 @@ class Cluster:
         if address:
             settings["address"] = address
         else:  # never a cluster found in the environment or /tmp/ray: the run's own instance
+            self.reaper = _start_reaper(ray)
             settings.update(
                 address="local",
                 num_cpus=max(workers, os.cpu_count() or 1),
@@ -69,17 +74,112 @@ class Cluster:
         try:
             ray.init(**settings)
         except (ConnectionError, RuntimeError, ValueError) as err:
+            self._stop_reaper()
             raise UserError(f"cannot start or join Ray{f' at {address}' if address else ''}: {err}") from None
         self.started = True
+        _quiet_error_messages()
         cpus = ray.cluster_resources().get("CPU", 0)
         if address and cpus < workers:
             self.close()
             raise UserError(f"the Ray cluster at {address} has {cpus:g} CPUs; --workers {workers} needs {workers}")
 
     def close(self) -> None:
-        if self.started:
-            _ray().shutdown()
-            self.started = False
+        try:
+            if self.started:
+                _ray().shutdown()
+                self.started = False
+        finally:
+            self._stop_reaper()
+
+    def _stop_reaper(self) -> None:
+        """Ray is shut down (or never started): the reaper sweeps what is left and exits."""
+        if self.reaper is not None:
+            reaper, self.reaper = self.reaper, None
+            if reaper.stdin is not None:
+                reaper.stdin.close()
+            try:
+                reaper.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                reaper.kill()
+
+
+def _quiet_error_messages() -> None:
+    """Ray's driver prints the errors its cluster publishes ("(raylet) A worker died or was killed ...") on this
+    process's stdout, even with `log_to_driver=False`: in the middle of `--json` output, and beside the run's own
+    one line for the same event (a lost worker is a warning; an error in a worker is the run's error). They go to
+    the `engine.scaleout` logger instead. Ray has no option for this: its printing function is wrapped."""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:  # another Ray layout: its messages stay
+        return
+    printing = getattr(ray_worker, "print_to_stdstream", None)
+    if printing is None or getattr(printing, "quieted", False):
+        return
+
+    def quieted(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") == "raylet":
+            for line in data.get("lines", []):
+                LOG.info("ray: %s", line)
+            return
+        printing(data, ignore_prefix)
+
+    quieted.quieted = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = quieted
+
+
+# What the reaper runs (a separate small Python process, so that it outlives a driver killed with SIGKILL). Ray
+# gives its head processes the driver's fate (PR_SET_PDEATHSIG), but not what they start: on the driver's death
+# its workers linger for seconds and its dashboard and runtime-env agents for minutes (each tries to tell the dead
+# GCS that its raylet died). The reaper notes the driver's Ray descendants every half second; when its stdin (a
+# pipe only the driver holds) ends, they are killed. psutil checks a process's start time before a signal, so a
+# reused pid is never hit.
+_REAPER = """
+import os, signal, sys, threading
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.path.append(sys.argv[1])
+import psutil
+driver = psutil.Process(os.getppid())
+before = {p.pid for p in driver.children(recursive=True)}
+seen = {}
+ended = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.buffer.read(), ended.set()), daemon=True).start()
+def ray_process(p):
+    try:
+        name = p.name()
+        return name.startswith("ray::") or name in ("raylet", "gcs_server") or any("/ray/" in a for a in p.cmdline())
+    except psutil.Error:
+        return False
+while True:
+    stop = ended.wait(0.5)
+    try:
+        for p in driver.children(recursive=True):
+            if p.pid != os.getpid() and p.pid not in before and p.pid not in seen and ray_process(p):
+                seen[p.pid] = p
+    except psutil.Error:
+        stop = True
+    if stop:
+        break
+for p in seen.values():
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _start_reaper(ray: Any) -> subprocess.Popen[bytes] | None:
+    """A process that kills the local Ray instance's processes if this (the driver) dies without shutting it down."""
+    vendored = str(Path(ray.__file__).parent / "thirdparty_files")  # Ray's own psutil
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", _REAPER, vendored],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the terminal's process group: a Ctrl-C leaves it to the driver
+        )
+    except OSError:  # no reaper: Ray's own fate-sharing still ends the head processes
+        return None
 
 
 class RayRunner(Runner):
@@ -142,7 +242,7 @@ class RayRunner(Runner):
         watermarks: dict[str, dt.datetime | None],
     ) -> None:
         ray = _ray()
-        actor = ray.remote(Worker)
+        actor = ray.remote(WorkerActor)
         crash = _armed_crash() if self.arm_faults else None
         for index in range(self.worker_count):
             spec = WorkerSpec(
@@ -162,8 +262,8 @@ class RayRunner(Runner):
                 crash=crash[0] if crash is not None and crash[1] in (None, index) else None,
             )
             options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "scheduling_strategy": "SPREAD"}
-            if threads := os.environ.get("POLARS_MAX_THREADS"):
-                options["runtime_env"] = {"env_vars": {"POLARS_MAX_THREADS": threads}}
+            if forwarded := _forwarded_environment():
+                options["runtime_env"] = {"env_vars": forwarded}
             self.actors.append(actor.options(**options).remote(spec))
         self.worker_pids = self._get([a.ready.remote() for a in self.actors], timeout=START_TIMEOUT_S)
 
@@ -287,6 +387,35 @@ class RayRunner(Runner):
         return state_rows, state_bytes
 
 
+class WorkerActor(Worker):
+    """The actor: a `Worker` whose failure to start (a bucket it cannot reach, a bad connector option) is raised
+    by `ready` as itself. Raised from `__init__`, Ray reports only a dead actor with the error's text (and the
+    run would see a lost worker, not the error)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.failed: BaseException | None = None
+        try:
+            super().__init__(spec)
+        except Exception as err:
+            self.failed = err
+
+    def ready(self) -> int:
+        if self.failed is not None:
+            raise self.failed
+        return super().ready()
+
+
+#: variables the workers need as the coordinator has them: object-store credentials and endpoints (read by
+#: delta-rs and Polars from the environment), Polars' thread count. A cluster's workers were started by its
+#: nodes, not by this process, so they would not see this process's; a fault-injection variable is not
+#: forwarded (the coordinator arms the workers' fault points itself).
+FORWARDED = ("AWS_", "AZURE_", "GOOGLE_", "POLARS_MAX_THREADS")
+
+
+def _forwarded_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name.startswith(FORWARDED)}
+
+
 def _as_list(refs: Any) -> list[Any]:
     return list(refs) if isinstance(refs, list | tuple) else [refs]
 
@@ -326,5 +455,7 @@ def _armed_crash() -> tuple[tuple[str, int], int | None] | None:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first line of Ray's message (the rest is actor ids and addresses), without its full stop: it goes
+    into a sentence."""
     text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
+    return text[0].strip().rstrip(".") if text else type(err).__name__
