@@ -37,7 +37,7 @@ from engine.scaleout.partitioning import Marks, owned_range, owner, stages
 from engine.sources import Source, make_source
 from engine.sources.base import SPLIT_COLUMN
 from engine.state_store import StateTable
-from engine.storage import location
+from engine.storage import Location, location
 from engine.watermarks import maxima
 from sql import ScalarUdf, plan_script
 from sql.plan import WATERMARK_COLUMN, Node, Scan
@@ -104,11 +104,12 @@ class Worker:
         for node in plan.nodes:
             if node.stateful:
                 operator = stateful(node, settings)
-                self._open(operator, Path(spec.operator_dirs[node.state_id]), lo, hi)  # type: ignore[attr-defined]
+                # a Location: an object store's URI must not go through Path (s3://b/p would become s3:/b/p)
+                self._open(operator, location(spec.operator_dirs[node.state_id]), lo, hi)  # type: ignore[attr-defined]
                 self.operators[node.id] = operator
         self.epoch: _Epoch | None = None
 
-    def _open(self, operator: StatefulOperator, directory: Path, lo: int, hi: int) -> None:
+    def _open(self, operator: StatefulOperator, directory: Path | Location, lo: int, hi: int) -> None:
         """The operator's tables as this worker sees them: state read at the checkpoint, rows of its key groups."""
         state_id = operator.node.state_id
         tables: dict[str, StateTable | LateRows] = {}
