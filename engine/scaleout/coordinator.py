@@ -406,10 +406,10 @@ class WorkerActor(Worker):
 
 
 #: variables the workers need as the coordinator has them: object-store credentials and endpoints (read by
-#: delta-rs and Polars from the environment), Polars' thread count. A cluster's workers were started by its
-#: nodes, not by this process, so they would not see this process's; a fault-injection variable is not
-#: forwarded (the coordinator arms the workers' fault points itself).
-FORWARDED = ("AWS_", "AZURE_", "GOOGLE_", "POLARS_MAX_THREADS")
+#: delta-rs and Polars from the environment), the roots connectors are confined to (`--allowed-root` sets it),
+#: Polars' thread count. A cluster's workers were started by its nodes, not by this process, so they would not
+#: see this process's; a fault-injection variable is not forwarded (the coordinator arms the workers' points).
+FORWARDED = ("AWS_", "AZURE_", "GOOGLE_", "TIMELAPSE_ALLOWED_ROOTS", "POLARS_MAX_THREADS")
 
 
 def _forwarded_environment() -> dict[str, str]:
