@@ -225,3 +225,33 @@ def test_errors_stay_one_line(tmp_path: Path) -> None:
     scaled_out = one_line_error(timelapse(*run, "--executor", "ray", "--workers", "2"))
     assert "SUM(amount)" in scaled_out and "overflowed" in scaled_out
     assert scaled_out == single
+
+
+def test_a_connector_error_in_a_worker_is_the_same_one_line(tmp_path: Path) -> None:
+    """An input file changed after its epoch's slice was logged: the worker replaying the slice meets it, and the
+    run fails as the single-process run does (exit 2, the connector's one line)."""
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        (tmp_path / "in" / f"{i}.json").write_text(json.dumps({"k": f"a{i}", "v": i}) + "\n")
+    (tmp_path / "p.sql").write_text(
+        "CREATE TABLE events (k STRING, v BIGINT) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');"
+        "CREATE TABLE totals (k STRING, n BIGINT, s BIGINT, PRIMARY KEY (k) NOT ENFORCED) "
+        "WITH ('connector' = 'delta', 'path' = 'totals');"
+        "INSERT INTO totals SELECT k, COUNT(*), SUM(v) FROM events GROUP BY k;"
+    )
+
+    def timelapse(*extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", "run", "p.sql", "--state", "st", "--once", *extra],
+            cwd=tmp_path,
+            env=environment(**env),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    assert timelapse(TIMELAPSE_CRASH_AT="epoch.offsets-logged").returncode == -signal.SIGKILL  # the slice is logged
+    (tmp_path / "in" / "1.json").write_text(json.dumps({"k": "changed", "v": 100}) + "\n")
+    single = one_line_error(timelapse())
+    assert "changed after it was registered" in single
+    assert one_line_error(timelapse("--executor", "ray", "--workers", "2")) == single
