@@ -1,5 +1,5 @@
 """Benchmark smoke runs: the object-storage benchmark at CI size, with its request-count bounds; the console's
-API latency benchmark at CI size.
+API latency benchmark at CI size; the scale-out benchmark with 1 and 2 Ray workers on a tiny input.
 
 The full benchmark (`python -m benchmarks.object_storage`) measures; this runs the same code for a few epochs
 against the session's moto server and checks what must hold at any size: every configuration ran, and an epoch
@@ -72,3 +72,20 @@ def test_the_console_benchmark_times_every_read_and_a_live_action() -> None:
     assert set(result["reads"]) >= {"pipelines", "series", "state page, last epoch", "diff first..last", "metrics"}
     assert all(timing["p50_ms"] > 0 for timing in result["reads"].values())
     assert result["savepoint on a running pipeline (trigger 200 ms)"]["p50_ms"] > 0
+
+
+def test_the_scaleout_benchmark_runs_one_and_two_ray_workers_beside_the_single_process_executor() -> None:
+    from benchmarks import scaleout
+
+    sizes = ["--events=4000", "--epoch-events=2000", "--rows=4000", "--epoch-rows=2000", "--keys=500"]
+    args = scaleout.parser().parse_args([*sizes, "--barrier-epochs=3", "--repeats=1", "--workloads=q8,barrier"])
+    args.quiet = True
+    rows = scaleout.measure(args, [("local", None), ("ray", 1), ("ray", 2)])
+    assert {(r["workload"], r["executor"], r["workers"]) for r in rows} == {
+        (w, e, n) for w in ("q8", "barrier") for e, n in (("local", None), ("ray", 1), ("ray", 2))
+    }
+    for row in rows:
+        assert row["events_per_s"] > 0 and row["epochs"] >= 2, row
+        if row["executor"] == "ray":  # the workers' phases are reported (RayRunner.timings)
+            assert row["evaluate_s"] > 0 and row["shuffle_s"] >= 0 and row["operators_s"] > 0, row
+    assert set(scaleout.ratios(scaleout.summarise(rows))["barrier"]) == {"ray2/ray1", "ray1/local"}
