@@ -262,7 +262,9 @@ class History:
             if t.role == LATE and t.name.split("/")[0] == op
         ]
         if not frames:
-            self._entry(row, op, ("state",))  # an unknown operator is an error, a punctual one is empty
+            # An unknown operator is an error, a punctual one is empty (a join's state tables are op/left, op/right).
+            if not any(t.role == STATE and t.name.split("/")[0] == op for t in entries(row)):
+                self._entry(row, op, ("state",))
             return pl.DataFrame()
         return pl.concat(frames, how="diagonal_relaxed")
 

@@ -436,6 +436,13 @@ class Runner:
             watermark=ctx.watermark,
         )
 
+    def _idle_timers_due(self, idle: set[str], planned_at: dt.datetime) -> bool:
+        return bool(
+            idle != self.watermarks.idle
+            and self.operators
+            and self.watermarks.pipeline(idle) != self.watermarks.pipeline(self.watermarks.idle)
+        ) or self._timers_due(planned_at)
+
     def _timers_due(self, now: dt.datetime) -> bool:
         return any(op.timer_due(now) for op in self.operators.values())
 
@@ -456,12 +463,8 @@ class Runner:
         idle = self.watermarks.idle_sources(pieces, planned_at.timestamp())
         # An epoch without rows still runs when timers are due: sources going idle move the watermark, or a
         # processing-time window reaches its end.
-        timers_due = (
-            idle != self.watermarks.idle
-            and self.operators
-            and self.watermarks.pipeline(idle) != self.watermarks.pipeline(self.watermarks.idle)
-        ) or self._timers_due(planned_at)
-        if not pieces and not timers_due:
+        # Asked only when there is no input: on the Ray executor each question is a call to every worker.
+        if not pieces and not self._idle_timers_due(idle, planned_at):
             return None
         dimensions = {
             op.node.state_id: version for op in self.operators.values() if (version := op.plan_epoch()) is not None

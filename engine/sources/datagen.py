@@ -97,7 +97,8 @@ class DatagenSource(Source):
 
     def split(self, piece: dict[str, Any], shares: int) -> list[dict[str, Any] | None]:
         """By row range: a value is a function of its row number alone."""
-        return [{**piece, "start": a, "end": b} for a, b in row_ranges(int(piece["start"]), int(piece["end"]), shares)]
+        ranges = row_ranges(int(piece["start"]), int(piece["end"]), shares)
+        return [{**piece, "start": a, "end": b} if b > a else None for a, b in ranges]  # an empty range reads nothing
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         rows = pl.int_range(int(piece["start"]), int(piece["end"]), dtype=pl.Int64, eager=True).alias("__row")

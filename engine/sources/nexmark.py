@@ -234,7 +234,8 @@ class NexmarkSource(Source):
 
     def split(self, piece: dict[str, Any], shares: int) -> list[dict[str, Any] | None]:
         """By event range: an event is a function of its number alone."""
-        return [{**piece, "start": a, "end": b} for a, b in row_ranges(int(piece["start"]), int(piece["end"]), shares)]
+        ranges = row_ranges(int(piece["start"]), int(piece["end"]), shares)
+        return [{**piece, "start": a, "end": b} if b > a else None for a, b in ranges]  # an empty range reads nothing
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         rows = self.generator.events(self.kind, int(piece["start"]), int(piece["end"]))
