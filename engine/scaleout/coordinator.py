@@ -28,7 +28,7 @@ from engine.errors import UserError, WorkerLost
 from engine.operators import stateful
 from engine.operators.base import OperatorSettings, StateStore
 from engine.runner import Evaluated, PlannedEpoch, Runner
-from engine.scaleout.partitioning import combined, watermark_offsets
+from engine.scaleout.partitioning import combined, stages, watermark_offsets
 from engine.scaleout.worker import Worker, WorkerSpec
 from engine.state_store import discard_uncommitted
 from sql import Plan, ScalarUdf
@@ -233,6 +233,7 @@ class RayRunner(Runner):
         watermarks = {
             node_id: self._operator_watermark(node_id, idle) if restored else None for node_id in self.operators
         }
+        self._stage_count = len(stages(self.outputs))
         self._start_workers(versions, sources, watermarks)
 
     def _start_workers(
@@ -318,14 +319,14 @@ class RayRunner(Runner):
         self.watermarks.advance_to(*combined(highest, per_split), drain=planned.drain)
         marks, watermark = dict(self.watermarks.marks), self.watermarks.pipeline(set(planned.idle))
         offsets = watermark_offsets(highest, per_split)
-        stages = len(self.actors) and self._stages()
-        returns = count if stages > 1 else 1
+        stage_count = self._stage_count
+        returns = count if stage_count > 1 else 1
         outs = [
             _as_list(a.begin.options(num_returns=returns).remote(offsets[i], marks, watermark))
             for i, a in enumerate(self.actors)
         ]
-        for level in range(1, stages):
-            returns = count if level + 1 < stages else 1
+        for level in range(1, stage_count):
+            returns = count if level + 1 < stage_count else 1
             outs = [
                 _as_list(a.stage.options(num_returns=returns).remote(level, [outs[j][i] for j in range(count)]))
                 for i, a in enumerate(self.actors)
@@ -346,13 +347,6 @@ class RayRunner(Runner):
             late_rows=_summed(f["late_rows"] for f in finals),
             watermark=watermark,
         )
-
-    def _stages(self) -> int:
-        from engine.scaleout.partitioning import stages
-
-        if not hasattr(self, "_stage_count"):
-            self._stage_count = len(stages(self.outputs))
-        return self._stage_count
 
     def _timers_due(self, now: dt.datetime) -> bool:
         return any(self._get([a.timer_due.remote(now) for a in self.actors]))

@@ -21,6 +21,7 @@ Skips and refusals hold no records: the source's cursor passes them without cost
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import stat as stat_mode
 from dataclasses import dataclass
@@ -280,3 +281,21 @@ def migrate(recorded: list[str], base: Location) -> dict[str, str]:
         if text not in names:
             names[text] = Path(os.path.relpath(path, chosen)).as_posix()
     return names
+
+
+def cut_spans(
+    spans: list[tuple[int, int, int]], start: list[int], end: list[int], shares: int
+) -> list[tuple[list[int], list[int]]]:
+    """Cut the record ranges `spans` ((file index, lo, hi), in order) between the cursors `start` and `end` into
+    `shares` consecutive (start, end) cursor pairs of nearly equal record counts (a cut may fall inside a file)."""
+    total = sum(hi - lo for _index, lo, hi in spans)
+
+    def cursor(at: int) -> list[int]:
+        for index, lo, hi in spans:
+            if at < hi - lo:
+                return [index, lo + at]
+            at -= hi - lo
+        return end
+
+    cuts = [start, *[cursor(total * i // shares) for i in range(1, shares)], end]
+    return list(itertools.pairwise(cuts))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from engine.sources.file_registry import (
     Entry,
     Found,
     count_lines,
+    cut_spans,
     fingerprint,
     fingerprint_of,
     migrate,
@@ -339,17 +339,8 @@ class FileSource(Source):
         """By record ranges, in file order (a share may end inside a file); the first share also reports the
         skips and refusals the piece registered."""
         _files, spans = self._spans(piece)
-        total = sum(hi - lo for _index, lo, hi in spans)
-
-        def cursor(at: int) -> list[int]:
-            for index, lo, hi in spans:
-                if at < hi - lo:
-                    return [index, lo + at]
-                at -= hi - lo
-            return list(piece["end"])
-
-        cuts = [list(piece["start"]), *[cursor(total * i // shares) for i in range(1, shares)], list(piece["end"])]
-        return [{**piece, "start": a, "end": b, "notes": i == 0} for i, (a, b) in enumerate(itertools.pairwise(cuts))]
+        cuts = cut_spans(spans, list(piece["start"]), list(piece["end"]), shares)
+        return [{**piece, "start": a, "end": b, "notes": i == 0} for i, (a, b) in enumerate(cuts)]
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         added = [Entry.from_json(e) for e in piece["files_added"]]
