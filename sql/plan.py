@@ -195,13 +195,64 @@ class Aggregate(Node):
 
 
 @dataclass(frozen=True)
+class TimeBound:
+    """One bound of an interval join's condition: `right - left <op> constant` (op `>=` or `<=`), on input columns."""
+
+    left: str
+    right: str
+    op: str
+    constant: dt.timedelta
+
+
+@dataclass(frozen=True)
 class TimeBounds:
-    """An interval join's condition on time: right_time - left_time lies in [lower, upper]."""
+    """An interval join's condition on time, and when each side's rows leave the state.
+
+    `left_time`/`right_time` are the time attributes: a row behind its input's watermark by them is late. A left
+    row matches only right rows with right_time <= left[left_until] + upper, so it leaves once the watermark passes
+    that; a right row matches only left rows with left_time <= right[right_until] - lower. In the classic form
+    (right_time - left_time in [lower, upper]) `left_until` is left_time and `right_until` right_time; in the
+    column-bounded one (q4's `B.dateTime BETWEEN A.dateTime AND A.expires`) one of them is another column.
+    `conditions` (every bound of the ON clause) filters the pairs; empty: the classic form's two bounds.
+    """
 
     left_time: str
     right_time: str
     lower: dt.timedelta
     upper: dt.timedelta
+    left_until: str = ""
+    right_until: str = ""
+    conditions: tuple[TimeBound, ...] = ()
+
+    @property
+    def left_bound(self) -> str:
+        return self.left_until or self.left_time
+
+    @property
+    def right_bound(self) -> str:
+        return self.right_until or self.right_time
+
+    @property
+    def column_bounded(self) -> bool:
+        return self.left_bound != self.left_time or self.right_bound != self.right_time
+
+    def all_conditions(self) -> tuple[TimeBound, ...]:
+        if self.conditions:
+            return self.conditions
+        return (
+            TimeBound(self.left_time, self.right_time, ">=", self.lower),
+            TimeBound(self.left_time, self.right_time, "<=", self.upper),
+        )
+
+    def describe(self, right_names: dict[str, str]) -> str:
+        """The bounds in the join's output names (a right column clashing with a left one is renamed)."""
+        r_time, r_bound = right_names.get(self.right_time, self.right_time), right_names.get(self.right_bound, "")
+        if not self.column_bounded:
+            return f"time {r_time} - {self.left_time} in [{self.lower}, {self.upper}]"
+        return (
+            f"time {self.left_time} <= {r_bound or self.right_bound} - ({self.lower}), "
+            f"{r_time} <= {self.left_bound} + ({self.upper})"
+        )
 
 
 @dataclass(eq=False)
@@ -241,8 +292,7 @@ class Join(Node):
         )
         extra = ""
         if self.bounds:
-            b = self.bounds
-            extra = f" time {b.right_time} - {b.left_time} in [{b.lower}, {b.upper}]"
+            extra = f" {self.bounds.describe(self.right_names)}"
         if self.ttl:
             extra += f" {self.ttl.describe()}"
         return f"{flavour} {self.kind} [{self.state_id}] on {self.sql}{extra}"

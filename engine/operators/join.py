@@ -152,9 +152,9 @@ class JoinOperator(StatefulOperator):
         if self.node.residual is not None:
             joined = joined.filter(self.node.residual)
         if self.node.bounds is not None:
-            b = self.node.bounds
-            gap = pl.col(self.node.right_names[b.right_time]) - pl.col(b.left_time)
-            joined = joined.filter((gap >= b.lower) & (gap <= b.upper))
+            for bound in self.node.bounds.all_conditions():
+                gap = pl.col(self.node.right_names[bound.right]) - pl.col(bound.left)
+                joined = joined.filter(gap >= bound.constant if bound.op == ">=" else gap <= bound.constant)
         return joined
 
     # -- regular joins -------------------------------------------------------------------------
@@ -286,8 +286,11 @@ class JoinOperator(StatefulOperator):
         watermark = ctx.watermark
         if watermark is not None:
             wm = pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
-            out.append(self._evict("left", pl.col(b.left_time) + b.upper < wm, self.node.kind in ("LEFT", "FULL")))
-            out.append(self._evict("right", pl.col(right_time) - b.lower < wm, self.node.kind in ("RIGHT", "FULL")))
+            # A row whose bound is NULL can never match (the condition is unknown): it leaves at once.
+            left_done = (pl.col(b.left_bound) + b.upper < wm).fill_null(True)
+            right_done = (pl.col(self.node.right_names[b.right_bound]) - b.lower < wm).fill_null(True)
+            out.append(self._evict("left", left_done, self.node.kind in ("LEFT", "FULL")))
+            out.append(self._evict("right", right_done, self.node.kind in ("RIGHT", "FULL")))
         parts = [p for p in out if p.height]
         result = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=self.node.schema)
         return result.select(list(self.node.schema))

@@ -13,11 +13,14 @@ from sql.catalog import TableDef
 from sql.dialect import Flink
 from sql.errors import UnsupportedError, error_at
 from sql.expressions import ExprCompiler
-from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Join, Node, TimeBounds
+from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Join, Node, TimeBound, TimeBounds
 from sql.planner import changelog, hints, relations, windows
 from sql.planner.binder import Binder, Relation, Scope
 
 Bound = tuple[str, str, str, dt.timedelta]  # (left time, right time, op, constant)
+#: `SELECT /*+ REGULAR_JOIN */ ...`: plan the SELECT's joins as regular joins even where time bounds would make
+#: them interval joins, so that rows behind the watermark are still joined (both sides are then kept forever).
+REGULAR_JOIN = "REGULAR_JOIN"
 
 
 @dataclass
@@ -47,7 +50,8 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
             raise error_at(node, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
     left_names, right_names, columns, schema = _output_names(left, right)
     found = _conditions(binder, on, left, right)
-    time_bounds = None if lookup else _interval(found.bounds, left.node, right.node)
+    regular = _hinted(select, REGULAR_JOIN)  # the user wants late rows joined: both sides kept
+    time_bounds = None if (lookup or regular) else _interval(found.bounds, left.node, right.node)
     if time_bounds is None:  # a lookup or regular join: the bounds only filter
         found.residual = found.bound_conjuncts + found.residual
     out_scope = Scope(schema, left.qualifiers | right.qualifiers, columns)
@@ -166,18 +170,39 @@ def _is_window_end(node: exp.Expr, side: Relation) -> bool:
 
 
 def _interval(bounds: list[Bound], left: Node, right: Node) -> TimeBounds | None:
-    """An interval join needs one pair of time attributes bounded on both sides, over watermarked append-only
-    inputs: then a row can leave the state once the watermark passes its bound."""
-    if not bounds:
-        return None
-    pairs = {(b[0], b[1]) for b in bounds}
-    lowers = [b[3] for b in bounds if b[2] == ">="]
-    uppers = [b[3] for b in bounds if b[2] == "<="]
+    """An interval join: over watermarked append-only inputs, bounds that let each side's rows leave the state.
+
+    A left row can leave once no on-time right row can match it: a bound `r.t <= l.x + c` (r.t the right time
+    attribute) does that when the watermark passes l.x + c. A right row needs `l.t <= r.y - c` likewise. The
+    classic interval join has x = l.t and y = r.t; q4's `B.dateTime BETWEEN A.dateTime AND A.expires` has
+    x = A.expires. Otherwise (one side could match forever) the join is regular and the bounds only filter.
+    """
     watermarked = WATERMARK_COLUMN in left.schema and WATERMARK_COLUMN in right.schema
-    if len(pairs) == 1 and lowers and uppers and watermarked and not changelog.updating(left, right):
-        ((l_time, r_time),) = pairs
-        return TimeBounds(l_time, r_time, max(lowers), min(uppers))
-    return None
+    if not bounds or not watermarked or changelog.updating(left, right):
+        return None
+    tightest: dict[tuple[str, str, str], dt.timedelta] = {}
+    for l_col, r_col, op, constant in bounds:
+        pick = max if op == ">=" else min
+        key = (l_col, r_col, op)
+        tightest[key] = pick(tightest[key], constant) if key in tightest else constant
+    uppers = [(k[0], k[1], c) for k, c in tightest.items() if k[2] == "<="]  # (left until, right time, upper)
+    lowers = [(k[0], k[1], c) for k, c in tightest.items() if k[2] == ">="]  # (left time, right until, lower)
+    if not uppers or not lowers:
+        return None
+    # The classic form when there is one (a pair bounded both ways), else the first of each.
+    classic = [(u, lo) for u in uppers for lo in lowers if u[:2] == lo[:2]]
+    (l_until, r_time, upper), (l_time, r_until, lower) = classic[0] if classic else (uppers[0], lowers[0])
+    conditions = tuple(TimeBound(k[0], k[1], k[2], c) for k, c in tightest.items())
+    return TimeBounds(l_time, r_time, lower, upper, left_until=l_until, right_until=r_until, conditions=conditions)
+
+
+def _hinted(select: exp.Select, name: str) -> bool:
+    """Whether the SELECT carries hint `name`, with or without parentheses."""
+    found = select.args.get("hint")
+    return any(
+        isinstance(item, exp.Var | exp.Anonymous | exp.Column) and item.name.upper() == name
+        for item in (found.expressions if found is not None else [])
+    )
 
 
 def _residual(binder: Binder, residual: list[exp.Expr], kind: str, lookup: bool, scope: Scope) -> pl.Expr | None:
