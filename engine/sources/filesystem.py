@@ -55,6 +55,7 @@ from engine.sources.file_registry import (
     walk,
 )
 from engine.sources.json_lines import Parsed, parse_json
+from engine.sources.text_slices import Lines, read_csv, read_json
 from engine.storage import Location, ObjectPath
 from sql import durations
 from sql.plan import OP_COLUMN
@@ -112,7 +113,7 @@ class FileSource(Source):
         self.refused: set[str] = set()
         self.observed: dict[str, tuple[int, int]] = {}  # (size, mtime) when last looked at, to skip unchanged files
         self.cursor = (0, 0)
-        self._cache: tuple[tuple[str, int, int], list[bytes]] | None = None
+        self._cache: tuple[tuple[str, int, int], Lines] | None = None
         #: segments' bytes as planning read them, by (path, start, end), in registration order
         self._planned: dict[tuple[str, int, int], bytes] = {}
         self._base: Location | None = None  # on an object store: as the last listing found it
@@ -383,28 +384,45 @@ class FileSource(Source):
             return self._read_parquet(path, lo, hi)
         lines = self._cache[1]
         # A header in this segment is taken from the bytes already read, not from the file again.
-        header = lines[0] if entry.start == 0 and lines else None
-        return self._read_lines(path, entry, lines[lo:hi], lo, header)
+        header = lines.line(0) if entry.start == 0 and lines.count else None
+        fast = self._read_fast(path, entry, lines, lo, hi, header)
+        if fast is not None:
+            return fast
+        return self._read_lines(path, entry, lines.as_list(lo, hi), lo, header)
 
-    def _load(self, path: Location, entry: Entry, planned: bytes | None) -> tuple[list[bytes], str | None]:
+    def _read_fast(
+        self, path: Location, entry: Entry, lines: Lines, lo: int, hi: int, header: bytes | None
+    ) -> SourceBatch | None:
+        """The slice read whole by Polars (engine.sources.text_slices), or None: it takes the line-by-line path."""
+        if self.codec is not None:
+            return None
+        common = (self.schema, self.required, self.max_record_bytes, str(path), entry.first)
+        if self.format == "json":
+            return read_json(lines, lo, hi, *common)
+        names = self._header(path, header) if self.header else list(self.schema)
+        skip = 1 if self.header and entry.first + lo == 0 else 0
+        return read_csv(lines, lo + skip, hi, *common, names, self.delimiter)
+
+    def _load(self, path: Location, entry: Entry, planned: bytes | None) -> tuple[Lines, str | None]:
         """A segment's lines exactly as registered, or what happened to its file. `planned`: its bytes as the
         registration read them (in this run), when they were kept."""
+        at_start = entry.start == 0
         if (real := paths.outside_roots(path)) is not None:
-            return [], f"now leads outside the allowed roots (to {real}): not read"
+            return Lines(b"", at_start), f"now leads outside the allowed roots (to {real}): not read"
         if planned is not None:
-            return split_lines(planned, entry.start == 0), None
+            return Lines(planned, at_start), None
         try:
             data = b"" if self.format == "parquet" else read_range(path, entry.start, entry.end)
         except OSError:
-            return [], "was deleted after it was registered"
+            return Lines(b"", at_start), "was deleted after it was registered"
         now = fingerprint(path, entry.end)
         if (entry.fingerprint is not None and now != entry.fingerprint) or (
             self.format != "parquet" and len(data) != entry.end - entry.start
         ):
-            return [], "changed after it was registered"
-        lines = [] if self.format == "parquet" else split_lines(data, entry.start == 0)
-        if self.format != "parquet" and len(lines) != entry.records:
-            return [], "changed after it was registered"
+            return Lines(b"", at_start), "changed after it was registered"
+        lines = Lines(data, at_start)
+        if self.format != "parquet" and lines.count != entry.records:
+            return lines, "changed after it was registered"
         return lines, None
 
     def _unreadable(self, path: Location, entry: Entry, lo: int, hi: int, problem: str) -> SourceBatch:
