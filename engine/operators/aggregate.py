@@ -42,6 +42,7 @@ from engine.operators.base import (
 from engine.operators.context import END_OF_TIME, EpochContext
 from engine.operators.decimals import overflow_guard
 from engine.operators.late import LateRows
+from engine.operators.window_slices import SLICE_BOUNDS, due, layout_guard, on_time, slice_of, sliceable
 from engine.operators.windows import ONE_MS, assign
 from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate, Node
@@ -74,11 +75,12 @@ class _Shape:
         prefixes = state_prefixes(node.aggs)
         states = [agg_state(c, p, retracting) for c, p in zip(node.aggs, prefixes, strict=True)]
         key_types = pl.LazyFrame(schema=dict(node.inputs[0].schema)).select([e for _, e in key_exprs]).collect_schema()
-        windows = {w: pl.Datetime("ms", "UTC") for w in WINDOW_BOUNDS} if node.window else {}
+        bounds = SLICE_BOUNDS if sliceable(node.window, states) else WINDOW_BOUNDS
+        windows = {w: pl.Datetime("ms", "UTC") for w in bounds} if node.window else {}
         values = {ROWS: pl.Int64(), **{c.name: c.dtype for s in states for c in s.columns}}
         if node.ttl is not None:
             values[TOUCHED] = pl.Datetime("ms", "UTC")
-        groups = keys + (WINDOW_BOUNDS if node.window else [])
+        groups = keys + (bounds if node.window else [])
         return _Shape(key_exprs, keys, groups, states, {**dict(key_types), **windows}, values)
 
 
@@ -88,7 +90,9 @@ class AggregateOperator(StatefulOperator):
         shape = _Shape.of(node)
         self.window = node.window
         self.key_exprs, self.keys, self.groups, self.states = shape.key_exprs, shape.keys, shape.groups, shape.states
+        self.sliced = sliceable(node.window, self.states)  # HOP / CUMULATE state per slice (window_slices.py)
         self.now: dt.datetime | None = None
+        self.fired_watermark: dt.datetime | None = None  # the highest watermark windows fired at
         self.state = self.specs[""].empty()
         self.distinct_state: dict[int, pl.DataFrame] = {}
         self.input_schema = dict(node.inputs[0].schema)
@@ -126,6 +130,11 @@ class AggregateOperator(StatefulOperator):
 
     def frames(self) -> dict[str, pl.DataFrame]:
         return {"": self.state, **{f"distinct_{i}": f for i, f in self.distinct_state.items()}}
+
+    def restore(self, versions: Mapping[str, int], watermark: dt.datetime | None) -> None:
+        with layout_guard(self.node.state_id, self.sliced):
+            super().restore(versions, watermark)
+        self.fired_watermark = watermark  # windows closed at it have fired (the sliced path's only record of it)
 
     def set_frame(self, name: str, frame: pl.DataFrame) -> None:
         if name:
@@ -207,10 +216,12 @@ class AggregateOperator(StatefulOperator):
         watermark this operator last fired at, though: a window that has fired is never reopened. That floor
         only matters for rows that carry no watermark (a join's output) and after an idle source resumes; otherwise
         it is never above the row's own watermark, so results stay a function of each source's order."""
-        floor = pl.lit(self.last_watermark, pl.Datetime("ms", "UTC"))
+        # Slices know only the highest watermark fired at: a row must not feed a window that fired below it.
+        last = self.fired_watermark if self.sliced else self.last_watermark
+        floor = pl.lit(last, pl.Datetime("ms", "UTC"))
         if WATERMARK_COLUMN not in rows.columns:
             return rows.with_columns(floor.alias(WATERMARK_COLUMN))
-        if self.last_watermark is None:
+        if last is None:
             return rows
         return rows.with_columns(pl.max_horizontal(pl.col(WATERMARK_COLUMN), floor).alias(WATERMARK_COLUMN))
 
@@ -219,17 +230,35 @@ class AggregateOperator(StatefulOperator):
         if rows.height:
             rows = self._with_row_watermarks(rows)
             indexed = rows.with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
-            # A cascaded window aggregation groups by the windows its input carries (see WindowSpec.attached).
-            attached = self.window.attached
-            assigned = self._attached(indexed) if attached else assign(indexed.lazy(), self.window).collect()
-            late = self._late_mask(pl.col("window_end"))
-            flagged = assigned.with_columns(late.alias("__late"))
-            self._record_late(rows, flagged)
-            on_time = flagged.filter(~pl.col("__late")).with_columns(pl.lit(1, pl.Int64).alias(SIGN))
-            if on_time.height:
-                old, new = self._merge(on_time)
+            if self.sliced:
+                counted = self._slices(rows, indexed)
+            else:
+                # A cascaded window aggregation groups by the windows its input carries (see WindowSpec.attached).
+                attached = self.window.attached
+                assigned = self._attached(indexed) if attached else assign(indexed.lazy(), self.window).collect()
+                counted = self._judge(rows, assigned)
+            if counted.height:
+                old, new = self._merge(counted.with_columns(pl.lit(1, pl.Int64).alias(SIGN)))
                 self._replace(old, new, new.clear())
         return self._fire(ctx)
+
+    def _judge(self, rows: pl.DataFrame, assigned: pl.DataFrame) -> pl.DataFrame:
+        """The (row, window) pairs whose window was open when the row arrived; the other rows go to `late`."""
+        flagged = assigned.with_columns(self._late_mask(pl.col("window_end")).alias("__late"))
+        self._record_late(rows, flagged)
+        return flagged.filter(~pl.col("__late")).drop("__late")
+
+    def _slices(self, rows: pl.DataFrame, indexed: pl.DataFrame) -> pl.DataFrame:
+        """Rows keyed by the state row they update: their slice, or for a straggler each window still open."""
+        assert self.window is not None
+        timed = indexed.filter(pl.col(self.window.time_col).is_not_null()).with_columns(slice_of(self.window))
+        timely = on_time(self.window)
+        stragglers = timed.filter(~timely).drop(SLICE_BOUNDS)
+        if stragglers.height == 0:  # the usual case: every row on time for all its windows
+            return timed
+        remainders = self._judge(rows, assign(stragglers.lazy(), self.window).collect())
+        remainders = remainders.drop("window_time").rename(dict(zip(WINDOW_BOUNDS, SLICE_BOUNDS, strict=True)))
+        return pl.concat([timed.filter(timely), remainders.select(timed.columns)], how="vertical_relaxed")
 
     def _attached(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The input's own window columns, under the names the state uses."""
@@ -242,8 +271,14 @@ class AggregateOperator(StatefulOperator):
         watermark = ctx.proctime if self.window is not None and self.window.proctime else ctx.watermark
         if ctx.drain:
             watermark = END_OF_TIME
-        if watermark is None or self.state.height == 0:
+        if watermark is None:
             return self.empty_output()
+        fired_before = self.fired_watermark
+        self.fired_watermark = watermark if fired_before is None else max(fired_before, watermark)
+        if self.state.height == 0:
+            return self.empty_output()
+        if self.sliced:
+            return self._fire_slices(fired_before, watermark)
         due = pl.col("window_end") - ONE_MS <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
         fired = self.state.filter(due)
         if fired.height == 0:
@@ -257,7 +292,26 @@ class AggregateOperator(StatefulOperator):
                 fired.select(self.groups), on=self.groups, how="anti", nulls_equal=True
             )
             table.stage(closed.head(0), closed.select([*self.groups, VALUE, "_kg"]))
-        out = self._outputs(fired).sort("__g_window_end", *[f"__g_{k}" for k in self.keys], nulls_last=True)
+        return self._emit(self._outputs(fired))
+
+    def _fire_slices(self, fired_before: dt.datetime | None, watermark: dt.datetime) -> pl.DataFrame:
+        """Combine the slices (and window remainders) of each window that closes now; drop the state rows whose
+        last window closes."""
+        assert self.window is not None
+        pairs, gone = due(self.state, self.window, fired_before, watermark)
+        if gone.any():
+            closed = self.state.filter(gone)
+            self.state = self.state.filter(~gone)
+            self.table.stage(closed.head(0), closed.select([*self.groups, "_kg"]))
+        if pairs.height == 0:
+            return self.empty_output()
+        windows = [*self.keys, *WINDOW_BOUNDS]
+        combined = pairs.group_by(windows).agg(pl.col(ROWS).sum(), *merge_grouped(self.states))
+        return self._emit(self._outputs(combined, windows))
+
+    def _emit(self, out: pl.DataFrame) -> pl.DataFrame:
+        """Fired windows in the order of their end, then keys."""
+        out = out.sort("__g_window_end", *[f"__g_{k}" for k in self.keys], nulls_last=True)
         # A fired row carries the last watermark at which its window was still open (window_time - 1 ms): a
         # function of the window alone, so a downstream window (a cascade) judges it the same in every epoch
         # split, and never late, since a downstream window holding window_time ends no earlier.
@@ -418,15 +472,16 @@ class AggregateOperator(StatefulOperator):
             .drop("__chg")
         )
 
-    def _outputs(self, groups: pl.DataFrame) -> pl.DataFrame:
+    def _outputs(self, groups: pl.DataFrame, group_columns: list[str] | None = None) -> pl.DataFrame:
         """The SELECT list (plus group keys as __g_ columns) for groups that pass HAVING."""
+        group_columns = group_columns or self.groups
         frame = groups.lazy().with_columns(*[s.finish for s in self.states])
         if self.window is not None:
             frame = frame.with_columns((pl.col("window_end") - ONE_MS).alias("window_time"))
         if self.node.having is not None:
             frame = frame.filter(self.node.having)
         return frame.select(
-            *[pl.col(g).alias(f"__g_{g}") for g in self.groups], *[e for _, e in self.node.projections]
+            *[pl.col(g).alias(f"__g_{g}") for g in group_columns], *[e for _, e in self.node.projections]
         ).collect()
 
     def _changelog(self, before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
@@ -515,9 +570,10 @@ class ParallelAggregate(StatefulOperator):
         return any(w.timer_due(now) for w in self.workers)
 
     def restore(self, versions: Mapping[str, int], watermark: dt.datetime | None) -> None:
-        super().restore(versions, watermark)
+        with layout_guard(self.node.state_id, self.workers[0].sliced):
+            super().restore(versions, watermark)
         for worker in self.workers:
-            worker.last_watermark = watermark
+            worker.last_watermark = worker.fired_watermark = watermark
 
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
