@@ -215,6 +215,22 @@ class AppendTable:
         append(self.table, frame, app_id, epoch, self.fault)
         self.committed()
 
+    def append_epochs(self, frames: list[tuple[int, pl.DataFrame]], app_id: str) -> bool:
+        """Append the rows of several epochs, in order, as one commit with the marker of the last of them,
+        leaving out the epochs the table holds already (a replay after a crash that followed an earlier such
+        commit: its rows are those the table holds, since a replayed epoch reads its logged slice again).
+
+        One commit for the epochs between two checkpoints; returns whether a commit was made."""
+        self.table.update_incremental()
+        done = held_epoch(self.table, app_id)
+        fresh = [(epoch, frame) for epoch, frame in frames if done is None or epoch > done]
+        if not fresh:
+            return False
+        rows = fresh[0][1] if len(fresh) == 1 else pl.concat([f for _, f in fresh], how="vertical_relaxed")
+        _write(self.table, rows, app_id, fresh[-1][0], self.fault)
+        self.committed()
+        return True
+
     def committed(self) -> None:
         """Count a commit made through `self.table`; maintain the table every COMPACT_EVERY commits."""
         self.commits += 1

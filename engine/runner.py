@@ -5,10 +5,12 @@ Epoch N
      and logs it durably (offset log) before reading anything;
   2. reads exactly that slice (bad records go to the source's dead-letter table);
   3. runs the operator graph as Polars queries;
-  4. appends to each sink with the marker (pipeline/table, N), skipping tables that already hold N;
-  5. appends the manifest row: the commit point.
-A crash anywhere before 5 replays N from its logged slice; sinks that already hold N skip it. Hence
-exactly-once, whatever the instant of the crash.
+  4. hands each sink its rows; at a checkpoint (every epoch by default, `checkpoint.interval`) each Delta sink
+     commits the epochs it holds back in one append or MERGE, with the marker (pipeline/table, last epoch),
+     leaving out the epochs the table already holds;
+  5. at a checkpoint, commits the operators' state, then appends the manifest row: the commit point.
+A crash anywhere before 5 replays the epochs since the last checkpoint from their logged slices; sinks that
+already hold an epoch skip it. Hence exactly-once, whatever the instant of the crash.
 """
 
 from __future__ import annotations
@@ -508,6 +510,9 @@ class Runner:
         if self.last_epoch == self.schedule.epoch:
             return
         started = time.perf_counter()
+        self._lock.check()  # sinks are read as they are: a run that lost its lease writes none
+        for sink in self.sinks.values():
+            sink.flush()  # before the manifest row names these epochs
         # No lease check before the state commits: what they write counts only once the manifest row names it,
         # and the lease is checked just before that row (below).
         state_rows, state_bytes = self._commit_operators()

@@ -30,7 +30,13 @@ class SinkConnector(ABC):
         """Create whatever the sink needs before the first epoch."""
 
     @abstractmethod
-    def write(self, epoch: int, rows: pl.DataFrame) -> None: ...
+    def write(self, epoch: int, rows: pl.DataFrame) -> None:
+        """Take epoch `epoch`'s rows. A sink may hold them back until `flush` (the Delta sink does, so that the
+        epochs between two checkpoints cost it one commit)."""
+
+    def flush(self) -> None:
+        """Make every epoch taken so far durable in the sink: called before each checkpoint's manifest row, so
+        that a checkpoint never names an epoch a sink does not hold."""
 
     def restore(self, position: Any, replaying: bool = True) -> None:
         """Before the first write of a run: what the last checkpoint recorded with `position()` (None if none).
