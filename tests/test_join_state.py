@@ -171,3 +171,56 @@ def test_column_bounded_join_state_holds_what_can_still_match(tmp_path: Path) ->
     assert left.height == on_time.filter(pl.col("expires") >= wm).height
     assert 0 < left.height < 40  # auctions live up to 20 s, one a second: the state follows that, not the stream
     assert summary["epochs"] > 10
+
+
+FILTERED = {
+    # conditions on one side, in ON and in WHERE: filtered before the join
+    "on-and-where": (
+        "FROM auction A JOIN bid B ON A.id = B.auction AND B.price > 30 WHERE A.seller <> 2 AND B.price < 90",
+        "FROM a A JOIN b B ON A.id = B.auction AND B.price > 30 WHERE A.seller <> 2 AND B.price < 90",
+    ),
+    "comma": (
+        "FROM auction A, bid B WHERE A.id = B.auction AND A.seller IN (1, 3) AND B.price % 2 = 0",
+        "FROM a A, b B WHERE A.id = B.auction AND A.seller IN (1, 3) AND B.price % 2 = 0",
+    ),
+    # a RIGHT join later in the chain: the WHERE must not filter A before it (it would keep padded C rows)
+    "outer-chain": (
+        "FROM auction A JOIN bid B ON A.id = B.auction RIGHT JOIN auction C ON C.id = B.auction WHERE A.seller = 1",
+        "FROM a A JOIN b B ON A.id = B.auction RIGHT JOIN a C ON C.id = B.auction WHERE A.seller = 1",
+    ),
+    "left-where": (
+        "FROM auction A LEFT JOIN bid B ON A.id = B.auction WHERE B.price > 50 OR A.seller = 3",
+        "FROM a A LEFT JOIN b B ON A.id = B.auction WHERE B.price > 50 OR A.seller = 3",
+    ),
+}
+
+
+@settings(max_examples=examples(16), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    shape=st.sampled_from(sorted(FILTERED)),
+    max_rows=st.one_of(st.none(), st.integers(1, 12)),
+)
+def test_filters_pushed_below_joins_match_duckdb(seed: int, shape: str, max_rows: int | None) -> None:
+    root = Path(tempfile.mkdtemp())
+    try:
+        auctions, bids = streams(seed, 20, 50)
+        write(root, auctions, "auction", 2)
+        write(root, bids, "bid", 2)
+        ours, theirs = FILTERED[shape]
+        three = "C." in ours
+        sink = (
+            "CREATE TABLE pairs (id BIGINT, bid_id BIGINT, cid BIGINT, PRIMARY KEY (id, bid_id, cid) NOT ENFORCED) "
+            "WITH ('connector' = 'delta', 'path' = 'pairs');\n"
+        )
+        third = "C.id" if three else "CAST(NULL AS BIGINT)"
+        sql = SOURCES + sink + f"INSERT INTO pairs SELECT /*+ REGULAR_JOIN */ A.id, B.bid_id, {third} {ours};"
+        run(root, sql, max_epoch_rows=max_rows)
+        expected = duck(
+            f"SELECT A.id, B.bid_id, {third} AS cid {theirs}",
+            a=timestamps(auctions, AUCTION),
+            b=timestamps(bids, BID),
+        )
+        assert_frame_equal(sort_all(read_sink(root / "pairs")), sort_all(expected), check_dtypes=False)
+    finally:
+        shutil.rmtree(root)

@@ -38,6 +38,7 @@ from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, Join
 
 COUNT, MATCHED = "__count", "__matched"
 TOUCHED = "_touched"
+HASH = "__h"  # a hash of a stored row's key and columns (its state-table key): in memory only
 
 
 class JoinOperator(StatefulOperator):
@@ -49,6 +50,9 @@ class JoinOperator(StatefulOperator):
         self.output_cols = [c for c in node.schema if c != OP_COLUMN]
         self.dimension: _Dimension | None = None
         self.rows: dict[str, pl.DataFrame] = {}
+        # Per side, the hash of each stored row (aligned with `rows`), so an epoch finds the rows it changes by
+        # comparing hashes instead of whole rows; None until needed after the rows were replaced.
+        self.hashes: dict[str, pl.Series | None] = {"left": None, "right": None}
         self.now: dt.datetime | None = None
         if node.lookup:
             assert node.dimension is not None
@@ -93,7 +97,19 @@ class JoinOperator(StatefulOperator):
         return self.rows
 
     def set_frame(self, name: str, frame: pl.DataFrame) -> None:
-        self.rows[name] = frame
+        self._replace(name, frame)
+
+    def _replace(self, side: str, frame: pl.DataFrame, hashes: pl.Series | None = None) -> None:
+        self.rows[side] = frame
+        self.hashes[side] = hashes
+
+    def _hashes(self, side: str) -> pl.Series:
+        if (hashes := self.hashes[side]) is None:
+            hashes = self.hashes[side] = self.rows[side].select(self._hash(side)).to_series()
+        return hashes
+
+    def _hash(self, side: str) -> pl.Expr:
+        return pl.struct([*self.keys, *self._columns(side)]).hash(seed=0x301).alias(HASH)
 
     def plan_epoch(self) -> Any:
         """What the epoch will read besides its sources: the dimension version, logged before reading."""
@@ -124,7 +140,7 @@ class JoinOperator(StatefulOperator):
             done = pl.col(column) <= closed
             gone = stored.filter(done)
             if gone.height:
-                self.rows[side] = stored.filter(~done)
+                self._replace(side, stored.filter(~done))
                 self.sides[side].stage(gone.head(0), gone.select(*self.keys, *self._columns(side), "_kg"))
 
     def _prepare(self, frame: pl.DataFrame, side: str) -> pl.DataFrame:
@@ -143,10 +159,19 @@ class JoinOperator(StatefulOperator):
         return self.left_cols if side == "left" else [self.node.right_names[c] for c in self.right_cols]
 
     def _collapse(self, frame: pl.DataFrame, side: str) -> pl.DataFrame:
+        """One row per distinct row with its summed count, and its hash (`HASH`). Rows are hashed in the stored
+        types, so that a row equal to a stored one has its hash. Most epochs' rows are distinct already: they
+        are grouped only when two share a hash."""
         group = [*self.keys, *self._columns(side)]
-        return frame.group_by(group, maintain_order=True).agg(pl.col(COUNT).sum()).filter(pl.col(COUNT) != 0)
+        types = self.rows[side].schema
+        frame = frame.with_columns(pl.col(c).cast(types[c]) for c in group if frame.schema[c] != types[c])
+        frame = frame.with_columns(self._hash(side))
+        if frame.get_column(HASH).is_duplicated().any():
+            frame = frame.group_by(group, maintain_order=True).agg(pl.col(COUNT).sum(), pl.col(HASH).first())
+        return frame.filter(pl.col(COUNT) != 0)
 
     def _pairs(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
+        left, right = left.drop(HASH, strict=False), right.drop(HASH, strict=False)
         joined = left.join(right, on=self.keys, how="inner", suffix="__r")
         joined = joined.with_columns((pl.col(COUNT) * pl.col(COUNT + "__r")).alias(COUNT))
         if self.node.residual is not None:
@@ -211,6 +236,11 @@ class JoinOperator(StatefulOperator):
         """Rows with signed multiplicities -> that many +I (or -D) rows."""
         if rows.height == 0:
             return pl.DataFrame(schema=self.node.schema)
+        if rows.get_column(COUNT).eq(1).all():  # the usual case (distinct inserts): one +I each, nothing to expand
+            expanded = rows.with_columns(pl.lit(INSERT).alias(OP_COLUMN)).drop(COUNT)
+            if OP_COLUMN not in self.node.schema:
+                expanded = expanded.drop(OP_COLUMN)
+            return expanded.select(list(self.node.schema))
         expanded = (
             rows.filter(pl.col(COUNT) != 0)
             .with_columns(
@@ -225,7 +255,13 @@ class JoinOperator(StatefulOperator):
         return expanded.select(list(self.node.schema))
 
     def _apply(self, delta: pl.DataFrame, side: str) -> None:
-        """Merge signed row counts into a side's state and stage the change for the checkpoint."""
+        """Merge signed row counts (one row per distinct row, with its `HASH`: `_collapse`) into a side's state
+        and stage the change for the checkpoint.
+
+        Rows whose hash no stored row has are new: appended as they are. Only the stored rows sharing a hash
+        with the epoch's rows (the same row again, a retraction, a hash collision) are merged with them, so an
+        epoch of new rows costs what it holds, not what the state holds (the hashes are compared, not the rows).
+        """
         if delta.height == 0:
             return
         group = [*self.keys, *self._columns(side)]
@@ -233,27 +269,44 @@ class JoinOperator(StatefulOperator):
         extra = [c for c in (MATCHED, TOUCHED) if c in stored.columns]
         if TOUCHED in extra:
             delta = delta.with_columns(pl.lit(self.now, pl.Datetime("ms", "UTC")).alias(TOUCHED))
-        merged = pl.concat(
-            [stored.drop("_kg").select(*group, COUNT, *extra), delta.select(*group, COUNT, *extra)],
-            how="vertical_relaxed",
+        delta = delta.select(*group, COUNT, *extra, HASH)
+        hashes = self._hashes(side)
+        seen = delta.get_column(HASH).is_in(hashes.implode())
+        fresh, again = delta.filter(~seen), delta.filter(seen)
+        # A new row retracted (an updating input's -D for a row this side never held) leaves nothing behind.
+        added = fresh.filter(pl.col(COUNT) > 0).with_columns(key_group(self.keys).alias("_kg"))
+        gone = fresh.filter(pl.col(COUNT) <= 0).select(*group).with_columns(key_group(self.keys).alias("_kg"))
+        kept, kept_hashes, merged = stored, hashes, added.head(0)
+        if again.height:
+            hit = hashes.is_in(again.get_column(HASH).implode())
+            old = stored.filter(hit).with_columns(hashes.filter(hit).alias(HASH))
+            kept, kept_hashes = stored.filter(~hit), hashes.filter(~hit)
+            aggs = (
+                [pl.col(COUNT).sum(), pl.col(HASH).first()]
+                + ([pl.col(MATCHED).any()] if MATCHED in extra else [])
+                + ([pl.col(TOUCHED).max()] if TOUCHED in extra else [])
+            )
+            combined = (
+                pl.concat([old.select(again.columns), again], how="vertical_relaxed")
+                .group_by(group)
+                .agg(aggs)
+                .with_columns(key_group(self.keys).alias("_kg"))
+            )
+            merged = combined.filter(pl.col(COUNT) > 0)
+            gone = pl.concat([gone, combined.filter(pl.col(COUNT) <= 0).select(gone.columns)])
+        live = pl.concat([added, merged.select(added.columns)], how="vertical_relaxed")
+        self._replace(
+            side,
+            tidy(pl.concat([kept, live.select(stored.columns)], how="vertical_relaxed")),
+            pl.concat([kept_hashes, live.get_column(HASH)]),
         )
-        aggs = (
-            [pl.col(COUNT).sum()]
-            + ([pl.col(MATCHED).any()] if MATCHED in extra else [])
-            + ([pl.col(TOUCHED).max()] if TOUCHED in extra else [])
-        )
-        touched = delta.select(group).unique()
-        combined = merged.join(touched, on=group, how="semi", nulls_equal=True).group_by(group).agg(aggs)
-        combined = combined.with_columns(key_group(self.keys).alias("_kg"))
-        live, gone = combined.filter(pl.col(COUNT) > 0), combined.filter(pl.col(COUNT) <= 0)
-        kept = stored.join(touched, on=group, how="anti", nulls_equal=True)
-        self.rows[side] = tidy(pl.concat([kept, live.select(stored.columns)], how="vertical_relaxed"))
         self.sides[side].stage(live.select(stored.columns), gone.select(*group, "_kg"))
 
     def _expire(self, side: str) -> None:
         """Forget rows unchanged for longer than the state TTL; they leave the table as tombstones."""
         if (split := expire(self.rows[side], self.node.ttl, self.now, TOUCHED)) is not None:
-            self.rows[side], expired = split
+            kept, expired = split
+            self._replace(side, kept)
             self.sides[side].stage(expired.head(0), expired.select(*self.keys, *self._columns(side), "_kg"))
 
     # -- interval joins ------------------------------------------------------------------------
@@ -309,11 +362,14 @@ class JoinOperator(StatefulOperator):
         if newly.height == 0:
             return
         updated = newly.with_columns(pl.lit(True).alias(MATCHED))
-        self.rows[side] = tidy(
-            pl.concat(
-                [stored.join(newly.select(group), on=group, how="anti", nulls_equal=True), updated],
-                how="vertical_relaxed",
-            )
+        self._replace(
+            side,
+            tidy(
+                pl.concat(
+                    [stored.join(newly.select(group), on=group, how="anti", nulls_equal=True), updated],
+                    how="vertical_relaxed",
+                )
+            ),
         )
         self.sides[side].stage(updated, updated.head(0).select(*group, "_kg"))
 
@@ -323,7 +379,10 @@ class JoinOperator(StatefulOperator):
         if gone.height == 0:
             return pl.DataFrame(schema=self.node.schema)
         group = [*self.keys, *self._columns(side)]
-        self.rows[side] = stored.filter(~expired)
+        hashes = self.hashes[side]
+        self._replace(side, stored.filter(~expired))
+        if hashes is not None:  # the kept rows' hashes, in the same order
+            self.hashes[side] = hashes.filter(~stored.select(expired.fill_null(False)).to_series())
         self.sides[side].stage(gone.head(0), gone.select(*group, "_kg"))
         if not pad:
             return pl.DataFrame(schema=self.node.schema)
