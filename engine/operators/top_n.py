@@ -71,6 +71,8 @@ class TopNOperator(StatefulOperator):
     def _top_n(self, rows: pl.DataFrame) -> pl.DataFrame:
         if rows.height == 0:
             return self.empty_output()
+        if OP_COLUMN not in rows.columns and self.node.order:
+            return self._top_n_append(rows)
         delta = (
             rows.select(*self.columns, changelog_sign(rows.columns).alias(COUNT))
             .group_by(self.columns, maintain_order=True)
@@ -101,18 +103,78 @@ class TopNOperator(StatefulOperator):
         self.table.stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
         return self._diff(before, after)
 
+    def _top_n_append(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Over an append-only input the state holds each partition's top n (no row outside it can rank again).
+        A new row can enter only if fewer than n new rows beat it on the first ORDER BY column: that cheap
+        test, a ranking within the partition, drops most rows of busy partitions. The rest are sorted once with
+        the stored rows of their partitions (every column breaks ties), which gives both the old ranks and the
+        new; only the partitions a new row enters change, and only they are diffed and restaged."""
+        limit = self.node.limit
+        first, descending = self.node.order[0]
+        # NULLs sort last and rank NULL: kept as candidates, the exact ranking decides
+        beaten = pl.col(first).rank("min", descending=descending).over(self.partition)
+        new = rows.select(self.columns).filter(beaten.fill_null(0) <= limit)
+        touched = new.select(self.partition).unique()
+        in_scope = self.rows.join(touched, on=self.partition, how="semi", nulls_equal=True)
+        stored = in_scope.select(*self.columns, COUNT).with_columns(pl.int_ranges(0, pl.col(COUNT)).alias("__copy"))
+        pool = pl.concat(
+            [
+                stored.explode("__copy").select(*self.columns, pl.lit(True).alias("__old")),
+                new.with_columns(pl.lit(False).alias("__old")),
+            ],
+            how="vertical_relaxed",
+        )
+        # Sorted by partition first: a partition is a run of rows, so ranks are positions within runs (no hashing).
+        boundary = pl.int_range(pl.len()) == 0
+        for column in self.partition:
+            boundary = boundary | pl.col(column).ne_missing(pl.col(column).shift(1))
+        position, olds = pl.int_range(pl.len(), dtype=pl.Int64), pl.col("__old").cast(pl.Int64)
+        ranked = (
+            self._sorted(pool)
+            .with_columns(boundary.alias("__start"), olds.cum_sum().alias("__olds"))
+            .with_columns(
+                (position - pl.when("__start").then(position).forward_fill() + 1).alias("__rank"),
+                (pl.col("__olds") - pl.when("__start").then(pl.col("__olds") - olds).forward_fill()).alias("__was"),
+            )
+        )
+        entering = ranked.filter(~pl.col("__old") & (pl.col("__rank") <= limit)).select(self.partition).unique()
+        if entering.height == 0:
+            return self.empty_output()
+        ranked = ranked.join(entering, on=self.partition, how="semi", nulls_equal=True)
+        before = ranked.filter(pl.col("__old")).select(*self.columns, pl.col("__was").alias("__rank"))
+        after = ranked.filter(pl.col("__rank") <= limit).select(*self.columns, "__rank")
+        # per distinct row: its copies stored before and kept now
+        counts = ranked.group_by(self.columns).agg(
+            pl.col("__old").sum().cast(pl.Int64).alias("__before"),
+            (pl.col("__rank") <= limit).sum().cast(pl.Int64).alias(COUNT),
+        )
+        keep = counts.filter(pl.col(COUNT) > 0).with_columns(key_group(self.columns).alias("_kg"))
+        changed = keep.filter(pl.col(COUNT) != pl.col("__before"))
+        gone = counts.filter((pl.col(COUNT) == 0) & (pl.col("__before") > 0)).with_columns(
+            key_group(self.columns).alias("_kg")
+        )
+        outside = self.rows.join(entering, on=self.partition, how="anti", nulls_equal=True)
+        self.rows = tidy(pl.concat([outside, keep.select(self.rows.columns)], how="vertical_relaxed"))
+        self.table.stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
+        return self._diff(before, after)
+
+    def _sorted(self, rows: pl.DataFrame) -> pl.DataFrame:
+        """Rows in ROW_NUMBER order within their partition: ORDER BY, then every other column (a total order, so
+        ranks do not depend on arrival)."""
+        order_cols = [c for c, _ in self.node.order]
+        ties = [c for c in self.columns if c not in order_cols and c not in self.partition]
+        return rows.sort(
+            [*self.partition, *order_cols, *ties],
+            descending=[False] * len(self.partition) + [d for _, d in self.node.order] + [False] * len(ties),
+            nulls_last=True,
+        )
+
     def _ranked(self, rows: pl.DataFrame) -> pl.DataFrame:
         """The top n rows of each partition, with their ROW_NUMBER."""
         if rows.height == 0:
             return pl.DataFrame(schema={**{c: self.rows.schema[c] for c in self.columns}, "__rank": pl.Int64})
         expanded = rows.with_columns(pl.int_ranges(0, pl.col(COUNT)).alias("__copy")).explode("__copy")
-        order_cols = [c for c, _ in self.node.order]
-        ties = [c for c in self.columns if c not in order_cols and c not in self.partition]
-        ordered = expanded.sort(
-            [*self.partition, *order_cols, *ties],
-            descending=[False] * len(self.partition) + [d for _, d in self.node.order] + [False] * len(ties),
-            nulls_last=True,
-        )
+        ordered = self._sorted(expanded)
         ranked = ordered.with_columns((pl.int_range(pl.len()).over(self.partition) + 1).cast(pl.Int64).alias("__rank"))
         return ranked.filter(pl.col("__rank") <= self.node.limit).select(*self.columns, "__rank")
 
