@@ -94,3 +94,30 @@ def test_kill_9_at_random_instants_with_small_epochs_and_a_checkpoint_policy(tmp
         assert process.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
     assert kills >= 2
     harness.finish_and_check(stream, tmp_path)
+
+
+def test_large_commits_keep_the_last_change_per_key(tmp_path: Path) -> None:
+    """Checkpoints of more than 10k staged rows (engine.state_store.last_per_key): one of keys all distinct, and
+    ones where keys changed in several epochs since the checkpoint; the state and the upsert sink equal DuckDB."""
+    import engine
+    from tests.helpers import duck, read_sink, run, sort_all, write_jsonl
+
+    rows = [{"k": i if i < 12_000 else i % 3_000, "v": i % 7} for i in range(24_000)]
+    write_jsonl(tmp_path / "in" / "a.json", rows[:12_000])
+    write_jsonl(tmp_path / "in" / "b.json", rows[12_000:])
+    sql = """
+CREATE TABLE src (k BIGINT, v BIGINT) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+CREATE TABLE totals (k BIGINT, n BIGINT, s BIGINT, PRIMARY KEY (k) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'totals');
+INSERT INTO totals SELECT k, COUNT(*), SUM(v) FROM src GROUP BY k;
+"""
+    run(tmp_path, sql, max_epoch_rows=12_000, checkpoint_interval="1 epochs")  # 12k distinct keys in one commit
+    write_jsonl(tmp_path / "in" / "c.json", rows)
+    run(tmp_path, sql, max_epoch_rows=4_000, checkpoint_interval="6 epochs")  # keys changed in several epochs
+    source = pl.DataFrame([*rows, *rows], schema={"k": pl.Int64, "v": pl.Int64})
+    expected = sort_all(duck("SELECT k, count(*) AS n, sum(v) AS s FROM src GROUP BY k", src=source))
+    assert read_sink(tmp_path / "totals").sort("k").equals(expected)
+    history = engine.open(tmp_path / "state")
+    state = next(history.state(t["name"]) for t in history.row()["tables"] if t["role"] == "state")
+    assert state.height == expected.height
+    assert sort_all(state.select("k", pl.col("count__count").alias("n"))).equals(expected.select("k", "n"))
