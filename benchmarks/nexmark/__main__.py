@@ -5,6 +5,10 @@
     python -m benchmarks.nexmark run --engine spark|flink --query q5 --events 10M
     python -m benchmarks.nexmark suite --engines timelapse,spark,flink --events 10M --record
     python -m benchmarks.nexmark setup-flink          # once: Flink's own virtual environment (see below)
+    python -m benchmarks.nexmark suite --engines timelapse,pathway --queries q0,q1,q2,tumble_count --format json
+
+`--format json|csv` makes timelapse (and Pathway, which reads text only: `run_pathway.py`) read JSON-lines or CSV
+copies of the generated files (written once beside them, timestamps as `yyyy-MM-dd HH:mm:ss.SSS` text).
 
 Every run happens in a process of its own and reads the same Parquet files (generated once per event count and
 seed, into --data, default `~/.cache/timelapse/nexmark`), so generation is never timed as engine work; its own
@@ -25,14 +29,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.nexmark.queries import QUERIES
+from benchmarks.nexmark.queries import EXTRA_QUERIES, FORMATS, QUERIES, text_folder
 from benchmarks.record import record
 
-ENGINES = ("timelapse", "spark", "flink")
+ENGINES = ("timelapse", "spark", "flink", "pathway")
 RUN_TIMEOUT_S = int(os.environ.get("NEXMARK_TIMEOUT", "300"))
 DEFAULT_DATA = Path(os.environ.get("NEXMARK_DATA", Path.home() / ".cache" / "timelapse" / "nexmark"))
 # apache-flink pins pyarrow 16, which timelapse cannot share: Flink runs from a virtual environment of its own.
 FLINK_VENV = Path(os.environ.get("NEXMARK_FLINK_VENV", Path.home() / ".cache" / "timelapse" / "flink-venv"))
+# Pathway pins its own dependencies too: `python -m venv <it> && <it>/bin/pip install pathway==0.33.0 psutil`.
+PATHWAY_VENV = Path(os.environ.get("NEXMARK_PATHWAY_VENV", Path.home() / ".cache" / "timelapse" / "pathway-venv"))
 
 
 def setup_flink() -> int:
@@ -60,6 +66,29 @@ def csv_copies(target: Path) -> None:
                 include_header=False,
                 datetime_format="%Y-%m-%d %H:%M:%S%.3f",
             )
+    done.write_text("ok")
+
+
+def text_copies(target: Path, fmt: str) -> None:
+    """JSON-lines or CSV (with a header) copies of the Parquet files, for the text-reading runs (`--format`)."""
+    import polars as pl
+
+    if fmt == "parquet":
+        return
+    done = text_folder(target, fmt, "_SUCCESS")
+    if done.exists():
+        return
+    for kind in ("person", "auction", "bid"):
+        folder = text_folder(target, fmt, kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in sorted((target / kind).glob("*.parquet")):
+            frame = pl.read_parquet(part)
+            times = [n for n, t in frame.schema.items() if isinstance(t, pl.Datetime)]
+            frame = frame.with_columns(pl.col(n).dt.strftime("%Y-%m-%d %H:%M:%S%.3f") for n in times)
+            if fmt == "json":
+                frame.write_ndjson(folder / f"{part.stem}.json")
+            else:
+                frame.write_csv(folder / f"{part.stem}.csv", include_header=True)
     done.write_text("ok")
 
 
@@ -101,12 +130,16 @@ def generate(root: Path, events: int, seed: int = 0, chunk: int = 1_000_000) -> 
     return result
 
 
-def run_isolated(engine: str, query: str, data: Path, events: int, epoch_events: int) -> dict[str, object]:
-    """Run one (engine, query) in a fresh process and return its measurements."""
+def run_isolated(
+    engine: str, query: str, data: Path, events: int, epoch_events: int, fmt: str = "parquet"
+) -> dict[str, object]:
+    """Run one (engine, query) in a fresh process and return its measurements. `fmt`: the files timelapse and
+    Pathway read (Spark reads Parquet, Flink CSV, whatever it is)."""
     module = {
         "timelapse": "benchmarks.nexmark.run_timelapse",
         "spark": "benchmarks.nexmark.run_spark",
         "flink": "benchmarks.nexmark.run_flink",
+        "pathway": "benchmarks.nexmark.run_pathway",
     }[engine]
     python = sys.executable
     if engine == "flink":
@@ -114,8 +147,16 @@ def run_isolated(engine: str, query: str, data: Path, events: int, epoch_events:
         if not Path(python).exists():
             return {"engine": engine, "query": query, "status": "not installed", "reason": "run setup-flink first"}
         csv_copies(data)
+    if engine == "pathway":
+        python = str(PATHWAY_VENV / "bin" / "python")
+        if not Path(python).exists():
+            reason = f"no Pathway virtual environment at {PATHWAY_VENV} (pip install pathway==0.33.0 psutil there)"
+            return {"engine": engine, "query": query, "status": "not installed", "reason": reason}
+        fmt = "json" if fmt == "parquet" else fmt  # Pathway reads the text copies
+    if engine in ("timelapse", "pathway"):
+        text_copies(data, fmt)
     command = [python, "-m", module, query, str(data), str(events), str(epoch_events)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "NEXMARK_FORMAT": fmt}
     # A session of its own, so that a run that overstays is killed with its JVM.
     child = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
@@ -130,7 +171,7 @@ def run_isolated(engine: str, query: str, data: Path, events: int, epoch_events:
     if child.returncode != 0 or not lines:
         reason = (stderr.strip().splitlines() or ["no output"])[-1][:300]
         return {"engine": engine, "query": query, "status": "failed", "reason": reason}
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), "format": fmt if engine in ("timelapse", "pathway") else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,8 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     for command in (run, suite):
         command.add_argument("--json", action="store_true")
         command.add_argument("--record", action="store_true")
+    for command in (run, suite):
+        command.add_argument("--format", choices=FORMATS, default="parquet", help="the files timelapse reads")
     run.add_argument("--engine", choices=ENGINES, default="timelapse")
-    run.add_argument("--query", choices=QUERIES, required=True)
+    run.add_argument("--query", choices=QUERIES + EXTRA_QUERIES, required=True)
     suite.add_argument("--engines", default="timelapse")
     suite.add_argument("--queries", default=",".join(QUERIES))
     args = parser.parse_args(argv)
@@ -172,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "nexmark",
             "date": time.strftime("%Y-%m-%d"),
             "cores": os.cpu_count(),
-            **run_isolated(engine, query, data, events, chunk),
+            **run_isolated(engine, query, data, events, chunk, args.format),
         }
         print(json.dumps(result) if args.json else _line(result), flush=True)
         if args.record:

@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 HERE = Path(__file__).parent
 QUERIES = [f"q{i}" for i in range(23)]
+#: queries beside Nexmark's own, run only when named (benchmarks/text_input.py)
+EXTRA_QUERIES = ["tumble_count"]
+#: the files the sources read: the generated Parquet files, or their JSON-lines or CSV copies (with a header)
+FORMATS = ("parquet", "json", "csv")
 
 
 #: each kind's share of the events (1:3:46)
 SHARE = {"person": 1 / 50, "auction": 3 / 50, "bid": 46 / 50}
 
 
-def source_options(kind: str, data: Path | None, events: int, epoch_events: int | None = None) -> str:
+def text_folder(data: Path, fmt: str, kind: str) -> Path:
+    """Where the files of one kind of events are in `fmt` (benchmarks.nexmark.__main__.text_copies writes copies)."""
+    return data / kind if fmt == "parquet" else data / ("json" if fmt == "json" else "csv-header") / kind
+
+
+def source_options(
+    kind: str, data: Path | None, events: int, epoch_events: int | None = None, fmt: str | None = None
+) -> str:
+    """`fmt`: parquet, json or csv (default: `NEXMARK_FORMAT`, which the harness sets for its runs, else parquet)."""
     if data is None:
         return f"'connector' = 'nexmark', 'nexmark.table' = '{kind}', 'events.num' = '{events}'"
-    options = f"'connector' = 'filesystem', 'format' = 'parquet', 'path' = '{data / kind}'"
+    fmt = fmt or os.environ.get("NEXMARK_FORMAT", "parquet")
+    options = f"'connector' = 'filesystem', 'format' = '{fmt}', 'path' = '{text_folder(data, fmt, kind)}'"
+    if fmt == "csv":
+        options += ", 'csv.header' = 'true'"
     if epoch_events:  # each epoch reads the same span of event time from every kind
         options += f", 'scan.max-epoch-rows' = '{max(1, int(epoch_events * SHARE[kind]))}'"
     return options
