@@ -18,7 +18,6 @@ their registration.
 
 from __future__ import annotations
 
-import csv
 import io
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from engine.sources.base import (
     typed_from_frame,
     typed_from_text,
 )
+from engine.sources.csv_lines import csv_header, parse_csv_fields, utf8_or_none
 from engine.sources.file_registry import (
     Entry,
     Found,
@@ -51,7 +51,6 @@ from engine.sources.file_registry import (
     fingerprint_of,
     migrate,
     read_range,
-    split_lines,
     walk,
 )
 from engine.sources.json_lines import Parsed, parse_json
@@ -449,7 +448,7 @@ class FileSource(Source):
         try:
             decoded = text.cast(pl.String)
         except pl.exceptions.ComputeError:  # slow path, only for files holding invalid UTF-8
-            decoded = pl.Series("raw", [_utf8_or_none(line) for line in text], dtype=pl.String)
+            decoded = pl.Series("raw", [utf8_or_none(line) for line in text], dtype=pl.String)
         context = pl.DataFrame({"file": [str(path)] * len(lines), "position": positions, "raw": decoded})
         bad_utf8 = decoded.is_null()
         blank = (decoded.str.strip_chars().str.len_bytes().fill_null(1) == 0) & ~oversized
@@ -511,54 +510,10 @@ class FileSource(Source):
         return parsed
 
     def _header(self, path: Location, line: bytes | None) -> list[str]:
-        """The column names in line 0 of the file (`line`, or read from the file when it lies in an earlier
-        segment than the slice)."""
-        if line is None and isinstance(path, ObjectPath):
-            line = _first_line(path, self.max_record_bytes)
-        elif line is None:
-            with open(path, "rb") as handle:
-                line = handle.readline(self.max_record_bytes)
-        lines = split_lines(line, True)
-        first = _utf8_or_none(lines[0]) if lines else None
-        return [name.strip() for name in next(csv.reader([first], delimiter=self.delimiter))] if first else []
+        return csv_header(path, line, self.max_record_bytes, self.delimiter)
 
     def _parse_csv_fields(self, context: pl.DataFrame, names: list[str]) -> Parsed:
-        rows: list[dict[str, str | None]] = []
-        ok: list[bool] = []
-        dead: list[dict[str, Any]] = []
-        raw = context.get_column("raw")
-        lines = raw.to_list()
-        try:
-            frame = (
-                pl.read_csv(
-                    io.StringIO("\n".join(lines)),
-                    has_header=False,
-                    new_columns=names,
-                    separator=self.delimiter,
-                    schema={n: pl.String for n in names},
-                )
-                if lines
-                else pl.DataFrame(schema={n: pl.String for n in names})
-            )
-            quoted = raw.str.contains('"', literal=True).any()
-            counts_ok = quoted or bool((raw.str.count_matches(self.delimiter, literal=True) + 1 == len(names)).all())
-            if frame.height == len(lines) and counts_ok:
-                return Parsed(frame, pl.Series([True] * len(lines), dtype=pl.Boolean))
-        except pl.exceptions.PolarsError:
-            pass
-        for record in context.iter_rows(named=True):
-            fields = next(csv.reader([record["raw"]], delimiter=self.delimiter))
-            if len(fields) != len(names):
-                ok.append(False)
-                dead.append({**record, "reason": f"expected {len(names)} fields, found {len(fields)}"})
-                continue
-            ok.append(True)
-            rows.append({n: (f if f != "" else None) for n, f in zip(names, fields, strict=True)})
-        return Parsed(
-            pl.DataFrame(rows, schema={n: pl.String for n in names}),
-            pl.Series(ok, dtype=pl.Boolean),
-            pl.DataFrame(dead, schema=DEAD_LETTER_SCHEMA),
-        )
+        return parse_csv_fields(context, names, self.delimiter)
 
     def _read_parquet(self, path: Location, lo: int, hi: int) -> SourceBatch:
         try:
@@ -588,25 +543,7 @@ def _local_or_bytes(path: Location) -> Path | io.BytesIO:
     return io.BytesIO(path.read_bytes()) if isinstance(path, ObjectPath) else path
 
 
-def _first_line(path: ObjectPath, limit: int) -> bytes:
-    """An object's first line (at most `limit` bytes), by ranged GETs of growing size."""
-    size = 64 * 1024
-    while True:
-        data = read_range(path, 0, min(size, limit))
-        cut = data.find(b"\n")
-        if cut >= 0 or len(data) < min(size, limit) or size >= limit:
-            return data[: cut + 1] if cut >= 0 else data
-        size *= 4
-
-
 def _parquet_context(path: Location, lo: int, hi: int) -> pl.DataFrame:
     return pl.DataFrame({"file": [str(path)] * (hi - lo), "position": list(range(lo, hi))}).with_columns(
         raw=pl.lit(None, dtype=pl.String)
     )
-
-
-def _utf8_or_none(line: bytes) -> str | None:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
