@@ -1,16 +1,24 @@
 """Throughput of joins and Top-N, with the size of their state tables.
 
     python -m benchmarks.stateful_ops [--rows 1000000] [--epoch-rows 100000] [--record]
+    python -m benchmarks.stateful_ops --nexmark-joins 2M,8M [--record]
 
 Each pipeline reads generated streams (datagen, numeric columns) and writes to a blackhole sink, so the
 numbers are the operator's: rows in per second of whole epochs (state checkpoint and manifest included),
 the live state rows at the end, and the bytes of the state tables on disk.
+
+`--nexmark-joins` runs the joins of Nexmark q4, q9 and q20 at each input size (`python -m benchmarks.nexmark run`,
+500k events per epoch, every epoch a checkpoint): whether throughput and peak RSS hold as the input grows.
+Besides events/s per core of wall time it records events per CPU second of the run, which a loaded machine
+disturbs less.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,12 +87,38 @@ def measure(name: str, rows: int, epoch_rows: int) -> dict[str, object]:
     }
 
 
+JOIN_QUERIES = ("q4", "q9", "q20")
+
+
+def nexmark_joins(sizes: list[str], epoch_events: str = "500k") -> list[dict[str, object]]:
+    rows = []
+    for size in sizes:
+        for query in JOIN_QUERIES:
+            command = [sys.executable, "-m", "benchmarks.nexmark", "run", "--engine", "timelapse", "--query", query]
+            command += ["--events", size, "--epoch-events", epoch_events, "--json"]
+            lines = subprocess.run(command, capture_output=True, text=True, check=False).stdout.splitlines()
+            found = json.loads(next((line for line in reversed(lines) if line.startswith("{")), "{}"))
+            if found.get("status") == "ok":
+                cpu_s = float(found["elapsed_s"]) * float(found["cpu_utilisation"])
+                found["events_per_cpu_s"] = round(int(found["events"]) / cpu_s) if cpu_s else None
+            rows.append({**found, "benchmark": "nexmark-join-scaling", "query": query, "size": size})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--epoch-rows", type=int, default=100_000)
     parser.add_argument("--record", action="store_true")
+    parser.add_argument("--nexmark-joins", help="input sizes, e.g. 2M,8M: Nexmark q4, q9, q20 at each")
     args = parser.parse_args()
+    if args.nexmark_joins:
+        rows = nexmark_joins(args.nexmark_joins.split(","))
+        for row in rows:
+            print(json.dumps(row))
+        if args.record:
+            record("stateful_ops", rows)
+        return
     results = []
     for name in PIPELINES:
         row = measure(name, args.rows, args.epoch_rows)

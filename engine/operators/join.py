@@ -39,6 +39,7 @@ from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, Join
 COUNT, MATCHED = "__count", "__matched"
 TOUCHED = "_touched"
 HASH = "__h"  # a hash of a stored row's key and columns (its state-table key): in memory only
+LEFT_ROW, RIGHT_ROW = "__il", "__ir"  # row numbers, while an interval join's epoch runs
 
 
 class JoinOperator(StatefulOperator):
@@ -315,38 +316,48 @@ class JoinOperator(StatefulOperator):
         assert b is not None
         right_time = self.node.right_names[b.right_time]
         left, right = self._drop_late(left, "left", b.left_time), self._drop_late(right, "right", right_time)
-        dl = self._collapse(left, "left").with_columns(pl.lit(False).alias(MATCHED))
-        dr = self._collapse(right, "right").with_columns(pl.lit(False).alias(MATCHED))
-        old_l, old_r = self.rows["left"].drop("_kg"), self.rows["right"].drop("_kg")
-        pairs = pl.concat(
-            [
-                self._pairs(dl.drop(MATCHED), old_r.drop(MATCHED)),
-                self._pairs(old_l.drop(MATCHED), dr.drop(MATCHED)),
-                self._pairs(dl.drop(MATCHED), dr.drop(MATCHED)),
-            ],
-            how="vertical_relaxed",
-        )
-        out = [self._emit(pairs.select(*self.output_cols, COUNT))]
-        left_group, right_group = [*self.keys, *self._columns("left")], [*self.keys, *self._columns("right")]
-        matched_l = pairs.select(left_group).unique()
-        matched_r = pairs.select(right_group).unique()
-        dl = _mark(dl, matched_l, left_group)
-        dr = _mark(dr, matched_r, right_group)
-        self._apply(dl, "left")
-        self._apply(dr, "right")
-        self._remark(matched_l, "left")
-        self._remark(matched_r, "right")
-        watermark = ctx.watermark
-        if watermark is not None:
-            wm = pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
+        # Rows are numbered (the epoch's and the stored ones), so the pairs tell exactly which rows found a partner.
+        dl = self._collapse(left, "left").with_row_index(LEFT_ROW)
+        dr = self._collapse(right, "right").with_row_index(RIGHT_ROW)
+        old_l = self.rows["left"].drop("_kg", MATCHED).with_row_index(LEFT_ROW)
+        old_r = self.rows["right"].drop("_kg", MATCHED).with_row_index(RIGHT_ROW)
+        new_old, old_new, new_new = self._pairs(dl, old_r), self._pairs(old_l, dr), self._pairs(dl, dr)
+        pairs = [p.select(*self.output_cols, COUNT) for p in (new_old, old_new, new_new)]
+        out = [self._emit(pl.concat(pairs, how="vertical_relaxed"))]
+        dl = _matched(dl, LEFT_ROW, new_old, new_new)
+        dr = _matched(dr, RIGHT_ROW, old_new, new_new)
+        self._remark("left", old_new.get_column(LEFT_ROW))
+        self._remark("right", new_old.get_column(RIGHT_ROW))
+        done: dict[str, pl.Expr] = {}
+        if ctx.watermark is not None:
+            wm = pl.lit(ctx.watermark).cast(pl.Datetime("ms", "UTC"))
             # A row whose bound is NULL can never match (the condition is unknown): it leaves at once.
-            left_done = (pl.col(b.left_bound) + b.upper < wm).fill_null(True)
-            right_done = (pl.col(self.node.right_names[b.right_bound]) - b.lower < wm).fill_null(True)
-            out.append(self._evict("left", left_done, self.node.kind in ("LEFT", "FULL")))
-            out.append(self._evict("right", right_done, self.node.kind in ("RIGHT", "FULL")))
+            done["left"] = (pl.col(b.left_bound) + b.upper < wm).fill_null(True)
+            done["right"] = (pl.col(self.node.right_names[b.right_bound]) - b.lower < wm).fill_null(True)
+        pad = {"left": self.node.kind in ("LEFT", "FULL"), "right": self.node.kind in ("RIGHT", "FULL")}
+        for side, delta in (("left", dl), ("right", dr)):
+            if side in done:
+                delta, padded = self._passing(delta, side, done[side], pad[side])
+                out.append(padded)
+            self._apply(delta, side)
+        for side, expired in done.items():
+            out.append(self._evict(side, expired, pad[side]))
         parts = [p for p in out if p.height]
         result = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=self.node.schema)
         return result.select(list(self.node.schema))
+
+    def _passing(
+        self, delta: pl.DataFrame, side: str, expired: pl.Expr, pad: bool
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The epoch's rows that leave in the epoch they came (the watermark passed their bound already, as for
+        most of q4's bids): joined, padded if unmatched, and never stored, so that the state table does not log
+        each of them twice (row, then tombstone). A row equal to a stored one is merged and evicted with it."""
+        fresh = ~delta.get_column(HASH).is_in(self._hashes(side).implode())
+        leaving = delta.select(expired).to_series() & fresh
+        if not leaving.any():
+            return delta, pl.DataFrame(schema=self.node.schema)
+        gone = delta.filter(leaving & ~delta.get_column(MATCHED)) if pad else delta.head(0)
+        return delta.filter(~leaving), self._emit(self._pad(gone, side))
 
     def _drop_late(self, rows: pl.DataFrame, side: str, time_col: str) -> pl.DataFrame:
         if WATERMARK_COLUMN not in rows.columns:
@@ -355,23 +366,19 @@ class JoinOperator(StatefulOperator):
         on_time = late.split(rows, behind_watermark(pl.col(time_col)), "arrived behind the watermark")
         return on_time.drop(WATERMARK_COLUMN)
 
-    def _remark(self, matched: pl.DataFrame, side: str) -> None:
+    def _remark(self, side: str, rows: pl.Series) -> None:
+        """Stored rows (by number) that found a partner this epoch: an outer join will not pad them. The rows keep
+        their order (and so their hashes)."""
         stored = self.rows[side]
-        group = [*self.keys, *self._columns(side)]
-        newly = stored.join(matched, on=group, how="semi", nulls_equal=True).filter(~pl.col(MATCHED))
-        if newly.height == 0:
+        if rows.len() == 0 or stored.height == 0:
             return
-        updated = newly.with_columns(pl.lit(True).alias(MATCHED))
-        self._replace(
-            side,
-            tidy(
-                pl.concat(
-                    [stored.join(newly.select(group), on=group, how="anti", nulls_equal=True), updated],
-                    how="vertical_relaxed",
-                )
-            ),
-        )
-        self.sides[side].stage(updated, updated.head(0).select(*group, "_kg"))
+        found = pl.int_range(pl.len(), dtype=pl.UInt32).is_in(rows.implode())
+        newly = stored.select((found & ~pl.col(MATCHED)).alias("__newly")).to_series()
+        if not newly.any():
+            return
+        updated = stored.filter(newly).with_columns(pl.lit(True).alias(MATCHED))
+        self._replace(side, stored.with_columns(pl.col(MATCHED) | pl.lit(newly)), self.hashes[side])
+        self.sides[side].stage(updated, updated.head(0).select(*self.keys, *self._columns(side), "_kg"))
 
     def _evict(self, side: str, expired: pl.Expr, pad: bool) -> pl.DataFrame:
         stored = self.rows[side]
@@ -415,17 +422,10 @@ def _key_names(node: Join) -> list[str]:
     return [f"__k{i}" for i in range(len(node.left_keys))]
 
 
-def _mark(rows: pl.DataFrame, matched: pl.DataFrame, group: list[str]) -> pl.DataFrame:
-    hits = (
-        rows.join(matched, on=group, how="semi", nulls_equal=True)
-        .select(group)
-        .with_columns(pl.lit(True).alias("__hit"))
-    )
-    return (
-        rows.join(hits, on=group, how="left", nulls_equal=True)
-        .with_columns((pl.col(MATCHED) | pl.col("__hit").fill_null(False)).alias(MATCHED))
-        .drop("__hit")
-    )
+def _matched(rows: pl.DataFrame, number: str, *pairs: pl.DataFrame) -> pl.DataFrame:
+    """The epoch's rows with MATCHED: whether their number is among those of the pairs found."""
+    found = pl.concat([p.get_column(number) for p in pairs]).implode()
+    return rows.with_columns(pl.col(number).is_in(found).alias(MATCHED)).drop(number)
 
 
 class _Dimension(LookupTable):
