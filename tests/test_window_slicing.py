@@ -14,10 +14,12 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import duck, examples, naive, read_sink, run
+from tests.helpers import duck, examples, naive, read_sink, run, sort_all
+from tests.scaleout_helpers import assert_same_run, roots, run_with, same, states
 from tests.test_windows import BASE_MS, DELAY_S, MARKS, SOURCE, assert_same, frame, write_input
 
 SINK = """
@@ -157,3 +159,27 @@ def test_state_holds_slices_and_forgets_them_after_their_last_window(tmp_path: P
         last_window_end = start.timestamp() * 1000 + 10_000 if (end - start).total_seconds() == 2 else None
         last_window_end = last_window_end or end.timestamp() * 1000
         assert last_window_end - 1 > final_wm  # slices whose last window fired left the state
+
+
+def test_sliced_windows_on_ray_workers_match_the_single_process_run(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = make_rows(23, 150, late_share=0.3)
+        single, two = roots(tmp_path, lambda r: write_input(r, rows), "single", "two")
+        sql = SOURCE + SINK + SINK.replace("out", "cum") + query(WINDOWS["hop_5_windows"][0])
+        sql += query(WINDOWS["cumulate"][0]).replace("INTO out", "INTO cum")
+        run_with(single, sql, None, max_epoch_rows=14)
+        run_with(two, sql, 2, max_epoch_rows=14)
+        assert_same_run(single, two, ["out", "cum"], sources=("events",))
+        want, got = states(single), states(two)
+        assert sorted(got) == sorted(want)
+        for name, frame in want.items():
+            same(sort_all(got[name]), sort_all(frame), f"state table {name}")
+        assert_same(naive(read_sink(two / "out")), oracle(rows, WINDOWS["hop_5_windows"][1]))
+        assert_same(naive(read_sink(two / "cum")), oracle(rows, WINDOWS["cumulate"][1]))
+    finally:
+        if started:
+            ray.shutdown()
