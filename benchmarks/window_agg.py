@@ -1,6 +1,8 @@
-"""Window-aggregation throughput: datagen -> TUMBLE(10 s) per key (COUNT, SUM, MAX) -> blackhole.
+"""Window-aggregation throughput: datagen -> TUMBLE(10 s) per key (COUNT, SUM, MAX) -> blackhole; with
+`--window hop` HOP(slide 2 s, size 10 s), five windows per row (kept as slices, engine/operators/window_slices.py);
+with `--window cumulate` CUMULATE(step 2 s, size 10 s).
 
-    python -m benchmarks.window_agg [--rows 5000000] [--epoch-rows 500000] [--keys 1000] [--record]
+    python -m benchmarks.window_agg [--rows 5000000] [--epoch-rows 500000] [--keys 1000] [--window tumble] [--record]
 
 Runs once per thread count (1 and 2) in a fresh process, since Polars fixes its pool size at import.
 Reports events/s for whole epochs (read, window, state checkpoint, manifest commit) and, separately, how
@@ -29,16 +31,21 @@ WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = 
 CREATE TABLE sink (sensor BIGINT, ws TIMESTAMP(3), n BIGINT, total DOUBLE, hottest DOUBLE)
 WITH ('connector' = 'blackhole');
 INSERT INTO sink SELECT sensor, window_start, COUNT(*), SUM(temperature), MAX(temperature)
-FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY sensor, window_start, window_end;
+FROM TABLE({window}) GROUP BY sensor, window_start, window_end;
 """
+WINDOWS = {
+    "tumble": "TUMBLE(TABLE readings, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
+    "hop": "HOP(TABLE readings, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
+    "cumulate": "CUMULATE(TABLE readings, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)",
+}
 
 
-def measure(rows: int, epoch_rows: int, keys: int) -> dict[str, float]:
+def measure(rows: int, epoch_rows: int, keys: int, window: str = "tumble") -> dict[str, float]:
     from engine.runner import Runner
     from engine.sources.datagen import DatagenSource
     from sql import plan_script
 
-    plan = plan_script(SQL.format(rows=rows, keys=keys))
+    plan = plan_script(SQL.format(rows=rows, keys=keys, window=WINDOWS[window]))
     with tempfile.TemporaryDirectory() as state:
         runner = Runner(plan, Path(state), Path.cwd())
         started = time.perf_counter()
@@ -66,11 +73,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--epoch-rows", type=int, default=500_000)
     parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--window", choices=sorted(WINDOWS), default="tumble")
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     if args.threads:
-        print(json.dumps(measure(args.rows, args.epoch_rows, args.keys)))
+        print(json.dumps(measure(args.rows, args.epoch_rows, args.keys, args.window)))
         return
     results = []
     for threads in (1, 2):
@@ -88,6 +96,8 @@ def main() -> None:
                 str(args.epoch_rows),
                 "--keys",
                 str(args.keys),
+                "--window",
+                args.window,
             ],
             env=env,
             capture_output=True,
@@ -101,6 +111,7 @@ def main() -> None:
             "rows": args.rows,
             "epoch_rows": args.epoch_rows,
             "keys": args.keys,
+            "window": args.window,
             **json.loads(out),
         }
         results.append(row)
