@@ -74,7 +74,8 @@ def query(window: str) -> str:
     )
 
 
-def oracle(rows: list[dict[str, object]], expansion: str) -> pl.DataFrame:
+def oracle(rows: list[dict[str, object]], expansion: str, drained: bool = False) -> pl.DataFrame:
+    final = "TIMESTAMP '9999-01-01'" if drained else "(SELECT fwm FROM final)"
     return duck(
         MARKS
         + f"""
@@ -83,7 +84,7 @@ def oracle(rows: list[dict[str, object]], expansion: str) -> pl.DataFrame:
           FROM marks, {expansion} WHERE s + len > e AND s <= e)
         SELECT k, ws, we, {DUCK_AGGS} FROM assigned
         WHERE (wm IS NULL OR we - INTERVAL 1 MILLISECOND > wm)
-          AND we - INTERVAL 1 MILLISECOND <= (SELECT fwm FROM final)
+          AND we - INTERVAL 1 MILLISECOND <= {final}
         GROUP BY k, ws, we""",
         src=frame(rows),
     )
@@ -183,3 +184,12 @@ def test_sliced_windows_on_ray_workers_match_the_single_process_run(tmp_path: Pa
     finally:
         if started:
             ray.shutdown()
+
+
+def test_drain_fires_every_window_of_every_slice_once(tmp_path: Path) -> None:
+    rows = make_rows(29, 60, late_share=0.3)
+    write_input(tmp_path, rows)
+    tvf, expansion = WINDOWS["cumulate_offset"]
+    run(tmp_path, SOURCE + SINK + query(tvf), max_epoch_rows=11, drain=True)
+    expected = oracle(rows, expansion, drained=True)
+    assert_same(naive(read_sink(tmp_path / "out")), expected)
