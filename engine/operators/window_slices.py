@@ -118,6 +118,8 @@ def layout_guard(state_id: str, sliced: bool) -> Iterator[None]:
     try:
         yield
     except pl.exceptions.ColumnNotFoundError as err:
+        if ("slice_start" if sliced else "window_start") not in str(err):
+            raise
         earlier = "one row per window" if sliced else "one row per slice"
         raise UserError(
             f"state of {state_id} was written by an engine that kept HOP/CUMULATE windows as {earlier}; "
