@@ -45,7 +45,6 @@ from engine.sources.csv_lines import csv_header, parse_csv_fields, utf8_or_none
 from engine.sources.file_registry import (
     Entry,
     Found,
-    count_lines,
     cut_spans,
     fingerprint,
     fingerprint_of,
@@ -114,7 +113,7 @@ class FileSource(Source):
         self.cursor = (0, 0)
         self._cache: tuple[tuple[str, int, int], Lines] | None = None
         #: segments' bytes as planning read them, by (path, start, end), in registration order
-        self._planned: dict[tuple[str, int, int], bytes] = {}
+        self._planned: dict[tuple[str, int, int], Lines] = {}
         self._base: Location | None = None  # on an object store: as the last listing found it
 
     @property
@@ -198,8 +197,8 @@ class FileSource(Source):
             index = wanted.get(key)
             if index is not None and index <= last:
                 continue
-            if index is not None and len(self._planned[key]) <= budget:
-                budget -= len(self._planned[key])
+            if index is not None and len(self._planned[key].data) <= budget:
+                budget -= len(self._planned[key].data)
                 continue
             del self._planned[key]
 
@@ -307,9 +306,9 @@ class FileSource(Source):
         if end == start and (start > 0 or data):
             return None  # nothing new, or only the start of a line (an empty file is registered, with no records)
         data = data[: end - start]
-        records = count_lines(data, start == 0)
-        self._planned[(name, start, end)] = data  # kept for `read`: the same bytes, not read again
-        return Entry(name, start, end, first, records, fingerprint_of(path, start, data))
+        # kept for `read`: the same bytes, not read again, with the line bounds found once here
+        lines = self._planned[(name, start, end)] = Lines(data, start == 0)
+        return Entry(name, start, end, first, lines.count, fingerprint_of(path, start, data))
 
     def _parquet_rows(self, path: Location) -> int:
         try:
@@ -402,14 +401,14 @@ class FileSource(Source):
         skip = 1 if self.header and entry.first + lo == 0 else 0
         return read_csv(lines, lo + skip, hi, *common, names, self.delimiter)
 
-    def _load(self, path: Location, entry: Entry, planned: bytes | None) -> tuple[Lines, str | None]:
+    def _load(self, path: Location, entry: Entry, planned: Lines | None) -> tuple[Lines, str | None]:
         """A segment's lines exactly as registered, or what happened to its file. `planned`: its bytes as the
         registration read them (in this run), when they were kept."""
         at_start = entry.start == 0
         if (real := paths.outside_roots(path)) is not None:
             return Lines(b"", at_start), f"now leads outside the allowed roots (to {real}): not read"
         if planned is not None:
-            return Lines(planned, at_start), None
+            return planned, None
         try:
             data = b"" if self.format == "parquet" else read_range(path, entry.start, entry.end)
         except OSError:

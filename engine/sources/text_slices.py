@@ -120,20 +120,25 @@ def read_json(
     # a nested value read into text, or a number beyond DOUBLE's range: the exact path reads them
     if checks and frame.select(pl.any_horizontal(checks).any()).item():
         return None
-    if _repeated_key(text, frame, names):
+    if _repeated_key(chunk, text, frame, names):
         return None
     return _typed(frame, schema, set(direct), required, text, file, first + lo)
 
 
-def _repeated_key(text: pl.Series, frame: pl.DataFrame, names: list[str]) -> bool:
+def _repeated_key(chunk: bytes, text: pl.Series, frame: pl.DataFrame, names: list[str]) -> bool:
     """Whether a line might give a declared key twice (Polars takes the first value, the exact path the last).
     Each non-NULL value read needs its key once in its line; when all keys found number exactly those, no line
     repeats one. Otherwise the lines are counted one by one."""
     keys = [json.dumps(n, ensure_ascii=False) for n in names]
-    pattern = "(?:" + "|".join(re.escape(k) for k in keys) + r")\s*:"
-    found = text.str.count_matches(pattern).sum()
     present = sum(frame.height - frame.get_column(n).null_count() for n in names)
-    if found == present:
+    # The usual file holds the declared keys only, each right before its colon: `":` counts them in one pass (a
+    # key before white space and its colon, which that count would miss, shows as ` :` or a tab before `:`).
+    buffer = np.frombuffer(chunk, dtype=np.uint8)
+    before = buffer[np.flatnonzero(buffer[1:] == ord(":"))]  # the byte before each colon
+    if (before == ord('"')).sum() == present and not ((before == ord(" ")) | (before == ord("\t"))).any():
+        return False
+    pattern = "(?:" + "|".join(re.escape(k) for k in keys) + r")\s*:"
+    if text.str.count_matches(pattern).sum() == present:
         return False
     for key in keys:
         twice = text.str.count_matches(key, literal=True) >= 2
