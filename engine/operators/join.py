@@ -162,13 +162,17 @@ class JoinOperator(StatefulOperator):
     def _collapse(self, frame: pl.DataFrame, side: str) -> pl.DataFrame:
         """One row per distinct row with its summed count, and its hash (`HASH`). Rows are hashed in the stored
         types, so that a row equal to a stored one has its hash. Most epochs' rows are distinct already: they
-        are grouped only when two share a hash."""
+        are grouped only where two share a hash."""
         group = [*self.keys, *self._columns(side)]
         types = self.rows[side].schema
         frame = frame.with_columns(pl.col(c).cast(types[c]) for c in group if frame.schema[c] != types[c])
         frame = frame.with_columns(self._hash(side))
-        if frame.get_column(HASH).is_duplicated().any():
-            frame = frame.group_by(group, maintain_order=True).agg(pl.col(COUNT).sum(), pl.col(HASH).first())
+        twice = frame.get_column(HASH).is_duplicated()
+        if twice.any():
+            grouped = (
+                frame.filter(twice).group_by(group, maintain_order=True).agg(pl.col(COUNT).sum(), pl.col(HASH).first())
+            )
+            frame = pl.concat([frame.filter(~twice), grouped.select(frame.columns)], how="vertical_relaxed")
         return frame.filter(pl.col(COUNT) != 0)
 
     def _pairs(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
@@ -210,7 +214,13 @@ class JoinOperator(StatefulOperator):
         self, delta: pl.DataFrame, old: pl.DataFrame, other_old: pl.DataFrame, other_delta: pl.DataFrame, side: str
     ) -> pl.DataFrame:
         """Outer-join rows: new rows without a partner (+I padded); old rows whose first partner came (-D)."""
-        before = other_old.group_by(self.keys).agg(pl.col(COUNT).sum().alias("__before"))
+        # Only the keys the epoch brings can change who is padded: count the stored partners of those alone.
+        touched = pl.concat([delta.select(self.keys), other_delta.select(self.keys)]).unique()
+        before = (
+            other_old.join(touched, on=self.keys, how="semi")
+            .group_by(self.keys)
+            .agg(pl.col(COUNT).sum().alias("__before"))
+        )
         added = other_delta.group_by(self.keys).agg(pl.col(COUNT).sum().alias("__added"))
         counts = before.join(added, on=self.keys, how="full", coalesce=True).with_columns(
             pl.col("__before").fill_null(0),
