@@ -2,6 +2,8 @@
 
 State schema (one row per group; for windows, per group and window):
     <group keys> [window_start, window_end] __rows <partial-state columns> _kg _epoch _deleted
+HOP and CUMULATE whose aggregates combine (window_slices.sliceable) keep a row per group and slice instead:
+    <group keys> slice_start slice_end __rows <partial-state columns> _kg _epoch _deleted
 COUNT(DISTINCT x) also keeps, per aggregate, a table of the distinct values with their counts:
     <group keys> [window_start, window_end] __value __count _kg _epoch _deleted
 Late rows (whose window had closed when they arrived) go to a late-rows table:

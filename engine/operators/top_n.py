@@ -2,7 +2,9 @@
 
 Top-N keeps, per partition, the rows that can still rank (all rows over an updating input, only the top n over
 an append-only one) and emits the changes of the top n: -D for a row that left it, +I for one that entered
-(with the rank column, a row whose rank changed leaves and re-enters). State table:
+(with the rank column, a row whose rank changed leaves and re-enters). Over an append-only input an epoch
+re-ranks only the partitions a new row enters (`_top_n_append`); no margin beyond n is needed, since nothing
+is ever retracted. State table:
     <input columns, with the hidden __p* partition and __o* order columns>  __count  _kg _epoch _deleted
 
 Deduplication keeping the first row by event time (n = 1, ORDER BY a time attribute ASC) is append-only: a
