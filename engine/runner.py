@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Any
 
 import polars as pl
 
-from engine import branching, damage, encryption, faults, requests, retention, upgrade
+from engine import branching, commits, damage, encryption, faults, requests, retention, upgrade
 from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
 from engine.dead_letters import DeadLetters
 from engine.dead_letters import marker as dead_letter_marker
@@ -511,11 +512,14 @@ class Runner:
             return
         started = time.perf_counter()
         self._lock.check()  # sinks are read as they are: a run that lost its lease writes none
-        for sink in self.sinks.values():
-            sink.flush()  # before the manifest row names these epochs
+        # The sinks' commits (before the manifest row names these epochs) beside the state's (engine.commits).
         # No lease check before the state commits: what they write counts only once the manifest row names it,
         # and the lease is checked just before that row (below).
-        state_rows, state_bytes = self._commit_operators()
+        flushes = commits.start(sink.flush for sink in self.sinks.values())
+        try:
+            state_rows, state_bytes = self._commit_operators()
+        finally:
+            commits.finish(flushes)
         metrics = {
             **self._since_checkpoint,
             "parallelism": self.parallelism,
@@ -560,13 +564,11 @@ class Runner:
 
     def _commit_operators(self) -> tuple[dict[str, int], dict[str, int]]:
         """Commit every operator's staged state as the last epoch; its live rows and bytes, by state id."""
-        state_rows: dict[str, int] = {}
-        state_bytes: dict[str, int] = {}
-        for operator in self.operators.values():
-            operator.commit(self.last_epoch)
-            state_rows[operator.node.state_id] = operator.state_rows
-            state_bytes[operator.node.state_id] = operator.state_bytes
-        return state_rows, state_bytes
+        operators = list(self.operators.values())
+        commits.side_by_side(functools.partial(op.commit, self.last_epoch) for op in operators)
+        return {op.node.state_id: op.state_rows for op in operators}, {
+            op.node.state_id: op.state_bytes for op in operators
+        }
 
     def _requested_by(self) -> str | None:
         """Who asked for this checkpoint (a request file's user, or a request served by `engine.requests`)."""
