@@ -139,3 +139,23 @@ def test_whole_files_with_a_bom_and_no_final_newline(tmp_path: Path) -> None:
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().rstrip(b"\n"))
     (tmp_path / "good" / "part-1.json").write_bytes((tmp_path / "good" / "part-1.json").read_bytes()[3:])
     check(tmp_path, "json", 10_000, bad)
+
+
+def test_a_key_given_twice_takes_its_last_value_whatever_its_name_is_written_in(tmp_path: Path) -> None:
+    """Also for a column named beyond ASCII, written as is: the fast reader (which takes the first value) is not
+    used for such a line."""
+    (tmp_path / "in").mkdir()
+    lines = [json.dumps({"é": i, "t": f"2026-01-01 00:00:{i:02d}"}, ensure_ascii=False) for i in range(50)]
+    lines[7] = '{"é": 1, "t": "2026-01-01 00:00:07", "é": 2}'
+    (tmp_path / "in" / "a.json").write_text("".join(line + "\n" for line in lines))
+    run(
+        tmp_path,
+        """
+        CREATE TABLE src (`é` BIGINT, t TIMESTAMP(3))
+        WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+        CREATE TABLE out (`é` BIGINT, t TIMESTAMP(3)) WITH ('connector' = 'delta', 'path' = 'out');
+        INSERT INTO out SELECT * FROM src;
+        """,
+    )
+    got = read_sink(tmp_path / "out").sort("t").get_column("é").to_list()
+    assert got == [*range(7), 2, *range(8, 50)]

@@ -351,7 +351,7 @@ class CanalJson(ChangelogJson):
 
 def _key(name: str) -> str:
     """A pattern for `name` used as a key: `"name":` cannot occur inside a JSON string (its quotes are escaped)."""
-    return re.escape(json.dumps(name)) + r"\s*:"
+    return re.escape(json.dumps(name, ensure_ascii=False)) + r"\s*:"
 
 
 def _side(frame: pl.DataFrame, side: str, op: str, half: int) -> pl.DataFrame:

@@ -36,9 +36,9 @@ class JsonFormat(Format):
                 .select(
                     pl.concat_str(
                         [
-                            pl.when(~pl.col("line").str.contains(re.escape(json.dumps(n)) + r"\s*:")).then(
-                                pl.lit(f"field '{n}' is missing ('json.fail-on-missing-field' is 'true')")
-                            )
+                            pl.when(
+                                ~pl.col("line").str.contains(re.escape(json.dumps(n, ensure_ascii=False)) + r"\s*:")
+                            ).then(pl.lit(f"field '{n}' is missing ('json.fail-on-missing-field' is 'true')"))
                             for n in self.columns
                         ],
                         separator="; ",

@@ -104,8 +104,9 @@ def _needs_exact_path(text: pl.Series, names: list[str]) -> bool:
         ):
             return True
     for name in names:
-        # `"name":` cannot occur inside a JSON string (its quotes would be escaped), but can in a nested object.
-        quoted = json.dumps(name)
+        # `"name":` cannot occur inside a JSON string (its quotes would be escaped), but can in a nested object. A
+        # name beyond ASCII is looked for as written (a key spelled with `\u` escapes takes the exact path anyway).
+        quoted = json.dumps(name, ensure_ascii=False)
         twice = text.str.count_matches(quoted, literal=True) >= 2
         if twice.any() and (text.filter(twice).str.count_matches(re.escape(quoted) + r"\s*:") >= 2).any():
             return True
@@ -172,6 +173,6 @@ def quote_decimals(raw: pl.Series, schema: dict[str, pl.DataType]) -> pl.Series:
     inside a JSON string (its quotes would be escaped), so only that field's values are rewritten."""
     for name, dtype in schema.items():
         if isinstance(dtype, pl.Decimal):
-            key = re.escape(json.dumps(name))
+            key = re.escape(json.dumps(name, ensure_ascii=False))
             raw = raw.str.replace_all(f"({key}\\s*:\\s*)({_JSON_NUMBER})", '${1}"${2}"')
     return raw
