@@ -78,7 +78,8 @@ def _plain(lines: Lines, lo: int, hi: int, limit: int) -> bytes | None:
     lengths = lines.lengths(lo, hi)
     chunk = lines.chunk(lo, hi)
     # a length of 1 is a bare newline (a blank line); the line-by-line path skips blank lines
-    if not len(lengths) or lengths.min() <= 1 or lengths.max() - 1 > limit or b"\r" in chunk:
+    # (a length counts the newline, which a last line may lack: a line of `limit` bytes takes the other path too)
+    if not len(lengths) or lengths.min() <= 1 or lengths.max() > limit or b"\r" in chunk:
         return None
     return chunk
 
@@ -160,7 +161,8 @@ def read_csv(
     delimiter: str,
 ) -> SourceBatch | None:
     """Lines lo..hi of a CSV file whose columns are `names` (the header's, or the declared ones), or None."""
-    if hi <= lo or len(delimiter) != 1 or not names:
+    # (one column: a line of blanks would be a value here, and is skipped there)
+    if hi <= lo or len(delimiter) != 1 or len(names) < 2:
         return None
     chunk = _plain(lines, lo, hi, limit)
     if chunk is None or b'"' in chunk:
