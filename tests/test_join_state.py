@@ -9,10 +9,12 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+from engine.operators import join as join_operator
 from sql import plan_script
 from tests.helpers import duck, examples, read_sink, run, sort_all, write_jsonl
 
@@ -218,6 +220,49 @@ def test_filters_pushed_below_joins_match_duckdb(seed: int, shape: str, max_rows
         run(root, sql, max_epoch_rows=max_rows)
         expected = duck(
             f"SELECT A.id, B.bid_id, {third} AS cid {theirs}",
+            a=timestamps(auctions, AUCTION),
+            b=timestamps(bids, BID),
+        )
+        assert_frame_equal(sort_all(read_sink(root / "pairs")), sort_all(expected), check_dtypes=False)
+    finally:
+        shutil.rmtree(root)
+
+
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 10_000),
+    kind=st.sampled_from(["INNER", "LEFT", "RIGHT", "FULL"]),
+    max_rows=st.one_of(st.none(), st.integers(1, 9)),
+    duplicates=st.booleans(),
+)
+def test_regular_joins_probing_a_key_index_match_duckdb(
+    seed: int, kind: str, max_rows: int | None, duplicates: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every side indexed by key from its first row on (the index is kept for large sides only), equal rows
+    arriving again (merged with the stored ones) or not."""
+    monkeypatch.setattr(join_operator, "INDEX_MIN_ROWS", 0)
+    root = Path(tempfile.mkdtemp())
+    try:
+        auctions, bids = streams(seed, 15, 40)
+        if duplicates:
+            bids = bids + bids[::3]
+        write(root, auctions, "auction", 2)
+        write(root, bids, "bid", 3)
+        sink = (
+            "CREATE TABLE pairs (id BIGINT, bid_id BIGINT, n BIGINT, PRIMARY KEY (id, bid_id) NOT ENFORCED) "
+            "WITH ('connector' = 'delta', 'path' = 'pairs');\n"
+        )
+        sql = (
+            SOURCES
+            + sink
+            + (
+                f"INSERT INTO pairs SELECT id, bid_id, COUNT(*) FROM (SELECT A.id, B.bid_id FROM auction A {kind} JOIN "
+                "bid B ON A.seller = B.auction) GROUP BY id, bid_id;"
+            )
+        )
+        run(root, sql, max_epoch_rows=max_rows)
+        expected = duck(
+            f"SELECT A.id, B.bid_id, COUNT(*) AS n FROM a A {kind} JOIN b B ON A.seller = B.auction GROUP BY ALL",
             a=timestamps(auctions, AUCTION),
             b=timestamps(bids, BID),
         )

@@ -17,6 +17,7 @@ partner (`__matched`), so an outer join can emit the row padded with NULLs when 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from engine.operators.base import (
     expire,
 )
 from engine.operators.context import EpochContext
+from engine.operators.join_index import KeyIndex
 from engine.sources.lookup import LookupTable, dead_letters_due
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, Join
@@ -39,6 +41,9 @@ from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, Join
 COUNT, MATCHED = "__count", "__matched"
 TOUCHED = "_touched"
 HASH = "__h"  # a hash of a stored row's key and columns (its state-table key): in memory only
+#: a side with fewer rows is joined whole (building and keeping its key index would cost more than it saves)
+#: (the environment can lower it, so that tests reach the index with little data)
+INDEX_MIN_ROWS = int(os.environ.get("TIMELAPSE_JOIN_INDEX_MIN_ROWS", "50000"))
 LEFT_ROW, RIGHT_ROW = "__il", "__ir"  # row numbers, while an interval join's epoch runs
 
 
@@ -54,6 +59,9 @@ class JoinOperator(StatefulOperator):
         # Per side, the hash of each stored row (aligned with `rows`), so an epoch finds the rows it changes by
         # comparing hashes instead of whole rows; None until needed after the rows were replaced.
         self.hashes: dict[str, pl.Series | None] = {"left": None, "right": None}
+        # Per side, the rows by key hash (regular joins), and whether the rows were reordered since last epoch.
+        self.index: dict[str, KeyIndex | None] = {"left": None, "right": None}
+        self.reordered = {"left": False, "right": False}
         self.now: dt.datetime | None = None
         if node.lookup:
             assert node.dimension is not None
@@ -100,9 +108,31 @@ class JoinOperator(StatefulOperator):
     def set_frame(self, name: str, frame: pl.DataFrame) -> None:
         self._replace(name, frame)
 
-    def _replace(self, side: str, frame: pl.DataFrame, hashes: pl.Series | None = None) -> None:
+    def _replace(
+        self, side: str, frame: pl.DataFrame, hashes: pl.Series | None = None, index: KeyIndex | None = None
+    ) -> None:
+        """New rows for a side, with their `hashes` when known. `index`: the key index when the rows kept their
+        order (appended ones included); None: rows moved, the index is rebuilt when needed."""
         self.rows[side] = frame
         self.hashes[side] = hashes
+        self.index[side] = index
+        self.reordered[side] |= index is None
+
+    def _stored(self, side: str, probe: list[pl.DataFrame]) -> pl.DataFrame:
+        """The stored rows of a side that may join the probe rows: those sharing a key hash with them, found in
+        the side's key index. A small side, or one reordered last epoch (retractions, expiry: rebuilding the
+        index each epoch would cost more than it saves), is joined whole."""
+        stored = self.rows[side]
+        if self.index[side] is None:
+            if stored.height < INDEX_MIN_ROWS or self.reordered[side]:
+                self.reordered[side] = False
+                return stored
+            self.index[side] = KeyIndex.build(stored.select(self._key_hash()).to_series())
+        keys = pl.concat([frame.select(self._key_hash()) for frame in probe]).to_series()
+        return stored[self.index[side].candidates(keys)]
+
+    def _key_hash(self) -> pl.Expr:
+        return pl.struct(self.keys).hash(seed=0x302).alias("__kh")
 
     def _hashes(self, side: str) -> pl.Series:
         if (hashes := self.hashes[side]) is None:
@@ -190,7 +220,8 @@ class JoinOperator(StatefulOperator):
     # -- regular joins -------------------------------------------------------------------------
     def _regular(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
         dl, dr = self._collapse(left, "left"), self._collapse(right, "right")
-        old_l, old_r = (self.rows[s].drop(TOUCHED, strict=False) for s in ("left", "right"))
+        # Only the stored rows sharing a key with the epoch's rows can join them or change who is padded.
+        old_l, old_r = (self._stored(s, [dl, dr]).drop(TOUCHED, strict=False) for s in ("left", "right"))
         pairs = pl.concat(
             [self._pairs(dl, old_r.drop("_kg")), self._pairs(old_l.drop("_kg"), dr), self._pairs(dl, dr)],
             how="vertical_relaxed",
@@ -306,11 +337,17 @@ class JoinOperator(StatefulOperator):
             merged = combined.filter(pl.col(COUNT) > 0)
             gone = pl.concat([gone, combined.filter(pl.col(COUNT) <= 0).select(gone.columns)])
         live = pl.concat([added, merged.select(added.columns)], how="vertical_relaxed")
+        index = self.index[side]
+        if index is not None and kept is stored and live.height:  # rows appended: the index grows with them
+            index = index.extend(live.select(self._key_hash()).to_series(), stored.height)
         self._replace(
             side,
             tidy(pl.concat([kept, live.select(stored.columns)], how="vertical_relaxed")),
             pl.concat([kept_hashes, live.get_column(HASH)]),
+            index if kept is stored else None,
         )
+        if kept is stored and index is None:
+            self.reordered[side] = False  # appended: in order, though there is no index yet
         self.sides[side].stage(live.select(stored.columns), gone.select(*group, "_kg"))
 
     def _expire(self, side: str) -> None:
@@ -387,7 +424,7 @@ class JoinOperator(StatefulOperator):
         if not newly.any():
             return
         updated = stored.filter(newly).with_columns(pl.lit(True).alias(MATCHED))
-        self._replace(side, stored.with_columns(pl.col(MATCHED) | pl.lit(newly)), self.hashes[side])
+        self._replace(side, stored.with_columns(pl.col(MATCHED) | pl.lit(newly)), self.hashes[side], self.index[side])
         self.sides[side].stage(updated, updated.head(0).select(*self.keys, *self._columns(side), "_kg"))
 
     def _evict(self, side: str, expired: pl.Expr, pad: bool) -> pl.DataFrame:
