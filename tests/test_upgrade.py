@@ -159,3 +159,24 @@ def test_a_manifest_without_layout_versions_reads_as_version_one(tmp_path: Path)
     plan = plan_script(V1)
     assert not upgrade.layouts_differ(older, plan)
     assert {c.status for c in upgrade.compare(older, plan)} == {"kept"}
+
+
+def test_hop_state_kept_per_window_by_an_older_engine_is_reported_as_another_layout(tmp_path: Path) -> None:
+    """HOP and CUMULATE keep slices now (layout 2); a manifest whose HOP state was one row per window (layout 1,
+    or no layout recorded) is refused by the upgrade check with the reason, not misread as slices."""
+    hop = PER_10S.replace("TUMBLE(TABLE orders, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
+                          "HOP(TABLE orders, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)")  # fmt: skip
+    script = j.SOURCES + hop
+    j.write(tmp_path, j.make(31, 60, 0), j.make(32, 60, 1000))
+    run(tmp_path, script, max_epoch_rows=20, max_epochs=2)
+    manifest = pl.read_delta(str(tmp_path / "state" / "manifest")).sort("committed_at")
+    recorded = json.loads(manifest.row(-1, named=True)["operators"])
+    assert {op["layout"] for op in recorded.values()} == {2}
+    older = {sid: {**op, "layout": 1} for sid, op in recorded.items()}
+    plan = plan_script(script)
+    assert upgrade.layouts_differ(older, plan)
+    (change,) = upgrade.compare(older, plan)
+    assert change.status == "incompatible" and change.reason == "state layout version changed: 1 -> 2"
+    # TUMBLE keeps a row per window as before: the layout of every existing TUMBLE state is unchanged.
+    tumble = plan_script(j.SOURCES + PER_10S)
+    assert {op["layout"] for op in upgrade.stateful_operators(tumble).values()} == {1}

@@ -65,7 +65,7 @@ def stateful(node: Node, settings: OperatorSettings | None = None) -> StatefulOp
 def stateful_operators(plan: Plan) -> dict[str, dict[str, object]]:
     """What the manifest records of each stateful operator: what its state means (`Plan.stateful_operators`)
     and the layout version of its kind's state tables, compared on upgrade."""
-    layouts = {n.state_id: STATEFUL[type(n)].LAYOUT_VERSION for n in plan.nodes if n.stateful}  # type: ignore[attr-defined]
+    layouts = {n.state_id: STATEFUL[type(n)].layout_version(n) for n in plan.nodes if n.stateful}  # type: ignore[attr-defined]
     return {sid: {**d, "layout": layouts[sid]} for sid, d in plan.stateful_operators().items()}
 
 

@@ -93,6 +93,11 @@ class StatefulOperator:
     #: bumped when the physical layout of the kind's state changes under the same SQL; recorded in the manifest
     LAYOUT_VERSION: ClassVar[int] = 1
 
+    @classmethod
+    def layout_version(cls, node: Any) -> int:
+        """The physical layout this node's state is kept in (a kind may keep some of its nodes another way)."""
+        return cls.LAYOUT_VERSION
+
     def __init__(self, node: Any, settings: OperatorSettings | None = None) -> None:
         self.node = node
         self.settings = settings or OperatorSettings()
