@@ -27,9 +27,9 @@ from engine.storage import Location, location
 POINTS: dict[str, str] = {
     "epoch.offsets-logged": "the epoch's slice is in the offset log; no input read yet",
     "operator.mid": "a stateful operator has folded the epoch into its memory; nothing written",
-    "sink.commit.before": "before a sink's append for the epoch",
+    "sink.commit.before": "before a Delta sink's commit at a checkpoint (the epochs since the last one)",
     "sink.commit.during": "inside a sink's Delta commit: data files written, no log entry",
-    "sink.commit.after": "after a sink's append, before the next table",
+    "sink.commit.after": "after a Delta sink's commit at a checkpoint, before the next table",
     "dead-letters.commit.after": "after a source's dead letters are appended",
     "state.commit.before": "before a state table's change-log append",
     "state.commit.during": "inside a state table's Delta commit: data files written, no log entry",
