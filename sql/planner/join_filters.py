@@ -3,9 +3,11 @@ whose joins are all INNER) filters that input before the join, so its rows never
 
 Nexmark q20 (`bid B JOIN auction A ON B.auction = A.id WHERE A.category = 10`) then keeps only category-10
 auctions and emits only their pairs, instead of joining every auction and filtering the result. The WHERE clause
-still filters the joined rows too (to the same effect). Not pushed: conditions over an updating input (a filter
-on a changelog is not a filter on its rows), a windowed FROM item, and conditions whose value may depend on when
-they are evaluated (functions that are not built in, the current time) or that hold subqueries or aggregates.
+still filters the joined rows too (to the same effect), and so does a pushed ON condition: the join's residual
+keeps it, so state an earlier engine kept unfiltered cannot join on an upgrade. Not pushed: conditions over an
+updating input (a filter on a changelog is not a filter on its rows), a windowed FROM item, and conditions whose
+value may depend on when they are evaluated (functions that are not built in, the current time) or that hold
+subqueries or aggregates.
 """
 
 from __future__ import annotations

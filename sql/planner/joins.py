@@ -48,11 +48,12 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
     for side in (left, right):
         if side.window is not None and side.window.unassigned_session:
             raise error_at(node, "SESSION windows need GROUP BY window_start, window_end", UnsupportedError)
-    pushed: list[exp.Expr] = []
     if not lookup:
-        left, right, pushed = join_filters.push_down(binder, select, on, kind, left, right)
+        left, right, _ = join_filters.push_down(binder, select, on, kind, left, right)
     left_names, right_names, columns, schema = _output_names(left, right)
-    found = _conditions(binder, on, left, right, skip=pushed)
+    # Pushed ON conditions stay in the residual as well: state an earlier engine kept before it pushed them (rows
+    # the filter would now drop) must not join on an upgrade; on rows already filtered they cost a cheap re-check.
+    found = _conditions(binder, on, left, right)
     regular = _hinted(select, REGULAR_JOIN)  # the user wants late rows joined: both sides kept
     time_bounds = None if (lookup or regular) else _interval(found.bounds, left.node, right.node)
     if time_bounds is None:  # a lookup or regular join: the bounds only filter
@@ -137,16 +138,10 @@ def _output_names(
     return left_names, right_names, columns, schema
 
 
-def _conditions(
-    binder: Binder, on: exp.Expr, left: Relation, right: Relation, skip: list[exp.Expr] | None = None
-) -> _Conditions:
-    """`skip`: conjuncts already applied to one input (`join_filters`)."""
+def _conditions(binder: Binder, on: exp.Expr, left: Relation, right: Relation) -> _Conditions:
     found = _Conditions()
     left_compiler, right_compiler = binder.compiler(left.scope), binder.compiler(right.scope)
-    skipped = {id(c) for c in skip or []}
     for conjunct in relations.conjuncts(on):
-        if id(conjunct) in skipped:
-            continue
         sides = left.sides(conjunct, right)
         if isinstance(conjunct, exp.EQ) and {
             left.sides(conjunct.this, right),
