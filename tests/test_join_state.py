@@ -269,3 +269,48 @@ def test_regular_joins_probing_a_key_index_match_duckdb(
         assert_frame_equal(sort_all(read_sink(root / "pairs")), sort_all(expected), check_dtypes=False)
     finally:
         shutil.rmtree(root)
+
+
+# Nexmark q7's shape: a window's highest price joined back to its bids, the time bound in the WHERE
+HIGHEST = """
+CREATE TABLE best (bid_id BIGINT, price BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'delta', 'path' = 'best');
+INSERT INTO best SELECT B.bid_id, B.price, B.ts
+FROM bid B
+JOIN (
+  SELECT MAX(price) AS maxprice, window_end AS ts
+  FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+  GROUP BY window_start, window_end
+) B1 ON B.price = B1.maxprice
+WHERE B.ts BETWEEN B1.ts - INTERVAL '10' SECOND AND B1.ts;
+"""
+
+
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), n_bids=st.integers(0, 80), max_rows=st.one_of(st.none(), st.integers(1, 15)))
+def test_a_time_bound_in_the_where_of_an_inner_join_bounds_its_state(
+    seed: int, n_bids: int, max_rows: int | None
+) -> None:
+    """The WHERE's bound holds of every joined row of an INNER join as much as ON's: the join is an interval
+    join (bids leave the state once the watermark passes them by 10 s), with the regular join's result."""
+    assert "IntervalJoin INNER" in plan_script(SOURCES + HIGHEST).explain()
+    rng = random.Random(seed)
+    # out of order within the watermark's delay (5 s), so that no row is late whatever the epochs
+    bids = [
+        {"bid_id": i, "auction": 1, "price": rng.randint(1, 20), "ts": BASE_MS + i * 700 - rng.randint(0, 4) * 1000}
+        for i in range(n_bids)
+    ]
+    root = Path(tempfile.mkdtemp())
+    try:
+        write(root, [], "auction", 1)
+        write(root, bids, "bid", 2)
+        run(root, SOURCES + HIGHEST, max_epoch_rows=max_rows, drain=True)
+        expected = duck(
+            "SELECT B.bid_id, B.price, B.ts FROM b B JOIN (SELECT MAX(price) AS maxprice, "
+            "time_bucket(INTERVAL 10 SECOND, ts) + INTERVAL 10 SECOND AS ts FROM b GROUP BY 2) B1 "
+            "ON B.price = B1.maxprice WHERE B.ts BETWEEN B1.ts - INTERVAL 10 SECOND AND B1.ts",
+            b=timestamps(bids, BID),
+        )
+        ours = read_sink(root / "best").with_columns(pl.col("ts").dt.replace_time_zone(None))  # DuckDB's are naive
+        assert_frame_equal(sort_all(ours), sort_all(expected), check_dtypes=False)
+    finally:
+        shutil.rmtree(root)

@@ -34,7 +34,7 @@ def push_down(
     seen: set[str] = set()
     where = select.args.get("where")
     candidates = [(c, True) for c in relations.conjuncts(on)]
-    if where is not None and _all_inner(select):
+    if where is not None and all_inner(select):
         candidates += [(c, False) for c in relations.conjuncts(where.this)]
     for conjunct, in_on in candidates:
         side = _one_side(conjunct, left, right)
@@ -52,7 +52,7 @@ def push_down(
     return _filtered(binder, left, taken["left"]), _filtered(binder, right, taken["right"]), pushed_on
 
 
-def _all_inner(select: exp.Select) -> bool:
+def all_inner(select: exp.Select) -> bool:
     """Whether every join of the SELECT is INNER (or a comma join): then a WHERE condition on one table may
     filter it before any join (an outer join would pad, and the WHERE could drop the padded row)."""
     for item in select.args.get("joins") or []:

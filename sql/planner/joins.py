@@ -11,7 +11,7 @@ from sqlglot import exp
 
 from sql.catalog import TableDef
 from sql.dialect import Flink
-from sql.errors import UnsupportedError, error_at
+from sql.errors import SqlError, UnsupportedError, error_at
 from sql.expressions import ExprCompiler
 from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Join, Node, TimeBound, TimeBounds
 from sql.planner import changelog, hints, join_filters, relations, windows
@@ -54,6 +54,8 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
     # Pushed ON conditions stay in the residual as well: state an earlier engine kept before it pushed them (rows
     # the filter would now drop) must not join on an upgrade; on rows already filtered they cost a cheap re-check.
     found = _conditions(binder, on, left, right)
+    if kind == "INNER" and not lookup:
+        found.bounds += _where_bounds(select, left, right)
     regular = _hinted(select, REGULAR_JOIN)  # the user wants late rows joined: both sides kept
     time_bounds = None if (lookup or regular) else _interval(found.bounds, left.node, right.node)
     if time_bounds is None:  # a lookup or regular join: the bounds only filter
@@ -165,6 +167,25 @@ def _conditions(binder: Binder, on: exp.Expr, left: Relation, right: Relation) -
         found.residual.append(conjunct)
     if not found.left_keys:
         raise error_at(on, "a join needs at least one equality between the two sides", UnsupportedError)
+    return found
+
+
+def _where_bounds(select: exp.Select, left: Relation, right: Relation) -> list[Bound]:
+    """Time bounds between the two sides in the WHERE of a SELECT whose joins are all INNER (Nexmark q7's
+    `JOIN ... ON B.price = B1.maxprice WHERE B.dateTime BETWEEN B1.dateTime - INTERVAL '10' SECOND AND
+    B1.dateTime`): there they hold of every joined row as much as in ON, so they can bound the state too. They
+    only decide whether the join is an interval join; the WHERE still filters the joined rows."""
+    where = select.args.get("where")
+    if where is None or not join_filters.all_inner(select):
+        return []
+    found: list[Bound] = []
+    for conjunct in relations.conjuncts(where.this):
+        try:
+            both = left.sides(conjunct, right) == "both"
+        except SqlError:  # a column of another FROM item
+            continue
+        if both and (bounds := time_bounds(conjunct, left, right)):
+            found.extend(bounds)
     return found
 
 
