@@ -406,3 +406,10 @@ def test_every_format_is_registered_and_refuses_what_it_cannot_hold() -> None:
         make_format("canal-json", KV, {"canal-json.table.include": "("})
     with pytest.raises(FormatError, match="raw"):
         make_format("raw", KV, {})
+
+
+def test_json_numbers_of_a_column_named_beyond_ascii_are_written_as_numbers() -> None:
+    from engine.formats.json import encode_json
+
+    rows = pl.DataFrame({"préis": [1.25], "n": [3]})
+    assert encode_json(rows, {"préis": pl.Float64(), "n": pl.Int64()}).to_list() == ['{"préis":1.25,"n":3}'.encode()]

@@ -77,7 +77,7 @@ def unquote_numbers(encoded: pl.Expr, numbers: list[str]) -> pl.Expr:
     """`"name":"1.25"` -> `"name":1.25` for the numeric columns (NaN and Infinity stay strings, as Jackson writes
     them). `"name":` cannot occur inside a JSON string, whose quotes are escaped."""
     for name in numbers:
-        key = re.escape(json.dumps(name))
+        key = re.escape(json.dumps(name, ensure_ascii=False))  # Polars writes non-ASCII keys as they are
         encoded = encoded.str.replace_all(f'({key}:)"({JSON_NUMBER})"', "${1}${2}")
     return encoded
 
