@@ -28,8 +28,8 @@ from sql import plan_script
 SQL = """
 CREATE TABLE readings (sensor BIGINT, temperature DOUBLE, ts TIMESTAMP(3),
   WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '100',
-      'fields.sensor.min' = '1', 'fields.sensor.max' = '50');
+WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rate}',
+      'fields.sensor.min' = '1', 'fields.sensor.max' = '{sensors}');
 CREATE TABLE windows (sensor BIGINT, ws TIMESTAMP(3), n BIGINT, total DOUBLE) WITH ('connector' = 'delta',
   'path' = '{root}/windows');
 CREATE TABLE totals (sensor BIGINT, n BIGINT, PRIMARY KEY (sensor) NOT ENFORCED) WITH ('connector' = 'delta',
@@ -50,7 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         retention = f"SET 'checkpoint.retention.count' = '{args.retain}';\n"
-        plan = plan_script(retention + SQL.format(rows=args.epochs * args.rows_per_epoch, root=root))
+        plan = plan_script(
+            retention + SQL.format(rows=args.epochs * args.rows_per_epoch, root=root, rate=100, sensors=50)
+        )
         runner = Runner(plan, Path(root) / "state", Path(root))
         latencies = []
         disk: list[float] = []

@@ -27,23 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.epoch_latency import SQL
 from benchmarks.record import record
 from engine.runner import Runner
 from sql import plan_script
 
-WINDOW_UPSERT = """
-CREATE TABLE readings (sensor BIGINT, temperature DOUBLE, ts TIMESTAMP(3),
-  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
-WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rate}',
-      'fields.sensor.min' = '1', 'fields.sensor.max' = '1000');
-CREATE TABLE windows (sensor BIGINT, ws TIMESTAMP(3), n BIGINT, total DOUBLE) WITH ('connector' = 'delta',
-  'path' = '{root}/windows');
-CREATE TABLE totals (sensor BIGINT, n BIGINT, PRIMARY KEY (sensor) NOT ENFORCED) WITH ('connector' = 'delta',
-  'path' = '{root}/totals');
-INSERT INTO windows SELECT sensor, window_start, COUNT(*), SUM(temperature)
-FROM TABLE(TUMBLE(TABLE readings, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY sensor, window_start, window_end;
-INSERT INTO totals SELECT sensor, COUNT(*) FROM readings GROUP BY sensor;
-"""
+# the soak's pipeline (benchmarks/epoch_latency.py) over 1,000 sensors
+WINDOW_UPSERT = SQL.replace("{sensors}", "1000")
 
 STREAM = """CREATE TABLE {name} (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
 WITH ('connector' = 'datagen', 'number-of-rows' = '{rows}', 'rows-per-second' = '{rate}', 'seed' = '{seed}',
