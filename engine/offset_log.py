@@ -7,12 +7,46 @@ row (a Delta commit) remains the commit point.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.state_dir import write_atomic
 from engine.storage import delete_files, read_if_exists
+
+
+@dataclass(frozen=True)
+class PlannedEpoch:
+    """What an epoch reads, logged before anything is read: a slice per source, the planning time (the epoch's
+    PROCTIME), the idle sources, the lookup tables' versions, and whether it drains."""
+
+    pieces: dict[str, dict[str, Any]]
+    at: dt.datetime
+    idle: set[str]
+    dimensions: dict[str, Any]
+    drain: bool = False
+
+    def entry(self) -> dict[str, Any]:
+        if self.drain:
+            return {"planned_at": self.at.isoformat(), "sources": {}, "idle": [], "drain": True}
+        return {
+            "planned_at": self.at.isoformat(),
+            "sources": self.pieces,
+            "idle": sorted(self.idle),
+            "dimensions": self.dimensions,
+        }
+
+    @staticmethod
+    def logged(entry: dict[str, Any]) -> PlannedEpoch:
+        return PlannedEpoch(
+            entry["sources"],
+            dt.datetime.fromisoformat(entry["planned_at"]),
+            set(entry.get("idle", [])),
+            entry.get("dimensions", {}),
+            bool(entry.get("drain", False)),
+        )
 
 
 class OffsetLog:

@@ -33,7 +33,7 @@ from engine.dead_letters import marker as dead_letter_marker
 from engine.epoch_report import EpochReport, Summary, add_checkpoint, add_epoch, carried_totals
 from engine.errors import WorkerLost
 from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
-from engine.offset_log import OffsetLog
+from engine.offset_log import OffsetLog, PlannedEpoch
 from engine.operators import evaluate_epoch, stateful, stateful_operators
 from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
 from engine.operators.context import EpochContext, operator_watermark
@@ -50,38 +50,6 @@ from sql.plan import Plan, Scan, Sink
 #: the manifest row's metrics key holding sinks' own positions (`SinkConnector.position`), e.g. a Kafka topic's
 #: end offsets at the checkpoint
 SINK_POSITIONS = "sink_positions"
-
-
-@dataclass(frozen=True)
-class PlannedEpoch:
-    """What an epoch reads, logged before anything is read: a slice per source, the planning time (the epoch's
-    PROCTIME), the idle sources, the lookup tables' versions, and whether it drains."""
-
-    pieces: dict[str, dict[str, Any]]
-    at: dt.datetime
-    idle: set[str]
-    dimensions: dict[str, Any]
-    drain: bool = False
-
-    def entry(self) -> dict[str, Any]:
-        if self.drain:
-            return {"planned_at": self.at.isoformat(), "sources": {}, "idle": [], "drain": True}
-        return {
-            "planned_at": self.at.isoformat(),
-            "sources": self.pieces,
-            "idle": sorted(self.idle),
-            "dimensions": self.dimensions,
-        }
-
-    @staticmethod
-    def logged(entry: dict[str, Any]) -> PlannedEpoch:
-        return PlannedEpoch(
-            entry["sources"],
-            dt.datetime.fromisoformat(entry["planned_at"]),
-            set(entry.get("idle", [])),
-            entry.get("dimensions", {}),
-            bool(entry.get("drain", False)),
-        )
 
 
 @dataclass

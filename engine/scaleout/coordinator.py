@@ -25,9 +25,10 @@ from typing import Any
 import polars as pl
 
 from engine.errors import UserError, WorkerLost
+from engine.offset_log import PlannedEpoch
 from engine.operators import stateful
 from engine.operators.base import OperatorSettings, StateStore
-from engine.runner import Evaluated, PlannedEpoch, Runner
+from engine.runner import Evaluated, Runner
 from engine.scaleout.partitioning import combined, stages, watermark_offsets
 from engine.scaleout.worker import Worker, WorkerSpec
 from engine.state_store import discard_uncommitted
