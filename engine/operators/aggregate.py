@@ -43,6 +43,7 @@ from engine.operators.base import (
 )
 from engine.operators.context import END_OF_TIME, EpochContext
 from engine.operators.decimals import overflow_guard
+from engine.operators.distinct_values import COUNT, NEW_COUNT, OLD_COUNT, VALUE, DistinctValues
 from engine.operators.late import LateRows
 from engine.operators.window_slices import SLICE_BOUNDS, due, layout_guard, on_time, slice_of, sliceable
 from engine.operators.windows import ONE_MS, assign
@@ -51,9 +52,6 @@ from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WAT
 
 OLD = "__old"
 TOUCHED = "_touched"
-
-
-VALUE, COUNT = "__value", "__count"
 WINDOW_BOUNDS = ["window_start", "window_end"]
 
 
@@ -96,7 +94,7 @@ class AggregateOperator(StatefulOperator):
         self.now: dt.datetime | None = None
         self.fired_watermark: dt.datetime | None = None  # the highest watermark windows fired at
         self.state = self.specs[""].empty()
-        self.distinct_state: dict[int, pl.DataFrame] = {}
+        self.distinct_state: dict[int, DistinctValues] = {}
         self.input_schema = dict(node.inputs[0].schema)
         self.visible_input = visible(self.input_schema)
 
@@ -137,7 +135,14 @@ class AggregateOperator(StatefulOperator):
         return {int(n.split("_")[1]): t for n, t in self.state_tables.items() if n.startswith("distinct_")}
 
     def frames(self) -> dict[str, pl.DataFrame]:
-        return {"": self.state, **{f"distinct_{i}": f for i, f in self.distinct_state.items()}}
+        return {"": self.state, **{f"distinct_{i}": v.frame() for i, v in self.distinct_state.items()}}
+
+    def live_rows(self) -> dict[str, int]:
+        return {"": self.state.height, **{f"distinct_{i}": v.live for i, v in self.distinct_state.items()}}
+
+    @property
+    def state_bytes(self) -> int:
+        return int(self.state.estimated_size()) + sum(v.nbytes for v in self.distinct_state.values())
 
     def restore(self, versions: Mapping[str, int], watermark: dt.datetime | None) -> None:
         with layout_guard(self.node.state_id, self.sliced):
@@ -146,7 +151,7 @@ class AggregateOperator(StatefulOperator):
 
     def set_frame(self, name: str, frame: pl.DataFrame) -> None:
         if name:
-            self.distinct_state[int(name.split("_")[1])] = frame
+            self.distinct_state[int(name.split("_")[1])] = DistinctValues(frame)
         else:
             self.state = frame
 
@@ -294,11 +299,7 @@ class AggregateOperator(StatefulOperator):
         self.state = self.state.filter(~due)
         self.table.stage(fired.head(0), fired.select([*self.groups, "_kg"]))
         for i, table in self.distinct.items():
-            values = self.distinct_state[i]
-            closed = values.join(fired.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
-            self.distinct_state[i] = values.join(
-                fired.select(self.groups), on=self.groups, how="anti", nulls_equal=True
-            )
+            closed = self.distinct_state[i].remove_groups(fired.select(self.groups))
             table.stage(closed.head(0), closed.select([*self.groups, VALUE, "_kg"]))
         return self._emit(self._outputs(fired))
 
@@ -438,42 +439,24 @@ class AggregateOperator(StatefulOperator):
             .group_by([*self.groups, call.args[0].alias(VALUE)])
             .agg(pl.col(SIGN).sum().alias("__delta"))
         )
-        stored = self.distinct_state[index]
+        values = self.distinct_state[index]
+        pairs = values.apply(counts, key_group(self.keys))
         keys = [*self.groups, VALUE]
-        joined = counts.join(stored.select(*keys, COUNT), on=keys, how="left", nulls_equal=True)
-        joined = joined.with_columns((pl.col(COUNT).fill_null(0) + pl.col("__delta")).alias("__new"))
-        joined = joined.with_columns(
-            ((pl.col("__new") > 0).cast(pl.Int64) - (pl.col(COUNT).fill_null(0) > 0).cast(pl.Int64)).alias("__chg")
-        )
-        present = joined.filter(pl.col("__new") > 0).select(
-            *keys, pl.col("__new").alias(COUNT), key_group(self.keys).alias("_kg")
-        )
-        absent = joined.filter((pl.col("__new") <= 0) & pl.col(COUNT).is_not_null()).select(
-            *keys, key_group(self.keys).alias("_kg")
-        )
-        self.distinct_state[index] = tidy(
-            pl.concat(
-                [
-                    stored.join(joined.select(keys), on=keys, how="anti", nulls_equal=True),
-                    present.select(stored.columns),
-                ],
-                how="vertical_relaxed",
-            )
-        )
+        present = pairs.filter(pl.col(NEW_COUNT) > 0).select(*keys, pl.col(NEW_COUNT).alias(COUNT), "_kg")
+        absent = pairs.filter((pl.col(NEW_COUNT) <= 0) & (pl.col(OLD_COUNT) > 0)).select(*keys, "_kg")
         self.distinct[index].stage(present, absent)
         column = state.columns[0].name
         if not state.distinct:  # MIN or MAX over retractions: the extreme of the values still present
-            values = self.distinct_state[index].join(
-                partial.select(self.groups), on=self.groups, how="semi", nulls_equal=True
-            )
+            live = values.live_of(partial.select(self.groups))
             extreme = pl.col(VALUE).min() if call.function == "MIN" else pl.col(VALUE).max()
-            best = values.group_by(self.groups).agg(extreme.alias("__best"))
+            best = live.group_by(self.groups).agg(extreme.alias("__best"))
             return (
                 partial.join(best, on=self.groups, how="left", nulls_equal=True)
                 .with_columns(pl.col("__best").cast(state.columns[0].dtype).alias(column))
                 .drop("__best")
             )
-        change = joined.group_by(self.groups).agg(pl.col("__chg").sum().alias("__chg"))
+        presence = (pl.col(NEW_COUNT) > 0).cast(pl.Int64) - (pl.col(OLD_COUNT) > 0).cast(pl.Int64)
+        change = pairs.group_by(self.groups).agg(presence.sum().alias("__chg"))
         return (
             partial.join(change, on=self.groups, how="left", nulls_equal=True)
             .with_columns(pl.col("__chg").fill_null(0).alias(column))
