@@ -67,6 +67,11 @@ WORKER_POINTS: dict[str, str] = {
     "worker.staged": "a worker is handing its staged state changes to the coordinator's checkpoint",
 }
 
+#: points reached only under a memory budget (engine/operators/spilled.py)
+BUDGET_POINTS: dict[str, str] = {
+    "spill.written": "a part of an operator's state was written to the spill directory mid-epoch",
+}
+
 Action = Callable[[str, Location | None], None]
 Where = Location | str | None  # a table's path or URI
 
@@ -87,8 +92,8 @@ _action: Action = kill
 
 
 def arm(point: str, hits: int = 1, action: Action = kill) -> None:
-    if point not in POINTS and point not in KAFKA_POINTS and point not in WORKER_POINTS:
-        known = ", ".join([*POINTS, *KAFKA_POINTS, *WORKER_POINTS])
+    if not any(point in points for points in (POINTS, KAFKA_POINTS, WORKER_POINTS, BUDGET_POINTS)):
+        known = ", ".join([*POINTS, *KAFKA_POINTS, *WORKER_POINTS, *BUDGET_POINTS])
         raise ValueError(f"unknown fault point '{point}'; known: {known}")
     global _armed, _hits, _action
     _armed, _hits, _action = point, hits, action

@@ -34,9 +34,10 @@ from engine.epoch_report import EpochReport, Summary, add_checkpoint, add_epoch,
 from engine.errors import WorkerLost
 from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
 from engine.offset_log import OffsetLog, PlannedEpoch
-from engine.operators import evaluate_epoch, stateful, stateful_operators
+from engine.operators import budgeted, evaluate_epoch, stateful_operators
 from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
 from engine.operators.context import EpochContext, operator_watermark
+from engine.operators.spilled import MemoryBudget
 from engine.sinks import SinkConnector, make_sink
 from engine.sinks.kafka import refuse_parent_topics
 from engine.sources import Source, lookup, make_source
@@ -44,6 +45,7 @@ from engine.state_dir import StateDir
 from engine.state_store import discard_uncommitted
 from engine.storage import absolute, location
 from engine.watermarks import Watermarks
+from sql import durations
 from sql.catalog import TableDef
 from sql.plan import Plan, Scan, Sink
 
@@ -102,6 +104,8 @@ class Runner:
             self._setup(allow_non_restored_state, parallelism)
         except BaseException:
             self._lock.close()  # so that a fallback (a rollback) can take the directory
+            if getattr(self, "budget", None) is not None:
+                self.budget.close()
             raise
 
     def _setup(self, allow_non_restored_state: bool, parallelism: int | None) -> None:
@@ -162,8 +166,10 @@ class Runner:
             for sid, descriptor in stateful_operators(plan).items()
         }
         settings = OperatorSettings(base_dir=base_dir, parallelism=self.parallelism)
+        budget = plan.options.get("state.memory.budget")  # state beyond it waits on local disk
+        self.budget = MemoryBudget(durations.parse_size(budget)) if budget else None
         self.operators: dict[str, StatefulOperator] = {
-            node.id: stateful(node, settings) for node in plan.nodes if node.stateful
+            node.id: budgeted(node, settings, self.budget) for node in plan.nodes if node.stateful
         }
         self._operator_sources = {n.id: n.upstream_watermarks for n in plan.nodes if n.stateful}
         self.watermarks = Watermarks(self.scans, started_at=time.time())
@@ -176,6 +182,8 @@ class Runner:
             for connector in [*self.sources.values(), *self.sinks.values()]:
                 connector.close()
         finally:
+            if self.budget is not None:
+                self.budget.close()
             self._lock.close()
 
     def _own_table(self, table: TableDef) -> TableDef:
@@ -494,6 +502,7 @@ class Runner:
             **({"rescaled_from": self.previous_parallelism} if self.previous_parallelism != self.parallelism else {}),
             "state_rows": state_rows,
             "state_bytes": state_bytes,
+            **({"state_memory_bytes": self._memory_bytes()} if self.budget is not None else {}),
             "epochs": [self.schedule.epoch + 1, self.last_epoch],
             **({"requested_by": user} if (user := self._requested_by()) else {}),
         }
@@ -544,6 +553,10 @@ class Runner:
         if user is None and self._checkpoint_requested:
             user = requests.checkpoint_requester(self.dir)
         return user
+
+    def _memory_bytes(self) -> dict[str, int]:
+        """Under a memory budget: the state each operator holds in memory (the rest waits on disk)."""
+        return {op.node.state_id: getattr(op, "memory_bytes", op.state_bytes) for op in self.operators.values()}
 
     def _state_bytes(self) -> int:
         return sum(operator.state_bytes for operator in self.operators.values())

@@ -19,15 +19,17 @@ n is the first n commits). Operators run on it in tests, without a state directo
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable
 
-from engine import delta_tables, faults
+from engine import delta_tables, encryption, faults
 from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, AppendTable, ensure_table, open_table
 from sql.plan import KEY_GROUPS
 
@@ -41,6 +43,12 @@ def key_group(keys: Sequence[str | pl.Expr]) -> pl.Expr:
     if not keys:
         return pl.lit(0, pl.Int32)
     return (pl.struct(keys).hash(seed=0x7A11) % KEY_GROUPS).cast(pl.Int32)
+
+
+def key_group_ranges(parts: int) -> list[tuple[int, int]]:
+    """The key groups [lo, hi) of each of `parts` contiguous ranges (`parts` divides KEY_GROUPS)."""
+    size = KEY_GROUPS // parts
+    return [(i * size, (i + 1) * size) for i in range(parts)]
 
 
 def tidy(frame: pl.DataFrame) -> pl.DataFrame:
@@ -113,8 +121,9 @@ class StateTable:
         key_types: dict[str, pl.DataType],
         owned: pl.Expr | None = None,
     ) -> None:
-        """`owned`: a worker's view (the Ray executor): read only, and `load` keeps the live rows for which the
-        expression holds (those of the worker's key groups); the coordinator commits what it stages."""
+        """`owned`: a view of some key groups (a Ray worker's, or a part of a memory-budgeted operator): read
+        only, `load` keeps the live rows for which the expression (of the key columns or `_kg` only) holds, and
+        the holder of the whole table commits what it stages."""
         self.path = path
         self.owned = owned
         self.keys = keys
@@ -128,6 +137,8 @@ class StateTable:
         self._pending: list[pl.DataFrame] = []
         self.log_rows = 0  # rows in the table since its last compaction
         self.live_rows = 0
+        # Compaction resolves the log in this many ranges of key groups, one at a time (a memory budget).
+        self.compact_parts = 1
 
     # -- reading -------------------------------------------------------------------------------
     def load(self, version: int | None) -> pl.DataFrame:
@@ -140,10 +151,13 @@ class StateTable:
             frame = pl.concat(log, how="vertical_relaxed").lazy()
         else:
             frame = delta_tables.scan(self.path, version=version)
-        self.log_rows = int(frame.select(pl.len()).collect().item())
-        resolved = resolve(frame, self.keys).drop("_epoch", "_deleted")
-        # after resolving: a tombstone's value columns are empty, so a filter on them must not see it
-        live = (resolved.filter(self.owned) if self.owned is not None else resolved).collect()
+        if self.owned is None:
+            self.log_rows = int(frame.select(pl.len()).collect().item())
+        else:
+            # A view's rows only, before resolving: what it owns is a function of the key columns (a tombstone
+            # has them too), so the rows it does not own never decide its keys, and are never held.
+            frame = frame.filter(self.owned)
+        live = resolve(frame, self.keys).drop("_epoch", "_deleted").collect()
         self.live_rows = live.height
         return live.cast({k: v for k, v in self.schema.items() if k in live.columns})  # type: ignore[arg-type]
 
@@ -204,18 +218,42 @@ class StateTable:
 
     def compact(self) -> None:
         self.table.update_incremental()
-        live = resolve(delta_tables.scan(self.path, version=self.table.version()), self.keys).collect()
+        log = delta_tables.scan(self.path, version=self.table.version())
+        if self.compact_parts > 1:  # a memory budget: resolved and written a range of key groups at a time
+            ranges = key_group_ranges(self.compact_parts)
+            frames = (resolve(log.filter(pl.col("_kg").is_between(lo, hi - 1)), self.keys) for lo, hi in ranges)
+            schema = self.table.schema()
+            collected = (frame.collect().cast(self.schema) for frame in frames)  # type: ignore[arg-type]
+            live, rows = _batches(collected, lambda table: encryption.seal_for(schema, table))
+        else:
+            whole = resolve(log, self.keys).collect().cast(self.schema)  # type: ignore[arg-type]
+            live, rows = whole, [whole.height]
         faults.commit("compaction", self.path)
         delta_tables.write(  # through delta_tables: encrypted columns stay encrypted
-            self.table,
-            live.cast(self.schema),  # type: ignore[arg-type]
-            mode="overwrite",
-            post_commithook_properties=NO_CLEANUP,
+            self.table, live, mode="overwrite", post_commithook_properties=NO_CLEANUP
         )
         self.table.update_incremental()
         faults.point("compaction.after")
         self.appends.committed()
-        self.log_rows = live.height
+        self.log_rows = sum(rows)
 
     def version(self) -> int:
         return len(self.memory) if self.appends is None else int(self.table.version())
+
+
+def _batches(
+    frames: Iterator[pl.DataFrame], seal: Callable[[pa.Table], pa.Table]
+) -> tuple[pa.RecordBatchReader, list[int]]:
+    """Frames, produced one at a time as the writer asks, as one stream of Arrow batches (and, once the stream
+    is consumed, their row counts): the whole never sits in memory. Encrypted columns are sealed per batch."""
+    counts: list[int] = []
+
+    def tables() -> Iterator[pa.Table]:
+        for frame in frames:
+            counts.append(frame.height)
+            yield seal(delta_tables.to_arrow(frame))
+
+    stream = tables()
+    first = next(stream)
+    batches = (batch for table in itertools.chain([first], stream) for batch in table.to_batches())
+    return pa.RecordBatchReader.from_batches(first.schema, batches), counts

@@ -92,6 +92,7 @@ PIPELINE_OPTIONS: dict[str, Check] = {
     "parallelism.default": lambda v: (
         None if v.strip().isdigit() and 0 < int(v) <= KEY_GROUPS else f"must be a number of workers, 1 to {KEY_GROUPS}"
     ),
+    "state.memory.budget": size,
     "state.ttl": duration,
     "state.ttl.time": choice("processing", "event"),
 }

@@ -21,6 +21,7 @@ from engine.operators.context import EpochContext
 from engine.operators.join import JoinOperator
 from engine.operators.normalize import ChangelogNormalizeOperator
 from engine.operators.over import OverOperator
+from engine.operators.spilled import MemoryBudget, SpilledOperator
 from engine.operators.top_n import TopNOperator
 from sql.plan import (
     Aggregate,
@@ -60,6 +61,14 @@ STATEFUL: dict[type[Node], type[StatefulOperator]] = {
 def stateful(node: Node, settings: OperatorSettings | None = None) -> StatefulOperator:
     """The operator that runs a stateful plan node (not yet opened: see StatefulOperator.open)."""
     return STATEFUL[type(node)].create(node, settings)
+
+
+def budgeted(node: Node, settings: OperatorSettings, budget: MemoryBudget | None) -> StatefulOperator:
+    """The operator of a stateful node under a memory budget (None: unbounded): its key groups in parts that
+    go to disk when they do not fit (engine/operators/spilled.py). A lookup join keeps no state."""
+    if budget is None or (isinstance(node, Join) and node.lookup):
+        return stateful(node, settings)
+    return SpilledOperator(STATEFUL[type(node)], node, settings, budget)
 
 
 def stateful_operators(plan: Plan) -> dict[str, dict[str, object]]:
