@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from engine.operators.aggregate_changes import changelog
 from engine.operators.aggregates import (
     ROWS,
     SIGN,
@@ -48,7 +49,7 @@ from engine.operators.late import LateRows
 from engine.operators.window_slices import SLICE_BOUNDS, due, layout_guard, on_time, slice_of, sliceable
 from engine.operators.windows import ONE_MS, assign
 from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
-from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE, WATERMARK_COLUMN, Aggregate, Node
+from sql.plan import WATERMARK_COLUMN, Aggregate, Node
 
 OLD = "__old"
 TOUCHED = "_touched"
@@ -216,12 +217,19 @@ class AggregateOperator(StatefulOperator):
     def _unbounded(self, rows: pl.DataFrame) -> pl.DataFrame:
         if rows.height == 0:
             return self.empty_output()
-        rows = rows.with_columns(changelog_sign(rows.columns).alias(SIGN), *[e for _, e in self.key_exprs])
-        old, new = self._merge(rows)
-        live = new.filter(pl.col(ROWS) > 0)
-        gone = new.filter(pl.col(ROWS) <= 0).join(old.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
-        self._replace(old, live, gone)
-        return self._changelog(self._outputs(old), self._outputs(live))
+        signed = rows.lazy().with_columns(changelog_sign(rows.columns).alias(SIGN), *[e for _, e in self.key_exprs])
+        old, new = self._merge(signed)
+        # The rest is one query: the new state, what to stage, and the changelog (a small epoch pays for one call).
+        live = new.lazy().filter(pl.col(ROWS) > 0)
+        gone = (
+            new.lazy()
+            .filter(pl.col(ROWS) <= 0)
+            .join(old.lazy().select(self.groups), on=self.groups, how="semi", nulls_equal=True)
+        )
+        keys = [f"__g_{g}" for g in self.groups]
+        values = [name for name, _ in self.node.projections]
+        changes = changelog(self._outputs(old.lazy()), self._outputs(live), keys, values, list(self.node.schema))
+        return self._replace(new, live, gone, changes)
 
     # -- TUMBLE, HOP, CUMULATE ------------------------------------------------------------------
     def _with_row_watermarks(self, rows: pl.DataFrame) -> pl.DataFrame:
@@ -242,24 +250,26 @@ class AggregateOperator(StatefulOperator):
         assert self.window is not None
         if rows.height:
             rows = self._with_row_watermarks(rows)
-            indexed = rows.with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
+            indexed = rows.lazy().with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
             if self.sliced:
-                counted = self._slices(rows, indexed)
+                counted = self._slices(rows, indexed.collect())
             else:
                 # A cascaded window aggregation groups by the windows its input carries (see WindowSpec.attached).
                 attached = self.window.attached
-                assigned = self._attached(indexed) if attached else assign(indexed.lazy(), self.window).collect()
-                counted = self._judge(rows, assigned)
+                counted = self._judge(rows, self._attached(indexed) if attached else assign(indexed, self.window))
             if counted.height:
-                old, new = self._merge(counted.with_columns(pl.lit(1, pl.Int64).alias(SIGN)))
-                self._replace(old, new, new.clear())
+                _, new = self._merge(counted.lazy().with_columns(pl.lit(1, pl.Int64).alias(SIGN)))
+                self._replace(new, new.lazy(), new.lazy().head(0))
         return self._fire(ctx)
 
-    def _judge(self, rows: pl.DataFrame, assigned: pl.DataFrame) -> pl.DataFrame:
+    def _judge(self, rows: pl.DataFrame, assigned: pl.LazyFrame) -> pl.DataFrame:
         """The (row, window) pairs whose window was open when the row arrived; the other rows go to `late`."""
-        flagged = assigned.with_columns(self._late_mask(pl.col("window_end")).alias("__late"))
+        flagged = assigned.with_columns(self._late_mask(pl.col("window_end")).alias("__late")).collect()
+        late = flagged.get_column("__late")
+        if not late.any():  # the usual case
+            return flagged.drop("__late")
         self._record_late(rows, flagged)
-        return flagged.filter(~pl.col("__late")).drop("__late")
+        return flagged.filter(~late).drop("__late")
 
     def _slices(self, rows: pl.DataFrame, indexed: pl.DataFrame) -> pl.DataFrame:
         """Rows keyed by the state row they update: their slice, or for a straggler each window still open."""
@@ -269,11 +279,11 @@ class AggregateOperator(StatefulOperator):
         stragglers = timed.filter(~timely).drop(SLICE_BOUNDS)
         if stragglers.height == 0:  # the usual case: every row on time for all its windows
             return timed
-        remainders = self._judge(rows, assign(stragglers.lazy(), self.window).collect())
+        remainders = self._judge(rows, assign(stragglers.lazy(), self.window))
         remainders = remainders.drop("window_time").rename(dict(zip(WINDOW_BOUNDS, SLICE_BOUNDS, strict=True)))
         return pl.concat([timed.filter(timely), remainders.select(timed.columns)], how="vertical_relaxed")
 
-    def _attached(self, rows: pl.DataFrame) -> pl.DataFrame:
+    def _attached(self, rows: pl.LazyFrame) -> pl.LazyFrame:
         """The input's own window columns, under the names the state uses."""
         assert self.window is not None
         bounds = {"window_start": self.window.start_col, "window_end": self.window.end_col}
@@ -292,6 +302,9 @@ class AggregateOperator(StatefulOperator):
             return self.empty_output()
         if self.sliced:
             return self._fire_slices(fired_before, watermark)
+        earliest = self.state.get_column("window_end").min()
+        if earliest is not None and earliest - ONE_MS > watermark:  # type: ignore[operator]
+            return self.empty_output()  # nothing closes: no filtering of the state (most small epochs)
         due = pl.col("window_end") - ONE_MS <= pl.lit(watermark).cast(pl.Datetime("ms", "UTC"))
         fired = self.state.filter(due)
         if fired.height == 0:
@@ -301,7 +314,7 @@ class AggregateOperator(StatefulOperator):
         for i, table in self.distinct.items():
             closed = self.distinct_state[i].remove_groups(fired.select(self.groups))
             table.stage(closed.head(0), closed.select([*self.groups, VALUE, "_kg"]))
-        return self._emit(self._outputs(fired))
+        return self._emit(self._outputs(fired.lazy()).collect())
 
     def _fire_slices(self, fired_before: dt.datetime | None, watermark: dt.datetime) -> pl.DataFrame:
         """Combine the slices (and window remainders) of each window that closes now; drop the state rows whose
@@ -316,7 +329,7 @@ class AggregateOperator(StatefulOperator):
             return self.empty_output()
         windows = [*self.keys, *WINDOW_BOUNDS]
         combined = pairs.group_by(windows).agg(pl.col(ROWS).sum(), *merge_grouped(self.states))
-        return self._emit(self._outputs(combined, windows))
+        return self._emit(self._outputs(combined.lazy(), windows).collect())
 
     def _emit(self, out: pl.DataFrame) -> pl.DataFrame:
         """Fired windows in the order of their end, then keys."""
@@ -400,14 +413,17 @@ class AggregateOperator(StatefulOperator):
         self.table.stage(merged.select(self.state.columns), replaced.select([*self.groups, "_kg"]))
 
     # -- shared machinery ----------------------------------------------------------------------
-    def _merge(self, rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _merge(self, rows: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Combine the new rows' partial states with the stored ones: (old rows, new rows) of touched groups."""
         partial = rows.group_by(self.groups).agg(
             pl.col(SIGN).sum().alias(ROWS), *[p for s in self.states for p in s.partial]
         )
-        for i in self.distinct:
-            partial = self._distinct_delta(i, rows, partial)
-        old = self.state.join(partial.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
+        if self.distinct:
+            eager_rows, eager_partial = pl.collect_all([rows, partial])
+            for i in self.distinct:
+                eager_partial = self._distinct_delta(i, eager_rows, eager_partial)
+            partial = eager_partial.lazy()
+        old = self.state.lazy().join(partial.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
         joined = partial.join(old, on=self.groups, how="left", suffix=OLD, nulls_equal=True)
         new = joined.select(
             *self.groups,
@@ -416,7 +432,8 @@ class AggregateOperator(StatefulOperator):
             key_group(self.keys).alias("_kg"),
             *([pl.lit(self.now, pl.Datetime("ms", "UTC")).alias(TOUCHED)] if self.node.ttl is not None else []),
         )
-        return old, new
+        old_rows, new_rows = pl.collect_all([old, new])
+        return old_rows, new_rows
 
     def _expire(self) -> None:
         """Forget groups unchanged for longer than the state TTL; they leave the table as tombstones."""
@@ -424,11 +441,19 @@ class AggregateOperator(StatefulOperator):
             self.state, expired = split
             self.table.stage(expired.head(0), expired.select([*self.groups, "_kg"]))
 
-    def _replace(self, old: pl.DataFrame, live: pl.DataFrame, gone: pl.DataFrame) -> None:
-        touched = pl.concat([live.select(self.groups), gone.select(self.groups)])
-        kept = self.state.join(touched, on=self.groups, how="anti", nulls_equal=True)
-        self.state = tidy(pl.concat([kept, live.select(self.state.columns)], how="vertical_relaxed"))
-        self.table.stage(live.select(self.state.columns), gone.select([*self.groups, "_kg"]))
+    def _replace(
+        self, touched: pl.DataFrame, live: pl.LazyFrame, gone: pl.LazyFrame, output: pl.LazyFrame | None = None
+    ) -> pl.DataFrame:
+        """The groups in `touched` now hold `live` (`gone`: removed); stage both, and compute `output` with them
+        (one query). Returns the output (empty without one)."""
+        columns = self.state.columns
+        kept = self.state.lazy().join(touched.lazy().select(self.groups), on=self.groups, how="anti", nulls_equal=True)
+        state = pl.concat([kept, live.select(columns)], how="vertical_relaxed")
+        queries = [state, live.select(columns), gone.select([*self.groups, "_kg"])]
+        state_rows, upserts, deletes, *out = pl.collect_all([*queries, *([output] if output is not None else [])])
+        self.state = tidy(state_rows)
+        self.table.stage(upserts, deletes)
+        return out[0] if out else self.empty_output()
 
     def _distinct_delta(self, index: int, rows: pl.DataFrame, partial: pl.DataFrame) -> pl.DataFrame:
         state = self.states[index]
@@ -463,44 +488,17 @@ class AggregateOperator(StatefulOperator):
             .drop("__chg")
         )
 
-    def _outputs(self, groups: pl.DataFrame, group_columns: list[str] | None = None) -> pl.DataFrame:
+    def _outputs(self, groups: pl.LazyFrame, group_columns: list[str] | None = None) -> pl.LazyFrame:
         """The SELECT list (plus group keys as __g_ columns) for groups that pass HAVING."""
         group_columns = group_columns or self.groups
-        frame = groups.lazy().with_columns(*[s.finish for s in self.states])
+        frame = groups.with_columns(*[s.finish for s in self.states])
         if self.window is not None:
             frame = frame.with_columns((pl.col("window_end") - ONE_MS).alias("window_time"))
         if self.node.having is not None:
             frame = frame.filter(self.node.having)
         return frame.select(
             *[pl.col(g).alias(f"__g_{g}") for g in group_columns], *[e for _, e in self.node.projections]
-        ).collect()
-
-    def _changelog(self, before: pl.DataFrame, after: pl.DataFrame) -> pl.DataFrame:
-        keys = [f"__g_{g}" for g in self.groups]
-        values = [name for name, _ in self.node.projections]
-        deleted = before.join(after.select(keys), on=keys, how="anti", nulls_equal=True)
-        inserted = after.join(before.select(keys), on=keys, how="anti", nulls_equal=True)
-        pairs = before.join(after, on=keys, how="inner", suffix="__after", nulls_equal=True)
-        changed = (
-            pairs.filter(~pl.all_horizontal(pl.col(v).eq_missing(pl.col(v + "__after")) for v in values))
-            if values
-            else pairs.clear()
         )
-        changed = changed.with_row_index("__pair")
-        parts = [
-            deleted.select(values).with_columns(pl.lit(DELETE).alias(OP_COLUMN), pl.lit(-1).alias("__order")),
-            changed.select(
-                *values, pl.lit(UPDATE_BEFORE).alias(OP_COLUMN), (pl.col("__pair") * 2).cast(pl.Int64).alias("__order")
-            ),
-            changed.select(
-                *[pl.col(v + "__after").alias(v) for v in values],
-                pl.lit(UPDATE_AFTER).alias(OP_COLUMN),
-                (pl.col("__pair") * 2 + 1).cast(pl.Int64).alias("__order"),
-            ),
-            inserted.select(values).with_columns(pl.lit(INSERT).alias(OP_COLUMN), pl.lit(1 << 62).alias("__order")),
-        ]
-        out = pl.concat([p.cast({"__order": pl.Int64}) for p in parts], how="vertical_relaxed")
-        return out.sort("__order", maintain_order=True).drop("__order").select(list(self.node.schema))
 
 
 class ParallelAggregate(StatefulOperator):
