@@ -66,6 +66,12 @@ def resolve(frame: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     return latest.filter(~pl.col("_deleted"))
 
 
+def by_key(owned: pl.Expr, keys: list[str]) -> bool:
+    """Whether `owned` holds of a key's change-log rows alike (it reads only key columns and `_kg`, which every
+    kind derives from the key): then filtering the log by it before resolving keeps each key whole."""
+    return set(owned.meta.root_names()) <= {*keys, "_kg"}
+
+
 #: below this many staged rows `last_per_key` deduplicates without looking first (cheap either way)
 DEDUPLICATE_CHECK_ROWS = 10_000
 
@@ -153,11 +159,13 @@ class StateTable:
             frame = delta_tables.scan(self.path, version=version)
         if self.owned is None:
             self.log_rows = int(frame.select(pl.len()).collect().item())
-        else:
-            # A view's rows only, before resolving: what it owns is a function of the key columns (a tombstone
-            # has them too), so the rows it does not own never decide its keys, and are never held.
-            frame = frame.filter(self.owned)
-        live = resolve(frame, self.keys).drop("_epoch", "_deleted").collect()
+            live = resolve(frame, self.keys).drop("_epoch", "_deleted").collect()
+        elif by_key(self.owned, self.keys):
+            # A view's rows only, before resolving: what it owns follows from the key (a tombstone has the key
+            # and `_kg` too), so the rows it does not own never decide its keys, and are never held.
+            live = resolve(frame.filter(self.owned), self.keys).drop("_epoch", "_deleted").collect()
+        else:  # after resolving: a tombstone's value columns are empty, so a filter on them must not see it
+            live = resolve(frame, self.keys).drop("_epoch", "_deleted").filter(self.owned).collect()
         self.live_rows = live.height
         return live.cast({k: v for k, v in self.schema.items() if k in live.columns})  # type: ignore[arg-type]
 

@@ -26,6 +26,8 @@ from tests.test_scaleout import (
     EVENTS,
     JOIN_SINKS,
     JOINS,
+    RESCALE,
+    RESCALE_SINKS,
     SMALL,
     SMALL_SINKS,
     assert_events_match_duckdb,
@@ -69,25 +71,30 @@ def test_joins_and_over_under_a_tiny_budget(tmp_path: Path) -> None:
     assert_joins_match_duckdb(bounded, 3)
 
 
-def test_restarts_and_compaction_under_a_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Stopped every 3 epochs and restarted (each part loads its key groups from the checkpoint), with the change
-    logs compacted range by range: the same as one unbounded run."""
-    monkeypatch.setattr(state_store, "COMPACT_MIN_ROWS", 10)
+@pytest.mark.parametrize("compacting", [False, True])
+def test_restarts_and_compaction_under_a_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compacting: bool
+) -> None:
+    """Stopped every 3 epochs and restarted (each part loads its key groups from the checkpoint: OVER's rows by
+    their partition, the others by key), with tombstones in the logs, or with the logs compacted range by range
+    at most checkpoints: the same as one unbounded run."""
+    if compacting:
+        monkeypatch.setattr(state_store, "COMPACT_MIN_ROWS", 10)
     rows = event_rows(5, 140)
     unbounded, bounded = roots(tmp_path, lambda r: write_events(r, rows), "unbounded", "bounded")
-    run_with(unbounded, EVENTS, None, max_epoch_rows=20)
+    run_with(unbounded, RESCALE, None, max_epoch_rows=20)
     for _ in range(10):
-        summary = run_with(bounded, budget(EVENTS, "4 KB"), None, max_epoch_rows=20, max_epochs=3)
+        summary = run_with(bounded, budget(RESCALE, "4 KB"), None, max_epoch_rows=20, max_epochs=3)
         if summary["epochs"] == 0:
             break
-    assert_same_run(unbounded, bounded, EVENT_SINKS, sources=("events",))
+    assert_same_run(unbounded, bounded, RESCALE_SINKS, sources=("events",))
     assert_same_state(unbounded, bounded)
     compactions = [
         path
         for path in (bounded / "state").rglob("_delta_log/*.json")
         if '"operation":"WRITE"' in path.read_text() and '"mode":"Overwrite"' in path.read_text()
     ]
-    assert compactions, "no state table was compacted"
+    assert bool(compactions) == compacting, "compaction ran where it should not, or not where it should"
 
 
 @settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

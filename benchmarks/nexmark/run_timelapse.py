@@ -3,10 +3,12 @@
 The sources read the generated Parquet files; each epoch takes `EPOCH` events' worth of every kind (1:3:46), so
 the three streams stay aligned in event time. Sinks are `blackhole` (q10 writes its partitioned Delta table, which
 is its point). Every epoch is a checkpoint (state and manifest committed). Prints one JSON line.
+`NEXMARK_STATE_BUDGET` (e.g. `1 GB`) runs the query under `SET 'state.memory.budget'`.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import tempfile
 import time
@@ -24,6 +26,8 @@ def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, ob
     with tempfile.TemporaryDirectory() as work:
         sink = Path(work) / "sink" if query == "q10" else None
         text = script(query, data, events, sink=sink, side_input=data / "side_input", epoch_events=epoch_events)
+        if budget := os.environ.get("NEXMARK_STATE_BUDGET"):  # benchmarks/memory_budget.py
+            text = f"SET 'state.memory.budget' = '{budget}';\n{text}"
         try:
             plan = plan_script(text, dict(REGISTRY))
         except Exception as err:  # the query is not supported: say why

@@ -33,7 +33,7 @@ from engine import delta_tables, faults
 from engine.operators.base import OperatorSettings, StatefulOperator, TableSpec
 from engine.operators.context import EpochContext
 from engine.operators.late import LateRows
-from engine.state_store import BOOKKEEPING, StateTable, resolve
+from engine.state_store import BOOKKEEPING, StateTable, by_key, resolve
 from sql.plan import KEY_GROUPS, Node
 
 #: parts per operator under a budget (a power of two up to KEY_GROUPS); more parts: less memory while a cold
@@ -107,8 +107,12 @@ class _RangeLoader:
                 log = pl.concat([pl.DataFrame(schema=self.table.schema), *self.table.memory[:version]]).lazy()
             else:
                 log = delta_tables.scan(self.table.path, version=version)
-            span = log.filter(self.owner.is_between(start, start + self.span - 1))  # before resolving: see load
-            self.cached = (start, resolve(span, self.table.keys).drop("_epoch", "_deleted").collect())
+            owned = self.owner.is_between(start, start + self.span - 1)
+            if by_key(owned, self.table.keys):  # filtered before resolving: see StateTable.load
+                live = resolve(log.filter(owned), self.table.keys)
+            else:  # (OVER's rows are owned by partition, its tombstones carry only their number: the whole log)
+                live = resolve(log, self.table.keys).filter(owned)
+            self.cached = (start, live.drop("_epoch", "_deleted").collect())
         return self.cached[1].filter(self.owner == index)
 
 
@@ -140,8 +144,9 @@ class SpilledOperator(StatefulOperator):
         self.parts = [kind(node, settings) for _ in range(PARTS)]
         self.cold: dict[int, _Cold] = {}
         self.sizes = [0] * PARTS  # each part's state in bytes, in memory or not, as of when it last ran
-        # A part's frames as last written or read, so an unchanged one is not written again when it goes cold.
-        self.on_disk: dict[int, tuple[dict[str, pl.DataFrame], _Cold]] = {}
+        # A part read back from disk for this run of it: its frames as read, so that, unchanged, it goes cold
+        # again without being written. Dropped as soon as the part stays in memory (it would hold them twice).
+        self.thawed: dict[int, tuple[dict[str, pl.DataFrame], _Cold]] = {}
         self.directory = budget.directory / node.state_id.replace("/", "_")
 
     def table_specs(self, node: Any) -> list[TableSpec]:  # type: ignore[override]
@@ -175,7 +180,7 @@ class SpilledOperator(StatefulOperator):
         for name, table in self.state_tables.items():
             table.count_log(versions.get(self.specs[name].qualified(self.node.state_id)))
         self.cold.clear()
-        self.on_disk.clear()
+        self.thawed.clear()
         shutil.rmtree(self.directory, ignore_errors=True)
         share = self.budget.total // max(len(self.budget.operators), 1)
         for loader in self.loaders.values():
@@ -196,6 +201,7 @@ class SpilledOperator(StatefulOperator):
     def set_frame(self, name: str, frame: pl.DataFrame) -> None:
         for index, part in enumerate(self.parts):
             self._thaw(index)
+            self.thawed.pop(index, None)
             part.set_frame(name, frame.filter(self._owner(name) == index))
 
     # -- per epoch -----------------------------------------------------------------------------
@@ -242,15 +248,16 @@ class SpilledOperator(StatefulOperator):
         hot = self._hot_bytes()
         for victim in [index, *(i for i in reversed(range(len(self.parts))) if i != index)]:
             if hot <= share:
-                return
+                break
             if victim not in self.cold:
                 hot -= self.sizes[victim]
                 self._freeze(victim)
+        self.thawed.pop(index, None)
 
     def _freeze(self, index: int) -> None:
         part = self.parts[index]
         frames = dict(part.frames())  # a copy: a kind may hand out its own dict, which set_frame changes
-        written = self.on_disk.get(index)
+        written = self.thawed.pop(index, None)
         if written is not None and all(frames[n] is written[0].get(n) for n in frames):
             cold = written[1]  # unchanged since it was read or written: its files still hold it
         else:
@@ -262,7 +269,6 @@ class SpilledOperator(StatefulOperator):
                 frame.write_ipc(files[name], compression="uncompressed")
             rows = {name: frame.height for name, frame in frames.items()}
             cold = _Cold(files, rows, part.state_rows, part.timer_due(LAST_INSTANT))
-            self.on_disk[index] = (frames, cold)
             faults.point("spill.written")
         self.cold[index] = cold
         for name, frame in frames.items():
@@ -276,7 +282,7 @@ class SpilledOperator(StatefulOperator):
         frames = {name: _read(path) for name, path in cold.files.items()}
         for name, frame in frames.items():
             self.parts[index].set_frame(name, frame)
-        self.on_disk[index] = (dict(self.parts[index].frames()), cold)
+        self.thawed[index] = (dict(self.parts[index].frames()), cold)
 
     def _frames(self, index: int) -> dict[str, pl.DataFrame]:
         if (cold := self.cold.get(index)) is not None:
