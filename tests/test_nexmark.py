@@ -120,3 +120,32 @@ def test_the_connector_and_the_files_hold_the_same_events(data: Path) -> None:
     people = Generator().events("person", 1, EVENTS + 1)
     assert people.get_column("id").to_list()[:3] == [1001, 1002, 1003]
     assert files.get_column("price").min() >= 100 and files.get_column("price").max() <= 100_000_000  # type: ignore[operator]
+
+
+Q20_ORACLE = """SELECT auction, bidder, price, channel, url, B.dateTime AS bid_dateTime, B.extra AS bid_extra, itemName,
+    description, initialBid, reserve, A.dateTime AS auction_dateTime, expires, seller, category,
+    A.extra AS auction_extra FROM bid B JOIN auction A ON B.auction = A.id WHERE A.category = 10"""
+
+
+@pytest.mark.parametrize("query", ["q4", "q9", "q20"])
+def test_a_query_under_a_small_memory_budget_equals_duckdb(data: Path, query: str) -> None:
+    """`SET 'state.memory.budget'` far below the state: cold key groups wait on disk, the answer is the same."""
+    files, sink = data / "files", data / f"budget_sink_{query}"
+    text = script(query, files, EVENTS, sink=sink, side_input=files / "side_input", epoch_events=1_000)
+    (data / f"budget_{query}.sql").write_text(f"SET 'state.memory.budget' = '64 KB';\n{text}")
+    state = data / f"budget_state_{query}"
+    Pipeline.from_sql(data / f"budget_{query}.sql", state=state, udfs=dict(REGISTRY)).run(once=True)
+    actual = naive(pl.read_delta(str(sink)))
+    expected = _duck(ORACLES.get(query, Q20_ORACLE), files)
+    expected = expected.select(actual.columns).cast(dict(actual.schema), strict=False)  # type: ignore[arg-type]
+    assert_frame_equal(sort_all(actual), sort_all(expected), check_dtypes=False, rel_tol=1e-9)
+
+
+def test_the_memory_budget_benchmark_samples_rss_with_and_without_a_budget(data: Path) -> None:
+    from benchmarks.memory_budget import run
+
+    for budget in (None, "64 KB"):
+        row = run("q20", data / "files", EVENTS, 1_000, budget)
+        assert row["status"] == "ok", row
+        assert row["budget"] == budget and row["epochs"] >= 6
+        assert row["rss_mb_over_time"] and row["sampled_peak_rss_mb"] > 0
