@@ -20,6 +20,7 @@ import datetime as dt
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import polars as pl
 
@@ -42,6 +43,7 @@ from engine.operators.base import (
     expire,
     visible,
 )
+from engine.operators.collect import collect, collect_all
 from engine.operators.context import END_OF_TIME, EpochContext
 from engine.operators.decimals import overflow_guard
 from engine.operators.distinct_values import COUNT, NEW_COUNT, OLD_COUNT, VALUE, DistinctValues
@@ -51,6 +53,7 @@ from engine.operators.windows import ONE_MS, assign
 from engine.state_store import KEY_GROUPS, StateTable, key_group, tidy
 from sql.plan import WATERMARK_COLUMN, Aggregate, Node
 
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 OLD = "__old"
 TOUCHED = "_touched"
 WINDOW_BOUNDS = ["window_start", "window_end"]
@@ -93,6 +96,8 @@ class AggregateOperator(StatefulOperator):
         self.key_exprs, self.keys, self.groups, self.states = shape.key_exprs, shape.keys, shape.groups, shape.states
         self.sliced = sliceable(node.window, self.states)  # HOP / CUMULATE state per slice (window_slices.py)
         self.now: dt.datetime | None = None
+        self.epoch_rows = 0  # the input rows of the epoch running
+        self._empty = pl.DataFrame(schema=node.schema)
         self.fired_watermark: dt.datetime | None = None  # the highest watermark windows fired at
         self.state = self.specs[""].empty()
         self.distinct_state: dict[int, DistinctValues] = {}
@@ -205,6 +210,7 @@ class AggregateOperator(StatefulOperator):
 
     def _process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
+        self.epoch_rows = rows.height
         if self.window is None:
             self.now = clock(self.node.ttl, ctx)
             self._expire()  # an expired group starts afresh, as in Flink
@@ -232,15 +238,16 @@ class AggregateOperator(StatefulOperator):
         return self._replace(new, live, gone, changes)
 
     # -- TUMBLE, HOP, CUMULATE ------------------------------------------------------------------
-    def _with_row_watermarks(self, rows: pl.DataFrame) -> pl.DataFrame:
+    def _with_row_watermarks(self, rows: Frame, columns: list[str]) -> Frame:
         """Each row is judged against the watermark of its own source before it (`__wm`). Never below the
         watermark this operator last fired at, though: a window that has fired is never reopened. That floor
         only matters for rows that carry no watermark (a join's output) and after an idle source resumes; otherwise
-        it is never above the row's own watermark, so results stay a function of each source's order."""
+        it is never above the row's own watermark, so results stay a function of each source's order. `columns`:
+        the rows' columns (a lazy frame's, known without resolving its schema)."""
         # Slices know only the highest watermark fired at: a row must not feed a window that fired below it.
         last = self.fired_watermark if self.sliced else self.last_watermark
         floor = pl.lit(last, pl.Datetime("ms", "UTC"))
-        if WATERMARK_COLUMN not in rows.columns:
+        if WATERMARK_COLUMN not in columns:
             return rows.with_columns(floor.alias(WATERMARK_COLUMN))
         if last is None:
             return rows
@@ -249,29 +256,30 @@ class AggregateOperator(StatefulOperator):
     def _windows(self, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataFrame:
         assert self.window is not None
         if rows.height:
-            rows = self._with_row_watermarks(rows)
-            indexed = rows.lazy().with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
+            watermarked = self._with_row_watermarks(rows.lazy(), rows.columns)
+            indexed = watermarked.with_row_index("__row").with_columns(*[e for _, e in self.key_exprs])
             if self.sliced:
-                counted = self._slices(rows, indexed.collect())
+                counted = self._slices(watermarked, collect(indexed, rows.height))
             else:
                 # A cascaded window aggregation groups by the windows its input carries (see WindowSpec.attached).
                 attached = self.window.attached
-                counted = self._judge(rows, self._attached(indexed) if attached else assign(indexed, self.window))
+                assigned = self._attached(indexed) if attached else assign(indexed, self.window)
+                counted = self._judge(watermarked, assigned)
             if counted.height:
                 _, new = self._merge(counted.lazy().with_columns(pl.lit(1, pl.Int64).alias(SIGN)))
                 self._replace(new, new.lazy(), new.lazy().head(0))
         return self._fire(ctx)
 
-    def _judge(self, rows: pl.DataFrame, assigned: pl.LazyFrame) -> pl.DataFrame:
+    def _judge(self, rows: pl.LazyFrame, assigned: pl.LazyFrame) -> pl.DataFrame:
         """The (row, window) pairs whose window was open when the row arrived; the other rows go to `late`."""
-        flagged = assigned.with_columns(self._late_mask(pl.col("window_end")).alias("__late")).collect()
+        flagged = collect(assigned.with_columns(self._late_mask(pl.col("window_end")).alias("__late")), self.epoch_rows)
         late = flagged.get_column("__late")
         if not late.any():  # the usual case
             return flagged.drop("__late")
-        self._record_late(rows, flagged)
+        self._record_late(collect(rows, self.epoch_rows), flagged)
         return flagged.filter(~late).drop("__late")
 
-    def _slices(self, rows: pl.DataFrame, indexed: pl.DataFrame) -> pl.DataFrame:
+    def _slices(self, rows: pl.LazyFrame, indexed: pl.DataFrame) -> pl.DataFrame:
         """Rows keyed by the state row they update: their slice, or for a straggler each window still open."""
         assert self.window is not None
         timed = indexed.filter(pl.col(self.window.time_col).is_not_null()).with_columns(slice_of(self.window))
@@ -314,7 +322,7 @@ class AggregateOperator(StatefulOperator):
         for i, table in self.distinct.items():
             closed = self.distinct_state[i].remove_groups(fired.select(self.groups))
             table.stage(closed.head(0), closed.select([*self.groups, VALUE, "_kg"]))
-        return self._emit(self._outputs(fired.lazy()).collect())
+        return self._emit(collect(self._outputs(fired.lazy()), fired.height))
 
     def _fire_slices(self, fired_before: dt.datetime | None, watermark: dt.datetime) -> pl.DataFrame:
         """Combine the slices (and window remainders) of each window that closes now; drop the state rows whose
@@ -329,7 +337,10 @@ class AggregateOperator(StatefulOperator):
             return self.empty_output()
         windows = [*self.keys, *WINDOW_BOUNDS]
         combined = pairs.group_by(windows).agg(pl.col(ROWS).sum(), *merge_grouped(self.states))
-        return self._emit(self._outputs(combined.lazy(), windows).collect())
+        return self._emit(collect(self._outputs(combined.lazy(), windows), combined.height))
+
+    def empty_output(self) -> pl.DataFrame:
+        return self._empty  # built once: most small epochs emit nothing
 
     def _emit(self, out: pl.DataFrame) -> pl.DataFrame:
         """Fired windows in the order of their end, then keys."""
@@ -350,7 +361,7 @@ class AggregateOperator(StatefulOperator):
         if rows.height:
             time_col = self.window.time_col
             gap = self.window.gap
-            rows = self._with_row_watermarks(rows.filter(pl.col(time_col).is_not_null()))
+            rows = self._with_row_watermarks(rows.filter(pl.col(time_col).is_not_null()), rows.columns)
             late = self._late_mask(pl.col(time_col) + gap)
             flagged = rows.with_columns(late.alias("__late"))
             late_rows = flagged.filter(pl.col("__late"))
@@ -419,7 +430,7 @@ class AggregateOperator(StatefulOperator):
             pl.col(SIGN).sum().alias(ROWS), *[p for s in self.states for p in s.partial]
         )
         if self.distinct:
-            eager_rows, eager_partial = pl.collect_all([rows, partial])
+            eager_rows, eager_partial = collect_all([rows, partial], self.epoch_rows)
             for i in self.distinct:
                 eager_partial = self._distinct_delta(i, eager_rows, eager_partial)
             partial = eager_partial.lazy()
@@ -432,7 +443,7 @@ class AggregateOperator(StatefulOperator):
             key_group(self.keys).alias("_kg"),
             *([pl.lit(self.now, pl.Datetime("ms", "UTC")).alias(TOUCHED)] if self.node.ttl is not None else []),
         )
-        old_rows, new_rows = pl.collect_all([old, new])
+        old_rows, new_rows = collect_all([old, new], self.epoch_rows)
         return old_rows, new_rows
 
     def _expire(self) -> None:
@@ -450,7 +461,8 @@ class AggregateOperator(StatefulOperator):
         kept = self.state.lazy().join(touched.lazy().select(self.groups), on=self.groups, how="anti", nulls_equal=True)
         state = pl.concat([kept, live.select(columns)], how="vertical_relaxed")
         queries = [state, live.select(columns), gone.select([*self.groups, "_kg"])]
-        state_rows, upserts, deletes, *out = pl.collect_all([*queries, *([output] if output is not None else [])])
+        outputs = [output] if output is not None else []
+        state_rows, upserts, deletes, *out = collect_all([*queries, *outputs], touched.height)
         self.state = tidy(state_rows)
         self.table.stage(upserts, deletes)
         return out[0] if out else self.empty_output()
