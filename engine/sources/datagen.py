@@ -24,6 +24,8 @@ from engine.sources.base import ConnectorError, Source, SourceBatch, row_ranges
 from sql.values import parse_timestamp
 
 _ALPHABET = string.ascii_lowercase + string.digits
+#: rows generated at once for small slices (and the largest slice served from such a block, half of it)
+BLOCK_ROWS = 4096
 _PRIME = 2_147_483_647  # 2^31 - 1: products of two residues stay below 2^62, so Int64 never overflows
 
 
@@ -51,6 +53,7 @@ class DatagenSource(Source):
         self.start_us = int(start.timestamp() * 1_000_000)
         self.row = 0
         self.started_at: float | None = None
+        self._block: tuple[int, pl.DataFrame] = (0, pl.DataFrame())  # generated rows from a row number on
         self._columns = [self._column(name, dtype).alias(name) for name, dtype in self.schema.items()]
         for name in self.schema:
             kind = self.field(name, "kind", "random")
@@ -101,8 +104,22 @@ class DatagenSource(Source):
         return [{**piece, "start": a, "end": b} if b > a else None for a, b in ranges]  # an empty range reads nothing
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
-        rows = pl.int_range(int(piece["start"]), int(piece["end"]), dtype=pl.Int64, eager=True).alias("__row")
-        return SourceBatch(rows.to_frame().select(self._columns))
+        start, end = int(piece["start"]), int(piece["end"])
+        if end - start > BLOCK_ROWS // 2:
+            return SourceBatch(self._generate(start, end))
+        # Small slices (epochs of a few rows) come from a block generated once: a row's values are a function
+        # of its number alone, so a block is the same whichever slice asked for it, and building the generating
+        # query costs far more than a few thousand rows do.
+        lo, block = self._block
+        if not (lo <= start and end <= lo + block.height):
+            lo = start - start % BLOCK_ROWS if end <= start - start % BLOCK_ROWS + BLOCK_ROWS else start
+            high = lo + BLOCK_ROWS if self.total is None else min(lo + BLOCK_ROWS, max(self.total, end))
+            self._block = lo, block = lo, self._generate(lo, high)
+        return SourceBatch(block.slice(start - lo, end - start))
+
+    def _generate(self, start: int, end: int) -> pl.DataFrame:
+        rows = pl.int_range(start, end, dtype=pl.Int64, eager=True).alias("__row")
+        return rows.to_frame().select(self._columns)
 
     def _column(self, name: str, dtype: pl.DataType) -> pl.Expr:
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "little") + self.seed * 7919
