@@ -212,7 +212,11 @@ class StatefulOperator:
         return sum(late.count for late in self.late_tables.values())
 
     def empty_output(self) -> pl.DataFrame:
-        return pl.DataFrame(schema=self.node.schema)
+        """No rows, in the output's schema: built once (a frame is never changed in place here, so it is shared;
+        building one costs as much as a small epoch's join)."""
+        if (empty := getattr(self, "_empty", None)) is None:
+            empty = self._empty = pl.DataFrame(schema=self.node.schema)
+        return empty
 
 
 # -- helpers shared by the operators ------------------------------------------------------------

@@ -237,7 +237,7 @@ class JoinOperator(StatefulOperator):
         out = (
             pl.concat([p for p in parts if p.height], how="vertical_relaxed")
             if any(p.height for p in parts)
-            else pl.DataFrame(schema=self.node.schema)
+            else self.empty_output()
         )
         return out.select(list(self.node.schema))
 
@@ -277,7 +277,7 @@ class JoinOperator(StatefulOperator):
     def _emit(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Rows with signed multiplicities -> that many +I (or -D) rows."""
         if rows.height == 0:
-            return pl.DataFrame(schema=self.node.schema)
+            return self.empty_output()
         if rows.get_column(COUNT).eq(1).all():  # the usual case (distinct inserts): one +I each, nothing to expand
             expanded = rows.with_columns(pl.lit(INSERT).alias(OP_COLUMN)).drop(COUNT)
             if OP_COLUMN not in self.node.schema:
@@ -314,10 +314,17 @@ class JoinOperator(StatefulOperator):
         delta = delta.select(*group, COUNT, *extra, HASH)
         hashes = self._hashes(side)
         seen = delta.get_column(HASH).is_in(hashes.implode())
-        fresh, again = delta.filter(~seen), delta.filter(seen)
+        if seen.any():
+            fresh, again = delta.filter(~seen), delta.filter(seen)
+        else:  # the usual case: every row is new
+            fresh, again = delta, delta.head(0)
+        fresh = fresh.with_columns(key_group(self.keys).alias("_kg"))
         # A new row retracted (an updating input's -D for a row this side never held) leaves nothing behind.
-        added = fresh.filter(pl.col(COUNT) > 0).with_columns(key_group(self.keys).alias("_kg"))
-        gone = fresh.filter(pl.col(COUNT) <= 0).select(*group).with_columns(key_group(self.keys).alias("_kg"))
+        if fresh.get_column(COUNT).gt(0).all():
+            added, gone = fresh, fresh.head(0).select(*group, "_kg")
+        else:
+            added = fresh.filter(pl.col(COUNT) > 0)
+            gone = fresh.filter(pl.col(COUNT) <= 0).select(*group, "_kg")
         kept, kept_hashes, merged = stored, hashes, added.head(0)
         if again.height:
             hit = hashes.is_in(again.get_column(HASH).implode())
@@ -336,7 +343,7 @@ class JoinOperator(StatefulOperator):
             )
             merged = combined.filter(pl.col(COUNT) > 0)
             gone = pl.concat([gone, combined.filter(pl.col(COUNT) <= 0).select(gone.columns)])
-        live = pl.concat([added, merged.select(added.columns)], how="vertical_relaxed")
+        live = pl.concat([added, merged.select(added.columns)], how="vertical_relaxed") if merged.height else added
         index = self.index[side]
         if index is not None and kept is stored and live.height:  # rows appended: the index grows with them
             index = index.extend(live.select(self._key_hash()).to_series(), stored.height)
@@ -390,7 +397,7 @@ class JoinOperator(StatefulOperator):
         for side, expired in done.items():
             out.append(self._evict(side, expired, pad[side]))
         parts = [p for p in out if p.height]
-        result = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=self.node.schema)
+        result = pl.concat(parts, how="vertical_relaxed") if parts else self.empty_output()
         return result.select(list(self.node.schema))
 
     def _passing(
@@ -399,10 +406,12 @@ class JoinOperator(StatefulOperator):
         """The epoch's rows that leave in the epoch they came (the watermark passed their bound already, as for
         most of q4's bids): joined, padded if unmatched, and never stored, so that the state table does not log
         each of them twice (row, then tombstone). A row equal to a stored one is merged and evicted with it."""
-        fresh = ~delta.get_column(HASH).is_in(self._hashes(side).implode())
-        leaving = delta.select(expired).to_series() & fresh
+        leaving = delta.select(expired).to_series()
+        if not leaving.any():  # most epochs' rows stay: no need to compare them with the stored ones
+            return delta, self.empty_output()
+        leaving = leaving & ~delta.get_column(HASH).is_in(self._hashes(side).implode())
         if not leaving.any():
-            return delta, pl.DataFrame(schema=self.node.schema)
+            return delta, self.empty_output()
         gone = delta.filter(leaving & ~delta.get_column(MATCHED)) if pad else delta.head(0)
         return delta.filter(~leaving), self._emit(self._pad(gone, side))
 
@@ -431,7 +440,7 @@ class JoinOperator(StatefulOperator):
         stored = self.rows[side]
         gone = stored.filter(expired)
         if gone.height == 0:
-            return pl.DataFrame(schema=self.node.schema)
+            return self.empty_output()
         group = [*self.keys, *self._columns(side)]
         hashes = self.hashes[side]
         self._replace(side, stored.filter(~expired))
@@ -439,7 +448,7 @@ class JoinOperator(StatefulOperator):
             self.hashes[side] = hashes.filter(~stored.select(expired.fill_null(False)).to_series())
         self.sides[side].stage(gone.head(0), gone.select(*group, "_kg"))
         if not pad:
-            return pl.DataFrame(schema=self.node.schema)
+            return self.empty_output()
         return self._emit(self._pad(gone.filter(~pl.col(MATCHED)), side))
 
     # -- lookup joins --------------------------------------------------------------------------

@@ -42,7 +42,9 @@ class LateRows:
 
     def split(self, rows: pl.DataFrame, late: pl.Expr, reason: pl.Expr | str) -> pl.DataFrame:
         """Record the rows for which `late` holds (NULL counts as on time); return the others."""
-        mask = late.fill_null(False)
+        mask = rows.select(late.fill_null(False)).to_series()
+        if not mask.any():  # the usual case: nothing is late
+            return rows
         self.add(rows.filter(mask), reason)
         return rows.filter(~mask)
 
