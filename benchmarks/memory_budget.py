@@ -1,7 +1,7 @@
 """State larger than memory: Nexmark queries with and without `SET 'state.memory.budget'`, RSS over time.
 
     python -m benchmarks.memory_budget --queries q20,q4,q9 --events 40M --budgets none,1GB [--repeat N]
-        [--record] [--chart]
+        [--only q20=none+1GB] [--record] [--chart]
 
 Each run is the Nexmark harness's timelapse run (`benchmarks.nexmark.run_timelapse`, every epoch a checkpoint,
 sinks discarded) in a fresh process, with `NEXMARK_STATE_BUDGET` set to the budget; this process samples the
@@ -27,6 +27,7 @@ from benchmarks.record import record
 
 HERE = Path(__file__).resolve().parent
 SAMPLE_S = 0.5
+TIMEOUT_S = int(os.environ.get("NEXMARK_TIMEOUT", "1800"))
 
 
 def rss_mb(pid: int) -> float | None:
@@ -55,8 +56,14 @@ def run(query: str, data: Path, events: int, epoch_events: int, budget: str | No
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    stdout, stderr = child.communicate()
-    sampler.join()
+    try:
+        stdout, stderr = child.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        return {"query": query, "budget": budget, "status": "timed out", "reason": f"over {TIMEOUT_S} s"}
+    finally:
+        sampler.join()
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if child.returncode != 0 or not lines:
         return {"query": query, "budget": budget, "status": "failed", "reason": stderr.strip()[-300:]}
@@ -97,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", default="40M")
     parser.add_argument("--epoch-events", default="1M")
     parser.add_argument("--budgets", default="none,1GB", help="comma-separated; 'none' runs without a budget")
+    parser.add_argument("--only", default="", help="per-query budgets overriding --budgets: q20=none+1GB,q4=1GB")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--record", action="store_true")
@@ -109,10 +117,15 @@ def main(argv: list[str] | None = None) -> int:
               f"--epoch-events {args.epoch_events}", file=sys.stderr)  # fmt: skip
         return 2
     budgets = [None if b.strip().lower() == "none" else b.strip() for b in args.budgets.split(",")]
+    overrides = {
+        query: [None if b.lower() == "none" else b for b in spec.split("+")]
+        for query, spec in (item.split("=") for item in args.only.split(",") if item)
+    }
     rows = []
     for repeat in range(args.repeat):
         for query in args.queries.split(","):
-            order = budgets if repeat % 2 == 0 else list(reversed(budgets))
+            mine = overrides.get(query, budgets)
+            order = mine if repeat % 2 == 0 else list(reversed(mine))
             for budget in order:
                 row = run(query, data, events, epoch_events, budget)
                 rows.append(row)
