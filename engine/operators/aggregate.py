@@ -46,7 +46,15 @@ from engine.operators.base import (
 from engine.operators.collect import collect, collect_all
 from engine.operators.context import END_OF_TIME, EpochContext
 from engine.operators.decimals import overflow_guard
-from engine.operators.distinct_values import COUNT, NEW_COUNT, OLD_COUNT, VALUE, DistinctValues
+from engine.operators.distinct_values import (
+    COUNT,
+    NEW_COUNT,
+    OLD_COUNT,
+    VALUE,
+    DistinctValues,
+    epoch_pairs,
+    pairs_of,
+)
 from engine.operators.late import LateRows
 from engine.operators.window_slices import SLICE_BOUNDS, due, layout_guard, on_time, slice_of, sliceable
 from engine.operators.windows import ONE_MS, assign
@@ -426,13 +434,15 @@ class AggregateOperator(StatefulOperator):
     # -- shared machinery ----------------------------------------------------------------------
     def _merge(self, rows: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Combine the new rows' partial states with the stored ones: (old rows, new rows) of touched groups."""
-        partial = rows.group_by(self.groups).agg(
-            pl.col(SIGN).sum().alias(ROWS), *[p for s in self.states for p in s.partial]
-        )
+        aggs = [pl.col(SIGN).sum().alias(ROWS), *[p for s in self.states for p in s.partial]]
+        partial = rows.group_by(self.groups).agg(aggs)
         if self.distinct:
-            eager_rows, eager_partial = collect_all([rows, partial], self.epoch_rows)
+            calls = {i: self.states[i].call for i in self.distinct}
+            eager_partial, *counted = collect_all(
+                [partial, *epoch_pairs(rows, calls, self.groups, SIGN)], self.epoch_rows
+            )
             for i in self.distinct:
-                eager_partial = self._distinct_delta(i, eager_rows, eager_partial)
+                eager_partial = self._distinct_delta(i, pairs_of(counted, i, self.groups), eager_partial)
             partial = eager_partial.lazy()
         old = self.state.lazy().join(partial.select(self.groups), on=self.groups, how="semi", nulls_equal=True)
         joined = partial.join(old, on=self.groups, how="left", suffix=OLD, nulls_equal=True)
@@ -467,15 +477,10 @@ class AggregateOperator(StatefulOperator):
         self.table.stage(upserts, deletes)
         return out[0] if out else self.empty_output()
 
-    def _distinct_delta(self, index: int, rows: pl.DataFrame, partial: pl.DataFrame) -> pl.DataFrame:
+    def _distinct_delta(self, index: int, counts: pl.DataFrame, partial: pl.DataFrame) -> pl.DataFrame:
+        """Apply the epoch's (group, value) counts of aggregate `index`; `partial` with its column set."""
         state = self.states[index]
         call = state.call
-        mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
-        counts = (
-            rows.filter(mask & call.args[0].is_not_null())
-            .group_by([*self.groups, call.args[0].alias(VALUE)])
-            .agg(pl.col(SIGN).sum().alias("__delta"))
-        )
         values = self.distinct_state[index]
         pairs = values.apply(counts, key_group(self.keys))
         keys = [*self.groups, VALUE]

@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from engine.state_store import tidy
+from sql.plan import AggCall
 
 VALUE, COUNT = "__value", "__count"
 OLD_COUNT, NEW_COUNT = "__old_count", "__new_count"  # a pair's count before and after the epoch
@@ -136,6 +137,36 @@ class DistinctValues:
         self.live = int(np.count_nonzero(self.counts > 0))
         self.index = None
         self._frame = None
+
+
+def epoch_pairs(rows: pl.LazyFrame, calls: dict[int, AggCall], groups: list[str], sign: str) -> list[pl.LazyFrame]:
+    """The epoch's (group, value) pairs with their signed row counts, per aggregate of `calls` (by index): one
+    query per argument, whatever the FILTERs (Nexmark q16 counts four filtered COUNT(DISTINCT bidder)): a column
+    `__delta_<i>` per aggregate. A pair is one aggregate's if its `__delta_<i>` is not 0 (`pairs_of`)."""
+    shared: list[list[int]] = []
+    for index, call in calls.items():
+        same = next((s for s in shared if calls[s[0]].args[0].meta.eq(call.args[0])), None)
+        if same is None:
+            shared.append([index])
+        else:
+            same.append(index)
+    queries = []
+    for indices in shared:
+        arg = calls[indices[0]].args[0]
+        deltas = []
+        for i in indices:
+            mask = calls[i].filter.fill_null(False) if calls[i].filter is not None else pl.lit(True)
+            deltas.append((pl.col(sign) * mask.cast(pl.Int64)).sum().alias(f"__delta_{i}"))
+        queries.append(rows.filter(arg.is_not_null()).group_by([*groups, arg.alias(VALUE)]).agg(deltas))
+    return queries
+
+
+def pairs_of(counted: list[pl.DataFrame], index: int, groups: list[str]) -> pl.DataFrame:
+    """Aggregate `index`'s pairs (keys and `__delta`) out of `epoch_pairs`' results. A pair whose count does not
+    change (no row passed the FILTER, or as many came as left) changes nothing: left out."""
+    delta = f"__delta_{index}"
+    frame = next(f for f in counted if delta in f.columns)
+    return frame.filter(pl.col(delta) != 0).select(*groups, VALUE, pl.col(delta).alias("__delta"))
 
 
 class HashIndex:
