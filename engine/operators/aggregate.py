@@ -105,7 +105,6 @@ class AggregateOperator(StatefulOperator):
         self.sliced = sliceable(node.window, self.states)  # HOP / CUMULATE state per slice (window_slices.py)
         self.now: dt.datetime | None = None
         self.epoch_rows = 0  # the input rows of the epoch running
-        self._empty = pl.DataFrame(schema=node.schema)
         self.fired_watermark: dt.datetime | None = None  # the highest watermark windows fired at
         self.state = self.specs[""].empty()
         self.distinct_state: dict[int, DistinctValues] = {}
@@ -346,9 +345,6 @@ class AggregateOperator(StatefulOperator):
         windows = [*self.keys, *WINDOW_BOUNDS]
         combined = pairs.group_by(windows).agg(pl.col(ROWS).sum(), *merge_grouped(self.states))
         return self._emit(collect(self._outputs(combined.lazy(), windows), combined.height))
-
-    def empty_output(self) -> pl.DataFrame:
-        return self._empty  # built once: most small epochs emit nothing
 
     def _emit(self, out: pl.DataFrame) -> pl.DataFrame:
         """Fired windows in the order of their end, then keys."""
