@@ -1,6 +1,6 @@
 """State larger than memory: an operator's key groups split into parts, the parts that do not fit on local disk.
 
-With `SET 'state.memory.budget' = '1 GB'`, every stateful operator runs as `PARTS` copies of its kind, each
+With `SET 'state.memory.budget' = '1 GB'`, every stateful operator runs as `PARTS` (64) copies of its kind, each
 holding a contiguous range of the 128 key groups (what a Ray worker holds, `engine/scaleout/`, run one after
 another in this process). A row reaches the part of its key group, and every key's state lives in one part, so
 the parts together compute what one operator does; they share the operator's Delta tables, and the operator
@@ -38,7 +38,7 @@ from sql.plan import KEY_GROUPS, Node
 
 #: parts per operator under a budget (a power of two up to KEY_GROUPS); more parts: less memory while a cold
 #: part runs, more, smaller Polars calls per epoch
-PARTS = int(os.environ.get("TIMELAPSE_SPILL_PARTS", "32"))
+PARTS = int(os.environ.get("TIMELAPSE_SPILL_PARTS", "64"))
 SPILL_PREFIX = "timelapse-spill-"
 #: a part with no timer due even at this instant has none at all
 LAST_INSTANT = dt.datetime.max.replace(tzinfo=dt.UTC) - dt.timedelta(days=1)
@@ -144,9 +144,6 @@ class SpilledOperator(StatefulOperator):
         self.parts = [kind(node, settings) for _ in range(PARTS)]
         self.cold: dict[int, _Cold] = {}
         self.sizes = [0] * PARTS  # each part's state in bytes, in memory or not, as of when it last ran
-        # A part read back from disk for this run of it: its frames as read, so that, unchanged, it goes cold
-        # again without being written. Dropped as soon as the part stays in memory (it would hold them twice).
-        self.thawed: dict[int, tuple[dict[str, pl.DataFrame], _Cold]] = {}
         self.directory = budget.directory / node.state_id.replace("/", "_")
 
     def table_specs(self, node: Any) -> list[TableSpec]:  # type: ignore[override]
@@ -180,12 +177,12 @@ class SpilledOperator(StatefulOperator):
         for name, table in self.state_tables.items():
             table.count_log(versions.get(self.specs[name].qualified(self.node.state_id)))
         self.cold.clear()
-        self.thawed.clear()
         shutil.rmtree(self.directory, ignore_errors=True)
         share = self.budget.total // max(len(self.budget.operators), 1)
         for loader in self.loaders.values():
             loader.plan(share)
         for index, part in enumerate(self.parts):
+            self.cold.pop(index, None)  # whatever was on disk, the checkpoint decides
             part.restore(versions, watermark)
             self.sizes[index] = part.state_bytes
             self._settle(index, share)
@@ -201,7 +198,6 @@ class SpilledOperator(StatefulOperator):
     def set_frame(self, name: str, frame: pl.DataFrame) -> None:
         for index, part in enumerate(self.parts):
             self._thaw(index)
-            self.thawed.pop(index, None)
             part.set_frame(name, frame.filter(self._owner(name) == index))
 
     # -- per epoch -----------------------------------------------------------------------------
@@ -245,31 +241,31 @@ class SpilledOperator(StatefulOperator):
     def _settle(self, index: int, share: int) -> None:
         """After part `index` ran: while the hot parts hold more than `share` (this operator's share of the
         budget), write parts out, the one that just ran first, then the others from the last."""
+        # A cold part running needs room besides the hot ones: read back, then rebuilt as it changes (about
+        # twice its size at once), so the largest part's twice is kept free.
+        share = max(share - 2 * max(self.sizes), 0)
         hot = self._hot_bytes()
         for victim in [index, *(i for i in reversed(range(len(self.parts))) if i != index)]:
             if hot <= share:
                 break
-            if victim not in self.cold:
+            if victim not in self.cold and self.sizes[victim] > 0:  # (an empty part, or one not restored yet)
                 hot -= self.sizes[victim]
                 self._freeze(victim)
-        self.thawed.pop(index, None)
 
     def _freeze(self, index: int) -> None:
         part = self.parts[index]
         frames = dict(part.frames())  # a copy: a kind may hand out its own dict, which set_frame changes
-        written = self.thawed.pop(index, None)
-        if written is not None and all(frames[n] is written[0].get(n) for n in frames):
-            cold = written[1]  # unchanged since it was read or written: its files still hold it
-        else:
-            folder = self.directory / f"part-{index:03d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            files = {}
-            for name, frame in frames.items():
-                files[name] = folder / f"{name or 'state'}.arrow"
-                frame.write_ipc(files[name], compression="uncompressed")
-            rows = {name: frame.height for name, frame in frames.items()}
-            cold = _Cold(files, rows, part.state_rows, part.timer_due(LAST_INSTANT))
-            faults.point("spill.written")
+        # Written whenever it goes cold: a kind may change its frames in place (counts in a numpy array), so
+        # an unchanged frame object does not prove unchanged rows.
+        folder = self.directory / f"part-{index:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name, frame in frames.items():
+            files[name] = folder / f"{name or 'state'}.arrow"
+            frame.write_ipc(files[name], compression="uncompressed")
+        rows = {name: frame.height for name, frame in frames.items()}
+        cold = _Cold(files, rows, part.state_rows, part.timer_due(LAST_INSTANT))
+        faults.point("spill.written")
         self.cold[index] = cold
         for name, frame in frames.items():
             part.set_frame(name, frame.clear())
@@ -282,7 +278,6 @@ class SpilledOperator(StatefulOperator):
         frames = {name: _read(path) for name, path in cold.files.items()}
         for name, frame in frames.items():
             self.parts[index].set_frame(name, frame)
-        self.thawed[index] = (dict(self.parts[index].frames()), cold)
 
     def _frames(self, index: int) -> dict[str, pl.DataFrame]:
         if (cold := self.cold.get(index)) is not None:
