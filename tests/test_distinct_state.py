@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+import engine
 from engine import state_at
 from engine.operators import distinct_values
 from tests.helpers import duck, examples, read_sink, run, sort_all, write_jsonl
@@ -150,3 +151,31 @@ def test_the_distinct_values_table_holds_each_value_with_its_count(tmp_path: Pat
     )
     actual = state.select(pl.col(state.columns[0]).alias("bucket"), "__value", "__count")
     assert_frame_equal(sort_all(actual), sort_all(expected), check_dtypes=False)
+
+
+def test_a_group_back_after_its_state_ttl_counts_its_values_afresh(tmp_path: Path) -> None:
+    """STATE_TTL forgets a group with its distinct values: when the group comes back it starts afresh, as in
+    Flink, and its old values are not counted (nor left in the distinct-values table)."""
+    base = 1_767_225_600_000
+    rows = [
+        {"k": "a", "v": 1, "ts": base},
+        {"k": "a", "v": 2, "ts": base + 1_000},
+        {"k": "b", "v": 9, "ts": base + 600_000},  # ten minutes later: the watermark expires group a
+        {"k": "a", "v": 1, "ts": base + 660_000},
+    ]
+    write_jsonl(tmp_path / "in" / "1.json", rows)
+    sql = """
+    CREATE TABLE events (k STRING, v INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+    WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+    CREATE TABLE counts (k STRING, n BIGINT, d BIGINT, PRIMARY KEY (k) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'counts');
+    INSERT INTO counts SELECT /*+ STATE_TTL('1 min', 'event') */ k, COUNT(*), COUNT(DISTINCT v)
+    FROM events GROUP BY k;
+    """
+    run(tmp_path, sql, max_epoch_rows=1)
+    counts = {r["k"]: (r["n"], r["d"]) for r in read_sink(tmp_path / "counts").to_dicts()}
+    assert counts == {"a": (1, 1), "b": (1, 1)}
+    history = engine.open(tmp_path / "state")
+    (name,) = [n for n in history.tables(kind="state").get_column("name").to_list() if n.endswith("distinct_1")]
+    live = history.state(name)
+    assert sorted(live.filter(pl.col("k") == "a").get_column("__value").to_list()) == [1]

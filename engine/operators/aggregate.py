@@ -457,6 +457,9 @@ class AggregateOperator(StatefulOperator):
         if (split := expire(self.state, self.node.ttl, self.now, TOUCHED)) is not None:
             self.state, expired = split
             self.table.stage(expired.head(0), expired.select([*self.groups, "_kg"]))
+            for i, table in self.distinct.items():  # a group that comes back counts its values afresh
+                gone = self.distinct_state[i].remove_groups(expired.select(self.groups))
+                table.stage(gone.head(0), gone.select([*self.groups, VALUE, "_kg"]))
 
     def _replace(
         self, touched: pl.DataFrame, live: pl.LazyFrame, gone: pl.LazyFrame, output: pl.LazyFrame | None = None
