@@ -80,11 +80,11 @@ def test_restarts_and_compaction_under_a_budget(
     at most checkpoints: the same as one unbounded run."""
     if compacting:
         monkeypatch.setattr(state_store, "COMPACT_MIN_ROWS", 10)
-    rows = event_rows(5, 140)
+    rows = event_rows(5, 100)
     unbounded, bounded = roots(tmp_path, lambda r: write_events(r, rows), "unbounded", "bounded")
     run_with(unbounded, RESCALE, None, max_epoch_rows=20)
     for _ in range(10):
-        summary = run_with(bounded, budget(RESCALE, "4 KB"), None, max_epoch_rows=20, max_epochs=3)
+        summary = run_with(bounded, budget(RESCALE, "4 KB"), None, max_epoch_rows=20, max_epochs=2)
         if summary["epochs"] == 0:
             break
     assert_same_run(unbounded, bounded, RESCALE_SINKS, sources=("events",))
