@@ -5,8 +5,8 @@ An epoch must cost what its rows touch, not what the state holds (Nexmark q16 ke
 bidder) values in each of eight such tables). So the stored pairs are never rewritten:
 - the pairs' key columns (group keys, window bounds, `__value`, `_kg`) only grow: a new pair is appended;
 - their counts live in a numpy array beside them, updated in place;
-- a sorted index of the pairs' hashes (`HashIndex`) finds, by binary search, the stored rows an epoch's pairs
-  may be; the join on the key columns over those candidates decides.
+- a sorted index of the pairs' hashes (the join's `join_index.KeyIndex`) finds, by binary search, the stored
+  rows an epoch's pairs may be; the join on the key columns over those candidates decides.
 A pair whose count falls to 0 stays as a row with count 0 (absent: its tombstone is staged) and is reused if the
 value comes back; once such rows outnumber the live ones, the frame is rebuilt without them. Removing whole
 groups (a window fired) rebuilds it too: windowed state is bounded by the open windows.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from engine.operators.join_index import KeyIndex
 from engine.state_store import tidy
 from sql.plan import AggCall
 
@@ -39,7 +40,7 @@ class DistinctValues:
         self.rows = frame.drop(COUNT)  # key columns and `_kg`, one row per pair ever stored since the last rebuild
         self.counts = np.array(frame.get_column(COUNT).to_numpy(), dtype=np.int64)  # capacity >= rows.height
         self.live = int(np.count_nonzero(self.counts > 0))
-        self.index: HashIndex | None = None  # built on first use: a restore does not pay for it
+        self.index: KeyIndex | None = None  # built on first use: a restore does not pay for it
         self._frame: pl.DataFrame | None = frame  # the live pairs as a frame, until the next change
 
     @property
@@ -73,7 +74,7 @@ class DistinctValues:
         delta = delta.cast(casts) if casts else delta  # type: ignore[arg-type]
         hashes = delta.select(self._hash()).to_series()
         index = self._index()
-        candidates = index.candidates(hashes.to_numpy())
+        candidates = index.candidates(hashes).to_numpy()
         if len(candidates):
             stored = self.rows.select(self.keys)[pl.Series(candidates)].with_columns(pl.Series(_ROW, candidates))
             joined = delta.with_columns(hashes.alias("__h")).join(stored, on=self.keys, how="left", nulls_equal=True)
@@ -93,7 +94,7 @@ class DistinctValues:
             self.rows = tidy(pl.concat([self.rows, added.select(self.rows.columns)], how="vertical_relaxed"))
             self._grow(start + added.height)
             self.counts[start : self.height] = added.get_column(NEW_COUNT).to_numpy()
-            index.extend(added.get_column("__h").to_numpy(), start)
+            self.index = index.extend(added.get_column("__h"), start)
         self.live += int(np.count_nonzero(new > 0)) - int(np.count_nonzero(old > 0))
         self._frame = None
         if self.height - self.live > max(self.live, REBUILD_MIN_ABSENT):
@@ -118,9 +119,9 @@ class DistinctValues:
         self._rebuild(keep)
         return removed.filter(pl.col(COUNT) > 0).select(self.columns)
 
-    def _index(self) -> HashIndex:
+    def _index(self) -> KeyIndex:
         if self.index is None:
-            self.index = HashIndex.build(self.rows.select(self._hash()).to_series())
+            self.index = KeyIndex.build(self.rows.select(self._hash()).to_series())
         return self.index
 
     def _grow(self, size: int) -> None:
@@ -167,54 +168,3 @@ def pairs_of(counted: list[pl.DataFrame], index: int, groups: list[str]) -> pl.D
     delta = f"__delta_{index}"
     frame = next(f for f in counted if delta in f.columns)
     return frame.filter(pl.col(delta) != 0).select(*groups, VALUE, pl.col(delta).alias("__delta"))
-
-
-class HashIndex:
-    """The pairs' hashes, sorted, and the row each belongs to. Built by one sort; rows appended are merged in by
-    position (two binary searches' worth of work and a copy), not by sorting again."""
-
-    def __init__(self, hashes: np.ndarray, rows: np.ndarray) -> None:
-        self.hashes = hashes
-        self.rows = rows
-
-    @classmethod
-    def build(cls, hashes: pl.Series) -> HashIndex:
-        values = hashes.to_numpy()
-        order = np.argsort(values)
-        return cls(values[order], order.astype(np.int64))
-
-    def candidates(self, probe: np.ndarray) -> np.ndarray:
-        """The rows whose hash is one of `probe`'s (each once)."""
-        size = len(self.hashes)
-        if size == 0 or len(probe) == 0:
-            return np.empty(0, dtype=np.int64)
-        wanted = np.sort(probe)  # sorted needles: the binary searches walk the index in order, cache-friendly
-        wanted = wanted[np.concatenate(([True], wanted[1:] != wanted[:-1]))]
-        at = np.searchsorted(self.hashes, wanted)
-        found, parts = at, []
-        # Each hash's run of equal hashes, one step at a time: a run longer than one is a collision, rare.
-        while len(found):
-            inside = found < size
-            found, wanted = found[inside], wanted[inside]
-            equal = self.hashes[found] == wanted
-            found, wanted = found[equal], wanted[equal]
-            parts.append(self.rows[found])
-            found = found + 1
-        return np.concatenate(parts)
-
-    def extend(self, hashes: np.ndarray, start: int) -> None:
-        """Rows `start`, `start + 1`, ... appended to the frame, `hashes` theirs in order."""
-        order = np.argsort(hashes)
-        added = hashes[order]
-        size = len(self.hashes) + len(added)
-        # Where each added hash lands in the merged order; the stored ones fill the other places, in order.
-        places = np.searchsorted(self.hashes, added) + np.arange(len(added))
-        stored = np.ones(size, dtype=bool)
-        stored[places] = False
-        merged_hashes = np.empty(size, dtype=self.hashes.dtype)
-        merged_hashes[places] = added
-        merged_hashes[stored] = self.hashes
-        merged_rows = np.empty(size, dtype=np.int64)
-        merged_rows[places] = order + start
-        merged_rows[stored] = self.rows
-        self.hashes, self.rows = merged_hashes, merged_rows
