@@ -150,6 +150,7 @@ def _carry_out(runner: Runner, request: dict[str, Any]) -> dict[str, Any]:
 
     kind, args, user = request.get("kind"), dict(request.get("args") or {}), request.get("user")
     directory = runner.dir
+    runner.finish_checkpoint()  # one written in the background commits before anything else touches the tables
     if kind == "savepoint":
         runner.checkpoint()  # the latest epoch is durable before a savepoint names it
         return versioning.savepoint_locked(

@@ -8,31 +8,37 @@ Epoch N
   4. hands each sink its rows; at a checkpoint (every epoch by default, `checkpoint.interval`) each Delta sink
      commits the epochs it holds back in one append or MERGE, with the marker (pipeline/table, last epoch),
      leaving out the epochs the table already holds;
-  5. at a checkpoint, commits the operators' state, then appends the manifest row: the commit point.
+  5. at a checkpoint, commits the operators' state, then appends the manifest row: the commit point. A
+     checkpoint the policy makes due is taken between two epochs and written while the next ones run
+     (engine/checkpoints.py).
 A crash anywhere before 5 replays the epochs since the last checkpoint from their logged slices; sinks that
 already hold an epoch skip it. Hence exactly-once, whatever the instant of the crash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
-import functools
+import os
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from engine import branching, commits, damage, encryption, faults, requests, retention, upgrade
+from engine import branching, checkpoints, damage, encryption, faults, requests, retention, upgrade
 from engine.checkpoint_policy import CheckpointSchedule, checkpoint_policy
+from engine.checkpoints import SINK_POSITIONS
 from engine.dead_letters import DeadLetters
 from engine.dead_letters import marker as dead_letter_marker
 from engine.epoch_report import EpochReport, Summary, add_checkpoint, add_epoch, carried_totals
 from engine.errors import WorkerLost
-from engine.manifest import DEAD_LETTERS, SINK, STATE, Checkpoint, Manifest, TableEntry
+from engine.manifest import SINK, STATE, Checkpoint, Manifest
 from engine.offset_log import OffsetLog, PlannedEpoch
 from engine.operators import budgeted, evaluate_epoch, stateful_operators
 from engine.operators.base import OperatorSettings, StatefulOperator, StateStore
@@ -48,10 +54,6 @@ from engine.watermarks import Watermarks
 from sql import durations
 from sql.catalog import TableDef
 from sql.plan import Plan, Scan, Sink
-
-#: the manifest row's metrics key holding sinks' own positions (`SinkConnector.position`), e.g. a Kafka topic's
-#: end offsets at the checkpoint
-SINK_POSITIONS = "sink_positions"
 
 
 @dataclass
@@ -87,6 +89,10 @@ class RunOptions:
 
 
 class Runner:
+    #: whether a checkpoint the policy makes due is written while the next epochs run (engine/checkpoints.py);
+    #: TIMELAPSE_INLINE_CHECKPOINTS=1 writes each before the next epoch, for comparison
+    background_checkpoints = os.environ.get("TIMELAPSE_INLINE_CHECKPOINTS") != "1"
+
     def __init__(
         self,
         plan: Plan,
@@ -100,6 +106,9 @@ class Runner:
         self.dir = StateDir(absolute(location(state)))
         self.base_dir = base_dir
         self._lock = self.dir.lock()
+        self._lease_guard = threading.Lock()  # the checkpoint thread's lease check beside the heartbeat
+        self._writing: Future[checkpoints.Written] | None = None
+        self._committed_once = False  # a checkpoint of this run has committed
         try:
             self._setup(allow_non_restored_state, parallelism)
         except BaseException:
@@ -179,6 +188,8 @@ class Runner:
 
     def close(self) -> None:
         try:
+            with contextlib.suppress(Exception):  # a run ending on an error: that error is the one to report
+                self.finish_checkpoint()
             for connector in [*self.sources.values(), *self.sinks.values()]:
                 connector.close()
         finally:
@@ -300,7 +311,8 @@ class Runner:
                     summary.stopped = "rollback"
                     break
                 tick = time.perf_counter()
-                self._lock.heartbeat()
+                with self._lease_guard:
+                    self._lock.heartbeat()
                 report = self.run_epoch(options.max_epoch_rows)
                 if report is None and options.drain and not self.drained():
                     report = self.run_epoch(options.max_epoch_rows, drain=True)
@@ -349,6 +361,7 @@ class Runner:
         """Run the next epoch; None when no source has anything new. A drain epoch reads nothing and moves
         every source's watermark to the end of time."""
         started = time.perf_counter()
+        self.finish_checkpoint(wait=False)  # a checkpoint written in the background: its error shows early
         epoch = self.last_epoch + 1
         logged = self.offsets.read(epoch)
         planned = PlannedEpoch.logged(logged) if logged is not None else self._plan(max_rows, drain)
@@ -376,7 +389,7 @@ class Runner:
         # One HEAD per epoch on an object store (exists() would also LIST the prefix when the file is absent).
         self._checkpoint_requested = self.dir.checkpoint_request.is_file()
         if self.schedule.due(epoch, self._state_bytes(), self._checkpoint_requested):
-            self.checkpoint()
+            self.checkpoint(background=True)
         finished = time.perf_counter()
         return EpochReport(
             epoch=epoch,
@@ -482,70 +495,70 @@ class Runner:
         totals["duration_ms"] = totals.get("duration_ms", 0.0) + round(seconds * 1000, 3)
         add_epoch(self.totals, counts, seconds)
 
-    def checkpoint(self) -> None:
-        """Make every epoch run so far durable: operator state, then the manifest row (the commit point)."""
+    def checkpoint(self, background: bool = False) -> None:
+        """Make every epoch run so far durable: operator state, then the manifest row (the commit point).
+
+        `background`: take the checkpoint now and write it while the next epochs run (engine/checkpoints.py);
+        it is durable once `finish_checkpoint` has returned. A checkpoint someone asked for, or one that prunes
+        history, is written before this returns."""
+        self.finish_checkpoint()
         if self.last_epoch == self.schedule.epoch:
             return
-        started = time.perf_counter()
         self._lock.check()  # sinks are read as they are: a run that lost its lease writes none
-        # The sinks' commits (before the manifest row names these epochs) beside the state's (engine.commits).
         # No lease check before the state commits: what they write counts only once the manifest row names it,
-        # and the lease is checked just before that row (below).
-        flushes = commits.start(sink.flush for sink in self.sinks.values())
-        try:
-            state_rows, state_bytes = self._commit_operators()
-        finally:
-            commits.finish(flushes)
+        # and the lease is checked just before that row.
+        self._checkpoints_since_retention += 1
+        prune = self._checkpoints_since_retention >= self.retention.every
+        requested = self._checkpoint_requested
         metrics = {
             **self._since_checkpoint,
             "parallelism": self.parallelism,
             **({"rescaled_from": self.previous_parallelism} if self.previous_parallelism != self.parallelism else {}),
-            "state_rows": state_rows,
-            "state_bytes": state_bytes,
             **({"state_memory_bytes": self._memory_bytes()} if self.budget is not None else {}),
             "epochs": [self.schedule.epoch + 1, self.last_epoch],
             **({"requested_by": user} if (user := self._requested_by()) else {}),
         }
-        if positions := {name: p for name, sink in self.sinks.items() if (p := sink.position()) is not None}:
-            metrics[SINK_POSITIONS] = positions
-        seconds = time.perf_counter() - started
-        add_checkpoint(self.totals, seconds)
-        metrics.update(checkpoint_ms=round(seconds * 1000, 3), totals=self.totals)
-        # Again just before the commit point: state commits take long on an object store, and a run paused among
-        # them past its lease must not commit what a run that took over may be redoing.
-        self._lock.check()
-        self.manifest.commit(
-            Checkpoint(
-                epoch=self.last_epoch,
-                source_offsets=self._positions(),
-                watermark=self.watermarks.pipeline(),
-                tables=self._table_versions(),
-                plan_fingerprint=self.plan.fingerprint,
-                metrics=metrics,
-                operators=self.operator_records,
-            ),
-            lease_token=self._lock.token,
-        )
+        taken = checkpoints.take(self, metrics)
         self.schedule.checkpointed(self.last_epoch, self._state_bytes())
-        for source in self.sources.values():
-            source.checkpointed()
         self._since_checkpoint = {}
         self.previous_parallelism = self.parallelism
-        if self._checkpoint_requested:  # answered; a request made since asks for the next one
+        # The run's first checkpoint is written inline: a store that fails (a full disk, a missing permission)
+        # fails it before the first epoch is reported, in one line.
+        if background and self.background_checkpoints and self._committed_once and not (prune or requested):
+            self._writing = checkpoints.start(self, taken, self._lease_guard)
+            return
+        self._committed(checkpoints.write(self, taken, self._lease_guard))
+        if requested:  # answered; a request made since asks for the next one
             self.dir.checkpoint_request.unlink(missing_ok=True)
             self._checkpoint_requested = False
-        self._checkpoints_since_retention += 1
-        if self._checkpoints_since_retention >= self.retention.every:
+        if prune:
             self._checkpoints_since_retention = 0
             retention.apply(self.dir, self.retention, reason=f"automatic, every {self.retention.every} checkpoints")
 
-    def _commit_operators(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Commit every operator's staged state as the last epoch; its live rows and bytes, by state id."""
+    def finish_checkpoint(self, wait: bool = True) -> None:
+        """Wait for the checkpoint written in the background, if one is (only if it is done: `wait=False`);
+        its error, if it failed, is raised here."""
+        writing = self._writing
+        if writing is None or not (wait or writing.done()):
+            return
+        self._writing = None
+        self._committed(writing.result())
+
+    def _committed(self, written: checkpoints.Written) -> None:
+        self._committed_once = True
+        add_checkpoint(self.totals, written.seconds)
+        for report in written.reports:
+            report()
+
+    def _detach_operators(self) -> tuple[list[Callable[[], None]], dict[str, int], dict[str, int]]:
+        """Each operator's commit of its staged state as the last epoch, taken now; their live rows and bytes,
+        by state id."""
         operators = list(self.operators.values())
-        commits.side_by_side(functools.partial(op.commit, self.last_epoch) for op in operators)
-        return {op.node.state_id: op.state_rows for op in operators}, {
-            op.node.state_id: op.state_bytes for op in operators
-        }
+        return (
+            [op.detach(self.last_epoch) for op in operators],
+            {op.node.state_id: op.state_rows for op in operators},
+            {op.node.state_id: op.state_bytes for op in operators},
+        )
 
     def _requested_by(self) -> str | None:
         """Who asked for this checkpoint (a request file's user, or a request served by `engine.requests`)."""
@@ -567,20 +580,3 @@ class Runner:
             position = source.position
             result[name] = {"position": position, **self.watermarks.position(name)}
         return result
-
-    def _table_versions(self) -> list[TableEntry]:
-        tables = [
-            TableEntry(name, SINK, str(sink.path), version)
-            for name, sink in self.sinks.items()
-            if (version := sink.version()) is not None
-        ]
-        tables += [
-            TableEntry(name, DEAD_LETTERS, str(self.dir.dead_letters(name)), t.version())
-            for name, t in self.dead_letters.tables.items()
-        ]
-        for operator in self.operators.values():
-            ttl = getattr(operator.node, "ttl", None)
-            shown = f"{ttl.duration.total_seconds():g} s {ttl.time} time" if ttl is not None else None
-            for name, (role, path, version, schema) in operator.tables().items():
-                tables.append(TableEntry(name, role, str(path), version, schema, shown if role == STATE else None))
-        return tables

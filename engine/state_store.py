@@ -19,6 +19,7 @@ n is the first n commits). Operators run on it in tests, without a state directo
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -183,7 +184,9 @@ class StateTable:
     def take_staged(self) -> pl.DataFrame | None:
         """The changes staged since the last checkpoint, in order, handed over (a worker's, to the coordinator)."""
         pending, self._pending = self._pending, []
-        return pl.concat(pending, how="vertical_relaxed") if pending else None
+        if len(pending) <= 1:
+            return pending[0] if pending else None
+        return pl.concat(pending, how="vertical_relaxed")
 
     def add_staged(self, changes: pl.DataFrame) -> None:
         """Stage changes another process staged (`take_staged`), to be committed here."""
@@ -199,13 +202,20 @@ class StateTable:
 
     def commit(self, epoch: int, live_rows: int) -> int:
         """Append the staged changes as epoch `epoch` (once), compact if the log has grown; returns the version."""
+        return self.detach(epoch, live_rows)()
+
+    def detach(self, epoch: int, live_rows: int) -> Callable[[], int]:
+        """Take the staged changes now; the returned call commits them as `commit` would. Between the two,
+        the table's holder may stage the next epochs' changes (a checkpoint written behind them)."""
+        staged = self.take_staged()
+        return functools.partial(self._commit, epoch, live_rows, staged)
+
+    def _commit(self, epoch: int, live_rows: int, staged: pl.DataFrame | None) -> int:
         self.live_rows = live_rows
-        if self._pending:
-            staged = self._pending[0] if len(self._pending) == 1 else pl.concat(self._pending, how="vertical_relaxed")
+        if staged is not None:
             rows = last_per_key(staged, self.keys)
             rows = rows.with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
             rows = rows.select(list(self.schema)).cast(self.schema)  # type: ignore[arg-type]
-            self._pending = []
             if self.appends is None:
                 self.memory.append(rows)
                 return len(self.memory)

@@ -88,7 +88,9 @@ def test_a_run_whose_lease_was_taken_over_stops_without_committing(tmp_path: Pat
     with pytest.raises(LeaseLost, match=r"taken over .*other-host"):
         pipeline.run(once=True, max_epoch_rows=ROWS_PER_EPOCH, on_epoch=taken_over)
     committed = pl.read_delta(str(state / "manifest")).get_column("epoch").max()
-    assert committed == 2  # epoch 3 was not committed
+    # Epoch 3 was not committed; epoch 2's checkpoint, written in the background while its report was being
+    # delivered, may have been fenced too.
+    assert committed in (1, 2)
     with pytest.raises(StateDirBusy, match="leased to pid 4242 on other-host"):
         run(tmp_path, SQL)  # the other host's lease is fresh
     holder = read_lease(state)

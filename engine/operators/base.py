@@ -9,6 +9,8 @@ Life of an operator, in the spirit of Flink's `open` / `processElement` / `proce
 - `process(inputs, ctx)`: one epoch's input rows in, output rows out; timers and the watermark arrive with the
   context (`ctx.watermark`, `ctx.proctime`), `timer_due` asks whether an epoch without rows must still run;
 - `commit(epoch)`: appends the staged changes of the epochs since the last checkpoint (the snapshot);
+  `detach(epoch)` takes them at once and returns the call that appends them, which may run in a thread while
+  the next epochs run (a checkpoint written in the background, engine/checkpoints.py);
 - `tables()`, `state_rows`, `state_bytes`, `late_count`: what the manifest and the metrics record.
 
 Live state is a set of DataFrames by table name (`frames()`); the change log of each lives in a `StateTable`.
@@ -17,7 +19,7 @@ Live state is a set of DataFrames by table name (`frames()`); the change log of 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -180,11 +182,20 @@ class StatefulOperator:
 
     def commit(self, epoch: int) -> None:
         """Append the changes staged since the last checkpoint as epoch `epoch`, late rows first."""
-        for late in self.late_tables.values():
-            late.commit(epoch)
+        self.detach(epoch)()
+
+    def detach(self, epoch: int) -> Callable[[], None]:
+        """Take what `commit` would append, now; the returned call appends it. The next epochs may run (and
+        stage their own changes) before that call, which touches only the operator's Delta tables."""
+        late = [table.detach(epoch) for table in self.late_tables.values()]
         rows = self.live_rows()
-        for name, table in self.state_tables.items():
-            table.commit(epoch, rows[name])
+        state = [table.detach(epoch, rows[name]) for name, table in self.state_tables.items()]
+
+        def append() -> None:
+            for job in [*late, *state]:
+                job()
+
+        return append
 
     def tables(self) -> TableEntries:
         entries: TableEntries = {}

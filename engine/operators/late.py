@@ -9,6 +9,8 @@ table lives in memory (`memory`: the committed rows), for operators run in tests
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -53,16 +55,23 @@ class LateRows:
         return sum(frame.height for frame in self.pending)
 
     def commit(self, epoch: int) -> None:
-        if self.count:
-            rows = pl.concat(self.pending).with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
-            if self.path is None:
-                self.memory.append(rows)
-                self.pending = []
-                return
-            if self.table is None:
-                self.table = AppendTable(ensure_table(self.path, dict(rows.schema)), "state.commit")
-            self.table.append(rows, self.app_id, epoch)
-        self.pending = []
+        self.detach(epoch)()
+
+    def detach(self, epoch: int) -> Callable[[], None]:
+        """Take the late rows held now; the returned call appends them as epoch `epoch` (`commit`)."""
+        pending, self.pending = self.pending, []
+        return functools.partial(self._append, epoch, pending)
+
+    def _append(self, epoch: int, pending: list[pl.DataFrame]) -> None:
+        if not sum(frame.height for frame in pending):
+            return
+        rows = pl.concat(pending).with_columns(pl.lit(epoch, pl.Int64).alias("_epoch"))
+        if self.path is None:
+            self.memory.append(rows)
+            return
+        if self.table is None:
+            self.table = AppendTable(ensure_table(self.path, dict(rows.schema)), "state.commit")
+        self.table.append(rows, self.app_id, epoch)
 
     def entry(self, name: str) -> dict[str, tuple[str, Path, int, str | None]]:
         """The manifest entry of the table, once it exists."""

@@ -22,7 +22,7 @@ import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -285,13 +285,13 @@ class SpilledOperator(StatefulOperator):
         return self.parts[index].frames()
 
     # -- checkpoints -----------------------------------------------------------------------------
-    def commit(self, epoch: int) -> None:
+    def detach(self, epoch: int) -> Callable[[], None]:
         """The parts' staged changes, in part order, committed once into the operator's tables."""
         for name, table in self.state_tables.items():
             for part in self.parts:
                 if (changes := part.state_tables[name].take_staged()) is not None:
                     table.add_staged(changes)
-        super().commit(epoch)
+        return super().detach(epoch)
 
     def live_rows(self) -> dict[str, int]:
         rows: dict[str, int] = {}

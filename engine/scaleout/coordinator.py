@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -356,10 +356,11 @@ class RayRunner(Runner):
         return self._worker_state_bytes if self.actors else 0
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def _commit_operators(self) -> tuple[dict[str, int], dict[str, int]]:
-        """The workers' staged changes, committed here: one append per table, as the single-process runner
-        makes, so the tables do not depend on the number of workers."""
+    def _detach_operators(self) -> tuple[list[Callable[[], None]], dict[str, int], dict[str, int]]:
+        """The workers' staged changes, taken now and committed here: one append per table, as the
+        single-process runner makes, so the tables do not depend on the number of workers."""
         staged = self._get([a.staged.remote() for a in self.actors])
+        jobs: list[Callable[[], Any]] = []
         state_rows: dict[str, int] = {}
         state_bytes: dict[str, int] = {}
         for operator in self.operators.values():
@@ -367,7 +368,7 @@ class RayRunner(Runner):
             for name, late in operator.late_tables.items():
                 qualified = operator.specs[name].qualified(state_id)
                 late.pending = [pl.from_arrow(s["late"][qualified]) for s in staged if qualified in s["late"]]  # type: ignore[misc]
-                late.commit(self.last_epoch)
+                jobs.append(late.detach(self.last_epoch))
             rows = 0
             for name, table in operator.state_tables.items():
                 qualified = operator.specs[name].qualified(state_id)
@@ -375,11 +376,11 @@ class RayRunner(Runner):
                     if qualified in s["changes"]:
                         table.add_staged(pl.from_arrow(s["changes"][qualified]))  # type: ignore[arg-type]
                 live = sum(s["live"].get(qualified, 0) for s in staged)
-                table.commit(self.last_epoch, live)
+                jobs.append(table.detach(self.last_epoch, live))
                 rows += live
             state_rows[state_id] = rows
             state_bytes[state_id] = sum(s["state_bytes"].get(state_id, 0) for s in staged)
-        return state_rows, state_bytes
+        return jobs, state_rows, state_bytes  # each table's commit: side by side
 
 
 class WorkerActor(Worker):

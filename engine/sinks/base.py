@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ class SinkConnector(ABC):
     def flush(self) -> None:
         """Make every epoch taken so far durable in the sink: called before each checkpoint's manifest row, so
         that a checkpoint never names an epoch a sink does not hold."""
+
+    def detach_flush(self) -> Callable[[], tuple[int | None, Any]]:
+        """Take what `flush` would write, now; the returned call writes it and gives the sink's `version()` and
+        `position()` as of that write. It may run in a thread while the next epochs call `write` (a checkpoint
+        written in the background, engine/checkpoints.py). A sink that writes in `write` (print, Kafka) has
+        nothing to take: its version and position are read now."""
+        assert type(self).flush is SinkConnector.flush, f"{type(self).__name__} holds rows back: detach them"
+        version, position = self.version(), self.position()
+        return lambda: (version, position)
 
     def restore(self, position: Any, replaying: bool = True) -> None:
         """Before the first write of a run: what the last checkpoint recorded with `position()` (None if none).

@@ -18,7 +18,10 @@ FLUSH_BYTES flushes early, which is equally safe.
 from __future__ import annotations
 
 import errno
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction
@@ -49,6 +52,7 @@ class DeltaSink(SinkConnector):
         self._appends: AppendTable | None = None
         self._pending: list[tuple[int, pl.DataFrame]] = []  # epochs taken since the last flush, in order
         self._pending_bytes = 0
+        self._writing = threading.Lock()
 
     @property
     def path(self) -> Location:
@@ -96,6 +100,24 @@ class DeltaSink(SinkConnector):
 
     def flush(self) -> None:
         pending, self._pending, self._pending_bytes = self._pending, [], 0
+        with self._writing:  # after a detached flush still being written: epochs reach the table in order
+            self._write(pending)
+
+    def detach_flush(self) -> Callable[[], tuple[int | None, Any]]:
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        # Held from now until written, so that a `flush` of later epochs (a full buffer) waits for these.
+        self._writing.acquire()
+
+        def write() -> tuple[int | None, Any]:
+            try:
+                self._write(pending)
+                return self.version(), None  # the version of this write, before any later flush
+            finally:
+                self._writing.release()
+
+        return write
+
+    def _write(self, pending: list[tuple[int, pl.DataFrame]]) -> None:
         if not pending:
             return
         if OP_COLUMN in pending[0][1].columns:

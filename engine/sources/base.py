@@ -123,6 +123,11 @@ class Source(ABC):
         """Called once a checkpoint holding this source's position has committed (Kafka reports its offsets to
         the consumer group then, for monitoring: the engine's own offsets are those in the manifest)."""
 
+    def on_checkpoint(self) -> Callable[[], None]:
+        """`checkpointed` for the position the source holds now, to be called once that checkpoint has
+        committed (later, when the checkpoint is written in the background while the next epochs read)."""
+        return self.checkpointed
+
     def close(self) -> None:
         """Release clients and connections when the run ends."""
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +109,11 @@ class KafkaSource(Source):
             self.logged_idle = list(piece["idle_splits"])
 
     def checkpointed(self) -> None:
-        if self.next:
-            self.client.commit(self.next)
+        self.on_checkpoint()()
+
+    def on_checkpoint(self) -> Callable[[], None]:
+        offsets = dict(self.next or {})
+        return lambda: self.client.commit(offsets)
 
     def close(self) -> None:
         self.client.close()
