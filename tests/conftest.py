@@ -1,5 +1,5 @@
-"""Fixtures shared by the test modules: the Kafka broker and the S3 server (one each per test session, started on
-first use); the hypothesis profiles.
+"""Fixtures shared by the test modules: the Kafka broker and the S3 server (one each per test session, i.e. per
+pytest-xdist worker, started on first use); the hypothesis profiles; the Ray tests kept in one worker.
 
 Property tests name their thorough example count (`@settings(max_examples=examples(12))`, tests/helpers.py). The
 default profile, `ci`, runs at most 5 examples of each (every example is a pipeline run: seconds each on CI's
@@ -18,6 +18,19 @@ from hypothesis import settings
 settings.register_profile("ci", max_examples=5)
 settings.register_profile("thorough", max_examples=1_000)
 settings.load_profile(os.environ.get("TIMELAPSE_HYPOTHESIS", "ci"))
+
+#: modules that start Ray: a local Ray, or a `ray start` cluster, which a `ray.init` elsewhere on the machine
+#: would join and whose processes the failure tests count. pytest-xdist runs each group in one worker, so these
+#: run one after another while the other worker runs the rest.
+RAY_MODULES = {"test_scaleout", "test_scaleout_cluster", "test_scaleout_failures", "test_window_slicing"}
+RAY_MODULES |= {"test_benchmarks_smoke"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
 
 if TYPE_CHECKING:
     from tests.kafka_broker import Broker
