@@ -32,7 +32,7 @@ from pathlib import Path
 from benchmarks.nexmark.queries import EXTRA_QUERIES, FORMATS, QUERIES, text_folder
 from benchmarks.record import record
 
-ENGINES = ("timelapse", "spark", "flink", "pathway")
+ENGINES = ("timelapse", "spark", "flink", "pathway", "polars")
 RUN_TIMEOUT_S = int(os.environ.get("NEXMARK_TIMEOUT", "300"))
 DEFAULT_DATA = Path(os.environ.get("NEXMARK_DATA", Path.home() / ".cache" / "timelapse" / "nexmark"))
 # apache-flink pins pyarrow 16, which timelapse cannot share: Flink runs from a virtual environment of its own.
@@ -140,6 +140,7 @@ def run_isolated(
         "spark": "benchmarks.nexmark.run_spark",
         "flink": "benchmarks.nexmark.run_flink",
         "pathway": "benchmarks.nexmark.run_pathway",
+        "polars": "benchmarks.nexmark.run_polars",  # raw Polars, q0-q2: the ceiling (run_polars.py)
     }[engine]
     python = sys.executable
     if engine == "flink":

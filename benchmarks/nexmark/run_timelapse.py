@@ -42,6 +42,7 @@ def main(query: str, data: Path, events: int, epoch_events: int) -> dict[str, ob
             commits.append(report.commit_s)
             if len(durations) == 1:
                 first_epoch_s = time.perf_counter() - started
+        runner.finish_checkpoint()  # the last checkpoint, if still written in the background, counts
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
         runner.close()

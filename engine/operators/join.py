@@ -32,6 +32,7 @@ from engine.operators.base import (
     clock,
     expire,
 )
+from engine.operators.collect import collect_all
 from engine.operators.context import EpochContext
 from engine.operators.join_index import KeyIndex
 from engine.sources.lookup import LookupTable, dead_letters_due
@@ -205,27 +206,32 @@ class JoinOperator(StatefulOperator):
             frame = pl.concat([frame.filter(~twice), grouped.select(frame.columns)], how="vertical_relaxed")
         return frame.filter(pl.col(COUNT) != 0)
 
-    def _pairs(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
-        left, right = left.drop(HASH, strict=False), right.drop(HASH, strict=False)
-        joined = left.join(right, on=self.keys, how="inner", suffix="__r")
-        joined = joined.with_columns((pl.col(COUNT) * pl.col(COUNT + "__r")).alias(COUNT))
-        if self.node.residual is not None:
-            joined = joined.filter(self.node.residual)
+    def _pairs(self, *sides: tuple[pl.DataFrame, pl.DataFrame]) -> list[pl.DataFrame]:
+        """The joined rows of each (left, right) pair, their counts multiplied, the residual condition and the
+        time bounds applied: one query each, run together (a small epoch's joins cost their planning)."""
+        conditions = [] if self.node.residual is None else [self.node.residual]
         if self.node.bounds is not None:
             for bound in self.node.bounds.all_conditions():
                 gap = pl.col(self.node.right_names[bound.right]) - pl.col(bound.left)
-                joined = joined.filter(gap >= bound.constant if bound.op == ">=" else gap <= bound.constant)
-        return joined
+                conditions.append(gap >= bound.constant if bound.op == ">=" else gap <= bound.constant)
+        queries = []
+        for left, right in sides:
+            joined = (
+                left.lazy()
+                .drop(HASH, strict=False)
+                .join(right.lazy().drop(HASH, strict=False), on=self.keys, how="inner", suffix="__r")
+            )
+            joined = joined.with_columns((pl.col(COUNT) * pl.col(COUNT + "__r")).alias(COUNT))
+            queries.append(joined.filter(*conditions) if conditions else joined)
+        return collect_all(queries, sum(left.height + right.height for left, right in sides))
 
     # -- regular joins -------------------------------------------------------------------------
     def _regular(self, left: pl.DataFrame, right: pl.DataFrame) -> pl.DataFrame:
         dl, dr = self._collapse(left, "left"), self._collapse(right, "right")
         # Only the stored rows sharing a key with the epoch's rows can join them or change who is padded.
         old_l, old_r = (self._stored(s, [dl, dr]).drop(TOUCHED, strict=False) for s in ("left", "right"))
-        pairs = pl.concat(
-            [self._pairs(dl, old_r.drop("_kg")), self._pairs(old_l.drop("_kg"), dr), self._pairs(dl, dr)],
-            how="vertical_relaxed",
-        )
+        found = self._pairs((dl, old_r.drop("_kg")), (old_l.drop("_kg"), dr), (dl, dr))
+        pairs = pl.concat(found, how="vertical_relaxed")
         parts = [self._emit(pairs.select(*self.output_cols, COUNT))]
         kind = self.node.kind
         if kind in ("LEFT", "FULL"):
@@ -375,7 +381,7 @@ class JoinOperator(StatefulOperator):
         dr = self._collapse(right, "right").with_row_index(RIGHT_ROW)
         old_l = self.rows["left"].drop("_kg", MATCHED).with_row_index(LEFT_ROW)
         old_r = self.rows["right"].drop("_kg", MATCHED).with_row_index(RIGHT_ROW)
-        new_old, old_new, new_new = self._pairs(dl, old_r), self._pairs(old_l, dr), self._pairs(dl, dr)
+        new_old, old_new, new_new = self._pairs((dl, old_r), (old_l, dr), (dl, dr))
         pairs = [p.select(*self.output_cols, COUNT) for p in (new_old, old_new, new_new)]
         out = [self._emit(pl.concat(pairs, how="vertical_relaxed"))]
         dl = _matched(dl, LEFT_ROW, new_old, new_new)
@@ -438,14 +444,15 @@ class JoinOperator(StatefulOperator):
 
     def _evict(self, side: str, expired: pl.Expr, pad: bool) -> pl.DataFrame:
         stored = self.rows[side]
-        gone = stored.filter(expired)
-        if gone.height == 0:
+        leaving = stored.select(expired.fill_null(False)).to_series()
+        if not leaving.any():
             return self.empty_output()
+        gone = stored.filter(leaving)
         group = [*self.keys, *self._columns(side)]
         hashes = self.hashes[side]
-        self._replace(side, stored.filter(~expired))
+        self._replace(side, stored.filter(~leaving))
         if hashes is not None:  # the kept rows' hashes, in the same order
-            self.hashes[side] = hashes.filter(~stored.select(expired.fill_null(False)).to_series())
+            self.hashes[side] = hashes.filter(~leaving)
         self.sides[side].stage(gone.head(0), gone.select(*group, "_kg"))
         if not pad:
             return self.empty_output()
