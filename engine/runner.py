@@ -138,6 +138,8 @@ class Runner:
         self.offsets = OffsetLog(self.dir.offsets)
         self.scans = {n.table.name: n for n in plan.nodes if isinstance(n, Scan)}
         self.sources: dict[str, Source] = {name: make_source(n.table, base_dir) for name, n in self.scans.items()}
+        for name, source in self.sources.items():
+            source.read_columns = self.plan.read_columns(name)
         # Tables with a dead-letter table: the sources, and the tables lookup joins read.
         self.dead_letter_names = sorted({*self.sources, *lookup.lookup_tables(plan)})
         self.sink_nodes: dict[str, list[Sink]] = {}

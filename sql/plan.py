@@ -400,6 +400,25 @@ class Plan:
     def sources(self) -> dict[str, TableDef]:
         return {n.table.name: n.table for n in self.nodes if isinstance(n, Scan)}
 
+    def read_columns(self, table: str) -> set[str] | None:
+        """The stored columns of source `table` the plan reads, where that is known: every reader of its rows is
+        a Calc (a projection and filter), so the columns are those its expressions name, with what computed
+        columns and the WATERMARK are computed from. None: every column (another operator reads the rows, or an
+        expression names columns by pattern). A connector may leave the others unread (Parquet's projection)."""
+        scans = [n for n in self.nodes if isinstance(n, Scan) and n.table.name == table]
+        readers = [n for n in self.nodes if any(i in scans for i in n.inputs)]
+        if not scans or not readers or not all(isinstance(n, Calc) for n in readers):
+            return None
+        definition = scans[0].table
+        exprs = [e for n in readers for e in (*(e for _, e in n.projections), n.predicate) if e is not None]  # type: ignore[attr-defined]
+        exprs += [c.computed for c in definition.computed if c.computed is not None]
+        if definition.watermark is not None:
+            exprs.append(definition.watermark.expr)
+        if any(e.meta.has_multiple_outputs() or e.meta.is_regex_projection() for e in exprs):
+            return None
+        named = {name for e in exprs for name in e.meta.root_names()}
+        return {name for name in definition.physical_schema if name in named}
+
     def stateful_operators(self) -> dict[str, dict[str, object]]:
         """Every stateful operator by state id: what its state means (see `state_descriptor`), and the sinks
         it feeds. An upgrade compares these with the ones recorded when the state was written."""

@@ -172,7 +172,10 @@ def run_isolated(
     if child.returncode != 0 or not lines:
         reason = (stderr.strip().splitlines() or ["no output"])[-1][:300]
         return {"engine": engine, "query": query, "status": "failed", "reason": reason}
-    return {**json.loads(lines[-1]), "format": fmt if engine in ("timelapse", "pathway") else None}
+    measured = {**json.loads(lines[-1]), "format": fmt if engine in ("timelapse", "pathway") else None}
+    if engine == "timelapse":  # engine/checkpoints.py: written while the next epochs run, unless asked inline
+        measured["checkpoints"] = "inline" if os.environ.get("TIMELAPSE_INLINE_CHECKPOINTS") == "1" else "background"
+    return measured
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,6 +91,7 @@ class Worker:
         self.watermarked = {name: n for name, n in self.scans.items() if n.table.watermark is not None}
         self.sources: dict[str, Source] = {name: make_source(n.table, base_dir) for name, n in self.scans.items()}
         for name, source in self.sources.items():
+            source.read_columns = plan.read_columns(name)
             position, history = spec.sources.get(name, (None, []))
             source.restore(position, history)
         by_table: dict[str, list[Node]] = {}

@@ -77,6 +77,10 @@ class Source(ABC):
     #: set by the runner for `--once`: read what is there when the run starts, then stop (a source that keeps
     #: growing, such as a Kafka topic, bounds itself at the end offsets it observes first)
     once: bool = False
+    #: set by the runner: the stored columns the plan reads (`Plan.read_columns`), None for all. A connector that
+    #: reads columns separately (Parquet) may leave the others unread, as NULL, where that cannot change which
+    #: rows are dead letters (`typed_from_frame`).
+    read_columns: set[str] | None = None
 
     def __init__(self, table: TableDef, base_dir: Path) -> None:
         self.table = table
@@ -213,6 +217,20 @@ def _valid(typed: pl.DataFrame, schema: dict[str, pl.DataType], required: tuple[
         if isinstance(dtype, pl.Datetime)
     ]
     return not checks or all(typed.select(c.alias(f"check{i}") for i, c in enumerate(checks)).row(0))
+
+
+def unread_columns(
+    stored: dict[str, pl.DataType], schema: dict[str, pl.DataType], used: set[str] | None, required: tuple[str, ...]
+) -> set[str]:
+    """The declared columns a typed reader may leave unread: not used by the plan, not NOT NULL, and converting
+    from their stored type without loss, so that reading them could never make a row a dead letter."""
+    if used is None:
+        return set()
+    return {
+        name
+        for name, dtype in schema.items()
+        if name in stored and name not in used and name not in required and _lossless(stored[name], dtype)
+    }
 
 
 def _lossless(stored: pl.DataType, declared: pl.DataType) -> bool:

@@ -40,6 +40,7 @@ from engine.sources.base import (
     empty_dead_letters,
     typed_from_frame,
     typed_from_text,
+    unread_columns,
 )
 from engine.sources.csv_lines import csv_header, parse_csv_fields, utf8_or_none
 from engine.sources.file_registry import (
@@ -518,8 +519,12 @@ class FileSource(Source):
         try:
             lazy = pl.scan_parquet(_local_or_bytes(path))
             stored = lazy.collect_schema()
-            # Only the declared columns and the slice's rows are read (projection and slice pushdown).
-            frame = lazy.select([n for n in self.schema if n in stored]).slice(lo, hi - lo).collect()
+            # Only the declared columns the plan reads and the slice's rows are read (projection and slice
+            # pushdown); an unread column is NULL (`typed_from_frame`), where reading it could not matter.
+            unread = unread_columns(dict(stored), self.schema, self.read_columns, self.required)
+            frame = (
+                lazy.select([n for n in self.schema if n in stored and n not in unread]).slice(lo, hi - lo).collect()
+            )
         except Exception as err:
             dead = pl.DataFrame(
                 [
