@@ -54,6 +54,34 @@ def test_parquet_files_and_unreadable_ones(tmp_path: Path) -> None:
     assert summary["dead_letters"]["src"] == 1
 
 
+def test_parquet_columns_the_query_does_not_read_are_skipped_unless_they_could_be_dead_letters(tmp_path: Path) -> None:
+    """A projection reads only the columns it names (Plan.read_columns), but a column whose stored type might not
+    convert (BIGINT declared INT) is still read, so the same rows are dead letters whatever the query reads."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frame = pl.DataFrame({"id": [1, 2, 3], "name": ["a", "b", "c"], "big": [1, 2**40, 3], "note": ["x", "y", "z"]})
+    frame.write_parquet(folder / "1.parquet")
+    source = (
+        "CREATE TABLE src (id BIGINT, name STRING, big INT, note STRING) WITH ('connector' = 'filesystem', "
+        "'path' = 'in', 'format' = 'parquet');\n"
+    )
+    sql = source + SINK + "INSERT INTO out SELECT id, name FROM src;"
+    from sql import plan_script
+
+    assert plan_script(sql).read_columns("src") == {"id", "name"}
+    assert plan_script(source + SINK + "INSERT INTO out SELECT id, note FROM src;").read_columns("src") == {
+        "id",
+        "note",
+    }
+    everything = source + "CREATE TABLE n (c BIGINT) WITH ('connector' = 'blackhole');\n"
+    assert plan_script(everything + "INSERT INTO n SELECT COUNT(*) FROM src;").read_columns("src") is None
+    summary = run(tmp_path, sql)
+    assert read_sink(tmp_path / "out").sort("id").to_dicts() == [{"id": 1, "name": "a"}, {"id": 3, "name": "c"}]
+    dead = pl.read_delta(str(tmp_path / "state" / "dead_letters" / "src"))
+    assert dead.height == 1 and "big" in dead.item(0, "reason")
+    assert summary["dead_letters"]["src"] == 1
+
+
 def test_delta_source_streams_appends_only_once(tmp_path: Path) -> None:
     from deltalake import write_deltalake
 
