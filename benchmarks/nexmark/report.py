@@ -1,5 +1,6 @@
 """The Nexmark results table and ratio chart, from `benchmarks/results/nexmark.jsonl`:
-`python -m benchmarks.nexmark.report [--events N] [--since YYYY-MM-DD] [--engines timelapse,spark,flink,pathway]`
+`python -m benchmarks.nexmark.report [--events N] [--since YYYY-MM-DD] [--engines timelapse,spark,flink,pathway]
+[--checkpoints background|inline]`
 prints Markdown and writes the PNG.
 
 Every run recorded for an (engine, query) at that event count (since the date) counts: the table shows the median
@@ -20,14 +21,20 @@ RESULTS = Path(__file__).parents[1] / "results"
 # Feldera's published throughput per core (events/s), the goals' yardstick.
 FELDERA = {"q0": 436_000, "q4": 265_000, "q5": 412_000, "q7": 196_000, "q9": 57_000, "q16": 51_000,
            "q18": 85_000, "q19": 75_000, "q20": 85_000}  # fmt: skip
-PEERS = ("spark", "flink", "pathway")
+PEERS = ("spark", "flink", "pathway", "polars")
 
 
-def runs(events: int | None, since: str | None) -> dict[tuple[str, str], list[dict[str, object]]]:
+def runs(
+    events: int | None, since: str | None, checkpoints: str | None = None
+) -> dict[tuple[str, str], list[dict[str, object]]]:
+    """`checkpoints`: only timelapse runs whose checkpoints were written so (`background`, `inline`; runs
+    recorded before 2026-12-03 wrote them inline)."""
     found: dict[tuple[str, str], list[dict[str, object]]] = {}
     for line in (RESULTS / "nexmark.jsonl").read_text().splitlines():
         row = json.loads(line)
         if events is not None and row.get("events") not in (events, None):
+            continue
+        if checkpoints and row.get("engine") == "timelapse" and row.get("checkpoints", "inline") != checkpoints:
             continue
         if since is not None and str(row.get("date", "")) < since:
             continue
@@ -124,9 +131,10 @@ def main() -> None:
     parser.add_argument("--since", help="only runs recorded on or after this date (YYYY-MM-DD)")
     parser.add_argument("--engines", default=",".join(("timelapse", *PEERS)))
     parser.add_argument("--chart", type=Path, default=RESULTS / "nexmark_ratios.png")
+    parser.add_argument("--checkpoints", choices=("background", "inline"), help="timelapse runs written so only")
     args = parser.parse_args()
     peers = tuple(e for e in args.engines.split(",") if e != "timelapse")
-    found = runs(args.events, args.since)
+    found = runs(args.events, args.since, args.checkpoints)
     chart(found, peers, args.chart)
     print(table(found, peers))
     print()
