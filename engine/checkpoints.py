@@ -75,8 +75,9 @@ def take(runner: Runner, metrics: dict[str, Any]) -> Taken:
         operators=dict(runner.operator_records),
     )
     reports = [source.on_checkpoint() for source in runner.sources.values()]
+    totals = carried_totals(runner.totals)
     sinks = {name: sink.detach_flush() for name, sink in runner.sinks.items()}
-    return Taken(checkpoint, sinks, operators, carried_totals(runner.totals), reports)
+    return Taken(checkpoint, sinks, operators, totals, reports)
 
 
 def write(runner: Runner, taken: Taken, lease_guard: threading.Lock) -> Written:

@@ -23,6 +23,7 @@ from deltalake import CommitProperties
 
 from engine import delta_tables, faults
 from engine.branching import branches_of
+from engine.checkpoints import SINK_POSITIONS
 from engine.delta_tables import NO_CLEANUP, open_table, to_arrow
 from engine.errors import VersioningError
 from engine.manifest import (
@@ -41,7 +42,6 @@ from engine.manifest import (
     savepoints as savepoints,
 )
 from engine.offset_log import OffsetLog
-from engine.runner import SINK_POSITIONS
 from engine.state_dir import StateDir, write_atomic
 from engine.storage import location
 

@@ -347,8 +347,8 @@ def _header_pairs(entry: Any) -> list[tuple[str, bytes | None]]:
 def refuse_parent_topics(sinks: Mapping[str, SinkConnector], parent: Path) -> None:
     """A branch copies its parent's Delta sinks, but a Kafka topic cannot be copied: a branch writing into a
     topic its parent writes would mix its results into the parent's, so it must name a topic of its own."""
+    from engine.checkpoints import SINK_POSITIONS
     from engine.manifest import read_checkpoints
-    from engine.runner import SINK_POSITIONS
     from engine.state_dir import StateDir
 
     kafka = {name: sink for name, sink in sinks.items() if isinstance(sink, KafkaSink)}

@@ -123,14 +123,11 @@ class Source(ABC):
     @abstractmethod
     def position(self) -> Any: ...
 
-    def checkpointed(self) -> None:
-        """Called once a checkpoint holding this source's position has committed (Kafka reports its offsets to
-        the consumer group then, for monitoring: the engine's own offsets are those in the manifest)."""
-
     def on_checkpoint(self) -> Callable[[], None]:
-        """`checkpointed` for the position the source holds now, to be called once that checkpoint has
-        committed (later, when the checkpoint is written in the background while the next epochs read)."""
-        return self.checkpointed
+        """Taken with a checkpoint of the position the source holds now; called once that checkpoint has
+        committed, which may be after the next epochs read (a checkpoint written in the background). Kafka
+        reports its offsets to the consumer group then, for monitoring: the engine's own are in the manifest."""
+        return lambda: None
 
     def close(self) -> None:
         """Release clients and connections when the run ends."""

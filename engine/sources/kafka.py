@@ -108,9 +108,6 @@ class KafkaSource(Source):
         if "idle_splits" in piece:
             self.logged_idle = list(piece["idle_splits"])
 
-    def checkpointed(self) -> None:
-        self.on_checkpoint()()
-
     def on_checkpoint(self) -> Callable[[], None]:
         offsets = dict(self.next or {})
         return lambda: self.client.commit(offsets)
