@@ -24,12 +24,30 @@ settings.load_profile(os.environ.get("TIMELAPSE_HYPOTHESIS", "ci"))
 #: run one after another while the other worker runs the rest.
 RAY_MODULES = {"test_scaleout", "test_scaleout_cluster", "test_scaleout_failures", "test_window_slicing"}
 RAY_MODULES |= {"test_benchmarks_smoke"}
+#: modules whose tests follow one another through a module-scoped fixture (the console's browser tests: a
+#: savepoint made by one test is rolled back to by the next), so each runs whole, in order, in one worker.
+ORDERED_MODULES = {"test_console_browser"}
 
 
+# First: pytest-xdist reads the group markers in its own hook of the same name, so they must be there by then.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in RAY_MODULES:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module is not None else ""
+        if module in RAY_MODULES:
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif module in ORDERED_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse pytest 9.2 with `--dist loadgroup`: its pytest-xdist workers drop the groups without a word
+    (pytest-xdist#1386), so the Ray tests would share the machine's Ray and the ordered modules would run out of
+    order, failing later and by chance."""
+    if config.getoption("dist", "no") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} ignores xdist_group; install the pytest constraints.txt pins, or run -n 0"
+        )
 
 
 if TYPE_CHECKING:
