@@ -299,6 +299,36 @@ class Join(Node):
 
 
 @dataclass(eq=False)
+class TemporalJoin(Node):
+    """An event-time temporal join (`JOIN versioned FOR SYSTEM_TIME AS OF probe.rowtime`): each probe row (input
+    0) joins the version of the versioned table's row (input 1, keyed by its PRIMARY KEY) in force at the probe
+    row's time, once the watermark passes that time. Append-only. `left_keys` are evaluated on the probe rows and
+    equal the versioned input's `right_keys` (its primary key columns, in order); `left_time` and `right_time`
+    are the two inputs' time attributes; `residual` (other ON conditions) is evaluated on the joined row."""
+
+    kind: str = field(kw_only=True)  # INNER, LEFT
+    left_keys: list[pl.Expr] = field(kw_only=True)
+    right_keys: list[str] = field(kw_only=True)
+    left_names: dict[str, str] = field(kw_only=True)
+    right_names: dict[str, str] = field(kw_only=True)
+    left_time: str = field(kw_only=True)
+    right_time: str = field(kw_only=True)
+    residual: pl.Expr | None = field(default=None, kw_only=True)
+    ttl: StateTtl | None = field(default=None, kw_only=True)
+    versioned: str = field(kw_only=True)  # the versioned table's name
+    state_id: str = field(kw_only=True)
+    sql: str = field(default="", kw_only=True)
+    stateful = True
+
+    def describe(self) -> str:
+        ttl = f" {self.ttl.describe()}" if self.ttl else ""
+        return (
+            f"TemporalJoin {self.kind} [{self.state_id}] on {self.sql} as of {self.left_time}, versions of "
+            f"{self.versioned} by {self.right_time}{ttl}"
+        )
+
+
+@dataclass(eq=False)
 class TopN(Node):
     """`ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) AS rn ... WHERE rn <= n`: the first n rows per partition.
 
@@ -506,6 +536,15 @@ def state_descriptor(node: Node) -> dict[str, object]:
                 "left": _types(node.inputs[0].schema),
                 "right": _types(node.inputs[1].schema if len(node.inputs) > 1 else node.dimension.schema),  # type: ignore[union-attr]
             },
+            "sql": node.sql,
+        }
+    if isinstance(node, TemporalJoin):
+        return {
+            "kind": "temporal join",
+            "key": node.sql,
+            "join": node.kind,
+            "window": None,
+            "state": {"probe": _types(node.inputs[0].schema), "versions": _types(node.inputs[1].schema)},
             "sql": node.sql,
         }
     if isinstance(node, TopN):

@@ -22,6 +22,7 @@ from engine.operators.join import JoinOperator
 from engine.operators.normalize import ChangelogNormalizeOperator
 from engine.operators.over import OverOperator
 from engine.operators.spilled import MemoryBudget, SpilledOperator
+from engine.operators.temporal_join import TemporalJoinOperator
 from engine.operators.top_n import TopNOperator
 from sql.plan import (
     Aggregate,
@@ -33,6 +34,7 @@ from sql.plan import (
     Plan,
     Scan,
     Sink,
+    TemporalJoin,
     TopN,
     UnionAll,
     WindowAssign,
@@ -55,6 +57,7 @@ STATEFUL: dict[type[Node], type[StatefulOperator]] = {
     TopN: TopNOperator,
     OverAggregate: OverOperator,
     ChangelogNormalize: ChangelogNormalizeOperator,
+    TemporalJoin: TemporalJoinOperator,
 }
 
 

@@ -1,4 +1,5 @@
-"""Joins, and which physical join each one is: a lookup join (`FOR SYSTEM_TIME AS OF`), an interval join (time
+"""Joins, and which physical join each one is: a lookup join (`FOR SYSTEM_TIME AS OF` a processing time or a
+plain dimension; over a versioned table at event time: sql/planner/temporal_joins.py), an interval join (time
 bounds between two watermarked append-only inputs), a window join (equal window ends), or a regular join."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sql.dialect import Flink
 from sql.errors import SqlError, UnsupportedError, error_at
 from sql.expressions import ExprCompiler
 from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Join, Node, TimeBound, TimeBounds
-from sql.planner import changelog, hints, join_filters, relations, windows
+from sql.planner import changelog, hints, join_filters, relations, temporal_joins, windows
 from sql.planner.binder import Binder, Relation, Scope
 
 Bound = tuple[str, str, str, dt.timedelta]  # (left time, right time, op, constant)
@@ -44,6 +45,8 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
         raise error_at(node, "a join needs ON with at least one equality between the two sides", UnsupportedError)
     item = node.this
     lookup = isinstance(item, exp.Table) and item.args.get("version") is not None
+    if lookup and temporal_joins.versioned(binder, left, item):  # event time, a versioned table
+        return temporal_joins.join(binder, left, node, select, kind)
     table, right = _lookup_side(binder, node, item, kind) if lookup else (None, relations.from_item(binder, item))
     for side in (left, right):
         if side.window is not None and side.window.unassigned_session:
