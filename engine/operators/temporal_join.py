@@ -142,12 +142,11 @@ class TemporalJoinOperator(StatefulOperator):
         return self.late_tables[table].split(rows, late, reason)
 
     def _add_versions(self, rows: pl.DataFrame, previous: object, now: object) -> None:
-        rows = self._late(rows, self.node.right_time, previous, "late_versions")
+        gone = pl.lit(False)
         if OP_COLUMN in rows.columns:  # an update's -U: its +U, which follows, is the new version
             rows = rows.filter(pl.col(OP_COLUMN) != UPDATE_BEFORE)
             gone = pl.col(OP_COLUMN) == DELETE
-        else:
-            gone = pl.lit(False)
+        rows = self._late(rows, self.node.right_time, previous, "late_versions")
         fresh = rows.select(
             *self._version_keys(),
             pl.col(self.node.right_time).alias(VERSION_TIME),
