@@ -95,13 +95,19 @@ def oracle(orders: list[dict], changes: list[tuple[str, dict | None, dict | None
     """DuckDB's ASOF JOIN over the versions: a delete is a version without values; two versions of a key at one
     time, the later wins; with an event-time TTL, a version older than it at the probe time is no match."""
     versions = [
-        {"currency": (after or before)["currency"], "rate": after["rate"] if after else None, "ts": (after or before)["ts"],
-         "gone": after is None, "seq": seq}  # fmt: skip
+        {
+            "currency": (after or before)["currency"],
+            "rate": after["rate"] if after else None,
+            "ts": (after or before)["ts"],
+            "gone": after is None,
+            "seq": seq,
+        }
         for seq, (_, before, after) in enumerate(changes)
     ]
     ts = pl.col("ts").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
-    v = pl.DataFrame(versions, schema={"currency": pl.String, "rate": pl.Int32, "ts": pl.Int64, "gone": pl.Boolean,
-                                       "seq": pl.Int64}).with_columns(ts)  # fmt: skip
+    v = pl.DataFrame(
+        versions, schema={"currency": pl.String, "rate": pl.Int32, "ts": pl.Int64, "gone": pl.Boolean, "seq": pl.Int64}
+    ).with_columns(ts)
     v = v.sort("seq").unique(["currency", "ts"], keep="last")
     o = pl.DataFrame(
         on_time(orders), schema={"id": pl.Int64, "currency": pl.String, "amount": pl.Int32, "ts": pl.Int64}
@@ -189,8 +195,9 @@ def test_versions_arriving_after_their_probe_rows_still_join_until_the_watermark
     assert out.select("id", "rate").rows() == [(1, 2)]  # the version at 9 s came after it, and counts
     # at or below the watermark (15 s), only the newest version of 'a' is kept
     assert sorted(h.operator.frames()["versions"].select("__k0", "rate").rows()) == [("a", 3), ("b", 4)]
-    out = h.feed(rates=[_debezium("-D", "a", 3, 18), _debezium("+I", "c", 5, 40)], orders=[])
+    out = h.feed(rates=[_debezium("-D", "a", 3, 18), _debezium("+I", "c", 5, 40), _debezium("+U", "c", 6, 12)])
     assert out.height == 0  # the watermark (20 s = the orders') is not past the probe at 20 s
+    assert h.operator.late_tables["late_versions"].count == 1  # 'c' at 12 s: behind the rates' watermark (16 s)
     out = h.feed(orders=[{"id": 3, "currency": "a", "amount": 3, "ts": at(25)}])
     assert sorted(out.select("id", "rate").rows(), key=str) == [(2, None)]  # 'a' was deleted at 18 s
 
@@ -269,37 +276,51 @@ def test_proctime_and_plain_dimensions_stay_lookup_joins() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tables", "on", "message", "where"),
+    ("tables", "join", "message", "where"),
     [
         (
             RATES.replace(" PRIMARY KEY (currency) NOT ENFORCED,", ""),
-            "o.currency = r.currency",
+            "LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency",
             "an event-time temporal join needs a versioned table, but 'rates' has no PRIMARY KEY",
-            (4, 44),
+            (12, 13),
         ),
         (
             RATES.replace(f",\n  WATERMARK FOR ts AS ts - INTERVAL '{DELAY_S}' SECOND", ""),
-            "o.currency = r.currency",
+            "LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency",
             "an event-time temporal join needs a versioned table, but 'rates' has no WATERMARK",
-            (4, 44),
+            (11, 13),
         ),
         (
             RATES,
-            "o.amount = r.rate",
+            "LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.amount = r.rate",
             "needs an equality on each column of 'rates' PRIMARY KEY (currency) with the probe side; missing: currency",
-            (4, 99),
+            (12, 56),
+        ),
+        (
+            RATES,
+            "FULL JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency",
+            "an event-time temporal join is INNER or LEFT",
+            (12, 13),
         ),
     ],
 )
-def test_what_is_refused_is_said_with_its_position(tables: str, on: str, message: str, where: tuple) -> None:
-    sql = (
-        ORDERS
-        + tables
-        + SINK
-        + "INSERT INTO out SELECT o.id, o.amount, r.rate, r.ts FROM orders AS o\n"
-        + f"  JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON {on};"
-    )
+def test_what_is_refused_is_said_with_its_position(tables: str, join: str, message: str, where: tuple) -> None:
+    sql = ORDERS + tables + SINK + f"INSERT INTO out SELECT o.id, o.amount, r.rate, r.ts FROM orders AS o\n  {join};"
     with pytest.raises(SqlError) as caught:
         plan_script(sql)
     assert message in str(caught.value), caught.value
-    assert caught.value.line is not None and caught.value.line > 8, caught.value
+    assert (caught.value.line, caught.value.col) == where, caught.value
+
+
+def test_other_on_conditions_filter_the_version_and_a_left_join_pads() -> None:
+    sql = SMALL + query("LEFT").replace("r.currency;", "r.currency AND r.rate > o.amount;")
+    h = OperatorHarness(sql, TemporalJoin)
+    h.feed(rates=[_debezium("+I", "a", 5, 1)])
+    out = h.feed(
+        orders=[
+            {"id": 1, "currency": "a", "amount": 1, "ts": at(2)},
+            {"id": 2, "currency": "a", "amount": 9, "ts": at(2)},  # the version fails r.rate > o.amount
+        ],
+        drain=True,
+    )
+    assert sorted(out.select("id", "rate").rows()) == [(1, 5), (2, None)]
