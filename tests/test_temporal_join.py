@@ -135,15 +135,19 @@ def check(root: Path, got: pl.DataFrame, expected: pl.DataFrame) -> None:
     n_rates=st.integers(0, 30),
     kind=st.sampled_from(["INNER", "LEFT"]),
     max_rows=st.one_of(st.none(), st.integers(1, 7)),
+    budget=st.booleans(),
 )
-def test_temporal_join_matches_duckdb_asof(seed: int, n_orders: int, n_rates: int, kind: str, max_rows: int | None):
+def test_temporal_join_matches_duckdb_asof(
+    seed: int, n_orders: int, n_rates: int, kind: str, max_rows: int | None, budget: bool
+) -> None:
     rng = random.Random(seed)
     changes, orders = make_rates(rng, n_rates), make_orders(rng, n_orders, late=True)
     root = Path(tempfile.mkdtemp())
     try:
         write_rates(root / "rates" / "1.json", changes)
         write_jsonl(root / "orders" / "1.json", orders)
-        run(root, ORDERS + RATES + SINK + query(kind), max_epoch_rows=max_rows, drain=True)
+        spill = "SET 'state.memory.budget' = '1 MB';\n" if budget else ""  # key groups in parts (spilled.py)
+        run(root, spill + ORDERS + RATES + SINK + query(kind), max_epoch_rows=max_rows, drain=True)
         check(root, read_sink(root / "out"), oracle(orders, changes, kind))
         late = list((root / "state" / "operators").glob("temporal-join-*/late_probe"))
         late_ids = sorted(pl.read_delta(str(late[0])).get_column("id").to_list()) if late else []
