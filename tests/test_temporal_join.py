@@ -233,19 +233,38 @@ def test_event_time_ttl_matches_duckdb_and_bounds_the_state(tmp_path: Path) -> N
 def test_a_restart_from_a_checkpoint_continues_as_one_run(tmp_path: Path) -> None:
     rng = random.Random(3)
     changes, orders = make_rates(rng, 40), make_orders(rng, 40, late=True)
-    for root, parts in ((tmp_path / "once", 1), (tmp_path / "twice", 2)):
-        cut_c, cut_o = (len(changes) // 2, len(orders) // 2) if parts == 2 else (len(changes), len(orders))
-        write_rates(root / "rates" / "1.json", changes[:cut_c])
-        write_jsonl(root / "orders" / "1.json", orders[:cut_o])
-        sql = ORDERS + RATES + SINK + query("INNER")
-        run(root, sql, max_epoch_rows=3)
-        if parts == 2:  # the first run stopped with probe rows and versions in state; more input arrives
-            write_rates(root / "rates" / "2.json", changes[cut_c:])
-            write_jsonl(root / "orders" / "2.json", orders[cut_o:])
-        run(root, sql, max_epoch_rows=5, drain=True)
-    once, twice = read_sink(tmp_path / "once" / "out"), read_sink(tmp_path / "twice" / "out")
-    assert sort_all(once).equals(sort_all(twice))
-    check(tmp_path, twice, oracle(orders, changes, "INNER"))
+    sql = ORDERS + RATES + SINK + query("INNER")
+
+    def write(root: Path, cut: float, part: int) -> None:
+        lo_c, hi_c = (0, int(len(changes) * cut)) if part == 1 else (int(len(changes) * cut), len(changes))
+        lo_o, hi_o = (0, int(len(orders) * cut)) if part == 1 else (int(len(orders) * cut), len(orders))
+        write_rates(root / "rates" / f"{part}.json", changes[lo_c:hi_c])
+        write_jsonl(root / "orders" / f"{part}.json", orders[lo_o:hi_o])
+
+    def waiting(root: Path) -> int:
+        probe = pl.read_delta(str(next((root / "state" / "operators").glob("temporal-join-*")) / "probe"))
+        return probe.sort("_epoch").unique("__seq", keep="last").filter(~pl.col("_deleted")).height
+
+    once = tmp_path / "once"
+    write(once, 1.0, 1)
+    run(once, sql, max_epoch_rows=4, drain=True)
+    # stopped after a few epochs, in the middle of the input, checkpointed every other epoch, then resumed
+    stopped = tmp_path / "stopped"
+    write(stopped, 1.0, 1)
+    run(stopped, sql, max_epoch_rows=3, max_epochs=5, checkpoint_interval="2 epochs")
+    assert waiting(stopped) > 0  # probe rows waiting for the watermark were in the checkpoint
+    run(stopped, sql, max_epoch_rows=5, drain=True)
+    # more input after the first run stopped
+    more = tmp_path / "more"
+    write(more, 0.5, 1)
+    run(more, sql, max_epoch_rows=3)
+    assert waiting(more) > 0
+    write(more, 0.5, 2)
+    run(more, sql, max_epoch_rows=5, drain=True)
+    expected = read_sink(once / "out")
+    check(once, expected, oracle(orders, changes, "INNER"))
+    for root in (stopped, more):
+        assert sort_all(read_sink(root / "out")).equals(sort_all(expected)), root
 
 
 UPSERT = """CREATE TABLE up (currency STRING, rate INT, ts TIMESTAMP(3), PRIMARY KEY (currency) NOT ENFORCED,
