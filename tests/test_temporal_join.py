@@ -267,6 +267,34 @@ def test_a_restart_from_a_checkpoint_continues_as_one_run(tmp_path: Path) -> Non
         assert sort_all(read_sink(root / "out")).equals(sort_all(expected)), root
 
 
+def test_a_window_aggregation_over_the_join_counts_every_joined_row(tmp_path: Path) -> None:
+    """The join's rows keep the probe's time attribute: windows downstream close on the same watermark, and no
+    joined row is late for them (it is emitted before the watermark passes its window's end)."""
+    rng = random.Random(11)
+    changes, orders = make_rates(rng, 40), make_orders(rng, 50, late=False)
+    write_rates(tmp_path / "rates" / "1.json", changes)
+    write_jsonl(tmp_path / "orders" / "1.json", orders)
+    sql = (
+        ORDERS
+        + RATES
+        + """CREATE TABLE w (ws TIMESTAMP(3), n BIGINT, total BIGINT) WITH ('connector' = 'delta', 'path' = 'w');
+        CREATE VIEW priced AS SELECT o.ts, r.rate FROM orders AS o
+          JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency;
+        INSERT INTO w SELECT window_start, COUNT(*), SUM(rate)
+        FROM TABLE(TUMBLE(TABLE priced, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end;"""
+    )
+    run(tmp_path, sql, max_epoch_rows=3, drain=True)
+    joined = oracle(orders, changes, "INNER").with_columns(pl.col("rts").alias("x"))
+    ts = pl.DataFrame(orders).select("id", pl.col("ts").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"))
+    expected = (
+        joined.join(ts, on="id")
+        .group_by(pl.col("ts").dt.truncate("10s").alias("ws"))
+        .agg(pl.len().cast(pl.Int64).alias("n"), pl.col("rate").sum().cast(pl.Int64).alias("total"))
+    )
+    assert expected.height > 1
+    check(tmp_path, read_sink(tmp_path / "w"), expected)
+
+
 UPSERT = """CREATE TABLE up (currency STRING, rate INT, ts TIMESTAMP(3), PRIMARY KEY (currency) NOT ENFORCED,
   WATERMARK FOR ts AS ts)
 WITH ('connector' = 'upsert-kafka', 'topic' = 't', 'properties.bootstrap.servers' = '127.0.0.1:9',
@@ -287,6 +315,29 @@ def test_an_upsert_source_is_versioned_without_changelog_normalize() -> None:
     assert "Scan up [upsert-kafka, watermark ts]  (stateless, upsert)" in text
     (join,) = [n for n in plan.nodes if isinstance(n, TemporalJoin)]
     assert plan.stateful_operators()[join.state_id]["kind"] == "temporal join"
+
+
+def test_upserts_are_versions_and_a_tombstone_without_time_is_late() -> None:
+    sql = ORDERS + UPSERT + SINK + query("LEFT").replace("JOIN rates", "JOIN up")
+    h = OperatorHarness(sql, TemporalJoin)
+    h.feed(
+        up=[
+            {"currency": "a", "rate": 1, "ts": at(1), "__op": "+U"},
+            {"currency": "b", "rate": 2, "ts": at(1), "__op": "+U"},
+            {"currency": "a", "rate": 3, "ts": at(4), "__op": "+U"},
+            {"currency": "b", "rate": None, "ts": at(5), "__op": "-D"},
+            {"currency": "a", "rate": None, "ts": None, "__op": "-D"},  # a tombstone's value (and time) is NULL
+        ]
+    )
+    out = h.feed(
+        orders=[
+            {"id": i, "currency": c, "amount": i, "ts": at(t)}
+            for i, (c, t) in enumerate([("a", 2), ("a", 4), ("b", 4.5), ("b", 6), ("a", 9)])
+        ],
+        drain=True,
+    )
+    assert sorted(out.select("id", "rate").rows(), key=str) == [(0, 1), (1, 3), (2, 2), (3, None), (4, 3)]
+    assert h.operator.late_tables["late_versions"].count == 1
 
 
 def test_proctime_and_plain_dimensions_stay_lookup_joins() -> None:
