@@ -340,6 +340,28 @@ def test_upserts_are_versions_and_a_tombstone_without_time_is_late() -> None:
     assert h.operator.late_tables["late_versions"].count == 1
 
 
+def test_an_append_only_delta_table_with_a_key_and_watermark_is_versioned(tmp_path: Path) -> None:
+    """Each row appended to the table is the next version of its key (no deletes: a Delta table's rows are
+    inserts)."""
+    from deltalake import write_deltalake
+
+    rng = random.Random(5)
+    changes = [c for c in make_rates(rng, 30) if c[0] != "d"]
+    orders = make_orders(rng, 30, late=False)
+    rows = pl.DataFrame(
+        [after for _, _, after in changes], schema={"currency": pl.String, "rate": pl.Int32, "ts": pl.Int64}
+    )
+    rows = rows.with_columns(pl.col("ts").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC"))
+    write_deltalake(str(tmp_path / "rates"), rows.head(15).to_arrow())
+    write_deltalake(str(tmp_path / "rates"), rows.slice(15).to_arrow(), mode="append")
+    write_jsonl(tmp_path / "orders" / "1.json", orders)
+    rates = RATES.replace("'path' = 'rates', 'format' = 'debezium-json'", "'path' = 'rates'").replace(
+        "'filesystem'", "'delta'"
+    )
+    run(tmp_path, ORDERS + rates + SINK + query("LEFT"), max_epoch_rows=4, drain=True)
+    check(tmp_path, read_sink(tmp_path / "out"), oracle(orders, changes, "LEFT"))
+
+
 def test_proctime_and_plain_dimensions_stay_lookup_joins() -> None:
     dim = "CREATE TABLE dim (currency STRING, rate INT) WITH ('connector' = 'delta', 'path' = 'dim');\n"
     plan = plan_script(
