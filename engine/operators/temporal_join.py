@@ -59,6 +59,8 @@ class TemporalJoinOperator(StatefulOperator):
         self.right_out = [node.right_names[c] for c in self.right_cols]
         self.probes = self.specs["probe"].empty()
         self.versions = self.specs["versions"].empty()
+        # The keys the next pruning looks at (None: all). In memory only: a restart looks at every key once.
+        self.unsettled: pl.DataFrame | None = None
 
     @classmethod
     def table_specs(cls, node: TemporalJoin) -> list[TableSpec]:
@@ -102,6 +104,7 @@ class TemporalJoinOperator(StatefulOperator):
             self.probes = frame
         else:
             self.versions = frame
+            self.unsettled = None
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
@@ -164,6 +167,8 @@ class TemporalJoinOperator(StatefulOperator):
         kept = self.versions.join(fresh.select(keyed), on=keyed, how="anti")
         self.versions = tidy(pl.concat([kept, fresh], how="vertical_relaxed"))
         self.state_tables["versions"].stage(fresh, fresh.head(0).select(*keyed, "_kg"))
+        if self.unsettled is not None:
+            self.unsettled = pl.concat([self.unsettled, fresh.select(self.keys)])
 
     def _expire_idle_keys(self, now: object) -> None:
         """Processing-time TTL: the keys none of whose versions arrived within the TTL leave the state."""
@@ -196,7 +201,9 @@ class TemporalJoinOperator(StatefulOperator):
         probes = ready.with_columns(*self._probe_keys(), pl.col(left_time).cast(self.time_type).alias(PROBE_TIME)).sort(
             PROBE_TIME, SEQ
         )
-        versions = self.versions.drop("_kg", TOUCHED, strict=False).sort(VERSION_TIME)
+        # only the versions of the ready rows' keys: an epoch's work follows its rows more than the state
+        versions = self.versions.join(probes.select(self.keys).unique(), on=self.keys, how="semi")
+        versions = versions.drop("_kg", TOUCHED, strict=False).sort(VERSION_TIME)
         joined = probes.join_asof(
             versions,
             left_on=PROBE_TIME,
@@ -224,17 +231,30 @@ class TemporalJoinOperator(StatefulOperator):
 
     def _prune(self, watermark: object) -> None:
         """Versions no waiting or later probe row can use: per key, those at or below the watermark but the newest
-        (a delete among them too), and with an event-time TTL, one whose life ended before the watermark."""
+        (a delete among them too), and with an event-time TTL, one whose life ended before the watermark.
+
+        Only the unsettled keys are looked at (those with a version above the last watermark, or new ones): a
+        settled key holds one version, below the watermark, until a new one comes. An event-time TTL looks at all."""
         if self.versions.height == 0:
             return
+        event_ttl = self.node.ttl is not None and self.node.ttl.time == "event"
+        candidates = self.versions
+        if self.unsettled is not None and not event_ttl:
+            candidates = self.versions.join(self.unsettled.unique(), on=self.keys, how="semi")
         wm = pl.lit(watermark).cast(UTC_MS)
         at = pl.col(VERSION_TIME).cast(UTC_MS)
         below = at <= wm
         newest = pl.when(below).then(at).otherwise(None).max().over(self.keys)
         useless = below & ((at < newest) | pl.col(GONE))
-        if self.node.ttl is not None and self.node.ttl.time == "event":
-            useless = useless | (at + self.node.ttl.duration <= wm)
-        self._drop(useless)
+        if event_ttl:
+            useless = useless | (at + self.node.ttl.duration <= wm)  # type: ignore[union-attr]
+        marked = candidates.with_columns(useless.fill_null(False).alias("__useless"))
+        self.unsettled = marked.filter(~pl.col("__useless") & ~below).select(self.keys)
+        gone = marked.filter(pl.col("__useless")).drop("__useless")
+        if gone.height:
+            keyed = [*self.keys, VERSION_TIME]
+            self.versions = self.versions.join(gone.select(keyed), on=keyed, how="anti", maintain_order="left")
+            self.state_tables["versions"].stage(gone.head(0), gone.select(*keyed, "_kg"))
 
     def _drop(self, condition: pl.Expr) -> None:
         mask = self.versions.select(condition.fill_null(False)).to_series()
