@@ -420,3 +420,20 @@ def test_other_on_conditions_filter_the_version_and_a_left_join_pads() -> None:
         drain=True,
     )
     assert sorted(out.select("id", "rate").rows()) == [(1, 5), (2, None)]
+
+
+def test_kill_9_and_restart_through_the_cli_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    from tests.test_crash_recovery import crash_until_done
+
+    rng = random.Random(13)
+    changes, orders = make_rates(rng, 60), make_orders(rng, 60, late=True)
+    for name, kills in (("straight", 0), ("killed", 3)):
+        root = tmp_path / name
+        write_rates(root / "rates" / "1.json", changes)
+        write_jsonl(root / "orders" / "1.json", orders)
+        (root / "pipeline.sql").write_text(ORDERS + RATES + SINK + query("LEFT"))
+        landed = crash_until_done(root, kills=kills, seed=13)
+        assert landed >= min(kills, 1)
+    straight, killed = read_sink(tmp_path / "straight" / "out"), read_sink(tmp_path / "killed" / "out")
+    assert straight.height > 10
+    assert sort_all(killed).equals(sort_all(straight))
