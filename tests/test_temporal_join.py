@@ -437,3 +437,20 @@ def test_kill_9_and_restart_through_the_cli_equals_an_uninterrupted_run(tmp_path
     straight, killed = read_sink(tmp_path / "straight" / "out"), read_sink(tmp_path / "killed" / "out")
     assert straight.height > 10
     assert sort_all(killed).equals(sort_all(straight))
+
+
+@pytest.mark.xdist_group("ray")  # starts Ray, like tests/test_scaleout.py (tests/conftest.py RAY_MODULES)
+def test_two_ray_workers_give_the_single_process_result(tmp_path: Path) -> None:
+    from tests.scaleout_helpers import run_with
+
+    rng = random.Random(21)
+    changes, orders = make_rates(rng, 60), make_orders(rng, 60, late=True)
+    outs = []
+    for name, workers in (("single", None), ("two", 2)):
+        root = tmp_path / name
+        write_rates(root / "rates" / "1.json", changes)
+        write_jsonl(root / "orders" / "1.json", orders)
+        run_with(root, ORDERS + RATES + SINK + query("LEFT"), workers, max_epoch_rows=7, drain=True)
+        outs.append(sort_all(read_sink(root / "out")))
+    assert outs[0].equals(outs[1])
+    check(tmp_path, outs[1], oracle(orders, changes, "LEFT"))
