@@ -158,7 +158,14 @@ CONNECTORS: dict[str, Connector] = {
         lookup=True,
     ),
     "delta": Connector(
-        {**_SOURCE, "path": not_empty, "starting-version": whole(0), "partition-by": text, "sink.partition-by": text},
+        {
+            **_SOURCE,
+            "path": not_empty,
+            "starting-version": whole(0),
+            "read.change-data-feed": choice("true", "false"),
+            "partition-by": text,
+            "sink.partition-by": text,
+        },
         required=("path",),
         source=True,
         sink=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 from engine.sources.base import ConnectorError, Source, SourceBatch
 from engine.sources.datagen import DatagenSource
 from engine.sources.delta import DeltaSource
+from engine.sources.delta_changes import DeltaChangesSource, reads_changes
 from engine.sources.filesystem import FileSource
 from engine.sources.kafka import KafkaSource
 from engine.sources.nexmark import NexmarkSource
@@ -30,6 +31,8 @@ def make_source(table: TableDef, base_dir: Path) -> Source:
             f"table '{table.name}'{where}: connector '{table.connector}' cannot be read; "
             f"sources are {', '.join(sorted(SOURCES))}"
         )
+    if kind is DeltaSource and reads_changes(table.options):
+        kind = DeltaChangesSource
     return kind(table, base_dir)
 
 

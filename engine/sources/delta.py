@@ -2,7 +2,8 @@
 
 A position is (version, row): every row of earlier versions, and `row` rows of `version`, have been read.
 Rows of a version come from its data-changing `add` actions in path order. Versions that only remove or
-rewrite files (compaction, deletes) add nothing to the stream: the source is for append-only tables.
+rewrite files (compaction, deletes) add nothing to the stream: the source is for append-only tables (a table's
+updates and deletes are streamed by `engine/sources/delta_changes.py`, `'read.change-data-feed' = 'true'`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class DeltaSource(Source):
         version, row = self.cursor
         budget = max_rows if max_rows is not None else float("inf")
         while version <= latest and budget > 0:
-            rows = sum(r for _, r, _ in self._version_adds(version))
+            rows = self._rows_in(version)
             take = int(min(rows - row, budget))
             row += take
             budget -= take
@@ -84,6 +85,10 @@ class DeltaSource(Source):
         if end == tuple(self.cursor):
             return None
         return {"start": list(self.cursor), "end": list(end)}
+
+    def _rows_in(self, version: int) -> int:
+        """How many rows `version` streams (positions count them)."""
+        return sum(r for _, r, _ in self._version_adds(version))
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         (v0, r0), (v1, r1) = piece["start"], piece["end"]

@@ -25,6 +25,8 @@ def source(table: TableDef) -> str:
     value_format = table.options.get("value.format") or table.options.get("format") or ""
     if connector in ("kafka", "filesystem") and value_format.strip().lower() in CHANGELOG_FORMATS:
         return RETRACT
+    if connector == "delta" and table.options.get("read.change-data-feed", "").strip().lower() == "true":
+        return RETRACT
     return APPEND
 
 
@@ -37,6 +39,8 @@ def origin(node: Node, lead: str = " (", tail: str = ")") -> str:
     table = sources[0].table
     if sources[0].changelog == UPSERT:
         return f"{lead}table '{table.name}' is an upsert source: connector '{table.connector}'{tail}"
+    if table.connector.strip().lower() == "delta":
+        return f"{lead}table '{table.name}' is a changelog: a Delta change data feed{tail}"
     value_format = table.options.get("value.format") or table.options.get("format") or ""
     return f"{lead}table '{table.name}' is a changelog: format '{value_format}'{tail}"
 
