@@ -19,6 +19,7 @@ from engine.operators.aggregate import AggregateOperator
 from engine.operators.base import OperatorSettings, StatefulOperator
 from engine.operators.context import EpochContext
 from engine.operators.join import JoinOperator
+from engine.operators.match_recognize import MatchRecognizeOperator
 from engine.operators.normalize import ChangelogNormalizeOperator
 from engine.operators.over import OverOperator
 from engine.operators.spilled import MemoryBudget, SpilledOperator
@@ -28,6 +29,7 @@ from sql.plan import (
     Calc,
     ChangelogNormalize,
     Join,
+    MatchRecognize,
     Node,
     OverAggregate,
     Plan,
@@ -55,6 +57,7 @@ STATEFUL: dict[type[Node], type[StatefulOperator]] = {
     TopN: TopNOperator,
     OverAggregate: OverOperator,
     ChangelogNormalize: ChangelogNormalizeOperator,
+    MatchRecognize: MatchRecognizeOperator,
 }
 
 
