@@ -86,10 +86,9 @@ _STRUCTURE = {TokenType.L_PAREN, TokenType.R_PAREN, TokenType.PIPE, TokenType.L_
 
 
 def _is_name(token: Token) -> bool:
-    return token.token_type not in _STRUCTURE and (token.text.replace("_", "a").isalnum() or token.token_type in (
-        TokenType.VAR,
-        TokenType.IDENTIFIER,
-    ))
+    if token.token_type in _STRUCTURE:
+        return False
+    return token.token_type in (TokenType.VAR, TokenType.IDENTIFIER) or token.text.replace("_", "a").isalnum()
 
 
 def _alternation(self: Any) -> Pattern:

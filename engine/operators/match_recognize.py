@@ -115,7 +115,7 @@ class MatchRecognizeOperator(StatefulOperator):
         runs: list[dict[str, Any]] = []
         parts = released.partition_by(self.partition, maintain_order=True) if self.partition else [released]
         for part in parts:
-            values = {c: part.get_column(c).to_list() for c in self.columns + [SEQ]}
+            values = {c: part.get_column(c).to_list() for c in [*self.columns, SEQ]}
             values[TIME] = values[node.time]
             times = part.get_column(node.time).cast(MS).dt.epoch("ms").to_list()
             fast = {var: part.get_column(f"__ok_{var}").to_list() for var in self.fast}
@@ -130,7 +130,14 @@ class MatchRecognizeOperator(StatefulOperator):
                 for path, labels in enumerate(matcher.open_runs(start)):
                     for pos, var in enumerate(labels):
                         runs.append(
-                            {**key, "__start": seqs[start], "__path": path, "__pos": pos, SEQ: seqs[start + pos], "__var": var}
+                            {
+                                **key,
+                                "__start": seqs[start],
+                                "__path": path,
+                                "__pos": pos,
+                                SEQ: seqs[start + pos],
+                                "__var": var,
+                            }
                         )
         self._keep(released, dropped, runs)
         return self._output(matches)
