@@ -33,6 +33,8 @@ from sql.plan import WATERMARK_COLUMN, MatchRecognize, Navigation
 TIME = "__time"  # the time attribute's values, under a name no input column has
 RUN_KEYS = {"__start": pl.Int64(), "__path": pl.Int32(), "__pos": pl.Int32()}
 MS = pl.Datetime("ms", "UTC")
+ONE_MS = dt.timedelta(milliseconds=1)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class MatchRecognizeOperator(StatefulOperator):
@@ -107,8 +109,8 @@ class MatchRecognizeOperator(StatefulOperator):
     def _match(self, released: pl.DataFrame, watermark: dt.datetime) -> pl.DataFrame:
         node = self.node
         final = watermark >= END_OF_TIME
-        within = None if node.within is None else int(node.within.total_seconds() * 1000)
-        wm_ms = int(watermark.timestamp() * 1000)
+        within = None if node.within is None else node.within // ONE_MS
+        wm_ms = (watermark - EPOCH) // ONE_MS  # integer arithmetic: a float timestamp can be 1 ms off
         released = self._with_fast_conditions(released)
         matches: list[tuple[dict[str, Any], Found]] = []
         dropped: list[int] = []

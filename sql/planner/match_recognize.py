@@ -28,9 +28,9 @@ SKIPS = ("PAST LAST ROW", "TO NEXT ROW")
 
 def match_recognize(binder: Binder, select: exp.Select) -> Relation:
     clause = select.args["match"]
-    source = relations.from_(binder, select)
     if select.args.get("joins"):
         raise error_at(select.args["joins"][0], "MATCH_RECOGNIZE over a join is not supported yet", UnsupportedError)
+    source = relations.from_(binder, select)
     child = source.node
     if changelog.updating(child):
         raise error_at(
