@@ -180,6 +180,12 @@ def ms(value: Any) -> Any:
 
 def run_case(root: Path, case: Case, data: list[dict[str, Any]], max_rows: int | None) -> list[tuple[Any, ...]]:
     write_jsonl(root / "events" / "1.json", data)
+    run(root, run_case_sql(case), max_epoch_rows=max_rows, drain=True)
+    out = read_sink(root / "out")
+    return sorted((tuple(ms(v) for v in row) for row in out.iter_rows()), key=repr)
+
+
+def run_case_sql(case: Case) -> str:
     partition = "PARTITION BY k" if case.partition else ""
     within = ""
     if case.within_ms:
@@ -187,7 +193,7 @@ def run_case(root: Path, case: Case, data: list[dict[str, Any]], max_rows: int |
         within = f"WITHIN INTERVAL '{minutes}' MINUTE" if not seconds else f"WITHIN INTERVAL '{seconds}' SECOND"
     key_column = "k STRING, " if case.partition else ""
     # checkpoints every 10 epochs: state is still committed mid-run, and the runs take less time
-    sql = f"""
+    return f"""
 SET 'checkpoint.interval' = '10 epochs';
 CREATE TABLE events (k STRING, v INT, ok BOOLEAN, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
 WITH ('connector' = 'filesystem', 'path' = 'events', 'format' = 'json');
@@ -200,9 +206,6 @@ INSERT INTO out SELECT /*+ STATE_ID('mr') */ * FROM events MATCH_RECOGNIZE (
   DEFINE {case.define_sql}
 ) AS T;
 """
-    run(root, sql, max_epoch_rows=max_rows, drain=True)
-    out = read_sink(root / "out")
-    return sorted((tuple(ms(v) for v in row) for row in out.iter_rows()), key=repr)
 
 
 def _avg(values: list[int]) -> float | None:
@@ -506,3 +509,77 @@ def test_ordering_by_a_column_without_watermark_is_refused_with_its_position() -
     with pytest.raises(SqlError) as raised:
         plan_script(sql)
     assert str(raised.value).startswith("line 7, column 76: ") and "WATERMARK" in str(raised.value)
+
+
+def open_state(case: Case, data: list[dict[str, Any]], watermark: int) -> tuple[set[Any], set[Any]]:
+    """What the state must hold once the watermark is at `watermark` (no drain): the rows it has not passed,
+    the released rows from each partition's first undecided start row on, and the open runs: for every start
+    row from there, each binding of the rows up to the last released one that fits and that a later row could
+    extend (a prefix of a longer word, not past WITHIN by the watermark), in preference order."""
+    parts: dict[Any, list[dict[str, Any]]] = {}
+    for arrival, row in enumerate(data):
+        parts.setdefault(row["k"], []).append({**row, "_arrival": arrival})
+    rows_left: set[Any] = {(r["k"], r["v"], r["ts"]) for r in data if r["ts"] > watermark}
+    runs: set[Any] = set()
+    for key, part in parts.items():
+        rows = sorted((r for r in part if r["ts"] <= watermark), key=lambda r: (r["ts"], r["_arrival"]))
+        n = len(rows)
+
+        start = 0
+        while start < n:
+            first = next(_bindings(case, rows, start, watermark), None)
+            if first is None:
+                start += 1
+            elif first[-1] == "...":
+                break
+            else:
+                start = skip(case.after, start, first)
+        for row in rows[start:]:
+            rows_left.add((key, row["v"], row["ts"]))
+        for s in range(start, n):
+            seen: list[tuple[str, ...]] = []
+            for found in _bindings(case, rows, s, watermark):
+                if found[-1] == "..." and found[:-1] not in seen:
+                    seen.append(found[:-1])
+            runs |= {(key, rows[s]["ts"], path, labels) for path, labels in enumerate(seen)}
+    return rows_left, runs
+
+
+def _bindings(case: Case, rows: list[dict[str, Any]], start: int, watermark: int) -> Iterator[tuple[str, ...]]:
+    """The bindings from `start` in preference order: a complete word that fits, or the fitting prefix of a longer
+    word over the rows left (marked by a last element "..."), if a later row can still extend it."""
+    left = len(rows) - start
+    extendable = case.within_ms is None or watermark - rows[start]["ts"] < case.within_ms
+    for word in words(case.tree, left + 5):
+        if len(word) <= left:
+            if fits(case, rows, start, word):
+                yield word
+        elif extendable and fits(case, rows, start, word[:left]):
+            yield (*word[:left], "...")
+
+
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 100_000),
+    count=st.integers(1, 24),
+    which=st.sampled_from([V_SHAPE, SENSOR_RISE, RELUCTANT, GREEDY_LAST, ALTERNATION]),
+    max_rows=st.integers(1, 9),
+)
+def test_state_holds_exactly_the_open_partial_matches(
+    tmp_path_factory: pytest.TempPathFactory, seed: int, count: int, which: Case, max_rows: int
+) -> None:
+    root = tmp_path_factory.mktemp("open")
+    data = prices(seed, count, keys="ab", step=20_000 if which.within_ms else 1000)
+    write_jsonl(root / "events" / "1.json", data)
+    (root / "pipeline.sql").write_text(run_case_sql(which))
+    engine.Pipeline.from_sql(root / "pipeline.sql", state=root / "state").run(once=True, max_epoch_rows=max_rows)
+    history = engine.open(root / "state")
+    rows, runs = history.state("mr"), history.state("mr/runs")
+    time = dict(zip(rows["__seq"], rows["ts"], strict=True))
+    by_start: dict[tuple[Any, Any, int], list[tuple[int, str]]] = {}
+    for r in runs.iter_rows(named=True):
+        by_start.setdefault((r["k"], ms(time[r["__start"]]), r["__path"]), []).append((r["__pos"], r["__var"]))
+    got_runs = {(k, ts, path, tuple(v for _, v in sorted(b))) for (k, ts, path), b in by_start.items()}
+    got_rows = {(k, v, ms(ts)) for k, v, ts in rows.select("k", "v", "ts").iter_rows()}
+    watermark = max(r["ts"] for r in data) - 1000
+    assert (got_rows, got_runs) == open_state(which, data, watermark)
