@@ -377,6 +377,15 @@ def test_corpus_equals_the_oracle_at_every_epoch_size(tmp_path: Path, case: Case
         assert got == expected, f"epochs of {max_rows} rows"
 
 
+def test_under_a_memory_budget_equals_the_oracle(tmp_path: Path) -> None:
+    # the operator then runs in parts by key group, each part's state read back from disk when it runs
+    data = SENSOR_RISE.rows(11)
+    write_jsonl(tmp_path / "events" / "1.json", data)
+    run(tmp_path, "SET 'state.memory.budget' = '1 mb';\n" + run_case_sql(SENSOR_RISE), max_epoch_rows=5, drain=True)
+    got = sorted((tuple(ms(v) for v in row) for row in read_sink(tmp_path / "out").iter_rows()), key=repr)
+    assert got == oracle(SENSOR_RISE, data)
+
+
 @settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 100_000),

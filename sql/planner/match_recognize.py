@@ -244,7 +244,7 @@ def _navigate(
             raise error_at(sub, f"{type(sub).__name__.upper()} is not allowed in MATCH_RECOGNIZE", UnsupportedError)
         return sub
 
-    return node.copy().transform(replace, copy=False) if not isinstance(node, exp.Column) else replace(node.copy())
+    return node.copy().transform(replace, copy=False)
 
 
 def _nav_schema(navigations: list[Navigation]) -> dict[str, pl.DataType]:
