@@ -115,13 +115,14 @@ class MatchRecognizeOperator(StatefulOperator):
         matches: list[tuple[dict[str, Any], Found]] = []
         dropped: list[int] = []
         runs: list[dict[str, Any]] = []
+        cache: dict[tuple[str, tuple[Any, ...]], bool] = {}
         parts = released.partition_by(self.partition, maintain_order=True) if self.partition else [released]
         for part in parts:
             values = {c: part.get_column(c).to_list() for c in [*self.columns, SEQ]}
             values[TIME] = values[node.time]
             times = part.get_column(node.time).cast(MS).dt.epoch("ms").to_list()
             fast = {var: part.get_column(f"__ok_{var}").to_list() for var in self.fast}
-            conditions = _Conditions(self, values, times, fast)
+            conditions = _Conditions(self, values, fast, cache)
             matcher = Matcher(node.pattern, conditions.holds, times, within, wm_ms, final)
             found, first_open = resolve(matcher, node.after)
             matches += [(values, f) for f in found]
@@ -206,12 +207,16 @@ class _Conditions:
     """DEFINE conditions of one partition's released rows, asked by the matcher for one row of one binding."""
 
     def __init__(
-        self, op: MatchRecognizeOperator, values: dict[str, list[Any]], times: list[int], fast: dict[str, list[bool]]
+        self,
+        op: MatchRecognizeOperator,
+        values: dict[str, list[Any]],
+        fast: dict[str, list[bool]],
+        cache: dict[tuple[str, tuple[Any, ...]], bool],
     ) -> None:
         self.op = op
         self.values = values
         self.fast = fast
-        self.cache: dict[tuple[str, int, int, tuple[str, ...]], bool] = {}
+        self.cache = cache  # shared by the epoch's partitions
 
     def holds(self, var: str, start: int, pos: int, labels: tuple[str, ...]) -> bool:
         node = self.op.node
@@ -221,12 +226,14 @@ class _Conditions:
         gap = self.op.fast.get(var)
         if gap is not None and pos - start >= gap:
             return bool(self.fast[var][pos])
-        key = (var, start, pos, labels)
+        bound = (*labels, var)
+        used = self.op.uses[var]
+        values = tuple(_navigate(node.navigations[i], self.values, start, pos, bound) for i in used)
+        # the condition is a function of the values it reads: evaluated once per distinct tuple of them
+        key = (var, values)
         if key not in self.cache:
-            bound = (*labels, var)
-            used = self.op.uses[var]
-            row = {f"__nav{i}": [_navigate(node.navigations[i], self.values, start, pos, bound)] for i in used}
             schema = {f"__nav{i}": self.op.nav_schema[f"__nav{i}"] for i in used}
+            row = {name: [value] for name, value in zip(schema, values, strict=True)}
             frame = pl.DataFrame(row, schema=schema) if used else pl.DataFrame({"__one": [1]})
             self.cache[key] = bool(frame.select(condition.fill_null(False)).item())
         return self.cache[key]
@@ -262,7 +269,7 @@ def _navigate(nav: Navigation, values: dict[str, list[Any]], start: int, last: i
 
 
 def _navs(expr: pl.Expr) -> list[int]:
-    return sorted(int(name[5:]) for name in expr.meta.root_names() if name.startswith("__nav"))
+    return sorted({int(name[5:]) for name in expr.meta.root_names() if name.startswith("__nav")})
 
 
 def _stored(node: MatchRecognize) -> dict[str, pl.DataType]:
