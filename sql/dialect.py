@@ -16,6 +16,8 @@ from sqlglot.generators.spark import SparkGenerator
 from sqlglot.parsers.spark import SparkParser
 from sqlglot.tokens import Token, TokenType
 
+from sql.match_recognize_syntax import MatchRecognize, generate_match_recognize, parse_match_recognize
+
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
 
 # sqlglot logs warnings on stderr for SQL it half-understands; timelapse turns those cases into errors with a
@@ -84,12 +86,17 @@ class FlinkParser(SparkParser):
     # Java date patterns are translated by the expression compiler, not by Spark's time mapping.
     # Flink's REGEXP_EXTRACT defaults to group 0, Spark's to 1: keep both as plain calls.
     FUNCTIONS = {k: v for k, v in SparkParser.FUNCTIONS.items() if k not in ("DATE_FORMAT", "REGEXP_EXTRACT")}
+    # FIRST(A.x, n) and LAST(A.x, n) are MATCH_RECOGNIZE's navigation: Spark's builders would drop the offset.
+    FUNCTIONS.pop("FIRST", None)
+    FUNCTIONS.pop("LAST", None)
     SCHEMA_UNNAMED_CONSTRAINTS = {*SparkParser.SCHEMA_UNNAMED_CONSTRAINTS, "WATERMARK"}
     FUNC_TOKENS = {*SparkParser.FUNC_TOKENS, TokenType.SESSION}
     FUNCTION_PARSERS = {
         **SparkParser.FUNCTION_PARSERS,
         **{name: (lambda self, _n=name: self._parse_window_call(_n)) for name in WINDOW_FUNCTIONS},
     }
+
+    _parse_match_recognize = parse_match_recognize
 
     def expression(self, instance: Any, token: Token | None = None, comments: list[str] | None = None) -> Any:
         # A node built from one token without children (CURRENT_TIMESTAMP, a bare keyword) gets that token's
@@ -146,6 +153,7 @@ class FlinkGenerator(SparkGenerator):
         Descriptor: lambda self, e: f"DESCRIPTOR({self.expressions(e, flat=True)})",
         WindowCall: lambda self, e: f"{e.kind}({self.expressions(e, flat=True)})",
         exp.Kwarg: lambda self, e: f"{self.sql(e, 'this')} => {self.sql(e, 'expression')}",
+        MatchRecognize: generate_match_recognize,
         MetadataColumnConstraint: lambda self, e: (
             "METADATA"
             + (f" FROM {self.sql(e, 'this')}" if e.args.get("this") else "")
@@ -158,7 +166,11 @@ class Flink(Spark):
     """Flink SQL as timelapse reads it (sqlglot registers it under the name `flink`)."""
 
     class Tokenizer(Spark.Tokenizer):
-        KEYWORDS = {**Spark.Tokenizer.KEYWORDS, "BYTES": TokenType.VARBINARY}
+        KEYWORDS = {
+            **Spark.Tokenizer.KEYWORDS,
+            "BYTES": TokenType.VARBINARY,
+            "MATCH_RECOGNIZE": TokenType.MATCH_RECOGNIZE,
+        }
         # Flink writes a quote inside a string as '' and has no backslash escapes.
         STRING_ESCAPES = ["'"]
 

@@ -19,6 +19,8 @@ import polars as pl
 
 from sql import types
 from sql.catalog import TableDef
+from sql.match_pattern import Pattern
+from sql.match_pattern import text as pattern_text
 from sql.udf import AggregateUdf
 
 #: Keyed state is split into this many key groups (hash of the key); work is spread over workers by key group,
@@ -396,6 +398,51 @@ class ChangelogNormalize(Node):
         return f"ChangelogNormalize [{self.state_id}] key ({', '.join(self.keys)})"
 
 
+@dataclass(frozen=True)
+class Navigation:
+    """One value a MATCH_RECOGNIZE expression reads from the rows of a (partial) match, as a column `__navN`.
+
+    `kind`: LAST / FIRST (the `offset`-th row from the end / start of the rows bound to `var`, None: every row of
+    the match; `LAST(x, 0)` is the current row in DEFINE, the last row in MEASURES), PREV (`offset` rows before
+    the last row bound to `var`, within the match), COUNT / SUM / AVG / MIN / MAX over `column` of the rows
+    bound to `var`, or MATCH_ROWTIME (the time of the match's last row)."""
+
+    kind: str
+    var: str | None
+    column: str | None
+    offset: int
+    dtype: pl.DataType
+
+
+@dataclass(eq=False)
+class MatchRecognize(Node):
+    """`MATCH_RECOGNIZE (PARTITION BY .. ORDER BY time MEASURES .. ONE ROW PER MATCH AFTER MATCH SKIP ..
+    PATTERN (..) WITHIN .. DEFINE ..)`: rows wait until the watermark passes them, then are matched in event-time
+    order per partition (ties by arrival); one row per match, append-only.
+
+    `defines` (per variable) and `measures` are Polars expressions over `__navN` columns: `navigations[N]`
+    says what each holds. A variable without DEFINE matches every row."""
+
+    partition: list[str] = field(kw_only=True)
+    time: str = field(kw_only=True)
+    pattern: Pattern = field(kw_only=True)
+    navigations: list[Navigation] = field(kw_only=True)
+    defines: dict[str, pl.Expr] = field(kw_only=True)
+    measures: list[tuple[str, pl.Expr]] = field(kw_only=True)
+    after: str = field(kw_only=True)  # PAST LAST ROW | TO NEXT ROW | TO FIRST <var> | TO LAST <var>
+    within: dt.timedelta | None = field(default=None, kw_only=True)
+    state_id: str = field(kw_only=True)
+    sql: str = field(default="", kw_only=True)
+    stateful = True
+
+    def describe(self) -> str:
+        within = f" WITHIN {self.within}" if self.within else ""
+        return (
+            f"MatchRecognize [{self.state_id}] partition ({', '.join(self.partition)}) order ({self.time}) "
+            f"pattern ({pattern_text(self.pattern)}){within} skip {self.after}"
+        )
+
+
 @dataclass(eq=False)
 class UnionAll(Node):
     def describe(self) -> str:
@@ -561,6 +608,14 @@ def state_descriptor(node: Node) -> dict[str, object]:
             "key": node.partition,
             "window": f"{node.frame_kind} rows={node.rows} range={node.range}",
             "state": [f"{a.sql}: {types.sql_name(a.dtype)}" for a in node.aggs],
+            "sql": node.sql,
+        }
+    if isinstance(node, MatchRecognize):
+        return {
+            "kind": "match recognize",
+            "key": node.partition,
+            "window": f"WITHIN {node.within}" if node.within else None,
+            "state": {"pattern": pattern_text(node.pattern), "rows": _types(node.inputs[0].schema)},
             "sql": node.sql,
         }
     if isinstance(node, ChangelogNormalize):

@@ -19,6 +19,7 @@ from engine.operators.aggregate import AggregateOperator
 from engine.operators.base import OperatorSettings, StatefulOperator
 from engine.operators.context import EpochContext
 from engine.operators.join import JoinOperator
+from engine.operators.match_recognize import MatchRecognizeOperator
 from engine.operators.normalize import ChangelogNormalizeOperator
 from engine.operators.over import OverOperator
 from engine.operators.spilled import MemoryBudget, SpilledOperator
@@ -29,6 +30,7 @@ from sql.plan import (
     Calc,
     ChangelogNormalize,
     Join,
+    MatchRecognize,
     Node,
     OverAggregate,
     Plan,
@@ -58,6 +60,7 @@ STATEFUL: dict[type[Node], type[StatefulOperator]] = {
     OverAggregate: OverOperator,
     ChangelogNormalize: ChangelogNormalizeOperator,
     TemporalJoin: TemporalJoinOperator,
+    MatchRecognize: MatchRecognizeOperator,
 }
 
 

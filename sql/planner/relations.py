@@ -133,6 +133,10 @@ def select(binder: Binder, node: exp.Select) -> Relation:
     for arg, what in (("order", "ORDER BY"), ("limit", "LIMIT"), ("qualify", "QUALIFY")):
         if node.args.get(arg):
             raise error_at(node.args[arg], f"{what} is not supported yet", UnsupportedError)
+    if node.args.get("match") is not None:
+        from sql.planner.match_recognize import match_recognize  # imports relations: resolved at call time
+
+        return match_recognize(binder, node)
     ranked = top_n.top_n(binder, node)
     if ranked is not None:
         relation, where = ranked
