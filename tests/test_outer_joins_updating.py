@@ -285,3 +285,25 @@ def test_what_outer_joins_still_refuse() -> None:
             watermarked + "INSERT INTO r SELECT o.id, p.id FROM o LEFT JOIN p ON o.k = p.k AND o.v < p.v "
             "AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '1' SECOND;"
         )
+
+
+def test_kill_9_with_an_outer_join_of_changelogs_and_a_residual(tmp_path: Path) -> None:
+    """The partner counts are state like the rest: killed at random instants and restarted, the run's keyed
+    sink equals the join of the final inputs."""
+    from tests.test_crash_recovery import crash_until_done
+
+    rng = random.Random(9)
+    changes_a, changes_b = history(rng, 30, True, 0), history(rng, 30, True, 100)
+    write_changes(tmp_path, "a", changes_a, True)
+    write_changes(tmp_path, "b", changes_b, True)
+    condition = RESIDUALS["lt"]
+    sql = (
+        table("a", True)
+        + table("b", True)
+        + SINK
+        + f"INSERT INTO out SELECT * FROM a FULL JOIN b ON a.k = b.k{condition};"
+    )
+    (tmp_path / "pipeline.sql").write_text(sql)
+    assert crash_until_done(tmp_path, kills=3, seed=9) >= 1
+    expected = expected_join("FULL", condition, final(changes_a), final(changes_b))
+    assert_frame_equal(sort_all(read_sink(tmp_path / "out")), sort_all(expected), check_dtypes=False)
