@@ -134,6 +134,8 @@ def test_the_changelog_applied_is_the_join_of_the_final_inputs(
         for lo, hi in zip([0, *cuts], [*cuts, len(stream)], strict=True):
             batch = stream[lo:hi]
             out = harness.feed(a=[r for s, r in batch if s == "a"], b=[r for s, r in batch if s == "b"])
+            ops = out.get_column("__op").to_list()
+            assert ops == sorted(ops, key=lambda op: op != "-D")  # net changes, retractions first
             for row in out.rows():
                 values, op = row[:-1], row[-1]
                 if op in ("-U", "-D"):
@@ -307,3 +309,50 @@ def test_kill_9_with_an_outer_join_of_changelogs_and_a_residual(tmp_path: Path) 
     assert crash_until_done(tmp_path, kills=3, seed=9) >= 1
     expected = expected_join("FULL", condition, final(changes_a), final(changes_b))
     assert_frame_equal(sort_all(read_sink(tmp_path / "out")), sort_all(expected), check_dtypes=False)
+
+
+UPSERT_LIMITS = """
+CREATE TABLE orders (id BIGINT, cust STRING, amount INT)
+WITH ('connector' = 'filesystem', 'path' = 'o', 'format' = 'json');
+CREATE TABLE limits (cust STRING, cap INT, PRIMARY KEY (cust) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = 't', 'properties.bootstrap.servers' = '127.0.0.1:9',
+      'key.format' = 'json', 'value.format' = 'json');
+CREATE TABLE capped (id BIGINT, cust STRING, cap INT, PRIMARY KEY (id) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO capped SELECT o.id, o.cust, l.cap FROM orders o LEFT JOIN limits l ON o.cust = l.cust AND o.amount <= l.cap;
+"""
+
+
+def test_an_upsert_source_updating_the_inner_side_pads_and_unpads_a_row() -> None:
+    """The inner side is an upsert source (normalized by its key): each update of a customer's cap decides anew
+    whether the order has a partner; its padded row is retracted when it gains one and emitted when it loses it."""
+    h = OperatorHarness(UPSERT_LIMITS, Join)
+    feeds: list[tuple[dict[str, list[dict]], list[tuple]]] = [
+        (
+            {"orders": [{"id": 1, "cust": "a", "amount": 50}, {"id": 2, "cust": "b", "amount": 5}]},
+            [(2, "b", 5, None, None, "+I"), (1, "a", 50, None, None, "+I")],
+        ),
+        (
+            {"limits": [{"cust": "a", "cap": 100, "__op": "+U"}]},
+            [(1, "a", 50, None, None, "-D"), (1, "a", 50, "a", 100, "+I")],
+        ),
+        (
+            {"limits": [{"cust": "a", "cap": 10, "__op": "+U"}]},
+            [(1, "a", 50, "a", 100, "-D"), (1, "a", 50, None, None, "+I")],
+        ),
+        (  # b's cap is below its order: no partner, nothing changes for it
+            {"limits": [{"cust": "a", "cap": 60, "__op": "+U"}, {"cust": "b", "cap": 1, "__op": "+U"}]},
+            [(1, "a", 50, None, None, "-D"), (1, "a", 50, "a", 60, "+I")],
+        ),
+        (
+            {"limits": [{"cust": "a", "cap": None, "__op": "-D"}]},
+            [(1, "a", 50, "a", 60, "-D"), (1, "a", 50, None, None, "+I")],
+        ),
+    ]
+    for rows, expected in feeds:
+        out = h.feed(**rows).rows()
+        ops = [row[-1] for row in out]
+        assert ops == sorted(ops, key=lambda op: op != "-D")  # retractions first (a keyed sink keeps the last)
+        assert sorted(out, key=str) == sorted(expected, key=str)
+        h.commit()
+    assert sort_all(h.state("left")).rows() == [("a", 1, "a", 50, 1, 0), ("b", 2, "b", 5, 1, 0)]
