@@ -61,7 +61,7 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
     if time_bounds is None:  # a lookup or regular join: the bounds only filter
         found.residual = found.bound_conjuncts + found.residual
     out_scope = Scope(schema, left.qualifiers | right.qualifiers, columns)
-    residual = _residual(binder, found.residual, kind, lookup or time_bounds is None, out_scope)
+    residual = _residual(binder, found.residual, out_scope)
     if lookup and kind != "INNER" and changelog.updating(left.node):
         # the dimension is read as of each change: a retraction could pad (or not) unlike the row it retracts
         raise error_at(
@@ -230,18 +230,12 @@ def _hinted(select: exp.Select, name: str) -> bool:
     )
 
 
-def _residual(binder: Binder, residual: list[exp.Expr], kind: str, counted: bool, scope: Scope) -> pl.Expr | None:
+def _residual(binder: Binder, residual: list[exp.Expr], scope: Scope) -> pl.Expr | None:
     """Conditions other than keys and bounds, on the joined row. In an outer join they decide which pairs are
-    partners (a row with no pair passing them is padded): regular outer joins count each row's partners
-    (`counted`), lookup joins join row by row; an outer interval join does not take them yet."""
+    partners (a row with no pair passing them is padded): a regular outer join counts each row's partners, an
+    interval join marks the rows that found one, a lookup join joins row by row."""
     if not residual:
         return None
-    if kind != "INNER" and not counted:
-        raise error_at(
-            residual[0],
-            f"{kind} interval JOIN conditions other than equalities and time bounds are not supported yet",
-            UnsupportedError,
-        )
     combined = residual[0]
     for extra in residual[1:]:
         combined = exp.And(this=combined, expression=extra)
