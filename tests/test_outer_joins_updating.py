@@ -34,6 +34,7 @@ RESIDUALS = {
     "none": "",
     "lt": " AND a.v < b.v",  # partners depend on the pair, not the key alone
     "mixed": " AND (a.v + b.v) % 3 <> 0 AND b.v > 2",  # one side's part is also pushed below the join
+    "one side": " AND a.v > 3",  # on a preserved side: its rows failing it are padded, never dropped
 }
 
 
