@@ -1,13 +1,15 @@
 """Joins: regular (both sides kept), interval (rows kept until the watermark passes their bound) and lookup.
 
 State schema, one table per input side (`left/`, `right/` under `state/operators/<id>/`):
-    __k0.. (the join key values)  <the side's columns>  __count  [__matched]  _kg _epoch _deleted
+    __k0.. (the join key values)  <the side's columns>  __count  [__matched | __partners]  _kg _epoch _deleted
 Rows are kept with their multiplicity (`__count`); an interval join also remembers whether each row found a
-partner (`__matched`), so an outer join can emit the row padded with NULLs when it leaves the state.
+partner (`__matched`), so an outer join can emit the row padded with NULLs when it leaves the state; the outer
+side of a regular outer join with a residual condition keeps each row's partner count (`__partners`).
 
 - Regular INNER join of append-only inputs emits inserts; over updating inputs the multiplicities carry signs.
-- Regular LEFT/RIGHT/FULL joins emit a changelog: a row without a partner is emitted padded (+I) and retracted
-  (-D) when its first partner arrives.
+- Regular LEFT/RIGHT/FULL joins emit a changelog: a row without a partner is emitted padded (+I), retracted
+  (-D) when its first partner arrives, and padded again when its last partner is retracted
+  (`engine.operators.outer_join`). An epoch's changes are emitted retractions first.
 - Interval joins emit inserts only: a padded row is emitted when the unmatched row is evicted. Rows behind
   the watermark when they arrive are late: they go to `late_left/` or `late_right/`.
 - Lookup joins read the dimension table at its latest version through its source connector (the version each
@@ -35,6 +37,7 @@ from engine.operators.base import (
 from engine.operators.collect import collect_all
 from engine.operators.context import EpochContext
 from engine.operators.join_index import KeyIndex
+from engine.operators.outer_join import PARTNERS, keeps_partners, net, outer_sides, padding
 from engine.sources.lookup import LookupTable, dead_letters_due
 from engine.state_store import StateTable, key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, Join
@@ -78,13 +81,14 @@ class JoinOperator(StatefulOperator):
             .select([e.alias(k) for e, k in zip(node.left_keys, keys, strict=True)])
             .collect_schema()
         )
-        values = {
-            COUNT: pl.Int64(),
-            **({MATCHED: pl.Boolean()} if node.bounds else {}),
-            **({TOUCHED: pl.Datetime("ms", "UTC")} if node.ttl else {}),
-        }
         specs = []
         for side, index, cols in (("left", 0, list(node.left_names)), ("right", 1, list(node.right_names))):
+            values = {
+                COUNT: pl.Int64(),
+                **({MATCHED: pl.Boolean()} if node.bounds else {}),
+                **({PARTNERS: pl.Int64()} if keeps_partners(node, side) else {}),
+                **({TOUCHED: pl.Datetime("ms", "UTC")} if node.ttl else {}),
+            }
             schema = node.inputs[index].schema
             # Right-side columns are stored under their output names, so both tables read as the join's result.
             names = cols if side == "left" else [node.right_names[c] for c in cols]
@@ -230,50 +234,28 @@ class JoinOperator(StatefulOperator):
         dl, dr = self._collapse(left, "left"), self._collapse(right, "right")
         # Only the stored rows sharing a key with the epoch's rows can join them or change who is padded.
         old_l, old_r = (self._stored(s, [dl, dr]).drop(TOUCHED, strict=False) for s in ("left", "right"))
-        found = self._pairs((dl, old_r.drop("_kg")), (old_l.drop("_kg"), dr), (dl, dr))
-        pairs = pl.concat(found, how="vertical_relaxed")
-        parts = [self._emit(pairs.select(*self.output_cols, COUNT))]
-        kind = self.node.kind
-        if kind in ("LEFT", "FULL"):
-            parts.append(self._padding(dl, old_l, old_r, dr, "left"))
-        if kind in ("RIGHT", "FULL"):
-            parts.append(self._padding(dr, old_r, old_l, dl, "right"))
-        self._apply(dl, "left")
-        self._apply(dr, "right")
-        out = (
-            pl.concat([p for p in parts if p.height], how="vertical_relaxed")
-            if any(p.height for p in parts)
-            else self.empty_output()
-        )
-        return out.select(list(self.node.schema))
-
-    def _padding(
-        self, delta: pl.DataFrame, old: pl.DataFrame, other_old: pl.DataFrame, other_delta: pl.DataFrame, side: str
-    ) -> pl.DataFrame:
-        """Outer-join rows: new rows without a partner (+I padded); old rows whose first partner came (-D)."""
-        # Only the keys the epoch brings can change who is padded: count the stored partners of those alone.
-        touched = pl.concat([delta.select(self.keys), other_delta.select(self.keys)]).unique()
-        before = (
-            other_old.join(touched, on=self.keys, how="semi")
-            .group_by(self.keys)
-            .agg(pl.col(COUNT).sum().alias("__before"))
-        )
-        added = other_delta.group_by(self.keys).agg(pl.col(COUNT).sum().alias("__added"))
-        counts = before.join(added, on=self.keys, how="full", coalesce=True).with_columns(
-            pl.col("__before").fill_null(0),
-            (pl.col("__before").fill_null(0) + pl.col("__added").fill_null(0)).alias("__after"),
-        )
-        lonely = delta.join(counts.filter(pl.col("__after") > 0), on=self.keys, how="anti")
-        found = old.drop("_kg").join(
-            counts.filter((pl.col("__before") <= 0) & (pl.col("__after") > 0)), on=self.keys, how="semi"
-        )
-        return pl.concat(
-            [
-                self._emit(self._pad(lonely, side)),
-                self._emit(self._pad(found, side).with_columns(-pl.col(COUNT))),
-            ],
-            how="vertical_relaxed",
-        )
+        plain_l, plain_r = (old.drop("_kg", PARTNERS, strict=False) for old in (old_l, old_r))
+        found = self._pairs((dl, plain_r), (plain_l, dr), (dl, dr))
+        parts = [p.select(*self.output_cols, COUNT) for p in found]
+        deltas = {"left": dl, "right": dr}
+        updating = any(node.changelog != "append" for node in self.node.inputs)
+        if not updating and not outer_sides(self.node.kind):  # inserts only: no order to keep, nothing to net
+            out = self._emit(pl.concat(parts, how="vertical_relaxed"))
+            self._apply(dl, "left")
+            self._apply(dr, "right")
+            return out
+        stored = {"left": old_l.drop("_kg"), "right": old_r.drop("_kg")}
+        plain = {"left": plain_l, "right": plain_r}
+        for side in outer_sides(self.node.kind):
+            other = "right" if side == "left" else "left"
+            # from the epoch's rows as collapsed (`deltas[other]` may be the other side's restaged rows)
+            epoch_other = dr if side == "left" else dl
+            pad = padding(self, side, deltas[side], stored[side], epoch_other, plain[other])
+            parts.append(pad.output)
+            deltas[side] = pad.delta
+        self._apply(deltas["left"], "left")
+        self._apply(deltas["right"], "right")
+        return self._emit(net(pl.concat(parts, how="vertical_relaxed"), self.output_cols, updating))
 
     def _pad(self, rows: pl.DataFrame, side: str) -> pl.DataFrame:
         other = "right" if side == "left" else "left"
@@ -314,7 +296,7 @@ class JoinOperator(StatefulOperator):
             return
         group = [*self.keys, *self._columns(side)]
         stored = self.rows[side]
-        extra = [c for c in (MATCHED, TOUCHED) if c in stored.columns]
+        extra = [c for c in (MATCHED, PARTNERS, TOUCHED) if c in stored.columns]
         if TOUCHED in extra:
             delta = delta.with_columns(pl.lit(self.now, pl.Datetime("ms", "UTC")).alias(TOUCHED))
         delta = delta.select(*group, COUNT, *extra, HASH)
@@ -339,6 +321,7 @@ class JoinOperator(StatefulOperator):
             aggs = (
                 [pl.col(COUNT).sum(), pl.col(HASH).first()]
                 + ([pl.col(MATCHED).any()] if MATCHED in extra else [])
+                + ([pl.col(PARTNERS).sum()] if PARTNERS in extra else [])  # the epoch's rows carry the change
                 + ([pl.col(TOUCHED).max()] if TOUCHED in extra else [])
             )
             combined = (

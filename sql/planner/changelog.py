@@ -56,7 +56,9 @@ def union(left: Node, right: Node) -> str:
 
 def join(kind: str, lookup: bool, interval: bool, left: Node, right: Node) -> str:
     """A lookup join follows its stream side (the dimension is read as of each row). An interval join, or an
-    inner join of two append-only inputs, only ever adds matches; any outer side may later retract its padding."""
+    inner join of two append-only inputs, only ever adds matches. Otherwise +I and -D rows: an outer side's padded
+    row is retracted when the row gains its first partner and emitted again when it loses its last, and an
+    updating input's retractions retract the joined rows."""
     if lookup:
         return left.changelog
     if interval or (kind == "INNER" and not updating(left, right)):

@@ -64,12 +64,12 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select) -> 
     if time_bounds is None:  # a lookup or regular join: the bounds only filter
         found.residual = found.bound_conjuncts + found.residual
     out_scope = Scope(schema, left.qualifiers | right.qualifiers, columns)
-    residual = _residual(binder, found.residual, kind, lookup, out_scope)
-    if changelog.updating(left.node, right.node) and (kind != "INNER" or time_bounds is not None):
-        updating = left.node if changelog.updating(left.node) else right.node
+    residual = _residual(binder, found.residual, out_scope)
+    if lookup and kind != "INNER" and changelog.updating(left.node):
+        # the dimension is read as of each change: a retraction could pad (or not) unlike the row it retracts
         raise error_at(
             node,
-            f"{kind} JOIN over an updating input is not supported yet" + changelog.origin(updating),
+            f"{kind} lookup JOIN over an updating input is not supported yet" + changelog.origin(left.node),
             UnsupportedError,
         )
     mode = changelog.join(kind, lookup, time_bounds is not None, left.node, right.node)
@@ -233,18 +233,12 @@ def _hinted(select: exp.Select, name: str) -> bool:
     )
 
 
-def _residual(binder: Binder, residual: list[exp.Expr], kind: str, lookup: bool, scope: Scope) -> pl.Expr | None:
-    """Conditions other than keys and bounds, on the joined row: an outer join could not tell a failed
-    condition from a missing match, so only INNER (and lookup) joins take them."""
+def _residual(binder: Binder, residual: list[exp.Expr], scope: Scope) -> pl.Expr | None:
+    """Conditions other than keys and bounds, on the joined row. In an outer join they decide which pairs are
+    partners (a row with no pair passing them is padded): a regular outer join counts each row's partners, an
+    interval join marks the rows that found one, a lookup join joins row by row."""
     if not residual:
         return None
-    if kind != "INNER" and not lookup:
-        raise error_at(
-            residual[0],
-            f"{kind} JOIN conditions other than equalities (and interval bounds on "
-            "time attributes) are not supported yet",
-            UnsupportedError,
-        )
     combined = residual[0]
     for extra in residual[1:]:
         combined = exp.And(this=combined, expression=extra)
