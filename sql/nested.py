@@ -75,8 +75,11 @@ def lookup(c: ExprCompiler, value: pl.Expr, dtype: pl.DataType, key: exp.Expr) -
     """The value of `key` in a map (its last entry with that key). The key must be a constant: Polars evaluates
     per-element expressions (`list.eval`) without access to other columns of the row."""
     if any(True for _ in key.find_all(exp.Column)):
-        raise error_at(key, "a MAP key in m[key] must be a constant (Polars cannot compare a map's keys with a column)",
-                       UnsupportedError)
+        raise error_at(
+            key,
+            "a MAP key in m[key] must be a constant (Polars cannot compare a map's keys with a column)",
+            UnsupportedError,
+        )
     key_type, value_type = (f.dtype for f in dtype.inner.fields)  # type: ignore[attr-defined]
     wanted = pl.select(c.cast(c.compile(key), key_type, key)).to_series()[0]
     entry = pl.element()
@@ -117,9 +120,12 @@ def _common(c: ExprCompiler, nodes: list[exp.Expr], where: exp.Expr) -> list[pl.
     if not known:
         return [e for e, _ in typed]
     try:
-        common = pl.select([pl.lit(None, dtype=t).alias(str(i)) for i, t in enumerate(known)]).select(
-            pl.concat_list(pl.all())
-        ).to_series().dtype.inner  # type: ignore[attr-defined]
+        common = (
+            pl.select([pl.lit(None, dtype=t).alias(str(i)) for i, t in enumerate(known)])
+            .select(pl.concat_list(pl.all()))
+            .to_series()
+            .dtype.inner
+        )  # type: ignore[attr-defined]
     except pl.exceptions.PolarsError:
         names = ", ".join(types.sql_name(t) for t in known)
         raise error_at(where, f"{where.sql()}: the elements have no common type ({names})") from None
@@ -132,7 +138,9 @@ def _one(node: exp.Expr, args: list[exp.Expr], count: int, name: str) -> None:
         raise error_at(node, f"{name} takes {count} argument(s)")
 
 
-def _collection(c: ExprCompiler, node: exp.Expr, arg: exp.Expr, name: str, maps: bool = True) -> tuple[pl.Expr, pl.DataType]:
+def _collection(
+    c: ExprCompiler, node: exp.Expr, arg: exp.Expr, name: str, maps: bool = True
+) -> tuple[pl.Expr, pl.DataType]:
     value, dtype = c.typed(arg)
     if not isinstance(dtype, pl.List | pl.Array | pl.Null) or (not maps and types.is_map(dtype) and False):
         raise error_at(node, f"{name} needs an ARRAY{' or a MAP' if maps else ''}, not {types.sql_name(dtype)}")
@@ -198,8 +206,10 @@ def _array_join(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Exp
         replacement = c.compile(args[2])
         joined = value.list.eval(pl.element().fill_null(pl.lit("\x00null"))).list.join(delimiter)
         # (list.eval cannot see the replacement column: a marker stands for NULL, then is replaced)
-        return pl.when(replacement.is_not_null()).then(joined.str.replace_all("\x00null", replacement, literal=True)).otherwise(
-            value.list.join(delimiter, ignore_nulls=True)
+        return (
+            pl.when(replacement.is_not_null())
+            .then(joined.str.replace_all("\x00null", replacement, literal=True))
+            .otherwise(value.list.join(delimiter, ignore_nulls=True))
         )
     return value.list.join(delimiter, ignore_nulls=True)
 
@@ -242,7 +252,9 @@ def function(c: ExprCompiler, node: exp.Func, name: str) -> pl.Expr | None:
 
 
 # -- CAST -----------------------------------------------------------------------------------------------------------
-def cast(value: pl.Expr, source: pl.DataType, target: pl.DataType, node: exp.Expr | None, leaf: Callable[..., pl.Expr]) -> pl.Expr:
+def cast(
+    value: pl.Expr, source: pl.DataType, target: pl.DataType, node: exp.Expr | None, leaf: Callable[..., pl.Expr]
+) -> pl.Expr:
     """CAST between nested types of the same shape: ROW fields by position (renamed to the target's names), ARRAY
     elements and MAP keys and values one by one, each leaf by `leaf` (the scalar CAST)."""
     if not _castable(source, target):

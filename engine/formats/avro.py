@@ -51,7 +51,9 @@ def avro_type(name: str, dtype: pl.DataType, path: str = "record") -> Any:
     if is_map(dtype):
         key, value = (f.dtype for f in dtype.inner.fields)  # type: ignore[attr-defined]
         if not isinstance(key, pl.String):
-            raise FormatError(f"format 'avro' cannot hold column '{name}' of type {sql_name(dtype)}: map keys are strings")
+            raise FormatError(
+                f"format 'avro' cannot hold column '{name}' of type {sql_name(dtype)}: map keys are strings"
+            )
         return {"type": "map", "values": ["null", avro_type(name, value, path)]}
     if isinstance(dtype, pl.List):
         return {"type": "array", "items": ["null", avro_type(name, dtype.inner, path)]}

@@ -201,7 +201,10 @@ def typed_from_frame(
         if _valid(typed, schema, required):
             return SourceBatch(typed)
     text = frame.select(
-        [_as_text(pl.col(n), frame.schema[n]) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n) for n in schema]
+        [
+            _as_text(pl.col(n), frame.schema[n]) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
+            for n in schema
+        ]
     )
     return typed_from_text(text, schema, context(), required)
 
