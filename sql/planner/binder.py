@@ -66,15 +66,21 @@ class Scope:
             except SqlError:
                 if len(parts) == 1:
                     raise
+        # a path into a column only when that column is a ROW (else `s.k` could mean a column `s` elsewhere)
         if len(parts) >= 3 and parts[0].lower() in self.qualifiers:
             try:
-                return self.resolve(exp.column(parts[1], parts[0])), parts[2:]
+                name = self.resolve(exp.column(parts[1], parts[0]))
+                if isinstance(self.schema.get(name), pl.Struct):
+                    return name, parts[2:]
             except SqlError:
                 pass
         try:
-            return self.resolve(exp.column(parts[0])), parts[1:]
+            name = self.resolve(exp.column(parts[0]))
+            if isinstance(self.schema.get(name), pl.Struct):
+                return name, parts[1:]
         except SqlError:
-            return self.resolve(column), []  # (raises the error naming the whole column)
+            pass
+        return self.resolve(column), []  # (raises the error naming the whole column)
 
 
 @dataclass
