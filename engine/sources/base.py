@@ -213,7 +213,7 @@ def _as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     if isinstance(dtype, pl.List | pl.Struct | pl.Array):
         from engine.sources import nested_values
 
-        return nested_values.as_json_text(value)
+        return nested_values.as_json_text(value).alias(value.meta.output_name())
     return value.cast(pl.String)
 
 

@@ -116,7 +116,7 @@ def lossless(value: pl.Expr, source: pl.DataType, converted: pl.Expr, target: pl
 def from_json_text(text: pl.Expr, dtype: pl.DataType, leaf: Leaf) -> pl.Expr:
     """JSON text -> a value of the nested `dtype`; NULL where its shape or a leaf does not match."""
     shape = skeleton(dtype)
-    parsed = text.map_batches(lambda s: _parse_batch(s, dtype), return_dtype=shape)
+    parsed = text.map_batches(lambda s: _parse_batch(s, dtype), return_dtype=shape, is_elementwise=True)
     return lossless(parsed, shape, convert(parsed, dtype, leaf), dtype)
 
 
