@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -96,7 +97,9 @@ def delta_by_duckdb(path: Path) -> pl.DataFrame:
 
 def dead_letters(root: Path, table: str = "src") -> pl.DataFrame:
     path = root / "state" / "dead_letters" / table
-    return pl.read_delta(str(path)) if path.exists() else pl.DataFrame(schema={"position": pl.Int64, "reason": pl.String})
+    return (
+        pl.read_delta(str(path)) if path.exists() else pl.DataFrame(schema={"position": pl.Int64, "reason": pl.String})
+    )
 
 
 # -- formats -> Delta ---------------------------------------------------------------------------------------------
@@ -127,19 +130,24 @@ def writer_schema(small: str = "int") -> dict[str, Any]:
     def nullable(kind: Any) -> list[Any]:
         return ["null", kind]
 
-    inner = {"type": "record", "name": "record_r_c", "fields": [
-        {"name": "d", "type": nullable({"type": "array", "items": nullable(small)}), "default": None}
-    ]}
-    row = {"type": "record", "name": "record_r", "fields": [
-        {"name": "t", "type": nullable(small), "default": None},
-        {"name": "b", "type": nullable("string"), "default": None},
-        {"name": "c", "type": nullable(inner), "default": None},
-    ]}
+    inner = {
+        "type": "record",
+        "name": "record_r_c",
+        "fields": [{"name": "d", "type": nullable({"type": "array", "items": nullable(small)}), "default": None}],
+    }
+    row = {
+        "type": "record",
+        "name": "record_r",
+        "fields": [
+            {"name": "t", "type": nullable(small), "default": None},
+            {"name": "b", "type": nullable("string"), "default": None},
+            {"name": "c", "type": nullable(inner), "default": None},
+        ],
+    }
     return {"type": "record", "name": "record", "fields": [
         {"name": "id", "type": nullable("long"), "default": None},
         {"name": "r", "type": nullable(row), "default": None},
-        {"name": "m", "type": nullable({"type": "map", "values": nullable({"type": "array", "items": nullable("long")})}),
-         "default": None},
+        {"name": "m", "type": nullable({"type": "map", "values": nullable(longs)}), "default": None},
     ]}  # fmt: skip
 
 
@@ -241,6 +249,171 @@ def test_mismatching_nested_values_in_parquet_and_avro_are_dead_letters(tmp_path
     )
     decoded = fmt.decode(messages)
     assert decoded.rows.height == 0
-    assert decoded.dead.get_column("reason").to_list() == [
-        "column 'r': a value inside does not fit ROW<`t` TINYINT, `b` STRING, `c` ROW<`d` ARRAY<SMALLINT>>>"
-    ] * 2
+    assert (
+        decoded.dead.get_column("reason").to_list()
+        == ["column 'r': a value inside does not fit ROW<`t` TINYINT, `b` STRING, `c` ROW<`d` ARRAY<SMALLINT>>>"] * 2
+    )
+
+
+# -- expressions --------------------------------------------------------------------------------------------------
+EXPRESSIONS = [
+    # (sink column, its type, timelapse expression, DuckDB expression over `src` with `mm` the map as a MAP)
+    ("a", "INT", "r.a", "r.a"),
+    ("qualified", "STRING", "src.r.b", "r.b"),
+    ("deep", "INT", "r.c.d[2]", "r.c.d[2]"),
+    ("first", "INT", "arr[1]", "arr[1]"),
+    ("far", "INT", "arr[9]", "arr[9]"),
+    ("by_column", "INT", "arr[CAST(id % 4 AS INT)]", "CASE WHEN id % 4 >= 1 THEN arr[id % 4] END"),
+    ("field_of_element", "STRING", "rs[1].b", "rs[1].b"),
+    ("k1", "INT", "m['k1']", "mm['k1']"),
+    ("card", "INT", "CARDINALITY(arr)", "len(arr)"),
+    ("card_map", "INT", "CARDINALITY(m)", "cardinality(mm)"),
+    ("keys", "ARRAY<STRING>", "MAP_KEYS(m)", "map_keys(mm)"),
+    ("vals", "ARRAY<INT>", "MAP_VALUES(m)", "map_values(mm)"),
+    ("has3", "BOOLEAN", "ARRAY_CONTAINS(arr, 3)", "list_contains(arr, 3)"),
+    ("built", "ARRAY<BIGINT>", "ARRAY[id, 2, r.a]", "[id, 2, r.a]"),
+    (
+        "built_map",
+        "MAP<STRING, BIGINT>",
+        "MAP['a', id, 'b', 2]",
+        "[{'key': 'a', 'value': id}, {'key': 'b', 'value': 2}]",
+    ),
+    ("built_row", "ROW<x BIGINT, y STRING>", "ROW(id, r.b)", "{'x': id, 'y': r.b}"),
+    (
+        "cast_row",
+        "ROW<p BIGINT, q STRING, z ROW<d ARRAY<BIGINT>>>",
+        "CAST(r AS ROW<p BIGINT, q STRING, z ROW<d ARRAY<BIGINT>>>)",
+        "CASE WHEN r IS NOT NULL THEN {'p': r.a, 'q': r.b, 'z': CASE WHEN r.c IS NOT NULL THEN {'d': r.c.d} END} END",
+    ),
+    ("cast_arr", "ARRAY<STRING>", "CAST(arr AS ARRAY<STRING>)", "CAST(arr AS VARCHAR[])"),
+    ("is_null", "BOOLEAN", "r.c IS NULL", "r.c IS NULL"),
+]
+
+
+def _element(row: dict[str, Any]) -> Any:
+    return row["s"][0] if row["s"] is not None and len(row["s"]) == 1 else None
+
+
+def _has_null(row: dict[str, Any]) -> bool | None:
+    return None if row["arr"] is None else None in row["arr"]
+
+
+def _distinct(row: dict[str, Any]) -> list[str | None] | None:
+    return None if row["s"] is None else list(dict.fromkeys(row["s"]))
+
+
+def _joined(row: dict[str, Any], null: str | None = None) -> str | None:
+    if row["s"] is None:
+        return None
+    return "-".join(null if x is None else x for x in row["s"] if x is not None or null is not None)
+
+
+#: where Flink's semantics differ from DuckDB's (or DuckDB has no such function): a Python reference
+REFERENCE = [
+    ("only", "STRING", "ELEMENT(s)", _element),
+    ("has_null", "BOOLEAN", "ARRAY_CONTAINS(arr, CAST(NULL AS INT))", _has_null),
+    ("distinct", "ARRAY<STRING>", "ARRAY_DISTINCT(s)", _distinct),
+    ("joined", "STRING", "ARRAY_JOIN(s, '-')", _joined),
+    ("joined_n", "STRING", "ARRAY_JOIN(s, '-', 'N')", lambda row: _joined(row, "N")),
+]
+
+
+def test_expressions_match_duckdb(tmp_path: Path) -> None:
+    rows = make_rows(3, 60)
+    write_jsonl(tmp_path / "in" / "a.json", rows)
+    every = [(n, t, e) for n, t, e, _ in EXPRESSIONS] + [(n, t, e) for n, t, e, _ in REFERENCE]
+    sink = "CREATE TABLE out (id BIGINT, " + ", ".join(f"{n} {t}" for n, t, _ in every) + ")"
+    sink += " WITH ('connector' = 'delta', 'path' = 'out');\n"
+    query = "INSERT INTO out SELECT id, " + ", ".join(e for _, _, e in every) + " FROM src;"
+    run(tmp_path, SOURCE + sink + query, max_epoch_rows=17)
+    got = read_sink(tmp_path / "out").sort("id")
+    data = frame(rows)
+    expected = duck(
+        "SELECT id, " + ", ".join(f"{e} AS {n}" for n, _, _, e in EXPRESSIONS) + " FROM "
+        "(SELECT *, map_from_entries(m) AS mm FROM src) ORDER BY id",
+        src=data,
+    )
+    for name, *_ in EXPRESSIONS:
+        assert got.get_column(name).to_list() == expected.get_column(name).to_list(), name
+    for name, _, _, reference in REFERENCE:
+        assert got.get_column(name).to_list() == [reference(r) for r in data.to_dicts()], name
+
+
+# -- UNNEST ---------------------------------------------------------------------------------------------------------
+UNNEST_SINKS = """
+CREATE TABLE o_arr (id BIGINT, x INT, n INT) WITH ('connector' = 'delta', 'path' = 'o_arr');
+CREATE TABLE o_map (id BIGINT, k STRING, v INT) WITH ('connector' = 'delta', 'path' = 'o_map');
+CREATE TABLE o_rows (id BIGINT, a INT, b STRING) WITH ('connector' = 'delta', 'path' = 'o_rows');
+CREATE TABLE o_left (id BIGINT, x STRING) WITH ('connector' = 'delta', 'path' = 'o_left');
+INSERT INTO o_arr SELECT id, x, n FROM src CROSS JOIN UNNEST(arr) WITH ORDINALITY AS t (x, n);
+INSERT INTO o_map SELECT src.id, t.k, t.v FROM src CROSS JOIN UNNEST(src.m) AS t (k, v) WHERE k <> 'x';
+INSERT INTO o_rows SELECT id, a, b FROM src, UNNEST(rs) AS u (a, b);
+INSERT INTO o_left SELECT id, x FROM src LEFT JOIN UNNEST(s) AS t (x) ON TRUE;
+"""
+UNNEST_DUCK = {
+    "o_arr": "SELECT id, unnest(arr) AS x, generate_subscripts(arr, 1) AS n FROM src",
+    "o_map": "SELECT id, e.key AS k, e.value AS v FROM (SELECT id, unnest(m) AS e FROM src) WHERE e.key <> 'x'",
+    "o_rows": "SELECT id, e.a AS a, e.b AS b FROM (SELECT id, unnest(rs) AS e FROM src)",
+    "o_left": "SELECT id, x FROM src LEFT JOIN LATERAL (SELECT unnest(src.s) AS x) t ON TRUE",
+}
+
+
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), n=st.integers(0, 25), max_rows=st.one_of(st.none(), st.integers(1, 7)))
+def test_cross_join_unnest_matches_duckdb(seed: int, n: int, max_rows: int | None) -> None:
+    root = Path(tempfile.mkdtemp())
+    try:
+        rows = make_rows(seed, n)
+        write_jsonl(root / "in" / "a.json", rows)
+        run(root, SOURCE + UNNEST_SINKS, max_epoch_rows=max_rows)
+        for table, query in UNNEST_DUCK.items():
+            expected = duck(query, src=frame(rows))
+            got = read_sink(root / table) if (root / table).exists() else expected.clear()
+            assert_frame_equal(sort_all(got), sort_all(expected), check_dtypes=False)
+    finally:
+        shutil.rmtree(root)
+
+
+def test_unnest_passes_an_updating_input_through(tmp_path: Path) -> None:
+    """A changelog source: the rows an update retracts are the ones its old array expanded to."""
+    messages = [
+        {"op": "c", "after": {"id": 1, "tags": ["a", "b"]}},
+        {"op": "c", "after": {"id": 2, "tags": ["c"]}},
+        {"op": "u", "before": {"id": 1, "tags": ["a", "b"]}, "after": {"id": 1, "tags": ["b", "d"]}},
+        {"op": "d", "before": {"id": 2, "tags": ["c"]}},
+        {"op": "c", "after": {"id": 3, "tags": []}},
+    ]
+    write_jsonl(tmp_path / "in" / "a.json", messages)
+    sql = """
+    CREATE TABLE src (id BIGINT, tags ARRAY<STRING>)
+    WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'debezium-json');
+    CREATE TABLE out (id BIGINT, tag STRING, PRIMARY KEY (id, tag) NOT ENFORCED)
+    WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out SELECT id, tag FROM src CROSS JOIN UNNEST(tags) AS t (tag);
+    """
+    for max_rows in (1, None):
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        shutil.rmtree(tmp_path / "state", ignore_errors=True)
+        run(tmp_path, sql, max_epoch_rows=max_rows)
+        assert sort_all(read_sink(tmp_path / "out")).rows() == [(1, "b"), (1, "d")]
+
+
+@pytest.mark.parametrize(
+    ("statement", "fragment"),
+    [
+        ("SELECT id, x FROM src CROSS JOIN UNNEST(r) AS t (x)", "UNNEST needs an ARRAY or a MAP, not ROW"),
+        ("SELECT id, k FROM src CROSS JOIN UNNEST(m) AS t (k)", "a MAP gives 2 (key, value)"),
+        ("SELECT id, x FROM src LEFT JOIN UNNEST(s) AS t (x) ON x = 'a'", "no condition but ON TRUE"),
+        ("SELECT id, x FROM src CROSS JOIN UNNEST(s, arr) AS t (x, y)", "several collections"),
+        ("SELECT m[CAST(id AS STRING)] FROM src", "must be a constant"),
+        ("SELECT r.zz FROM src", "has no field 'zz'"),
+        ("SELECT arr.a FROM src", "unknown table or alias 'arr'"),
+        ("SELECT CAST(r AS ROW<a INT>) FROM src", "cannot CAST ROW"),
+        ("SELECT ARRAY_CONTAINS(r, 1) FROM src", "ARRAY_CONTAINS needs an ARRAY"),
+    ],
+)
+def test_unsupported_or_wrong_uses_are_refused_when_planning(statement: str, fragment: str) -> None:
+    sink = "CREATE TABLE out (x STRING) WITH ('connector' = 'print');\n"
+    with pytest.raises(SqlError, match=re.escape(fragment)) as caught:
+        plan_script(SOURCE + sink + f"INSERT INTO out {statement};")
+    assert caught.value.line == 3, caught.value
