@@ -144,11 +144,13 @@ def writer_schema(small: str = "int") -> dict[str, Any]:
             {"name": "c", "type": nullable(inner), "default": None},
         ],
     }
-    return {"type": "record", "name": "record", "fields": [
+    longs = {"type": "array", "items": nullable("long")}
+    fields = [
         {"name": "id", "type": nullable("long"), "default": None},
         {"name": "r", "type": nullable(row), "default": None},
         {"name": "m", "type": nullable({"type": "map", "values": nullable(longs)}), "default": None},
-    ]}  # fmt: skip
+    ]
+    return {"type": "record", "name": "record", "fields": fields}
 
 
 def avro_messages(records: list[dict[str, Any]], schema: dict[str, Any]) -> pl.Series:
