@@ -194,6 +194,33 @@ def test_avro_records_arrays_and_maps_reach_delta_through_parquet(tmp_path: Path
     assert delta_by_duckdb(tmp_path / "out").sort("id").to_dicts() == expected.to_dicts()
 
 
+def test_parquet_maps_and_structs_written_by_arrow(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    table = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "r": pa.array([{"a": 1, "b": "x"}, None, {"a": None, "b": "y"}]),
+            "m": pa.array([[("k", [1, 2])], [], None], pa.map_(pa.string(), pa.list_(pa.int64()))),
+        }
+    )
+    pq.write_table(table, tmp_path / "in" / "a.parquet")
+    ddl = "id BIGINT, r ROW<a INT, b STRING>, m MAP<STRING, ARRAY<INT>>"
+    sql = (
+        f"CREATE TABLE src ({ddl}) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'parquet');\n"
+        f"CREATE TABLE out ({ddl}, k INT) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        "INSERT INTO out SELECT *, m['k'][2] FROM src;"
+    )
+    assert run(tmp_path, sql)["dead_letters"] == {}
+    assert read_sink(tmp_path / "out").sort("id").to_dicts() == [
+        {"id": 1, "r": {"a": 1, "b": "x"}, "m": [{"key": "k", "value": [1, 2]}], "k": 2},
+        {"id": 2, "r": None, "m": [], "k": None},
+        {"id": 3, "r": {"a": None, "b": "y"}, "m": None, "k": None},
+    ]
+
+
 # -- dead letters ---------------------------------------------------------------------------------------------------
 BAD_LINES = {
     '{"id": 100, "r": {"a": 1.5}}': "column 'r'",  # a fraction for an INT field

@@ -189,6 +189,10 @@ def typed_from_frame(
 ) -> SourceBatch:
     """Convert typed columns (Parquet, Delta) to `schema`: directly when no value can fail to convert, else
     through their text form under the rules of `typed_from_text` (`context()` then gives file, position, raw)."""
+    if any(t.is_nested() for t in frame.schema.values()):
+        from engine.sources import nested_values
+
+        frame = nested_values.maps_as_entries(frame)
     if all(_lossless(frame.schema[n], dtype) for n, dtype in schema.items() if n in frame.columns):
         # Typed columns that convert without loss cannot fail: no detour through text, no dead letters,
         # unless an event time is NULL or a timestamp is out of range.

@@ -135,3 +135,21 @@ def as_json_text(value: pl.Expr) -> pl.Expr:
     """A typed nested column as JSON text (the detour a typed column whose leaves may not convert takes)."""
     wrapped = pl.struct(value.alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
     return pl.when(value.is_not_null()).then(wrapped)
+
+
+def _map_free(dtype: pl.DataType) -> pl.DataType:
+    """`dtype` with each Polars Map (how Polars reads a Parquet or Arrow map) as the list of key/value entries
+    timelapse holds a MAP as."""
+    if isinstance(dtype, pl.Map):
+        return pl.List(pl.Struct({"key": _map_free(dtype.key), "value": _map_free(dtype.value)}))
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({f.name: _map_free(f.dtype) for f in dtype.fields})
+    if isinstance(dtype, pl.List | pl.Array):
+        return pl.List(_map_free(dtype.inner))
+    return dtype
+
+
+def maps_as_entries(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` with its Map columns (at any depth) as lists of key/value entries (the same values)."""
+    changed = {n: _map_free(t) for n, t in frame.schema.items() if _map_free(t) != t}
+    return frame.with_columns(pl.col(n).cast(t) for n, t in changed.items()) if changed else frame
