@@ -139,11 +139,12 @@ def _one(node: exp.Expr, args: list[exp.Expr], count: int, name: str) -> None:
 
 
 def _collection(
-    c: ExprCompiler, node: exp.Expr, arg: exp.Expr, name: str, maps: bool = True
+    c: ExprCompiler, node: exp.Expr, arg: exp.Expr, name: str, what: str = "an ARRAY"
 ) -> tuple[pl.Expr, pl.DataType]:
+    """An ARRAY argument (a MAP is a list of entries, so functions over arrays accept it as one)."""
     value, dtype = c.typed(arg)
-    if not isinstance(dtype, pl.List | pl.Array | pl.Null) or (not maps and types.is_map(dtype) and False):
-        raise error_at(node, f"{name} needs an ARRAY{' or a MAP' if maps else ''}, not {types.sql_name(dtype)}")
+    if not isinstance(dtype, pl.List | pl.Array | pl.Null):
+        raise error_at(node, f"{name} needs {what}, not {types.sql_name(dtype)}")
     return value, dtype
 
 
@@ -156,14 +157,14 @@ def _map(c: ExprCompiler, node: exp.Expr, arg: exp.Expr, name: str) -> pl.Expr:
 
 def _cardinality(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
     _one(node, args, 1, "CARDINALITY")
-    return _collection(c, node, args[0], "CARDINALITY")[0].list.len().cast(pl.Int32)
+    return _collection(c, node, args[0], "CARDINALITY", "an ARRAY or a MAP")[0].list.len().cast(pl.Int32)
 
 
 def _element(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
     """The only element of an array; NULL when it is empty or NULL. Flink raises an error for more than one
     element; a row's value must not stop a pipeline here, so that is NULL too (docs/sql.md says so)."""
     _one(node, args, 1, "ELEMENT")
-    value = _collection(c, node, args[0], "ELEMENT", maps=False)[0]
+    value = _collection(c, node, args[0], "ELEMENT")[0]
     return pl.when(value.list.len() == 1).then(value.list.first())
 
 
@@ -180,7 +181,7 @@ def _map_values(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Exp
 def _array_contains(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
     """Whether the array holds the value; for a NULL value, whether it holds a NULL (Flink's semantics)."""
     _one(node, args, 2, "ARRAY_CONTAINS")
-    value, dtype = _collection(c, node, args[0], "ARRAY_CONTAINS", maps=False)
+    value, dtype = _collection(c, node, args[0], "ARRAY_CONTAINS")
     item, item_type = c.typed(args[1])
     inner = dtype.inner if isinstance(dtype, pl.List | pl.Array) else item_type
     if not isinstance(item_type, pl.Null) and item_type != inner:
@@ -191,14 +192,14 @@ def _array_contains(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl
 def _array_distinct(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
     """The elements without repeats, in the order of their first occurrence (a NULL kept once)."""
     _one(node, args, 1, "ARRAY_DISTINCT")
-    return _collection(c, node, args[0], "ARRAY_DISTINCT", maps=False)[0].list.unique(maintain_order=True)
+    return _collection(c, node, args[0], "ARRAY_DISTINCT")[0].list.unique(maintain_order=True)
 
 
 def _array_join(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
     """`ARRAY_JOIN(arr, delimiter [, null_replacement])`: NULL elements are left out unless replaced."""
     if len(args) not in (2, 3):
         raise error_at(node, "ARRAY_JOIN(array, delimiter [, null_replacement]) expected")
-    value, dtype = _collection(c, node, args[0], "ARRAY_JOIN", maps=False)
+    value, dtype = _collection(c, node, args[0], "ARRAY_JOIN")
     if isinstance(dtype, pl.List) and not isinstance(dtype.inner, pl.String):
         raise error_at(node, f"ARRAY_JOIN needs an ARRAY<STRING>, not {types.sql_name(dtype)}")
     delimiter = c.compile(args[1])
