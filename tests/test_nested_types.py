@@ -446,3 +446,28 @@ def test_unsupported_or_wrong_uses_are_refused_when_planning(statement: str, fra
     with pytest.raises(SqlError, match=re.escape(fragment)) as caught:
         plan_script(SOURCE + sink + f"INSERT INTO out {statement};")
     assert caught.value.line == 3, caught.value
+
+
+def test_json_format_writes_maps_as_objects_and_reads_its_output_back() -> None:
+    columns: dict[str, pl.DataType] = {
+        "id": pl.Int64(),
+        "r": pl.Struct({"a": pl.Int32(), "m": MAP_T}),
+        "m": pl.List(pl.Struct({"key": pl.String(), "value": pl.List(pl.Int32())})),
+    }
+    rows = pl.DataFrame(
+        {
+            "id": [1, 2],
+            "r": [{"a": 1, "m": [{"key": "x", "value": 1}]}, None],
+            "m": [[{"key": 'k"q', "value": [1, None]}, {"key": "z", "value": None}], []],
+        },
+        schema=columns,
+    )
+    fmt = make_format("json", columns, {})
+    encoded = fmt.encode(rows)
+    assert [json.loads(v) for v in encoded.to_list()] == [
+        {"id": 1, "r": {"a": 1, "m": [{"key": "x", "value": 1}]}, "m": {'k"q': [1, None], "z": None}},
+        {"id": 2, "r": None, "m": {}},
+    ]
+    decoded = fmt.decode(encoded)
+    assert decoded.dead.height == 0
+    assert_frame_equal(decoded.rows, rows)
