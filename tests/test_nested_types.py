@@ -221,6 +221,33 @@ def test_parquet_maps_and_structs_written_by_arrow(tmp_path: Path) -> None:
     ]
 
 
+def test_delta_source_reads_nested_values_and_refuses_what_does_not_fit(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    stored = pl.DataFrame(
+        {
+            "id": [1, 2, 3],
+            "r": [{"a": 1, "tags": ["x"]}, {"a": 2**40, "tags": None}, None],
+            "m": [[{"key": "k", "value": 1}], [], None],
+        },
+        schema={"id": pl.Int64, "r": pl.Struct({"a": pl.Int64, "tags": pl.List(pl.String)}), "m": MAP_T},
+    )
+    write_deltalake(str(tmp_path / "src"), stored.to_arrow())
+    ddl = "id BIGINT, r ROW<a INT, tags ARRAY<STRING>>, m MAP<STRING, INT>"
+    sql = (
+        f"CREATE TABLE src ({ddl}) WITH ('connector' = 'delta', 'path' = 'src');\n"
+        f"CREATE TABLE out ({ddl}) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        "INSERT INTO out SELECT * FROM src;"
+    )
+    assert run(tmp_path, sql)["dead_letters"] == {"src": 1}
+    assert read_sink(tmp_path / "out").sort("id").to_dicts() == [
+        {"id": 1, "r": {"a": 1, "tags": ["x"]}, "m": [{"key": "k", "value": 1}]},
+        {"id": 3, "r": None, "m": None},
+    ]
+    (reason,) = dead_letters(tmp_path).get_column("reason").to_list()
+    assert reason.startswith("column 'r': cannot read '{\"a\":1099511627776"), reason
+
+
 # -- dead letters ---------------------------------------------------------------------------------------------------
 BAD_LINES = {
     '{"id": 100, "r": {"a": 1.5}}': "column 'r'",  # a fraction for an INT field
