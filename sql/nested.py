@@ -215,11 +215,57 @@ def _array_join(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Exp
     return value.list.join(delimiter, ignore_nulls=True)
 
 
+def _constant(c: ExprCompiler, node: exp.Expr, name: str, inner: pl.DataType) -> pl.Expr:
+    """A constant argument compared with each element (Polars' per-element expressions see no other column)."""
+    if any(True for _ in node.find_all(exp.Column)):
+        raise error_at(
+            node,
+            f"{name}: the element must be a constant (Polars compares elements with constants only)",
+            UnsupportedError,
+        )
+    return pl.lit(pl.select(c.cast(c.compile(node), inner, node)).to_series()[0], inner)
+
+
+def _array_position(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
+    """The position (from 1) of the first element equal to `x`; 0 when there is none; NULL for a NULL array or x."""
+    _one(node, args, 2, "ARRAY_POSITION")
+    value, dtype = _collection(c, node, args[0], "ARRAY_POSITION")
+    if isinstance(args[1], exp.Null) or not isinstance(dtype, pl.List):
+        return pl.lit(None, dtype=pl.Int32)
+    item = _constant(c, args[1], "ARRAY_POSITION", dtype.inner)
+    found = value.list.eval((pl.element() == item).fill_null(False).arg_true().first() + 1).list.first()
+    return pl.when(value.is_not_null()).then(found.fill_null(0).cast(pl.Int32))
+
+
+def _array_remove(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
+    """The array without the elements equal to `x` (without its NULLs for a NULL `x`), in order."""
+    _one(node, args, 2, "ARRAY_REMOVE")
+    value, dtype = _collection(c, node, args[0], "ARRAY_REMOVE")
+    if isinstance(args[1], exp.Null) or not isinstance(dtype, pl.List):
+        return value.list.drop_nulls()
+    item = _constant(c, args[1], "ARRAY_REMOVE", dtype.inner)
+    return value.list.eval(pl.element().filter((pl.element() != item).fill_null(True)))
+
+
+def _array_concat(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
+    """The arrays one after the other; NULL if any of them is NULL (Flink's semantics)."""
+    if not args:
+        raise error_at(node, "ARRAY_CONCAT needs at least one array")
+    values = [_collection(c, node, a, "ARRAY_CONCAT") for a in args]
+    try:  # (concatenating typed NULL arrays gives the common array type)
+        target = pl.select(pl.concat_list([pl.lit(None, dtype=t) for _, t in values])).to_series().dtype
+    except pl.exceptions.PolarsError:
+        raise error_at(node, f"{node.sql()}: the arrays have no common type") from None
+    return pl.concat_list([c.cast(v, target, a) for (v, _), a in zip(values, args, strict=True)])
+
+
 def _args(node: exp.Expr) -> list[exp.Expr]:
     if isinstance(node, exp.Anonymous):
         return list(node.expressions)
     keys = ("this", "expression", "null")
-    return [node.args[k] for k in keys if isinstance(node.args.get(k), exp.Expr)]
+    return [node.args[k] for k in keys if isinstance(node.args.get(k), exp.Expr)] + list(
+        node.args.get("expressions") or []
+    )
 
 
 Builder = Callable[["ExprCompiler", exp.Expr, list[exp.Expr]], pl.Expr]
@@ -234,6 +280,13 @@ FUNCTIONS: dict[str, Builder] = {
     "ARRAY_DISTINCT": _array_distinct,
     "ARRAY_JOIN": _array_join,
     "ARRAY_TO_STRING": _array_join,  # how sqlglot names ARRAY_JOIN
+    "ARRAY_POSITION": _array_position,
+    "ARRAY_REMOVE": _array_remove,
+    "ARRAY_CONCAT": _array_concat,
+    "ARRAY_REVERSE": lambda c, node, args: _collection(c, node, args[0], "ARRAY_REVERSE")[0].list.reverse(),
+    "ARRAY_MAX": lambda c, node, args: _collection(c, node, args[0], "ARRAY_MAX")[0].list.max(),
+    "ARRAY_MIN": lambda c, node, args: _collection(c, node, args[0], "ARRAY_MIN")[0].list.min(),
+    "MAP_ENTRIES": lambda c, node, args: _map(c, node, args[0], "MAP_ENTRIES"),  # (a MAP is its entries)
     "ROW": row_value,
     "MAP": lambda c, node, args: map_value(c, node, args),
     "VAR_MAP": lambda c, node, args: map_value(c, node, args),

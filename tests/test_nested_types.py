@@ -343,6 +343,10 @@ EXPRESSIONS = [
     ),
     ("cast_arr", "ARRAY<STRING>", "CAST(arr AS ARRAY<STRING>)", "CAST(arr AS VARCHAR[])"),
     ("is_null", "BOOLEAN", "r.c IS NULL", "r.c IS NULL"),
+    ("reversed", "ARRAY<INT>", "ARRAY_REVERSE(arr)", "list_reverse(arr)"),
+    ("biggest", "INT", "ARRAY_MAX(arr)", "list_max(arr)"),
+    ("smallest", "INT", "ARRAY_MIN(arr)", "list_min(arr)"),
+    ("entries", "ARRAY<ROW<key STRING, value INT>>", "MAP_ENTRIES(m)", "m"),
 ]
 
 
@@ -364,6 +368,22 @@ def _joined(row: dict[str, Any], null: str | None = None) -> str | None:
     return "-".join(null if x is None else x for x in row["s"] if x is not None or null is not None)
 
 
+def _position(row: dict[str, Any]) -> int | None:
+    return None if row["arr"] is None else next((i + 1 for i, x in enumerate(row["arr"]) if x == 3), 0)
+
+
+def _removed(row: dict[str, Any]) -> list[int | None] | None:
+    return None if row["arr"] is None else [x for x in row["arr"] if x != 3]
+
+
+def _concat(row: dict[str, Any]) -> list[int | None] | None:
+    return (
+        None
+        if row["arr"] is None or row["r"] is None or row["r"]["c"] is None or row["r"]["c"]["d"] is None
+        else row["arr"] + row["r"]["c"]["d"]
+    )
+
+
 #: where Flink's semantics differ from DuckDB's (or DuckDB has no such function): a Python reference
 REFERENCE = [
     ("only", "STRING", "ELEMENT(s)", _element),
@@ -371,6 +391,9 @@ REFERENCE = [
     ("distinct", "ARRAY<STRING>", "ARRAY_DISTINCT(s)", _distinct),
     ("joined", "STRING", "ARRAY_JOIN(s, '-')", _joined),
     ("joined_n", "STRING", "ARRAY_JOIN(s, '-', 'N')", lambda row: _joined(row, "N")),
+    ("position", "INT", "ARRAY_POSITION(arr, 3)", _position),  # (DuckDB gives NULL where Flink gives 0)
+    ("removed", "ARRAY<INT>", "ARRAY_REMOVE(arr, 3)", _removed),
+    ("concat", "ARRAY<INT>", "ARRAY_CONCAT(arr, r.c.d)", _concat),  # (DuckDB skips a NULL array)
 ]
 
 
