@@ -68,7 +68,8 @@ def unnest(binder: Binder, relation: Relation, join: exp.Join) -> Relation:
             visible[(qualifier, shown.lower())] = name
         if not alias_name:
             visible[("", shown.lower())] = name
-    sql = node.sql(dialect=Flink)
+    sql = f"UNNEST({node.expressions[0].sql(dialect=Flink)})" + (" WITH ORDINALITY" if ordinality else "")
+    sql += f" AS {alias_name or ''}({', '.join([*names, *([ordinality] if ordinality else [])])})"
     result = Unnest(
         binder.ids.node("unnest"),
         [relation.node],
