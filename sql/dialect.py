@@ -72,6 +72,22 @@ def _parse_metadata(self: FlinkParser) -> MetadataColumnConstraint:
     return self.expression(MetadataColumnConstraint(this=key, virtual=virtual))
 
 
+def _row_types(tokens: list[Token]) -> None:
+    """Flink's `ROW<a INT>` and `ROW(a INT)` types become Spark's STRUCT, which sqlglot parses as a type. `ROW(`
+    is a type only when a field name and a type follow (`ROW(a INT`); `ROW(1, x)` stays the value constructor."""
+    for i, token in enumerate(tokens[:-1]):
+        if token.token_type != TokenType.ROW:
+            continue
+        after = tokens[i + 1].token_type
+        if after == TokenType.LT:
+            token.token_type = TokenType.STRUCT
+        elif after == TokenType.L_PAREN and i + 3 < len(tokens):
+            name, kind = tokens[i + 2], tokens[i + 3]
+            typed = kind.token_type in FlinkParser.TYPE_TOKENS or kind.token_type == TokenType.ROW
+            if typed and name.token_type not in (TokenType.COMMA, TokenType.R_PAREN, TokenType.L_PAREN):
+                token.token_type = TokenType.STRUCT
+
+
 class FlinkParser(SparkParser):
     CONSTRAINT_PARSERS = {
         **SparkParser.CONSTRAINT_PARSERS,
@@ -104,6 +120,10 @@ class FlinkParser(SparkParser):
         if token is None and self._prev is not None and not instance.meta and not _has_children(instance):
             token = self._prev
         return super().expression(instance, token, comments)
+
+    def _parse(self, parse_method: Any, raw_tokens: list[Token], sql: str | None = None) -> list[exp.Expr | None]:
+        _row_types(raw_tokens)
+        return super()._parse(parse_method, raw_tokens, sql)
 
     def _warn_unsupported(self) -> None:
         # sqlglot would log a warning and keep the statement as an opaque Command: an error at its start instead.

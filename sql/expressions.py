@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 from sqlglot import exp
 
-from sql import types
+from sql import nested, types
 from sql.errors import SqlError, UnsupportedError, error_at
 from sql.udf import ScalarUdf
 from sql.values import java_to_strftime, parse_text, parse_timestamp
@@ -125,7 +125,7 @@ class ExprCompiler:
         )
 
     def _column(self, node: exp.Column) -> pl.Expr:
-        return pl.col(self.scope.resolve(node))
+        return nested.column(self, node)  # a column, or a path into a ROW column (r.a, t.r.a)
 
     def _literal(self, node: exp.Literal) -> pl.Expr:
         value = _literal_value(node)
@@ -326,11 +326,15 @@ class ExprCompiler:
             return value if isinstance(target, pl.Datetime) else value.dt.date()
         return self.cast(self.compile(node.this), target, node)
 
-    def cast(self, value: pl.Expr, target: pl.DataType, node: exp.Expr | None = None) -> pl.Expr:
+    def cast(
+        self, value: pl.Expr, target: pl.DataType, node: exp.Expr | None = None, source: pl.DataType | None = None
+    ) -> pl.Expr:
         """SQL CAST; an unconvertible value becomes NULL (Flink's TRY_CAST), so bad data never stops a pipeline."""
-        source = self.dtype(value, node)
+        source = self.dtype(value, node) if source is None else source
         if source == target:
             return value
+        if nested.is_nested(source) or nested.is_nested(target):
+            return nested.cast(value, source, target, node, lambda v, s, t: self.cast(v, t, node, s))
         if isinstance(source, pl.String):
             return parse_text(value, target)
         if isinstance(target, pl.String):
@@ -448,6 +452,9 @@ class ExprCompiler:
             udf = self.udfs[name]
             compiled = [self.compile(a) for a in args]
             return udf.expression(compiled)
+        collection = nested.function(self, node, name)  # ROW, MAP, CARDINALITY, ARRAY_CONTAINS, ...
+        if collection is not None:
+            return collection
         builder = _NAMED.get(name)
         if builder is None:
             raise error_at(node, f"function {name} is not supported", UnsupportedError)
@@ -537,6 +544,9 @@ _NAMED["DAY"] = _NAMED["DAYOFMONTH"]
 
 ExprCompiler._HANDLERS = {
     exp.Column: ExprCompiler._column,
+    exp.Dot: nested.dot,
+    exp.Bracket: nested.bracket,
+    exp.Array: nested.array_value,
     exp.Literal: ExprCompiler._literal,
     exp.Interval: ExprCompiler._interval,
     exp.Paren: ExprCompiler._paren,

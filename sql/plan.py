@@ -450,6 +450,23 @@ class UnionAll(Node):
 
 
 @dataclass(eq=False)
+class Unnest(Node):
+    """`CROSS JOIN UNNEST(value) AS t (...)`: each input row once per element of the ARRAY (or entry of the MAP)
+    `value`, with the element (or its ROW fields, or the entry's key and value) as `names`. Stateless, row by
+    row: a row kind passes through (an updating input's -U row retracts each row it expanded to)."""
+
+    value: pl.Expr = field(kw_only=True)
+    names: list[str] = field(kw_only=True)
+    fields: list[str] | None = field(default=None, kw_only=True)  # the element's ROW fields, when expanded
+    ordinality: str | None = field(default=None, kw_only=True)  # WITH ORDINALITY: the position's column (from 1)
+    keep_empty: bool = field(default=False, kw_only=True)  # LEFT JOIN ... ON TRUE: an empty one gives NULLs
+    sql: str = field(default="", kw_only=True)
+
+    def describe(self) -> str:
+        return f"Unnest {self.sql}" + (" (left)" if self.keep_empty else "")
+
+
+@dataclass(eq=False)
 class Sink(Node):
     table: TableDef = field(kw_only=True)
 

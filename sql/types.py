@@ -60,7 +60,38 @@ def to_polars(dtype: exp.DataType) -> pl.DataType:
         return pl.Decimal(precision, scale)
     if kind == DT.ARRAY and dtype.expressions:
         return pl.List(to_polars(dtype.expressions[0]))
+    if kind == DT.STRUCT and dtype.expressions:
+        return row_type(dtype)
+    if kind == DT.MAP and len(dtype.expressions) == 2:
+        return map_type(to_polars(dtype.expressions[0]), to_polars(dtype.expressions[1]))
     raise error_at(dtype, f"type {dtype.sql()} is not supported", UnsupportedError)
+
+
+def row_type(dtype: exp.DataType) -> pl.Struct:
+    """`ROW<a INT, b STRING>` (parsed as sqlglot's STRUCT): a Polars Struct with the fields in order."""
+    fields: dict[str, pl.DataType] = {}
+    for field in dtype.expressions:
+        if not isinstance(field, exp.ColumnDef) or field.args.get("kind") is None:
+            raise error_at(dtype, f"{dtype.sql()}: every ROW field needs a name and a type")
+        if field.name.lower() in {f.lower() for f in fields}:
+            raise error_at(field, f"ROW field '{field.name}' is declared twice")
+        fields[field.name] = to_polars(field.args["kind"])
+    return pl.Struct(fields)
+
+
+def map_type(key: pl.DataType, value: pl.DataType) -> pl.List:
+    """`MAP<K, V>`: a list of key/value entries, the layout Arrow, Parquet, Delta and Polars give maps (Polars
+    has no map type). Entries keep their order; a key given twice keeps its last value when read from a format."""
+    return pl.List(pl.Struct({"key": key, "value": value}))
+
+
+def is_map(dtype: pl.DataType) -> bool:
+    """Whether `dtype` has a map's layout (a list of key/value entries); an ARRAY<ROW<key, value>> has it too."""
+    return (
+        isinstance(dtype, pl.List)
+        and isinstance(dtype.inner, pl.Struct)
+        and [f.name for f in dtype.inner.fields] == ["key", "value"]
+    )
 
 
 def _params(dtype: exp.DataType) -> list[int]:
@@ -96,8 +127,13 @@ def sql_name(dtype: pl.DataType) -> str:
         return f"TIMESTAMP_LTZ({3 if dtype.time_unit == 'ms' else 6})"
     if isinstance(dtype, pl.Decimal):
         return f"DECIMAL({dtype.precision}, {dtype.scale})"
-    if isinstance(dtype, pl.List):
+    if is_map(dtype):
+        key, value = (f.dtype for f in dtype.inner.fields)  # type: ignore[attr-defined]
+        return f"MAP<{sql_name(key)}, {sql_name(value)}>"
+    if isinstance(dtype, pl.List | pl.Array):
         return f"ARRAY<{sql_name(dtype.inner)}>"
+    if isinstance(dtype, pl.Struct):
+        return "ROW<" + ", ".join(f"`{f.name}` {sql_name(f.dtype)}" for f in dtype.fields) + ">"
     return names.get(type(dtype), str(dtype))
 
 

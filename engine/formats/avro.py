@@ -3,7 +3,9 @@ Flink's 'avro' format writes). The schema is derived from the DDL as Flink's Avr
 a record named "record", each column nullable as ["null", type] (default null); BOOLEAN boolean, TINYINT,
 SMALLINT and INT int, BIGINT long, FLOAT float, DOUBLE double, STRING string, BYTES bytes, DATE int (date),
 TIMESTAMP(p <= 3) long (timestamp-millis), TIMESTAMP(p > 3) long (timestamp-micros), DECIMAL(p, s) bytes
-(decimal), ARRAY<T> array of nullable T; a NOT NULL column (`not_null`: a PRIMARY KEY's) has no null branch.
+(decimal), ARRAY<T> array of nullable T, ROW<..> a record named after its path ("record_<column>", nested
+ones "record_<column>_<field>") with nullable fields, MAP<STRING, V> map of nullable V (Avro's map keys are
+strings: another key type is refused); a NOT NULL column (`not_null`: a PRIMARY KEY's) has no null branch.
 
 fastavro reads one record at a time (its API has no batch reader); the loop does nothing else, and the values
 are typed in one vectorised pass. Bytes that do not hold exactly one record are a dead letter.
@@ -19,11 +21,13 @@ from typing import Any
 import polars as pl
 
 from engine.formats.base import Decoded, Format, FormatError, dead, merge, no_dead
-from sql.types import sql_name
+from engine.sources.nested_values import is_nested, present
+from sql.types import is_map, sql_name
 
 
-def avro_type(name: str, dtype: pl.DataType) -> Any:
-    """The (non-null) Avro type of a column, as Flink's AvroSchemaConverter gives it."""
+def avro_type(name: str, dtype: pl.DataType, path: str = "record") -> Any:
+    """The (non-null) Avro type of a column, as Flink's AvroSchemaConverter gives it (`path`: the enclosing
+    record's name, which names a nested record: Avro wants every record name unique)."""
     simple = {
         pl.Boolean: "boolean",
         pl.Int8: "int",
@@ -44,8 +48,21 @@ def avro_type(name: str, dtype: pl.DataType) -> Any:
         return {"type": "long", "logicalType": "timestamp-millis" if dtype.time_unit == "ms" else "timestamp-micros"}
     if isinstance(dtype, pl.Decimal):
         return {"type": "bytes", "logicalType": "decimal", "precision": dtype.precision, "scale": dtype.scale}
+    if is_map(dtype):
+        key, value = (f.dtype for f in dtype.inner.fields)  # type: ignore[attr-defined]
+        if not isinstance(key, pl.String):
+            raise FormatError(
+                f"format 'avro' cannot hold column '{name}' of type {sql_name(dtype)}: map keys are strings"
+            )
+        return {"type": "map", "values": ["null", avro_type(name, value, path)]}
     if isinstance(dtype, pl.List):
-        return {"type": "array", "items": ["null", avro_type(name, dtype.inner)]}
+        return {"type": "array", "items": ["null", avro_type(name, dtype.inner, path)]}
+    if isinstance(dtype, pl.Struct):
+        inner = f"{path}_{name}"
+        fields = [
+            {"name": f.name, "type": ["null", avro_type(f.name, f.dtype, inner)], "default": None} for f in dtype.fields
+        ]
+        return {"type": "record", "name": inner, "fields": fields}
     raise FormatError(f"format 'avro' cannot hold column '{name}' of type {sql_name(dtype)}")
 
 
@@ -65,7 +82,47 @@ def avro_schema(columns: Mapping[str, pl.DataType], not_null: Iterable[str] = ()
 def _read_type(dtype: pl.DataType) -> pl.DataType:
     if isinstance(dtype, pl.Int8 | pl.Int16):
         return pl.Int32()
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct({f.name: _read_type(f.dtype) for f in dtype.fields})
+    if isinstance(dtype, pl.List):
+        return pl.List(_read_type(dtype.inner))
     return dtype
+
+
+def _has_map(dtype: pl.DataType) -> bool:
+    if is_map(dtype):
+        return True
+    if isinstance(dtype, pl.Struct):
+        return any(_has_map(f.dtype) for f in dtype.fields)
+    return isinstance(dtype, pl.List) and _has_map(dtype.inner)
+
+
+def _entries(value: Any, dtype: pl.DataType) -> Any:
+    """A value as fastavro reads it, with each map (a dict) as the list of key/value entries timelapse holds."""
+    if value is None:
+        return None
+    if is_map(dtype):
+        item = dtype.inner.fields[1].dtype  # type: ignore[attr-defined]
+        return [{"key": k, "value": _entries(v, item)} for k, v in value.items()]
+    if isinstance(dtype, pl.Struct):
+        return {f.name: _entries(value.get(f.name), f.dtype) for f in dtype.fields}
+    if isinstance(dtype, pl.List):
+        return [_entries(v, dtype.inner) for v in value]
+    return value
+
+
+def _as_dicts(value: Any, dtype: pl.DataType) -> Any:
+    """The reverse of `_entries`, for fastavro's writer: each map's entries as a dict."""
+    if value is None:
+        return None
+    if is_map(dtype):
+        item = dtype.inner.fields[1].dtype  # type: ignore[attr-defined]
+        return {e["key"]: _as_dicts(e["value"], item) for e in value}
+    if isinstance(dtype, pl.Struct):
+        return {f.name: _as_dicts(value.get(f.name), f.dtype) for f in dtype.fields}
+    if isinstance(dtype, pl.List):
+        return [_as_dicts(v, dtype.inner) for v in value]
+    return value
 
 
 class AvroFormat(Format):
@@ -77,6 +134,11 @@ class AvroFormat(Format):
         if encoding != "binary":
             raise FormatError(f"'avro.encoding' = '{encoding}': only 'binary' is supported")
         parse_schema(avro_schema(self.columns))  # any column Avro cannot hold is refused now
+
+    @functools.cached_property
+    def maps(self) -> set[str]:
+        """The columns holding a map somewhere: fastavro gives (and takes) maps as dicts."""
+        return {n for n, t in self.columns.items() if _has_map(t)}
 
     @functools.cached_property
     def schema(self) -> dict[str, Any]:
@@ -111,6 +173,8 @@ class AvroFormat(Format):
                 bad.append(i)
                 reasons.append(f"not one Avro record: {len(value) - stream.tell()} bytes follow the record")
                 continue
+            if self.maps:
+                record = {n: _entries(v, self.columns[n]) if n in self.maps else v for n, v in record.items()}
             records.append(record)  # type: ignore[arg-type]
             kept.append(i)
         unreadable = dead(pl.Series(bad, dtype=pl.Int64), pl.Series(reasons, dtype=pl.String))
@@ -121,6 +185,13 @@ class AvroFormat(Format):
         typed = read.select(pl.col(n).cast(t, strict=False) for n, t in self.columns.items())
         both = pl.concat([read.rename(lambda n: n + "\x00read"), typed], how="horizontal")
         problems = [
+            pl.when(present(pl.col(n + "\x00read"), _read_type(t)) != present(pl.col(n), t)).then(
+                pl.lit(f"column '{n}': a value inside does not fit {sql_name(t)}")
+            )
+            for n, t in self.columns.items()
+            if is_nested(t) and _read_type(t) != t
+        ]
+        problems += [
             pl.when(pl.col(n + "\x00read").is_not_null() & pl.col(n).is_null()).then(
                 pl.format(
                     "column '{}': the value {} does not fit {}",
@@ -130,7 +201,7 @@ class AvroFormat(Format):
                 )
             )
             for n, t in self.columns.items()
-            if _read_type(t) != t
+            if _read_type(t) != t and not is_nested(t)
         ]
         problems += [
             pl.when(pl.col(n).is_null()).then(pl.lit(f"column '{n}' is NULL, and it is the event time"))
@@ -150,6 +221,8 @@ class AvroFormat(Format):
             raise FormatError(f"format 'avro': a NOT NULL column ({', '.join(required)}) holds NULL")
         out: list[bytes] = []
         for row in rows.select([n for n in self.columns]).iter_rows(named=True):
+            if self.maps:
+                row = {n: _as_dicts(v, self.columns[n]) if n in self.maps else v for n, v in row.items()}
             buffer = io.BytesIO()
             schemaless_writer(buffer, self.parsed, row)
             out.append(buffer.getvalue())

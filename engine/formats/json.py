@@ -11,6 +11,7 @@ import polars as pl
 
 from engine.formats.base import Decoded, Format, as_text, dead, merge, readable, timestamp_standard, typed
 from engine.sources.json_lines import parse_json
+from sql.types import is_map
 
 JSON_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 
@@ -82,10 +83,35 @@ def unquote_numbers(encoded: pl.Expr, numbers: list[str]) -> pl.Expr:
     return encoded
 
 
+def _json_of(value: pl.Expr) -> pl.Expr:
+    """One value as JSON text (Polars' own encoding, through a one-field object)."""
+    return pl.struct(value.alias("v")).struct.json_encode().str.strip_prefix('{"v":').str.strip_suffix("}")
+
+
+def _map_object(value: pl.Expr) -> pl.Expr:
+    """A MAP (its list of key/value entries) as a JSON object; keys as text. NULL is written null."""
+    entry = pl.element()
+    member = pl.concat_str(
+        [_json_of(entry.struct.field("key").cast(pl.String)), pl.lit(":"), _json_of(entry.struct.field("value"))]
+    )
+    body = pl.concat_str([pl.lit("{"), value.list.eval(member).list.join(","), pl.lit("}")])
+    return pl.when(value.is_not_null()).then(body).otherwise(pl.lit("null"))
+
+
 def encode_json(rows: pl.DataFrame, columns: Mapping[str, pl.DataType], standard: str = "SQL") -> pl.Series:
     """One JSON object per row with the declared columns, as Flink writes it: NULL as null, TIMESTAMP as
     text ('SQL' or 'ISO-8601'), DATE 'yyyy-MM-dd', DECIMAL and numbers as JSON numbers, BYTES in base64."""
     present = {n: t for n, t in columns.items() if n in rows.columns}
     exprs, numbers = json_ready(present, standard)
-    encoded = pl.struct(exprs).struct.json_encode()
+    if any(is_map(t) for t in present.values()):
+        # a MAP column is written as a JSON object, as Flink writes it (Polars would write its list of entries)
+        fragments = [
+            pl.concat_str([pl.lit(json.dumps(n, ensure_ascii=False) + ":"), _map_object(pl.col(n))])
+            if is_map(t)
+            else pl.struct(e).struct.json_encode().str.strip_prefix("{").str.strip_suffix("}")
+            for (n, t), e in zip(present.items(), exprs, strict=True)
+        ]
+        encoded = pl.concat_str([pl.lit("{"), pl.concat_str(fragments, separator=","), pl.lit("}")])
+    else:
+        encoded = pl.struct(exprs).struct.json_encode()
     return rows.select(unquote_numbers(encoded, numbers).cast(pl.Binary).alias("value")).to_series()

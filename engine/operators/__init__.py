@@ -14,7 +14,7 @@ from typing import Protocol
 import polars as pl
 
 from engine import faults
-from engine.operators import calc, scan, union, windows
+from engine.operators import calc, scan, union, unnest, windows
 from engine.operators.aggregate import AggregateOperator
 from engine.operators.base import OperatorSettings, StatefulOperator
 from engine.operators.context import EpochContext
@@ -39,6 +39,7 @@ from sql.plan import (
     TemporalJoin,
     TopN,
     UnionAll,
+    Unnest,
     WindowAssign,
 )
 
@@ -49,6 +50,7 @@ OPERATORS: dict[type[Node], Operator] = {
     Calc: calc.run,  # type: ignore[dict-item]
     UnionAll: union.run,
     WindowAssign: windows.run,  # type: ignore[dict-item]
+    Unnest: unnest.run,  # type: ignore[dict-item]
     Sink: lambda node, inputs, ctx: inputs[0],  # the sink connector writes what its input produced
 }
 

@@ -189,6 +189,10 @@ def typed_from_frame(
 ) -> SourceBatch:
     """Convert typed columns (Parquet, Delta) to `schema`: directly when no value can fail to convert, else
     through their text form under the rules of `typed_from_text` (`context()` then gives file, position, raw)."""
+    if any(t.is_nested() for t in frame.schema.values()):
+        from engine.sources import nested_values
+
+        frame = nested_values.maps_as_entries(frame)
     if all(_lossless(frame.schema[n], dtype) for n, dtype in schema.items() if n in frame.columns):
         # Typed columns that convert without loss cannot fail: no detour through text, no dead letters,
         # unless an event time is NULL or a timestamp is out of range.
@@ -201,9 +205,20 @@ def typed_from_frame(
         if _valid(typed, schema, required):
             return SourceBatch(typed)
     text = frame.select(
-        [pl.col(n).cast(pl.String) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n) for n in schema]
+        [
+            _as_text(pl.col(n), frame.schema[n]) if n in frame.columns else pl.lit(None, dtype=pl.String).alias(n)
+            for n in schema
+        ]
     )
     return typed_from_text(text, schema, context(), required)
+
+
+def _as_text(value: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.List | pl.Struct | pl.Array):
+        from engine.sources import nested_values
+
+        return nested_values.as_json_text(value).alias(value.meta.output_name())
+    return value.cast(pl.String)
 
 
 def _valid(typed: pl.DataFrame, schema: dict[str, pl.DataType], required: tuple[str, ...]) -> bool:
@@ -234,6 +249,11 @@ def _lossless(stored: pl.DataType, declared: pl.DataType) -> bool:
     """Whether every value of a Parquet column of type `stored` converts to `declared` without a possible failure."""
     if stored == declared:
         return True
+    if isinstance(stored, pl.Struct) and isinstance(declared, pl.Struct):
+        names = [f.name for f in stored.fields] == [f.name for f in declared.fields]
+        return names and all(_lossless(a.dtype, b.dtype) for a, b in zip(stored.fields, declared.fields, strict=True))
+    if isinstance(stored, pl.List | pl.Array) and isinstance(declared, pl.List):
+        return _lossless(stored.inner, declared.inner)
     if isinstance(stored, pl.Datetime) and isinstance(declared, pl.Datetime):
         return True  # a naive time is read as UTC, like timestamps in text
     if stored.is_integer() and declared.is_integer():
@@ -272,6 +292,10 @@ def in_range(timestamps: pl.Expr) -> pl.Expr:
 
 
 def _from_text(text: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.List | pl.Struct | pl.Array):
+        from engine.sources import nested_values  # (it reads JSON under json_lines' rules, which imports this)
+
+        return nested_values.from_json_text(text, dtype, _from_text)
     if isinstance(dtype, pl.Datetime):
         # Event times often arrive as epoch milliseconds.
         millis = text.str.strip_chars().cast(pl.Int64, strict=False)

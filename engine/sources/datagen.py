@@ -54,6 +54,9 @@ class DatagenSource(Source):
         self.row = 0
         self.started_at: float | None = None
         self._block: tuple[int, pl.DataFrame] = (0, pl.DataFrame())  # generated rows from a row number on
+        for name, dtype in self.schema.items():
+            if isinstance(dtype, pl.List | pl.Struct):
+                raise ConnectorError(f"table '{table.name}': datagen does not generate nested values (column '{name}')")
         self._columns = [self._column(name, dtype).alias(name) for name, dtype in self.schema.items()]
         for name in self.schema:
             kind = self.field(name, "kind", "random")

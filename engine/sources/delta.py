@@ -101,11 +101,28 @@ class DeltaSource(Source):
             parts = [self._read_add(path, partitions) for path, _, partitions in self._version_adds(version)]
             if not parts:
                 continue
-            rows = pl.concat(parts, how="vertical_relaxed")
-            frames.append(rows.slice(lo, None if hi is None else hi - lo))
+            rows = pl.concat(parts, how="diagonal_relaxed").slice(lo, None if hi is None else hi - lo)
+            # Stored values are converted as every typed source converts them (a value that does not fit the
+            # declared type, a nested one included, is a dead letter naming its row of the version).
+            frames.append(
+                typed_from_frame(rows, self.schema, lambda rows=rows, v=version, lo=lo: self._context(rows, v, lo))
+            )
         if not frames:
             return SourceBatch(self.empty())
-        return SourceBatch(pl.concat(frames, how="vertical_relaxed"))
+        return SourceBatch(
+            pl.concat([f.rows for f in frames], how="vertical_relaxed"),
+            pl.concat([f.dead_letters for f in frames]),
+        )
+
+    def _context(self, rows: pl.DataFrame, version: int, first: int) -> pl.DataFrame:
+        """Where each row of a version's slice comes from, for its dead letter: the table at the version, the
+        row's index in it, and the row as JSON."""
+        try:
+            raw = rows.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+        except pl.exceptions.PolarsError:
+            raw = pl.Series([None] * rows.height, dtype=pl.String)
+        where = f"{self.path}@v{version}"
+        return pl.DataFrame({"file": [where] * rows.height, "position": range(first, first + rows.height), "raw": raw})
 
     def snapshot(self, version: int | None) -> SourceBatch:
         """The whole table at `version` (a bounded read: a lookup join's dimension), its values converted by the
@@ -131,11 +148,13 @@ class DeltaSource(Source):
         return location(name) if is_uri(name) else self.path / name
 
     def _read_add(self, path: str, partitions: dict[str, str | None]) -> pl.DataFrame:
+        """A data file's declared columns as stored (converted by `read`), its partition values cast from text."""
         frame = pl.read_parquet(_readable(self._data_file(path)))
-        frame = frame.with_columns(pl.lit(v).alias(k) for k, v in partitions.items())
+        frame = frame.with_columns(
+            pl.lit(v).cast(self.schema.get(k, pl.String()), strict=False).alias(k) for k, v in partitions.items()
+        )
         return frame.select(
-            (pl.col(n) if n in frame.columns else pl.lit(None)).cast(t, strict=False).alias(n)
-            for n, t in self.schema.items()
+            pl.col(n) if n in frame.columns else pl.lit(None, dtype=t).alias(n) for n, t in self.schema.items()
         )
 
 

@@ -96,7 +96,7 @@ def read_json(
 ) -> SourceBatch | None:
     """Lines lo..hi (record numbers `first + lo` on) as typed rows and dead letters, or None: take the exact path."""
     names = list(schema)
-    if not names or any(isinstance(t, pl.Decimal) for t in schema.values()):
+    if not names or any(isinstance(t, pl.Decimal) or "Decimal" in str(t) for t in schema.values()):
         return None
     chunk = _plain(lines, lo, hi, limit)
     if chunk is None or b"\\u" in chunk:
@@ -113,7 +113,12 @@ def read_json(
         return None
     if frame.height != hi - lo:
         return None
-    checks = [pl.col(n).str.starts_with("{") | pl.col(n).str.starts_with("[") for n in names if n not in direct]
+    # (a nested column is read as its JSON text, which both paths give alike and `_from_text` reads)
+    checks = [
+        pl.col(n).str.starts_with("{") | pl.col(n).str.starts_with("[")
+        for n in names
+        if n not in direct and not isinstance(schema[n], pl.List | pl.Struct)
+    ]
     checks += [
         pl.col(n).str.starts_with("{") | pl.col(n).str.starts_with("[") for n, t in direct.items() if t == pl.String
     ]

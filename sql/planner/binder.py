@@ -56,6 +56,32 @@ class Scope:
                 return name
         raise error_at(column, f"unknown column '{column.name}'{did_you_mean(column.name, self.schema)}")
 
+    def resolve_path(self, column: exp.Column) -> tuple[str, list[str]]:
+        """A column and the ROW fields after it: `t.r.a.b` is column r of table t, fields a, b (a table qualifier
+        first when the first name is one, as Flink reads it), `r.a` column r, field a."""
+        parts = [p.name for p in column.parts]
+        if len(parts) <= 2 and (len(parts) == 1 or parts[0].lower() in self.qualifiers):
+            try:
+                return self.resolve(column), []
+            except SqlError:
+                if len(parts) == 1:
+                    raise
+        # a path into a column only when that column is a ROW (else `s.k` could mean a column `s` elsewhere)
+        if len(parts) >= 3 and parts[0].lower() in self.qualifiers:
+            try:
+                name = self.resolve(exp.column(parts[1], parts[0]))
+                if isinstance(self.schema.get(name), pl.Struct):
+                    return name, parts[2:]
+            except SqlError:
+                pass
+        try:
+            name = self.resolve(exp.column(parts[0]))
+            if isinstance(self.schema.get(name), pl.Struct):
+                return name, parts[1:]
+        except SqlError:
+            pass
+        return self.resolve(column), []  # (raises the error naming the whole column)
+
 
 @dataclass
 class Relation:
@@ -86,7 +112,7 @@ class Relation:
         for column in node.find_all(exp.Column):
             for label, side in (("left", self), ("right", right)):
                 try:
-                    side.scope.resolve(column)
+                    side.scope.resolve_path(column)
                     found.add(label)
                 except SqlError:
                     pass

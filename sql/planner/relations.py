@@ -11,7 +11,7 @@ from sql.dialect import Flink, WindowCall
 from sql.errors import UnsupportedError, error_at
 from sql.expressions import ExprCompiler
 from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Calc, Node, UnionAll
-from sql.planner import aggregates, changelog, joins, over, top_n, windows
+from sql.planner import aggregates, changelog, joins, over, top_n, unnest, windows
 from sql.planner.binder import HIDDEN, Binder, Relation, Scope
 
 
@@ -91,6 +91,9 @@ def from_(binder: Binder, select: exp.Select) -> Relation:
     found = select.args.get("joins") or []
     where = select.args.get("where")
     for join in found:
+        if isinstance(join.this, exp.Unnest):  # a per-row expansion, not a join of two inputs
+            relation = unnest.unnest(binder, relation, join)
+            continue
         if (join.kind or "").upper() == "CROSS" and join.args.get("on") is None and where and len(found) == 1:
             # `FROM a, b WHERE a.k = b.k AND ...` is an inner join on the WHERE clause (which still filters
             # the joined rows afterwards, to the same effect).
