@@ -16,6 +16,8 @@ from sqlglot.generators.spark import SparkGenerator
 from sqlglot.parsers.spark import SparkParser
 from sqlglot.tokens import Token, TokenType
 
+from sql.functions import syntax as function_syntax
+
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
 
 # sqlglot logs warnings on stderr for SQL it half-understands; timelapse turns those cases into errors with a
@@ -82,13 +84,18 @@ class FlinkParser(SparkParser):
         ),
     }
     # Java date patterns are translated by the expression compiler, not by Spark's time mapping.
-    # Flink's REGEXP_EXTRACT defaults to group 0, Spark's to 1: keep both as plain calls.
-    FUNCTIONS = {k: v for k, v in SparkParser.FUNCTIONS.items() if k not in ("DATE_FORMAT", "REGEXP_EXTRACT")}
+    # Flink's REGEXP_EXTRACT defaults to group 0, Spark's to 1; Flink's LTRIM/RTRIM take the string first;
+    # DAYOFWEEK and the like take a timestamp as it is: keep them all as plain calls (sql/functions).
+    FUNCTIONS = {
+        **{k: v for k, v in SparkParser.FUNCTIONS.items() if k not in function_syntax.PLAIN_CALLS},
+        **function_syntax.FUNCTION_BUILDERS,
+    }
     SCHEMA_UNNAMED_CONSTRAINTS = {*SparkParser.SCHEMA_UNNAMED_CONSTRAINTS, "WATERMARK"}
     FUNC_TOKENS = {*SparkParser.FUNC_TOKENS, TokenType.SESSION}
     FUNCTION_PARSERS = {
         **SparkParser.FUNCTION_PARSERS,
         **{name: (lambda self, _n=name: self._parse_window_call(_n)) for name in WINDOW_FUNCTIONS},
+        **function_syntax.FUNCTION_PARSERS,
     }
 
     def expression(self, instance: Any, token: Token | None = None, comments: list[str] | None = None) -> Any:

@@ -1,0 +1,119 @@
+"""Helpers shared by the built-in function families: argument checks, literals, Flink's NULL rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import polars as pl
+from sqlglot import exp
+
+from sql import types
+from sql.errors import UnsupportedError, error_at
+
+if TYPE_CHECKING:  # the compiler imports this package; the builders only receive it
+    from sql.expressions import ExprCompiler
+
+#: a builder compiles one call (its sqlglot node) with the compiler of the enclosing scope
+Builder = Callable[["ExprCompiler", exp.Expr], pl.Expr]
+
+
+def call_name(node: exp.Expr) -> str:
+    return node.name.upper() if isinstance(node, exp.Anonymous) else type(node).__name__.upper()
+
+
+def arguments(node: exp.Expr, low: int, high: int | None = None, name: str | None = None) -> list[exp.Expr]:
+    """The positional arguments of a call, between `low` and `high` of them (a plain call's or a parsed node's)."""
+    if isinstance(node, exp.Anonymous):
+        args = list(node.expressions)
+    else:
+        args = []
+        for value in node.args.values():
+            if isinstance(value, exp.Expr):
+                args.append(value)
+            elif isinstance(value, list):
+                args.extend(v for v in value if isinstance(v, exp.Expr))
+    high = low if high is None else high
+    if not low <= len(args) <= high:
+        wanted = str(low) if low == high else f"{low} to {high}"
+        raise error_at(node, f"{name or call_name(node)} takes {wanted} argument(s), got {len(args)}")
+    return args
+
+
+def literal_string(node: exp.Expr | None, what: str) -> str:
+    if not (isinstance(node, exp.Literal) and node.is_string):
+        raise error_at(node, f"{what} must be a string literal", UnsupportedError)
+    return node.this
+
+
+def literal_int(node: exp.Expr | None, what: str) -> int:
+    value = node.this if isinstance(node, exp.Neg) else node
+    if not (isinstance(value, exp.Literal) and not value.is_string and value.this.lstrip("-").isdigit()):
+        raise error_at(node, f"{what} must be an integer literal", UnsupportedError)
+    return -int(value.this) if isinstance(node, exp.Neg) else int(value.this)
+
+
+def null_if_any(result: pl.Expr, *inputs: pl.Expr) -> pl.Expr:
+    """Flink's rule for most functions: NULL when any argument is NULL."""
+    if not inputs:
+        return result
+    return pl.when(pl.any_horizontal([i.is_null() for i in inputs])).then(None).otherwise(result)
+
+
+def string(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+    """A STRING argument (a NULL literal counts as one)."""
+    value, dtype = c.typed(node)
+    if isinstance(dtype, pl.Null):
+        return value.cast(pl.String)
+    if not isinstance(dtype, pl.String):
+        raise error_at(node, f"expected a STRING, got {types.sql_name(dtype)}: {node.sql()}")
+    return value
+
+
+def numeric(c: ExprCompiler, node: exp.Expr) -> tuple[pl.Expr, pl.DataType]:
+    value, dtype = c.typed(node)
+    if isinstance(dtype, pl.Null):
+        return value.cast(pl.Float64), pl.Float64()
+    if not dtype.is_numeric():
+        raise error_at(node, f"expected a number, got {types.sql_name(dtype)}: {node.sql()}")
+    return value, dtype
+
+
+def integer(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+    value, dtype = c.typed(node)
+    if isinstance(dtype, pl.Null):
+        return value.cast(pl.Int64)
+    if not dtype.is_integer():
+        raise error_at(node, f"expected an integer, got {types.sql_name(dtype)}: {node.sql()}")
+    return value.cast(pl.Int64)
+
+
+def double(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+    return numeric(c, node)[0].cast(pl.Float64)
+
+
+def check_regex(node: exp.Expr, pattern: str) -> str:
+    """A regular expression literal, refused at planning if the regex engine cannot compile it."""
+    try:
+        pl.select(pl.lit("").str.contains(pattern)).item()
+    except pl.exceptions.PolarsError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid"
+        raise error_at(node, f"invalid regular expression '{pattern}': {first}") from None
+    return pattern
+
+
+def refuse(reason: str) -> Builder:
+    """A Flink built-in refused at planning, with the reason users read (docs/sql.md lists the same)."""
+
+    def build(_c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+        raise error_at(node, f"{call_name(node)} is not supported: {reason}", UnsupportedError)
+
+    return build
+
+
+#: the hex form of valid UTF-8 (lower-case digits): what a BINARY must match to become a STRING without error
+UTF8_HEX = (
+    r"^(?:[0-7][0-9a-f]|c[2-9a-f][89ab][0-9a-f]|d[0-9a-f][89ab][0-9a-f]|e0[ab][0-9a-f][89ab][0-9a-f]"
+    r"|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]"
+    r"|f0[9ab][0-9a-f](?:[89ab][0-9a-f]){2}|f[1-3][89ab][0-9a-f](?:[89ab][0-9a-f]){2}|f48[0-9a-f](?:[89ab][0-9a-f]){2})*$"
+)
