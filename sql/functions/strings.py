@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import polars as pl
 from sqlglot import exp
 
-from sql.errors import UnsupportedError, error_at
 from sql.functions import hashes
 from sql.functions.common import (
+    UTF8_HEX,
     Builder,
     arguments,
     check_regex,
@@ -23,7 +23,6 @@ from sql.functions.common import (
     null_if_any,
     refuse,
     string,
-    UTF8_HEX,
 )
 
 if TYPE_CHECKING:
