@@ -4,7 +4,6 @@ Flink (said at each)."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -132,7 +131,8 @@ def test_string_functions_equal_duckdb(tmp_path: Path) -> None:
         CASE WHEN s IS NULL OR t IS NULL THEN NULL WHEN t = '' THEN 3
              WHEN position(t IN substring(s, 3)) = 0 THEN 0 ELSE position(t IN substring(s, 3)) + 2 END AS loc,
         CASE WHEN s IS NULL OR t IS NULL THEN NULL ELSE instr(s, t) END AS ins,
-        lpad(s, 8, 'xy') AS lp, rpad(s, 3, '?!') AS rp, CASE WHEN n IS NOT NULL THEN repeat(s, greatest(n, 0)) END AS rep,
+        lpad(s, 8, 'xy') AS lp, rpad(s, 3, '?!') AS rp,
+        CASE WHEN n IS NOT NULL THEN repeat(s, greatest(n, 0)) END AS rep,
         replace(s, 'l', 'L') AS rpl, reverse(s) AS rev,
         -- DuckDB's LEFT/RIGHT with a negative count drop characters; Flink gives ''
         CASE WHEN n < 0 THEN '' ELSE left(s, n) END AS lft, CASE WHEN n < 0 THEN '' ELSE right(s, n) END AS rgt,
@@ -301,9 +301,7 @@ def _lookup(document: str | None, *keys: object) -> tuple[str, object]:
     except ValueError:
         return "error", None
     for key in keys:
-        if isinstance(key, int) and isinstance(value, list) and key < len(value):
-            value = value[key]
-        elif isinstance(key, str) and isinstance(value, dict) and key in value:
+        if (isinstance(key, int) and isinstance(value, list) and key < len(value)) or (isinstance(key, str) and isinstance(value, dict) and key in value):
             value = value[key]
         else:
             return "missing", None
@@ -420,8 +418,8 @@ def test_current_time_is_the_epochs_logged_processing_time_in_a_computed_column(
       unix AS UNIX_TIMESTAMP()) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
     CREATE TABLE out (id BIGINT, same BOOLEAN, today_ok BOOLEAN, unix_ok BOOLEAN)
     WITH ('connector' = 'delta', 'path' = 'out');
-    INSERT INTO out SELECT id, now_ts = p, today = CAST(p AS DATE), unix = UNIX_TIMESTAMP(DATE_FORMAT(p, 'yyyy-MM-dd HH:mm:ss'))
-    FROM src;
+    INSERT INTO out SELECT id, now_ts = p, today = CAST(p AS DATE),
+      unix = UNIX_TIMESTAMP(DATE_FORMAT(p, 'yyyy-MM-dd HH:mm:ss')) FROM src;
     """
     run(tmp_path, sql)
     got = read_sink(tmp_path / "out")
