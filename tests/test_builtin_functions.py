@@ -301,7 +301,8 @@ def _lookup(document: str | None, *keys: object) -> tuple[str, object]:
     except ValueError:
         return "error", None
     for key in keys:
-        if (isinstance(key, int) and isinstance(value, list) and key < len(value)) or (isinstance(key, str) and isinstance(value, dict) and key in value):
+        in_list = isinstance(key, int) and isinstance(value, list) and key < len(value)
+        if in_list or (isinstance(key, str) and isinstance(value, dict) and key in value):
             value = value[key]
         else:
             return "missing", None
