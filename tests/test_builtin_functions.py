@@ -92,6 +92,7 @@ def test_string_functions_equal_duckdb(tmp_path: Path) -> None:
     columns = [
         ("pos", "INT", "POSITION(t IN s)"),
         ("loc", "INT", "LOCATE(t, s, 3)"),
+        ("locn", "INT", "LOCATE(t, s, n)"),
         ("ins", "INT", "INSTR(s, t)"),
         ("lp", "STRING", "LPAD(s, 8, 'xy')"),
         ("rp", "STRING", "RPAD(s, 3, '?!')"),
@@ -102,7 +103,9 @@ def test_string_functions_equal_duckdb(tmp_path: Path) -> None:
         ("rgt", "STRING", "RIGHT(s, n)"),
         ("asc", "INT", "ASCII(s)"),
         ("chr", "STRING", "CHR(n + 95)"),
+        ("chn", "STRING", "CHR(n * 300 - 3)"),
         ("rre", "STRING", "REGEXP_REPLACE(s, 'l+', '_')"),
+        ("rrd", "STRING", "REGEXP_REPLACE(s, '(o)', '$1')"),
         ("ovl", "STRING", "OVERLAY(s PLACING 'XX' FROM 2 FOR 3)"),
         ("lt", "STRING", "LTRIM(s)"),
         ("rt", "STRING", "RTRIM(s, ' o')"),
@@ -130,6 +133,9 @@ def test_string_functions_equal_duckdb(tmp_path: Path) -> None:
         CASE WHEN s IS NULL OR t IS NULL THEN NULL ELSE position(t IN s) END AS pos,
         CASE WHEN s IS NULL OR t IS NULL THEN NULL WHEN t = '' THEN 3
              WHEN position(t IN substring(s, 3)) = 0 THEN 0 ELSE position(t IN substring(s, 3)) + 2 END AS loc,
+        CASE WHEN s IS NULL OR t IS NULL OR n IS NULL THEN NULL
+             WHEN position(t IN substring(s, greatest(n, 1))) = 0 THEN 0
+             ELSE position(t IN substring(s, greatest(n, 1))) + greatest(n, 1) - 1 END AS locn,
         CASE WHEN s IS NULL OR t IS NULL THEN NULL ELSE instr(s, t) END AS ins,
         lpad(s, 8, 'xy') AS lp, rpad(s, 3, '?!') AS rp,
         CASE WHEN n IS NOT NULL THEN repeat(s, greatest(n, 0)) END AS rep,
@@ -137,7 +143,13 @@ def test_string_functions_equal_duckdb(tmp_path: Path) -> None:
         -- DuckDB's LEFT/RIGHT with a negative count drop characters; Flink gives ''
         CASE WHEN n < 0 THEN '' ELSE left(s, n) END AS lft, CASE WHEN n < 0 THEN '' ELSE right(s, n) END AS rgt,
         CASE WHEN s = '' THEN 0 ELSE ascii(s) END AS asc, chr(n + 95) AS chr,
-        regexp_replace(s, 'l+', '_', 'g') AS rre, left(s, 1) || 'XX' || substring(s, 5) AS ovl,
+        -- Flink's CHR takes the low byte, and gives '' for a negative code
+        CASE WHEN n * 300 - 3 < 0 THEN '' ELSE chr(((n * 300 - 3) % 256)::INT) END AS chn,
+        regexp_replace(s, 'l+', '_', 'g') AS rre,
+        replace(s, 'o', '$1') AS rrd,  -- Flink's replacement is literal text
+        -- Flink's OVERLAY keeps s when FROM is outside it, and drops the tail when the span passes the end
+        CASE WHEN length(s) < 2 THEN s
+             ELSE left(s, 1) || 'XX' || CASE WHEN 5 <= length(s) THEN substring(s, 5) ELSE '' END END AS ovl,
         ltrim(s) AS lt, rtrim(s, ' o') AS rt, trim(s, ' hd') AS bt,
         to_base64(encode(s)) AS b64, s AS unb, concat_ws('~', s, t, s) AS cws,
         starts_with(s, t) AS sw, suffix(s, 'c') AS ew,

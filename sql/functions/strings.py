@@ -36,9 +36,10 @@ def _position(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     if start_node is None:
         return null_if_any(_find(haystack, needle), haystack, needle)
     start = integer(c, start_node)
-    # Flink's LOCATE looks from `start` on; a start before 1 finds nothing
-    found = _find(haystack.str.slice(start - 1), needle)
-    shifted = pl.when((start < 1) | (found == 0)).then(0).otherwise(found + start - 1)
+    # Flink's LOCATE looks from `start` on (a start before 1 looks from the beginning, as Java's indexOf)
+    first = start.clip(1)
+    found = _find(haystack.str.slice(first - 1), needle)
+    shifted = pl.when(found == 0).then(0).otherwise(found + first - 1)
     return null_if_any(shifted, haystack, needle, start).cast(pl.Int32)
 
 
@@ -120,24 +121,29 @@ _LATIN1 = {i: chr(i) for i in range(256)}
 
 
 def _chr(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
-    """CHR(n): the character n (mod 256 above 255, as Flink's examples show); NULL for a negative n."""
+    """CHR(n): the character of n's low byte (Flink: n & 0xFF); '' for a negative n."""
     (arg,) = arguments(node, 1, name="CHR")
     code = integer(c, arg)
     char = (code % 256).replace_strict(_LATIN1, default=None, return_dtype=pl.String)
-    return pl.when(code < 0).then(None).otherwise(char)
+    return pl.when(code < 0).then(pl.lit("")).otherwise(char)
 
 
 def _regexp(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     value_node, pattern_node = arguments(node, 2)
     value = string(c, value_node)
-    return value.str.contains(check_regex(pattern_node, literal_string(pattern_node, "the pattern")))
+    pattern = literal_string(pattern_node, "the pattern")
+    if pattern == "":  # Flink: an empty pattern matches nothing
+        return pl.when(value.is_null()).then(None).otherwise(pl.lit(False))
+    return value.str.contains(check_regex(pattern_node, pattern))
 
 
 def _regexp_replace(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     value = string(c, node.this)
     pattern = check_regex(node.expression, literal_string(node.expression, "the pattern"))
     replacement = string(c, node.args["replacement"])
-    return null_if_any(value.str.replace_all(pattern, replacement), value, replacement)
+    # Flink quotes the replacement (no $1 group references): `$` is doubled to stay literal for Polars
+    literal = replacement.str.replace_all("$", "$$", literal=True)
+    return null_if_any(value.str.replace_all(pattern, literal), value, replacement)
 
 
 def _regexp_count(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
@@ -169,12 +175,17 @@ def _regexp_extract_all(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
 
 
 def _overlay(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+    """OVERLAY(s PLACING r FROM start [FOR n]) as Flink computes it: s unchanged when start is outside it, and
+    nothing of s after the placed text when n <= 0 or the placed span reaches past the end."""
     value, placing = string(c, node.this), string(c, node.expression)
     start = integer(c, node.args["from_"])
     length = integer(c, node.args["for_"]) if node.args.get("for_") is not None else placing.str.len_chars()
+    size = value.str.len_chars()
     head = value.str.head((start - 1).clip(0))
-    tail = value.str.slice((start - 1 + length).clip(0))
-    return null_if_any(pl.concat_str([head, placing, tail]), value, placing, start, length)
+    keep_tail = (start + length <= size) & (length > 0)
+    tail = pl.when(keep_tail).then(value.str.slice((start - 1 + length).clip(0))).otherwise(pl.lit(""))
+    placed = pl.when((start <= 0) | (start > size)).then(value).otherwise(pl.concat_str([head, placing, tail]))
+    return null_if_any(placed, value, placing, start, length)
 
 
 def _starts_ends(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
@@ -311,7 +322,8 @@ BY_NAME: dict[str, Builder] = {
     "BTRIM": _btrim,
     "IS_ALPHA": _character_class(r"^\p{L}+$"),
     "IS_DIGIT": _character_class(r"^\p{Nd}+$"),
-    "IS_DECIMAL": _character_class(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"),
+    # what Java's Integer/Long/Double.parseDouble accept (Flink's test), hex floats aside
+    "IS_DECIMAL": _character_class(r"^\s*[+-]?(NaN|Infinity|((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[dDfF]?))\s*$"),
     "JSON_QUOTE": _json_quote,
     "UUID": refuse(_NONDETERMINISTIC),
     "PRINTF": refuse("Java's Formatter patterns have no Polars equivalent; use CONCAT or a Python UDF"),
