@@ -128,6 +128,9 @@ class ExprCompiler:
         )
 
     def _column(self, node: exp.Column) -> pl.Expr:
+        word = functions.BARE_WORDS.get(node.name.upper()) if not node.table else None
+        if word is not None and node.name.lower() not in {k.lower() for k in self.scope.schema}:
+            return word(self, node)  # LOCALTIMESTAMP and the like, which sqlglot reads as column names
         return pl.col(self.scope.resolve(node))
 
     def _literal(self, node: exp.Literal) -> pl.Expr:

@@ -428,10 +428,11 @@ def test_current_time_is_the_epochs_logged_processing_time_in_a_computed_column(
     write_jsonl(tmp_path / "in" / "a.json", ROWS)
     sql = """
     CREATE TABLE src (id BIGINT, s STRING, p AS PROCTIME(), now_ts AS CURRENT_TIMESTAMP, today AS CURRENT_DATE,
-      unix AS UNIX_TIMESTAMP()) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+      unix AS UNIX_TIMESTAMP(), local_ts AS LOCALTIMESTAMP, n2 AS NOW())
+    WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
     CREATE TABLE out (id BIGINT, same BOOLEAN, today_ok BOOLEAN, unix_ok BOOLEAN)
     WITH ('connector' = 'delta', 'path' = 'out');
-    INSERT INTO out SELECT id, now_ts = p, today = CAST(p AS DATE),
+    INSERT INTO out SELECT id, now_ts = p AND local_ts = p AND n2 = p, today = CAST(p AS DATE),
       unix = UNIX_TIMESTAMP(DATE_FORMAT(p, 'yyyy-MM-dd HH:mm:ss')) FROM src;
     """
     run(tmp_path, sql)
@@ -453,6 +454,10 @@ def test_current_time_is_the_epochs_logged_processing_time_in_a_computed_column(
         ("REGEXP(s, '(')", "invalid regular expression"),
         ("FLOOR(CAST(id AS TIMESTAMP(3)) TO WEEK)", "WEEK"),
         ("SHA512(s)", "not supported"),
+        ("CURRENT_TIME", "no TIME type"),
+        ("CONVERT_TZ(s, 'UTC', 'PST')", "unknown time zone"),
+        ("JSON_VALUE(s, '$[')", "invalid JSON path"),
+        ("CURRENT_WATERMARK(s)", "watermarks"),
     ],
 )
 def test_refused_functions_say_why(tmp_path: Path, expression: str, reason: str) -> None:
@@ -464,3 +469,39 @@ def test_refused_functions_say_why(tmp_path: Path, expression: str, reason: str)
     with pytest.raises(SqlError, match=reason) as raised:
         run(tmp_path, sql)
     assert "\n" not in str(raised.value) and "line 5" in str(raised.value)
+
+
+def test_the_docs_example_runs(tmp_path: Path) -> None:
+    """docs/sql.md's example of the section "Flink built-in functions", over two events."""
+    rows = [
+        {
+            "id": 7,
+            "payload": '{"user": {"age": 41}}',
+            "tag1": "a",
+            "tag2": None,
+            "created": BASE_MS,
+            "ts": BASE_MS + 90_000,
+        },
+        {"id": 8, "payload": '{"user": {}}', "tag1": "b", "tag2": "c", "created": BASE_MS, "ts": BASE_MS},
+        {"id": 9, "payload": "[1]", "tag1": None, "tag2": None, "created": BASE_MS, "ts": BASE_MS},
+    ]
+    write_jsonl(tmp_path / "in" / "a.json", rows)
+    sql = """
+    CREATE TABLE events (id BIGINT, payload STRING, tag1 STRING, tag2 STRING, created TIMESTAMP(3), ts TIMESTAMP(3))
+    WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+    CREATE TABLE out (id BIGINT, age INT, padded STRING, minutes_open INT, doc STRING)
+    WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out
+    SELECT id,
+           JSON_VALUE(payload, '$.user.age' RETURNING INT DEFAULT 0 ON EMPTY) AS age,
+           LPAD(CAST(id AS STRING), 8, '0') AS padded,
+           TIMESTAMPDIFF(MINUTE, created, ts) AS minutes_open,
+           JSON_OBJECT('id' VALUE id, 'tags' VALUE JSON_ARRAY(tag1, tag2)) AS doc
+    FROM events WHERE payload IS JSON OBJECT;
+    """
+    run(tmp_path, sql)
+    got = read_sink(tmp_path / "out").sort("id").rows()
+    assert got == [
+        (7, 41, "00000007", 1, '{"id":7,"tags":["a"]}'),
+        (8, 0, "00000008", 0, '{"id":8,"tags":["b","c"]}'),
+    ]

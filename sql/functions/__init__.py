@@ -17,12 +17,12 @@ from sqlglot import exp
 from sql.functions import conditional, json_functions, numeric, strings, temporal
 from sql.functions.common import Builder
 from sql.functions.json_functions import is_json
-from sql.functions.temporal import floor_ceil
+from sql.functions.temporal import BARE_WORDS, floor_ceil
 
 if TYPE_CHECKING:
     from sql.expressions import ExprCompiler
 
-__all__ = ["build", "floor_ceil", "is_json"]
+__all__ = ["BARE_WORDS", "build", "floor_ceil", "is_json"]
 
 _FAMILIES = (conditional, json_functions, numeric, strings, temporal)
 BY_NODE: dict[type, Builder] = {k: v for family in _FAMILIES for k, v in family.BY_NODE.items()}

@@ -19,7 +19,9 @@ Builder = Callable[["ExprCompiler", exp.Expr], pl.Expr]
 
 
 def call_name(node: exp.Expr) -> str:
-    return node.name.upper() if isinstance(node, exp.Anonymous) else type(node).__name__.upper()
+    if isinstance(node, exp.Anonymous | exp.Column):
+        return node.name.upper()
+    return node.sql_name().upper() if isinstance(node, exp.Func) else type(node).__name__.upper()
 
 
 def arguments(node: exp.Expr, low: int, high: int | None = None, name: str | None = None) -> list[exp.Expr]:

@@ -191,3 +191,12 @@ BY_NAME: dict[str, Builder] = {
         "WATERMARK and the operators' lateness rules instead"
     ),
 }
+
+_NO_TIME = "there is no TIME type; use CURRENT_TIMESTAMP (in a computed column) and DATE_FORMAT"
+
+#: bare words sqlglot reads as column names (the compiler asks here when no column has that name)
+BARE_WORDS: dict[str, Builder] = {
+    "LOCALTIMESTAMP": _current(lambda now: now),
+    "CURRENT_TIME": refuse(_NO_TIME),
+    "LOCALTIME": refuse(_NO_TIME),
+}
