@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 from sqlglot import exp
 
-from sql.functions import conditional, json_functions, numeric, strings, temporal
+from sql.functions import collections, conditional, json_functions, numeric, strings, temporal
 from sql.functions.common import Builder
 from sql.functions.json_functions import is_json
 from sql.functions.temporal import BARE_WORDS, floor_ceil
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BARE_WORDS", "build", "floor_ceil", "is_json"]
 
-_FAMILIES = (conditional, json_functions, numeric, strings, temporal)
+_FAMILIES = (collections, conditional, json_functions, numeric, strings, temporal)
 BY_NODE: dict[type, Builder] = {k: v for family in _FAMILIES for k, v in family.BY_NODE.items()}
 BY_NAME: dict[str, Builder] = {k: v for family in _FAMILIES for k, v in family.BY_NAME.items()}
 

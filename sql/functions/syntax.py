@@ -153,6 +153,7 @@ PLAIN_CALLS = (
     "DAYOFWEEK",
     "DAYOFYEAR",
     "DAYOFMONTH",
+    "ARRAY_SORT",
 )
 
 #: Flink's LTRIM(s [, chars]) / RTRIM(s [, chars]): the string first (Spark's two-argument forms take it last)
