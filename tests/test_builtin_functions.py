@@ -574,3 +574,43 @@ def test_array_functions_equal_a_python_reference(tmp_path: Path) -> None:
     }
     for name, values in expected.items():
         assert got.get_column(name).to_list() == values, name
+
+
+def test_parse_url_gives_java_net_urls_parts(tmp_path: Path) -> None:
+    """The expected values are what java.net.URL (Flink's parser) returns for these URLs."""
+    urls = [
+        "http://user:pw@facebook.com:8080/path1/p.php?k1=v1&k2=v2#Ref1",
+        "https://x.org",
+        "not a url",
+        None,
+        "ftp://h/f?a.b=1",
+    ]
+    write_jsonl(tmp_path / "in" / "a.json", [{"id": i, "u": u} for i, u in enumerate(urls)])
+    parts = ["HOST", "PATH", "QUERY", "REF", "PROTOCOL", "FILE", "AUTHORITY", "USERINFO"]
+    sql = f"""
+    CREATE TABLE src (id BIGINT, u STRING) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+    CREATE TABLE out (id BIGINT, {", ".join(f"{p.lower()} STRING" for p in parts)}, k2 STRING, dotted STRING)
+    WITH ('connector' = 'delta', 'path' = 'out');
+    INSERT INTO out SELECT id, {", ".join(f"PARSE_URL(u, '{p}')" for p in parts)},
+      PARSE_URL(u, 'QUERY', 'k2'), PARSE_URL(u, 'QUERY', 'a.b') FROM src;
+    """
+    run(tmp_path, sql)
+    got = read_sink(tmp_path / "out").sort("id").drop("id").rows()
+    assert got == [
+        (
+            "facebook.com",
+            "/path1/p.php",
+            "k1=v1&k2=v2",
+            "Ref1",
+            "http",
+            "/path1/p.php?k1=v1&k2=v2",
+            "user:pw@facebook.com:8080",
+            "user:pw",
+            "v2",
+            None,
+        ),
+        ("x.org", "", None, None, "https", "", "x.org", None, None, None),
+        (None,) * 10,
+        (None,) * 10,
+        ("h", "/f", "a.b=1", None, "ftp", "/f?a.b=1", "h", None, None, "1"),
+    ]

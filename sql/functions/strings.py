@@ -282,6 +282,47 @@ def _split(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     return parts
 
 
+# java.net.URL's parts (it knows these protocols and refuses others); groups: protocol, authority, path, query, ref
+_URL = r"^(?i:(https?|ftp|file|jar)):(?://([^/?#]*))?([^?#]*)(?:\?([^#]*))?(?:#(.*))?$"
+_URL_PARTS = ("HOST", "PATH", "QUERY", "REF", "PROTOCOL", "FILE", "AUTHORITY", "USERINFO")
+
+
+def _parse_url(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+    """PARSE_URL(url, part [, key]): a part of the URL as java.net.URL gives it; NULL when it has none, when the
+    URL does not parse, or for an unknown part; with a key, that parameter of the QUERY."""
+    url = string(c, node.this)
+    part = literal_string(node.args.get("part_to_extract"), "PARSE_URL's part").upper()
+    key_node = node.args.get("key")
+    if part not in _URL_PARTS:
+        return pl.lit(None, pl.String)
+
+    def group(i: int) -> pl.Expr:
+        return url.str.extract(_URL, i)
+
+    protocol, authority, path, query, ref = (group(i) for i in range(1, 6))
+    parsed = url.str.contains(_URL)
+    userinfo = authority.str.extract(r"^([^@]*)@", 1)
+    host = authority.str.replace(r"^[^@]*@", "").str.replace(r":[0-9]*$", "")
+    file = pl.when(query.is_null()).then(path).otherwise(pl.concat_str([path, pl.lit("?"), query]))
+    value = {
+        "HOST": host.fill_null(""),
+        "PATH": path,
+        "QUERY": query,
+        "REF": ref,
+        "PROTOCOL": protocol.str.to_lowercase(),
+        "FILE": file,
+        "AUTHORITY": authority,
+        "USERINFO": userinfo,
+    }[part]
+    if key_node is not None:
+        if part != "QUERY":
+            return pl.lit(None, pl.String)
+        key = literal_string(key_node, "PARSE_URL's key")
+        escaped = "".join("\\" + ch if ch in "\\.+*?()|[]{}^$" else ch for ch in key)
+        value = query.str.extract(f"(?:^|&){escaped}=([^&]*)", 1)
+    return pl.when(parsed).then(value).otherwise(None)
+
+
 _NONDETERMINISTIC = (
     "a random value differs when an epoch is replayed after a failure, which would break exactly-once results; "
     "generate ids at the source or with a deterministic hash of the row"
@@ -313,6 +354,7 @@ BY_NODE: dict[type, Builder] = {
     exp.RegexpSplit: _split,
     exp.RegexpExtractAll: _regexp_extract_all,
     exp.Uuid: refuse(_NONDETERMINISTIC),
+    exp.ParseUrl: _parse_url,
     **hashes.BY_NODE,
 }
 
