@@ -184,6 +184,9 @@ def test_string_functions_without_a_duckdb_twin(tmp_path: Path) -> None:
         ("sim", "BOOLEAN", "s SIMILAR TO '%(l|b)%'"),
         ("jq", "STRING", "JSON_QUOTE(s)"),
         ("hx", "STRING", "HEX(s)"),
+        ("dec", "STRING", "DECODE(ENCODE(s, 'UTF-8'), 'UTF-8')"),
+        ("bad", "STRING", "DECODE(UNHEX(CONCAT('ff', HEX(s))), 'UTF-8')"),
+        ("unh", "STRING", "DECODE(UNHEX(HEX(s)), 'UTF-8')"),
     ]
     got = pipeline(tmp_path, columns)
 
@@ -204,6 +207,9 @@ def test_string_functions_without_a_duckdb_twin(tmp_path: Path) -> None:
         "sim": by_row(lambda s: None if s is None else bool(re.fullmatch(r".*(l|b).*", s, re.S)), "s"),
         "jq": by_row(quote, "s"),
         "hx": by_row(lambda s: None if s is None else s.encode().hex().upper(), "s"),
+        "dec": by_row(lambda s: s, "s"),
+        "bad": by_row(lambda s: None, "s"),  # 0xFF starts no UTF-8 character
+        "unh": by_row(lambda s: s, "s"),
     }
     for name, values in expected.items():
         assert got.get_column(name).to_list() == values, name
@@ -324,6 +330,7 @@ def _lookup(document: str | None, *keys: object) -> tuple[str, object]:
 def test_json_functions_equal_a_python_reference(tmp_path: Path) -> None:
     columns = [
         ("isj", "BOOLEAN", "j IS JSON"),
+        ("isn", "BOOLEAN", "j IS NOT JSON"),
         ("iso", "BOOLEAN", "j IS JSON OBJECT"),
         ("isa", "BOOLEAN", "j IS JSON ARRAY"),
         ("iss", "BOOLEAN", "j IS JSON SCALAR"),
@@ -399,6 +406,7 @@ def test_json_functions_equal_a_python_reference(tmp_path: Path) -> None:
     rows = sorted(ROWS, key=lambda r: r["id"])
     expected = {
         "isj": [kind(r["j"]) not in (None, "invalid") for r in rows],
+        "isn": [kind(r["j"]) in (None, "invalid") for r in rows],
         "iso": [kind(r["j"]) == "object" for r in rows],
         "isa": [kind(r["j"]) == "array" for r in rows],
         "iss": [kind(r["j"]) == "scalar" for r in rows],

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 import polars as pl
 from sqlglot import exp
 
+from sql import types
+from sql.errors import UnsupportedError, error_at
 from sql.functions import hashes
 from sql.functions.common import (
     UTF8_HEX,
@@ -225,6 +227,29 @@ def _from_base64(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     return pl.when(valid).then(pl.when(valid).then(raw).otherwise(pl.lit(b"")).cast(pl.String)).otherwise(None)
 
 
+def _charset(node: exp.Expr) -> None:
+    charset = literal_string(node.args.get("charset"), "the character set").upper().replace("_", "-")
+    if charset not in ("UTF-8", "UTF8"):
+        raise error_at(
+            node.args.get("charset"), f"character set '{charset}' is not supported: UTF-8 only", UnsupportedError
+        )
+
+
+def _encode(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+    _charset(node)
+    return string(c, node.this).cast(pl.Binary)
+
+
+def _decode(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
+    """DECODE(bytes, 'UTF-8'): NULL for bytes that are not UTF-8 (Flink substitutes U+FFFD)."""
+    _charset(node)
+    raw, dtype = c.typed(node.this)
+    if not isinstance(dtype, pl.Binary):
+        raise error_at(node.this, f"DECODE needs BYTES, got {types.sql_name(dtype)}")
+    valid = raw.bin.encode("hex").str.contains(UTF8_HEX)
+    return pl.when(valid).then(pl.when(valid).then(raw).otherwise(pl.lit(b"")).cast(pl.String)).otherwise(None)
+
+
 def _elt(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     index = integer(c, node.this)
     chain = None
@@ -355,6 +380,8 @@ BY_NODE: dict[type, Builder] = {
     exp.RegexpExtractAll: _regexp_extract_all,
     exp.Uuid: refuse(_NONDETERMINISTIC),
     exp.ParseUrl: _parse_url,
+    exp.Encode: _encode,
+    exp.Decode: _decode,
     **hashes.BY_NODE,
 }
 
