@@ -466,6 +466,8 @@ def test_current_time_is_the_epochs_logged_processing_time_in_a_computed_column(
         ("CONVERT_TZ(s, 'UTC', 'PST')", "unknown time zone"),
         ("JSON_VALUE(s, '$[')", "invalid JSON path"),
         ("CURRENT_WATERMARK(s)", "watermarks"),
+        ("LEAST(1, 'a')", "type error"),
+        ("ELT(1, 'a', 2.5)", "expected a STRING"),
     ],
 )
 def test_refused_functions_say_why(tmp_path: Path, expression: str, reason: str) -> None:

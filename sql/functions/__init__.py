@@ -39,4 +39,8 @@ def build(c: ExprCompiler, node: exp.Expr) -> pl.Expr | None:
         builder = BY_NODE.get(type(node))
         if builder is not None and isinstance(node, exp.Func) and node.sql_name().upper() in c.udfs:
             return None
-    return builder(c, node) if builder is not None else None
+    if builder is None:
+        return None
+    built = builder(c, node)
+    c.dtype(built, node)  # a type Polars cannot resolve is a planning error with a position, not a failed epoch
+    return built

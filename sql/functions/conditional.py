@@ -19,6 +19,7 @@ def _extreme(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     """GREATEST/LEAST: NULL if any argument is NULL (Flink), unlike Polars' horizontal max, which skips NULLs."""
     values = [c.compile(a) for a in arguments(node, 1, 1_000)]
     pick = pl.max_horizontal(values) if isinstance(node, exp.Greatest) else pl.min_horizontal(values)
+    c.dtype(pick, node)  # arguments without a common type are refused at planning, not when rows arrive
     return null_if_any(pick, *values)
 
 

@@ -254,7 +254,7 @@ def _elt(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     index = integer(c, node.this)
     chain = None
     for i, option in enumerate(node.expressions, start=1):
-        value = c.compile(option)
+        value = string(c, option)
         chain = pl.when(index == i).then(value) if chain is None else chain.when(index == i).then(value)
     return chain.otherwise(None) if chain is not None else pl.lit(None)
 
