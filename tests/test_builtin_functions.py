@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from urllib.parse import unquote_plus
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -171,8 +172,15 @@ def _initcap(s: str | None) -> str | None:  # Flink: words are runs of letters a
     return re.sub(r"[^\W_]+", lambda m: m.group(0)[0].upper() + m.group(0)[1:].lower(), s)
 
 
+def _java_url_encode(text: str) -> str:
+    """java.net.URLEncoder with UTF-8: letters, digits and `.-*_` stay, space is `+`, other bytes `%XY`."""
+    safe = set(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-*_")
+    return "".join(chr(b) if b in safe else "+" if b == 32 else f"%{b:02X}" for b in text.encode())
+
+
 def test_string_functions_without_a_duckdb_twin(tmp_path: Path) -> None:
-    """INITCAP, the digests, IS_ALPHA/IS_DIGIT, SIMILAR TO, JSON_QUOTE and SPLIT against Python references."""
+    """INITCAP, the digests, IS_ALPHA/IS_DIGIT, SIMILAR TO, JSON_QUOTE, HEX, the codecs and the URL functions
+    against Python references."""
     columns = [
         ("ic", "STRING", "INITCAP(s)"),
         ("md", "STRING", "MD5(s)"),
@@ -187,6 +195,10 @@ def test_string_functions_without_a_duckdb_twin(tmp_path: Path) -> None:
         ("dec", "STRING", "DECODE(ENCODE(s, 'UTF-8'), 'UTF-8')"),
         ("bad", "STRING", "DECODE(UNHEX(CONCAT('ff', HEX(s))), 'UTF-8')"),
         ("unh", "STRING", "DECODE(UNHEX(HEX(s)), 'UTF-8')"),
+        ("ue", "STRING", "URL_ENCODE(CONCAT(s, ' ~/?+%'))"),
+        ("ud", "STRING", "URL_DECODE(URL_ENCODE(CONCAT(s, ' ~/?+%')))"),
+        ("udp", "STRING", "URL_DECODE(CONCAT(s, '+%41%e2%82%ac'))"),
+        ("udb", "STRING", "URL_DECODE(CONCAT(s, '%4'))"),
     ]
     got = pipeline(tmp_path, columns)
 
@@ -210,6 +222,10 @@ def test_string_functions_without_a_duckdb_twin(tmp_path: Path) -> None:
         "dec": by_row(lambda s: s, "s"),
         "bad": by_row(lambda s: None, "s"),  # 0xFF starts no UTF-8 character
         "unh": by_row(lambda s: s, "s"),
+        "ue": by_row(lambda s: None if s is None else _java_url_encode(s + " ~/?+%"), "s"),
+        "ud": by_row(lambda s: None if s is None else s + " ~/?+%", "s"),
+        "udp": by_row(lambda s: None if s is None else unquote_plus(s + "+%41%e2%82%ac", errors="strict"), "s"),
+        "udb": by_row(lambda s: None, "s"),  # a cut escape: Java's URLDecoder throws, Flink gives NULL
     }
     for name, values in expected.items():
         assert got.get_column(name).to_list() == values, name
