@@ -483,6 +483,8 @@ def test_current_time_is_the_epochs_logged_processing_time_in_a_computed_column(
         ("JSON_VALUE(s, '$[')", "invalid JSON path"),
         ("CURRENT_WATERMARK(s)", "watermarks"),
         ("LEAST(1, 'a')", "type error"),
+        ("STR_TO_MAP(s)", "MAP"),
+        ("CURRENT_DATABASE()", "no databases"),
         ("ELT(1, 'a', 2.5)", "expected a STRING"),
     ],
 )
