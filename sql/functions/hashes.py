@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-import duckdb
 import polars as pl
 from sqlglot import exp
 
@@ -25,6 +24,8 @@ _local = threading.local()
 
 def _digest(function: str) -> pl.Expr:
     def run(values: pl.Series) -> pl.Series:
+        import duckdb  # when a digest is first computed: planning and the rest of sql/ never need it
+
         connection = getattr(_local, "connection", None)
         if connection is None:
             connection = _local.connection = duckdb.connect()
