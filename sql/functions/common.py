@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from sqlglot import exp
@@ -119,3 +120,28 @@ UTF8_HEX = (
     r"|e[1-9a-cef][89ab][0-9a-f][89ab][0-9a-f]|ed[89][0-9a-f][89ab][0-9a-f]"
     r"|f0[9ab][0-9a-f](?:[89ab][0-9a-f]){2}|f[1-3][89ab][0-9a-f](?:[89ab][0-9a-f]){2}|f48[0-9a-f](?:[89ab][0-9a-f]){2})*$"
 )
+
+
+_local = threading.local()
+
+
+def duckdb_connection() -> Any:
+    """This thread's in-memory DuckDB connection, for the vectorised kernels Polars lacks (digests, JSON paths).
+    DuckDB is imported on first use: planning, and the rest of sql/, never need it."""
+    connection = getattr(_local, "connection", None)
+    if connection is None:
+        import duckdb
+
+        connection = _local.connection = duckdb.connect()
+    return connection
+
+
+def duckdb_batch(values: pl.Series, select: str, parameters: list[object] | None = None) -> pl.DataFrame:
+    """Run `SELECT <select> FROM batch` in DuckDB over one batch of strings (column `v`), through Arrow."""
+    connection = duckdb_connection()
+    connection.register("batch", pl.DataFrame({"v": values.cast(pl.String)}).to_arrow())
+    try:
+        table = connection.sql(f"SELECT {select} FROM batch", params=parameters or None).to_arrow_table()
+        return pl.from_arrow(table)  # type: ignore[return-value]
+    finally:
+        connection.unregister("batch")

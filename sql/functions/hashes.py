@@ -7,36 +7,24 @@ kernel here and are refused (the `polars-hash` plugin would bring them).
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import polars as pl
 from sqlglot import exp
 
 from sql.errors import UnsupportedError, error_at
-from sql.functions.common import Builder, arguments, literal_int, refuse, string
+from sql.functions.common import Builder, arguments, duckdb_batch, literal_int, refuse, string
 
 if TYPE_CHECKING:
     from sql.expressions import ExprCompiler
 
-_local = threading.local()
 
-
-def _digest(function: str) -> pl.Expr:
+def _digest(function: str) -> Callable[[pl.Series], pl.Series]:
     def run(values: pl.Series) -> pl.Series:
-        import duckdb  # when a digest is first computed: planning and the rest of sql/ never need it
+        return duckdb_batch(values, f"{function}(v) AS d").get_column("d").cast(pl.String).alias(values.name)
 
-        connection = getattr(_local, "connection", None)
-        if connection is None:
-            connection = _local.connection = duckdb.connect()
-        connection.register("batch", pl.DataFrame({"v": values.cast(pl.String)}).to_arrow())
-        try:
-            result = connection.sql(f"SELECT {function}(v) AS d FROM batch").pl()
-        finally:
-            connection.unregister("batch")
-        return result.get_column("d").cast(pl.String).alias(values.name)
-
-    return run  # type: ignore[return-value]
+    return run
 
 
 def _hash(function: str) -> Builder:

@@ -1,16 +1,17 @@
-"""Flink's JSON functions as Polars expressions: IS JSON, JSON_EXISTS, JSON_VALUE, JSON_QUERY, JSON_OBJECT,
+"""Flink's JSON functions as vectorised expressions: IS JSON, JSON_EXISTS, JSON_VALUE, JSON_QUERY, JSON_OBJECT,
 JSON_ARRAY, JSON_STRING, JSON_UNQUOTE (JSON_QUOTE is with the strings).
 
-Paths are literals, read by Polars' JSONPath (`$.a.b`, `$.a[0]`, `$['a b']`, Flink's `$.["a.b"]`), with Flink's
-`lax` (the default) or `strict` mode prefix. Polars returns the first match of a path as text (a string
-unquoted, anything else as compact JSON), which sets two limits, documented in docs/sql.md: a member holding JSON
-`null` looks absent (JSON_EXISTS is FALSE for it, JSON_VALUE takes the ON EMPTY branch), and a path with
-wildcards (`[*]`, `..`) is refused. `ERROR ON ...` behaviours are refused: a bad document must not stop a
-pipeline, so errors always take a NULL or DEFAULT branch.
+A path is matched by DuckDB's JSON kernels, a batch at a time through Arrow (Polars' own `json_path_match`
+returns strings unquoted and JSON `null` as missing, which would blur what Flink tells apart). The kernel gives
+per row whether the document is JSON and the match's raw JSON text: `null` for a JSON null, NULL when nothing
+matches. Paths are literals, in Flink's `lax` (the default) or `strict` mode: `$.a.b`, `$.a[0]`, `$['a b']`,
+`$.["a.b"]`, `$.a[*].b`, `$..b`. `ERROR ON ...` behaviours are refused: a bad document must not stop a pipeline,
+so errors always take a NULL or DEFAULT branch.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -18,7 +19,7 @@ from sqlglot import exp
 
 from sql import types
 from sql.errors import UnsupportedError, error_at
-from sql.functions.common import Builder, arguments, literal_string, string
+from sql.functions.common import Builder, arguments, duckdb_batch, literal_string, string
 from sql.functions.strings import quote_json_string
 from sql.functions.syntax import JsonArrayCall, JsonExistsCall, JsonQueryCall, JsonValueCall
 from sql.values import parse_text
@@ -27,31 +28,59 @@ if TYPE_CHECKING:
     from sql.expressions import ExprCompiler
 
 
-def _path(node: exp.Expr) -> tuple[str, bool]:
-    """(the JSONPath, strict?) of a path literal, checked at planning."""
+_BRACKET_KEY = re.compile(r"""\.?\[\s*(?:'((?:[^']|'')*)'|"((?:[^"]|\\")*)")\s*\]""")
+
+
+def _path(node: exp.Expr) -> tuple[str, bool, bool]:
+    """(the path in DuckDB's syntax, strict?, has wildcards?) of a path literal, checked at planning."""
     text = literal_string(node, "the JSON path").strip()
     lowered = text.lower()
     strict = lowered.startswith("strict ")
     if strict or lowered.startswith("lax "):
         text = text.split(None, 1)[1].strip()
-    text = text.replace("$.[", "$[")
-    if "*" in text or ".." in text:
-        raise error_at(node, f"JSON path '{text}': wildcards are not supported (one match per path)", UnsupportedError)
+    # Flink's ['key'] and .["key"] name a member with any characters: DuckDB writes that ."key"
+    duck = _BRACKET_KEY.sub(lambda m: '."' + (m.group(1) or m.group(2) or "").replace('"', '\\"') + '"', text)
+    wildcard = "*" in duck or ".." in duck
     try:
-        pl.select(pl.lit("{}").str.json_path_match(text)).item()
-    except pl.exceptions.PolarsError:
+        _matches(pl.Series(["{}"]), duck, wildcard)
+    except Exception:
         raise error_at(node, f"invalid JSON path '{text}'") from None
-    return text, strict
+    return duck, strict, wildcard
+
+
+_MATCH = pl.Struct({"valid": pl.Boolean(), "raw": pl.String(), "text": pl.String()})
+
+
+def _matches(values: pl.Series, path: str, wildcard: bool) -> pl.Series:
+    """Per document: valid (is it JSON), raw (the match as JSON text; a wildcard's matches as a JSON array) and
+    text (a string match unquoted, else as raw)."""
+    if wildcard:
+        select = (
+            "json_valid(v) AS valid, CASE WHEN json_valid(v) THEN to_json(json_extract(v, $1)) END AS raw, "
+            "NULL::VARCHAR AS text"
+        )
+    else:
+        select = (
+            "json_valid(v) AS valid, CASE WHEN json_valid(v) THEN json_extract(v, $1)::VARCHAR END AS raw, "
+            "CASE WHEN json_valid(v) THEN json_extract_string(v, $1) END AS text"
+        )
+    frame = duckdb_batch(values, select, [path])
+    return frame.select(pl.struct(valid=pl.col("valid").fill_null(False), raw="raw", text="text")).to_series()
+
+
+def _match(document: pl.Expr, path: str, wildcard: bool) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    found = document.map_batches(lambda v: _matches(v, path, wildcard), return_dtype=_MATCH, is_elementwise=True)
+    raw = found.struct.field("raw")
+    text = found.struct.field("text")
+    # a wildcard that matched nothing gives an empty array: that is no match
+    raw = pl.when(raw == "[]").then(None).otherwise(raw) if wildcard else raw
+    return found.struct.field("valid"), raw, text.fill_null(raw) if not wildcard else raw
 
 
 def _valid(document: pl.Expr) -> pl.Expr:
     """Whether the text is one JSON value (FALSE for NULL)."""
     whole = document.str.json_path_match("$")
     return (whole.is_not_null() | (document.str.strip_chars() == "null")).fill_null(False)
-
-
-def _is_container(raw: pl.Expr) -> pl.Expr:
-    return raw.str.contains(r"^[\[{]") & _valid(raw)
 
 
 def is_json(c: ExprCompiler, node: exp.Is) -> pl.Expr:
@@ -94,41 +123,40 @@ def _behaviour(c: ExprCompiler, node: exp.Expr | None, dtype: pl.DataType) -> pl
 
 def _json_value(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     document = string(c, node.this)
-    path, strict = _path(node.args["path"])
+    path, strict, wildcard = _path(node.args["path"])
     returning = node.args.get("returning")
     dtype = types.to_polars(returning) if returning is not None else pl.String()
-    raw = document.str.json_path_match(path)
-    valid = _valid(document)
-    converted = parse_text(raw, dtype)
+    valid, raw, text = _match(document, path, wildcard)
+    converted = parse_text(text, dtype)
     missing = valid & raw.is_null()
-    error = ~valid | (raw.is_not_null() & (_is_container(raw) | converted.is_null()))
+    json_null = raw == "null"
+    # only a scalar is a value: an object, an array or several matches are errors
+    error = ~valid | (raw.is_not_null() & ~json_null & (raw.str.contains(r"^[\[{]") | converted.is_null()))
+    if wildcard:
+        error = error | raw.is_not_null()
     if strict:
         error, missing = error | missing, pl.lit(False)
     on_empty = _behaviour(c, node.args.get("on_empty"), dtype)
     on_error = _behaviour(c, node.args.get("on_error"), dtype)
     result = pl.when(document.is_null()).then(None).when(error).then(on_error).when(missing).then(on_empty)
-    return result.otherwise(converted)
+    return result.when(json_null).then(pl.lit(None, dtype)).otherwise(converted)
 
 
 def _json_query(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     document = string(c, node.this)
-    path, strict = _path(node.args["path"])
+    path, strict, wildcard = _path(node.args["path"])
     returning = node.args.get("returning")
     if returning is not None and not isinstance(types.to_polars(returning), pl.String):
         raise error_at(returning, "JSON_QUERY ... RETURNING supports STRING only", UnsupportedError)
-    raw = document.str.json_path_match(path)
-    valid = _valid(document)
-    container = _is_container(raw)
+    valid, raw, _text = _match(document, path, wildcard)
+    container = raw.str.contains(r"^[\[{]")
     wrapper = node.args.get("wrapper")
     wrap = wrapper.name if wrapper is not None else "WITHOUT"
-    # a scalar comes back unquoted: numbers and booleans are valid JSON as they are, other text is a string
-    scalar_json = pl.when(_valid(raw)).then(raw).otherwise(quote_json_string(raw, escape_slash=False))
-    as_json = pl.when(container).then(raw).otherwise(scalar_json)
-    if wrap == "UNCONDITIONAL":
-        value, error = pl.concat_str([pl.lit("["), as_json, pl.lit("]")]), pl.lit(False)
-    elif wrap == "CONDITIONAL":
-        wrapped = pl.concat_str([pl.lit("["), as_json, pl.lit("]")])
-        value, error = pl.when(raw.str.starts_with("[") & container).then(raw).otherwise(wrapped), pl.lit(False)
+    wrapped = pl.concat_str([pl.lit("["), raw, pl.lit("]")])
+    if wrap == "UNCONDITIONAL" and not wildcard:
+        value, error = wrapped, pl.lit(False)
+    elif wrap in ("CONDITIONAL", "UNCONDITIONAL"):  # a wildcard's matches are an array already
+        value, error = pl.when(raw.str.starts_with("[")).then(raw).otherwise(wrapped), pl.lit(False)
     else:
         value, error = raw, raw.is_not_null() & ~container  # a scalar needs a wrapper to be returned
     missing = valid & raw.is_null()
@@ -143,18 +171,16 @@ def _json_query(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
 
 def _json_exists(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     document = string(c, node.this)
-    path, _strict = _path(node.args["path"])
+    path, strict, wildcard = _path(node.args["path"])
     on_error = node.args.get("on_error")
     _refuse_error(on_error)
     fallback = {"TRUE": True, "FALSE": False, "UNKNOWN": None}[on_error.name if on_error is not None else "FALSE"]
-    found = document.str.json_path_match(path).is_not_null()
-    return (
-        pl.when(document.is_null())
-        .then(None)
-        .when(~_valid(document))
-        .then(pl.lit(fallback, pl.Boolean))
-        .otherwise(found)
-    )
+    valid, raw, _text = _match(document, path, wildcard)
+    found = raw.is_not_null()
+    if strict:  # a strict path that finds nothing is an error
+        broken = ~valid | ~found
+        return pl.when(document.is_null()).then(None).when(broken).then(pl.lit(fallback, pl.Boolean)).otherwise(True)
+    return pl.when(document.is_null()).then(None).when(~valid).then(pl.lit(fallback, pl.Boolean)).otherwise(found)
 
 
 def to_json(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
