@@ -65,7 +65,8 @@ def _matches(values: pl.Series, path: str, wildcard: bool) -> pl.Series:
             "CASE WHEN json_valid(v) THEN json_extract_string(v, $1) END AS text"
         )
     frame = duckdb_batch(values, select, [path])
-    return frame.select(pl.struct(valid=pl.col("valid").fill_null(False), raw="raw", text="text")).to_series()
+    matched = frame.select(pl.struct(valid=pl.col("valid").fill_null(False), raw="raw", text="text")).to_series()
+    return matched.alias(values.name)
 
 
 def _match(document: pl.Expr, path: str, wildcard: bool) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
