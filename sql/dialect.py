@@ -16,6 +16,7 @@ from sqlglot.generators.spark import SparkGenerator
 from sqlglot.parsers.spark import SparkParser
 from sqlglot.tokens import Token, TokenType
 
+from sql.functions import syntax as function_syntax
 from sql.match_recognize_syntax import MatchRecognize, generate_match_recognize, parse_match_recognize
 
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
@@ -100,8 +101,12 @@ class FlinkParser(SparkParser):
         ),
     }
     # Java date patterns are translated by the expression compiler, not by Spark's time mapping.
-    # Flink's REGEXP_EXTRACT defaults to group 0, Spark's to 1: keep both as plain calls.
-    FUNCTIONS = {k: v for k, v in SparkParser.FUNCTIONS.items() if k not in ("DATE_FORMAT", "REGEXP_EXTRACT")}
+    # Flink's REGEXP_EXTRACT defaults to group 0, Spark's to 1; Flink's LTRIM/RTRIM take the string first;
+    # DAYOFWEEK and the like take a timestamp as it is: keep them all as plain calls (sql/functions).
+    FUNCTIONS = {
+        **{k: v for k, v in SparkParser.FUNCTIONS.items() if k not in function_syntax.PLAIN_CALLS},
+        **function_syntax.FUNCTION_BUILDERS,
+    }
     # FIRST(A.x, n) and LAST(A.x, n) are MATCH_RECOGNIZE's navigation: Spark's builders would drop the offset.
     FUNCTIONS.pop("FIRST", None)
     FUNCTIONS.pop("LAST", None)
@@ -110,6 +115,7 @@ class FlinkParser(SparkParser):
     FUNCTION_PARSERS = {
         **SparkParser.FUNCTION_PARSERS,
         **{name: (lambda self, _n=name: self._parse_window_call(_n)) for name in WINDOW_FUNCTIONS},
+        **function_syntax.FUNCTION_PARSERS,
     }
 
     _parse_match_recognize = parse_match_recognize

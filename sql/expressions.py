@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 from sqlglot import exp
 
-from sql import nested, types
+from sql import functions, nested, types
 from sql.errors import SqlError, UnsupportedError, error_at
 from sql.udf import ScalarUdf
 from sql.values import java_to_strftime, parse_text, parse_timestamp
@@ -118,6 +118,9 @@ class ExprCompiler:
             return handler(self, node)
         if isinstance(node, AGGREGATES):
             raise error_at(node, f"aggregate {node.sql()} is not allowed here", UnsupportedError)
+        builtin = functions.build(self, node)  # Flink's other built-ins (sql/functions)
+        if builtin is not None:
+            return builtin
         if isinstance(node, exp.Func):
             return self._function(node)
         raise error_at(
@@ -125,6 +128,9 @@ class ExprCompiler:
         )
 
     def _column(self, node: exp.Column) -> pl.Expr:
+        word = functions.BARE_WORDS.get(node.name.upper()) if not node.table else None
+        if word is not None and node.name.lower() not in {k.lower() for k in self.scope.schema}:
+            return word(self, node)  # LOCALTIMESTAMP and the like, which sqlglot reads as column names
         return nested.column(self, node)  # a column, or a path into a ROW column (r.a, t.r.a)
 
     def _literal(self, node: exp.Literal) -> pl.Expr:
@@ -255,6 +261,8 @@ class ExprCompiler:
             return value.is_null()
         if isinstance(target, exp.Boolean):
             return value.fill_null(not target.this) == target.this
+        if isinstance(target, exp.JSON):
+            return functions.is_json(self, node)
         raise error_at(node, f"IS {target.sql()} is not supported", UnsupportedError)
 
     def _in(self, node: exp.In) -> pl.Expr:
@@ -272,6 +280,9 @@ class ExprCompiler:
     def _between(self, node: exp.Between) -> pl.Expr:
         low = exp.GTE(this=node.this, expression=node.args["low"])
         high = exp.LTE(this=node.this, expression=node.args["high"])
+        if node.args.get("symmetric"):  # either order of the bounds
+            swapped = exp.Between(this=node.this, low=node.args["high"], high=node.args["low"])
+            return (self._compare(low) & self._compare(high)) | self._between(swapped)
         return self._compare(low) & self._compare(high)
 
     def _like(self, node: exp.Like) -> pl.Expr:
@@ -588,8 +599,8 @@ ExprCompiler._HANDLERS = {
     exp.Lower: lambda c, n: c._string_arg(n.this).str.to_lowercase(),
     exp.Length: lambda c, n: c._string_arg(n.this).str.len_chars().cast(pl.Int32),
     exp.Abs: lambda c, n: c.compile(n.this).abs(),
-    exp.Floor: lambda c, n: c.compile(n.this).floor(),
-    exp.Ceil: lambda c, n: c.compile(n.this).ceil(),
+    exp.Floor: lambda c, n: functions.floor_ceil(c, n) if n.args.get("to") else c.compile(n.this).floor(),
+    exp.Ceil: lambda c, n: functions.floor_ceil(c, n) if n.args.get("to") else c.compile(n.this).ceil(),
     exp.Hour: lambda c, n: _EXTRACT["HOUR"](c._temporal(n.this)).cast(pl.Int64),
     exp.Minute: lambda c, n: _EXTRACT["MINUTE"](c._temporal(n.this)).cast(pl.Int64),
     exp.Second: lambda c, n: _EXTRACT["SECOND"](c._temporal(n.this)).cast(pl.Int64),
