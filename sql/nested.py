@@ -178,87 +178,6 @@ def _map_values(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Exp
     return _map(c, node, args[0], "MAP_VALUES").list.eval(pl.element().struct.field("value"))
 
 
-def _array_contains(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    """Whether the array holds the value; for a NULL value, whether it holds a NULL (Flink's semantics)."""
-    _one(node, args, 2, "ARRAY_CONTAINS")
-    value, dtype = _collection(c, node, args[0], "ARRAY_CONTAINS")
-    item, item_type = c.typed(args[1])
-    inner = dtype.inner if isinstance(dtype, pl.List | pl.Array) else item_type
-    if not isinstance(item_type, pl.Null) and item_type != inner:
-        item = c.cast(item, inner, args[1])
-    return value.list.contains(item)
-
-
-def _array_distinct(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    """The elements without repeats, in the order of their first occurrence (a NULL kept once)."""
-    _one(node, args, 1, "ARRAY_DISTINCT")
-    return _collection(c, node, args[0], "ARRAY_DISTINCT")[0].list.unique(maintain_order=True)
-
-
-def _array_join(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    """`ARRAY_JOIN(arr, delimiter [, null_replacement])`: NULL elements are left out unless replaced."""
-    if len(args) not in (2, 3):
-        raise error_at(node, "ARRAY_JOIN(array, delimiter [, null_replacement]) expected")
-    value, dtype = _collection(c, node, args[0], "ARRAY_JOIN")
-    if isinstance(dtype, pl.List) and not isinstance(dtype.inner, pl.String):
-        raise error_at(node, f"ARRAY_JOIN needs an ARRAY<STRING>, not {types.sql_name(dtype)}")
-    delimiter = c.compile(args[1])
-    if len(args) == 3:
-        replacement = c.compile(args[2])
-        joined = value.list.eval(pl.element().fill_null(pl.lit("\x00null"))).list.join(delimiter)
-        # (list.eval cannot see the replacement column: a marker stands for NULL, then is replaced)
-        return (
-            pl.when(replacement.is_not_null())
-            .then(joined.str.replace_all("\x00null", replacement, literal=True))
-            .otherwise(value.list.join(delimiter, ignore_nulls=True))
-        )
-    return value.list.join(delimiter, ignore_nulls=True)
-
-
-def _constant(c: ExprCompiler, node: exp.Expr, name: str, inner: pl.DataType) -> pl.Expr:
-    """A constant argument compared with each element (Polars' per-element expressions see no other column)."""
-    if any(True for _ in node.find_all(exp.Column)):
-        raise error_at(
-            node,
-            f"{name}: the element must be a constant (Polars compares elements with constants only)",
-            UnsupportedError,
-        )
-    return pl.lit(pl.select(c.cast(c.compile(node), inner, node)).to_series()[0], inner)
-
-
-def _array_position(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    """The position (from 1) of the first element equal to `x`; 0 when there is none; NULL for a NULL array or x."""
-    _one(node, args, 2, "ARRAY_POSITION")
-    value, dtype = _collection(c, node, args[0], "ARRAY_POSITION")
-    if isinstance(args[1], exp.Null) or not isinstance(dtype, pl.List):
-        return pl.lit(None, dtype=pl.Int32)
-    item = _constant(c, args[1], "ARRAY_POSITION", dtype.inner)
-    found = value.list.eval((pl.element() == item).fill_null(False).arg_true().first() + 1).list.first()
-    return pl.when(value.is_not_null()).then(found.fill_null(0).cast(pl.Int32))
-
-
-def _array_remove(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    """The array without the elements equal to `x` (without its NULLs for a NULL `x`), in order."""
-    _one(node, args, 2, "ARRAY_REMOVE")
-    value, dtype = _collection(c, node, args[0], "ARRAY_REMOVE")
-    if isinstance(args[1], exp.Null) or not isinstance(dtype, pl.List):
-        return value.list.drop_nulls()
-    item = _constant(c, args[1], "ARRAY_REMOVE", dtype.inner)
-    return value.list.eval(pl.element().filter((pl.element() != item).fill_null(True)))
-
-
-def _array_concat(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    """The arrays one after the other; NULL if any of them is NULL (Flink's semantics)."""
-    if not args:
-        raise error_at(node, "ARRAY_CONCAT needs at least one array")
-    values = [_collection(c, node, a, "ARRAY_CONCAT") for a in args]
-    try:  # (concatenating typed NULL arrays gives the common array type)
-        target = pl.select(pl.concat_list([pl.lit(None, dtype=t) for _, t in values])).to_series().dtype
-    except pl.exceptions.PolarsError:
-        raise error_at(node, f"{node.sql()}: the arrays have no common type") from None
-    return pl.concat_list([c.cast(v, target, a) for (v, _), a in zip(values, args, strict=True)])
-
-
 def _args(node: exp.Expr) -> list[exp.Expr]:
     if isinstance(node, exp.Anonymous):
         return list(node.expressions)
@@ -276,16 +195,6 @@ FUNCTIONS: dict[str, Builder] = {
     "ELEMENT": _element,
     "MAP_KEYS": _map_keys,
     "MAP_VALUES": _map_values,
-    "ARRAY_CONTAINS": _array_contains,
-    "ARRAY_DISTINCT": _array_distinct,
-    "ARRAY_JOIN": _array_join,
-    "ARRAY_TO_STRING": _array_join,  # how sqlglot names ARRAY_JOIN
-    "ARRAY_POSITION": _array_position,
-    "ARRAY_REMOVE": _array_remove,
-    "ARRAY_CONCAT": _array_concat,
-    "ARRAY_REVERSE": lambda c, node, args: _collection(c, node, args[0], "ARRAY_REVERSE")[0].list.reverse(),
-    "ARRAY_MAX": lambda c, node, args: _collection(c, node, args[0], "ARRAY_MAX")[0].list.max(),
-    "ARRAY_MIN": lambda c, node, args: _collection(c, node, args[0], "ARRAY_MIN")[0].list.min(),
     "MAP_ENTRIES": lambda c, node, args: _map(c, node, args[0], "MAP_ENTRIES"),  # (a MAP is its entries)
     "ROW": row_value,
     "MAP": lambda c, node, args: map_value(c, node, args),
