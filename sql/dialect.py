@@ -2,7 +2,8 @@
 
 Spark is the closest built-in relative (backtick identifiers, STRING, `WITH (...)` options). This module adds
 what Flink has and Spark lacks: `WATERMARK FOR`, window table-valued functions with `TABLE t`, `DESCRIPTOR(..)`
-and named arguments, and `SESSION(...)` as a function name.
+and named arguments, `SESSION(...)` as a function name, statement sets (`sql/statement_sets.py`) and
+`CREATE TEMPORARY SYSTEM FUNCTION`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from sqlglot.dialects.spark import Spark
 from sqlglot.generators.spark import SparkGenerator
 from sqlglot.parsers.spark import SparkParser
 from sqlglot.tokens import Token, TokenType
+
+from sql import statement_sets
 
 WINDOW_FUNCTIONS = ("TUMBLE", "HOP", "CUMULATE", "SESSION")
 
@@ -57,6 +60,12 @@ def _unnamed(arg: exp.Expr) -> exp.Expr:
     return arg.expression if isinstance(arg, exp.Kwarg) else arg
 
 
+class StatementSet(exp.Expression):
+    """`EXECUTE STATEMENT SET BEGIN ...; END` (or `BEGIN STATEMENT SET; ... END`): its statements, in order."""
+
+    arg_types = {"expressions": False}
+
+
 class MetadataColumnConstraint(exp.Expression, exp.ColumnConstraintKind):
     """`METADATA [FROM 'key'] [VIRTUAL]`: the column is filled from the record's metadata (a Kafka message's
     partition, offset, timestamp, headers or key); `this` is the key (None: the column's own name)."""
@@ -90,6 +99,22 @@ class FlinkParser(SparkParser):
         **SparkParser.FUNCTION_PARSERS,
         **{name: (lambda self, _n=name: self._parse_window_call(_n)) for name in WINDOW_FUNCTIONS},
     }
+
+    def parse(self, raw_tokens: list[Token], sql: str) -> list[exp.Expr | None]:
+        """Statements in order; a statement set's statements come wrapped in one `StatementSet`."""
+        out: list[exp.Expr | None] = []
+        for segment in statement_sets.segments(_without_system(raw_tokens)):
+            parsed = super().parse(segment.tokens, sql) if segment.tokens else []
+            if segment.header is None:
+                out += parsed
+                continue
+            if not segment.closed:
+                self.raise_error("the statement set has no END (EXECUTE STATEMENT SET BEGIN ...; END;)", segment.header)
+            inner = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
+            node = StatementSet(expressions=inner)
+            node.update_positions(segment.header)
+            out.append(node)
+        return out
 
     def expression(self, instance: Any, token: Token | None = None, comments: list[str] | None = None) -> Any:
         # A node built from one token without children (CURRENT_TIMESTAMP, a bare keyword) gets that token's
@@ -131,6 +156,21 @@ class FlinkParser(SparkParser):
         return self._parse_lambda()
 
 
+def _without_system(tokens: list[Token]) -> list[Token]:
+    """`CREATE TEMPORARY SYSTEM FUNCTION`: a system function is one without a catalog, which is every function
+    here; the word changes nothing, so it is dropped before sqlglot (which does not know it) parses."""
+    return [
+        t
+        for i, t in enumerate(tokens)
+        if not (
+            t.text.upper() == "SYSTEM"
+            and i >= 2
+            and tokens[i - 1].text.upper() == "TEMPORARY"
+            and tokens[i - 2].token_type == TokenType.CREATE
+        )
+    ]
+
+
 class FlinkGenerator(SparkGenerator):
     TRANSFORMS = {
         **SparkGenerator.TRANSFORMS,
@@ -142,6 +182,9 @@ class FlinkGenerator(SparkGenerator):
                 if e.args.get("partition_by")
                 else ""
             )
+        ),
+        StatementSet: lambda self, e: (
+            "EXECUTE STATEMENT SET BEGIN " + "".join(f"{self.sql(s)}; " for s in e.expressions) + "END"
         ),
         Descriptor: lambda self, e: f"DESCRIPTOR({self.expressions(e, flat=True)})",
         WindowCall: lambda self, e: f"{e.kind}({self.expressions(e, flat=True)})",
@@ -161,6 +204,8 @@ class Flink(Spark):
         KEYWORDS = {**Spark.Tokenizer.KEYWORDS, "BYTES": TokenType.VARBINARY}
         # Flink writes a quote inside a string as '' and has no backslash escapes.
         STRING_ESCAPES = ["'"]
+        # `EXECUTE STATEMENT SET BEGIN ...` is parsed, not kept as an opaque command
+        COMMANDS = Spark.Tokenizer.COMMANDS - {TokenType.EXECUTE}
 
     Parser = FlinkParser
     Generator = FlinkGenerator
