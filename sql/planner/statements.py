@@ -98,6 +98,8 @@ def create(binder: Binder, statement: exp.Create) -> None:
         raise error_at(statement, f"CREATE {kind} is not supported", UnsupportedError)
     if statement.expression is not None:
         raise error_at(statement, "CREATE TABLE ... AS SELECT is not supported; use INSERT INTO", UnsupportedError)
+    for prop in statement.find_all(exp.TemporaryProperty):
+        prop.pop()  # CREATE TEMPORARY TABLE: every table lives as long as the script, as a temporary one does
     table = table_def(statement, binder.udfs)
     binder.check_new_name(table.name, statement)
     binder.tables[table.name.lower()] = table
