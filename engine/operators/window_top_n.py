@@ -35,7 +35,8 @@ def process(op: TopNOperator, rows: pl.DataFrame, ctx: EpochContext) -> pl.DataF
         if op.last_watermark is not None:
             own = pl.max_horizontal(own, pl.lit(op.last_watermark).cast(UTC_MS))
         reason = pl.format("its window had closed (ends {}); watermark was {}", pl.col(end), pl.col(WATERMARK_COLUMN))
-        rows = op.late.split(rows, pl.col(end) - ONE_MS <= own, reason)
+        # one chunk: Polars 2.1 panics formatting rows filtered by a mask of several chunks ("i < self.len()")
+        rows = op.late.split(rows.rechunk(), pl.col(end) - ONE_MS <= own, reason)
         if rows.height:
             op._top_n_append(rows)  # the open windows' candidates; a window's rows are emitted when it closes
     output = fire(op, ctx.watermark)
