@@ -134,6 +134,13 @@ class TopNOperator(StatefulOperator):
         if (split := expire(self.touched, self.node.ttl, self.now, TOUCHED)) is None:
             return
         self.touched, expired = split
+        if self.node.first_by_time:
+            # a first row not yet emitted (the watermark has not passed it) stays until it is: it is the result
+            pending = self.rows.filter(~pl.col(EMITTED)).select(self.partition)
+            kept = expired.join(pending, on=self.partition, how="semi", nulls_equal=True)
+            if kept.height:
+                self.touched = tidy(pl.concat([self.touched, kept], how="vertical_relaxed"))
+                expired = expired.join(pending, on=self.partition, how="anti", nulls_equal=True)
         self.state_tables["touched"].stage(expired.head(0), expired.select(*self.partition, "_kg"))
         gone = self.rows.join(expired, on=self.partition, how="semi", nulls_equal=True)
         self.rows = self.rows.join(expired, on=self.partition, how="anti", nulls_equal=True)
