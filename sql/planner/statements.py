@@ -109,7 +109,8 @@ def drop(binder: Binder, statement: exp.Drop) -> None:
     """DROP [TEMPORARY] VIEW [IF EXISTS] v: later statements no longer see it (what already read it keeps it)."""
     kind = (statement.args.get("kind") or "").upper()
     if kind != "VIEW":
-        raise error_at(statement, f"DROP {kind} is not supported in a pipeline", UnsupportedError)
+        why = ": its tables are its sources and sinks" if kind == "TABLE" else ""
+        raise error_at(statement, f"DROP {kind} is not supported in a pipeline{why}", UnsupportedError)
     for table in statement.args.get("tables") or []:
         if table.name.lower() in binder.views:
             del binder.views[table.name.lower()]
