@@ -186,6 +186,13 @@ def test_the_output_is_append_only_and_the_state_holds_only_open_windows(tmp_pat
     assert_frame_equal(
         sort_all(naive(read_sink(tmp_path / "out" / "top2"))), sort_all(naive(expected)), check_dtypes=False
     )
+    # a new run restores the open windows and ends as one straight run would
+    write_jsonl(tmp_path / "bids" / "3.json", make(8, 10))
+    pipeline(tmp_path, SOURCE + WINDOWED).run(once=True, drain=True, max_epoch_rows=4)
+    everything = oracles(rows + make(8, 10))
+    for table in ("top2", "first_bid", "last_bid", "top_keys"):
+        found = read_sink(tmp_path / "out" / table)
+        assert_frame_equal(sort_all(naive(found)), sort_all(naive(everything[table])), check_dtypes=False)
 
 
 def test_a_window_ranking_that_is_not_partitioned_by_the_window_stays_updating(tmp_path: Path) -> None:
