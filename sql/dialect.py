@@ -157,7 +157,7 @@ class FlinkParser(SparkParser):
 
 
 def _without_system(tokens: list[Token]) -> list[Token]:
-    """`CREATE TEMPORARY SYSTEM FUNCTION`: a system function is one without a catalog, which is every function
+    """`CREATE|DROP TEMPORARY SYSTEM FUNCTION`: a system function is one without a catalog, which is every function
     here; the word changes nothing, so it is dropped before sqlglot (which does not know it) parses."""
     return [
         t
@@ -166,7 +166,7 @@ def _without_system(tokens: list[Token]) -> list[Token]:
             t.text.upper() == "SYSTEM"
             and i >= 2
             and tokens[i - 1].text.upper() == "TEMPORARY"
-            and tokens[i - 2].token_type == TokenType.CREATE
+            and tokens[i - 2].token_type in (TokenType.CREATE, TokenType.DROP)
         )
     ]
 

@@ -1,10 +1,11 @@
 """Flink's statement sets, found at the token level before sqlglot parses statements one by one.
 
 `EXECUTE STATEMENT SET BEGIN <insert>; <insert>; END;` and the older `BEGIN STATEMENT SET; <insert>; ... END;`
-group INSERTs into one job. sqlglot splits a script at every `;`, so a set's header, its statements and its
-`END` would arrive as unrelated fragments; this module cuts the token stream into plain runs and sets instead.
-The parser (`sql/dialect.py`) parses each set's inner statements as usual and wraps them in a `StatementSet`;
-the planner (`sql/planner/statements.py`) checks what is inside (INSERTs only, at least one).
+group INSERTs into one job (and `EXECUTE INSERT INTO ...` runs one, which is an INSERT). sqlglot splits a script
+at every `;`, so a set's header, its statements and its `END` would arrive as unrelated fragments; this module
+cuts the token stream into plain runs and sets instead. The parser (`sql/dialect.py`) parses each set's inner
+statements as usual and wraps them in a `StatementSet`; the planner (`sql/planner/statements.py`) checks what is
+inside (INSERTs only, at least one).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def segments(tokens: list[Token]) -> list[Segment]:
                 current = Segment(header=words[0])
                 rest = []
             else:
+                if _texts(words, 2) == ("EXECUTE", "INSERT"):
+                    statement = [t for t in statement if t is not words[0]]  # EXECUTE INSERT INTO: one INSERT
                 if not out or out[-1].header is not None:
                     out.append(Segment())
                 out[-1].tokens.extend(statement)

@@ -61,6 +61,13 @@ def test_a_statement_set_plans_as_its_inserts_one_after_another(tmp_path: Path, 
     assert_frame_equal(big, sort_all(duck("SELECT k, name FROM ev WHERE v >= 5", ev=source)), check_dtypes=False)
 
 
+def test_execute_insert_is_an_insert() -> None:
+    assert (
+        plan_script(f"{SOURCE}EXECUTE {FIRST};\n{SECOND};").fingerprint
+        == plan_script(f"{SOURCE}{FIRST};\n{SECOND};").fingerprint
+    )
+
+
 def refusal(sql: str) -> str:
     with pytest.raises(SqlError) as caught:
         plan_script(sql)
@@ -253,3 +260,22 @@ def test_with_allowed_roots_a_module_outside_them_is_refused_before_it_runs(tmp_
 def test_create_function_without_the_engine_is_refused() -> None:
     sql = SOURCE + "CREATE FUNCTION f AS 'my_functions.doubled' LANGUAGE PYTHON;\n" + FIRST
     assert "Python functions are loaded by the engine" in refusal(sql)
+
+
+def test_drop_function_and_create_it_again(tmp_path: Path) -> None:
+    head = FUNCTIONS_SQL.split("CREATE TEMPORARY SYSTEM")[0]
+    sql = head + (
+        "CREATE FUNCTION f AS 'my_functions.doubled' LANGUAGE PYTHON;\n"
+        "DROP TEMPORARY SYSTEM FUNCTION f;\n"
+        "DROP FUNCTION IF EXISTS f;\n"
+        "CREATE FUNCTION f AS 'my_functions.shout' LANGUAGE PYTHON;\n"
+        "INSERT INTO rows_out SELECT k, v, f(name) FROM ev;\n"
+    )
+    folder = function_project(tmp_path, sql)
+    Pipeline.from_sql(folder / "pipeline.sql", state=tmp_path / "state").run(once=True)
+    shouted = read_sink(folder / "out" / "rows").filter(pl.col("k") == 1).get_column("s").to_list()
+    assert shouted == ["N1!"]
+    with pytest.raises(SqlError, match="line 6, column 15: DROP FUNCTION: no function 'g' was created"):
+        Pipeline.from_sql(
+            head + "DROP FUNCTION g;\n" + "INSERT INTO rows_out SELECT k, v, name FROM ev;", state=tmp_path / "s2"
+        )

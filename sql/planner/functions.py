@@ -49,6 +49,18 @@ def create(binder: Binder, statement: exp.Create) -> None:
         binder.udafs.pop(key, None)
 
 
+def drop(binder: Binder, statement: exp.Drop) -> None:
+    """DROP [TEMPORARY [SYSTEM]] FUNCTION [IF EXISTS] f: a function the script created."""
+    for table in statement.args.get("tables") or []:
+        key = table.name.upper()
+        if key in binder.created_functions:
+            binder.created_functions.discard(key)
+            binder.udfs.pop(key, None)
+            binder.udafs.pop(key, None)
+        elif not statement.args.get("exists"):
+            raise error_at(table, f"DROP FUNCTION: no function '{table.name}' was created by CREATE FUNCTION")
+
+
 def _check_language(statement: exp.Create, name: str) -> None:
     properties = statement.args.get("properties")
     languages = [p for p in (properties.expressions if properties else []) if isinstance(p, exp.LanguageProperty)]

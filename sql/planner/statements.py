@@ -106,8 +106,12 @@ def create(binder: Binder, statement: exp.Create) -> None:
 
 
 def drop(binder: Binder, statement: exp.Drop) -> None:
-    """DROP [TEMPORARY] VIEW [IF EXISTS] v: later statements no longer see it (what already read it keeps it)."""
+    """DROP [TEMPORARY] VIEW [IF EXISTS] v, DROP [TEMPORARY [SYSTEM]] FUNCTION [IF EXISTS] f: later statements
+    no longer see it (what already used it keeps it)."""
     kind = (statement.args.get("kind") or "").upper()
+    if kind == "FUNCTION":
+        functions.drop(binder, statement)
+        return
     if kind != "VIEW":
         why = ": its tables are its sources and sinks" if kind == "TABLE" else ""
         raise error_at(statement, f"DROP {kind} is not supported in a pipeline{why}", UnsupportedError)
