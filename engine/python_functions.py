@@ -52,7 +52,8 @@ def load(base_dir: str, module: str, attribute: str) -> object:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 raise LookupError(f"importing '{module}' failed: {type(err).__name__}: {first}") from None
         finally:
-            sys.path.remove(base_dir)
+            if base_dir in sys.path:  # (unless the module's own code took it out)
+                sys.path.remove(base_dir)
     try:
         return getattr(imported, attribute)
     except AttributeError:
