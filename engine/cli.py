@@ -132,9 +132,11 @@ def cmd_upgrade_check(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from engine.python_functions import loader
     from sql import plan_script
 
-    plan = plan_script(Path(args.file).read_text(), _load_udfs(args.udf))
+    path = Path(args.file)
+    plan = plan_script(path.read_text(), _load_udfs(args.udf), loader(path.resolve().parent))
     if args.json:
         print(json.dumps({"fingerprint": plan.fingerprint, "plan": plan.explain().splitlines()}))
     else:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine import recovery, upgrade
+from engine import python_functions, recovery, upgrade
 from engine.epoch_report import merge_summaries
 from engine.errors import Busy, UserError, WorkerLost
 from engine.manifest import Manifest
@@ -65,7 +65,7 @@ class Pipeline:
         path = Path(text_or_path) if isinstance(text_or_path, Path) or _looks_like_path(text_or_path) else None
         text = path.read_text() if path is not None else str(text_or_path)
         base_dir = path.resolve().parent if path is not None else Path.cwd()
-        pipeline = cls(plan_script(text, udfs), state, base_dir, storage_options)
+        pipeline = cls(plan_script(text, udfs, python_functions.loader(base_dir)), state, base_dir, storage_options)
         pipeline.sql, pipeline.udfs = text, udfs
         return pipeline
 

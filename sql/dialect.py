@@ -2,7 +2,8 @@
 
 Spark is the closest built-in relative (backtick identifiers, STRING, `WITH (...)` options). This module adds
 what Flink has and Spark lacks: `WATERMARK FOR`, window table-valued functions with `TABLE t`, `DESCRIPTOR(..)`
-and named arguments, and `SESSION(...)` as a function name.
+and named arguments, `SESSION(...)` as a function name, statement sets (`sql/statement_sets.py`) and
+`CREATE TEMPORARY SYSTEM FUNCTION`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlglot.generators.spark import SparkGenerator
 from sqlglot.parsers.spark import SparkParser
 from sqlglot.tokens import Token, TokenType
 
+from sql import statement_sets
 from sql.functions import syntax as function_syntax
 from sql.match_recognize_syntax import MatchRecognize, generate_match_recognize, parse_match_recognize
 
@@ -58,6 +60,12 @@ def _has_children(node: exp.Expr) -> bool:
 
 def _unnamed(arg: exp.Expr) -> exp.Expr:
     return arg.expression if isinstance(arg, exp.Kwarg) else arg
+
+
+class StatementSet(exp.Expression):
+    """`EXECUTE STATEMENT SET BEGIN ...; END` (or `BEGIN STATEMENT SET; ... END`): its statements, in order."""
+
+    arg_types = {"expressions": False}
 
 
 class MetadataColumnConstraint(exp.Expression, exp.ColumnConstraintKind):
@@ -120,6 +128,22 @@ class FlinkParser(SparkParser):
 
     _parse_match_recognize = parse_match_recognize
 
+    def parse(self, raw_tokens: list[Token], sql: str) -> list[exp.Expr | None]:
+        """Statements in order; a statement set's statements come wrapped in one `StatementSet`."""
+        out: list[exp.Expr | None] = []
+        for segment in statement_sets.segments(_without_system(raw_tokens)):
+            parsed = super().parse(segment.tokens, sql) if segment.tokens else []
+            if segment.header is None:
+                out += parsed
+                continue
+            if not segment.closed:
+                self.raise_error("the statement set has no END (EXECUTE STATEMENT SET BEGIN ...; END;)", segment.header)
+            inner = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
+            node = StatementSet(expressions=inner)
+            node.update_positions(segment.header)
+            out.append(node)
+        return out
+
     def expression(self, instance: Any, token: Token | None = None, comments: list[str] | None = None) -> Any:
         # A node built from one token without children (CURRENT_TIMESTAMP, a bare keyword) gets that token's
         # position, so that an error about it can say where it is.
@@ -164,6 +188,21 @@ class FlinkParser(SparkParser):
         return self._parse_lambda()
 
 
+def _without_system(tokens: list[Token]) -> list[Token]:
+    """`CREATE|DROP TEMPORARY SYSTEM FUNCTION`: a system function is one without a catalog, which is every function
+    here; the word changes nothing, so it is dropped before sqlglot (which does not know it) parses."""
+    return [
+        t
+        for i, t in enumerate(tokens)
+        if not (
+            t.text.upper() == "SYSTEM"
+            and i >= 2
+            and tokens[i - 1].text.upper() == "TEMPORARY"
+            and tokens[i - 2].token_type in (TokenType.CREATE, TokenType.DROP)
+        )
+    ]
+
+
 class FlinkGenerator(SparkGenerator):
     TRANSFORMS = {
         **SparkGenerator.TRANSFORMS,
@@ -175,6 +214,9 @@ class FlinkGenerator(SparkGenerator):
                 if e.args.get("partition_by")
                 else ""
             )
+        ),
+        StatementSet: lambda self, e: (
+            "EXECUTE STATEMENT SET BEGIN " + "".join(f"{self.sql(s)}; " for s in e.expressions) + "END"
         ),
         Descriptor: lambda self, e: f"DESCRIPTOR({self.expressions(e, flat=True)})",
         WindowCall: lambda self, e: f"{e.kind}({self.expressions(e, flat=True)})",
@@ -199,6 +241,8 @@ class Flink(Spark):
         }
         # Flink writes a quote inside a string as '' and has no backslash escapes.
         STRING_ESCAPES = ["'"]
+        # `EXECUTE STATEMENT SET BEGIN ...` is parsed, not kept as an opaque command
+        COMMANDS = Spark.Tokenizer.COMMANDS - {TokenType.EXECUTE}
 
     Parser = FlinkParser
     Generator = FlinkGenerator

@@ -337,6 +337,10 @@ class TopN(Node):
     `partition` and `order` name columns of the input (hidden `__p*`/`__o*` columns computed below it).
     `first_by_time`: n = 1 ordered ascending by a time attribute: the row is final once the watermark passes
     its time, so the output is append-only (deduplication keeping the first row).
+    `window_end`: window Top-N (or window deduplication): PARTITION BY holds window_start and window_end of a
+    windowed input; this names the partition column holding window_end. Each window's top n is final once the
+    watermark passes its end: emitted then, append-only, and the window leaves the state.
+    `ttl`: a partition whose state has not changed for the TTL leaves the state (not for window Top-N).
     """
 
     partition: list[str] = field(kw_only=True)
@@ -344,13 +348,18 @@ class TopN(Node):
     limit: int = field(kw_only=True)
     rank_column: str | None = field(default=None, kw_only=True)
     first_by_time: bool = field(default=False, kw_only=True)
+    window_end: str | None = field(default=None, kw_only=True)
+    ttl: StateTtl | None = field(default=None, kw_only=True)
     state_id: str = field(kw_only=True)
     sql: str = field(default="", kw_only=True)
     stateful = True
 
     def describe(self) -> str:
         what = "Deduplicate keep first" if self.first_by_time else f"TopN {self.limit}"
-        return f"{what} [{self.state_id}] partition ({', '.join(self.partition)}) order ({self.sql})"
+        if self.window_end is not None:
+            what = f"Window {'Deduplicate' if self.limit == 1 else f'TopN {self.limit}'}"
+        ttl = f" {self.ttl.describe()}" if self.ttl else ""
+        return f"{what} [{self.state_id}] partition ({', '.join(self.partition)}) order ({self.sql}){ttl}"
 
 
 @dataclass(eq=False)
@@ -613,9 +622,9 @@ def state_descriptor(node: Node) -> dict[str, object]:
         }
     if isinstance(node, TopN):
         return {
-            "kind": "deduplicate" if node.first_by_time else "top-n",
+            "kind": ("window " if node.window_end else "") + ("deduplicate" if node.first_by_time else "top-n"),
             "key": node.partition,
-            "window": None,
+            "window": "window_start, window_end" if node.window_end else None,
             "state": {"order": node.sql, "limit": node.limit, "rows": _types(node.inputs[0].schema)},
             "sql": node.sql,
         }

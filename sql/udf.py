@@ -22,6 +22,8 @@ class ScalarUdf:
 
 
 REGISTRY: dict[str, ScalarUdf] = {}
+#: where `@udf` leaves the declared UDF on the function, so `CREATE FUNCTION ... AS 'module.fn'` can find it
+UDF_ATTRIBUTE = "__timelapse_udf__"
 
 
 def udf(
@@ -38,6 +40,7 @@ def udf(
     def register(fn: Callable[..., pl.Series]) -> Callable[..., pl.Series]:
         key = (name or fn.__name__).upper()
         REGISTRY[key] = ScalarUdf(key, fn, dtype)
+        setattr(fn, UDF_ATTRIBUTE, REGISTRY[key])
         return fn
 
     return register

@@ -10,25 +10,38 @@ is ever retracted. State table:
 Deduplication keeping the first row by event time (n = 1, ORDER BY a time attribute ASC) is append-only: a
 partition's candidate is final once the watermark passes its time, since an earlier row would now be late.
 State table: __p*  <input columns>  __emitted  _kg _epoch _deleted. Late rows go to `late/`.
+
+Window Top-N and window deduplication (`node.window_end`) keep the Top-N state table and fire per window
+(`engine/operators/window_top_n.py`). With a state TTL (`STATE_TTL` hint, `state.ttl`), a partition whose state
+has not changed for the TTL leaves it (its rows become tombstones, through the normal checkpoint) and starts
+afresh if rows come back, as Flink's rank operators do under table.exec.state.ttl (a row that does not change
+the state, such as a duplicate after the first, does not refresh it). When each partition last changed is kept
+in a second table, `touched/`: __p*  _touched  _kg _epoch _deleted.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 import polars as pl
 
+from engine.operators import window_top_n
 from engine.operators.base import (
+    UTC_MS,
     OperatorSettings,
     StatefulOperator,
     TableSpec,
     behind_watermark,
     changelog_sign,
+    clock,
+    expire,
     visible,
 )
 from engine.operators.context import EpochContext
 from engine.state_store import key_group, tidy
 from sql.plan import DELETE, INSERT, OP_COLUMN, WATERMARK_COLUMN, TopN
 
-COUNT, EMITTED = "__count", "__emitted"
+COUNT, EMITTED, TOUCHED = "__count", "__emitted", "_touched"
 
 
 class TopNOperator(StatefulOperator):
@@ -38,6 +51,9 @@ class TopNOperator(StatefulOperator):
         self.partition = node.partition
         self.columns = list(_stored(node))
         self.visible = visible(self.columns)
+        self.touched = self.specs["touched"].empty() if "touched" in self.specs else None
+        self.now: dt.datetime | None = None  # the TTL's clock in this epoch
+        self.stamped = False  # whether every partition restored has a stamp
 
     @classmethod
     def table_specs(cls, node: TopN) -> list[TableSpec]:
@@ -49,7 +65,11 @@ class TopNOperator(StatefulOperator):
             )
         else:
             state = TableSpec("", "state", list(schema), schema, {COUNT: pl.Int64()})
-        return [state, TableSpec("late", "late", role="late", columns=visible(schema))]
+        specs = [state, TableSpec("late", "late", role="late", columns=visible(schema))]
+        if node.ttl is not None and node.window_end is None:
+            keys = {p: schema[p] for p in node.partition}
+            specs.append(TableSpec("touched", "touched", node.partition, keys, {TOUCHED: UTC_MS}))
+        return specs
 
     def input_key_group(self, index: int) -> pl.Expr | None:
         return key_group(self.partition)
@@ -58,17 +78,77 @@ class TopNOperator(StatefulOperator):
         return key_group(self.partition)  # a Top-N stores the key group of the whole row in `_kg`
 
     def frames(self) -> dict[str, pl.DataFrame]:
-        return {"": self.rows}
+        return {"": self.rows} if self.touched is None else {"": self.rows, "touched": self.touched}
 
     def set_frame(self, name: str, frame: pl.DataFrame) -> None:
-        self.rows = frame
+        self.stamped = False
+        if name == "touched":
+            self.touched = frame
+        else:
+            self.rows = frame
 
     # -- per epoch -----------------------------------------------------------------------------
     def process(self, inputs: list[pl.DataFrame], ctx: EpochContext) -> pl.DataFrame:
         (rows,) = inputs
+        if self.node.window_end is not None:
+            return window_top_n.process(self, rows, ctx)
+        if self.touched is not None:
+            self.now = clock(self.node.ttl, ctx)
+            self._expire()  # an expired partition starts afresh, as in Flink
         if self.node.first_by_time:
             return self._first(rows, ctx)
         return self._top_n(rows)
+
+    def _stage(self, upserts: pl.DataFrame, deletes: pl.DataFrame) -> None:
+        """Stage state changes; with a TTL, their partitions are stamped as changed now."""
+        self.table.stage(upserts, deletes)
+        if self.touched is None or upserts.height + deletes.height == 0:
+            return
+        changed = pl.concat([upserts.select(self.partition), deletes.select(self.partition)]).unique()
+        self._touch(changed)
+
+    def _touch(self, partitions: pl.DataFrame) -> None:
+        assert self.touched is not None
+        stamped = partitions.select(
+            *self.partition, pl.lit(self.now, UTC_MS).alias(TOUCHED), key_group(self.partition).alias("_kg")
+        ).select(self.touched.columns)
+        kept = self.touched.join(partitions, on=self.partition, how="anti", nulls_equal=True)
+        self.touched = tidy(pl.concat([kept, stamped], how="vertical_relaxed"))
+        self.state_tables["touched"].stage(stamped, stamped.head(0).select(*self.partition, "_kg"))
+
+    def _expire(self) -> None:
+        """Forget partitions whose state has not changed for the TTL: their rows and stamps become tombstones."""
+        assert self.touched is not None
+        if self.now is None:
+            return  # event time before the first watermark: nothing can expire yet
+        # Rows kept before the TTL was set (checked once per restore), or stamped before the clock was known:
+        # they count from now.
+        unstamped = self.touched.filter(pl.col(TOUCHED).is_null()).select(self.partition)
+        if not self.stamped:
+            self.stamped = True
+            partitions = self.rows.select(self.partition).unique()
+            missing = partitions.join(self.touched, on=self.partition, how="anti", nulls_equal=True)
+            unstamped = pl.concat([unstamped, missing])
+        if unstamped.height:
+            self._touch(unstamped)
+        if (split := expire(self.touched, self.node.ttl, self.now, TOUCHED)) is None:
+            return
+        self.touched, expired = split
+        if self.node.first_by_time:
+            # a first row not yet emitted (the watermark has not passed it) stays until it is: it is the result
+            pending = self.rows.filter(~pl.col(EMITTED)).select(self.partition)
+            kept = expired.join(pending, on=self.partition, how="semi", nulls_equal=True)
+            if kept.height:
+                self.touched = tidy(pl.concat([self.touched, kept], how="vertical_relaxed"))
+                expired = expired.join(pending, on=self.partition, how="anti", nulls_equal=True)
+        self.state_tables["touched"].stage(expired.head(0), expired.select(*self.partition, "_kg"))
+        gone = self.rows.join(expired, on=self.partition, how="semi", nulls_equal=True)
+        self.rows = self.rows.join(expired, on=self.partition, how="anti", nulls_equal=True)
+        self.table.stage(gone.head(0), gone.select(*self.table_keys, "_kg"))
+
+    @property
+    def table_keys(self) -> list[str]:
+        return self.partition if self.node.first_by_time else self.columns
 
     def _top_n(self, rows: pl.DataFrame) -> pl.DataFrame:
         if rows.height == 0:
@@ -102,7 +182,7 @@ class TopNOperator(StatefulOperator):
         )
         outside = self.rows.join(touched, on=self.partition, how="anti", nulls_equal=True)
         self.rows = tidy(pl.concat([outside, keep.select(self.rows.columns)], how="vertical_relaxed"))
-        self.table.stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
+        self._stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
         return self._diff(before, after)
 
     def _top_n_append(self, rows: pl.DataFrame) -> pl.DataFrame:
@@ -157,7 +237,7 @@ class TopNOperator(StatefulOperator):
         )
         outside = self.rows.join(entering, on=self.partition, how="anti", nulls_equal=True)
         self.rows = tidy(pl.concat([outside, keep.select(self.rows.columns)], how="vertical_relaxed"))
-        self.table.stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
+        self._stage(changed.select(self.rows.columns), gone.select(*self.columns, "_kg"))
         return self._diff(before, after)
 
     def _sorted(self, rows: pl.DataFrame) -> pl.DataFrame:
@@ -246,7 +326,7 @@ class TopNOperator(StatefulOperator):
                     how="vertical_relaxed",
                 )
             )
-            self.table.stage(changed.select(self.rows.columns), changed.head(0).select(*self.partition, "_kg"))
+            self._stage(changed.select(self.rows.columns), changed.head(0).select(*self.partition, "_kg"))
         watermark = ctx.watermark
         if watermark is None:
             return self.empty_output()
@@ -268,7 +348,7 @@ class TopNOperator(StatefulOperator):
             .select(self.rows.columns)
         )
         self.rows = tidy(pl.concat([self.rows.filter(~due), marked], how="vertical_relaxed"))
-        self.table.stage(marked, marked.head(0).select(*self.partition, "_kg"))
+        self._stage(marked, marked.head(0).select(*self.partition, "_kg"))
         out = final.sort(time_col).select(*self.visible)
         if self.node.rank_column:
             out = out.with_columns(pl.lit(1, pl.Int64).alias(self.node.rank_column))

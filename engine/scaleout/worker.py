@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from engine import encryption, faults
+from engine import encryption, faults, python_functions
 from engine.operators import OPERATORS, scan, stateful
 from engine.operators.base import OperatorSettings, StatefulOperator
 from engine.operators.context import EpochContext
@@ -82,7 +82,7 @@ class Worker:
         if spec.crash is not None:
             faults.arm(spec.crash[0], spec.crash[1])
         location(spec.state, options=spec.storage_options)  # the bucket's options, for every table in it
-        plan = plan_script(spec.sql, spec.udfs)
+        plan = plan_script(spec.sql, spec.udfs, python_functions.loader(spec.base_dir))
         if plan.fingerprint != spec.fingerprint:
             raise RuntimeError("a worker planned the SQL differently from the coordinator")
         encryption.configure(plan)

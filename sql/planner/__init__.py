@@ -22,6 +22,7 @@ from sql.errors import syntax_error, token_error
 from sql.plan import Plan
 from sql.planner import statements
 from sql.planner.binder import Binder
+from sql.python_functions import FunctionLoader
 from sql.udf import AGGREGATES, REGISTRY, ScalarUdf
 
 
@@ -34,10 +35,13 @@ def parse(text: str) -> list[exp.Expr]:
         raise token_error(text, err) from None
 
 
-def plan_script(text: str, udfs: Mapping[str, ScalarUdf] | None = None) -> Plan:
+def plan_script(
+    text: str, udfs: Mapping[str, ScalarUdf] | None = None, functions: FunctionLoader | None = None
+) -> Plan:
     """Plan every statement of a script: DDL fills the catalog, each INSERT adds a sink to one pipeline. The
-    UDAFs registered now are bound into the plan's aggregate calls."""
-    return statements.plan(Binder({**REGISTRY, **(udfs or {})}, dict(AGGREGATES)), parse(text))
+    UDAFs registered now are bound into the plan's aggregate calls. `functions` imports what `CREATE FUNCTION
+    ... AS 'module.fn'` names (the engine's loader; without it such a statement is refused)."""
+    return statements.plan(Binder({**REGISTRY, **(udfs or {})}, dict(AGGREGATES), functions), parse(text))
 
 
 __all__ = ["parse", "plan_script"]

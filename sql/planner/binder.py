@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -16,6 +16,7 @@ from sql.expressions import ExprCompiler
 from sql.plan import OP_COLUMN, WATERMARK_COLUMN, ChangelogNormalize, Node, Scan, WindowSpec
 from sql.planner import changelog
 from sql.planner.ids import Ids
+from sql.python_functions import FunctionLoader
 from sql.udf import AggregateUdf, ScalarUdf
 
 #: hidden columns a relation carries past projections: the watermark and the row kind
@@ -125,9 +126,17 @@ class Binder:
     """The script's names as planning goes: tables and views declared so far, the pipeline options, the
     functions, and one Scan per source table (so every INSERT reading it shares the read)."""
 
-    def __init__(self, udfs: Mapping[str, ScalarUdf], udafs: Mapping[str, AggregateUdf]) -> None:
+    def __init__(
+        self,
+        udfs: MutableMapping[str, ScalarUdf],
+        udafs: MutableMapping[str, AggregateUdf],
+        function_loader: FunctionLoader | None = None,
+    ) -> None:
         self.udfs = udfs
         self.udafs = udafs
+        # CREATE FUNCTION: how the engine imports 'module.fn', and the names the script created
+        self.function_loader = function_loader
+        self.created_functions: set[str] = set()
         self.tables: dict[str, TableDef] = {}
         self.views: dict[str, exp.Query] = {}
         self.options: dict[str, str] = {}

@@ -71,9 +71,10 @@ def aggregate(windowed: bool) -> str:
     return APPEND if windowed else RETRACT
 
 
-def top_n(first_by_time: bool) -> str:
-    """Keeping the first row by time is final once the watermark passes it; any other ranking can change."""
-    return APPEND if first_by_time else RETRACT
+def top_n(final: bool) -> str:
+    """Keeping the first row by time, or a window's ranking (window Top-N), is final once the watermark passes
+    it; any other ranking can change."""
+    return APPEND if final else RETRACT
 
 
 def over() -> str:

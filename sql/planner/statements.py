@@ -11,10 +11,10 @@ from sqlglot import exp
 from sql import kafka_options, types
 from sql import options as option_rules
 from sql.catalog import Column, TableDef
-from sql.dialect import Flink
+from sql.dialect import Flink, StatementSet
 from sql.errors import SqlError, UnsupportedError, error_at
 from sql.plan import OP_COLUMN, Calc, Plan, Sink
-from sql.planner import changelog, relations, windows
+from sql.planner import changelog, functions, relations, windows
 from sql.planner.binder import HIDDEN, Binder, Relation
 from sql.planner.tables import table_def
 
@@ -25,10 +25,12 @@ UPDATING_SINKS_WITHOUT_KEY = ("print", "blackhole")
 def plan(binder: Binder, statements: list[exp.Expr]) -> Plan:
     canonical: list[str] = []
     sinks: list[Sink] = []
-    for statement in statements:
+    for statement in _flattened(statements):
         canonical.append(statement.sql(dialect=Flink))
         if isinstance(statement, exp.Create):
             create(binder, statement)
+        elif isinstance(statement, exp.Drop):
+            drop(binder, statement)
         elif isinstance(statement, exp.Insert):
             sinks.append(insert(binder, statement))
             binder.ids.planned(sinks[-1])
@@ -45,6 +47,29 @@ def plan(binder: Binder, statements: list[exp.Expr]) -> Plan:
     return result
 
 
+def _flattened(statements: list[exp.Expr]) -> list[exp.Expr]:
+    """A statement set's INSERTs in place of the set: they plan exactly as if written one after another (one
+    pipeline, each source read once), which every script already is, so the set adds nothing else (nor to the
+    fingerprint)."""
+    out: list[exp.Expr] = []
+    for statement in statements:
+        if not isinstance(statement, StatementSet):
+            out.append(statement)
+            continue
+        if not statement.expressions:
+            raise error_at(statement, "the statement set is empty: put at least one INSERT INTO between BEGIN and END")
+        for inner in statement.expressions:
+            if not isinstance(inner, exp.Insert):
+                kind = type(inner).__name__.upper()
+                raise error_at(
+                    inner,
+                    f"a statement set holds INSERT INTO statements only, not {kind}; put it before the set",
+                    UnsupportedError,
+                )
+        out += statement.expressions
+    return out
+
+
 def set_options(binder: Binder, statement: exp.Set) -> None:
     for item in statement.expressions:
         eq = item.this
@@ -59,18 +84,42 @@ def set_options(binder: Binder, statement: exp.Set) -> None:
 
 def create(binder: Binder, statement: exp.Create) -> None:
     kind = (statement.args.get("kind") or "").upper()
-    if kind == "VIEW":
+    if kind == "VIEW":  # CREATE [TEMPORARY] VIEW [IF NOT EXISTS]: every view lives as long as the script
         name = statement.this.name if isinstance(statement.this, exp.Table) else statement.this.this.name
+        if statement.args.get("exists") and name.lower() in binder.views:
+            return
         binder.check_new_name(name, statement)
         binder.views[name.lower()] = statement.expression
+        return
+    if kind == "FUNCTION":
+        functions.create(binder, statement)
         return
     if kind != "TABLE":
         raise error_at(statement, f"CREATE {kind} is not supported", UnsupportedError)
     if statement.expression is not None:
         raise error_at(statement, "CREATE TABLE ... AS SELECT is not supported; use INSERT INTO", UnsupportedError)
+    for prop in statement.find_all(exp.TemporaryProperty):
+        prop.pop()  # CREATE TEMPORARY TABLE: every table lives as long as the script, as a temporary one does
     table = table_def(statement, binder.udfs)
     binder.check_new_name(table.name, statement)
     binder.tables[table.name.lower()] = table
+
+
+def drop(binder: Binder, statement: exp.Drop) -> None:
+    """DROP [TEMPORARY] VIEW [IF EXISTS] v, DROP [TEMPORARY [SYSTEM]] FUNCTION [IF EXISTS] f: later statements
+    no longer see it (what already used it keeps it)."""
+    kind = (statement.args.get("kind") or "").upper()
+    if kind == "FUNCTION":
+        functions.drop(binder, statement)
+        return
+    if kind != "VIEW":
+        why = ": its tables are its sources and sinks" if kind == "TABLE" else ""
+        raise error_at(statement, f"DROP {kind} is not supported in a pipeline{why}", UnsupportedError)
+    for table in statement.args.get("tables") or []:
+        if table.name.lower() in binder.views:
+            del binder.views[table.name.lower()]
+        elif not statement.args.get("exists"):
+            raise error_at(table, f"DROP VIEW: there is no view '{table.name}'")
 
 
 def insert(binder: Binder, statement: exp.Insert) -> Sink:

@@ -1,5 +1,7 @@
 """Top-N and deduplication: `SELECT ... FROM (SELECT ..., ROW_NUMBER() OVER (...) AS rn FROM t) WHERE rn <= n`,
-as in Flink. Keeping the first row by time (n = 1, ascending time attribute) is deduplication, append-only."""
+as in Flink. Keeping the first row by time (n = 1, ascending time attribute) is deduplication, append-only.
+Partitioned by window_start and window_end of a windowed input (a window TVF, or a window aggregation's result
+passing them on), it is window Top-N (window deduplication for n = 1): final per window, append-only."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from sqlglot import exp
 from sql.dialect import Flink
 from sql.errors import UnsupportedError, error_at
 from sql.plan import OP_COLUMN, WATERMARK_COLUMN, Calc, TopN
-from sql.planner import changelog, relations
+from sql.planner import changelog, hints, relations, windows
 from sql.planner.binder import Binder, Relation
 
 
@@ -25,10 +27,11 @@ def top_n(binder: Binder, select: exp.Select) -> tuple[Relation, exp.Expr | None
             relations.refuse_nested(item)
     window = rank.this
     relation, calc, partition, order = _ranked_input(binder, inner, rank)
-    first_by_time = limit == 1 and _first_by_time(calc, order)
+    window_end = _window_end(relation, window, calc)
+    first_by_time = window_end is None and limit == 1 and _first_by_time(calc, order)
     out_schema = {n: t for n, t in calc.schema.items() if n != WATERMARK_COLUMN and not n.startswith("__")}
     out_schema[rank_name] = pl.Int64()
-    mode = changelog.top_n(first_by_time)
+    mode = changelog.top_n(first_by_time or window_end is not None)
     if mode == changelog.RETRACT:
         out_schema[OP_COLUMN] = pl.String()
     node = TopN(
@@ -41,6 +44,9 @@ def top_n(binder: Binder, select: exp.Select) -> tuple[Relation, exp.Expr | None
         limit=limit,
         rank_column=rank_name,
         first_by_time=first_by_time,
+        window_end=window_end,
+        # STATE_TTL on the ranking SELECT or the one filtering it, else 'state.ttl'; a window's state purges itself
+        ttl=None if window_end is not None else hints.ttl(inner, {}) or hints.ttl(select, binder.options),
         state_id=binder.ids.state("topn", inner.sql(dialect=Flink)),
         sql=window.args["order"].sql(dialect=Flink),
     )
@@ -76,6 +82,31 @@ def _ranked_input(
     calc = relations.calc(binder, relation.node, [(n, e.alias(n)) for n, e in projections + hidden], predicate, inner)
     order = [(f"__o{i}", bool(o.args.get("desc"))) for i, o in enumerate(order_nodes)]
     return relation, calc, [n for n, _ in hidden if n.startswith("__p")], order
+
+
+def _window_end(relation: Relation, window: exp.Window, calc: Calc) -> str | None:
+    """The hidden partition column holding window_end, when PARTITION BY names both window_start and window_end
+    of a windowed, append-only input in event time: then each window's ranking is final at its end."""
+    spec = relation.window
+    if spec is None:
+        return None
+    if spec.unassigned_session:
+        raise error_at(
+            window,
+            "ROW_NUMBER() over a SESSION window TVF is not supported: aggregate the sessions first "
+            "(GROUP BY window_start, window_end) and rank the result",
+            UnsupportedError,
+        )
+    if spec.proctime or changelog.updating(calc) or WATERMARK_COLUMN not in calc.schema:
+        return None
+    start, end = (c.lower() for c in windows.window_columns(spec))
+    found: dict[str, str] = {}
+    for index, node in enumerate(window.args.get("partition_by") or []):
+        if isinstance(node, exp.Column):
+            name = relation.scope.resolve(node).lower()
+            if name in (start, end):
+                found.setdefault(name, f"__p{index}")
+    return found[end] if start in found and end in found else None
 
 
 def _ranked(select: exp.Select) -> tuple[exp.Select | None, exp.Alias | None]:
