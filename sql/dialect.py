@@ -89,6 +89,12 @@ class FlinkParser(SparkParser):
     FUNCTION_PARSERS = {
         **SparkParser.FUNCTION_PARSERS,
         **{name: (lambda self, _n=name: self._parse_window_call(_n)) for name in WINDOW_FUNCTIONS},
+        # JSON_ARRAYAGG(value [NULL | ABSENT ON NULL]): sqlglot knows the node, not Flink's spelling of it
+        "JSON_ARRAYAGG": lambda self: self.expression(
+            exp.JSONArrayAgg(
+                this=self._parse_disjunction(), null_handling=self._parse_on_handling("NULL", "NULL", "ABSENT")
+            )
+        ),
     }
 
     def expression(self, instance: Any, token: Token | None = None, comments: list[str] | None = None) -> Any:

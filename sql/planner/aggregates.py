@@ -14,7 +14,7 @@ from sql.dialect import Flink, WindowCall
 from sql.errors import SqlError, UnsupportedError, error_at, relocated
 from sql.expressions import ExprCompiler
 from sql.plan import OP_COLUMN, WATERMARK_COLUMN, AggCall, Aggregate, Calc, Node, WindowSpec
-from sql.planner import changelog, hints, relations, windows
+from sql.planner import aggregate_functions, changelog, hints, relations, windows
 from sql.planner.binder import Binder, Relation, Scope
 from sql.udf import AggregateUdf
 
@@ -46,7 +46,7 @@ def aggregate(binder: Binder, select: exp.Select, relation: Relation) -> Relatio
     window = groups.window
     if window is not None and window.unassigned_session:
         for agg in aggs:
-            if agg.distinct or agg.udaf is not None:
+            if agg.distinct or agg.udaf is not None or agg.function in aggregate_functions.NOT_IN_SESSIONS:
                 raise error_at(select, f"{agg.sql} is not supported in SESSION windows yet", UnsupportedError)
     post = binder.compiler(Scope(_group_schema(groups, aggs, compiler)))
     key_sql = {sql_text: name for name, _, sql_text in groups.keys}
@@ -268,6 +268,8 @@ def agg_call(binder: Binder, call: exp.Expr, compiler: ExprCompiler, output: str
     if isinstance(call, exp.Filter):
         filter_expr = compiler.condition(call.expression.this)
         call = call.this
+    if (bound := aggregate_functions.bind(call, compiler, mode, output, filter_expr, original_sql)) is not None:
+        return bound
     distinct = isinstance(call.this, exp.Distinct) if isinstance(call, exp.AggFunc) else False
     if isinstance(call, exp.Anonymous):
         function = call.name.upper()
@@ -311,7 +313,7 @@ def _result_type(
 def is_aggregate(node: exp.Expr, udafs: Mapping[str, AggregateUdf]) -> bool:
     if isinstance(node, exp.Filter):
         return is_aggregate(node.this, udafs)
-    if isinstance(node, exp.AggFunc):
+    if isinstance(node, exp.AggFunc) or aggregate_functions.is_function(node):
         return True
     return isinstance(node, exp.Anonymous) and node.name.upper() in udafs
 
