@@ -109,12 +109,13 @@ def _variance(call: AggCall, prefix: str, sign: pl.Expr, present: pl.Expr, x: pl
     ]
 
     def merge(old: dict[str, pl.Expr], new: dict[str, pl.Expr]) -> dict[str, pl.Expr]:
-        # Move the new partial's centre onto the stored one, add, then re-centre on the combined mean.
+        # Move the new partial's centre onto the stored one, add, then re-centre on the combined mean. The old
+        # side is NULL for a new group; a centre is NULL until a value is present (then deviations are 0).
         centre = pl.coalesce(old[mean], new[mean])
         shift = (pl.coalesce(new[mean], centre) - centre).fill_null(0.0)
-        n = old[count] + new[count]
-        total = old[d1] + new[d1] + new[count] * shift
-        squares = old[m2] + new[m2] + 2.0 * shift * new[d1] + new[count] * shift**2
+        n = old[count].fill_null(0) + new[count]
+        total = old[d1].fill_null(0.0) + new[d1] + new[count] * shift
+        squares = old[m2].fill_null(0.0) + new[m2] + 2.0 * shift * new[d1] + new[count] * shift**2
         positive = n > 0
         return {
             count: n,

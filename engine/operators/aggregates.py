@@ -170,6 +170,9 @@ def merge_pairwise(states: list[AggState], old_suffix: str) -> list[pl.Expr]:
             new = {c.name: pl.col(c.name) for c in state.columns}
             combined = state.udaf_merge(old, new)
             for column in state.columns:
+                if column.combine != "udaf":  # a built-in merge (welford) takes a missing old side itself
+                    merged.append(combined[column.name].cast(column.dtype).alias(column.name))
+                    continue
                 o, n = old[column.name], new[column.name]
                 merged.append(
                     pl.when(n.is_null())
