@@ -232,3 +232,61 @@ def test_variance_keeps_its_digits_for_large_values(tmp_path: Path) -> None:
     (result,) = read_sink(tmp_path / "out").to_dicts()
     assert result["vp"] == pytest.approx(statistics.pvariance(values), rel=1e-6)
     assert result["ss"] == pytest.approx(statistics.stdev(values), rel=1e-6)
+
+
+WINDOW_CALLS = "STDDEV_POP(x) AS sp, VAR_SAMP(x) AS vs, BOOL_AND(b) AS ba, BOOL_OR(b) AS bo"
+ORACLE_WINDOW_CALLS = "stddev_pop(x) AS sp, var_samp(x) AS vs, bool_and(b) AS ba, bool_or(b) AS bo"
+HOP_OR_SESSION = {
+    # HOP keeps slices (the variance state merges any number of them), SESSION merges sessions' partial states.
+    "hop": (
+        "HOP(TABLE src, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '15' SECOND)",
+        """SELECT k, ws, {calls} FROM (
+             SELECT *, time_bucket(INTERVAL 5 SECOND, ts) - INTERVAL 5 SECOND * h AS ws FROM src, range(3) r(h))
+           GROUP BY k, ws HAVING ws + INTERVAL 15 SECOND - INTERVAL 1 MILLISECOND <= (SELECT max(ts) - INTERVAL 1 SECOND
+           FROM src)""",
+    ),
+    "session": (
+        "SESSION(TABLE src PARTITION BY k, DESCRIPTOR(ts), INTERVAL '5' SECOND)",
+        """SELECT k, min(ts) AS ws, {calls} FROM (
+             SELECT *, sum(fresh) OVER (PARTITION BY k ORDER BY ts) AS sid FROM (
+               SELECT *, CASE WHEN ts <= lag(ts) OVER (PARTITION BY k ORDER BY ts) + INTERVAL 5 SECOND
+                         THEN 0 ELSE 1 END AS fresh FROM src))
+           GROUP BY k, sid HAVING max(ts) + INTERVAL 5 SECOND - INTERVAL 1 MILLISECOND <= (SELECT max(ts)
+           - INTERVAL 1 SECOND FROM src)""",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["hop", "session"])
+@pytest.mark.parametrize("max_rows", [3, None])
+def test_hop_and_session_windows(tmp_path: Path, kind: str, max_rows: int | None) -> None:
+    rng = random.Random(11)
+    rows, clock = make_rows(21, 40), 0
+    for row in rows:  # gaps of 0 to 8 s: sessions (gap 5 s) break now and then
+        clock += rng.choice([0, 1, 2, 3, 8])
+        row["ts"] = (START + dt.timedelta(seconds=clock)).isoformat() + "Z"
+        row["x"] = None if row["x"] is None else row["x"] % 1000
+    write_jsonl(tmp_path / "in" / "a.json", rows)
+    window, oracle = HOP_OR_SESSION[kind]
+    sql = SOURCE + (
+        "CREATE TABLE out (k STRING, ws TIMESTAMP(3), sp DOUBLE, vs DOUBLE, ba BOOLEAN, bo BOOLEAN)"
+        " WITH ('connector' = 'delta', 'path' = 'out');\n"
+        f"INSERT INTO out SELECT k, window_start, {WINDOW_CALLS} FROM TABLE({window})"
+        " GROUP BY k, window_start, window_end;"
+    )
+    run(tmp_path, sql, max_epoch_rows=max_rows)
+    times = pl.Series([dt.datetime.fromisoformat(r["ts"][:-1]) for r in rows]).dt.cast_time_unit("ms")
+    expected = duck(oracle.format(calls=ORACLE_WINDOW_CALLS), src=frame(rows).with_columns(ts=times))
+    actual = read_sink(tmp_path / "out").with_columns(pl.col("ws").dt.replace_time_zone(None))
+    assert actual.height == expected.height > 3
+    compare(actual, expected.with_columns(pl.col("ws").dt.cast_time_unit("ms")))
+
+
+def test_state_restores_across_runs(tmp_path: Path) -> None:
+    """A second run restores the lists, variance states and counted values from Delta and goes on from them."""
+    rows = make_rows(33, 40)
+    write_jsonl(tmp_path / "in" / "a.json", rows[:25])
+    run(tmp_path, GROUP_BY, max_epoch_rows=7)
+    write_jsonl(tmp_path / "in" / "b.json", rows[25:])
+    run(tmp_path, GROUP_BY, max_epoch_rows=7)
+    compare(read_sink(tmp_path / "out"), duck(f"SELECT k, {ORACLE_CALLS} FROM src GROUP BY k", src=frame(rows)))

@@ -124,6 +124,19 @@ def _variance(call: AggCall, prefix: str, sign: pl.Expr, present: pl.Expr, x: pl
             m2: pl.when(positive).then(squares - total**2 / n).otherwise(squares),
         }
 
+    # Any number of partial states (merging sessions, combining slices): all moved onto the first centre.
+    first = pl.col(mean).drop_nulls().first()
+    shift = (pl.col(mean) - first).fill_null(0.0)
+    n_all = pl.col(count).sum()
+    total_all = (pl.col(d1) + pl.col(count) * shift).sum()
+    squares_all = (pl.col(m2) + 2.0 * shift * pl.col(d1) + pl.col(count) * shift**2).sum()
+    positive_all = n_all > 0
+    merge_many = [
+        n_all.alias(count),
+        pl.when(positive_all).then(first + total_all / n_all).otherwise(first).alias(mean),
+        pl.when(positive_all).then(0.0).otherwise(total_all).alias(d1),
+        pl.when(positive_all).then(squares_all - total_all**2 / n_all).otherwise(squares_all).alias(m2),
+    ]
     n = pl.col(count)
     spread = (pl.col(m2) - pl.col(d1) ** 2 / n).clip(lower_bound=0.0)  # rounding never makes it negative
     name = call.function
@@ -136,7 +149,7 @@ def _variance(call: AggCall, prefix: str, sign: pl.Expr, present: pl.Expr, x: pl
         StateColumn(d1, pl.Float64(), "welford"),
         StateColumn(m2, pl.Float64(), "welford"),
     ]
-    return AggState(call, columns, partial, finish.cast(call.dtype).alias(call.output), merge)
+    return AggState(call, columns, partial, finish.cast(call.dtype).alias(call.output), merge, merge_many)
 
 
 def from_values(call: AggCall) -> pl.Expr:

@@ -43,6 +43,8 @@ class AggState:
     partial: list[pl.Expr]  # aggregation expressions over a group of input rows, one per state column
     finish: pl.Expr  # the result from the state columns, aliased to call.output
     udaf_merge: Callable[[dict[str, pl.Expr], dict[str, pl.Expr]], dict[str, pl.Expr]] | None = None
+    #: aggregations merging any number of a group's partial states, for kinds that neither sum nor take extremes
+    merge_many: list[pl.Expr] | None = None
 
     @property
     def distinct(self) -> bool:
@@ -219,9 +221,13 @@ def merge_ordered(combine: str, old: pl.Expr, new: pl.Expr) -> pl.Expr:
 
 
 def merge_grouped(states: list[AggState]) -> list[pl.Expr]:
-    """Aggregations that merge any number of partial states of one group (used when sessions merge)."""
+    """Aggregations that merge any number of partial states of one group (when sessions merge, or a HOP or
+    CUMULATE window is combined from its slices)."""
     exprs: list[pl.Expr] = []
     for state in states:
+        if state.merge_many is not None:
+            exprs += state.merge_many
+            continue
         for column in state.columns:
             if column.combine not in ("sum", "min", "max"):
                 raise ValueError(f"{state.call.function} cannot merge sessions")

@@ -38,8 +38,8 @@ _CLASSES: dict[type[exp.Expr], str] = {
 ANONYMOUS = ("COLLECT",)
 #: their result depends on the order rows arrive in
 ORDERED = ("FIRST_VALUE", "LAST_VALUE", "LISTAGG", "ARRAY_AGG", "JSON_ARRAYAGG")
-#: whose partial states cannot be merged when SESSION windows merge (they keep arrival order or values)
-NOT_IN_SESSIONS = frozenset(set(_CLASSES.values()) - {"BOOL_AND", "BOOL_OR"} | set(ANONYMOUS))
+#: whose partial states are not merged when SESSION windows merge (they keep arrival order, or values)
+NOT_IN_SESSIONS = frozenset((*ORDERED, "COLLECT", "JSON_OBJECTAGG"))
 
 
 def is_function(node: exp.Expr) -> bool:
