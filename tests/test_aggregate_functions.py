@@ -288,5 +288,5 @@ def test_state_restores_across_runs(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in" / "a.json", rows[:25])
     run(tmp_path, GROUP_BY, max_epoch_rows=7)
     write_jsonl(tmp_path / "in" / "b.json", rows[25:])
-    run(tmp_path, GROUP_BY, max_epoch_rows=7)
+    run(tmp_path, GROUP_BY, max_epoch_rows=7, parallelism=2)  # and split among two workers by key group
     compare(read_sink(tmp_path / "out"), duck(f"SELECT k, {ORACLE_CALLS} FROM src GROUP BY k", src=frame(rows)))
