@@ -117,7 +117,11 @@ def _calls(
         call = window.this
         function = call.sql_name().upper()
         if function not in OVER_FUNCTIONS or isinstance(call.this, exp.Distinct):
-            raise error_at(window, f"{call.sql(dialect=Flink)} OVER is not supported", UnsupportedError)
+            raise error_at(
+                window,
+                f"{call.sql(dialect=Flink)} OVER is not supported: OVER windows take COUNT, SUM, AVG, MIN and MAX",
+                UnsupportedError,
+            )
         arg_nodes = [call.this] if call.this is not None and not isinstance(call.this, exp.Star) else []
         index = len(calls)
         args = []
