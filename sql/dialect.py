@@ -152,6 +152,13 @@ class FlinkGenerator(SparkGenerator):
         Descriptor: lambda self, e: f"DESCRIPTOR({self.expressions(e, flat=True)})",
         WindowCall: lambda self, e: f"{e.kind}({self.expressions(e, flat=True)})",
         exp.Kwarg: lambda self, e: f"{self.sql(e, 'this')} => {self.sql(e, 'expression')}",
+        # Flink's names for these aggregates (Spark's generator writes COLLECT_LIST and `k: v`)
+        exp.ArrayAgg: lambda self, e: self.func("ARRAY_AGG", e.this),
+        exp.JSONObjectAgg: lambda self, e: (
+            f"JSON_OBJECTAGG(KEY {self.sql(e.expressions[0], 'this')} VALUE {self.sql(e.expressions[0], 'expression')}"
+            + (f" {e.args['null_handling']}" if e.args.get("null_handling") else "")
+            + ")"
+        ),
         MetadataColumnConstraint: lambda self, e: (
             "METADATA"
             + (f" FROM {self.sql(e, 'this')}" if e.args.get("this") else "")
