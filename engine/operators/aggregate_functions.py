@@ -3,8 +3,9 @@
 - STDDEV_POP, STDDEV_SAMP, VAR_POP, VAR_SAMP: `count`, `mean`, `d1`, `m2` columns (DOUBLE but the count): the
   values' sum of deviations (`d1`) and of squared deviations (`m2`) around a centre (`mean`). Merging re-centres
   on the combined mean (Chan's pairwise formula), so `d1` is 0 whenever the count is positive and `m2` is
-  Welford's M2: no sum of squares of raw values, whose difference loses every digit when the mean is large. Rows
-  enter with their sign, so retractions (which may leave a count of 0 in an epoch's partial) merge too.
+  Welford's M2: no sum of squares of raw values, whose difference loses every digit when the mean is large. The
+  merge takes signed counts (an epoch's partial may net to 0), but over a retracting input the values are kept
+  instead (see `from_values`): a retraction would leave its rounding in M2.
 - FIRST_VALUE, LAST_VALUE: the first / last non-NULL value in arrival order. The stored state is always older
   than an epoch's rows, and an epoch's rows keep their order in a group, so "first" does not depend on where
   epochs are cut.
@@ -30,12 +31,22 @@ FROM_VALUES = ("COLLECT", "JSON_OBJECTAGG")
 FUNCTIONS = frozenset((*VARIANCES, "FIRST_VALUE", "LAST_VALUE", *ORDERED_LISTS, *FROM_VALUES, "BOOL_AND", "BOOL_OR"))
 
 
-def function_state(call: AggCall, prefix: str) -> AggState:
+def function_state(call: AggCall, prefix: str, retracting: bool) -> AggState:
     """The partial state of one of `FUNCTIONS`, in columns named `prefix + part`."""
     sign = pl.col(SIGN)
     mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
     arg = call.args[0]
     name = call.function
+    if name in VARIANCES and retracting:
+        # Retracting a value from a running M2 leaves its rounding behind (its square times 1e-16, which can be
+        # all of a small variance left): as MIN/MAX do, keep the values with their counts and recompute.
+        column = prefix + name.lower()
+        return AggState(
+            call,
+            [StateColumn(column, pl.Float64(), "replace")],
+            [pl.lit(None, pl.Float64).alias(column)],
+            pl.col(column).alias(call.output),
+        )
     if name in VARIANCES:
         return _variance(call, prefix, sign, mask & arg.is_not_null(), arg.cast(pl.Float64))
     if name in ("FIRST_VALUE", "LAST_VALUE"):
@@ -153,7 +164,15 @@ def _variance(call: AggCall, prefix: str, sign: pl.Expr, present: pl.Expr, x: pl
 
 
 def from_values(call: AggCall) -> pl.Expr:
-    """The state column of COLLECT or JSON_OBJECTAGG over a group's live (`__value`, `__count`) pairs."""
+    """The state column of COLLECT, JSON_OBJECTAGG or a variance over a retracting input, over a group's live
+    (`__value`, `__count`) pairs."""
+    if call.function in VARIANCES:  # two passes over the values: the mean, then the squared deviations from it
+        value, weight = pl.col(VALUE).cast(pl.Float64), pl.col(COUNT).cast(pl.Float64)
+        n = weight.sum()
+        m2 = (weight * (value - (weight * value).sum() / n) ** 2).sum()
+        divisor = n if call.function.endswith("_POP") else n - 1
+        variance = pl.when(divisor > 0).then(m2 / divisor)
+        return variance.sqrt() if call.function.startswith("STDDEV") else variance
     if call.function == "COLLECT":  # a MULTISET as MAP<value, count>: entries sorted by value
         entry = pl.struct(pl.col(VALUE).alias("key"), pl.col(COUNT).alias("value"))
         return entry.sort_by(pl.col(VALUE))

@@ -75,7 +75,7 @@ def agg_state(call: AggCall, prefix: str, retracting: bool = False) -> AggState:
     from engine.operators import aggregate_functions  # it builds on this module's AggState
 
     if call.function in aggregate_functions.FUNCTIONS:
-        return aggregate_functions.function_state(call, prefix)
+        return aggregate_functions.function_state(call, prefix, retracting)
     sign = pl.col(SIGN)
     mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
     arg = call.args[0] if call.args else None
