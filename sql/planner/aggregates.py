@@ -268,7 +268,9 @@ def agg_call(binder: Binder, call: exp.Expr, compiler: ExprCompiler, output: str
     if isinstance(call, exp.Filter):
         filter_expr = compiler.condition(call.expression.this)
         call = call.this
-    if (bound := aggregate_functions.bind(call, compiler, mode, output, filter_expr, original_sql)) is not None:
+    registered = isinstance(call, exp.Anonymous) and call.name.upper() in binder.udafs  # a UDAF named COLLECT
+    bound = None if registered else aggregate_functions.bind(call, compiler, mode, output, filter_expr, original_sql)
+    if bound is not None:
         return bound
     distinct = isinstance(call.this, exp.Distinct) if isinstance(call, exp.AggFunc) else False
     if isinstance(call, exp.Anonymous):
