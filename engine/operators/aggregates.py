@@ -5,7 +5,7 @@ COUNT keeps a count, SUM and AVG a sum and a count of non-NULL values, MIN and M
 Sums of decimals are DECIMAL(38, s), exact; Polars raises when an addition needs more than 38 digits.
 Partial states are computed over the new rows of an epoch with Polars aggregations, then combined with the
 stored state. Retractions (-U/-D rows) enter with sign -1, so COUNT, SUM and AVG stay exact over updating
-inputs.
+inputs. Flink's further aggregates (STDDEV, LISTAGG, COLLECT, ...) are in aggregate_functions.py.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ class AggState:
 
     @property
     def needs_values(self) -> bool:
-        """Whether the operator must keep every value with its count (COUNT DISTINCT, retractable MIN/MAX)."""
+        """Whether the operator must keep every value with its count (COUNT DISTINCT, and what is recomputed from
+        values: MIN/MAX and the variances over retractions, COLLECT, JSON_OBJECTAGG)."""
         return self.call.distinct or any(c.combine == "replace" for c in self.columns)
 
 

@@ -1,5 +1,6 @@
-"""GROUP BY and SELECT DISTINCT: group keys, the window if any, aggregate calls (with their UDAF), and the SELECT
-list and HAVING rewritten over the groups' key and aggregate columns."""
+"""GROUP BY and SELECT DISTINCT: group keys, the window if any, aggregate calls (with their UDAF; Flink's further
+aggregates are bound in aggregate_functions.py), and the SELECT list and HAVING rewritten over the groups' key and
+aggregate columns."""
 
 from __future__ import annotations
 
