@@ -305,3 +305,41 @@ def test_state_restores_across_runs(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in" / "b.json", rows[25:])
     run(tmp_path, GROUP_BY, max_epoch_rows=7, parallelism=2)  # and split among two workers by key group
     compare(read_sink(tmp_path / "out"), duck(f"SELECT k, {ORACLE_CALLS} FROM src GROUP BY k", src=frame(rows)))
+
+
+OVER_FRAMES = [
+    ("ROWS BETWEEN 2 PRECEDING AND CURRENT ROW", "ROWS BETWEEN 2 PRECEDING AND CURRENT ROW"),
+    (
+        "RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW",
+        "RANGE BETWEEN INTERVAL 3 SECOND PRECEDING AND CURRENT ROW",
+    ),
+    ("ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW", "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"),
+    ("RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW", "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"),
+]
+
+
+@pytest.mark.parametrize(("frame_sql", "duck_frame"), OVER_FRAMES)
+@pytest.mark.parametrize("max_rows", [3, None])
+def test_first_and_last_value_over(tmp_path: Path, frame_sql: str, duck_frame: str, max_rows: int | None) -> None:
+    """FIRST_VALUE / LAST_VALUE OVER: the frame's first / last non-NULL value in time order (NULLs are common
+    here, so frames without a value and values outside the frame both occur); some rows share a time."""
+    rows = make_rows(8, 50)
+    for row in rows:
+        # pairs share a time and a value: a frame's first / last value is the same whatever the order of peers
+        row["x"] = random.Random(row["id"] // 2).choice([None, None, 1, 2, 3])
+        row["ts"] = (START + dt.timedelta(seconds=row["id"] // 2 * 2)).isoformat() + "Z"  # pairs share a time
+    write_jsonl(tmp_path / "in" / "a.json", rows)
+    window = f"OVER (PARTITION BY k ORDER BY ts {frame_sql})"
+    sql = SOURCE + (
+        "CREATE TABLE out (id BIGINT, fx INT, lx INT) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        f"INSERT INTO out SELECT id, FIRST_VALUE(x) {window}, LAST_VALUE(x) {window} FROM src;"
+    )
+    run(tmp_path, sql, max_epoch_rows=max_rows)
+    times = pl.Series([dt.datetime.fromisoformat(r["ts"][:-1]) for r in rows]).dt.cast_time_unit("ms")
+    expected = duck(
+        f"""SELECT id, first_value(x IGNORE NULLS) OVER w AS fx, last_value(x IGNORE NULLS) OVER w AS lx FROM src
+            WINDOW w AS (PARTITION BY k ORDER BY ts {duck_frame})
+            QUALIFY ts <= (SELECT max(ts) - INTERVAL 1 SECOND FROM src)""",
+        src=frame(rows).with_columns(ts=times),
+    )
+    compare(read_sink(tmp_path / "out"), expected)
