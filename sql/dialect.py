@@ -124,6 +124,12 @@ class FlinkParser(SparkParser):
         **SparkParser.FUNCTION_PARSERS,
         **{name: (lambda self, _n=name: self._parse_window_call(_n)) for name in WINDOW_FUNCTIONS},
         **function_syntax.FUNCTION_PARSERS,
+        # JSON_ARRAYAGG(value [NULL | ABSENT ON NULL]): sqlglot knows the node, not Flink's spelling of it
+        "JSON_ARRAYAGG": lambda self: self.expression(
+            exp.JSONArrayAgg(
+                this=self._parse_disjunction(), null_handling=self._parse_on_handling("NULL", "NULL", "ABSENT")
+            )
+        ),
     }
 
     _parse_match_recognize = parse_match_recognize
@@ -222,6 +228,13 @@ class FlinkGenerator(SparkGenerator):
         WindowCall: lambda self, e: f"{e.kind}({self.expressions(e, flat=True)})",
         exp.Kwarg: lambda self, e: f"{self.sql(e, 'this')} => {self.sql(e, 'expression')}",
         MatchRecognize: generate_match_recognize,
+        # Flink's names for these aggregates (Spark's generator writes COLLECT_LIST and `k: v`)
+        exp.ArrayAgg: lambda self, e: self.func("ARRAY_AGG", e.this),
+        exp.JSONObjectAgg: lambda self, e: (
+            f"JSON_OBJECTAGG(KEY {self.sql(e.expressions[0], 'this')} VALUE {self.sql(e.expressions[0], 'expression')}"
+            + (f" {e.args['null_handling']}" if e.args.get("null_handling") else "")
+            + ")"
+        ),
         MetadataColumnConstraint: lambda self, e: (
             "METADATA"
             + (f" FROM {self.sql(e, 'this')}" if e.args.get("this") else "")

@@ -30,6 +30,7 @@ from engine.operators.aggregates import (
     SIGN,
     AggState,
     agg_state,
+    from_values,
     merge_grouped,
     merge_pairwise,
     state_prefixes,
@@ -487,10 +488,9 @@ class AggregateOperator(StatefulOperator):
         absent = pairs.filter((pl.col(NEW_COUNT) <= 0) & (pl.col(OLD_COUNT) > 0)).select(*keys, "_kg")
         self.distinct[index].stage(present, absent)
         column = state.columns[0].name
-        if not state.distinct:  # MIN or MAX over retractions: the extreme of the values still present
+        if not state.distinct:  # MIN/MAX over retractions, COLLECT...: recomputed from the values still present
             live = values.live_of(partial.select(self.groups))
-            extreme = pl.col(VALUE).min() if call.function == "MIN" else pl.col(VALUE).max()
-            best = live.group_by(self.groups).agg(extreme.alias("__best"))
+            best = live.group_by(self.groups).agg(from_values(call).alias("__best"))
             return (
                 partial.join(best, on=self.groups, how="left", nulls_equal=True)
                 .with_columns(pl.col("__best").cast(state.columns[0].dtype).alias(column))

@@ -5,7 +5,7 @@ COUNT keeps a count, SUM and AVG a sum and a count of non-NULL values, MIN and M
 Sums of decimals are DECIMAL(38, s), exact; Polars raises when an addition needs more than 38 digits.
 Partial states are computed over the new rows of an epoch with Polars aggregations, then combined with the
 stored state. Retractions (-U/-D rows) enter with sign -1, so COUNT, SUM and AVG stay exact over updating
-inputs.
+inputs. Flink's further aggregates (STDDEV, LISTAGG, COLLECT, ...) are in aggregate_functions.py.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from engine.operators.decimals import average, checked_sum, is_decimal
+from engine.operators.distinct_values import VALUE
 from sql.plan import AggCall
 from sql.types import sum_type
 
@@ -28,7 +29,9 @@ ROWS = "__rows"  # rows currently in a group: a group whose count falls to 0 is 
 class StateColumn:
     name: str
     dtype: pl.DataType
-    combine: str  # how two partial states merge: sum | min | max | udaf | replace (recomputed by the operator)
+    # how two partial states merge: sum | min | max | udaf | replace (recomputed by the operator) | and for the
+    # functions of aggregate_functions.py: welford (its merge) | first | last | concat (arrival order)
+    combine: str
 
 
 @dataclass
@@ -40,6 +43,8 @@ class AggState:
     partial: list[pl.Expr]  # aggregation expressions over a group of input rows, one per state column
     finish: pl.Expr  # the result from the state columns, aliased to call.output
     udaf_merge: Callable[[dict[str, pl.Expr], dict[str, pl.Expr]], dict[str, pl.Expr]] | None = None
+    #: aggregations merging any number of a group's partial states, for kinds that neither sum nor take extremes
+    merge_many: list[pl.Expr] | None = None
 
     @property
     def distinct(self) -> bool:
@@ -47,7 +52,8 @@ class AggState:
 
     @property
     def needs_values(self) -> bool:
-        """Whether the operator must keep every value with its count (COUNT DISTINCT, retractable MIN/MAX)."""
+        """Whether the operator must keep every value with its count (COUNT DISTINCT, and what is recomputed from
+        values: MIN/MAX and the variances over retractions, COLLECT, JSON_OBJECTAGG)."""
         return self.call.distinct or any(c.combine == "replace" for c in self.columns)
 
 
@@ -67,6 +73,10 @@ def state_prefixes(calls: list[AggCall]) -> list[str]:
 def agg_state(call: AggCall, prefix: str, retracting: bool = False) -> AggState:
     """The partial state of `call`, in columns named `prefix + part`; over a `retracting` input MIN and MAX
     are recomputed from stored values."""
+    from engine.operators import aggregate_functions  # it builds on this module's AggState
+
+    if call.function in aggregate_functions.FUNCTIONS:
+        return aggregate_functions.function_state(call, prefix, retracting)
     sign = pl.col(SIGN)
     mask = call.filter.fill_null(False) if call.filter is not None else pl.lit(True)
     arg = call.args[0] if call.args else None
@@ -163,6 +173,9 @@ def merge_pairwise(states: list[AggState], old_suffix: str) -> list[pl.Expr]:
             new = {c.name: pl.col(c.name) for c in state.columns}
             combined = state.udaf_merge(old, new)
             for column in state.columns:
+                if column.combine != "udaf":  # a built-in merge (welford) takes a missing old side itself
+                    merged.append(combined[column.name].cast(column.dtype).alias(column.name))
+                    continue
                 o, n = old[column.name], new[column.name]
                 merged.append(
                     pl.when(n.is_null())
@@ -178,6 +191,8 @@ def merge_pairwise(states: list[AggState], old_suffix: str) -> list[pl.Expr]:
             o, n = pl.col(column.name + old_suffix), pl.col(column.name)
             if column.combine == "replace":
                 expr = n
+            elif column.combine in ("first", "last", "concat"):
+                expr = merge_ordered(column.combine, o, n)
             elif column.combine == "sum":
                 expr = o.fill_null(0) + n.fill_null(0)
             elif column.combine == "min":
@@ -188,12 +203,34 @@ def merge_pairwise(states: list[AggState], old_suffix: str) -> list[pl.Expr]:
     return merged
 
 
+def from_values(call: AggCall) -> pl.Expr:
+    """What a `replace` state column holds, from a group's live (`__value`, `__count`) pairs."""
+    from engine.operators.aggregate_functions import from_values
+
+    if call.function in ("MIN", "MAX"):
+        return pl.col(VALUE).min() if call.function == "MIN" else pl.col(VALUE).max()
+    return from_values(call)
+
+
+def merge_ordered(combine: str, old: pl.Expr, new: pl.Expr) -> pl.Expr:
+    """Combine a stored state (older) with an epoch's partial for the order-dependent kinds."""
+    if combine == "first":
+        return pl.coalesce(old, new)
+    if combine == "last":
+        return pl.coalesce(new, old)
+    return pl.when(old.is_null()).then(new).when(new.is_null()).then(old).otherwise(old.list.concat(new))
+
+
 def merge_grouped(states: list[AggState]) -> list[pl.Expr]:
-    """Aggregations that merge any number of partial states of one group (used when sessions merge)."""
+    """Aggregations that merge any number of partial states of one group (when sessions merge, or a HOP or
+    CUMULATE window is combined from its slices)."""
     exprs: list[pl.Expr] = []
     for state in states:
+        if state.merge_many is not None:
+            exprs += state.merge_many
+            continue
         for column in state.columns:
-            if column.combine == "udaf":
+            if column.combine not in ("sum", "min", "max"):
                 raise ValueError(f"{state.call.function} cannot merge sessions")
             agg = {
                 "sum": checked_sum(pl.col(column.name), column.dtype.scale)

@@ -34,8 +34,8 @@ SEQ, EMITTED, HISTORY = "__seq", "__emitted", "__history"
 #: arrival numbers per epoch, and per partition key group within one
 EPOCH_SEQS = 1_000_000_000
 KG_SEQS = EPOCH_SEQS // KEY_GROUPS
-START, END, FIRST = "__frame_start", "__frame_end", "__frame_first"
-BOUNDS = [START, END, FIRST]
+START, END, FIRST, ROW = "__frame_start", "__frame_end", "__frame_first", "__frame_row"
+BOUNDS = [START, END, FIRST, ROW]
 
 
 class OverOperator(StatefulOperator):
@@ -119,7 +119,8 @@ class OverOperator(StatefulOperator):
             frame = pl.concat(
                 [history.with_columns(pl.lit(True).alias(HISTORY)), ready.with_columns(pl.lit(False).alias(HISTORY))]
             ).sort(order)
-            numbered = frame.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(END))
+            number = pl.int_range(pl.len(), dtype=pl.Int64)  # END becomes the frame's end: ROW stays the row's
+            numbered = frame.with_columns(number.alias(END), number.alias(ROW))
             computed = numbered.with_columns(self._frame_bounds()).with_columns(self._frame_aggs()).drop(*BOUNDS)
             out = computed.filter(~pl.col(HISTORY))
             keep = self._still_needed(frame, wm)
@@ -175,6 +176,9 @@ class OverOperator(StatefulOperator):
             decimal = arg is not None and is_decimal(call.arg_types[0])
             if call.function == "COUNT":
                 result = count
+            elif call.function in ("FIRST_VALUE", "LAST_VALUE"):
+                assert arg is not None
+                result = self._first_or_last(call.function, arg)
             elif decimal and call.function in ("SUM", "AVG"):
                 assert arg is not None
                 scale = call.arg_types[0].scale  # type: ignore[attr-defined]
@@ -199,6 +203,18 @@ class OverOperator(StatefulOperator):
                 result = pl.when(count > 0).then(extreme)
             exprs.append(result.cast(call.dtype).alias(call.output))
         return exprs
+
+    def _first_or_last(self, function: str, arg: pl.Expr) -> pl.Expr:
+        """The frame's first or last non-NULL value: the row number of the nearest non-NULL value from the
+        frame's start on (up to its end, a RANGE frame's being the current row's last peer), if it lies in the
+        frame. Row numbers (START, END) count over the whole sorted frame: a value is taken from its row by
+        number."""
+        here = pl.when(arg.is_not_null()).then(pl.col(ROW))
+        if function == "LAST_VALUE":
+            at = here.forward_fill().over(self.partition).gather(pl.col(END))
+            return pl.when(at >= pl.col(START)).then(arg.gather(at.fill_null(0)))
+        at = here.backward_fill().over(self.partition).gather(pl.col(START))
+        return pl.when(at <= pl.col(END)).then(arg.gather(at.fill_null(0)))
 
     def _still_needed(self, frame: pl.DataFrame, wm: pl.Expr) -> pl.DataFrame:
         """Emitted rows a later frame may still reach: the last n per partition, or those within the RANGE."""
@@ -235,6 +251,17 @@ class OverOperator(StatefulOperator):
                         + pl.col(f"__t{i}_v").fill_null(0)
                     ).alias(f"__c{i}_v")
                 )
+            elif call.function in ("FIRST_VALUE", "LAST_VALUE"):
+                assert arg is not None  # the stored value came first; the last non-NULL one so far is the last
+                seen = arg.drop_nulls().first().over(self.partition) if call.function == "FIRST_VALUE" else None
+                running = (
+                    pl.when(arg.is_not_null().cum_sum().over(self.partition) > 0).then(seen)
+                    if seen is not None
+                    else arg.forward_fill().over(self.partition)
+                )
+                stored = pl.col(f"__t{i}_v")
+                both = [stored, running] if call.function == "FIRST_VALUE" else [running, stored]
+                cumulative.append(pl.coalesce(both).alias(f"__c{i}_v"))
             elif call.function in ("MIN", "MAX") and is_decimal(value_type):
                 assert arg is not None  # exact: no detour through Float64; NULLs keep the extreme before them
                 running = getattr(arg, f"cum_{call.function.lower()}")().forward_fill().over(self.partition)
@@ -300,6 +327,8 @@ def _totals(call: AggCall) -> list[tuple[str, pl.DataType]]:
     if function == "COUNT":
         return [("n", pl.Int64())]
     arg_type = call.arg_types[0]
+    if function in ("FIRST_VALUE", "LAST_VALUE"):
+        return [("n", pl.Int64()), ("v", arg_type)]
     if is_decimal(arg_type):
         return [("n", pl.Int64()), ("v", sum_type(arg_type) if function in ("SUM", "AVG") else arg_type)]
     return [("n", pl.Int64()), ("v", pl.Float64())]

@@ -51,7 +51,10 @@ def sliceable(window: WindowSpec | None, states: list[AggState]) -> bool:
         return False
     if _ms(window.size) % _ms(window.slide) != 0:
         return False
-    return all(not s.needs_values and all(c.combine in ("sum", "min", "max") for c in s.columns) for s in states)
+    return all(
+        not s.needs_values and (s.merge_many is not None or all(c.combine in ("sum", "min", "max") for c in s.columns))
+        for s in states
+    )
 
 
 def _timestamp(millis: pl.Expr) -> pl.Expr:

@@ -1,5 +1,6 @@
-"""GROUP BY and SELECT DISTINCT: group keys, the window if any, aggregate calls (with their UDAF), and the SELECT
-list and HAVING rewritten over the groups' key and aggregate columns."""
+"""GROUP BY and SELECT DISTINCT: group keys, the window if any, aggregate calls (with their UDAF; Flink's further
+aggregates are bound in aggregate_functions.py), and the SELECT list and HAVING rewritten over the groups' key and
+aggregate columns."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sql.dialect import Flink, WindowCall
 from sql.errors import SqlError, UnsupportedError, error_at, relocated
 from sql.expressions import ExprCompiler
 from sql.plan import OP_COLUMN, WATERMARK_COLUMN, AggCall, Aggregate, Calc, Node, WindowSpec
-from sql.planner import changelog, hints, relations, windows
+from sql.planner import aggregate_functions, changelog, hints, relations, windows
 from sql.planner.binder import Binder, Relation, Scope
 from sql.udf import AggregateUdf
 
@@ -46,7 +47,7 @@ def aggregate(binder: Binder, select: exp.Select, relation: Relation) -> Relatio
     window = groups.window
     if window is not None and window.unassigned_session:
         for agg in aggs:
-            if agg.distinct or agg.udaf is not None:
+            if agg.distinct or agg.udaf is not None or agg.function in aggregate_functions.NOT_IN_SESSIONS:
                 raise error_at(select, f"{agg.sql} is not supported in SESSION windows yet", UnsupportedError)
     post = binder.compiler(Scope(_group_schema(groups, aggs, compiler)))
     key_sql = {sql_text: name for name, _, sql_text in groups.keys}
@@ -268,6 +269,10 @@ def agg_call(binder: Binder, call: exp.Expr, compiler: ExprCompiler, output: str
     if isinstance(call, exp.Filter):
         filter_expr = compiler.condition(call.expression.this)
         call = call.this
+    registered = isinstance(call, exp.Anonymous) and call.name.upper() in binder.udafs  # a UDAF named COLLECT
+    bound = None if registered else aggregate_functions.bind(call, compiler, mode, output, filter_expr, original_sql)
+    if bound is not None:
+        return bound
     distinct = isinstance(call.this, exp.Distinct) if isinstance(call, exp.AggFunc) else False
     if isinstance(call, exp.Anonymous):
         function = call.name.upper()
@@ -311,7 +316,7 @@ def _result_type(
 def is_aggregate(node: exp.Expr, udafs: Mapping[str, AggregateUdf]) -> bool:
     if isinstance(node, exp.Filter):
         return is_aggregate(node.this, udafs)
-    if isinstance(node, exp.AggFunc):
+    if isinstance(node, exp.AggFunc) or aggregate_functions.is_function(node):
         return True
     return isinstance(node, exp.Anonymous) and node.name.upper() in udafs
 

@@ -17,7 +17,7 @@ from sql.plan import WATERMARK_COLUMN, AggCall, OverAggregate
 from sql.planner import aggregates, changelog, relations
 from sql.planner.binder import Binder, Relation
 
-OVER_FUNCTIONS = ("COUNT", "SUM", "AVG", "MIN", "MAX")
+OVER_FUNCTIONS = ("COUNT", "SUM", "AVG", "MIN", "MAX", "FIRST_VALUE", "LAST_VALUE")
 
 
 def over(binder: Binder, select: exp.Select, relation: Relation) -> Relation:
@@ -117,7 +117,12 @@ def _calls(
         call = window.this
         function = call.sql_name().upper()
         if function not in OVER_FUNCTIONS or isinstance(call.this, exp.Distinct):
-            raise error_at(window, f"{call.sql(dialect=Flink)} OVER is not supported", UnsupportedError)
+            raise error_at(
+                window,
+                f"{call.sql(dialect=Flink)} OVER is not supported: OVER windows take COUNT, SUM, AVG, MIN, MAX,"
+                " FIRST_VALUE and LAST_VALUE",
+                UnsupportedError,
+            )
         arg_nodes = [call.this] if call.this is not None and not isinstance(call.this, exp.Star) else []
         index = len(calls)
         args = []
