@@ -49,7 +49,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "source_offsets": pl.String(),  # JSON: {source: {"position": ..., "watermark": ...}}
     "tables": pl.List(TABLE_ENTRY),  # Delta version of every sink, state and dead-letter table
     "metrics": pl.String(),  # JSON: rows in/out, dead letters, timings
-    # JSON: {state id: what the operator's state means (sql.plan.state_descriptor) + its directory}
+    # JSON: {state id: what the operator's state means (sql.state_descriptors.state_descriptor) + its directory}
     "operators": pl.String(),
 }
 

@@ -1,6 +1,6 @@
 """Upgrades with kept state: what a changed SQL script keeps of the state its predecessor wrote.
 
-The manifest records, for every stateful operator, what its state means (`sql.plan.state_descriptor`) and
+The manifest records, for every stateful operator, what its state means (`sql.state_descriptors.state_descriptor`) and
 where it lives. A new plan's operators are matched to those by state id:
 
 - kept: the same id, and the state means the same (a changed filter or projection elsewhere is fine);

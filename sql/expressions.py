@@ -16,9 +16,9 @@ import polars as pl
 from sqlglot import exp
 
 from sql import functions, nested, types
-from sql.errors import SqlError, UnsupportedError, error_at
+from sql.errors import UnsupportedError, error_at
 from sql.udf import ScalarUdf
-from sql.values import java_to_strftime, parse_text, parse_timestamp
+from sql.values import parse_text, parse_timestamp
 
 if TYPE_CHECKING:  # the binder owns Scope and imports this compiler
     from sql.planner.binder import Scope
@@ -474,35 +474,6 @@ class ExprCompiler:
     _HANDLERS: dict[type, Callable[[ExprCompiler, exp.Expr], pl.Expr]] = {}
 
 
-def _date_format(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    if len(args) != 2 or not (isinstance(args[1], exp.Literal) and args[1].is_string):
-        raise error_at(node, "DATE_FORMAT(timestamp, 'literal pattern') expected")
-    try:
-        fmt = java_to_strftime(args[1].this)
-    except SqlError as err:
-        raise error_at(args[1], err.message) from None
-    return c._temporal(args[0]).dt.strftime(fmt)
-
-
-def _to_timestamp_ltz(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    precision = int(_literal_value(args[1])) if len(args) > 1 else 3  # type: ignore[arg-type]
-    if precision not in (0, 3):
-        raise error_at(node, "TO_TIMESTAMP_LTZ precision must be 0 (seconds) or 3 (milliseconds)")
-    value = c.compile(args[0]).cast(pl.Int64, strict=False)
-    millis = value * 1000 if precision == 0 else value
-    return millis.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
-
-
-def _to_timestamp(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
-    value = c._string_arg(args[0])
-    if len(args) == 1:
-        return parse_timestamp(value, types.timestamp(3))
-    if not (isinstance(args[1], exp.Literal) and args[1].is_string):
-        raise error_at(node, "TO_TIMESTAMP(string, 'literal pattern') expected")
-    fmt = java_to_strftime(args[1].this)
-    return value.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="ms")
-
-
 def _split_index(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
     if len(args) != 3 or not (isinstance(args[1], exp.Literal) and args[1].is_string):
         raise error_at(node, "SPLIT_INDEX(string, 'separator', index) expected")
@@ -533,9 +504,9 @@ def _proctime(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
 
 
 _NAMED: dict[str, Callable[[ExprCompiler, exp.Expr, list[exp.Expr]], pl.Expr]] = {
-    "DATE_FORMAT": _date_format,
-    "TO_TIMESTAMP_LTZ": _to_timestamp_ltz,
-    "TO_TIMESTAMP": _to_timestamp,
+    "DATE_FORMAT": functions.temporal.date_format,
+    "TO_TIMESTAMP_LTZ": functions.temporal.to_timestamp_ltz,
+    "TO_TIMESTAMP": functions.temporal.to_timestamp,
     "SPLIT_INDEX": _split_index,
     "REGEXP_EXTRACT": lambda c, node, args: c._regexp_extract(node, args),
     "UPPER": _string_fn(lambda e: e.str.to_uppercase()),

@@ -17,7 +17,7 @@ from sqlglot import exp
 from sql import types
 from sql.errors import SqlError, UnsupportedError, error_at
 from sql.functions.common import Builder, arguments, double, integer, literal_string, null_if_any, refuse, string
-from sql.values import java_to_strftime
+from sql.values import java_to_strftime, parse_timestamp
 
 if TYPE_CHECKING:
     from sql.expressions import ExprCompiler
@@ -200,3 +200,34 @@ BARE_WORDS: dict[str, Builder] = {
     "CURRENT_TIME": refuse(_NO_TIME),
     "LOCALTIME": refuse(_NO_TIME),
 }
+
+
+# -- the first temporal functions (DATE_FORMAT, TO_TIMESTAMP_LTZ, TO_TIMESTAMP), named by sql/expressions.py ----
+def date_format(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
+    if len(args) != 2 or not (isinstance(args[1], exp.Literal) and args[1].is_string):
+        raise error_at(node, "DATE_FORMAT(timestamp, 'literal pattern') expected")
+    try:
+        fmt = java_to_strftime(args[1].this)
+    except SqlError as err:
+        raise error_at(args[1], err.message) from None
+    return c._temporal(args[0]).dt.strftime(fmt)
+
+
+def to_timestamp_ltz(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
+    literal = len(args) < 2 or (isinstance(args[1], exp.Literal) and args[1].this.isdigit())
+    precision = (int(args[1].this) if len(args) > 1 else 3) if literal else -1
+    if precision not in (0, 3):
+        raise error_at(node, "TO_TIMESTAMP_LTZ precision must be 0 (seconds) or 3 (milliseconds)")
+    value = c.compile(args[0]).cast(pl.Int64, strict=False)
+    millis = value * 1000 if precision == 0 else value
+    return millis.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+
+
+def to_timestamp(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> pl.Expr:
+    value = c._string_arg(args[0])
+    if len(args) == 1:
+        return parse_timestamp(value, types.timestamp(3))
+    if not (isinstance(args[1], exp.Literal) and args[1].is_string):
+        raise error_at(node, "TO_TIMESTAMP(string, 'literal pattern') expected")
+    fmt = java_to_strftime(args[1].this)
+    return value.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="ms")
