@@ -1,0 +1,84 @@
+"""Review of the SQL-breadth merge (issue 21): bad values that stopped a pipeline, and what CREATE FUNCTION may
+import. Each case runs a pipeline as a user would."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from tests.helpers import read_sink, run, write_jsonl
+
+UTC = dt.UTC
+ROWS = [
+    {"id": 1, "b": 9_223_372_036_854_775_807, "n": 2_147_483_647, "x": 1e300},
+    {"id": 2, "b": -9_223_372_036_854_775_808, "n": -2_147_483_648, "x": -1e300},
+    {"id": 3, "b": 1_580_466_615_000, "n": 3, "x": 1_580_466_615.5},
+    {"id": 4, "b": None, "n": None, "x": None},
+]
+SOURCE = """
+CREATE TABLE src (id BIGINT, b BIGINT, n INT, x DOUBLE)
+WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+"""
+
+
+def values(root: Path, kind: str, expr: str) -> list[object]:
+    """`expr` over ROWS through a pipeline into a Delta sink: the values by id."""
+    write_jsonl(root / "in" / "a.json", ROWS)
+    sql = (
+        SOURCE
+        + f"CREATE TABLE out (id BIGINT, v {kind}) WITH ('connector' = 'delta', 'path' = 'out');\n"
+        + f"INSERT INTO out SELECT id, {expr} AS v FROM src;\n"
+    )
+    run(root, sql)
+    return read_sink(root / "out").sort("id").get_column("v").to_list()
+
+
+def at(ms: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(milliseconds=ms)
+
+
+# -- timestamps outside Flink's range (years 0000-9999) are NULL, not a Polars panic at the sink ----------------
+def test_to_timestamp_ltz_out_of_range_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "TIMESTAMP_LTZ(3)", "TO_TIMESTAMP_LTZ(b, 3)")
+    assert got[:2] == [None, None] and got[3] is None
+    assert got[2] == at(1_580_466_615_000)
+
+
+def test_to_timestamp_ltz_seconds_out_of_range_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "TIMESTAMP_LTZ(3)", "TO_TIMESTAMP_LTZ(b, 0)")
+    assert got == [None, None, None, None]  # 1.58e12 seconds is past the year 9999 too
+
+
+def test_date_format_of_out_of_range_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "STRING", "DATE_FORMAT(TO_TIMESTAMP_LTZ(b, 3), 'yyyy-MM-dd')")
+    assert got == [None, None, "2020-01-31", None]
+
+
+def test_from_unixtime_out_of_range_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "STRING", "FROM_UNIXTIME(x)")
+    assert got == [None, None, "2020-01-31 10:30:15", None]
+
+
+def test_from_unixtime_of_huge_bigint_is_null(tmp_path: Path) -> None:
+    assert values(tmp_path, "STRING", "FROM_UNIXTIME(b)") == [None, None, None, None]
+
+
+def test_timestampadd_out_of_range_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "TIMESTAMP(3)", "TIMESTAMPADD(DAY, n, TIMESTAMP '2020-01-01 00:00:00')")
+    assert got[:2] == [None, None] and got[3] is None
+    assert got[2] == dt.datetime(2020, 1, 4, tzinfo=UTC)
+
+
+def test_timestampadd_months_out_of_range_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "TIMESTAMP(3)", "TIMESTAMPADD(MONTH, n, TIMESTAMP '2020-01-31 00:00:00')")
+    assert got == [None, None, dt.datetime(2020, 4, 30, tzinfo=UTC), None]
+
+
+def test_timestampadd_on_a_date_out_of_range_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "DATE", "TIMESTAMPADD(YEAR, n, DATE '2020-02-29')")
+    assert got == [None, None, dt.date(2023, 2, 28), None]
+
+
+def test_timestampadd_past_year_9999_is_null(tmp_path: Path) -> None:
+    got = values(tmp_path, "TIMESTAMP(3)", "TIMESTAMPADD(YEAR, 7980 + n, TIMESTAMP '2020-01-01 00:00:00')")
+    assert got == [None, None, None, None]  # 2020 + 7983 = 10003
