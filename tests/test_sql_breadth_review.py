@@ -4,8 +4,13 @@ import. Each case runs a pipeline as a user would."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 
+import pytest
+
+from engine import Pipeline
+from sql import SqlError
 from tests.helpers import read_sink, run, write_jsonl
 
 UTC = dt.UTC
@@ -82,3 +87,60 @@ def test_timestampadd_on_a_date_out_of_range_is_null(tmp_path: Path) -> None:
 def test_timestampadd_past_year_9999_is_null(tmp_path: Path) -> None:
     got = values(tmp_path, "TIMESTAMP(3)", "TIMESTAMPADD(YEAR, 7980 + n, TIMESTAMP '2020-01-01 00:00:00')")
     assert got == [None, None, None, None]  # 2020 + 7983 = 10003
+
+
+# -- CREATE FUNCTION ... LANGUAGE PYTHON: what SQL may import and call ---------------------------------------------
+FUNCTION_SQL = SOURCE + (
+    "CREATE TABLE out (id BIGINT, v STRING) WITH ('connector' = 'delta', 'path' = 'out');\n"
+    "CREATE FUNCTION f AS '{name}' LANGUAGE PYTHON;\n"
+    "INSERT INTO out SELECT id, f(CAST(n AS STRING)) AS v FROM src;\n"
+)
+
+
+def plan_function(root: Path, name: str) -> None:
+    script = root / "project" / "pipeline.sql"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(FUNCTION_SQL.format(name=name))
+    Pipeline.from_sql(script, state=root / "state")
+
+
+def test_a_plain_function_of_an_installed_package_is_refused(tmp_path: Path) -> None:
+    """`click.launch(url: str, ...) -> int` has type hints, so it passed as a per-row UDF: SQL could start a
+    program per row. A plain function is taken from the pipeline's own folder (or an allowed root) only."""
+    with pytest.raises(SqlError) as caught:
+        plan_function(tmp_path, "click.launch")
+    message = str(caught.value)
+    assert message.startswith("line 5, column ") and "\n" not in message, message
+    assert "outside the pipeline's folder" in message and "@udf" in message, message
+
+
+def test_a_plain_function_on_the_python_path_outside_the_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "review_plain_udfs.py").write_text("def f(x: str) -> str:\n    return x\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    with pytest.raises(SqlError, match="outside the pipeline's folder"):
+        plan_function(tmp_path, "review_plain_udfs.f")
+
+
+def test_a_udf_marked_function_on_the_python_path_is_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "review_marked_udfs.py").write_text(
+        "import polars as pl\nfrom engine import udf\n\n@udf(pl.String)\n"
+        "def f(x: pl.Series) -> pl.Series:\n    return x + '!'\n"
+    )
+    monkeypatch.syspath_prepend(str(elsewhere))
+    plan_function(tmp_path, "review_marked_udfs.f")
+
+
+def test_a_standard_library_module_is_refused_before_it_is_imported(tmp_path: Path) -> None:
+    """No UDF lives in the standard library, and importing some of it does things (`antigravity` opens a web
+    browser): refused by name, before any import."""
+    for name in ("antigravity.geohash", "os.system", "subprocess.run", "builtins.eval"):
+        with pytest.raises(SqlError, match="standard library") as caught:
+            plan_function(tmp_path, name)
+        assert "\n" not in str(caught.value)
+    assert "antigravity" not in sys.modules
