@@ -198,3 +198,28 @@ def test_change_feed_value_that_does_not_fit_is_a_dead_letter(tmp_path: Path) ->
     assert summary["dead_letters"] == {"changes": 1}
     letters = pl.read_delta(str(tmp_path / "state" / "dead_letters" / "changes"))
     assert "1099511627776" in str(letters.to_dicts())
+
+
+# -- REPEAT / LPAD / RPAD with a huge count: NULL, not a process killed for memory ---------------------------------
+def test_repeat_and_pad_beyond_the_longest_string_are_null(tmp_path: Path) -> None:
+    """REPEAT(s, 2147483647) built a list of 2^31 copies first: the process was killed for memory (the OOM
+    killer, no error, no dead letter). A result longer than MAX_STRING characters is NULL; run here under an
+    address-space limit so that a regression fails instead of exhausting the machine."""
+    import subprocess
+
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30)); "
+        "from pathlib import Path; from tests.test_sql_breadth_review import values; "
+        "root = Path(sys.argv[1]); "
+        "print(values(root / 'a', 'STRING', 'REPEAT(CAST(id AS STRING), n)')); "
+        "print(values(root / 'b', 'STRING', 'LPAD(CAST(id AS STRING), n, CAST(id AS STRING))')); "
+        "print(values(root / 'c', 'STRING', 'RPAD(\\'\\', n, \\'ab\\')')); "
+        "print(values(root / 'd', 'STRING', 'REPEAT(\\'ab\\', b)'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    repeat, lpad, rpad, big = done.stdout.strip().splitlines()
+    assert repeat == "[None, '', '333', None]"
+    assert lpad == "[None, None, '333', None]"
+    assert rpad == "[None, None, 'aba', None]"
+    assert big == "[None, '', None, None]"  # a BIGINT count: its product with the length would overflow
