@@ -249,3 +249,26 @@ def test_match_recognize_sum_beyond_bigint_does_not_stop_the_pipeline(tmp_path: 
     # Java's long arithmetic, as Flink's: 2^62 + 2^62 wraps to -2^63, so A{2} fails at the second row; the match
     # from the second row fails at B (1 is not < 0); the one from the fourth row is found
     assert got == [{"k": "x", "total": 3, "n": 2}], got
+
+
+# -- a per-row Python function that fails on a value: one line naming it and the value, a user error -------------
+def test_a_failing_per_row_function_is_one_line_naming_the_value(tmp_path: Path) -> None:
+    import subprocess
+
+    (tmp_path / "my_udfs.py").write_text(
+        "def parse(s: str | None) -> int | None:\n    return None if s is None else int(s)\n\n"
+        "def wrong(s: str | None) -> int | None:\n    return s\n"
+    )
+    write_jsonl(tmp_path / "in" / "a.json", [{"s": "1"}, {"s": "x"}])
+    for function, expected in [("parse", "failed on 'x': ValueError: invalid literal"), ("wrong", "returned a value")]:
+        (tmp_path / "pipeline.sql").write_text(
+            "CREATE TABLE src (s STRING) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');\n"
+            f"CREATE TABLE out (v BIGINT) WITH ('connector' = 'delta', 'path' = 'out_{function}');\n"
+            f"CREATE FUNCTION f AS 'my_udfs.{function}' LANGUAGE PYTHON;\n"
+            "INSERT INTO out SELECT f(s) FROM src;\n"
+        )
+        command = [sys.executable, "-m", "engine.cli", "run", "pipeline.sql", "--state", f"state_{function}", "--once"]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1, done.stderr
+        assert lines[0].startswith(f"error: function F ('my_udfs.{function}') ") and expected in lines[0], lines
