@@ -10,7 +10,12 @@ module can run code: what keeps that inside the operator's control:
   keeps every connector path inside its roots), the module's file must also lie in the pipeline's folder or an
   allowed root, checked from its location before it is imported, so a module elsewhere on the Python path
   (the standard library, site-packages) is refused without running any of its code;
-- the object found must be a UDF (`sql/python_functions.py` judges it): naming `os.system` is refused.
+- the standard library holds no UDFs, and importing some of it acts (`antigravity` opens a web browser): a module
+  of it is refused by name, before anything is imported;
+- the object found must be a UDF (`sql/python_functions.py` judges it): naming `os.system` is refused; a plain
+  function with type hints (called per row) must be defined in the pipeline's folder or an allowed root: elsewhere
+  on the Python path only objects written to be called from SQL (`@udf`, `udaf(...)`) are taken, since an
+  installed package's typed function (`click.launch(url: str) -> int` starts a program) was not.
 The pipeline's folder is on `sys.path` only while the import runs. Imported modules stay in `sys.modules`, as
 any import does (a second pipeline in the same process naming the same module gets the same one).
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 import threading
 from functools import partial
@@ -26,6 +32,7 @@ from pathlib import Path
 
 from engine import paths
 from sql.python_functions import FunctionLoader
+from sql.udf import UDF_ATTRIBUTE, ScalarUdf
 
 _IMPORTING = threading.Lock()  # sys.path is process-wide
 
@@ -37,6 +44,12 @@ def loader(base_dir: str | Path) -> FunctionLoader:
 
 def load(base_dir: str, module: str, attribute: str) -> object:
     """`module.attribute`, imported from `base_dir` or the Python path; LookupError (one line) if it cannot be."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names:
+        raise LookupError(
+            f"'{module}' is in Python's standard library, which holds no SQL functions; importing is refused "
+            "(a module of the pipeline's folder named like one must be renamed)"
+        )
     with _IMPORTING:
         sys.path.insert(0, base_dir)
         try:
@@ -55,9 +68,33 @@ def load(base_dir: str, module: str, attribute: str) -> object:
             if base_dir in sys.path:  # (unless the module's own code took it out)
                 sys.path.remove(base_dir)
     try:
-        return getattr(imported, attribute)
+        found = getattr(imported, attribute)
     except AttributeError:
         raise LookupError(f"module '{module}' has no '{attribute}'") from None
+    if inspect.isfunction(found) and not isinstance(getattr(found, UDF_ATTRIBUTE, None), ScalarUdf):
+        _check_plain_function(base_dir, found, f"{module}.{attribute}")
+    return found
+
+
+def _check_plain_function(base_dir: str, function: object, name: str) -> None:
+    """A plain (unmarked) function is not taken from the Python path (the standard library, site-packages,
+    PYTHONPATH): only from the pipeline's folder or an allowed root (or a pipeline folder an earlier import in this
+    process loaded it from, which is on no path)."""
+    where = Path(function.__code__.co_filename)  # type: ignore[attr-defined]
+    if not where.is_absolute():
+        return  # code compiled from a string (exec): not a file of the Python path
+    where = where.resolve()
+    own = [Path(base_dir), *(r for r in paths.allowed_roots() if isinstance(r, Path))]
+    if any(where.is_relative_to(root) for root in own):
+        return
+    path = [Path(entry or ".").resolve() for entry in sys.path]
+    if not any(where.is_relative_to(entry) for entry in path):
+        return
+    raise LookupError(
+        f"'{name}' is a plain function defined outside the pipeline's folder ({where}); from the Python path only "
+        "a function marked @udf(<result type>) or an aggregate made by udaf(...) is taken (wrap it in a module "
+        "beside the .sql file to call it per row)"
+    )
 
 
 def _check_roots(base_dir: str, module: str) -> None:

@@ -463,7 +463,7 @@ class ExprCompiler:
             udf = self.udfs[name]
             compiled = [self.compile(a) for a in args]
             return udf.expression(compiled)
-        collection = nested.function(self, node, name)  # ROW, MAP, CARDINALITY, ARRAY_CONTAINS, ...
+        collection = nested.function(self, node, name)  # ROW, MAP, CARDINALITY, ELEMENT, MAP_KEYS, ...
         if collection is not None:
             return collection
         builder = _NAMED.get(name)

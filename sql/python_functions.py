@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import polars as pl
 
+from sql.errors import SqlError
 from sql.udf import UDF_ATTRIBUTE, AggregateUdf, ScalarUdf
 
 #: (module, attribute) -> the object; raises LookupError with one line saying why it cannot be had
@@ -90,7 +91,7 @@ def _hinted(name: str, fn: Callable[..., object], where: str) -> ScalarUdf:
     result = _dtype(hints.get("return"))
     if result is None:
         raise NotAFunction(f"'{where}' needs a result type hint ({_KNOWN}), or @udf(<type>)")
-    return ScalarUdf(name, _per_row(fn, result), result)
+    return ScalarUdf(name, _per_row(fn, result, name, where), result)
 
 
 _KNOWN = "int, float, str, bool, bytes, date or datetime, optionally | None"
@@ -104,11 +105,36 @@ def _dtype(hint: object) -> pl.DataType | None:
     return _HINTS.get(hint)
 
 
-def _per_row(fn: Callable[..., object], result: pl.DataType) -> Callable[..., pl.Series]:
-    """A row-at-a-time function over whole Series (the user chose a per-row function; `@udf` is vectorised)."""
+def _per_row(fn: Callable[..., object], result: pl.DataType, name: str, where: str) -> Callable[..., pl.Series]:
+    """A row-at-a-time function over whole Series (the user chose a per-row function; `@udf` is vectorised).
+
+    An exception from the user's code, or a value of another type than its result hint, stops the pipeline (as a
+    failing UDF fails a Flink job) with one line naming the function and the arguments, a user error (exit 2), not
+    an "internal error" with the engine's traceback."""
 
     def call(*series: Sequence[object]) -> pl.Series:
         columns = [s.to_list() if isinstance(s, pl.Series) else list(s) for s in series]
-        return pl.Series([fn(*row) for row in zip(*columns, strict=True)], dtype=result)
+        values = []
+        for row in zip(*columns, strict=True):
+            try:
+                values.append(fn(*row))
+            except Exception as err:
+                raise SqlError(f"function {name} ('{where}') failed on {_shown(row)}: {_first_line(err)}") from None
+        try:
+            return pl.Series(values, dtype=result, strict=True)
+        except (TypeError, OverflowError, pl.exceptions.PolarsError) as err:
+            raise SqlError(
+                f"function {name} ('{where}') returned a value that is not {result}: {_first_line(err)}"
+            ) from None
 
     return call
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _shown(row: tuple[object, ...]) -> str:
+    text = repr(row[0]) if len(row) == 1 else repr(row)
+    return text if len(text) <= 200 else text[:200] + "..."

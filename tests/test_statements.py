@@ -209,7 +209,7 @@ REFUSED = [
     ("'my_functions.NotAFunction' LANGUAGE PYTHON", "is a class, not a function"),
     ("'my_functions.untyped' LANGUAGE PYTHON", "parameter 'x' needs a type hint"),
     ("'my_functions.series_only' LANGUAGE PYTHON", "declares no SQL result type: decorate it with @udf"),
-    ("'os.system' LANGUAGE PYTHON", "is builtin_function_or_method, not a function"),
+    ("'os.system' LANGUAGE PYTHON", "is in Python's standard library, which holds no SQL functions"),
 ]
 
 

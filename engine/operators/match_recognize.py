@@ -262,10 +262,25 @@ def _navigate(nav: Navigation, values: dict[str, list[Any]], start: int, last: i
     if not present:
         return None
     if nav.kind == "SUM":
-        return sum(present)
+        return _wrapped(sum(present), nav.dtype)
     if nav.kind == "AVG":
         return sum(present) / len(present)
     return min(present) if nav.kind == "MIN" else max(present)
+
+
+def _wrapped(total: Any, dtype: pl.DataType) -> Any:
+    """An integer sum wrapped to its SQL type's width, as Flink's (Java's) integer arithmetic and the vectorised SUM
+    do: Python's unbounded int would not fit the column, which stopped the pipeline."""
+    if not isinstance(total, int) or not dtype.is_integer():
+        return total
+    bits = _BITS.get(type(dtype), 64)
+    span = 1 << bits
+    if dtype.is_signed_integer():
+        return (total + span // 2) % span - span // 2
+    return total % span
+
+
+_BITS: dict[type, int] = {pl.Int8: 8, pl.Int16: 16, pl.Int32: 32, pl.UInt8: 8, pl.UInt16: 16, pl.UInt32: 32}
 
 
 def _navs(expr: pl.Expr) -> list[int]:

@@ -8,7 +8,12 @@ with `delta.enableChangeDataFeed = true` (Delta records update and delete images
 
 A position is (version, row) as in the plain source, counted in the version's change rows. A version's rows are
 ordered before and then after images (`-U` and `-D` before `+I` and `+U`; a Delta version changes a row at most
-once), each group in the order delta-rs reads them, which is the same on every read of that version.
+once), each group by its values (all columns, as stored). delta-rs reads a version's files concurrently, so the
+order it gives differs from one read to the next: a position must name the same rows when a later run (or a
+replayed epoch) reads the version again, and rows equal in every column are interchangeable.
+
+Stored values are converted as every typed source converts them (a value that does not fit the declared type is a
+dead letter naming the version and its row there, never a silent NULL).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import pyarrow as pa
 
 from engine import paths
 from engine.delta_tables import open_table
-from engine.sources.base import ConnectorError, SourceBatch
+from engine.sources.base import ConnectorError, SourceBatch, typed_from_frame
 from engine.sources.delta import DeltaSource
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE
 
 #: Delta's change types, as row kinds, in the order a version's rows are streamed
 CHANGE_KINDS = {"update_preimage": UPDATE_BEFORE, "delete": DELETE, "insert": INSERT, "update_postimage": UPDATE_AFTER}
 OPTION = "read.change-data-feed"
+#: what delta-rs adds to a change row besides the table's columns
+CDF_COLUMNS = frozenset(("_change_type", "_commit_version", "_commit_timestamp"))
 
 
 def reads_changes(options: dict[str, str]) -> bool:
@@ -67,13 +74,10 @@ class DeltaChangesSource(DeltaSource):
         rank = pl.col("_change_type").replace_strict(
             {kind: i for i, kind in enumerate(CHANGE_KINDS)}, default=len(CHANGE_KINDS), return_dtype=pl.Int8
         )
-        frame = frame.with_row_index("\x00arrival").sort(rank, "\x00arrival")
         ops = pl.col("_change_type").replace_strict(CHANGE_KINDS, default=None, return_dtype=pl.String)
-        frame = frame.select(
-            *[
-                (pl.col(n) if n in frame.columns else pl.lit(None)).cast(t, strict=False).alias(n)
-                for n, t in self.schema.items()
-            ],
+        stored = [n for n in frame.columns if n not in CDF_COLUMNS]
+        frame = frame.sort([rank, *stored], nulls_last=True).select(
+            *[pl.col(n) if n in frame.columns else pl.lit(None, dtype=t).alias(n) for n, t in self.schema.items()],
             ops.alias(OP_COLUMN),
         )
         if len(self._frames) >= 4:
@@ -83,13 +87,20 @@ class DeltaChangesSource(DeltaSource):
 
     def read(self, piece: dict[str, Any]) -> SourceBatch:
         (v0, r0), (v1, r1) = piece["start"], piece["end"]
-        frames = []
+        schema = {**self.schema, OP_COLUMN: pl.String()}
+        batches = []
         for version in range(v0, v1 + 1):
             lo = r0 if version == v0 else 0
             hi = r1 if version == v1 else None
             if hi == 0:
                 continue
-            frames.append(self._changes(version).slice(lo, None if hi is None else hi - lo))
-        if not frames:
+            rows = self._changes(version).slice(lo, None if hi is None else hi - lo)
+            batches.append(
+                typed_from_frame(rows, schema, lambda rows=rows, v=version, lo=lo: self._context(rows, v, lo))
+            )
+        if not batches:
             return SourceBatch(self.empty())
-        return SourceBatch(pl.concat(frames, how="vertical_relaxed"))
+        return SourceBatch(
+            pl.concat([b.rows for b in batches], how="vertical_relaxed"),
+            pl.concat([b.dead_letters for b in batches]),
+        )

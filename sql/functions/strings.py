@@ -52,16 +52,24 @@ def _find(haystack: pl.Expr, needle: pl.Expr) -> pl.Expr:
     return pl.when(needle == "").then(1).when(found).then(first).otherwise(0).cast(pl.Int32)
 
 
+#: the longest string REPEAT, LPAD and RPAD build (characters); a longer result is NULL. Building it would first
+#: take a list of that many copies: REPEAT(s, 2147483647) exhausted the machine's memory and the process was
+#: killed, where a bad value must only give NULL.
+MAX_STRING = 16 << 20
+
+
 def _pad(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     """LPAD/RPAD(s, n, pad): to n characters, cut when longer; NULL for n < 0 or an empty pad (Flink)."""
     value, length, pad = string(c, node.this), integer(c, node.expression), string(c, node.args["fill_pattern"])
+    too_long = length > MAX_STRING
+    length = pl.when(too_long).then(0).otherwise(length)  # (both branches of a `when` are computed)
     have = value.str.len_chars()
     missing = (length - have).clip(0)
     copies = (missing // pad.str.len_chars().clip(1)) + 1
     fill = pad.repeat_by(copies).list.join("").str.head(missing)
     padded = pl.concat_str([fill, value] if node.args.get("is_left") else [value, fill])
     result = (
-        pl.when((length < 0) | (pad == ""))
+        pl.when((length < 0) | (pad == "") | too_long)
         .then(None)
         .when(length <= have)
         .then(value.str.head(length.clip(0)))
@@ -72,7 +80,9 @@ def _pad(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
 
 def _repeat(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     value, times = string(c, node.this), integer(c, node.args["times"])
-    return null_if_any(value.repeat_by(times.clip(0)).list.join(""), value, times)
+    too_long = times > MAX_STRING // value.str.len_chars().clip(1)  # (a product could overflow a BIGINT count)
+    repeated = value.repeat_by(pl.when(too_long).then(0).otherwise(times.clip(0))).list.join("")
+    return null_if_any(pl.when(too_long).then(None).otherwise(repeated), value, times)
 
 
 def _replace(c: ExprCompiler, node: exp.Expr) -> pl.Expr:

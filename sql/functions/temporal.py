@@ -37,6 +37,14 @@ _UNITS = {
 _MILLIS = {"MILLISECOND": 1, "SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 _MILLIS["WEEK"] = 7 * _MILLIS["DAY"]
 _MONTHS = {"MONTH": 1, "QUARTER": 3, "YEAR": 12}
+#: Flink's TIMESTAMP range (years 0000 to 9999) in milliseconds since 1970. A value outside it becomes NULL: Polars
+#: computes such a timestamp but panics when it converts or formats it (the Delta sink's microseconds, strftime),
+#: which would stop the pipeline on one bad value.
+MIN_MS, MAX_MS = -62_167_219_200_000, 253_402_300_799_999
+#: the most of each unit that stays inside that range (10,000 years), so that `offset_by` never overflows
+_MOST = {unit: 10_000 * 366 * 86_400_000 // ms for unit, ms in _MILLIS.items()} | {
+    unit: 10_000 * 12 // months for unit, months in _MONTHS.items()
+}
 _DEFAULT_FORMAT = "yyyy-MM-dd HH:mm:ss"
 
 
@@ -67,7 +75,13 @@ def _timestampadd(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     value, dtype = c.typed(node.this)
     if not (isinstance(dtype, pl.Date) and unit in ("DAY", "WEEK", "MONTH", "QUARTER", "YEAR")):
         value = _timestamp(c, node.this)
-    return value.dt.offset_by(pl.concat_str([amount.cast(pl.String), pl.lit(_UNITS[unit])]))
+    amount = pl.when(amount.abs() <= _MOST[unit]).then(amount)  # further is outside the range anyway
+    return in_range(value.dt.offset_by(pl.concat_str([amount.cast(pl.String), pl.lit(_UNITS[unit])])))
+
+
+def in_range(value: pl.Expr) -> pl.Expr:
+    """A DATE or TIMESTAMP, NULL where it lies outside Flink's range (MIN_MS..MAX_MS)."""
+    return pl.when(value.dt.epoch("ms").is_between(MIN_MS, MAX_MS)).then(value)
 
 
 def _timestampdiff(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
@@ -133,8 +147,9 @@ def _unix_timestamp(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
 def _from_unixtime(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
     args = arguments(node, 1, 2, name="FROM_UNIXTIME")
     fmt = _java_format(args[1] if len(args) == 2 else None, _DEFAULT_FORMAT)
-    seconds = double(c, args[0])
-    return pl.from_epoch((seconds * 1000).floor().cast(pl.Int64), time_unit="ms").dt.strftime(fmt)
+    millis = (double(c, args[0]) * 1000).floor()
+    millis = pl.when(millis.is_between(MIN_MS, MAX_MS)).then(millis).cast(pl.Int64)  # NaN and inf: NULL too
+    return pl.from_epoch(millis, time_unit="ms").dt.strftime(fmt)
 
 
 def _zone(node: exp.Expr) -> str:
@@ -219,7 +234,9 @@ def to_timestamp_ltz(c: ExprCompiler, node: exp.Expr, args: list[exp.Expr]) -> p
     if precision not in (0, 3):
         raise error_at(node, "TO_TIMESTAMP_LTZ precision must be 0 (seconds) or 3 (milliseconds)")
     value = c.compile(args[0]).cast(pl.Int64, strict=False)
-    millis = value * 1000 if precision == 0 else value
+    # bounded before scaling: seconds * 1000 could wrap around Int64 back into the range
+    millis = pl.when(value.is_between(MIN_MS // 1000, MAX_MS // 1000)).then(value * 1000) if precision == 0 else value
+    millis = pl.when(millis.is_between(MIN_MS, MAX_MS)).then(millis)
     return millis.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
 
 
