@@ -56,9 +56,7 @@ def test_background_and_inline_checkpoints_commit_the_same_epochs_and_tables(tmp
         assert_frame_equal(first[name], frame, check_dtypes=False, check_column_order=False)
 
 
-@pytest.mark.parametrize(
-    "point", ["state.commit.during:2", "manifest.commit.before:2"]
-)
+@pytest.mark.parametrize("point", ["state.commit.during:2", "manifest.commit.before:2"])
 def test_kill_9_inside_a_background_write_then_restart_is_exactly_once(tmp_path: Path, point: str) -> None:
     """The kill lands in the checkpoint thread while the next epoch may be running in the main one."""
     stream = harness.Stream(tmp_path / "run", seed=42, chunks=4)

@@ -21,20 +21,28 @@ ORDERS = """
 CREATE TABLE orders (id BIGINT, cust BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
 WITH ('connector' = 'filesystem', 'path' = 'data/orders', 'format' = 'json');
 """
-TO_SINK = ORDERS + """
+TO_SINK = (
+    ORDERS
+    + """
 CREATE TABLE out (id BIGINT, cust BIGINT) WITH ('connector' = 'delta', 'path' = 'data/out');
 INSERT INTO out SELECT id, cust FROM orders;
 """
-LOOKUP = ORDERS + """
+)
+LOOKUP = (
+    ORDERS
+    + """
 CREATE TABLE customers (id BIGINT, name STRING) WITH ('connector' = '{connector}', 'path' = 'data/dim'{options});
 CREATE TABLE out (oid BIGINT, name STRING) WITH ('connector' = 'delta', 'path' = 'data/out');
 INSERT INTO out SELECT o.id, c.name FROM orders AS o LEFT JOIN customers FOR SYSTEM_TIME AS OF o.ts AS c
   ON o.cust = c.id;
 """
+)
 
 
 def file_options(fmt: str) -> str:
     return f", 'format' = '{fmt}'" + (", 'csv.header' = 'true'" if fmt == "csv" else "")
+
+
 FROM_DELTA = """
 CREATE TABLE src (id BIGINT, cust BIGINT) WITH ('connector' = 'delta', 'path' = 'data/src');
 CREATE TABLE out (id BIGINT, cust BIGINT) WITH ('connector' = 'delta', 'path' = 'data/out');
@@ -198,11 +206,14 @@ def test_a_delta_source_with_a_symlinked_log_or_file_out_of_the_root_is_refused(
 
 
 # -- timelapse sql is read-only ------------------------------------------------------------------------------------
-STATEFUL = ORDERS + """
+STATEFUL = (
+    ORDERS
+    + """
 CREATE TABLE per_cust (cust BIGINT, n BIGINT, PRIMARY KEY (cust) NOT ENFORCED)
 WITH ('connector' = 'delta', 'path' = 'data/per_cust');
 INSERT INTO per_cust SELECT /*+ STATE_ID('per_cust') */ cust, COUNT(*) FROM orders GROUP BY cust;
 """
+)
 
 # (statement, the word the error must name); `{out}` is a file outside the state directory
 ATTACKS = [

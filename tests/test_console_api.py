@@ -205,9 +205,12 @@ def test_actions_are_audited_under_the_token_name(
     ]
     for method, url in unknown:
         assert client.request(method, url, headers=admin).status_code == 404, url
-    assert "epoch -1" in client.get(
-        f"/api/pipelines/state/operators/{operators(a)[0]}/state?at=-1", headers=operator
-    ).json()["detail"]
+    assert (
+        "epoch -1"
+        in client.get(f"/api/pipelines/state/operators/{operators(a)[0]}/state?at=-1", headers=operator).json()[
+            "detail"
+        ]
+    )
 
     for bad in ("../escape", "a/b", "a\\b", ".hidden", "", " x"):
         refused = client.post("/api/pipelines/state/branches", json={"name": bad, "epoch": 2}, headers=admin)

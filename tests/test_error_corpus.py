@@ -227,7 +227,11 @@ CASES: list[tuple[str, str, str]] = [
         ),
         "cannot be looked up",
     ),
-    ("print-option-typo", uses("'connector' = 'print', 'print-identifer' = 'x'", "INSERT INTO t SELECT k, v FROM src;"), "'print-identifier'"),  # noqa: E501
+    (
+        "print-option-typo",
+        uses("'connector' = 'print', 'print-identifer' = 'x'", "INSERT INTO t SELECT k, v FROM src;"),
+        "'print-identifier'",
+    ),  # noqa: E501
     # SET
     ("set-interval-zero", "SET 'checkpoint.interval' = '0 s'; " + INSERT, "longer than 0"),
     ("set-interval-epochs", "SET 'checkpoint.interval' = '0 epochs'; " + INSERT, "positive number of epochs"),

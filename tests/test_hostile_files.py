@@ -65,9 +65,7 @@ def dead(root: Path) -> list[tuple[str, int | None, str]]:
     if not path.exists():
         return []
     frame = pl.read_delta(str(path))
-    return sorted(
-        (Path(f).name, p, r) for f, p, r in frame.select("file", "position", "reason").rows()
-    )  # type: ignore[misc]
+    return sorted((Path(f).name, p, r) for f, p, r in frame.select("file", "position", "reason").rows())  # type: ignore[misc]
 
 
 def line(**fields: object) -> bytes:
