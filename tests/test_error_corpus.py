@@ -231,7 +231,7 @@ CASES: list[tuple[str, str, str]] = [
         "print-option-typo",
         uses("'connector' = 'print', 'print-identifer' = 'x'", "INSERT INTO t SELECT k, v FROM src;"),
         "'print-identifier'",
-    ),  # noqa: E501
+    ),
     # SET
     ("set-interval-zero", "SET 'checkpoint.interval' = '0 s'; " + INSERT, "longer than 0"),
     ("set-interval-epochs", "SET 'checkpoint.interval' = '0 epochs'; " + INSERT, "positive number of epochs"),
