@@ -35,6 +35,14 @@ def versioned(binder: Binder, left: Relation, item: exp.Table) -> bool:
             name = None
         if name is not None and windows.is_proctime(left.node, name):
             return False
+    if item.name.lower() in binder.views:
+        raise error_at(
+            item,
+            f"FOR SYSTEM_TIME AS OF a view ('{item.name}') is not supported yet: Flink's versioned view (the latest "
+            "row per key by ROW_NUMBER) is here the source table itself with PRIMARY KEY (the key) NOT ENFORCED and "
+            "a WATERMARK: each of its rows is then a version of its key",
+            UnsupportedError,
+        )
     table = binder.table(item)
     return table.watermark is not None or changelog.source(table) != changelog.APPEND
 
