@@ -607,3 +607,81 @@ def test_the_joins_page_temporal_join_as_printed_is_refused_in_one_line(
     (tmp_path / "orders").mkdir()
     (tmp_path / "rates").mkdir()
     assert_one_line_error(tmp_path, sql, line, message)
+
+
+# -- "System (Built-in) Functions": the JSON functions' examples and the collection functions ----------------------
+JSON_EXAMPLES = [  # (Flink's example, the result its docs give)
+    ("""JSON_EXISTS('{"a": true}', '$.a')""", "TRUE"),
+    ("""JSON_EXISTS('{"a": [{ "b": 1 }]}', '$.a[0].b')""", "TRUE"),
+    ("""JSON_EXISTS('{"a": true}', 'strict $.b' TRUE ON ERROR)""", "TRUE"),
+    ("""JSON_EXISTS('{"a": true}', '$.b')""", "FALSE"),
+    ("""JSON_EXISTS('{"a": true}', 'strict $.b' FALSE ON ERROR)""", "FALSE"),
+    ("JSON_OBJECT()", "{}"),
+    ("JSON_OBJECT('K1' VALUE 'V1', 'K2' VALUE 'V2')", '{"K1":"V1","K2":"V2"}'),
+    ("JSON_OBJECT(KEY 'K1' VALUE CAST(NULL AS STRING) NULL ON NULL)", '{"K1":null}'),
+    ("JSON_OBJECT(KEY 'K1' VALUE CAST(NULL AS STRING) ABSENT ON NULL)", "{}"),
+    ("JSON_OBJECT(\n      KEY 'K1'\n      VALUE JSON_OBJECT(\n        KEY 'K2'\n        VALUE 'V'\n      )\n    )", '{"K1":{"K2":"V"}}'),
+    ("JSON_ARRAY()", "[]"),
+    ("JSON_ARRAY(1)", "[1]"),
+    ("JSON_ARRAY(JSON_ARRAY(1))", "[[1]]"),
+    ("""JSON_QUERY('{ "a": { "b": 1 } }', '$.a')""", '{"b":1}'),  # compact, as Flink writes it
+    ("JSON_QUERY('[1, 2]', '$')", "[1,2]"),
+    ("JSON_QUERY(CAST(NULL AS STRING), '$')", None),
+    ("JSON_QUERY('{}', '$' WITH CONDITIONAL ARRAY WRAPPER)", "[{}]"),
+    ("JSON_QUERY('[1, 2]', '$' WITH CONDITIONAL ARRAY WRAPPER)", "[1,2]"),
+    ("JSON_QUERY('[1, 2]', '$' WITH UNCONDITIONAL ARRAY WRAPPER)", "[[1,2]]"),
+    ("JSON_QUERY('{}', 'lax $.invalid' EMPTY OBJECT ON EMPTY)", "{}"),
+    ("JSON_QUERY('{}', 'strict $.invalid' EMPTY ARRAY ON ERROR)", "[]"),
+    ("JSON_STRING(CAST(NULL AS INT))", None),
+    ("JSON_STRING(1)", "1"),
+    ("JSON_STRING(TRUE)", "true"),
+    ("JSON_STRING('Hello, World!')", '"Hello, World!"'),
+    ("JSON_STRING(ARRAY[1, 2])", "[1,2]"),
+    ("""JSON_VALUE('{"a": true}', '$.a')""", "true"),
+    ("""JSON_VALUE('{"a": true}', '$.a' RETURNING BOOLEAN)""", "TRUE"),
+    ("""JSON_VALUE('{"a": true}', 'lax $.b' DEFAULT FALSE ON EMPTY)""", "FALSE"),
+    ("""JSON_VALUE('{"a": true}', 'strict $.b' DEFAULT FALSE ON ERROR)""", "FALSE"),
+    ("""JSON_VALUE('{"a.b": [0.998,0.996]}','$.["a.b"][0]' RETURNING DOUBLE)""", "0.998"),
+    (
+        """JSON_VALUE('{"contains blank": "right"}', 'strict $.[''contains blank'']' NULL ON EMPTY """
+        """DEFAULT 'wrong' ON ERROR)""",
+        "right",
+    ),
+    ("JSON_QUOTE('SQL string')", '"SQL string"'),
+    ("'{}' IS JSON", "TRUE"),
+    ("'abc' IS JSON", "FALSE"),
+]
+COLLECTION_EXAMPLES = [
+    ("ARRAY['Java', 'SQL'][1]", "Java"),
+    ("CARDINALITY(ARRAY[1, 2, 3])", "3"),
+    ("CARDINALITY(MAP['a', 1, 'b', 2])", "2"),
+    ("ELEMENT(ARRAY[42])", "42"),
+    ("MAP['k1', 1, 'k2', 2]['k2']", "2"),
+    ("JSON_STRING(ARRAY_CONCAT(ARRAY[1, 2, 3, NULL, 3], ARRAY[0], ARRAY[5]))", "[1,2,3,null,3,0,5]"),
+    ("ARRAY_JOIN(ARRAY['hello', 'world'], ' ')", "hello world"),
+    ("JSON_STRING(ARRAY_UNION(ARRAY[1], ARRAY[2]))", "[1,2]"),
+    ("JSON_STRING(ARRAY_SORT(ARRAY[3, 1, NULL, 2]))", "[null,1,2,3]"),
+    ("JSON_STRING(ARRAY_DISTINCT(ARRAY[1, 2, 2, NULL, NULL]))", "[1,2,null]"),
+    ("JSON_STRING(ARRAY_SLICE(ARRAY[1, 2, 3, 4], 2, 3))", "[2,3]"),
+    ("JSON_STRING(SPLIT('a,b,c', ','))", '["a","b","c"]'),
+    ("JSON_STRING(MAP_KEYS(MAP['a', 1, 'b', 2]))", '["a","b"]'),
+    ("ARRAY_CONTAINS(ARRAY[1, NULL], CAST(NULL AS INT))", "TRUE"),
+    ("ARRAY_POSITION(ARRAY[1, 2, 3, 2], 2)", "2"),
+    ("ARRAY_MAX(ARRAY[1, 5, NULL])", "5"),
+]
+
+
+def test_builtin_function_examples_give_what_flinks_docs_say(tmp_path: Path) -> None:
+    examples = JSON_EXAMPLES + COLLECTION_EXAMPLES
+    columns = ", ".join(f"c{i} STRING" for i in range(len(examples)))
+    select = ",\n  ".join(f"CAST({e} AS STRING)" for e, _ in examples)
+    sql = f"""
+CREATE TABLE t (id INT) WITH ('connector' = 'filesystem', 'path' = 't', 'format' = 'json');
+CREATE TABLE out ({columns}) WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out SELECT
+  {select}
+FROM t;
+"""
+    run_flink_sql(tmp_path, sql, {"t": [{"id": 1}]})
+    got = read_sink(tmp_path / "out").row(0)
+    assert dict(zip([e for e, _ in examples], got, strict=True)) == dict(examples)
