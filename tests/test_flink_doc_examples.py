@@ -685,3 +685,163 @@ FROM t;
     run_flink_sql(tmp_path, sql, {"t": [{"id": 1}]})
     got = read_sink(tmp_path / "out").row(0)
     assert dict(zip([e for e, _ in examples], got, strict=True)) == dict(examples)
+
+
+# -- "SQL Client": EXECUTE STATEMENT SET -----------------------------------------------------------------------------
+PAGEVIEWS_SCRIPT = """
+CREATE TABLE pageviews (
+  user_id BIGINT,
+  page_id BIGINT,
+  viewtime TIMESTAMP,
+  proctime AS PROCTIME()
+) WITH ('connector' = 'filesystem', 'path' = 'pageviews', 'format' = 'json');
+
+CREATE TABLE pageview (
+  page_id BIGINT,
+  cnt BIGINT{key}
+) WITH ('connector' = 'delta', 'path' = 'pageview');
+
+CREATE TABLE uniqueview (
+  page_id BIGINT,
+  cnt BIGINT{key}
+) WITH ('connector' = 'delta', 'path' = 'uniqueview');
+
+{begin}
+
+INSERT INTO pageview
+SELECT page_id, count(1)
+FROM pageviews
+GROUP BY page_id;
+
+INSERT INTO uniqueview
+SELECT page_id, count(distinct user_id)
+FROM pageviews
+GROUP BY page_id;
+
+END;
+"""
+PAGEVIEWS = [
+    {"user_id": u, "page_id": p, "viewtime": f"2020-01-01 10:00:{i:02d}"}
+    for i, (u, p) in enumerate([(1, 10), (2, 10), (1, 10), (3, 20), (1, 20), (2, 30), (2, 30)])
+]
+
+
+def test_statement_set_into_sinks_without_a_key_is_refused_in_one_line(tmp_path: Path) -> None:
+    """As printed, the sinks are JDBC tables without a PRIMARY KEY, which Flink's JDBC sink refuses for an updating
+    query too ("please declare primary key for sink table when query contains update/delete record")."""
+    write_jsonl(tmp_path / "pageviews" / "part-0.json", PAGEVIEWS)
+    sql = PAGEVIEWS_SCRIPT.format(key="", begin="EXECUTE STATEMENT SET\nBEGIN")
+    error = assert_one_line_error(tmp_path, sql, 23, "INSERT INTO pageview: the query gives an updating result")
+    assert "Declare PRIMARY KEY" in error
+
+
+@pytest.mark.parametrize("begin", ["EXECUTE STATEMENT SET\nBEGIN", "BEGIN STATEMENT SET;"])
+def test_statement_set_page_views_and_unique_views(tmp_path: Path, begin: str) -> None:
+    sql = PAGEVIEWS_SCRIPT.format(key=",\n  PRIMARY KEY (page_id) NOT ENFORCED", begin=begin)
+    run_flink_sql(tmp_path, sql, {"pageviews": PAGEVIEWS})
+    views = pl.DataFrame(PAGEVIEWS)
+    expected_pv = duck("SELECT page_id, count(1) AS cnt FROM v GROUP BY page_id", v=views)
+    expected_uv = duck("SELECT page_id, count(DISTINCT user_id) AS cnt FROM v GROUP BY page_id", v=views)
+    assert rows(read_sink(tmp_path / "pageview")) == rows(expected_pv)
+    assert rows(read_sink(tmp_path / "uniqueview")) == rows(expected_uv)
+
+
+# -- "Top-N" and "Deduplication" -------------------------------------------------------------------------------------
+SHOP_SALES = [
+    {"product_id": f"p{i}", "category": c, "product_name": f"name{i}", "sales": s}
+    for i, (c, s) in enumerate(
+        [("toys", 5), ("toys", 50), ("toys", 7), ("toys", 31), ("toys", 2), ("toys", 44), ("toys", 18),
+         ("books", 3), ("books", 90), ("books", 12), ("food", 8)]
+    )
+]
+SHOP_SALES_DDL = """
+CREATE TABLE ShopSales (
+  product_id   STRING,
+  category     STRING,
+  product_name STRING,
+  sales        BIGINT
+) WITH ('connector' = 'filesystem', 'path' = 'shop_sales', 'format' = 'json');
+"""
+
+
+def test_top_n_five_best_selling_products_per_category(tmp_path: Path) -> None:
+    sql = SHOP_SALES_DDL + """
+CREATE TABLE out (product_id STRING, category STRING, product_name STRING, sales BIGINT, row_num BIGINT,
+  PRIMARY KEY (category, row_num) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out
+SELECT *
+FROM (
+  SELECT *,
+    ROW_NUMBER() OVER (PARTITION BY category ORDER BY sales DESC) AS row_num
+  FROM ShopSales)
+WHERE row_num <= 5
+"""
+    run_flink_sql(tmp_path, sql, {"shop_sales": SHOP_SALES})
+    expected = duck(
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY category ORDER BY sales DESC) AS row_num "
+        "FROM s) WHERE row_num <= 5",
+        s=pl.DataFrame(SHOP_SALES),
+    )
+    assert rows(read_sink(tmp_path / "out")) == rows(expected)
+
+
+def test_top_n_without_the_rank_in_the_output(tmp_path: Path) -> None:
+    sql = SHOP_SALES_DDL + """
+CREATE TABLE out (product_id STRING, category STRING, product_name STRING, sales BIGINT,
+  PRIMARY KEY (product_id) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'out');
+-- omit row_num field from the output
+INSERT INTO out
+SELECT product_id, category, product_name, sales
+FROM (
+  SELECT *,
+    ROW_NUMBER() OVER (PARTITION BY category ORDER BY sales DESC) AS row_num
+  FROM ShopSales)
+WHERE row_num <= 5
+"""
+    run_flink_sql(tmp_path, sql, {"shop_sales": SHOP_SALES})
+    expected = duck(
+        "SELECT product_id, category, product_name, sales FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY category "
+        "ORDER BY sales DESC) AS row_num FROM s) WHERE row_num <= 5",
+        s=pl.DataFrame(SHOP_SALES),
+    )
+    assert rows(read_sink(tmp_path / "out")) == rows(expected)
+
+
+DEDUP_SCRIPT = """
+CREATE TABLE Orders (
+{order_id}  order_time  STRING,
+  user        STRING,
+  product     STRING,
+  num         BIGINT,
+  proctime AS PROCTIME()
+) WITH ('connector' = 'filesystem', 'path' = 'orders', 'format' = 'json');
+CREATE TABLE out (order_id STRING, `user` STRING, product STRING, num BIGINT, PRIMARY KEY (order_id) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'out');
+
+-- remove duplicate rows on order_id and keep the first occurrence row,
+-- because there shouldn't be two orders with the same order_id.
+INSERT INTO out
+SELECT order_id, user, product, num
+FROM (
+  SELECT *,
+    ROW_NUMBER() OVER (PARTITION BY order_id ORDER BY proctime ASC) AS row_num
+  FROM Orders)
+WHERE row_num = 1
+"""
+DEDUP_ORDERS = [
+    {"order_id": o, "order_time": "t", "user": u, "product": p, "num": n}
+    for o, u, p, n in [("o1", "alice", "apple", 1), ("o2", "bob", "pear", 2), ("o1", "alice", "apple", 9),
+                       ("o3", "carl", "fig", 3), ("o2", "bob", "pear", 7)]
+]
+
+
+def test_deduplication_as_printed_names_a_column_its_table_lacks(tmp_path: Path) -> None:
+    """The docs' Orders table has no order_id, which the query deduplicates on: Flink refuses it too."""
+    write_jsonl(tmp_path / "orders" / "part-0.json", DEDUP_ORDERS)
+    assert_one_line_error(tmp_path, DEDUP_SCRIPT.format(order_id=""), 18, "unknown column 'order_id'")
+
+
+def test_deduplication_keeps_the_first_row_per_order_by_processing_time(tmp_path: Path) -> None:
+    run_flink_sql(tmp_path, DEDUP_SCRIPT.format(order_id="  order_id    STRING,\n"), {"orders": DEDUP_ORDERS})
+    assert rows(read_sink(tmp_path / "out")) == [("o1", "alice", "apple", 1), ("o2", "bob", "pear", 2),
+                                                  ("o3", "carl", "fig", 3)]
