@@ -15,7 +15,6 @@ position, as Flink's parser would.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 import sys
 from decimal import Decimal
@@ -97,7 +96,9 @@ def w(hhmm: str) -> dt.datetime:
 
 
 def test_window_top_n_after_window_aggregation(tmp_path: Path) -> None:
-    sql = BID_DDL + """
+    sql = (
+        BID_DDL
+        + """
 CREATE TABLE out (window_start TIMESTAMP(3), window_end TIMESTAMP(3), supplier_id STRING, price DECIMAL(10, 2),
   cnt BIGINT, rownum BIGINT) WITH ('connector' = 'delta', 'path' = 'out');
 INSERT INTO out
@@ -112,6 +113,7 @@ SELECT *
     )
   ) WHERE rownum <= 3;
 """
+    )
     run_flink_sql(tmp_path, sql, {"bid": BID})
     flink_says = [
         (w("08:00"), w("08:10"), "supplier1", Decimal("6.00"), 2, 1),
@@ -126,7 +128,9 @@ SELECT *
 
 def test_window_top_n_after_windowing_tvf(tmp_path: Path) -> None:
     # SELECT * over TUMBLE has window_time too (Flink's printed output leaves it out), so the sink declares it.
-    sql = BID_DDL + """
+    sql = (
+        BID_DDL
+        + """
 CREATE TABLE out (bidtime TIMESTAMP(3), price DECIMAL(10, 2), item STRING, supplier_id STRING,
   window_start TIMESTAMP(3), window_end TIMESTAMP(3), window_time TIMESTAMP(3), rownum BIGINT)
 WITH ('connector' = 'delta', 'path' = 'out');
@@ -138,6 +142,7 @@ SELECT *
                TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
   ) WHERE rownum <= 3;
 """
+    )
     run_flink_sql(tmp_path, sql, {"bid": BID})
     got = read_sink(tmp_path / "out").drop("window_time")
     flink_says = [
@@ -154,7 +159,9 @@ SELECT *
 
 
 def test_window_deduplication_keeps_the_last_row_of_each_window(tmp_path: Path) -> None:
-    sql = BID_DDL + """
+    sql = (
+        BID_DDL
+        + """
 CREATE TABLE out (bidtime TIMESTAMP(3), price DECIMAL(10, 2), item STRING, supplier_id STRING,
   window_start TIMESTAMP(3), window_end TIMESTAMP(3), rownum BIGINT) WITH ('connector' = 'delta', 'path' = 'out');
 INSERT INTO out
@@ -166,6 +173,7 @@ SELECT *
                TUMBLE(TABLE Bid, DESCRIPTOR(bidtime), INTERVAL '10' MINUTES))
   ) WHERE rownum <= 1;
 """
+    )
     run_flink_sql(tmp_path, sql, {"bid": BID})
     flink_says = [
         (w("08:09"), Decimal("5.00"), "D", "supplier4", w("08:00"), w("08:10"), 1),
@@ -238,8 +246,10 @@ FROM Ticker
     ) MR;
 """
     got = run_ticker(
-        tmp_path, "symbol STRING, start_tstamp TIMESTAMP(3), bottom_tstamp TIMESTAMP(3), end_tstamp TIMESTAMP(3)",
-        query, ACME_V,
+        tmp_path,
+        "symbol STRING, start_tstamp TIMESTAMP(3), bottom_tstamp TIMESTAMP(3), end_tstamp TIMESTAMP(3)",
+        query,
+        ACME_V,
     )
     day = "2011-04-01"
     assert got == [("ACME", ts(f"{day} 10:00:04"), ts(f"{day} 10:00:07"), ts(f"{day} 10:00:08"))]
@@ -265,7 +275,9 @@ FROM Ticker
 """
     prices = [12, 17, 13, 16, 25, 2, 4, 10, 15, 25, 25, 30]
     taxes = [1, 2, 1, 3, 2, 1, 1, 2, 2, 2, 1, 1]
-    data = ticker("ACME", "2011-04-01", [(f"10:00:{i:02d}", p, t) for i, (p, t) in enumerate(zip(prices, taxes))])
+    data = ticker(
+        "ACME", "2011-04-01", [(f"10:00:{i:02d}", p, t) for i, (p, t) in enumerate(zip(prices, taxes, strict=True))]
+    )
     got = run_ticker(
         tmp_path, "symbol STRING, start_tstamp TIMESTAMP(3), end_tstamp TIMESTAMP(3), avgPrice DOUBLE", query, data
     )
@@ -279,8 +291,14 @@ FROM Ticker
 XYZ_GREEDY = ticker(
     "XYZ",
     "2018-09-17",
-    [("10:00:02", 10, 1), ("10:00:03", 11, 2), ("10:00:04", 12, 1), ("10:00:05", 13, 2), ("10:00:06", 14, 1),
-     ("10:00:07", 16, 2)],
+    [
+        ("10:00:02", 10, 1),
+        ("10:00:03", 11, 2),
+        ("10:00:04", 12, 1),
+        ("10:00:05", 13, 2),
+        ("10:00:06", 14, 1),
+        ("10:00:07", 16, 2),
+    ],
 )
 
 
@@ -327,9 +345,19 @@ FROM Ticker
 ACME_DROP = ticker(
     "ACME",
     "2011-04-01",
-    [("10:00:00", 20, 1), ("10:20:00", 17, 2), ("10:40:00", 18, 1), ("11:00:00", 11, 3), ("11:20:00", 14, 2),
-     ("11:40:00", 9, 1), ("12:00:00", 15, 1), ("12:20:00", 14, 2), ("12:40:00", 24, 2), ("13:00:00", 1, 2),
-     ("13:20:00", 19, 1)],
+    [
+        ("10:00:00", 20, 1),
+        ("10:20:00", 17, 2),
+        ("10:40:00", 18, 1),
+        ("11:00:00", 11, 3),
+        ("11:20:00", 14, 2),
+        ("11:40:00", 9, 1),
+        ("12:00:00", 15, 1),
+        ("12:20:00", 14, 2),
+        ("12:40:00", 24, 2),
+        ("13:00:00", 1, 2),
+        ("13:20:00", 19, 1),
+    ],
 )
 
 
@@ -370,8 +398,9 @@ FROM Ticker
             B AS B.price < LAST(A.price)
     )
 """
-    data = ticker("XYZ", "2018-09-17", [("10:00:02", 10, 1), ("10:00:03", 12, 2), ("10:00:04", 13, 1),
-                                         ("10:00:05", 11, 2)])
+    data = ticker(
+        "XYZ", "2018-09-17", [("10:00:02", 10, 1), ("10:00:03", 12, 2), ("10:00:04", 13, 1), ("10:00:05", 11, 2)]
+    )
     got = run_ticker(tmp_path, "symbol STRING, startPrice BIGINT, topPrice BIGINT, lastPrice BIGINT", query, data)
     assert got == [("XYZ", 10, 13, 11)]
 
@@ -379,8 +408,15 @@ FROM Ticker
 XYZ_SKIP = ticker(
     "XYZ",
     "2018-09-17",
-    [("10:00:01", 7, 1), ("10:00:02", 9, 2), ("10:00:03", 10, 1), ("10:00:04", 5, 2), ("10:00:05", 10, 2),
-     ("10:00:06", 7, 2), ("10:00:07", 14, 2)],
+    [
+        ("10:00:01", 7, 1),
+        ("10:00:02", 9, 2),
+        ("10:00:03", 10, 1),
+        ("10:00:04", 5, 2),
+        ("10:00:05", 10, 2),
+        ("10:00:06", 7, 2),
+        ("10:00:07", 14, 2),
+    ],
 )
 
 
@@ -410,14 +446,15 @@ FROM Ticker
             A AS SUM(A.price) < 30
     )
 """
-    got = run_ticker(tmp_path, "symbol STRING, sumPrice BIGINT, startTime TIMESTAMP(3), endTime TIMESTAMP(3)",
-                     query, XYZ_SKIP)
+    got = run_ticker(
+        tmp_path, "symbol STRING, sumPrice BIGINT, startTime TIMESTAMP(3), endTime TIMESTAMP(3)", query, XYZ_SKIP
+    )
     if "PAST LAST ROW" not in strategy:
         # Where timelapse differs from Flink (docs/sql.md, MATCH_RECOGNIZE): C has no DEFINE, so the row 14 satisfies
         # both A and C. From the row 7 (10:00:06), Flink's greedy A+ takes 14 into A and then waits for a C that never
         # comes; timelapse backtracks as the SQL standard says, and at the drained end of the input matches A=7, C=14.
         flink_says = [*flink_says, (7, 6, 7)]
-    second = lambda s: ts(f"2018-09-17 10:00:{s:02d}")  # noqa: E731
+    second = lambda s: ts(f"2018-09-17 10:00:{s:02d}")
     assert got == sorted(("XYZ", total, second(a), second(b)) for total, a, b in flink_says)
 
 
@@ -534,17 +571,22 @@ def test_temporal_join_over_a_delta_change_data_feed(tmp_path: Path) -> None:
     cdf = {"delta.enableChangeDataFeed": "true"}
     schema = {"currency": pl.String, "conversion_rate": pl.Decimal(32, 2), "update_time": pl.Datetime("ms", "UTC")}
     first = pl.DataFrame(
-        [{"currency": "EUR", "conversion_rate": Decimal("1.14"), "update_time": ts("2020-01-01 11:00:00")},
-         {"currency": "USD", "conversion_rate": Decimal("1.00"), "update_time": ts("2020-01-01 11:00:00")}],
+        [
+            {"currency": "EUR", "conversion_rate": Decimal("1.14"), "update_time": ts("2020-01-01 11:00:00")},
+            {"currency": "USD", "conversion_rate": Decimal("1.00"), "update_time": ts("2020-01-01 11:00:00")},
+        ],
         schema=schema,
     )
     import deltalake
 
     deltalake.write_deltalake(str(tmp_path / "rates"), first.to_arrow(), configuration=cdf)
     table = deltalake.DeltaTable(str(tmp_path / "rates"))
-    table.update(predicate="currency = 'EUR'", updates={"conversion_rate": "1.10",
-                                                         "update_time": "'2020-01-01T12:05:00Z'"})
-    sql = ORDERS_DDL + """
+    table.update(
+        predicate="currency = 'EUR'", updates={"conversion_rate": "1.10", "update_time": "'2020-01-01T12:05:00Z'"}
+    )
+    sql = (
+        ORDERS_DDL
+        + """
 CREATE TABLE currency_rates (
     currency STRING,
     conversion_rate DECIMAL(32, 2),
@@ -555,8 +597,10 @@ CREATE TABLE currency_rates (
 CREATE TABLE out (order_id STRING, price DECIMAL(32, 2), currency STRING, conversion_rate DECIMAL(32, 2),
   order_time TIMESTAMP(3)) WITH ('connector' = 'delta', 'path' = 'out');
 INSERT INTO out
-""" + TEMPORAL_JOIN_AS_PRINTED.replace("order_time,\n", "order_time\n").replace(
-        "     currency,", "     orders.currency,"
+"""
+        + TEMPORAL_JOIN_AS_PRINTED.replace("order_time,\n", "order_time\n").replace(
+            "     currency,", "     orders.currency,"
+        )
     )
     orders = [
         {"order_id": "o_001", "price": 11.11, "currency": "EUR", "order_time": "2020-01-01 12:00:00"},
@@ -620,7 +664,10 @@ JSON_EXAMPLES = [  # (Flink's example, the result its docs give)
     ("JSON_OBJECT('K1' VALUE 'V1', 'K2' VALUE 'V2')", '{"K1":"V1","K2":"V2"}'),
     ("JSON_OBJECT(KEY 'K1' VALUE CAST(NULL AS STRING) NULL ON NULL)", '{"K1":null}'),
     ("JSON_OBJECT(KEY 'K1' VALUE CAST(NULL AS STRING) ABSENT ON NULL)", "{}"),
-    ("JSON_OBJECT(\n      KEY 'K1'\n      VALUE JSON_OBJECT(\n        KEY 'K2'\n        VALUE 'V'\n      )\n    )", '{"K1":{"K2":"V"}}'),
+    (
+        "JSON_OBJECT(\n      KEY 'K1'\n      VALUE JSON_OBJECT(\n        KEY 'K2'\n        VALUE 'V'\n      )\n    )",
+        '{"K1":{"K2":"V"}}',
+    ),
     ("JSON_ARRAY()", "[]"),
     ("JSON_ARRAY(1)", "[1]"),
     ("JSON_ARRAY(JSON_ARRAY(1))", "[[1]]"),
@@ -750,8 +797,19 @@ def test_statement_set_page_views_and_unique_views(tmp_path: Path, begin: str) -
 SHOP_SALES = [
     {"product_id": f"p{i}", "category": c, "product_name": f"name{i}", "sales": s}
     for i, (c, s) in enumerate(
-        [("toys", 5), ("toys", 50), ("toys", 7), ("toys", 31), ("toys", 2), ("toys", 44), ("toys", 18),
-         ("books", 3), ("books", 90), ("books", 12), ("food", 8)]
+        [
+            ("toys", 5),
+            ("toys", 50),
+            ("toys", 7),
+            ("toys", 31),
+            ("toys", 2),
+            ("toys", 44),
+            ("toys", 18),
+            ("books", 3),
+            ("books", 90),
+            ("books", 12),
+            ("food", 8),
+        ]
     )
 ]
 SHOP_SALES_DDL = """
@@ -765,7 +823,9 @@ CREATE TABLE ShopSales (
 
 
 def test_top_n_five_best_selling_products_per_category(tmp_path: Path) -> None:
-    sql = SHOP_SALES_DDL + """
+    sql = (
+        SHOP_SALES_DDL
+        + """
 CREATE TABLE out (product_id STRING, category STRING, product_name STRING, sales BIGINT, row_num BIGINT,
   PRIMARY KEY (category, row_num) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'out');
 INSERT INTO out
@@ -776,6 +836,7 @@ FROM (
   FROM ShopSales)
 WHERE row_num <= 5
 """
+    )
     run_flink_sql(tmp_path, sql, {"shop_sales": SHOP_SALES})
     expected = duck(
         "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY category ORDER BY sales DESC) AS row_num "
@@ -786,7 +847,9 @@ WHERE row_num <= 5
 
 
 def test_top_n_without_the_rank_in_the_output(tmp_path: Path) -> None:
-    sql = SHOP_SALES_DDL + """
+    sql = (
+        SHOP_SALES_DDL
+        + """
 CREATE TABLE out (product_id STRING, category STRING, product_name STRING, sales BIGINT,
   PRIMARY KEY (product_id) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'out');
 -- omit row_num field from the output
@@ -798,6 +861,7 @@ FROM (
   FROM ShopSales)
 WHERE row_num <= 5
 """
+    )
     run_flink_sql(tmp_path, sql, {"shop_sales": SHOP_SALES})
     expected = duck(
         "SELECT product_id, category, product_name, sales FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY category "
@@ -830,8 +894,13 @@ WHERE row_num = 1
 """
 DEDUP_ORDERS = [
     {"order_id": o, "order_time": "t", "user": u, "product": p, "num": n}
-    for o, u, p, n in [("o1", "alice", "apple", 1), ("o2", "bob", "pear", 2), ("o1", "alice", "apple", 9),
-                       ("o3", "carl", "fig", 3), ("o2", "bob", "pear", 7)]
+    for o, u, p, n in [
+        ("o1", "alice", "apple", 1),
+        ("o2", "bob", "pear", 2),
+        ("o1", "alice", "apple", 9),
+        ("o3", "carl", "fig", 3),
+        ("o2", "bob", "pear", 7),
+    ]
 ]
 
 
@@ -843,5 +912,116 @@ def test_deduplication_as_printed_names_a_column_its_table_lacks(tmp_path: Path)
 
 def test_deduplication_keeps_the_first_row_per_order_by_processing_time(tmp_path: Path) -> None:
     run_flink_sql(tmp_path, DEDUP_SCRIPT.format(order_id="  order_id    STRING,\n"), {"orders": DEDUP_ORDERS})
-    assert rows(read_sink(tmp_path / "out")) == [("o1", "alice", "apple", 1), ("o2", "bob", "pear", 2),
-                                                  ("o3", "carl", "fig", 3)]
+    assert rows(read_sink(tmp_path / "out")) == [
+        ("o1", "alice", "apple", 1),
+        ("o2", "bob", "pear", 2),
+        ("o3", "carl", "fig", 3),
+    ]
+
+
+# -- "CREATE statements": views, CTAS, functions -----------------------------------------------------------------
+SOURCE_TABLE = """
+CREATE TABLE source_table (id BIGINT, name STRING, age INT)
+WITH ('connector' = 'filesystem', 'path' = 'src', 'format' = 'json');
+"""
+PEOPLE = [{"id": 10, "name": "a", "age": 3}, {"id": 11, "name": "b", "age": 4}, {"id": 20, "name": "c", "age": 5}]
+
+
+def test_create_temporary_view_with_a_column_list_and_a_comment(tmp_path: Path) -> None:
+    """`CREATE [TEMPORARY] VIEW [IF NOT EXISTS] v [(columns)] [COMMENT '...'] AS query`: the list names the view's
+    columns (it used to be dropped, and the names it gave were unknown)."""
+    sql = (
+        SOURCE_TABLE
+        + """
+CREATE TEMPORARY VIEW IF NOT EXISTS tens (id, who, years) COMMENT 'every tenth'
+  AS SELECT id, name, age FROM source_table WHERE mod(id, 10) = 0;
+CREATE TABLE out (id BIGINT, who STRING, years INT) WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out SELECT id, who, years FROM tens;
+"""
+    )
+    run_flink_sql(tmp_path, sql, {"src": PEOPLE})
+    assert rows(read_sink(tmp_path / "out")) == [(10, "a", 3), (20, "c", 5)]
+
+
+def test_a_subquerys_column_aliases_rename_its_columns(tmp_path: Path) -> None:
+    sql = (
+        SOURCE_TABLE
+        + """
+CREATE TABLE out (id BIGINT, who STRING, years INT) WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out SELECT v.id, who, years + 1 FROM (SELECT id, name, age FROM source_table) AS v (id, who, years);
+"""
+    )
+    run_flink_sql(tmp_path, sql, {"src": PEOPLE})
+    assert rows(read_sink(tmp_path / "out")) == [(10, "a", 4), (11, "b", 5), (20, "c", 6)]
+
+
+@pytest.mark.parametrize(
+    ("statement", "line", "message"),
+    [
+        ("CREATE VIEW v (a, b) AS SELECT id, name, age FROM source_table;", 4, "2 column names for 3 columns"),
+        ("CREATE VIEW v (a, a, b) AS SELECT id, name, age FROM source_table;", 4, "column name 'a' is given twice"),
+        (
+            "CREATE TABLE my_ctas_table\nWITH (\n    'connector' = 'delta', 'path' = 'ctas'\n)\n"
+            "AS SELECT id, name, age FROM source_table WHERE mod(id, 10) = 0;",
+            4,
+            "CREATE TABLE ... AS SELECT is not supported; use INSERT INTO",
+        ),
+    ],
+)
+def test_create_statements_refused_in_one_line(tmp_path: Path, statement: str, line: int, message: str) -> None:
+    """A view's column list is checked where the view is used (a view is planned there), Flink's when it is made."""
+    write_jsonl(tmp_path / "src" / "part-0.json", PEOPLE)
+    sql = SOURCE_TABLE + statement + "\nCREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\n"
+    used = "v" if "VIEW" in statement else "source_table"
+    assert_one_line_error(tmp_path, sql + f"INSERT INTO out SELECT 1 FROM {used};\n", line, message)
+
+
+def test_create_function_language_python(tmp_path: Path) -> None:
+    """Flink's `CREATE TEMPORARY FUNCTION ... AS 'module.fn' LANGUAGE PYTHON`. The module is timelapse's: a Flink
+    module decorates with pyflink's `@udf(result_type=...)`, which is not installed here (next test); a plain
+    function with type hints is the same UDF."""
+    (tmp_path / "my_udfs.py").write_text(
+        "def add(i: int | None, j: int | None) -> int | None:\n    return None if i is None or j is None else i + j\n"
+    )
+    sql = (
+        SOURCE_TABLE
+        + """
+CREATE TEMPORARY FUNCTION add AS 'my_udfs.add' LANGUAGE PYTHON;
+CREATE TABLE out (id BIGINT, s BIGINT) WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out SELECT id, add(id, age) FROM source_table;
+"""
+    )
+    run_flink_sql(tmp_path, sql, {"src": PEOPLE})
+    assert rows(read_sink(tmp_path / "out")) == [(10, 13), (11, 15), (20, 25)]
+
+
+def test_a_pyflink_udf_module_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "flink_udfs.py").write_text(
+        "from pyflink.table import DataTypes\nfrom pyflink.table.udf import udf\n\n\n"
+        "@udf(result_type=DataTypes.BIGINT())\ndef add(i, j):\n    return i + j\n"
+    )
+    write_jsonl(tmp_path / "src" / "part-0.json", PEOPLE)
+    sql = (
+        SOURCE_TABLE
+        + """
+CREATE TEMPORARY FUNCTION add AS 'flink_udfs.add' LANGUAGE PYTHON;
+CREATE TABLE out (id BIGINT, s BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT id, add(id, age) FROM source_table;
+"""
+    )
+    assert_one_line_error(tmp_path, sql, 5, "no module named 'pyflink'")
+
+
+# -- "Joins": array expansion ----------------------------------------------------------------------------------------
+def test_array_expansion_with_cross_join_unnest(tmp_path: Path) -> None:
+    sql = """
+CREATE TABLE Orders (order_id BIGINT, tags ARRAY<STRING>)
+WITH ('connector' = 'filesystem', 'path' = 'orders', 'format' = 'json');
+CREATE TABLE out (order_id BIGINT, tag STRING) WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out
+SELECT order_id, tag
+FROM Orders CROSS JOIN UNNEST(tags) AS t (tag)
+"""
+    orders = [{"order_id": 1, "tags": ["a", "b"]}, {"order_id": 2, "tags": []}, {"order_id": 3, "tags": ["c"]}]
+    run_flink_sql(tmp_path, sql, {"orders": orders})
+    assert rows(read_sink(tmp_path / "out")) == [(1, "a"), (1, "b"), (3, "c")]
