@@ -124,6 +124,9 @@ SELECT *
         (w("08:10"), w("08:20"), "supplier3", Decimal("2.00"), 1, 3),
     ]
     assert rows(read_sink(tmp_path / "out")) == sorted(flink_says)
+    plan = cli(tmp_path, "explain", "pipeline.sql")
+    assert plan.returncode == 0, plan.stderr
+    assert "Window TopN 3" in plan.stdout and "WindowAggregate TUMBLE" in plan.stdout
 
 
 def test_window_top_n_after_windowing_tvf(tmp_path: Path) -> None:
@@ -202,6 +205,33 @@ def run_ticker(root: Path, sink_columns: str, query: str, data: list[dict[str, A
     sql = TICKER_DDL + f"CREATE TABLE out ({sink_columns}) WITH ('connector' = 'delta', 'path' = 'out');\n"
     run_flink_sql(root, sql + "INSERT INTO out\n" + query, {"ticker": data})
     return rows(read_sink(root / "out"))
+
+
+def test_match_recognize_by_processing_time_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The page's first example orders MyTable by `proctime`; matching runs on event time only here."""
+    (tmp_path / "t").mkdir()
+    sql = """
+CREATE TABLE MyTable (userid STRING, id BIGINT, name STRING, proctime AS PROCTIME())
+WITH ('connector' = 'filesystem', 'path' = 't', 'format' = 'json');
+CREATE TABLE out (aid BIGINT, bid BIGINT, cid BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out
+SELECT T.aid, T.bid, T.cid
+FROM MyTable
+    MATCH_RECOGNIZE (
+      PARTITION BY userid
+      ORDER BY proctime
+      MEASURES
+        A.id AS aid,
+        B.id AS bid,
+        C.id AS cid
+      PATTERN (A B C)
+      DEFINE
+        A AS name = 'a',
+        B AS name = 'b',
+        C AS name = 'c'
+    ) AS T
+"""
+    assert_one_line_error(tmp_path, sql, 13, "MATCH_RECOGNIZE ORDER BY proctime: processing time is not supported")
 
 
 ACME_V = ticker(
