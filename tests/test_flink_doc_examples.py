@@ -231,7 +231,7 @@ FROM MyTable
         C AS name = 'c'
     ) AS T
 """
-    assert_one_line_error(tmp_path, sql, 13, "MATCH_RECOGNIZE ORDER BY proctime: processing time is not supported")
+    assert_one_line_error(tmp_path, sql, 10, "MATCH_RECOGNIZE ORDER BY proctime: processing time is not supported")
 
 
 ACME_V = ticker(
