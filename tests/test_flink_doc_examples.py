@@ -1055,3 +1055,74 @@ FROM Orders CROSS JOIN UNNEST(tags) AS t (tag)
     orders = [{"order_id": 1, "tags": ["a", "b"]}, {"order_id": 2, "tags": []}, {"order_id": 3, "tags": ["c"]}]
     run_flink_sql(tmp_path, sql, {"orders": orders})
     assert rows(read_sink(tmp_path / "out")) == [(1, "a"), (1, "b"), (3, "c")]
+
+
+# -- "Joins": regular and interval joins -----------------------------------------------------------------------------
+JOIN_TABLES = """
+CREATE TABLE Orders (order_id BIGINT, product_id BIGINT, amount INT, order_time TIMESTAMP(3),
+  WATERMARK FOR order_time AS order_time)
+WITH ('connector' = 'filesystem', 'path' = 'orders', 'format' = 'json');
+CREATE TABLE Product (id BIGINT, name STRING) WITH ('connector' = 'filesystem', 'path' = 'product', 'format' = 'json');
+"""
+JOIN_ORDERS = [
+    {"order_id": i, "product_id": p, "amount": a, "order_time": f"2020-01-01 10:{i:02d}:00"}
+    for i, (p, a) in enumerate([(1, 5), (2, 3), (9, 1), (1, 7), (3, 2)])
+]
+PRODUCTS = [{"id": 1, "name": "scooter"}, {"id": 2, "name": "basketball"}, {"id": 4, "name": "kite"}]
+
+
+@pytest.mark.parametrize(
+    ("join", "key"),
+    [
+        ("INNER JOIN", ""),
+        ("LEFT JOIN", ", PRIMARY KEY (order_id) NOT ENFORCED"),
+        ("RIGHT JOIN", ", PRIMARY KEY (order_id, id) NOT ENFORCED"),
+        ("FULL OUTER JOIN", ", PRIMARY KEY (order_id, id) NOT ENFORCED"),
+    ],
+)
+def test_regular_equi_joins(tmp_path: Path, join: str, key: str) -> None:
+    sql = (
+        JOIN_TABLES
+        + f"""
+CREATE TABLE out (order_id BIGINT, product_id BIGINT, amount INT, order_time TIMESTAMP(3), id BIGINT, name STRING{key})
+WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out
+SELECT *
+FROM Orders
+{join} Product
+ON Orders.product_id = Product.id
+"""
+    )
+    run_flink_sql(tmp_path, sql, {"orders": JOIN_ORDERS, "product": PRODUCTS})
+    orders = pl.DataFrame(JOIN_ORDERS).with_columns(pl.col("order_time").str.to_datetime())
+    expected = duck(f"SELECT * FROM o {join} p ON o.product_id = p.id", o=orders, p=pl.DataFrame(PRODUCTS))
+    got = read_sink(tmp_path / "out").with_columns(pl.col("order_time").dt.replace_time_zone(None))
+    assert rows(got) == rows(expected.with_columns(pl.col("order_time").cast(pl.Datetime("us"))))
+
+
+def test_interval_join_orders_shipped_within_four_hours(tmp_path: Path) -> None:
+    sql = """
+CREATE TABLE Orders (id BIGINT, order_time TIMESTAMP(3), WATERMARK FOR order_time AS order_time)
+WITH ('connector' = 'filesystem', 'path' = 'orders', 'format' = 'json');
+CREATE TABLE Shipments (order_id BIGINT, ship_time TIMESTAMP(3), WATERMARK FOR ship_time AS ship_time)
+WITH ('connector' = 'filesystem', 'path' = 'shipments', 'format' = 'json');
+CREATE TABLE out (id BIGINT, order_time TIMESTAMP(3), order_id BIGINT, ship_time TIMESTAMP(3))
+WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out
+SELECT *
+FROM Orders o, Shipments s
+WHERE o.id = s.order_id
+AND o.order_time BETWEEN s.ship_time - INTERVAL '4' HOUR AND s.ship_time
+"""
+    orders = [{"id": i, "order_time": f"2020-01-01 0{i}:00:00"} for i in range(1, 5)]
+    shipments = [
+        {"order_id": 1, "ship_time": "2020-01-01 03:00:00"},  # 2 h after: joins
+        {"order_id": 2, "ship_time": "2020-01-01 07:00:00"},  # 5 h after: too late
+        {"order_id": 3, "ship_time": "2020-01-01 07:00:00"},  # exactly 4 h: joins (BETWEEN is inclusive)
+        {"order_id": 4, "ship_time": "2020-01-01 03:00:00"},  # before the order: no
+    ]
+    run_flink_sql(tmp_path, sql, {"orders": orders, "shipments": shipments})
+    assert rows(read_sink(tmp_path / "out")) == [
+        (1, ts("2020-01-01 01:00:00"), 1, ts("2020-01-01 03:00:00")),
+        (3, ts("2020-01-01 03:00:00"), 3, ts("2020-01-01 07:00:00")),
+    ]
