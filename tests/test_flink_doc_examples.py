@@ -1126,3 +1126,38 @@ AND o.order_time BETWEEN s.ship_time - INTERVAL '4' HOUR AND s.ship_time
         (1, ts("2020-01-01 01:00:00"), 1, ts("2020-01-01 03:00:00")),
         (3, ts("2020-01-01 03:00:00"), 3, ts("2020-01-01 07:00:00")),
     ]
+
+
+# -- "System (Built-in) Functions": aggregate functions --------------------------------------------------------------
+def test_aggregate_functions_over_a_group_by(tmp_path: Path) -> None:
+    sql = """
+CREATE TABLE orders (customer STRING, product STRING, amount DOUBLE)
+WITH ('connector' = 'filesystem', 'path' = 'orders', 'format' = 'json');
+CREATE TABLE out (customer STRING, products STRING, first_product STRING, last_product STRING, sd DOUBLE, v DOUBLE,
+  all_big BOOLEAN, PRIMARY KEY (customer) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'out');
+INSERT INTO out
+SELECT customer, LISTAGG(product, ', '), FIRST_VALUE(product), LAST_VALUE(product), STDDEV_POP(amount),
+  VAR_SAMP(amount), BOOL_AND(amount > 1)
+FROM orders GROUP BY customer
+"""
+    data = [
+        {"customer": c, "product": p, "amount": a}
+        for c, p, a in [
+            ("ann", "Apple", 3.0),
+            ("bob", "Pear", 1.0),
+            ("ann", "Banana", 7.0),
+            ("ann", "Orange", 2.0),
+            ("bob", "Fig", 4.0),
+        ]
+    ]
+    run_flink_sql(tmp_path, sql, {"orders": data})
+    frame = pl.DataFrame(data).with_row_index("seq")
+    expected = duck(
+        "SELECT customer, string_agg(product, ', ' ORDER BY seq), first(product ORDER BY seq), "
+        "last(product ORDER BY seq), stddev_pop(amount), var_samp(amount), bool_and(amount > 1) "
+        "FROM o GROUP BY customer",
+        o=frame,
+    )
+    got = [tuple(round(x, 9) if isinstance(x, float) else x for x in r) for r in rows(read_sink(tmp_path / "out"))]
+    want = [tuple(round(x, 9) if isinstance(x, float) else x for x in r) for r in rows(expected)]
+    assert got == want
