@@ -745,6 +745,8 @@ COLLECTION_EXAMPLES = [
     ("ARRAY_CONTAINS(ARRAY[1, NULL], CAST(NULL AS INT))", "TRUE"),
     ("ARRAY_POSITION(ARRAY[1, 2, 3, 2], 2)", "2"),
     ("ARRAY_MAX(ARRAY[1, 5, NULL])", "5"),
+    ("JSON_STRING(ARRAY[ARRAY[1.5, 2.0], ARRAY[3.0]])", "[[1.5,2.0],[3.0]]"),  # used to be refused
+    ("CARDINALITY(ARRAY[ARRAY[1], CAST(NULL AS ARRAY<INT>)])", "2"),
 ]
 
 
