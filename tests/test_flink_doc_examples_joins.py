@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.flink_doc_helpers import assert_one_line_error, rows, run_flink_sql, ts
-from tests.helpers import duck, read_sink
+from tests.flink_doc_helpers import assert_one_line_error, cli, rows, run_flink_sql, ts
+from tests.helpers import duck, read_sink, write_jsonl
 
 # -- "Versioned Tables" and "Joins": event-time temporal joins ------------------------------------------------------
 ORDERS_DDL = """
@@ -80,27 +80,54 @@ ON orders.currency = {versioned}.currency;
 RATES = [{"currency": c, "rate": r, "update_time": f"2020-01-01 {t}"} for t, c, r in RATE_CHANGES]
 
 
-def test_temporal_join_with_a_versioned_view_is_refused_in_one_line(tmp_path: Path) -> None:
-    """Not supported yet: FOR SYSTEM_TIME AS OF a deduplicating view (Flink's "Versioned Table Views")."""
+def expected_join() -> list[tuple]:
+    return sorted(
+        (o["order_id"], o["price"], o["currency"], rate_at(o["currency"], o["order_time"]), ts(o["order_time"]))
+        for o in ORDERS
+    )
+
+
+def test_temporal_join_with_a_versioned_view(tmp_path: Path) -> None:
+    """Flink's "Versioned Table Views": the build side is a view keeping each currency's latest rate."""
     sql = ORDERS_DDL + VERSIONED_VIEW.format(primary_key="", versioned="versioned_rates")
-    error = assert_one_line_error(tmp_path, sql, 37, "FOR SYSTEM_TIME AS OF a view ('versioned_rates')")
-    assert "PRIMARY KEY" in error
+    run_flink_sql(tmp_path, sql, {"orders": ORDERS, "rates": RATES})
+    got = read_sink(tmp_path / "out").with_columns(pl.col("rate").cast(pl.Float64), pl.col("price").cast(pl.Float64))
+    assert rows(got) == expected_join()
+    assert [r[3] for r in expected_join()] == [114, 1, 102, 116, 1, None, 119]  # the docs' rates, by hand
+    plan = cli(tmp_path, "explain", "pipeline.sql")
+    assert "TemporalJoin LEFT" in plan.stdout, plan.stdout + plan.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("ORDER BY update_time DESC", "ORDER BY ... ASC keeps each key's first row"),
+        ("WHERE rownum = 1;", "the view must keep rownum = 1"),
+        ("SELECT currency, rate, update_time ", "the view must select the table's columns as they are"),
+    ],
+)
+def test_temporal_join_with_another_view_is_refused_in_one_line(tmp_path: Path, change: str, message: str) -> None:
+    replacement = {
+        "ORDER BY update_time DESC": "ORDER BY update_time ASC",
+        "WHERE rownum = 1;": "WHERE rownum <= 3;",
+        "SELECT currency, rate, update_time ": "SELECT currency, rate ",
+    }[change]
+    sql = ORDERS_DDL + VERSIONED_VIEW.format(primary_key="", versioned="versioned_rates").replace(change, replacement)
+    write_jsonl(tmp_path / "orders" / "part-0.json", ORDERS)
+    write_jsonl(tmp_path / "rates" / "part-0.json", RATES)
+    error = assert_one_line_error(tmp_path, sql, 37, "a temporal join over a view needs Flink's versioned view")
+    assert message in error
 
 
 def test_temporal_join_with_the_versioned_views_table_keyed_by_its_partition_key(tmp_path: Path) -> None:
-    """What to write instead of the versioned view: the append-only table itself with PRIMARY KEY (currency), each
-    of whose rows is then a version of its key, as the view's rows are in Flink."""
+    """The same as the versioned view: the append-only table itself with PRIMARY KEY (currency), each of whose rows
+    is then a version of its key."""
     sql = ORDERS_DDL + VERSIONED_VIEW.format(
         primary_key=",\n\tPRIMARY KEY (currency) NOT ENFORCED", versioned="currency_rates"
     )
     run_flink_sql(tmp_path, sql, {"orders": ORDERS, "rates": RATES})
     got = read_sink(tmp_path / "out").with_columns(pl.col("rate").cast(pl.Float64), pl.col("price").cast(pl.Float64))
-    expected = [
-        (o["order_id"], o["price"], o["currency"], rate_at(o["currency"], o["order_time"]), ts(o["order_time"]))
-        for o in ORDERS
-    ]
-    assert rows(got) == sorted(expected, key=lambda r: r[0])
-    assert [r[3] for r in sorted(expected)] == [114, 1, 102, 116, 1, None, 119]  # the docs' rates, by hand
+    assert rows(got) == expected_join()
 
 
 TEMPORAL_JOIN_AS_PRINTED = """
