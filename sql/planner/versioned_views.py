@@ -20,6 +20,7 @@ from sqlglot import exp
 
 from sql.catalog import TableDef
 from sql.errors import SqlError, UnsupportedError, error_at
+from sql.planner import changelog
 from sql.planner.binder import Binder
 
 SHAPE = (
@@ -62,6 +63,8 @@ def table(binder: Binder, item: exp.Table) -> TableDef:
     if not ordered[0].args.get("desc"):
         raise refuse("ORDER BY ... ASC keeps each key's first row, which is not a version history: use DESC")
     underlying = binder.table(inner_from.this)
+    if changelog.source(underlying) != changelog.APPEND:
+        raise refuse(f"'{underlying.name}' is a changelog: join it directly, it is a versioned table already")
     time = ordered[0].this
     if underlying.watermark is None or not (
         isinstance(time, exp.Column) and time.name.lower() == underlying.watermark.column.lower()
