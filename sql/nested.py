@@ -93,6 +93,10 @@ def array_value(c: ExprCompiler, node: exp.Array) -> pl.Expr:
     if not node.expressions:
         raise error_at(node, "ARRAY[] needs at least one element (its type comes from them)", UnsupportedError)
     items = _common(c, list(node.expressions), node)
+    if any(isinstance(t, pl.List) for _, t in (c.typed(n) for n in node.expressions)):
+        # concat_list concatenates list elements: wrap each ARRAY in a struct, then unwrap it inside the list
+        wrapped = pl.concat_list([pl.struct(item.alias("e")) for item in items])
+        return wrapped.list.eval(pl.element().struct.field("e"))
     return pl.concat_list(items)
 
 
@@ -121,10 +125,11 @@ def _common(c: ExprCompiler, nodes: list[exp.Expr], where: exp.Expr) -> list[pl.
         return [e for e, _ in typed]
     try:
         common = (
-            pl.select([pl.lit(None, dtype=t).alias(str(i)) for i, t in enumerate(known)])
-            .select(pl.concat_list(pl.all()))
+            pl.select([pl.struct(pl.lit(None, dtype=t).alias("e")).alias(str(i)) for i, t in enumerate(known)])
+            .select(pl.concat_list(pl.all()))  # each wrapped in a struct: concat_list would flatten ARRAYs
             .to_series()
-            .dtype.inner
+            .dtype.inner.fields[0]
+            .dtype
         )  # type: ignore[attr-defined]
     except pl.exceptions.PolarsError:
         names = ", ".join(types.sql_name(t) for t in known)

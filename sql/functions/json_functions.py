@@ -201,7 +201,23 @@ def to_json(c: ExprCompiler, node: exp.Expr) -> pl.Expr:
         return quote_json_string(value.dt.strftime("%Y-%m-%dT%H:%M:%S%.3f"), escape_slash=False)
     if isinstance(dtype, pl.Date):
         return quote_json_string(value.dt.strftime("%Y-%m-%d"), escape_slash=False)
+    if _plain_array(dtype):
+        # Polars encodes a struct's fields as JSON: wrap the array as the field "v" and cut out its value
+        encoded = pl.struct(value.alias("v")).struct.json_encode()
+        return pl.when(value.is_null()).then(None).otherwise(encoded.str.slice(5, encoded.str.len_chars() - 6))
     raise error_at(node, f"cannot write a {types.sql_name(dtype)} as JSON", UnsupportedError)
+
+
+def _plain_array(dtype: pl.DataType) -> bool:
+    """An ARRAY of numbers, strings or booleans (or of such ARRAYs), which JSON writes as Flink does. Not a ROW
+    (its JSON names its fields, which Flink and Polars may name differently), not a MAP (a JSON object in Flink,
+    a list of entries here), not DECIMAL or time leaves (their text differs)."""
+    if not isinstance(dtype, pl.List) or types.is_map(dtype):
+        return False
+    inner = dtype.inner
+    if isinstance(inner, pl.List):
+        return _plain_array(inner)
+    return isinstance(inner, pl.String | pl.Boolean) or (inner.is_numeric() and not isinstance(inner, pl.Decimal))
 
 
 def _members(parts: list[pl.Expr], open_: str, close: str) -> pl.Expr:

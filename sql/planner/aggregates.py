@@ -129,6 +129,14 @@ def _groups(binder: Binder, select: exp.Select, relation: Relation, compiler: Ex
 def _group_items(binder: Binder, select: exp.Select) -> list[exp.Expr]:
     """GROUP BY's items; SELECT DISTINCT groups by the whole SELECT list."""
     group_items = list(select.args["group"].expressions) if select.args.get("group") else []
+    for item in group_items:
+        if isinstance(item, exp.GroupingSets | exp.Rollup | exp.Cube):
+            kind = {exp.GroupingSets: "GROUPING SETS", exp.Rollup: "ROLLUP", exp.Cube: "CUBE"}[type(item)]
+            raise error_at(
+                item,
+                f"{kind} is not supported yet: write one GROUP BY per grouping and UNION ALL them",
+                UnsupportedError,
+            )
     if select.args.get("distinct"):
         if group_items or any(aggregates_in(i, binder.udafs) for i in select.expressions):
             raise error_at(select, "SELECT DISTINCT with GROUP BY or aggregates is not supported", UnsupportedError)

@@ -149,6 +149,9 @@ class Binder:
     def table(self, node: exp.Expr) -> TableDef:
         name = node.name
         table = self.tables.get(name.lower())
+        if table is None and name.lower() in self.views:
+            # a view is a query: it has no connector to write to, no versions to join at a time
+            raise error_at(node, f"'{name}' is a view, and only a table (CREATE TABLE) can be used here")
         if table is None:
             known = [t.name for t in self.tables.values()] + list(self.views)
             raise error_at(node, f"unknown table '{name}'{did_you_mean(name, known)}")

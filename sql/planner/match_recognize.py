@@ -136,7 +136,14 @@ def _time_attribute(binder: Binder, clause: exp.Expr, scope: Scope, schema: dict
     if key.args.get("desc"):
         raise error_at(key, "MATCH_RECOGNIZE must be ordered by a time attribute ascending (as Flink requires)")
     name = _column_name(scope, key.this, "ORDER BY")
-    if key.this.name.upper() == "PROCTIME" or not isinstance(schema.get(name), pl.Datetime):
+    if key.this.name.upper() == "PROCTIME":  # the usual name of a PROCTIME() column, and the function
+        raise error_at(
+            key,
+            f"MATCH_RECOGNIZE ORDER BY {key.this.name}: processing time is not supported, rows are matched in "
+            "event-time order (ORDER BY a column with a WATERMARK)",
+            UnsupportedError,
+        )
+    if not isinstance(schema.get(name), pl.Datetime):
         raise error_at(key, "MATCH_RECOGNIZE must be ordered by a time attribute (a column with a WATERMARK)")
     if WATERMARK_COLUMN not in schema:
         raise error_at(

@@ -109,6 +109,9 @@ def from_item(binder: Binder, item: exp.Expr) -> Relation:
     aliases = frozenset({alias.lower()} if alias else set())
     if isinstance(item, exp.Subquery):
         inner = query(binder, item.this)
+        renamed = column_aliases(binder, inner.node, item.args.get("alias"))
+        if renamed is not None:  # `(...) AS v (a, b)`: the columns under new names
+            return Relation(renamed, aliases)
         return Relation(inner.node, aliases, inner.window, inner.window_input)
     if isinstance(item, exp.Table) and isinstance(item.this, exp.Anonymous) and item.this.name.upper() == "TABLE":
         calls = item.this.expressions
@@ -130,6 +133,25 @@ def from_item(binder: Binder, item: exp.Expr) -> Relation:
             return Relation(inner.node, frozenset(qualifiers), inner.window, inner.window_input)
         return Relation(binder.scan(binder.table(item)), frozenset(qualifiers))
     raise error_at(item, f"FROM {item.sql(dialect=Flink)} is not supported", UnsupportedError)
+
+
+def column_aliases(binder: Binder, child: Node, alias: exp.Expr | None) -> Node | None:
+    """A Calc renaming `child`'s columns to those an alias lists (`AS v (a, b)`, a view's column list), or None
+    when it lists none or the same names. The list must name every column, as in Flink."""
+    names = [c.name for c in alias.columns] if isinstance(alias, exp.TableAlias) else []
+    visible = [n for n in child.schema if n not in HIDDEN]
+    if not names or names == visible:
+        return None
+    assert alias is not None
+    if len(names) != len(visible):
+        raise error_at(alias, f"{len(names)} column names for {len(visible)} columns ({', '.join(visible)})")
+    lowered = [n.lower() for n in names]
+    for i, name in enumerate(lowered):
+        if name in lowered[:i]:
+            raise error_at(alias, f"column name '{names[i]}' is given twice")
+    return calc(
+        binder, child, [(new, pl.col(old).alias(new)) for old, new in zip(visible, names, strict=True)], None, alias
+    )
 
 
 def select(binder: Binder, node: exp.Select) -> Relation:

@@ -89,7 +89,12 @@ def create(binder: Binder, statement: exp.Create) -> None:
         if statement.args.get("exists") and name.lower() in binder.views:
             return
         binder.check_new_name(name, statement)
-        binder.views[name.lower()] = statement.expression
+        query = statement.expression
+        if isinstance(statement.this, exp.Schema) and statement.this.expressions:  # `CREATE VIEW v (a, b) AS ...`
+            alias = exp.TableAlias(this=exp.to_identifier(name), columns=list(statement.this.expressions))
+            alias.meta.update(statement.this.meta)
+            query = exp.select("*").from_(exp.Subquery(this=query, alias=alias))
+        binder.views[name.lower()] = query
         return
     if kind == "FUNCTION":
         functions.create(binder, statement)

@@ -43,8 +43,9 @@ def table_def(statement: exp.Create, udfs: Mapping[str, ScalarUdf]) -> TableDef:
             raise error_at(schema, f"PRIMARY KEY column '{key}' is not a column of '{name}'")
     metadata = [c for c in columns if c.metadata is not None]
     if metadata and table.connector.strip().lower() not in ("kafka", "upsert-kafka"):
+        defs = [e for e in schema.expressions if isinstance(e, exp.ColumnDef) and e.name == metadata[0].name]
         raise error_at(
-            schema,
+            defs[0] if defs else schema,  # at the column's declaration, where the fix goes
             f"column '{metadata[0].name}' is a METADATA column, which only Kafka tables have "
             f"(connector '{table.connector}' has no record metadata)",
         )

@@ -20,7 +20,7 @@ from sql.catalog import TableDef
 from sql.dialect import Flink
 from sql.errors import SqlError, UnsupportedError, error_at
 from sql.plan import WATERMARK_COLUMN, ChangelogNormalize, Node, TemporalJoin
-from sql.planner import changelog, hints, relations, windows
+from sql.planner import changelog, hints, relations, versioned_views, windows
 from sql.planner.binder import Binder, Relation, Scope
 
 
@@ -35,6 +35,9 @@ def versioned(binder: Binder, left: Relation, item: exp.Table) -> bool:
             name = None
         if name is not None and windows.is_proctime(left.node, name):
             return False
+    if item.name.lower() in binder.views:
+        versioned_views.table(binder, item)  # Flink's versioned view, or refused
+        return True
     table = binder.table(item)
     return table.watermark is not None or changelog.source(table) != changelog.APPEND
 
@@ -44,7 +47,8 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select, kin
     on = node.args.get("on")
     if kind not in ("INNER", "LEFT"):
         raise error_at(node, "an event-time temporal join is INNER or LEFT", UnsupportedError)
-    table = binder.table(item)
+    view = item.name.lower() in binder.views
+    table = versioned_views.table(binder, item) if view else binder.table(item)
     _check_versioned(item, table)
     if on is None:
         raise error_at(node, "a temporal join needs ON with an equality on the versioned table's PRIMARY KEY")
@@ -55,7 +59,7 @@ def join(binder: Binder, left: Relation, node: exp.Join, select: exp.Select, kin
             "an event-time temporal join needs an append-only probe side" + changelog.origin(left.node),
             UnsupportedError,
         )
-    right = Relation(_versions(binder, table), frozenset({item.alias_or_name.lower(), table.name.lower()}))
+    right = Relation(_versions(binder, table), frozenset({item.alias_or_name.lower(), item.name.lower()}))
     from sql.planner import joins  # joins imports this module: the output names are its rule, shared
 
     left_names, right_names, columns, schema = joins._output_names(left, right)
