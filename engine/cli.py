@@ -543,8 +543,9 @@ def guarded(action: Callable[[], int]) -> int:
     try:
         return action()
     except (SqlError, FileNotFoundError) as err:  # UsageError is a UserError
-        # (first line: an error raised inside a Polars expression, a UDF's, comes back with the expression added)
-        print(f"error: {first_line(err)}", file=sys.stderr)
+        # (first line, whole: an error raised inside a Polars expression, a UDF's, comes back with the expression
+        # added on the lines after it)
+        print(f"error: {(str(err).strip() or type(err).__name__).splitlines()[0]}", file=sys.stderr)
         return EXIT_USER
     except EngineError as err:  # each layer's errors carry their exit code (engine.errors)
         print(f"error: {err}", file=sys.stderr)

@@ -98,14 +98,14 @@ class DeltaSource(Source):
             hi = r1 if version == v1 else None
             if hi == 0:
                 continue
-            parts = [self._read_add(path, partitions) for path, _, partitions in self._version_adds(version)]
-            if not parts:
+            version_rows = self._version_rows(version)
+            if version_rows is None:
                 continue
-            rows = pl.concat(parts, how="diagonal_relaxed").slice(lo, None if hi is None else hi - lo)
+            rows = version_rows.slice(lo, None if hi is None else hi - lo)
             # Stored values are converted as every typed source converts them (a value that does not fit the
             # declared type, a nested one included, is a dead letter naming its row of the version).
             frames.append(
-                typed_from_frame(rows, self.schema, lambda rows=rows, v=version, lo=lo: self._context(rows, v, lo))
+                typed_from_frame(rows, self._typed, lambda rows=rows, v=version, lo=lo: self._context(rows, v, lo))
             )
         if not frames:
             return SourceBatch(self.empty())
@@ -113,6 +113,16 @@ class DeltaSource(Source):
             pl.concat([f.rows for f in frames], how="vertical_relaxed"),
             pl.concat([f.dead_letters for f in frames]),
         )
+
+    @property
+    def _typed(self) -> dict[str, pl.DataType]:
+        """The columns a version's rows are converted to."""
+        return self.schema
+
+    def _version_rows(self, version: int) -> pl.DataFrame | None:
+        """The rows `version` streams, as stored (None when it streams none)."""
+        parts = [self._read_add(path, partitions) for path, _, partitions in self._version_adds(version)]
+        return pl.concat(parts, how="diagonal_relaxed") if parts else None
 
     def _context(self, rows: pl.DataFrame, version: int, first: int) -> pl.DataFrame:
         """Where each row of a version's slice comes from, for its dead letter: the table at the version, the

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from engine import paths
 from engine.delta_tables import open_table
-from engine.sources.base import ConnectorError, SourceBatch, typed_from_frame
+from engine.sources.base import ConnectorError
 from engine.sources.delta import DeltaSource
 from sql.plan import DELETE, INSERT, OP_COLUMN, UPDATE_AFTER, UPDATE_BEFORE
 
@@ -85,22 +85,9 @@ class DeltaChangesSource(DeltaSource):
         self._frames[version] = frame
         return frame
 
-    def read(self, piece: dict[str, Any]) -> SourceBatch:
-        (v0, r0), (v1, r1) = piece["start"], piece["end"]
-        schema = {**self.schema, OP_COLUMN: pl.String()}
-        batches = []
-        for version in range(v0, v1 + 1):
-            lo = r0 if version == v0 else 0
-            hi = r1 if version == v1 else None
-            if hi == 0:
-                continue
-            rows = self._changes(version).slice(lo, None if hi is None else hi - lo)
-            batches.append(
-                typed_from_frame(rows, schema, lambda rows=rows, v=version, lo=lo: self._context(rows, v, lo))
-            )
-        if not batches:
-            return SourceBatch(self.empty())
-        return SourceBatch(
-            pl.concat([b.rows for b in batches], how="vertical_relaxed"),
-            pl.concat([b.dead_letters for b in batches]),
-        )
+    @property
+    def _typed(self) -> dict[str, pl.DataType]:
+        return {**self.schema, OP_COLUMN: pl.String()}
+
+    def _version_rows(self, version: int) -> pl.DataFrame | None:
+        return self._changes(version)

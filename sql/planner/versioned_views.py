@@ -34,7 +34,7 @@ def table(binder: Binder, item: exp.Table) -> TableDef:
     view = binder.views[item.name.lower()]
 
     def refuse(why: str) -> SqlError:
-        return error_at(item, f"{SHAPE} ('{item.name}': {why})", UnsupportedError)
+        return error_at(item, f"view '{item.name}' is not a versioned view ({why}): {SHAPE}", UnsupportedError)
 
     source = view.args.get("from_") or view.args.get("from")
     if not isinstance(view, exp.Select) or source is None or not isinstance(source.this, exp.Subquery):
