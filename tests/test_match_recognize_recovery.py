@@ -35,3 +35,20 @@ def test_kill_9_then_rerun_equals_an_uninterrupted_run(tmp_path: Path, point: st
     assert finish_run(crashed, "--max-epoch-rows", "4", crash_at=f"{point}:3") != 0 or point == "operator.mid"
     assert finish_run(crashed, "--max-epoch-rows", "4") == 0
     assert _snapshot(crashed) == _snapshot(straight)
+
+
+@pytest.mark.xdist_group("ray")  # starts Ray, like tests/test_scaleout.py (tests/conftest.py RAY_MODULES)
+def test_two_ray_workers_give_the_single_process_result(tmp_path: Path) -> None:
+    """Partitions spread over two Ray workers by key group: the sink and the open partial matches are those of a
+    single-process run (results do not depend on the worker count)."""
+    from tests.scaleout_helpers import run_with
+
+    data = prices(5, 40, keys="abcdef")
+    snapshots = []
+    for name, workers in (("single", None), ("two", 2)):
+        root = tmp_path / name
+        write_jsonl(root / "events" / "1.json", data)
+        run_with(root, run_case_sql(V_SHAPE), workers, max_epoch_rows=7)
+        snapshots.append(_snapshot(root))
+    assert snapshots[0][0], "the input should give matches"
+    assert snapshots[0] == snapshots[1]
