@@ -84,3 +84,15 @@ def finish_run(root: Path, *extra: str, crash_at: str | None = None) -> int:
     _out, err = process.communicate(timeout=120)
     assert process.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
     return process.returncode
+
+
+def replay_changes(changes: list[tuple[str, list[dict[str, Any]]]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The rows left after a change history ("insert"/"update"/"delete", the rows each names; an update's last
+    row is its after image), as the oracle of a changelog input's final contents."""
+    live: dict[Any, dict[str, Any]] = {}
+    for kind, rows in changes:
+        if kind == "delete":
+            del live[rows[0]["id"]]
+        else:
+            live[rows[-1]["id"]] = rows[-1]
+    return pl.DataFrame(list(live.values()), schema=schema, orient="row")

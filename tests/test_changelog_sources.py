@@ -14,7 +14,7 @@ import pytest
 from sql.errors import SqlError
 from sql.plan import ChangelogNormalize
 from sql.planner import plan_script
-from tests.helpers import duck, read_sink, run, sort_all
+from tests.helpers import duck, read_sink, replay_changes, run, sort_all
 from tests.operator_harness import OperatorHarness
 
 SINK = """
@@ -61,13 +61,7 @@ def history(seed: int, changes: int = 80) -> list[tuple[str, list[dict]]]:
 
 
 def final_state(changes: list[tuple[str, list[dict]]]) -> pl.DataFrame:
-    live: dict[int, dict] = {}
-    for kind, rows in changes:
-        if kind == "delete":
-            del live[rows[0]["id"]]
-        else:
-            live[rows[-1]["id"]] = rows[-1]
-    return pl.DataFrame(list(live.values()), schema={"id": pl.Int64, "k": pl.String, "v": pl.Int32}, orient="row")
+    return replay_changes(changes, {"id": pl.Int64, "k": pl.String, "v": pl.Int32})
 
 
 def debezium_lines(changes: list[tuple[str, list[dict]]], rng: random.Random) -> list[str]:

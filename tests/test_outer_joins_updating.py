@@ -25,7 +25,7 @@ from polars.testing import assert_frame_equal
 from engine.operators import join as join_operator
 from sql import SqlError, plan_script
 from sql.plan import Join
-from tests.helpers import duck, examples, read_sink, run, sort_all
+from tests.helpers import duck, examples, read_sink, replay_changes, run, sort_all
 from tests.operator_harness import OperatorHarness
 
 KEYS = [1, 2, 3, None]
@@ -73,14 +73,18 @@ def history(rng: random.Random, count: int, updating: bool, first_id: int) -> li
     return out
 
 
+def join_sql(kind: str, up_a: bool, up_b: bool, condition: str) -> str:
+    """`a kind JOIN b` on the key and `condition`, into the keyed sink."""
+    return (
+        table("a", up_a)
+        + table("b", up_b)
+        + SINK
+        + f"INSERT INTO out SELECT * FROM a {kind} JOIN b ON a.k = b.k{condition};"
+    )
+
+
 def final(changes: list[tuple[str, list[dict]]]) -> pl.DataFrame:
-    live: dict[int, dict] = {}
-    for kind, rows in changes:
-        if kind == "delete":
-            del live[rows[0]["id"]]
-        else:
-            live[rows[-1]["id"]] = rows[-1]
-    return pl.DataFrame(list(live.values()), schema={"id": pl.Int64, "k": pl.Int64, "v": pl.Int32}, orient="row")
+    return replay_changes(changes, {"id": pl.Int64, "k": pl.Int64, "v": pl.Int32})
 
 
 def row_kinds(changes: list[tuple[str, list[dict]]], updating: bool) -> list[dict]:
@@ -118,12 +122,7 @@ def test_the_changelog_applied_is_the_join_of_the_final_inputs(
     up_a, up_b = updating in ("left", "both"), updating in ("right", "both")
     changes_a, changes_b = history(rng, rng.randint(0, 25), up_a, 0), history(rng, rng.randint(0, 25), up_b, 100)
     condition = RESIDUALS[residual]
-    sql = (
-        table("a", up_a)
-        + table("b", up_b)
-        + SINK
-        + f"INSERT INTO out SELECT * FROM a {kind} JOIN b ON a.k = b.k{condition};"
-    )
+    sql = join_sql(kind, up_a, up_b, condition)
     # cut into epochs anywhere (an update's -U and +U may part)
     stream = _side_ordered(changes_a, changes_b, up_a, up_b, rng)
     cuts = sorted(rng.sample(range(len(stream) + 1), min(epochs, len(stream) + 1)))
@@ -203,12 +202,7 @@ def test_outer_joins_of_changelog_sources_into_a_keyed_sink(
     write_changes(tmp_path, "a", changes_a, up_a)
     write_changes(tmp_path, "b", changes_b, up_b)
     condition = RESIDUALS[residual]
-    sql = (
-        table("a", up_a)
-        + table("b", up_b)
-        + SINK
-        + f"INSERT INTO out SELECT * FROM a {kind} JOIN b ON a.k = b.k{condition};"
-    )
+    sql = join_sql(kind, up_a, up_b, condition)
     expected = expected_join(kind, condition, final(changes_a), final(changes_b))
     for max_rows in (None, 7):
         state = f"state{max_rows}"
