@@ -29,8 +29,8 @@ from engine.cli_types import (
     storage_options,
     whole,
 )
+from engine.cli_versions import cmd_branch, cmd_checkpoint, cmd_retention, cmd_rollback, cmd_savepoint, load_udfs
 from engine.progress import Progress, render_summary
-from engine.storage import location
 from sql import durations
 
 EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_STORAGE = 1, 2, 3, 5
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from engine.console.metrics import serve_metrics  # the ui extra; refused with one line without it
 
         serve_metrics(args.state, args.metrics_port, args.metrics_host, options)
-    pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=_load_udfs(args.udf), storage_options=options)
+    pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=load_udfs(args.udf), storage_options=options)
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
         once=args.once,
@@ -120,7 +120,7 @@ def cmd_upgrade_check(args: argparse.Namespace) -> int:
     from engine import upgrade
     from engine.pipeline import upgrade_check
 
-    changes = upgrade_check(Path(args.file), args.dir, _load_udfs(args.udf))
+    changes = upgrade_check(Path(args.file), args.dir, load_udfs(args.udf))
     refused = upgrade.refusal(changes)
     if args.json:
         print(json.dumps({"operators": upgrade.as_json(changes), "refused": refused is not None}))
@@ -136,7 +136,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from sql import plan_script
 
     path = Path(args.file)
-    plan = plan_script(path.read_text(), _load_udfs(args.udf), loader(path.resolve().parent))
+    plan = plan_script(path.read_text(), load_udfs(args.udf), loader(path.resolve().parent))
     if args.json:
         print(json.dumps({"fingerprint": plan.fingerprint, "plan": plan.explain().splitlines()}))
     else:
@@ -148,154 +148,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
     return run_demo(Path(args.dir), as_json=args.json)
-
-
-def cmd_savepoint(args: argparse.Namespace) -> int:
-    from engine import control, versioning
-
-    if args.action == "create":
-        if not args.name:
-            raise UsageError("savepoint create needs --name")
-        # engine.control: done here on a stopped directory, handed to the running pipeline otherwise
-        result: Any = control.savepoint(args.dir, args.name, args.epoch, reason=args.reason)
-        message = f"savepoint '{result['savepoint']}' marks epoch {result['epoch']}"
-    elif args.action == "delete":
-        if not args.name:
-            raise UsageError("savepoint delete needs --name")
-        result = control.delete_savepoint(args.dir, args.name, reason=args.reason)
-        message = f"savepoint '{args.name}' deleted"
-    else:
-        table = versioning.savepoints(args.dir)
-        result = [{**row, "created_at": row["created_at"].isoformat()} for row in table.iter_rows(named=True)]
-        message = (
-            "\n".join(f"{r['name']:<24} epoch {r['epoch']:>8}  {r['created_at']}  {r['user'] or ''}" for r in result)
-            or "no savepoints"
-        )
-    print(json.dumps(result) if args.json else message)
-    return EXIT_OK
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    import datetime as dt
-
-    from engine import control
-
-    timestamp = None
-    if args.timestamp:
-        try:
-            timestamp = dt.datetime.fromisoformat(args.timestamp)
-        except ValueError:
-            raise UsageError(f"'{args.timestamp}' is not an ISO timestamp") from None
-        if timestamp.tzinfo is None:
-            timestamp = timestamp.replace(tzinfo=dt.UTC)
-    result = control.rollback(  # a running pipeline rolls back at its next epoch boundary and runs on
-        args.dir,
-        epoch=args.to_epoch,
-        savepoint=args.savepoint,
-        timestamp=timestamp,
-        reason=args.reason,
-        force=args.force,
-    )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        compensated = "".join(
-            f"; Kafka '{name}' (topic {c['topic']}): {c['keys']} keys compensated"
-            for name, c in sorted(result.get("compensated", {}).items())
-        )
-        print(
-            f"rolled back to epoch {result['rolled_back_to']}: {result['tables']} tables restored{compensated}; "
-            f"the next run starts at epoch {result['next_epoch']} from that epoch's offsets"
-        )
-    return EXIT_OK
-
-
-def cmd_checkpoint(args: argparse.Namespace) -> int:
-    import getpass
-
-    from engine.pipeline import request_checkpoint
-
-    request_checkpoint(args.dir, user=getpass.getuser())  # the checkpoint row names who asked (requested_by)
-    print("checkpoint requested: the running pipeline takes it at its next epoch boundary")
-    return EXIT_OK
-
-
-def cmd_branch(args: argparse.Namespace) -> int:
-    from engine import upgrade
-    from engine.branching import create_branch
-    from engine.pipeline import upgrade_check
-
-    kind, value = args.origin
-    if kind not in ("savepoint", "epoch"):
-        raise UsageError("--from takes 'savepoint NAME' or 'epoch N'")
-    if kind == "epoch" and not value.isdigit():
-        raise UsageError(f"--from epoch needs a number, not '{value}'")
-    sinks = {}
-    for item in args.sink or []:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--sink takes NAME=PATH, not '{item}'")
-        sinks[name] = str(location(path).resolve())
-    result = create_branch(
-        args.dir,
-        args.new_dir,
-        savepoint=value if kind == "savepoint" else None,
-        epoch=int(value) if kind == "epoch" else None,
-        sink_paths=sinks,
-    )
-    report = upgrade_check(Path(args.sql), args.new_dir, _load_udfs(args.udf)) if args.sql else None
-    if args.json:
-        print(json.dumps({**result, "upgrade": upgrade.as_json(report) if report is not None else None}))
-        return EXIT_OK
-    origin = (
-        f"savepoint '{result['savepoint']}' (epoch {result['from_epoch']})"
-        if result["savepoint"]
-        else (f"epoch {result['from_epoch']}")
-    )
-    print(f"branch {result['branch']} created from {origin}")
-    for name, path in result["sinks"].items():
-        print(f"  sink {name} -> {path}")
-    if report is not None:
-        print(f"with {args.sql}:\n{upgrade.render(report)}")
-        if upgrade.refusal(report):
-            print("run it with --allow-non-restored-state to start the changed operators empty")
-    print(f"run it with: timelapse run {args.sql or 'PIPELINE.sql'} --state {args.new_dir}")
-    return EXIT_OK
-
-
-def cmd_retention(args: argparse.Namespace) -> int:
-    from engine import control
-    from engine.state_dir import StateDir
-
-    directory = StateDir(location(args.dir))
-    if not directory.manifest.exists():
-        raise FileNotFoundError(f"{args.dir} is not a timelapse state directory")
-    report = control.retention(args.dir, args.count, args.age, reason=args.reason)
-    if args.json:
-        print(json.dumps(report))
-    elif not report["expired_epochs"] and "oldest_epoch" not in report:
-        print("nothing to free")
-    else:
-        print(
-            f"{report['expired_epochs']} checkpoints freed; epochs from {report['oldest_epoch']} on stay readable "
-            f"({report['policy']}); {report['data_files_removed']} data files and "
-            f"{report['log_entries_removed']} log entries removed"
-        )
-    return EXIT_OK
-
-
-def _load_udfs(paths: Sequence[str] | None) -> dict[str, Any]:
-    """Import Python files whose `@udf` functions register themselves."""
-    import importlib.util
-
-    from sql.udf import REGISTRY
-
-    for index, path in enumerate(paths or []):
-        spec = importlib.util.spec_from_file_location(f"timelapse_udfs_{index}", path)
-        if spec is None or spec.loader is None:
-            raise UsageError(f"cannot import UDF file {path}")
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
-    return dict(REGISTRY)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -501,9 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", default="timelapse-demo", help="where the demo writes its files")
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(handler=cmd_demo)
-    from engine.cli_console import add_commands
+    from engine import cli_blame, cli_compare, cli_console, cli_export, cli_state_edit
 
-    console_commands = add_commands(commands)
+    console_commands = [
+        parser
+        for module in (cli_console, cli_state_edit, cli_export, cli_compare, cli_blame)
+        for parser in module.add_commands(commands)
+    ]
     for command in (
         run,
         savepoint,
@@ -525,9 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from engine.native_stderr import without_panic_text
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_two_word_commands(list(sys.argv[1:] if argv is None else argv)))
     with without_panic_text():  # Rust panic text is written to fd 2 by native code: filtered out there
         return guarded(lambda: _handle(args))
+
+
+#: `timelapse state edit ...` is the parser `state-edit`: `timelapse state DIR OP` keeps its positional form
+TWO_WORD_COMMANDS = {("state", "edit"), ("state", "bootstrap"), ("savepoint", "export")}
+
+
+def _two_word_commands(argv: list[str]) -> list[str]:
+    if len(argv) >= 2 and (argv[0], argv[1]) in TWO_WORD_COMMANDS:
+        return [f"{argv[0]}-{argv[1]}", *argv[2:]]
+    return argv
 
 
 def _handle(args: argparse.Namespace) -> int:
