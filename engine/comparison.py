@@ -140,7 +140,10 @@ def compare(
     elif keys and key is not None:
         for side, frame in (("A", left), ("B", right)):
             if not _unique(frame, keys):
-                raise CompareError(f"--key {','.join(keys)} is not unique in {side}'s '{name}'")
+                raise CompareError(
+                    f"the key ({', '.join(keys)}) is not unique in {side}'s '{name}'; without a key the rows are "
+                    "compared as multisets"
+                )
     only_a, only_b, changed = diff(left, right, keys)
     if at is not None:
         per_epoch = _epoch_counts([(int(row_a["epoch"]), tally((only_a, only_b, changed), keys))])
