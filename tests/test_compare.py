@@ -44,7 +44,11 @@ SQL_B = SQL.format(f="amount > 5") + (
 
 @pytest.fixture(scope="module")
 def ab(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ab")
+    return make_ab(tmp_path_factory.mktemp("ab"))
+
+
+def make_ab(root: Path) -> Path:
+    """`root/state` (A) and its branch `root/whatif` (B) from savepoint `sp` at epoch 2, both run to epoch 4."""
     write_jsonl(root / "orders" / "1.json", [{"cust": c, "amount": a} for c, a in ORDERS])
     run(root, SQL_A, max_epoch_rows=2, max_epochs=2)
     versioning.create_savepoint(root / "state", "sp", epoch=2)
