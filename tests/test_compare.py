@@ -166,3 +166,18 @@ def test_the_cli(ab: Path) -> None:
     assert refused.stderr.strip().splitlines() == [
         "error: no operator 'nope' in A (state) at epoch 4; operators: totals"
     ]
+
+
+def test_on_s3(ab: Path, s3: Any) -> None:
+    """The same pair uploaded to a bucket (paths in a state directory are relative): the same answers."""
+    from engine.storage import copy_tree, location
+
+    remote = f"s3://{s3.bucket()}/ab"
+    copy_tree(ab, location(remote))
+    c = engine.compare(f"{remote}/state", f"{remote}/whatif", sink="totals")
+    assert c.origin == {"parent": "a", "epoch": 2, "savepoint": "sp"}
+    assert _rows(c.only_b) == [{"cust": 4, "n": 2, "amount": 120}]
+    assert _rows(c.changed) == [{"cust": 2, "n_a": 2, "n_b": 1, "amount_a": 25, "amount_b": 20}]
+    assert _epochs(c.per_epoch) == [(2, 0, 0, 0), (3, 0, 1, 1), (4, 1, 1, 1)]
+    multiset = engine.compare(f"{remote}/state", f"{remote}/whatif", sink="kept", at=4)
+    assert multiset.counts() == {"only_a": 2, "only_b": 2, "changed": 0}
