@@ -379,7 +379,10 @@ def _summary(
                 record["present"] = "a only" if name in named_a else "b only"
                 records.append(record)
                 continue
-            keys, _ = _key(named_a[name], named_b[name], None)
+            try:
+                keys, _ = _key(named_a[name], named_b[name], None)
+            except CompareError:  # keyed differently on the two sides: only the rows themselves can be compared
+                keys = []
             left, right = _read(ha, row_a, named_a[name]), _read(hb, row_b, named_b[name])
             if keys and role == SINK and not (_unique(left, keys) and _unique(right, keys)):
                 keys = []
