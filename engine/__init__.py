@@ -1,7 +1,19 @@
 """The timelapse runtime: epochs, operators, Delta state and sinks, checkpoints and history."""
 
+from engine.comparison import Comparison, compare
 from engine.history import History, HistoryError, checkpoint, open, state_at
 from engine.pipeline import Pipeline
 from sql.udf import udaf, udf
 
-__all__ = ["History", "HistoryError", "Pipeline", "checkpoint", "open", "state_at", "udaf", "udf"]
+__all__ = [
+    "Comparison",
+    "History",
+    "HistoryError",
+    "Pipeline",
+    "checkpoint",
+    "compare",
+    "open",
+    "state_at",
+    "udaf",
+    "udf",
+]

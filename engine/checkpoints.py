@@ -17,6 +17,7 @@ hold, and a restart discards state commits no manifest row names.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -90,7 +91,7 @@ def write(runner: Runner, taken: Taken, lease_guard: threading.Lock) -> Written:
         written = dict(zip(names, commits.finish(flushes), strict=True))
     checkpoint = taken.checkpoint
     tables = [
-        TableEntry(name, SINK, str(runner.sinks[name].path), version)
+        TableEntry(name, SINK, str(runner.sinks[name].path), version, _sink_keys(runner.sinks[name]))
         for name, (version, _) in written.items()
         if version is not None
     ]
@@ -117,3 +118,10 @@ def write(runner: Runner, taken: Taken, lease_guard: threading.Lock) -> Written:
 def start(runner: Runner, taken: Taken, lease_guard: threading.Lock) -> Future[Written]:
     """`write` in the checkpoint thread."""
     return _WRITER.submit(write, runner, taken, lease_guard)
+
+
+def _sink_keys(sink: Any) -> str | None:
+    """A sink's declared PRIMARY KEY as `{"keys": [...]}` (the form state tables' entries use), so readers such as
+    `engine.compare` can match its rows by key."""
+    keys = list(getattr(sink.table, "primary_key", None) or [])
+    return json.dumps({"keys": keys}) if keys else None

@@ -356,3 +356,22 @@ def test_unknown_token_shows_the_login_form(browser: Any, server: str, shots: Pa
     page.wait_for_selector("#login-form #login-error")
     assert page.evaluate("sessionStorage.getItem('timelapse-token')") is None
     shoot(page, shots, "login", full_page=False)
+
+
+def test_compare_view_shows_what_engine_compare_finds(
+    browser: Any, server: str, tokens: dict[str, str], live: RunningPipeline, shots: Path
+) -> None:
+    """The branch made above against its parent: the compare view's counts and per-epoch rows are engine.compare's."""
+    import engine
+
+    page = open_as(browser, server, tokens["viewer"], f"#/compare?a={NAME}&b=whatif&sink={SINK}")
+    page.wait_for_selector("#compare-counts")
+    shown = page.locator("#compare-counts")
+    found = engine.compare(live.state, live.state.parent / "whatif", sink=SINK)
+    assert {k: int(shown.get_attribute(f"data-{k}") or -1) for k in found.counts()} == found.counts()
+    assert page.locator("#compare-epochs tbody tr").count() == found.per_epoch.height
+    assert page.inner_text("#compare-origin").endswith("B branched from A at epoch 2; keyed by sensor")
+    shoot(page, shots, "compare")
+    page.click("text=‹ every sink and operator")
+    page.wait_for_selector(f"#compare-summary tr[data-name='{SINK}']")
+    assert page.errors == []

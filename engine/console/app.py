@@ -242,7 +242,7 @@ def validation_message(err: RequestValidationError) -> str:
 
 
 def create_app(console: Console) -> FastAPI:
-    from engine.console import actions, metrics, reads
+    from engine.console import actions, comparing, metrics, reads
 
     app = FastAPI(
         title="timelapse console",
@@ -256,6 +256,7 @@ def create_app(console: Console) -> FastAPI:
     app.state.console = console
     app.include_router(reads.router, prefix="/api")
     app.include_router(actions.router, prefix="/api")
+    app.include_router(comparing.router, prefix="/api")
     app.include_router(metrics.router)
 
     @app.exception_handler(EngineError)

@@ -1,6 +1,7 @@
 // timelapse console: a single-page app over the REST API under /api/, as plain ES modules served as they are
 // (no build step). Routes live in the URL fragment so that a reload or a shared link opens the same page.
 import { onSignedOut, token } from "./api.js";
+import { pageCompare } from "./compare.js";
 import { $, h } from "./dom.js";
 import { setRouter, stopPage } from "./lifecycle.js";
 import { showLogin } from "./login.js";
@@ -28,6 +29,7 @@ async function route() {
     if (!signedIn()) await loadMe();
     const parts = hash.replace(/^#\/?/, "").split("?")[0].split("/").filter(Boolean).map(decodeURIComponent);
     if (parts.length === 0) return await pagePipelines(app);
+    if (parts[0] === "compare") return await pageCompare(app, new URLSearchParams(hash.split("?")[1] || ""));
     if (parts[0] === "p" && parts[1]) {
       const name = parts[1];
       if (parts.length === 2) return await pagePipeline(app, name);

@@ -10,7 +10,8 @@ export async function pagePipelines(app) {
   const table = h("table", { class: "data", id: "pipelines-table" },
     h("thead", {}, h("tr", {}, ["Pipeline", "Status", "Last epoch", "Committed", "Watermark", "Lag", "Rows/s in", "Rows/s out"]
       .map((t) => h("th", {}, t)))), body);
-  app.replaceChildren(h("h1", {}, "Pipelines"), h("p", { class: "muted" }, "Every state directory this console serves."),
+  app.replaceChildren(h("h1", {}, "Pipelines"), h("p", { class: "muted" }, "Every state directory this console serves. ",
+    h("a", { href: "#/compare", id: "compare-link" }, "Compare two of them")),
     h("div", { class: "scroll" }, table));
   poll(async () => {
     const list = await api("/api/pipelines");
