@@ -1,7 +1,8 @@
 """The timelapse runtime: epochs, operators, Delta state and sinks, checkpoints and history."""
 
 from engine.history import History, HistoryError, checkpoint, open, state_at
+from engine.key_blame import blame
 from engine.pipeline import Pipeline
 from sql.udf import udaf, udf
 
-__all__ = ["History", "HistoryError", "Pipeline", "checkpoint", "open", "state_at", "udaf", "udf"]
+__all__ = ["History", "HistoryError", "Pipeline", "blame", "checkpoint", "open", "state_at", "udaf", "udf"]
