@@ -40,6 +40,9 @@ def input_rows(history: History, operator: str, found: Any, match: dict[str, Any
     covered = {int(e): list(c) for e, c in zip(found.changes["epoch"], found.changes["epochs"], strict=True)}
     if not covered:
         return _empty()
+    # The full keys each checkpoint changed (a part of the key given blames every key it matches): a row is
+    # matched against those, so a window's row is matched against the bounds of the window that changed.
+    keys = {cp: found.changes.filter(pl.col("epoch") == cp).select(found.keys).unique().to_dicts() for cp in covered}
     registered = offsets.history(max(max(c) for c in covered.values()))
     sources: dict[str, Source] = {}
     frames: list[pl.DataFrame] = []
@@ -57,7 +60,7 @@ def input_rows(history: History, operator: str, found: Any, match: dict[str, Any
                     # Every registration: indexes in a slice name the same registration forever.
                     sources[name].restore(None, registered.get(name, []))
                 for file, rows in _read(sources[name], piece):
-                    condition, missed = _condition(match, dict(rows.schema))
+                    condition, missed = _any_key(keys[checkpoint], match.get("window"), dict(rows.schema))
                     unmatched |= missed
                     if condition is None:
                         continue  # the source has none of the key's columns: none of its rows is this key's
@@ -96,14 +99,29 @@ def _scans_of(plan: Any, operator: str) -> dict[str, Any]:
     return {n.table.name: n.table for i in inputs for n in i.walk() if isinstance(n, Scan)}
 
 
-def _condition(match: dict[str, Any], columns: dict[str, pl.DataType]) -> tuple[pl.Expr | None, set[str]]:
-    """The filter a source's rows are kept by, and the key columns it cannot compare; None: nothing to compare
-    (the source has none of the key's columns: its rows are not this key's)."""
+def _any_key(
+    keys: list[dict[str, Any]], window: str | None, columns: dict[str, pl.DataType]
+) -> tuple[pl.Expr | None, set[str]]:
+    """The filter keeping a source's rows of any of `keys`, and the key columns it cannot compare."""
+    conditions, missed = [], set()
+    for key in keys:
+        condition, columns_missed = _condition(key, window, columns)
+        missed |= columns_missed
+        if condition is not None:
+            conditions.append(condition)
+    return (pl.any_horizontal(conditions) if conditions else None), missed
+
+
+def _condition(
+    key: dict[str, Any], window: str | None, columns: dict[str, pl.DataType]
+) -> tuple[pl.Expr | None, set[str]]:
+    """The filter a source's rows of one key are kept by, and the key columns it cannot compare; None: nothing
+    to compare (the source has none of the key's columns: its rows are not this key's)."""
     parts: list[pl.Expr] = []
     missed: set[str] = set()
     lowered = {c.lower(): c for c in columns}
-    time = _time_attribute(match.get("window"))
-    for name, value in match["key"].items():
+    time = _time_attribute(window)
+    for name, value in key.items():
         column = lowered.get(name.lower())
         if column is not None:
             parts.append(pl.col(column).is_null() if value is None else pl.col(column) == pl.lit(value))

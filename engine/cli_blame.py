@@ -55,7 +55,7 @@ def cmd_blame(args: argparse.Namespace) -> int:
         from engine.blame_input import input_rows
 
         found.changes = shown
-        rows = input_rows(history, args.operator, found, key_filter(found, key, history, args.operator, at), args.sql)
+        rows = input_rows(history, args.operator, found, key_filter(history, args.operator, at), args.sql)
     if args.json:
         report: dict[str, Any] = {
             "operator": args.operator,

@@ -87,17 +87,13 @@ def blame(
         )
     from engine.blame_input import input_rows
 
-    return found.changes, input_rows(history, operator, found, key_filter(found, key, history, operator, at), sql)
+    return found.changes, input_rows(history, operator, found, key_filter(history, operator, at), sql)
 
 
-def key_filter(found: Blamed, key: Mapping[str, Any], history: History, operator: str, at: At) -> dict[str, Any]:
-    """The typed key values (what the input rows are matched against), and the operator's window, if any."""
-    row = history.row(at)
-    entry = history._entry(row, operator, ("state",))
-    schema = delta_tables.scan(entry.path, version=entry.version).collect_schema()
-    typed = typed_key(key, dict(schema), found.keys, operator)
-    record = json.loads(row["operators"] or "{}").get(operator.split("/")[0], {})
-    return {"key": typed, "window": record.get("window"), "schema": dict(schema)}
+def key_filter(history: History, operator: str, at: At) -> dict[str, Any]:
+    """What the input rows are matched with besides the key: the operator's window (its time attribute)."""
+    record = json.loads(history.row(at)["operators"] or "{}").get(operator.split("/")[0], {})
+    return {"window": record.get("window")}
 
 
 def typed_key(
@@ -238,7 +234,9 @@ def _changes(
         .alias("change"),
         was_absent.alias("__absent"),
     )
-    frame = frame.filter(~(pl.col("_deleted") & pl.col("__absent")))  # a tombstone of nothing
+    # A tombstone with no earlier row stays: the key entered and left the state within that checkpoint (a window
+    # opened and fired in one epoch: only its last change, the tombstone, was committed), or retention freed
+    # the versions holding its earlier rows. `deleted` with nothing before says so.
     epochs = frame.get_column("_epoch").unique().to_list()
     covered = {e: line.get(e, [e]) for e in epochs}
     offsets = OffsetLog(history.dir.offsets)
