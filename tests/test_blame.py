@@ -14,10 +14,11 @@ import polars as pl
 import pytest
 
 import engine
-from engine import state_store, versioning
+from engine import retention, state_store, versioning
 from engine.cli import main
 from engine.delta_tables import delta
-from engine.key_blame import BlameError
+from engine.key_blame import BlameError, find_changes
+from engine.state_dir import StateDir
 from tests.helpers import run, write_jsonl
 
 SQL = """
@@ -102,6 +103,20 @@ def test_blame_across_a_compaction_and_a_rollback(tmp_path: Path, monkeypatch: p
     # b: every epoch but 5 and 7-8 changed it; before/after chain.
     b = engine.blame(tmp_path / "state", "totals", {"k": "b"})
     assert b.select("epoch", "sum_v__sum_after").rows() == [(1, 2), (2, 5), (3, 9), (4, 14)]
+
+    # Retention keeps the last two resumable rows (the rollback, numbered 6, and epoch 8): the log versions
+    # before the compaction of epoch 3 and the slices of epochs 1-5 are freed. What the log still shows is
+    # reported (the compaction kept a's row of epoch 3), the input of those epochs marked as freed.
+    directory = StateDir(tmp_path / "state")
+    with directory.lock():
+        retention.apply(directory, retention.RetentionPolicy(count=2))
+    found = find_changes(engine.open(tmp_path / "state"), "totals", {"k": "a"})
+    assert found.complete is False
+    assert found.changes.select("epoch", "sum_v__sum_after").rows() == [(3, 6), (5, 16), (8, 116)]
+    assert [json.loads(i) for i in found.changes.get_column("input")][:2] == [
+        [{"epoch": 3, "freed": True}],
+        [{"epoch": 5, "freed": True}],
+    ]
 
 
 def test_blame_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
