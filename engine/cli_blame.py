@@ -122,17 +122,19 @@ def _slice_lines(read: dict[str, Any]) -> list[str]:
     out = []
     for name, piece in read["sources"].items():
         if "files" in piece:
-            files = "; ".join(
-                f"{f['file']} records {f['records'][0]}-{f['records'][1] - 1} (bytes {f['bytes'][0]}-{f['bytes'][1]})"
-                for f in piece["files"]
-            )
+            files = "; ".join(_file_text(f) for f in piece["files"])
             out.append(f"    read in epoch {read['epoch']}: {name}: {files or 'no records'}")
         elif "partitions" in piece:
             parts = "; ".join(
-                f"{p['topic']}[{p['partition']}] offsets {p['start_offset']}-{p['end_offset']}"
+                f"{p['topic']}[{p['partition']}] offsets [{p['start_offset']}, {p['end_offset']})"
                 for p in piece["partitions"]
             )
             out.append(f"    read in epoch {read['epoch']}: {name}: {parts}")
         else:
-            out.append(f"    read in epoch {read['epoch']}: {name}: {piece['start']} to {piece['end']}")
+            out.append(f"    read in epoch {read['epoch']}: {name}: [{piece['start']}, {piece['end']})")
     return out
+
+
+def _file_text(f: dict[str, Any]) -> str:
+    (lo, hi), (start, end) = f["records"], f["bytes"]
+    return f"{f['file']} records {lo}..{hi - 1} (segment bytes [{start}, {end}))"
