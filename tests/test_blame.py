@@ -203,3 +203,23 @@ def test_blame_a_window_key(tmp_path: Path) -> None:
         (3, "deleted", 10, None),
         (3, "inserted", 20, 1),
     ]
+
+
+def test_blame_equals_the_state_read_at_every_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oracle blame avoids: the key's state read at each checkpoint, compared with the one before."""
+    monkeypatch.setattr(state_store, "COMPACT_MIN_ROWS", 4)
+    write_jsonl(tmp_path / "in" / "f.json", [{"k": "abcde"[(i * 7) % 5 if i % 3 else 0], "v": i} for i in range(60)])
+    last = run(tmp_path, SQL, max_epoch_rows=4)["last_epoch"]
+    commits = delta(tmp_path / "state" / "operators" / "totals" / "state").history()
+    assert any((c.get("operationParameters") or {}).get("mode") == "Overwrite" for c in commits)  # compacted
+    h = engine.open(tmp_path / "state")
+    for k in "abcde":
+        expected: list[tuple[Any, ...]] = []
+        before: list[tuple[Any, ...]] = []  # nothing before the first epoch
+        for epoch in range(1, last + 1):
+            now = h.state("totals", at=epoch).filter(pl.col("k") == k).select("count__count", "sum_v__sum").rows()
+            if now != before:
+                expected.append((epoch, *(now[0] if now else (None, None))))
+            before = now
+        got = engine.blame(tmp_path / "state", "totals", {"k": k})
+        assert got.select("epoch", "count__count_after", "sum_v__sum_after").rows() == expected, k
