@@ -25,6 +25,9 @@ from engine.offset_log import OffsetLog
 from engine.sources import Source, make_source
 from engine.sources.filesystem import FileSource
 
+#: the key column of an aggregate without GROUP BY (its one group)
+GLOBAL_KEY = "__all"
+
 
 def input_rows(history: History, operator: str, found: Any, match: dict[str, Any], sql: str | Path) -> pl.DataFrame:
     """`epoch` (the blamed checkpoint), `read_in` (the epoch that read the row), `source`, `file` (filesystem
@@ -122,6 +125,9 @@ def _condition(
     lowered = {c.lower(): c for c in columns}
     time = _time_attribute(window)
     for name, value in key.items():
+        if name == GLOBAL_KEY:
+            parts.append(pl.lit(True))  # an aggregate without GROUP BY: every row is its key's
+            continue
         column = lowered.get(name.lower())
         if column is not None:
             parts.append(pl.col(column).is_null() if value is None else pl.col(column) == pl.lit(value))

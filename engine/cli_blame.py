@@ -20,10 +20,10 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     blame.add_argument(
         "--key",
         action="append",
-        required=True,
+        default=[],
         metavar="COLUMN=VALUE",
         help="the key (repeatable, or comma-separated for a composite key: --key 'k=a,window_start=2026-01-01 "
-        "00:00:10'); a subset of the key columns blames every key that matches",
+        "00:00:10'); a subset of the key columns blames every key that matches (none: an aggregate without GROUP BY)",
     )
     blame.add_argument("--rows", action="store_true", help="also print the input rows of the key in those slices")
     blame.add_argument("--sql", help="the pipeline's SQL file (needed by --rows: it defines the sources)")

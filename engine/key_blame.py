@@ -31,7 +31,6 @@ from engine import delta_tables
 from engine.delta_tables import MAINTENANCE_OPERATIONS
 from engine.errors import UserError
 from engine.history import BOOKKEEPING, At, History, _keys
-from engine.manifest import entries
 from engine.offset_log import OffsetLog
 from engine.storage import Location
 from sql import types
@@ -39,8 +38,6 @@ from sql.values import parse_text
 
 #: commits that remove no rows: the version before them need not be read
 APPEND_ONLY = MAINTENANCE_OPERATIONS | {"CREATE TABLE"}
-#: window bounds a window aggregate adds to its key; an input row has its time attribute instead
-WINDOW_BOUNDS = ("window_start", "window_end")
 
 
 class BlameError(UserError, LookupError):
@@ -100,7 +97,7 @@ def typed_key(
     key: Mapping[str, Any], schema: Mapping[str, pl.DataType], keys: list[str], operator: str
 ) -> dict[str, Any]:
     """The key's values in its columns' types; unknown columns and values of another type refused."""
-    if not key:
+    if not key and any(not k.startswith("__") for k in keys):  # `__all`: an aggregate without GROUP BY
         raise BlameError(f"say which key to blame: --key COLUMN=VALUE (key columns of {operator}: {', '.join(keys)})")
     typed: dict[str, Any] = {}
     for column, value in key.items():
@@ -133,11 +130,13 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
     typed = typed_key(key, schema, keys, operator)
     values = [c for c in schema if c not in keys and c not in (*BOOKKEEPING, "_kg")]
     match = pl.all_horizontal(
-        pl.col(k).is_null() if v is None else pl.col(k) == pl.lit(v, schema[k]) for k, v in typed.items()
+        pl.lit(True),
+        *(pl.col(k).is_null() if v is None else pl.col(k) == pl.lit(v, schema[k]) for k, v in typed.items()),
     )
 
-    frames, complete = [], True
-    for version in sorted(_versions_holding_every_change(head, entry.version)):
+    versions, complete = _versions_holding_every_change(head, entry.version)
+    frames = []
+    for version in sorted(versions):
         try:
             frames.append(delta_tables.scan(entry.path, version=version).filter(match).collect())
         except Exception:  # retention freed this version's files: its rows are in no later version either
@@ -151,18 +150,21 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
     return Blamed(_changes(log, keys, values, line, history), keys, values, complete, line)
 
 
-def _versions_holding_every_change(table: Any, cut_version: int) -> set[int]:
+def _versions_holding_every_change(table: Any, cut_version: int) -> tuple[set[int], bool]:
     """The cut's version, and the version before each commit up to it that may have removed rows (an overwrite
-    by compaction, a restore): together they hold every row the log ever had up to the cut."""
+    by compaction, a restore): together they hold every row the log ever had up to the cut. And whether the
+    log still lists every commit (retention deletes the entries of freed versions)."""
     versions = {cut_version}
-    for commit in table.history():
+    commits = table.history()
+    listed = {int(c["version"]) for c in commits}
+    for commit in commits:
         version = int(commit["version"])
         operation = str(commit.get("operation", ""))
         mode = str((commit.get("operationParameters") or {}).get("mode", "")).lower()
         appended = operation == "WRITE" and mode == "append"
         if 0 < version <= cut_version and not appended and operation not in APPEND_ONLY:
             versions.add(version - 1)
-    return versions
+    return versions, 0 in listed
 
 
 def checkpoint_line(rows: pl.DataFrame, cut: dict[str, Any]) -> dict[int, list[int]]:
@@ -332,12 +334,3 @@ def parse_key(items: list[str]) -> dict[str, str]:
                 raise BlameError(f"--key takes COLUMN=VALUE, not '{part}'")
             key[name.strip()] = value.strip()
     return key
-
-
-def key_columns(history: History, operator: str) -> list[str]:
-    """The key columns of an operator's state table at the current cut."""
-    return _keys(history._entry(history.row(), operator, ("state",)))
-
-
-def state_tables(history: History) -> list[str]:
-    return [t.name for t in entries(history.row()) if t.role == "state"]
