@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,17 @@ def _slice(root: Path, name: str, records: int) -> dict[str, Any]:
     return {"file": name, "bytes": [0, _size(root, name)], "records": [0, records]}
 
 
-def test_blame_across_a_compaction_and_a_rollback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _history(tmp_path, monkeypatch)
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One project folder with that history, shared by the tests that only read it."""
+    root = tmp_path_factory.mktemp("blame")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _history(root, monkeypatch)
+    return root
+
+
+def test_blame_across_a_compaction_and_a_rollback(history: Path, tmp_path: Path) -> None:
+    shutil.copytree(history, tmp_path, dirs_exist_ok=True)  # a copy: retention below changes it
     changes, rows = engine.blame(tmp_path / "state", "totals", {"k": "a"}, rows=True, sql=tmp_path / "pipeline.sql")
     # By hand: a gets 1 (epoch 1), 5 (epoch 3), 10 (epoch 5), 100 (epoch 6, rolled back; read again in epoch 7,
     # committed by checkpoint 8). Epochs 2 and 4 do not touch it; epoch 6 is abandoned.
@@ -119,8 +129,8 @@ def test_blame_across_a_compaction_and_a_rollback(tmp_path: Path, monkeypatch: p
     ]
 
 
-def test_blame_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _history(tmp_path, monkeypatch)
+def test_blame_from_the_command_line(history: Path) -> None:
+    tmp_path = history
     done = subprocess.run(
         [
             sys.executable,
