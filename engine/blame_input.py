@@ -27,6 +27,8 @@ from engine.sources.filesystem import FileSource
 
 #: the key column of an aggregate without GROUP BY (its one group)
 GLOBAL_KEY = "__all"
+#: a window aggregate's key columns computed from the time attribute
+WINDOW_BOUNDS = ("window_start", "window_end")
 
 
 def input_rows(history: History, operator: str, found: Any, match: dict[str, Any], sql: str | Path) -> pl.DataFrame:
@@ -45,43 +47,44 @@ def input_rows(history: History, operator: str, found: Any, match: dict[str, Any
         return _empty()
     # The full keys each checkpoint changed (a part of the key given blames every key it matches): a row is
     # matched against those, so a window's row is matched against the bounds of the window that changed.
-    keys = {cp: found.changes.filter(pl.col("epoch") == cp).select(found.keys).unique().to_dicts() for cp in covered}
+    keys = {cp: found.changes.filter(pl.col("epoch") == cp).select(found.keys).unique() for cp in covered}
     registered = offsets.history(max(max(c) for c in covered.values()))
     sources: dict[str, Source] = {}
     frames: list[pl.DataFrame] = []
     unmatched: set[str] = set()
-    for checkpoint, epochs in sorted(covered.items()):
-        for epoch in epochs:
-            logged = offsets.read(epoch)
-            if logged is None:
-                continue  # freed by retention: the changes frame says so in `input`
-            for name, piece in sorted(logged.get("sources", {}).items()):
-                if name not in scans:
-                    continue
-                if name not in sources:
-                    sources[name] = make_source(scans[name], pipeline.base_dir)
-                    # Every registration: indexes in a slice name the same registration forever.
-                    sources[name].restore(None, registered.get(name, []))
-                for file, rows in _read(sources[name], piece):
-                    condition, missed = _any_key(keys[checkpoint], match.get("window"), dict(rows.schema))
-                    unmatched |= missed
-                    if condition is None:
-                        continue  # the source has none of the key's columns: none of its rows is this key's
-                    kept = rows.filter(condition)
-                    if kept.height:
-                        frames.append(
-                            kept.select(
-                                pl.lit(checkpoint, pl.Int64).alias("epoch"),
-                                pl.lit(epoch, pl.Int64).alias("read_in"),
-                                pl.lit(name).alias("source"),
-                                pl.lit(file, pl.String).alias("file"),
-                                pl.all(),
-                            )
-                        )
-    for source in sources.values():
-        source.close()
+    try:
+        for checkpoint, epochs in sorted(covered.items()):
+            for epoch in epochs:
+                logged = offsets.read(epoch)
+                if logged is None:
+                    continue  # freed by retention: the changes frame says so in `input`
+                for name, piece in sorted(logged.get("sources", {}).items()):
+                    if name not in scans:
+                        continue  # a source that does not feed the operator
+                    if name not in sources:
+                        sources[name] = make_source(scans[name], pipeline.base_dir)
+                        # Every registration: indexes in a slice name the same registration forever.
+                        sources[name].restore(None, registered.get(name, []))
+                    for file, rows in _read(sources[name], piece):
+                        kept, missed = _keep(rows, keys[checkpoint], match.get("window"))
+                        unmatched |= missed
+                        if kept is not None and kept.height:
+                            frames.append(_labelled(kept, checkpoint, epoch, name, file))
+    finally:
+        for source in sources.values():
+            source.close()
     out = pl.concat(frames, how="diagonal_relaxed") if frames else _empty()
     return out.with_columns(pl.lit(sorted(unmatched), pl.List(pl.String)).alias("unmatched"))
+
+
+def _labelled(rows: pl.DataFrame, checkpoint: int, epoch: int, source: str, file: str | None) -> pl.DataFrame:
+    return rows.select(
+        pl.lit(checkpoint, pl.Int64).alias("epoch"),
+        pl.lit(epoch, pl.Int64).alias("read_in"),
+        pl.lit(source).alias("source"),
+        pl.lit(file, pl.String).alias("file"),
+        pl.all(),
+    )
 
 
 def _empty() -> pl.DataFrame:
@@ -102,43 +105,36 @@ def _scans_of(plan: Any, operator: str) -> dict[str, Any]:
     return {n.table.name: n.table for i in inputs for n in i.walk() if isinstance(n, Scan)}
 
 
-def _any_key(
-    keys: list[dict[str, Any]], window: str | None, columns: dict[str, pl.DataType]
-) -> tuple[pl.Expr | None, set[str]]:
-    """The filter keeping a source's rows of any of `keys`, and the key columns it cannot compare."""
-    conditions, missed = [], set()
-    for key in keys:
-        condition, columns_missed = _condition(key, window, columns)
-        missed |= columns_missed
-        if condition is not None:
-            conditions.append(condition)
-    return (pl.any_horizontal(conditions) if conditions else None), missed
-
-
-def _condition(
-    key: dict[str, Any], window: str | None, columns: dict[str, pl.DataType]
-) -> tuple[pl.Expr | None, set[str]]:
-    """The filter a source's rows of one key are kept by, and the key columns it cannot compare; None: nothing
-    to compare (the source has none of the key's columns: its rows are not this key's)."""
-    parts: list[pl.Expr] = []
-    missed: set[str] = set()
-    lowered = {c.lower(): c for c in columns}
+def _keep(rows: pl.DataFrame, keys: pl.DataFrame, window: str | None) -> tuple[pl.DataFrame | None, set[str]]:
+    """The rows of any of `keys` (one row per full key), as a join, and the key columns the rows cannot be
+    compared on; None: the rows have none of the key's columns (no row of theirs is one of these keys')."""
+    lowered = {c.lower(): c for c in rows.columns}
     time = _time_attribute(window)
-    for name, value in key.items():
-        if name == GLOBAL_KEY:
-            parts.append(pl.lit(True))  # an aggregate without GROUP BY: every row is its key's
-            continue
-        column = lowered.get(name.lower())
-        if column is not None:
-            parts.append(pl.col(column).is_null() if value is None else pl.col(column) == pl.lit(value))
-        elif name in ("window_start", "window_end") and time is not None and time.lower() in lowered:
-            t = pl.col(lowered[time.lower()])
-            parts.append(t >= pl.lit(value) if name == "window_start" else t < pl.lit(value))
-        else:
-            missed.add(name)
-    if not parts:
-        return None, missed
-    return pl.all_horizontal(parts), missed
+    time = lowered.get(time.lower()) if time else None
+    equal = {k: lowered[k.lower()] for k in keys.columns if k != GLOBAL_KEY and k.lower() in lowered}
+    bounds = [k for k in keys.columns if k in WINDOW_BOUNDS and k not in equal and time is not None]
+    missed = {k for k in keys.columns if k != GLOBAL_KEY and k not in equal and k not in bounds}
+    if not equal and not bounds:
+        return (rows if GLOBAL_KEY in keys.columns else None), missed
+    # The keys in the rows' types, named apart from the rows' columns.
+    wanted = keys.select(
+        *(pl.col(k).cast(rows.schema[c]).alias(f"__key_{k}") for k, c in equal.items()),
+        *(pl.col(k).cast(rows.schema[time]).alias(f"__key_{k}") for k in bounds),  # type: ignore[index]
+    ).unique()
+    if not bounds:
+        return rows.join(
+            wanted, left_on=list(equal.values()), right_on=[f"__key_{k}" for k in equal], how="semi", nulls_equal=True
+        ), missed
+    assert time is not None
+    conditions = [pl.col(c) == pl.col(f"__key_{k}") for k, c in equal.items()]
+    conditions += [
+        pl.col(time) >= pl.col(f"__key_{k}") if k == "window_start" else pl.col(time) < pl.col(f"__key_{k}")
+        for k in bounds
+    ]
+    # A row may fall in several of the keys' windows (HOP): each row once, in input order.
+    numbered = rows.with_row_index("__row")
+    joined = numbered.join_where(wanted, *conditions).select(numbered.columns).unique("__row").sort("__row")
+    return joined.drop("__row"), missed
 
 
 def _time_attribute(window: str | None) -> str | None:
