@@ -129,10 +129,8 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
     schema = dict(delta_tables.scan(entry.path, version=entry.version).collect_schema())
     typed = typed_key(key, schema, keys, operator)
     values = [c for c in schema if c not in keys and c not in (*BOOKKEEPING, "_kg")]
-    match = pl.all_horizontal(
-        pl.lit(True),
-        *(pl.col(k).is_null() if v is None else pl.col(k) == pl.lit(v, schema[k]) for k, v in typed.items()),
-    )
+    conditions = [pl.col(k).is_null() if v is None else pl.col(k) == pl.lit(v, schema[k]) for k, v in typed.items()]
+    match = pl.all_horizontal(conditions) if conditions else pl.lit(True)
 
     versions, complete = _versions_holding_every_change(head, entry.version)
     frames = []
@@ -140,9 +138,12 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
         try:
             frames.append(delta_tables.scan(entry.path, version=version).filter(match).collect())
         except Exception:  # retention freed this version's files: its rows are in no later version either
+            if version == entry.version:
+                raise  # the cut itself is readable (History.row checked): this is another failure
             complete = False
     log = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=schema)
-    log = log.unique([*keys, "_epoch"], keep="first").sort("_epoch")
+    # The newest version's row of a (key, epoch) wins: a restart may have discarded a crashed run's commit of it.
+    log = log.unique([*keys, "_epoch"], keep="last", maintain_order=True).sort("_epoch")
 
     line = checkpoint_line(rows, cut)
     kept = _on_line(rows, line, log.get_column("_epoch").unique().to_list())
