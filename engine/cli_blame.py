@@ -61,6 +61,7 @@ def cmd_blame(args: argparse.Namespace) -> int:
             "operator": args.operator,
             "key": key,
             "complete": found.complete,
+            "incomplete_because": found.why,
             "changes": [{**r, "input": json.loads(r["input"])} for r in shown.to_dicts()],
             "more": changes.height - shown.height,
         }
@@ -87,7 +88,7 @@ def render(operator: str, key: dict[str, str], found: Any, shown: Any, rows: Any
     if more:
         lines.append(f"({more} earlier changes; --limit N shows more)")
     if not found.complete:
-        lines.append("(retention freed older versions of the state: earlier changes may be missing)")
+        lines.append(f"({found.why})")
     partial = len(found.keys) > len(key)
     for change in shown.iter_rows(named=True):
         span = change["epochs"] or [change["epoch"]]

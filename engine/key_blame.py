@@ -51,8 +51,9 @@ class Blamed:
     changes: pl.DataFrame
     keys: list[str]
     values: list[str]
-    complete: bool  # False: retention freed versions of the log, so older changes may be missing
+    complete: bool  # False: older changes may be missing (`why`)
     line: dict[int, list[int]] = field(default_factory=dict)  # checkpoint epoch -> the epochs it covers
+    why: str | None = None  # why older changes may be missing
 
 
 def blame(
@@ -133,6 +134,11 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
     match = pl.all_horizontal(conditions) if conditions else pl.lit(True)
 
     versions, complete = _versions_holding_every_change(head, entry.version)
+    why = None if complete else "retention freed older versions of the state: earlier changes may be missing"
+    if (branch := _branched(rows)) is not None:
+        # A branch starts from a copy of its parent's state: its earlier changes are the parent's to tell.
+        complete = False
+        why = f"a branch of {branch.get('parent')} at epoch {branch.get('epoch')}: blame the parent for earlier changes"
     frames = []
     for version in sorted(versions):
         try:
@@ -140,7 +146,7 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
         except Exception:  # retention freed this version's files: its rows are in no later version either
             if version == entry.version:
                 raise  # the cut itself is readable (History.row checked): this is another failure
-            complete = False
+            complete, why = False, "retention freed older versions of the state: earlier changes may be missing"
     log = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=schema)
     # The newest version's row of a (key, epoch) wins: a restart may have discarded a crashed run's commit of it.
     log = log.unique([*keys, "_epoch"], keep="last", maintain_order=True).sort("_epoch")
@@ -148,7 +154,7 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
     line = checkpoint_line(rows, cut)
     kept = _on_line(rows, line, log.get_column("_epoch").unique().to_list())
     log = log.filter(pl.col("_epoch").is_in(kept))
-    return Blamed(_changes(log, keys, values, line, history), keys, values, complete, line)
+    return Blamed(_changes(log, keys, values, line, history), keys, values, complete, line, why)
 
 
 def _versions_holding_every_change(table: Any, cut_version: int) -> tuple[set[int], bool]:
@@ -168,6 +174,14 @@ def _versions_holding_every_change(table: Any, cut_version: int) -> tuple[set[in
     return versions, 0 in listed
 
 
+def _branched(rows: pl.DataFrame) -> dict[str, Any] | None:
+    """What a branch's first manifest row says of its parent (None: not a branch)."""
+    if rows.is_empty():
+        return None
+    branch = json.loads(rows.row(0, named=True)["metrics"] or "{}").get("branch")
+    return dict(branch) if isinstance(branch, dict) else None
+
+
 def checkpoint_line(rows: pl.DataFrame, cut: dict[str, Any]) -> dict[int, list[int]]:
     """The checkpoints on the line leading to `cut` (epoch -> the epochs it covers, oldest first).
 
@@ -182,8 +196,10 @@ def checkpoint_line(rows: pl.DataFrame, cut: dict[str, Any]) -> dict[int, list[i
         if row["kind"] == "epoch":
             epoch = int(row["epoch"])
             if epoch in parent:
-                continue  # a row repeated (a branch's copy): its first commit decides
-            parent[epoch], covers[epoch] = current, list(range(number + 1, epoch + 1))
+                continue  # a row repeated: its first commit decides
+            # A branch's first row copies its parent's checkpoint: the epochs before it ran in the parent.
+            branched = "branch" in json.loads(row["metrics"] or "{}")
+            parent[epoch], covers[epoch] = current, [epoch] if branched else list(range(number + 1, epoch + 1))
             current, number = epoch, epoch
         elif row["kind"] == "rollback":
             current = int(json.loads(row["metrics"] or "{}").get("rollback", {}).get("to_epoch", row["epoch"]))

@@ -16,6 +16,7 @@ import pytest
 
 import engine
 from engine import retention, state_store, versioning
+from engine.branching import create_branch
 from engine.cli import main
 from engine.delta_tables import delta
 from engine.key_blame import BlameError, find_changes
@@ -113,6 +114,12 @@ def test_blame_across_a_compaction_and_a_rollback(history: Path, tmp_path: Path)
     # b: every epoch but 5 and 7-8 changed it; before/after chain.
     b = engine.blame(tmp_path / "state", "totals", {"k": "b"})
     assert b.select("epoch", "sum_v__sum_after").rows() == [(1, 2), (2, 5), (3, 9), (4, 14)]
+
+    # A branch at epoch 5 starts from a copy of the state: what it holds is shown, marked incomplete.
+    create_branch(tmp_path / "state", tmp_path / "branch", epoch=5, sink_paths={"out": str(tmp_path / "b_out")})
+    branched = find_changes(engine.open(tmp_path / "branch"), "totals", {"k": "a"})
+    assert branched.complete is False and "a branch of" in str(branched.why)
+    assert branched.changes.select("epoch", "sum_v__sum_after", "epochs").rows() == [(3, 6, [3]), (5, 16, [5])]
 
     # Retention keeps the last two resumable rows (the rollback, numbered 6, and epoch 8): the log versions
     # before the compaction of epoch 3 and the slices of epochs 1-5 are freed. What the log still shows is
