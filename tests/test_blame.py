@@ -240,3 +240,14 @@ def test_blame_equals_the_state_read_at_every_checkpoint(tmp_path: Path, monkeyp
             before = now
         got = engine.blame(tmp_path / "state", "totals", {"k": k})
         assert got.select("epoch", "count__count_after", "sum_v__sum_after").rows() == expected, k
+
+
+def test_blame_a_state_directory_in_s3(history: Path, s3: Any) -> None:
+    """Uploaded as it is, the state directory blames the same from a bucket (its input stays on the disk)."""
+    from engine.storage import ObjectPath, copy_tree
+
+    remote = ObjectPath("s3", s3.bucket(), "proj") / "state"
+    copy_tree(history / "state", remote)
+    local, local_rows = engine.blame(history / "state", "totals", {"k": "a"}, rows=True, sql=history / "pipeline.sql")
+    there, rows = engine.blame(str(remote), "totals", {"k": "a"}, rows=True, sql=history / "pipeline.sql")
+    assert there.equals(local) and rows.equals(local_rows)
