@@ -152,7 +152,7 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
     log = log.unique([*keys, "_epoch"], keep="last", maintain_order=True).sort("_epoch")
 
     line = checkpoint_line(rows, cut)
-    kept = _on_line(rows, line, log.get_column("_epoch").unique().to_list())
+    kept = _on_line(rows, cut, line, log.get_column("_epoch").unique().to_list())
     log = log.filter(pl.col("_epoch").is_in(kept))
     return Blamed(_changes(log, keys, values, line, history), keys, values, complete, line, why)
 
@@ -204,9 +204,7 @@ def checkpoint_line(rows: pl.DataFrame, cut: dict[str, Any]) -> dict[int, list[i
         elif row["kind"] == "rollback":
             current = int(json.loads(row["metrics"] or "{}").get("rollback", {}).get("to_epoch", row["epoch"]))
             number = int(row["epoch"])
-    start: int | None = int(json.loads(cut["metrics"] or "{}").get("rollback", {}).get("to_epoch", cut["epoch"]))
-    if cut["kind"] == "epoch":
-        start = int(cut["epoch"])
+    start: int | None = _cut_epoch(cut)
     line: dict[int, list[int]] = {}
     while start is not None and start in covers and start not in line:
         line[start] = covers[start]
@@ -214,11 +212,18 @@ def checkpoint_line(rows: pl.DataFrame, cut: dict[str, Any]) -> dict[int, list[i
     return dict(sorted(line.items()))
 
 
-def _on_line(rows: pl.DataFrame, line: dict[int, list[int]], epochs: list[int]) -> list[int]:
+def _cut_epoch(cut: dict[str, Any]) -> int:
+    """The checkpoint whose state a cut is: its epoch, or for a rollback row the epoch it returned to."""
+    if cut["kind"] == "epoch":
+        return int(cut["epoch"])
+    return int(json.loads(cut["metrics"] or "{}").get("rollback", {}).get("to_epoch", cut["epoch"]))
+
+
+def _on_line(rows: pl.DataFrame, cut: dict[str, Any], line: dict[int, list[int]], epochs: list[int]) -> list[int]:
     """Of the epochs the log names, those on the line. An epoch older than the line's oldest checkpoint whose
     manifest row retention deleted is taken as on the line unless a rollback abandoned it (an epoch after the
     rollback's target, up to the rollback's number)."""
-    oldest = min(line) if line else 0
+    oldest = min(line) if line else _cut_epoch(cut) + 1  # no row left on the line: the cut's own was deleted
     known = set(rows.filter(pl.col("kind") == "epoch").get_column("epoch").to_list())
     abandoned: list[tuple[int, int]] = []
     for row in rows.filter(pl.col("kind") == "rollback").iter_rows(named=True):
