@@ -65,7 +65,7 @@ def input_rows(history: History, operator: str, found: Any, match: dict[str, Any
                         sources[name] = make_source(scans[name], pipeline.base_dir)
                         # Every registration: indexes in a slice name the same registration forever.
                         sources[name].restore(None, registered.get(name, []))
-                    for file, rows in _read(sources[name], piece):
+                    for file, rows in _read(sources[name], piece, epoch):
                         kept, missed = _keep(rows, keys[checkpoint], match.get("window"))
                         unmatched |= missed
                         if kept is not None and kept.height:
@@ -143,9 +143,12 @@ def _time_attribute(window: str | None) -> str | None:
     return found.group(1).strip('`"') if found else None
 
 
-def _read(source: Source, piece: dict[str, Any]) -> list[tuple[str | None, pl.DataFrame]]:
+def _read(source: Source, piece: dict[str, Any], epoch: int) -> list[tuple[str | None, pl.DataFrame]]:
     """A slice's rows; a filesystem slice file by file (its records ranges as logged), so each row has its file."""
-    if isinstance(source, FileSource):
-        files, spans = source._spans(piece)
-        return [(files[i].path, source._read_segment(files[i], lo, hi).rows) for i, lo, hi in spans]
-    return [(None, source.read(piece).rows)]
+    try:
+        if isinstance(source, FileSource):
+            files, spans = source._spans(piece)
+            return [(files[i].path, source._read_segment(files[i], lo, hi).rows) for i, lo, hi in spans]
+        return [(None, source.read(piece).rows)]
+    except UserError as err:  # a file changed or gone since, a topic compacted: say which epoch's input
+        raise UserError(f"the input epoch {epoch} read cannot be read again: {err}") from None
