@@ -2,6 +2,7 @@
 
 from engine.comparison import Comparison, compare
 from engine.history import History, HistoryError, checkpoint, open, state_at
+from engine.key_blame import blame
 from engine.pipeline import Pipeline
 from sql.udf import udaf, udf
 
@@ -10,6 +11,7 @@ __all__ = [
     "History",
     "HistoryError",
     "Pipeline",
+    "blame",
     "checkpoint",
     "compare",
     "open",
