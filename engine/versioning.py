@@ -33,6 +33,7 @@ from engine.manifest import (
     Manifest,
     TableEntry,
     checkpoint_from_row,
+    cut_row,
     entries,
     epoch_row,
     live_savepoints,
@@ -202,7 +203,7 @@ def plan_rollback(
         to_epoch = int(before.row(-1, named=True)["epoch"])
     if to_epoch is None:
         raise VersioningError("say where to roll back to: an epoch, a savepoint or a timestamp")
-    target = epoch_row(rows, to_epoch)
+    target = cut_row(rows, to_epoch, savepoint)  # a savepoint's own tables: an edited one names its own versions
     current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
 
     # Sinks that cannot be restored (print, an append Kafka topic) already showed what epochs after the target
@@ -335,7 +336,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
             "tables": len(entries(current)),
             "repeated_output": intent["repeated_output"],
         }
-    target = epoch_row(rows, to_epoch)
+    target = cut_row(rows, to_epoch, intent.get("savepoint"))
     marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
     # By role and name: a STATE_ID may name a sink too (`/*+ STATE_ID('per_minute') */ ... INTO per_minute`).
     target_versions = {(t.role, t.name): t for t in entries(target)}
