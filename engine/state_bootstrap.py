@@ -160,19 +160,13 @@ def _conform(frame: pl.DataFrame, expected: dict[str, pl.DataType], keys: list[s
     if "__all" in expected and "__all" not in frame.columns:  # a global aggregate's constant key
         frame = frame.with_columns(pl.lit(0, pl.Int32).alias("__all"))
     listing = ", ".join(f"{name} {_sql_type(dtype)}" for name, dtype in expected.items())
-    given = [c for c in frame.columns if c not in ("_kg", "_epoch", "_deleted")]
+    given = [c for c in frame.columns if c not in BOOKKEEPING]
     missing = [c for c in expected if c not in given]
     extra = [c for c in given if c not in expected]
-    if [c for c in frame.columns if c in BOOKKEEPING]:
-        extra.append("(bookkeeping columns are the engine's)")
+    extra += [f"{c} (bookkeeping: the engine's)" for c in frame.columns if c in BOOKKEEPING]
     if missing or extra:
         what = "; ".join(
-            part
-            for part in (
-                f"missing {', '.join(missing)}" if missing else "",
-                f"extra {', '.join(extra)}" if extra else "",
-            )
-            if part
+            [*([f"missing {', '.join(missing)}"] if missing else []), *(["extra " + ", ".join(extra)] if extra else [])]
         )
         raise EditRefused(f"{operator}'s state has the columns {listing}; {what}")
     for name, dtype in expected.items():

@@ -21,6 +21,7 @@ audit (who, why, from where, the statements, rows changed per table) in its metr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import json
@@ -224,11 +225,9 @@ def _run(parsed: list[exp.Expression], tables: dict[str, Edited]) -> None:
     """Run the statements over in-memory copies; `after` of each table gains the rows (ROW_ID: DuckDB's rowid,
     kept by UPDATE and DELETE, new for inserted rows)."""
     con = duckdb.connect()
-    try:
+    with contextlib.suppress(duckdb.Error):  # without ICU, timestamps with a zone are UTC anyway
         con.execute("SET TimeZone = 'UTC'")
-    except duckdb.Error:  # without ICU, timestamps with a zone are UTC anyway
-        pass
-    for name, table in tables.items():
+    for table in tables.values():
         visible = table.before.sort(ROW_ID).drop(ROW_ID, *BOOKKEEPING)
         con.register("__source", to_arrow(visible))
         con.execute(f"CREATE TABLE {_quote(table.entry.name)} AS SELECT * FROM __source")
