@@ -119,7 +119,10 @@ def _edit_locked(
     origin = {"savepoint": savepoint} if savepoint is not None else {"epoch": epoch}
     versions = {name: _overwrite(state_tables[name], frame, as_savepoint) for name, frame in written.items()}
     new_tables = [
-        dataclasses.replace(t, version=versions[t.name.lower()]) if t.name.lower() in versions else t
+        # by role and name: a STATE_ID may name a sink too
+        dataclasses.replace(t, version=versions[t.name.lower()])
+        if t.role == STATE and t.name.lower() in versions
+        else t
         for t in checkpoint_from_row(row).tables
     ]
     audit = {
