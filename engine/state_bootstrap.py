@@ -33,8 +33,9 @@ from engine.operators.aggregates import ROWS
 from engine.operators.base import StateStore
 from engine.state_dir import StateDir
 from engine.state_edit import BOOKKEEPING, EditRefused
-from engine.state_store import key_group
+from engine.state_store import discard_uncommitted, key_group
 from engine.storage import location
+from sql.plan import Aggregate
 
 
 def bootstrap_state(
@@ -66,6 +67,10 @@ def bootstrap_state(
         if previous is not None and any(t.name.split("/")[0] == operator for t in entries(previous)):
             raise VersioningError(f"'{operator}' is already bootstrapped in {state}; start from a new directory")
         op = stateful(node)
+        if not isinstance(node, Aggregate) or "" not in op.specs:
+            raise EditRefused(
+                f"'{operator}' is a {descriptor_kind(node)}: bootstrap loads the state of GROUP BY aggregations"
+            )
         main = op.specs[""]
         others = [s for name, s in op.specs.items() if name and s.role != "late"]
         if others:
@@ -79,6 +84,8 @@ def bootstrap_state(
         keys_hashed = getattr(op, "keys", main.keys)  # an aggregate hashes its GROUP BY keys, not window bounds
         loaded = loaded.with_columns(key_group(keys_hashed).alias("_kg"))
         store = StateStore(directory.operator(operator), directory.pipeline_id())
+        for path in op.table_paths(store):  # what a bootstrap cut short left behind, as a restarted run does
+            discard_uncommitted(path, None)
         op.open(store, {}, None)
         op.set_frame("", loaded)
         op.table.stage(loaded, loaded.head(0).select(*main.keys, "_kg"))
@@ -114,6 +121,12 @@ def bootstrap_state(
         metrics = {"savepoint": as_savepoint, "user": who, "reason": reason, "bootstrap": audit}
         manifest.commit(dataclasses.replace(epoch_row, kind="savepoint", metrics=metrics))
     return {"savepoint": as_savepoint, "operator": operator, "rows": loaded.height, "tables": [t.name for t in tables]}
+
+
+def descriptor_kind(node: Any) -> str:
+    from sql.state_descriptors import state_descriptor
+
+    return str(state_descriptor(node).get("kind", type(node).__name__))
 
 
 def _previous_bootstrap(rows: pl.DataFrame | None) -> dict[str, Any] | None:

@@ -199,7 +199,8 @@ CREATE TABLE totals (customer STRING, n BIGINT, total BIGINT, mean DOUBLE, PRIMA
 WITH ('connector' = 'delta', 'path' = 'totals');
 INSERT INTO totals SELECT /*+ STATE_ID('totals') */ customer, COUNT(*), SUM(amount), AVG(amount)
 FROM orders GROUP BY customer;
-CREATE TABLE overall (one INT, n BIGINT, top BIGINT, PRIMARY KEY (one) NOT ENFORCED) WITH ('connector' = 'delta', 'path' = 'overall');
+CREATE TABLE overall (one INT, n BIGINT, top BIGINT, PRIMARY KEY (one) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'overall');
 INSERT INTO overall SELECT /*+ STATE_ID('overall') */ 1, COUNT(*), MAX(amount) FROM orders;
 """
 # What a user writes in DuckDB to produce each operator's partial columns from a backfill.
@@ -256,6 +257,20 @@ def test_bootstrap_from_a_batch_group_by_then_the_rest_equals_a_straight_run(tmp
     )
     assert_frame_equal(sort_all(read_sink(booted / "totals")), sort_all(expected), check_dtypes=False)
     assert read_sink(booted / "overall").rows() == [(1, 30, 4)]
+
+    # A group deleted and inserted again gets the key group the engine gave it (`_kg`, recomputed by the edit).
+    now = state_of(booted / "state", "totals")
+    ann = now.filter(pl.col("customer") == "ann").drop("_kg").row(0)
+    values = ", ".join(repr(v) for v in ann)
+    last = int(engine.open(booted / "state").checkpoints().get_column("epoch").max())  # type: ignore[arg-type]
+    again = engine.edit_state(
+        booted / "state",
+        f"DELETE FROM totals WHERE customer = 'ann'; INSERT INTO totals VALUES ({values})",
+        epoch=last,
+        as_savepoint="same",
+    )
+    assert again["tables"] == {"totals": {"inserted": 1, "updated": 0, "deleted": 1}}
+    assert_frame_equal(sort_all(engine.open(booted / "state").state("totals", at="same")), now)
 
     refused = timelapse(
         booted, "state", "bootstrap", "state", "totals", "--from", "totals.parquet", "--sql", "pipeline.sql"
