@@ -65,6 +65,7 @@ class Edited:
     keys: list[str]
     before: pl.DataFrame  # live rows with bookkeeping columns and ROW_ID
     after: pl.DataFrame | None = None
+    target: bool = False  # a statement writes it (others are only read)
     set_columns: set[str] = dataclasses.field(default_factory=set)  # columns an UPDATE assigns
     inserted_columns: list[list[str]] = dataclasses.field(default_factory=list)
 
@@ -239,6 +240,7 @@ def _run(parsed: list[exp.Expression], tables: dict[str, Edited]) -> None:
     for number, tree in enumerate(parsed, 1):
         text = tree.sql(dialect="duckdb")
         target = tables[_target(tree).name.lower()]
+        target.target = True
         if isinstance(tree, exp.Update):
             target.set_columns |= {eq.this.name for eq in tree.expressions}
         if isinstance(tree, exp.Insert):
@@ -304,6 +306,8 @@ def check_state(
     written: dict[str, pl.DataFrame] = {}
     for name, table in tables.items():
         assert table.after is not None
+        if not table.target:  # only read by the statements
+            continue
         entry, keys = table.entry, table.keys
         operator = entry.name.split("/")[0]
         record = operators.get(operator, {})
@@ -410,12 +414,14 @@ def _check_aggregate(
 
 def _key_group(entry: TableEntry, record: dict[str, Any], before: pl.DataFrame) -> pl.Expr:
     """How the operator computes `_kg` from a row, checked against the rows it wrote: an aggregate hashes its
-    GROUP BY keys (not window bounds), typed as its state schema records them; other kinds their state keys."""
+    GROUP BY keys (not window bounds), typed as its state schema records them; a join its join key columns
+    (`__k0`, ...); other kinds their state keys."""
     described = json.loads(entry.schema or "{}").get("columns", {})
     keys = state_keys(entry)
     candidates = []
     if str(record.get("kind", "")).endswith("aggregate") and "/" not in entry.name:
         candidates.append([k for k in record.get("key") or []] or ["__all"])
+    candidates.append([k for k in keys if re.fullmatch(r"__k\d+", k)])  # a join's state: its join key columns
     candidates.append(keys)
     for columns in candidates:
         exprs = [_typed(c, described.get(c), before) for c in columns]
