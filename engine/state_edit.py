@@ -112,8 +112,9 @@ def _edit_locked(
     state_tables = {t.name.lower(): t for t in checkpoint_from_row(row).tables if t.role == STATE}
     named = _named_tables(parsed, state_tables)
     tables = {name: _load(state_tables[name]) for name in named}
-    _run(parsed, tables)
     operators = json.loads(row["operators"] or "{}")
+    averages = {name: _averages(t.entry, operators.get(t.entry.name.split("/")[0], {})) for name, t in tables.items()}
+    _run(parsed, tables, averages)
     changes, written = check_state(tables, state_tables, operators, epoch)
     if not any(sum(c.values()) for c in changes.values()):
         raise EditRefused("the statements change no row: no savepoint written")
@@ -225,7 +226,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _run(parsed: list[exp.Expression], tables: dict[str, Edited]) -> None:
+def _run(
+    parsed: list[exp.Expression], tables: dict[str, Edited], averages: dict[str, dict[str, tuple[str, str]]]
+) -> None:
     """Run the statements over in-memory copies; `after` of each table gains the rows (ROW_ID: DuckDB's rowid,
     kept by UPDATE and DELETE, new for inserted rows)."""
     con = duckdb.connect()
@@ -237,9 +240,11 @@ def _run(parsed: list[exp.Expression], tables: dict[str, Edited]) -> None:
         con.execute(f"CREATE TABLE {_quote(table.entry.name)} AS SELECT * FROM __source")
         con.unregister("__source")
     confine(con)  # no files, no extensions: the statements see the state tables only
-    for number, tree in enumerate(parsed, 1):
+    for number, written in enumerate(parsed, 1):
+        target = tables[_target(written).name.lower()]
+        tree, averaged = _rewrite_averages(written.copy(), averages.get(_target(written).name.lower(), {}), target)
+        target.set_columns |= averaged
         text = tree.sql(dialect="duckdb")
-        target = tables[_target(tree).name.lower()]
         target.target = True
         if isinstance(tree, exp.Update):
             target.set_columns |= {eq.this.name for eq in tree.expressions}
@@ -255,6 +260,45 @@ def _run(parsed: list[exp.Expression], tables: dict[str, Edited]) -> None:
     for table in tables.values():
         frame = con.sql(f"SELECT rowid AS {ROW_ID}, * FROM {_quote(table.entry.name)}").pl()
         table.after = frame.with_columns(pl.col(ROW_ID).cast(pl.Int64))
+
+
+def _averages(entry: TableEntry, record: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The AVG calls of an aggregate's state, by the name of their result (`avg_x` for `avg_x__sum` and
+    `avg_x__count`): statements may read and set the average as if it were a column."""
+    found = {}
+    for _sql, function, distinct, columns in _calls(entry, record):
+        total = next((c for c in columns if c.endswith("__sum")), None)
+        count = next((c for c in columns if c.endswith("__count")), None)
+        if function == "AVG" and not distinct and total and count:
+            found[total.removesuffix("__sum")] = (total, count)
+    return found
+
+
+def _rewrite_averages(
+    tree: exp.Expression, averages: dict[str, tuple[str, str]], table: Edited
+) -> tuple[exp.Expression, set[str]]:
+    """`SET avg_x = v` as `SET avg_x__sum = v * avg_x__count` (the count kept, the sum adjusted), and every read
+    of `avg_x` as `avg_x__sum / avg_x__count`; returns the statement and the partial columns it sets so."""
+    virtual = {name: parts for name, parts in averages.items() if name not in table.before.columns}
+    assigned: set[str] = set()
+    if not virtual:
+        return tree, assigned
+    if isinstance(tree, exp.Update):
+        targets = {eq.this.name for eq in tree.expressions}
+        for eq in tree.expressions:
+            if eq.this.name not in virtual:
+                continue
+            total, count = virtual[eq.this.name]
+            if {total, count} & targets:
+                raise EditRefused(f"set {eq.this.name} (the average) or {total} and {count}, not both")
+            eq.set("this", exp.column(total))
+            eq.set("expression", exp.Mul(this=exp.Paren(this=eq.expression), expression=exp.column(count)))
+            assigned |= {total, count}
+    for column in list(tree.find_all(exp.Column)):
+        if column.name in virtual:
+            total, count = virtual[column.name]
+            column.replace(exp.Paren(this=exp.Div(this=exp.column(total), expression=exp.column(count))))
+    return tree, assigned
 
 
 def _type_error(err: duckdb.Error, tree: exp.Expression, table: Edited) -> str:

@@ -194,6 +194,19 @@ def test_edits_that_break_the_state_are_refused_and_write_nothing(tmp_path: Path
     after = {p.name: len(list((p / "_delta_log").glob("*.json"))) for p in (state / "operators" / "totals").iterdir()}
     assert after == head
 
+    # An AVG may be set by its value: the count is kept and the sum adjusted; it reads as a column too.
+    result = edit_state(
+        state, "UPDATE totals SET avg_amount = 10 WHERE avg_amount < 2", savepoint="s1", as_savepoint="avg"
+    )
+    before_avg, after_avg = engine.open(state).state("totals", at="s1"), engine.open(state).state("totals", at="avg")
+    low = before_avg.filter(pl.col("avg_amount__sum") < 2 * pl.col("avg_amount__count"))
+    assert result["tables"]["totals"]["updated"] == low.height > 0
+    changed = after_avg.join(low.select("customer", "avg_amount__count"), on="customer")
+    assert changed.select((pl.col("avg_amount__sum") == 10 * pl.col("avg_amount__count_right")).all()).item()
+    assert changed.select((pl.col("avg_amount__count") == pl.col("avg_amount__count_right")).all()).item()
+    with pytest.raises(EditRefused, match="not both"):
+        edit_state(state, "UPDATE totals SET avg_amount = 1, avg_amount__count = 1", savepoint="s1", as_savepoint="y")
+
 
 BOOTSTRAP_SQL = """
 CREATE TABLE orders (id BIGINT, customer STRING, amount BIGINT)
