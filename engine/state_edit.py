@@ -355,9 +355,7 @@ def check_state(
         entry, keys = table.entry, table.keys
         operator = entry.name.split("/")[0]
         record = operators.get(operator, {})
-        derived_tables = sorted(
-            t for t in state_tables if t.startswith(f"{operator.lower()}/distinct_") and t in state_tables
-        )
+        derived_tables = sorted(t for t in state_tables if t.startswith(f"{operator.lower()}/distinct_"))
         if "/distinct_" in name:
             raise EditRefused(
                 f"{entry.name} holds the values an aggregate's DISTINCT (or retractable MIN/MAX, COLLECT) counts; "
