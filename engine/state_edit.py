@@ -318,8 +318,10 @@ def _type_error(err: duckdb.Error, tree: exp.Expression, table: Edited) -> str:
                     column = names[index]
     if column is None:
         return f"type error: {text}"
+    from sql.types import sql_name
+
     dtype = table.before.schema[column]
-    return f"type error: column {column} ({dtype}) cannot hold '{needle}': {text}"
+    return f"type error: column {column} ({sql_name(dtype)}) cannot hold '{needle}': {text}"
 
 
 # -- checking -----------------------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def test_a_counter_set_right_at_an_epoch_equals_a_run_over_the_rows_it_missed(tm
 REFUSED = [
     ("UPDATE totals SET customer = 'ann'", "keys must stay unique, but customer='ann' would be in 3 rows"),
     ("INSERT INTO totals SELECT * FROM totals", "keys must stay unique"),
-    ("UPDATE totals SET count__count = 'many'", "column count__count (Int64) cannot hold 'many'"),
+    ("UPDATE totals SET count__count = 'many'", "column count__count (BIGINT) cannot hold 'many'"),
     ("UPDATE totals SET avg_amount__sum = 0", "set them together (also avg_amount__count)"),
     ("UPDATE totals SET count_distinct_amount__count = 9", "number of distinct values kept in totals/distinct_3"),
     ("UPDATE totals SET _kg = 1", "column _kg is bookkeeping"),
