@@ -56,7 +56,7 @@ def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 def test_deleting_a_key_at_a_savepoint_equals_a_run_that_never_saw_its_rows(tmp_path: Path) -> None:
     edited, straight = tmp_path / "edited", tmp_path / "straight"
-    first, second = orders(0, 12), orders(12, 12)
+    first, second, third = orders(0, 12), orders(12, 12), orders(24, 6)
     write_jsonl(edited / "in" / "a.json", first)
     run(edited, SQL, max_epoch_rows=4)
     versioning.create_savepoint(edited / "state", "s1", reason="before the bad deploy")
@@ -95,7 +95,15 @@ def test_deleting_a_key_at_a_savepoint_equals_a_run_that_never_saw_its_rows(tmp_
     log = timelapse(edited, "log", "state")
     assert "savepoint 'fixed'" in log.stdout and "edited" in log.stdout, log.stdout
 
-    # Retention keeps what the edited savepoint names (versions no epoch row names), whatever it frees.
+    # The line's next run puts its tables back at its own cut (the edit's version is no longer the head), and
+    # retention keeps what the edited savepoint names (versions no epoch row names), whatever it frees.
+    write_jsonl(edited / "in" / "c.json", third)
+    run(edited, SQL, max_epoch_rows=4)
+    assert_frame_equal(
+        sort_all(read_sink(edited / "totals")),
+        sort_all(duck(ORACLE, src=frame(first + second + third))),
+        check_dtypes=False,
+    )
     with StateDir(edited / "state").lock():
         retention.apply(StateDir(edited / "state"), retention.RetentionPolicy(count=1))
     rolled = timelapse(edited, "rollback", "state", "--savepoint", "fixed", "--reason", "continue without ann")
@@ -105,12 +113,13 @@ def test_deleting_a_key_at_a_savepoint_equals_a_run_that_never_saw_its_rows(tmp_
     kept = [r for r in first if r["customer"] != "ann"]
     write_jsonl(straight / "in" / "a.json", kept)
     write_jsonl(straight / "in" / "b.json", second)
+    write_jsonl(straight / "in" / "c.json", third)
     run(straight, SQL, max_epoch_rows=4)
     for table in ("totals", "totals/distinct_3"):
         assert_frame_equal(state_of(edited / "state", table), state_of(straight / "state", table))
     sink = sort_all(read_sink(edited / "totals"))
     assert_frame_equal(sink, sort_all(read_sink(straight / "totals")))
-    expected = duck(ORACLE, src=frame(kept + second))
+    expected = duck(ORACLE, src=frame(kept + second + third))
     assert_frame_equal(sink, sort_all(expected), check_dtypes=False)
 
 
