@@ -4,6 +4,8 @@ from engine.comparison import Comparison, compare
 from engine.history import History, HistoryError, checkpoint, open, state_at
 from engine.key_blame import blame
 from engine.pipeline import Pipeline
+from engine.state_bootstrap import bootstrap_state
+from engine.state_edit import edit_state
 from sql.udf import udaf, udf
 
 __all__ = [
@@ -12,8 +14,10 @@ __all__ = [
     "HistoryError",
     "Pipeline",
     "blame",
+    "bootstrap_state",
     "checkpoint",
     "compare",
+    "edit_state",
     "open",
     "state_at",
     "udaf",

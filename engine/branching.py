@@ -32,8 +32,8 @@ from engine.manifest import (
     Manifest,
     TableEntry,
     checkpoint_from_row,
+    cut_row,
     entries,
-    epoch_row,
     original_roots,
     read_checkpoints,
     savepoints,
@@ -67,7 +67,7 @@ def create_branch(
         epoch = int(found.item(0, "epoch"))
     if epoch is None:
         raise VersioningError("say where to branch from: --from savepoint NAME or --from epoch N")
-    row = epoch_row(rows, epoch)
+    row = cut_row(rows, epoch, savepoint)  # a savepoint's own tables (an edited one's are not its epoch's)
     sink_paths = dict(sink_paths or {})
     parent_tables = entries(row)
     names = {t.name for t in parent_tables if t.role == SINK}

@@ -41,6 +41,7 @@ from engine.manifest import (
     live_savepoints,
     read_checkpoints,
     readable,
+    savepoint_rows,
 )
 from engine.state_dir import StateDir
 from engine.state_store import resolve
@@ -103,8 +104,8 @@ class History:
             return current.row(-1, named=True)
         if isinstance(at, str):
             live = live_savepoints(rows)
-            if at in live:
-                return self.row(int(live[at]["epoch"]), rows)
+            if at in live:  # the epoch's row with the savepoint's own tables (an edited savepoint's differ)
+                return {**self.row(int(live[at]["epoch"]), rows), "tables": savepoint_rows(rows)[at]["tables"]}
             try:
                 at = dt.datetime.fromisoformat(at)
             except ValueError:

@@ -266,9 +266,9 @@ def rows_of(directory: StateDir) -> pl.DataFrame:
 
 def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
     """The row that committed `epoch`; VersioningError when there is none or retention freed its tables."""
-    if epoch < 1:
-        raise VersioningError(f"there is no epoch {epoch}: epochs are numbered from 1")
     found = rows.filter((pl.col("kind") == "epoch") & (pl.col("epoch") == epoch))
+    if epoch < 1 and found.is_empty():  # epoch 0: only a bootstrapped state directory's (engine.state_bootstrap)
+        raise VersioningError(f"there is no epoch {epoch}: epochs are numbered from 1")
     if found.is_empty() and expired(rows, epoch):
         raise VersioningError(expired_message(rows, epoch))
     if found.is_empty():
@@ -277,6 +277,27 @@ def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
     if not readable(rows, row):
         raise VersioningError(expired_message(rows, epoch))
     return row
+
+
+def savepoint_rows(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
+    """The manifest row of each live savepoint, by name. Its `tables` are the savepoint's own: those of its epoch's
+    row, or, for a savepoint made by editing state (engine.state_edit), versions no epoch row names."""
+    live: dict[str, dict[str, Any]] = {}
+    for row in rows.filter(pl.col("kind").is_in(list(SAVEPOINT_KINDS))).iter_rows(named=True):
+        name = json.loads(row["metrics"] or "{}")["savepoint"]
+        if row["kind"] == "savepoint":
+            live[name] = row
+        else:
+            live.pop(name, None)
+    return live
+
+
+def cut_row(rows: pl.DataFrame, epoch: int, savepoint: str | None = None) -> dict[str, Any]:
+    """The cut to restore, branch from or read: the row of `epoch` (its offsets, watermark, sink positions), with
+    the tables of the savepoint `savepoint` when one is named (an edited savepoint's differ from its epoch's)."""
+    row = epoch_row(rows, epoch)
+    own = savepoint_rows(rows).get(savepoint) if savepoint is not None else None
+    return row if own is None else {**row, "tables": own["tables"]}
 
 
 def readable(rows: pl.DataFrame, row: dict[str, Any]) -> bool:

@@ -33,7 +33,15 @@ from deltalake import CommitProperties, DeltaTable
 from engine import delta_tables, faults
 from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, open_table
 from engine.errors import UserError
-from engine.manifest import RESUMABLE, Manifest, checkpoint_from_row, entries, live_savepoints, read_checkpoints
+from engine.manifest import (
+    RESUMABLE,
+    Manifest,
+    checkpoint_from_row,
+    entries,
+    live_savepoints,
+    read_checkpoints,
+    savepoint_rows,
+)
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir
 from engine.storage import delete_files, location
@@ -132,7 +140,10 @@ def apply(
     kept_versions = _versions_by_table(retained)
     saved_epochs = [int(sp["epoch"]) for sp in live_savepoints(rows).values()]
     saved_rows = rows.filter((pl.col("kind") == "epoch") & pl.col("epoch").is_in(saved_epochs))
-    saved_versions = _versions_by_table(saved_rows)
+    # and the savepoints' own rows: an edited savepoint (engine.state_edit) names versions no epoch row does
+    saved_versions = _versions_by_table(
+        pl.concat([saved_rows, pl.DataFrame(list(savepoint_rows(rows).values()), schema=rows.schema)])
+    )
 
     files_removed = log_entries_removed = 0
     faults.point("retention.vacuum.before")

@@ -33,6 +33,7 @@ from engine.manifest import (
     Manifest,
     TableEntry,
     checkpoint_from_row,
+    cut_row,
     entries,
     epoch_row,
     live_savepoints,
@@ -202,7 +203,7 @@ def plan_rollback(
         to_epoch = int(before.row(-1, named=True)["epoch"])
     if to_epoch is None:
         raise VersioningError("say where to roll back to: an epoch, a savepoint or a timestamp")
-    target = epoch_row(rows, to_epoch)
+    target = cut_row(rows, to_epoch, savepoint)  # a savepoint's own tables: an edited one names its own versions
     current = rows.filter(pl.col("kind").is_in(list(RESUMABLE))).row(-1, named=True)
 
     # Sinks that cannot be restored (print, an append Kafka topic) already showed what epochs after the target
@@ -335,7 +336,7 @@ def _apply(directory: StateDir, intent: dict[str, Any]) -> dict[str, Any]:
             "tables": len(entries(current)),
             "repeated_output": intent["repeated_output"],
         }
-    target = epoch_row(rows, to_epoch)
+    target = cut_row(rows, to_epoch, intent.get("savepoint"))
     marker = {"timelapse.rollback_to_epoch": str(to_epoch)}
     # By role and name: a STATE_ID may name a sink too (`/*+ STATE_ID('per_minute') */ ... INTO per_minute`).
     target_versions = {(t.role, t.name): t for t in entries(target)}
@@ -401,6 +402,9 @@ def history(state: str | Path) -> list[dict[str, Any]]:
         if "branch" in info:
             events.append({"kind": "branched_from", "at": when, **info["branch"]})
             continue
+        if "bootstrap" in info and row["kind"] == "epoch":
+            events.append({"kind": "bootstrap", "at": when, "epoch": row["epoch"], **info["bootstrap"]})
+            continue
         if row["kind"] == "epoch":
             last = events[-1] if events else None
             if last is not None and last["kind"] == "epochs" and last["last"] == row["epoch"] - 1:
@@ -438,6 +442,7 @@ def history(state: str | Path) -> list[dict[str, Any]]:
                     "at": when,
                     "user": info.get("user"),
                     "reason": info.get("reason"),
+                    **({"edit": info["edit"]} if "edit" in info else {}),
                 }
             )
     for record in branches_of(location(state)):
@@ -491,10 +496,31 @@ def render_history(events: list[dict[str, Any]]) -> str:
                 f" {event.get('policy')}{changed})  {event['at'][:19]}  {_who(event)}"
             )
         elif event["kind"] == "savepoint":
-            lines.append(f"   savepoint '{event['name']}' = epoch {event['epoch']}  {event['at'][:19]}  {_who(event)}")
+            lines.append(
+                f"   savepoint '{event['name']}' = epoch {event['epoch']}{_edited(event)}  {event['at'][:19]}  "
+                f"{_who(event)}"
+            )
+        elif event["kind"] == "bootstrap":
+            lines.append(
+                f"bootstrap {event['operator']}: {event['rows']} rows from {event['from']}  {event['at'][:19]}  "
+                f"{_who(event)}"
+            )
         else:
             lines.append(f"   savepoint '{event['name']}' deleted  {event['at'][:19]}  {_who(event)}")
     return "\n".join(lines)
+
+
+def _edited(event: dict[str, Any]) -> str:
+    """What an edited savepoint changed (engine.state_edit), in a few words."""
+    edit = event.get("edit")
+    if not edit:
+        return ""
+    origin = f"savepoint '{edit['from']['savepoint']}'" if "savepoint" in edit["from"] else "the epoch"
+    changed = "; ".join(
+        f"{table} " + ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+        for table, counts in edit["tables"].items()
+    )
+    return f" (edited from {origin}: {changed})"
 
 
 def _who(event: dict[str, Any]) -> str:
