@@ -59,6 +59,9 @@ def create_branch(
         raise VersioningError(f"{parent} is not a timelapse state directory")
     if target.root.exists() and any(target.root.iterdir()):
         raise VersioningError(f"{new} already exists and is not empty; a branch needs a new directory")
+    from engine.savepoint_export import checked_export  # an export is only read, once its checksums hold
+
+    export = checked_export(source)
     rows = read_checkpoints(source.manifest)
     if savepoint is not None:
         found = savepoints(source.root).filter(pl.col("name") == savepoint)
@@ -72,29 +75,24 @@ def create_branch(
     parent_tables = entries(row)
     names = {t.name for t in parent_tables if t.role == SINK}
     unknown = sorted(set(sink_paths) - names)
-    if unknown:
+    if unknown and export is None:  # an export may hold no sinks: then --sink says where the branch writes them
         raise VersioningError(f"no sink named {', '.join(unknown)} at epoch {epoch}; sinks: {', '.join(sorted(names))}")
 
     target.root.mkdir(parents=True, exist_ok=True)
     try:
-        tables = [_copy(entry, source, target, sink_paths) for entry in parent_tables]
-        _copy_offsets(source, target, epoch)
+        tables, operators = copy_cut(
+            source, target, row, lambda entry: _branch_table(entry, source, target, sink_paths), _copy_table
+        )
         checkpoint = checkpoint_from_row(row)
-        operators = {
-            sid: {**record, "directory": str(_moved(location(record["directory"]), source, target))}
-            for sid, record in checkpoint.operators.items()
-            if "directory" in record
-        }
         info = {
             "parent": str(source.root),
             "epoch": epoch,
             "savepoint": savepoint,
             "user": user,
-            "sinks": {t.name: t.path for t in tables if t.role == SINK},
+            "sinks": {t.name: t.path for t in tables if t.role == SINK} | {n: sink_paths[n] for n in unknown},
             "parent_sinks": {t.name: t.path for t in parent_tables if t.role == SINK},
         }
         write_atomic(target.branch_file, json.dumps(_stored(info, target.record), indent=1).encode())
-        target.pipeline_id()
         Manifest(target.manifest).commit(
             dataclasses.replace(
                 checkpoint,
@@ -108,6 +106,9 @@ def create_branch(
     except BaseException:
         remove_tree(target.root)  # half a branch is no branch
         raise
+    result = {"branch": str(target.root), "from_epoch": epoch, "savepoint": savepoint, "sinks": info["sinks"]}
+    if export is not None:
+        return result  # an export is never written to: it stays as its checksums describe it
     record = {
         "path": source.record(target.root),  # relative when beside the parent, so both can move together
         "epoch": epoch,
@@ -116,7 +117,7 @@ def create_branch(
         "user": user,
     }
     write_atomic(source.branches / f"{uuid.uuid4().hex[:12]}.json", json.dumps(record).encode())
-    return {"branch": str(target.root), "from_epoch": epoch, "savepoint": savepoint, "sinks": info["sinks"]}
+    return result
 
 
 def branch_info(state: Path) -> dict[str, Any] | None:
@@ -161,20 +162,69 @@ def sink_path_for(state: Path, name: str, declared: Path) -> Path:
     return declared
 
 
-def _copy(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> TableEntry:
+def copy_cut(
+    source: StateDir,
+    target: StateDir,
+    row: dict[str, Any],
+    place: Callable[[TableEntry], Location | None],
+    copy: Callable[[TableEntry, Location], TableEntry],
+) -> tuple[list[TableEntry], dict[str, Any]]:
+    """Copy the cut a manifest row names into `target` (a branch, an export, a run started from an export): each
+    table to where `place` says (None: left out) by `copy`, the offset log up to the cut, and the pipeline id.
+    Returns the copied tables and the row's operator records with their directories moved into `target`."""
+    tables = []
+    for entry in entries(row):
+        destination = place(entry)
+        if destination is not None:
+            tables.append(copy(entry, destination))
+    _copy_offsets(source, target, int(row["epoch"]))
+    operators = {
+        sid: {**record, "directory": str(_moved(location(record["directory"]), source, target))}
+        for sid, record in json.loads(row.get("operators") or "{}").items()
+        if "directory" in record
+    }
+    target.pipeline_id()
+    return tables, operators
+
+
+def _branch_table(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> Location:
+    """Where a branch keeps its copy of a table: a sink where the user says, else inside the branch if it lived
+    inside the parent (an export's), else beside the parent's; everything else inside the branch."""
     path = location(entry.path)
-    if entry.role == SINK:
-        destination = location(sink_paths.get(entry.name) or f"{path}-{target.root.name}").resolve()
-        if destination.exists() and any(destination.iterdir()):
-            raise VersioningError(f"sink path {destination} for '{entry.name}' already exists")
-    else:
+    if entry.role != SINK:
+        return _moved(path, source, target)
+    if entry.name in sink_paths:
+        destination = location(sink_paths[entry.name]).resolve()
+    elif _inside(path, source):
         destination = _moved(path, source, target)
-    table = delta_tables.delta(path, version=entry.version)
-    rows = delta_tables.scan(path, version=entry.version).collect()
+    else:
+        destination = location(f"{path}-{target.root.name}").resolve()
+    if destination.exists() and any(destination.iterdir()):
+        raise VersioningError(f"sink path {destination} for '{entry.name}' already exists")
+    return destination
+
+
+def _inside(path: Location, directory: StateDir) -> bool:
+    try:
+        path.resolve().relative_to(directory.root)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _copy_table(entry: TableEntry, destination: Location) -> TableEntry:
+    """A table as it was at the cut, as the first version of a new table (its change log kept)."""
+    rows = delta_tables.scan(entry.path, version=entry.version).collect()
+    return write_copy(entry, destination, to_arrow(rows))
+
+
+def write_copy(entry: TableEntry, destination: Location, rows: Any) -> TableEntry:
+    """`rows` as a new table at `destination`, partitioned as `entry`'s; the entry that names it."""
+    table = delta_tables.delta(entry.path, version=entry.version)
     destination.mkdir(parents=True, exist_ok=True)
     delta_tables.write(
         destination,
-        to_arrow(rows),
+        rows,
         mode="append",
         partition_by=list(table.metadata().partition_columns) or None,
         configuration=KEEP_HISTORY,
