@@ -147,6 +147,11 @@ def _compacted(entry: TableEntry, destination: Location) -> TableEntry:
     if set(keys) & set(sealed):
         frame = delta_tables.scan(entry.path, version=entry.version)
         opened = {n for n, record in sealed.items() if encryption.can_open(record)}
+        if closed := sorted(set(keys) & set(sealed) - opened):
+            raise encryption.KeyError_(
+                f"state '{entry.name}': its key column '{closed[0]}' is encrypted with the key "
+                f"{sealed[closed[0]]['key']}, which is not set; an export keeps each key's live row, so it needs it"
+            )
     else:
         frame = pl.scan_delta(table)  # as stored: ciphertext stays ciphertext, no key needed
     if entry.role == STATE and {"_epoch", "_deleted"} <= set(frame.collect_schema().names()):

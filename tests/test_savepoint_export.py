@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 from polars.testing import assert_frame_equal
 
 from engine import Pipeline, export_savepoint, state_at, versioning
+from engine import open as engine_open
 from engine.branching import create_branch
 from engine.history import checkpoint
 from engine.savepoint_export import ExportDamaged, export_problems, start_from_export
@@ -186,3 +187,29 @@ def test_export_to_s3_and_branch_back_to_a_local_directory(s3: object, tmp_path:
         assert_frame_equal(sort_all(state_at(tmp_path / "b", op).collect()), at_savepoint[op])
     expected = sort_all(pl.read_delta(str(root / "totals"), version=_version(root / "state", 3, "totals")))
     assert_frame_equal(sort_all(read_sink(tmp_path / "b" / "tables" / "totals")), expected)
+
+
+def test_encrypted_columns_stay_encrypted_in_an_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import encryption
+    from tests import test_encryption as enc
+
+    enc.write_input(tmp_path / "payments")
+    (tmp_path / "pipeline.sql").write_text(enc.SQL.format(src="payments", out="out"))
+    monkeypatch.setenv("TIMELAPSE_KEY", enc.KEY)
+    enc.forget_keys()
+    try:
+        Pipeline.from_sql(tmp_path / "pipeline.sql", state=tmp_path / "state").run(once=True, max_epoch_rows=30)
+        versioning.create_savepoint(tmp_path / "state", "sp", epoch=2)
+        export_savepoint(tmp_path / "state", "sp", tmp_path / "exp", with_sinks=True)
+        enc.assert_no_plaintext(enc.all_bytes_local(tmp_path / "exp"))
+        history = engine_open(tmp_path / "exp")
+        for op in history.operators()["operator"]:
+            assert_frame_equal(sort_all(history.state(op)), sort_all(state_at(tmp_path / "state", op, 2).collect()))
+        # Without the key: an encrypted key column cannot be resolved, so the export is refused in one line.
+        enc.forget_keys()
+        monkeypatch.delenv("TIMELAPSE_KEY")
+        with pytest.raises(encryption.KeyError_, match=r"its key column 'card' is encrypted .* not set"):
+            export_savepoint(tmp_path / "state", "sp", tmp_path / "exp2")
+        assert not (tmp_path / "exp2").exists()
+    finally:
+        enc.forget_keys()
