@@ -3,12 +3,15 @@
 A branch is a new state directory. Every table of the chosen cut is copied as it was at that cut (operator
 state keeps its change log, so reading the branch's state at its first epoch gives exactly the parent's);
 the offset log up to the cut is copied, so the branch reads its sources on from the same positions. Sink
-tables are copied to paths of their own: the user's, or `<parent path>-<branch name>` next to the parent's.
+tables are copied to paths of their own: the user's, or `<parent path>-<branch name>` next to the parent's
+(inside the branch, at the same relative path, for a sink that lived inside the parent: an export's).
 `branch.json` in the new directory records the parent and those paths; the runner writes a branch's sinks
 there whatever the SQL says, so a branch can never write into its parent's tables.
 
 The parent is only read (at the versions its manifest names), so it may keep running; it gains a file under
-`branches/` that `timelapse log` shows.
+`branches/` that `timelapse log` shows. A savepoint export (engine.savepoint_export) is a parent whose
+checksums are checked first and that gains nothing; a branch of one keeps every sink inside itself
+(`tables/<name>`) unless `--sink` says otherwise, since its SQL's paths may be those of the exported pipeline.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ def create_branch(
             "user": user,
             "sinks": {t.name: t.path for t in tables if t.role == SINK} | {n: sink_paths[n] for n in unknown},
             "parent_sinks": {t.name: t.path for t in parent_tables if t.role == SINK},
+            **({"export": True} if export is not None else {}),
         }
         write_atomic(target.branch_file, json.dumps(_stored(info, target.record), indent=1).encode())
         Manifest(target.manifest).commit(
@@ -157,6 +161,8 @@ def sink_path_for(state: Path, name: str, declared: Path) -> Path:
         return declared
     if name in info["sinks"]:
         return location(info["sinks"][name])
+    if info.get("export"):  # its SQL's paths may be the exported pipeline's own tables: the branch keeps its own
+        return StateDir(state).root / "tables" / name
     if str(declared.resolve()) in {str(location(p).resolve()) for p in info["parent_sinks"].values()}:
         return location(f"{declared}-{state.name}")  # a new sink of the branch's SQL that points at a parent table
     return declared

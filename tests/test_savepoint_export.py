@@ -213,3 +213,18 @@ def test_encrypted_columns_stay_encrypted_in_an_export(tmp_path: Path, monkeypat
         assert not (tmp_path / "exp2").exists()
     finally:
         enc.forget_keys()
+
+
+def test_a_branch_of_an_export_without_sinks_keeps_its_sinks_inside_itself(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    _original(root)
+    before = {name: DeltaTable(str(root / name)).version() for name in SINKS}
+    export_savepoint(root / "state", "sp", tmp_path / "exp")
+    made = create_branch(tmp_path / "exp", tmp_path / "b", savepoint="sp", sink_paths={"totals": str(tmp_path / "t")})
+    assert made["sinks"] == {"totals": str(tmp_path / "t")}
+    # The same SQL, whose sink paths are the original pipeline's: the branch writes its own tables instead.
+    Pipeline.from_sql(root / "pipeline.sql", state=tmp_path / "b").run(once=True, max_epoch_rows=ROWS, max_epochs=2)
+    assert {name: DeltaTable(str(root / name)).version() for name in SINKS} == before
+    assert read_sink(tmp_path / "t").height > 0
+    assert {p.name for p in (tmp_path / "b" / "tables").iterdir()} == {"w", "pairs"}
+    assert "branched from" in versioning.render_history(versioning.history(tmp_path / "b"))
