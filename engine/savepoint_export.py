@@ -266,8 +266,8 @@ def start_from_export(
     export: str | Location, state: str | Location, sinks: dict[str, Location], user: str | None = None
 ) -> dict[str, Any]:
     """Materialise `export` into the new (or empty) state directory `state`, as a pipeline that starts from its
-    savepoint: state and offsets are copied; each sink in `sinks` (where the SQL declares them) starts as the
-    export's copy if the export has one and that path is empty, else as it is. Returns what was copied."""
+    savepoint: state and offsets are copied; each sink in `sinks` (where the SQL declares them, each path new or
+    empty) starts as the export's copy if the export has one, else empty. Returns what was copied."""
     user = user or getpass.getuser()
     source, target = StateDir(location(export).resolve()), StateDir(location(state).resolve())
     if target.root.exists() and any(target.root.iterdir()):
@@ -276,16 +276,21 @@ def start_from_export(
     if info is None:
         raise UserError(f"{export} is not a savepoint export (no {EXPORT_FILE}); see `timelapse savepoint export`")
     row = epoch_row(read_checkpoints(source.manifest), int(info["epoch"]))
+    # A table already at a declared path may be another pipeline's (the exported one's, still running): writing
+    # on there would mix two histories in one table, as a branch refuses to.
+    for name, declared in sorted(sinks.items()):
+        if declared.exists() and any(declared.iterdir()):
+            raise UserError(
+                f"sink '{name}': {declared} already holds a table; a pipeline started from a savepoint writes its "
+                "sinks afresh: point the SQL at a new path, or use `timelapse branch`"
+            )
     copied: list[Location] = []
 
     def place(entry: TableEntry) -> Location | None:
-        if entry.role != SINK:
-            return _moved(location(entry.path), source, target)
-        declared = sinks.get(entry.name)
-        if declared is None or (declared.exists() and any(declared.iterdir())):
-            return None  # not in the SQL, or a table is there already: the run writes on where the SQL says
-        copied.append(declared)
-        return declared
+        if entry.role != SINK or entry.name not in sinks:
+            return None if entry.role == SINK else _moved(location(entry.path), source, target)
+        copied.append(sinks[entry.name])
+        return sinks[entry.name]
 
     target.root.mkdir(parents=True, exist_ok=True)
     try:

@@ -25,7 +25,7 @@ from tests.helpers import read_sink, run, sort_all
 from tests.test_versioning import STATEFUL, _inputs, _sinks
 
 SINKS = ("w", "totals", "pairs")
-ROWS = 20  # rows per source per epoch: 10 epochs over the input
+ROWS = 40  # rows per source per epoch: 5 epochs over the input
 OPERATORS = ("totals", "per10")
 
 
@@ -36,11 +36,11 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _original(root: Path, name: str = "sp") -> dict[str, pl.DataFrame]:
-    """A pipeline run 4 epochs, savepoint `name` at epoch 3, then 2 more; the operators' state at the savepoint."""
+    """A pipeline run 4 epochs, savepoint `name` at epoch 3, then to the end; the operators' state at the savepoint."""
     _inputs(root)
     run(root, STATEFUL, max_epoch_rows=ROWS, max_epochs=4)
     versioning.create_savepoint(root / "state", name, epoch=3, reason="before the deploy")
-    run(root, STATEFUL, max_epoch_rows=ROWS, max_epochs=2)
+    run(root, STATEFUL, max_epoch_rows=ROWS)
     return {op: sort_all(state_at(root / "state", op, 3).collect()) for op in OPERATORS}
 
 
@@ -56,6 +56,9 @@ def test_export_delete_the_original_then_branch_and_run_from_it_equal_a_straight
     at_savepoint = _original(root)
     sinks_at_savepoint = {
         name: sort_all(pl.read_delta(str(root / name), version=_version(root / "state", 3, name))) for name in SINKS
+    }
+    logged = {
+        t["name"]: pl.read_delta(t["path"], version=t["version"]) for t in checkpoint(root / "state", 3)["tables"]
     }
     done = export_savepoint(root / "state", "sp", tmp_path / "exported", with_sinks=True)
     assert (done["epoch"], done["sinks"]) == (3, sorted(SINKS))
@@ -76,6 +79,8 @@ def test_export_delete_the_original_then_branch_and_run_from_it_equal_a_straight
             rows = pl.read_delta(table["path"])
             keys = json.loads(table["schema"])["keys"]
             assert not rows["_deleted"].any() and rows.select(keys).is_duplicated().sum() == 0
+            assert logged[table["name"]].height >= rows.height
+    assert logged["per10"].height > pl.read_delta(str(export / "operators" / "per10" / "state")).height  # compacted
     assert [p.name for p in sorted((export / "offsets").iterdir())] == ["000000000003.json", "base.json"]
     for op in OPERATORS:
         assert_frame_equal(sort_all(state_at(export, op).collect()), at_savepoint[op])
@@ -100,7 +105,7 @@ def test_export_delete_the_original_then_branch_and_run_from_it_equal_a_straight
     command = ["run", "pipeline.sql", "--state", "state", "--from-savepoint", str(export), "--once", "--quiet"]
     ran = cli(root, *command, "--max-epoch-rows", str(ROWS), "--json")
     assert ran.returncode == 0, ran.stderr
-    assert json.loads(ran.stdout)["epochs"] == 7  # epochs 4-10 of the straight run
+    assert json.loads(ran.stdout)["epochs"] == 2  # epochs 4 and 5 of the straight run
     for name, frame in _sinks(root).items():
         assert_frame_equal(frame, expected[name], check_dtypes=False)
     straight_state = {op: sort_all(state_at(tmp_path / "straight" / "state", op).collect()) for op in OPERATORS}
@@ -165,6 +170,9 @@ def test_refusals_of_export_and_run_from_it(tmp_path: Path) -> None:
     (tmp_path / "busy" / "file").write_text("x")
     with pytest.raises(Exception, match="not empty: --from-savepoint"):
         start_from_export(tmp_path / "exp", tmp_path / "busy", {})
+    with pytest.raises(Exception, match=r"sink 'totals': .* already holds a table"):
+        start_from_export(tmp_path / "exp", tmp_path / "new", {"totals": root / "totals"})
+    assert not (tmp_path / "new").exists()
     with pytest.raises(Exception, match="is not a savepoint export"):
         start_from_export(root / "state", tmp_path / "new", {})
     from engine.savepoint_export import refuse_run_on_export
