@@ -84,7 +84,7 @@ def create_branch(
     target.root.mkdir(parents=True, exist_ok=True)
     try:
         tables, operators = copy_cut(
-            source, target, row, lambda entry: _branch_table(entry, source, target, sink_paths), _copy_table
+            source, target, row, lambda entry: _branch_table(entry, source, target, sink_paths), copy_table
         )
         checkpoint = checkpoint_from_row(row)
         info = {
@@ -185,7 +185,7 @@ def copy_cut(
             tables.append(copy(entry, destination))
     _copy_offsets(source, target, int(row["epoch"]))
     operators = {
-        sid: {**record, "directory": str(_moved(location(record["directory"]), source, target))}
+        sid: {**record, "directory": str(relocated(location(record["directory"]), source, target))}
         for sid, record in json.loads(row.get("operators") or "{}").items()
         if "directory" in record
     }
@@ -198,11 +198,11 @@ def _branch_table(entry: TableEntry, source: StateDir, target: StateDir, sink_pa
     inside the parent (an export's), else beside the parent's; everything else inside the branch."""
     path = location(entry.path)
     if entry.role != SINK:
-        return _moved(path, source, target)
+        return relocated(path, source, target)
     if entry.name in sink_paths:
         destination = location(sink_paths[entry.name]).resolve()
     elif _inside(path, source):
-        destination = _moved(path, source, target)
+        destination = relocated(path, source, target)
     else:
         destination = location(f"{path}-{target.root.name}").resolve()
     if destination.exists() and any(destination.iterdir()):
@@ -218,7 +218,7 @@ def _inside(path: Location, directory: StateDir) -> bool:
     return True
 
 
-def _copy_table(entry: TableEntry, destination: Location) -> TableEntry:
+def copy_table(entry: TableEntry, destination: Location) -> TableEntry:
     """A table as it was at the cut, as the first version of a new table (its change log kept)."""
     rows = delta_tables.scan(entry.path, version=entry.version).collect()
     return write_copy(entry, destination, to_arrow(rows))
@@ -238,7 +238,7 @@ def write_copy(entry: TableEntry, destination: Location, rows: Any) -> TableEntr
     return dataclasses.replace(entry, path=str(destination), version=int(delta_tables.delta(destination).version()))
 
 
-def _moved(path: Location, source: StateDir, target: StateDir) -> Location:
+def relocated(path: Location, source: StateDir, target: StateDir) -> Location:
     """The branch's copy of a table that lives in the parent's state directory (on the same storage or not)."""
     try:
         return target.root / path.resolve().relative_to(source.root)  # type: ignore[arg-type]

@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = storage_options(args)
     from engine import savepoint_export
 
-    savepoint_export.refuse_run_on_export(args.state)  # an export is only read
+    savepoint_export.refuse_run_on_export(args.state, bool(args.from_savepoint))  # an export is only read
     if args.metrics_port is not None:
         from engine.console.metrics import serve_metrics  # the ui extra; refused with one line without it
 

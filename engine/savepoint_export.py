@@ -31,8 +31,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from engine import delta_tables, encryption
-from engine.branching import _copy_table, _moved, copy_cut, write_copy
+from engine import delta_tables, encryption, faults
+from engine.branching import copy_cut, copy_table, relocated, write_copy
 from engine.cli_types import EXIT_PROBLEMS
 from engine.delta_tables import to_arrow
 from engine.errors import EngineError, UserError, VersioningError
@@ -43,6 +43,7 @@ from engine.manifest import (
     Manifest,
     TableEntry,
     checkpoint_from_row,
+    entries,
     epoch_row,
     live_savepoints,
     read_checkpoints,
@@ -54,6 +55,8 @@ from engine.state_store import resolve
 from engine.storage import Location, ObjectPath, location, read_if_exists, remove_tree
 
 EXPORT_FILE = "export.json"
+#: in a state directory being materialised from an export, until its manifest row commits
+STARTING = "from-savepoint-in-progress.json"
 FORMAT = 1
 
 
@@ -84,7 +87,7 @@ def export_savepoint(
     def place(entry: TableEntry) -> Location | None:
         if entry.role == SINK:
             return target.root / "tables" / entry.name if with_sinks else None
-        return _moved(location(entry.path), source, target)
+        return relocated(location(entry.path), source, target)
 
     target.root.mkdir(parents=True, exist_ok=True)
     try:
@@ -112,6 +115,7 @@ def export_savepoint(
                 metrics={"savepoint": name, "user": saved["user"], "reason": saved["reason"]},
             )
         )
+        faults.point("export.copied")
         files = _listing(target.root, with_digests=True)
         info = {
             "format": FORMAT,
@@ -233,18 +237,29 @@ def checked_export(directory: StateDir) -> dict[str, Any] | None:
     return export_info(directory.root)
 
 
+def _committed(directory: StateDir) -> bool:
+    """Whether the directory's manifest holds a row (a manifest table may exist, created, with none yet)."""
+    return directory.manifest.exists() and not read_checkpoints(directory.manifest).is_empty()
+
+
 def _marked(rows: pl.DataFrame) -> bool:
     """Whether the manifest is an export's: its first row records the export."""
     return not rows.is_empty() and "export" in json.loads(rows.row(0, named=True)["metrics"] or "{}")
 
 
-def refuse_run_on_export(state: str | Location) -> None:
-    """A run never writes into an export: it starts from it in a new directory."""
+def refuse_run_on_export(state: str | Location, from_savepoint: bool = False) -> None:
+    """A run never writes into an export: it starts from it in a new directory. Nor does it run, without
+    --from-savepoint, on a directory whose start from an export was cut short (it holds part of the export)."""
     directory = StateDir(location(state))
     if (directory.root / EXPORT_FILE).exists():
         raise UserError(
             f"{state} is a savepoint export and is only read: start a pipeline from it with "
             f"`timelapse run PIPELINE.sql --state NEW_DIR --from-savepoint {state}`"
+        )
+    if not from_savepoint and (directory.root / STARTING).exists() and not _committed(directory):
+        raise UserError(
+            f"{state}: a start from a savepoint export was cut short here; run again with --from-savepoint "
+            "(it starts over), or delete the directory"
         )
 
 
@@ -270,6 +285,12 @@ def start_from_export(
     empty) starts as the export's copy if the export has one, else empty. Returns what was copied."""
     user = user or getpass.getuser()
     source, target = StateDir(location(export).resolve()), StateDir(location(state).resolve())
+    intent = target.root / STARTING
+    if (started := read_if_exists(intent)) is not None and not _committed(target):
+        # A start cut short (a kill): what it copied is removed, the directory and the sinks it had found empty.
+        for stored in json.loads(started)["sinks"]:
+            remove_tree(target.locate(stored))
+        remove_tree(target.root)
     if target.root.exists() and any(target.root.iterdir()):
         raise UserError(f"{state} is not empty: --from-savepoint starts a new pipeline in a new or empty directory")
     info = checked_export(source)
@@ -288,13 +309,17 @@ def start_from_export(
 
     def place(entry: TableEntry) -> Location | None:
         if entry.role != SINK or entry.name not in sinks:
-            return None if entry.role == SINK else _moved(location(entry.path), source, target)
+            return None if entry.role == SINK else relocated(location(entry.path), source, target)
         copied.append(sinks[entry.name])
         return sinks[entry.name]
 
+    exported = {t.name for t in entries(row) if t.role == SINK}
     target.root.mkdir(parents=True, exist_ok=True)
+    # Durable before anything is copied: the sinks it will create, for the clean-up of a start cut short.
+    write_atomic(intent, json.dumps({"sinks": [target.record(p) for n, p in sinks.items() if n in exported]}).encode())
     try:
-        tables, operators = copy_cut(source, target, row, place, _copy_table)
+        tables, operators = copy_cut(source, target, row, place, copy_table)
+        faults.point("from-savepoint.copied")
         origin = {"parent": str(source.root), "epoch": int(info["epoch"]), "savepoint": info["savepoint"]}
         Manifest(target.manifest).commit(
             dataclasses.replace(
@@ -310,4 +335,5 @@ def start_from_export(
         for path in [*copied, target.root]:
             remove_tree(path)
         raise
+    intent.unlink(missing_ok=True)  # the manifest row is the commit point; the intent only helps clean up before it
     return {**origin, "state": str(target.root), "sinks": {t.name: t.path for t in tables if t.role == SINK}}

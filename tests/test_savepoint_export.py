@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,9 @@ from polars.testing import assert_frame_equal
 from engine import Pipeline, export_savepoint, state_at, versioning
 from engine import open as engine_open
 from engine.branching import create_branch
+from engine.errors import UserError
 from engine.history import checkpoint
-from engine.savepoint_export import ExportDamaged, export_problems, start_from_export
+from engine.savepoint_export import ExportDamaged, export_problems, refuse_run_on_export, start_from_export
 from engine.storage import location
 from engine.verify import verify
 from tests.helpers import read_sink, run, sort_all
@@ -29,9 +32,11 @@ ROWS = 40  # rows per source per epoch: 5 epochs over the input
 OPERATORS = ("totals", "per10")
 
 
-def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(cwd: Path, *args: str, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("TIMELAPSE_CRASH_AT", "TIMELAPSE_FAIL_AT")}
+    env |= {"TIMELAPSE_CRASH_AT": crash_at} if crash_at else {}
     return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120, env=env
     )
 
 
@@ -102,7 +107,13 @@ def test_export_delete_the_original_then_branch_and_run_from_it_equal_a_straight
 
     # A new pipeline from the export (the CLI's run --from-savepoint): sinks where the SQL declares them, copied
     # from the export since those paths are empty now.
+    # Killed once after copying, before its manifest row: the directory is refused as it is, and the same
+    # command starts over (removing what the cut-short start copied, its sinks too).
     command = ["run", "pipeline.sql", "--state", "state", "--from-savepoint", str(export), "--once", "--quiet"]
+    killed = cli(root, *command, crash_at="from-savepoint.copied")
+    assert killed.returncode == -signal.SIGKILL and (root / "totals" / "_delta_log").is_dir()
+    with pytest.raises(UserError, match="cut short"):
+        refuse_run_on_export(root / "state")
     ran = cli(root, *command, "--max-epoch-rows", str(ROWS), "--json")
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["epochs"] == 2  # epochs 4 and 5 of the straight run
@@ -175,8 +186,6 @@ def test_refusals_of_export_and_run_from_it(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists()
     with pytest.raises(Exception, match="is not a savepoint export"):
         start_from_export(root / "state", tmp_path / "new", {})
-    from engine.savepoint_export import refuse_run_on_export
-
     with pytest.raises(Exception, match="is a savepoint export and is only read"):
         refuse_run_on_export(tmp_path / "exp")
 
