@@ -225,16 +225,23 @@ def export_info(root: Location) -> dict[str, Any] | None:
 def checked_export(directory: StateDir) -> dict[str, Any] | None:
     """If `directory` is an export: its export.json, once every file matches its checksums (else ExportDamaged,
     naming the first file that does not). None for any other state directory."""
-    if (directory.root / EXPORT_FILE).exists():
-        problems = export_problems(directory.root)
-    elif directory.manifest.exists() and _marked(read_checkpoints(directory.manifest)):
-        problems = export_problems(directory.root)  # the manifest says export: export.json went missing
-    else:
+    if not is_export(directory):
         return None
-    if problems:
+    if problems := export_problems(directory.root):
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ExportDamaged(f"the export {directory.root} is damaged: {problems[0]}{more}; nothing was done")
     return export_info(directory.root)
+
+
+def is_export(directory: StateDir) -> bool:
+    """Whether `directory` is a savepoint export: it has export.json, or its manifest says so (export.json is
+    written last, so an export cut short has none)."""
+    if (directory.root / EXPORT_FILE).exists():
+        return True
+    try:
+        return directory.manifest.exists() and _marked(read_checkpoints(directory.manifest))
+    except Exception:  # a manifest that cannot be read is for the damage checks to report
+        return False
 
 
 def _committed(directory: StateDir) -> bool:

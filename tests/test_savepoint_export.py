@@ -166,6 +166,7 @@ def test_a_damaged_export_is_refused_naming_the_file(tmp_path: Path) -> None:
     (export / "export.json").unlink()
     with pytest.raises(ExportDamaged, match=re.escape("export.json is missing")):
         create_branch(export, tmp_path / "b", savepoint="sp")
+    assert "export.json is missing" in verify(export)["problems"][0]["what"]
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
