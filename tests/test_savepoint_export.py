@@ -189,6 +189,13 @@ def test_refusals_of_export_and_run_from_it(tmp_path: Path) -> None:
         start_from_export(root / "state", tmp_path / "new", {})
     with pytest.raises(Exception, match="is a savepoint export and is only read"):
         refuse_run_on_export(tmp_path / "exp")
+    for change in (  # nothing that takes a state directory's lock writes into an export
+        lambda: versioning.create_savepoint(tmp_path / "exp", "later"),
+        lambda: versioning.rollback(tmp_path / "exp", savepoint="sp"),
+    ):
+        with pytest.raises(UserError, match="is a savepoint export and is only read"):
+            change()
+    assert export_problems(tmp_path / "exp") == []
 
 
 def test_export_to_s3_and_branch_back_to_a_local_directory(s3: object, tmp_path: Path) -> None:
