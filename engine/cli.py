@@ -71,8 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         serve_metrics(args.state, args.metrics_port, args.metrics_host, options)
     pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=load_udfs(args.udf), storage_options=options)
     if args.from_savepoint:  # the export's cut becomes the new directory's first checkpoint, checksums checked
-        sinks = savepoint_export.declared_sinks(pipeline.plan, pipeline.base_dir)
-        savepoint_export.start_from_export(location(args.from_savepoint, options or None), pipeline.state, sinks)
+        savepoint_export.start_pipeline(pipeline, location(args.from_savepoint, options or None))
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
         once=args.once,

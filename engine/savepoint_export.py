@@ -273,6 +273,12 @@ def refuse_run_on_export(state: str | Location, from_savepoint: bool = False) ->
 # -- `timelapse run --from-savepoint EXPORT` -------------------------------------------------------------------
 
 
+def start_pipeline(pipeline: Any, export: str | Location) -> dict[str, Any]:
+    """Make `pipeline`'s new state directory start from `export` (then `pipeline.run()`): `timelapse run
+    --from-savepoint`. Its Delta sinks go where its SQL declares them."""
+    return start_from_export(export, pipeline.state, declared_sinks(pipeline.plan, pipeline.base_dir))
+
+
 def declared_sinks(plan: Any, base_dir: Path) -> dict[str, Location]:
     """Where a plan's Delta sinks are declared, by table name (relative paths against the SQL's folder)."""
     found: dict[str, Location] = {}
