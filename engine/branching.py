@@ -3,12 +3,15 @@
 A branch is a new state directory. Every table of the chosen cut is copied as it was at that cut (operator
 state keeps its change log, so reading the branch's state at its first epoch gives exactly the parent's);
 the offset log up to the cut is copied, so the branch reads its sources on from the same positions. Sink
-tables are copied to paths of their own: the user's, or `<parent path>-<branch name>` next to the parent's.
+tables are copied to paths of their own: the user's, or `<parent path>-<branch name>` next to the parent's
+(inside the branch, at the same relative path, for a sink that lived inside the parent: an export's).
 `branch.json` in the new directory records the parent and those paths; the runner writes a branch's sinks
 there whatever the SQL says, so a branch can never write into its parent's tables.
 
 The parent is only read (at the versions its manifest names), so it may keep running; it gains a file under
-`branches/` that `timelapse log` shows.
+`branches/` that `timelapse log` shows. A savepoint export (engine.savepoint_export) is a parent whose
+checksums are checked first and that gains nothing; a branch of one keeps every sink inside itself
+(`tables/<name>`) unless `--sink` says otherwise, since its SQL's paths may be those of the exported pipeline.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ def create_branch(
         raise VersioningError(f"{parent} is not a timelapse state directory")
     if target.root.exists() and any(target.root.iterdir()):
         raise VersioningError(f"{new} already exists and is not empty; a branch needs a new directory")
+    from engine.savepoint_export import checked_export  # an export is only read, once its checksums hold
+
+    export = checked_export(source)
     rows = read_checkpoints(source.manifest)
     if savepoint is not None:
         found = savepoints(source.root).filter(pl.col("name") == savepoint)
@@ -72,29 +78,25 @@ def create_branch(
     parent_tables = entries(row)
     names = {t.name for t in parent_tables if t.role == SINK}
     unknown = sorted(set(sink_paths) - names)
-    if unknown:
+    if unknown and export is None:  # an export may hold no sinks: then --sink says where the branch writes them
         raise VersioningError(f"no sink named {', '.join(unknown)} at epoch {epoch}; sinks: {', '.join(sorted(names))}")
 
     target.root.mkdir(parents=True, exist_ok=True)
     try:
-        tables = [_copy(entry, source, target, sink_paths) for entry in parent_tables]
-        _copy_offsets(source, target, epoch)
+        tables, operators = copy_cut(
+            source, target, row, lambda entry: _branch_table(entry, source, target, sink_paths), copy_table
+        )
         checkpoint = checkpoint_from_row(row)
-        operators = {
-            sid: {**record, "directory": str(_moved(location(record["directory"]), source, target))}
-            for sid, record in checkpoint.operators.items()
-            if "directory" in record
-        }
         info = {
             "parent": str(source.root),
             "epoch": epoch,
             "savepoint": savepoint,
             "user": user,
-            "sinks": {t.name: t.path for t in tables if t.role == SINK},
+            "sinks": {t.name: t.path for t in tables if t.role == SINK} | {n: sink_paths[n] for n in unknown},
             "parent_sinks": {t.name: t.path for t in parent_tables if t.role == SINK},
+            **({"export": True} if export is not None else {}),
         }
         write_atomic(target.branch_file, json.dumps(_stored(info, target.record), indent=1).encode())
-        target.pipeline_id()
         Manifest(target.manifest).commit(
             dataclasses.replace(
                 checkpoint,
@@ -108,6 +110,9 @@ def create_branch(
     except BaseException:
         remove_tree(target.root)  # half a branch is no branch
         raise
+    result = {"branch": str(target.root), "from_epoch": epoch, "savepoint": savepoint, "sinks": info["sinks"]}
+    if export is not None:
+        return result  # an export is never written to: it stays as its checksums describe it
     record = {
         "path": source.record(target.root),  # relative when beside the parent, so both can move together
         "epoch": epoch,
@@ -116,7 +121,7 @@ def create_branch(
         "user": user,
     }
     write_atomic(source.branches / f"{uuid.uuid4().hex[:12]}.json", json.dumps(record).encode())
-    return {"branch": str(target.root), "from_epoch": epoch, "savepoint": savepoint, "sinks": info["sinks"]}
+    return result
 
 
 def branch_info(state: Path) -> dict[str, Any] | None:
@@ -156,25 +161,76 @@ def sink_path_for(state: Path, name: str, declared: Path) -> Path:
         return declared
     if name in info["sinks"]:
         return location(info["sinks"][name])
+    if info.get("export"):  # its SQL's paths may be the exported pipeline's own tables: the branch keeps its own
+        return StateDir(state).root / "tables" / name
     if str(declared.resolve()) in {str(location(p).resolve()) for p in info["parent_sinks"].values()}:
         return location(f"{declared}-{state.name}")  # a new sink of the branch's SQL that points at a parent table
     return declared
 
 
-def _copy(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> TableEntry:
+def copy_cut(
+    source: StateDir,
+    target: StateDir,
+    row: dict[str, Any],
+    place: Callable[[TableEntry], Location | None],
+    copy: Callable[[TableEntry, Location], TableEntry],
+) -> tuple[list[TableEntry], dict[str, Any]]:
+    """Copy the cut a manifest row names into `target` (a branch, an export, a run started from an export): each
+    table to where `place` says (None: left out) by `copy`, the offset log up to the cut, and the pipeline id.
+    Returns the copied tables and the row's operator records with their directories moved into `target`."""
+    tables = []
+    for entry in entries(row):
+        destination = place(entry)
+        if destination is not None:
+            tables.append(copy(entry, destination))
+    _copy_offsets(source, target, int(row["epoch"]))
+    operators = {
+        sid: {**record, "directory": str(relocated(location(record["directory"]), source, target))}
+        for sid, record in json.loads(row.get("operators") or "{}").items()
+        if "directory" in record
+    }
+    target.pipeline_id()
+    return tables, operators
+
+
+def _branch_table(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dict[str, str]) -> Location:
+    """Where a branch keeps its copy of a table: a sink where the user says, else inside the branch if it lived
+    inside the parent (an export's), else beside the parent's; everything else inside the branch."""
     path = location(entry.path)
-    if entry.role == SINK:
-        destination = location(sink_paths.get(entry.name) or f"{path}-{target.root.name}").resolve()
-        if destination.exists() and any(destination.iterdir()):
-            raise VersioningError(f"sink path {destination} for '{entry.name}' already exists")
+    if entry.role != SINK:
+        return relocated(path, source, target)
+    if entry.name in sink_paths:
+        destination = location(sink_paths[entry.name]).resolve()
+    elif _inside(path, source):
+        destination = relocated(path, source, target)
     else:
-        destination = _moved(path, source, target)
-    table = delta_tables.delta(path, version=entry.version)
-    rows = delta_tables.scan(path, version=entry.version).collect()
+        destination = location(f"{path}-{target.root.name}").resolve()
+    if destination.exists() and any(destination.iterdir()):
+        raise VersioningError(f"sink path {destination} for '{entry.name}' already exists")
+    return destination
+
+
+def _inside(path: Location, directory: StateDir) -> bool:
+    try:
+        path.resolve().relative_to(directory.root)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def copy_table(entry: TableEntry, destination: Location) -> TableEntry:
+    """A table as it was at the cut, as the first version of a new table (its change log kept)."""
+    rows = delta_tables.scan(entry.path, version=entry.version).collect()
+    return write_copy(entry, destination, to_arrow(rows))
+
+
+def write_copy(entry: TableEntry, destination: Location, rows: Any) -> TableEntry:
+    """`rows` as a new table at `destination`, partitioned as `entry`'s; the entry that names it."""
+    table = delta_tables.delta(entry.path, version=entry.version)
     destination.mkdir(parents=True, exist_ok=True)
     delta_tables.write(
         destination,
-        to_arrow(rows),
+        rows,
         mode="append",
         partition_by=list(table.metadata().partition_columns) or None,
         configuration=KEEP_HISTORY,
@@ -182,7 +238,7 @@ def _copy(entry: TableEntry, source: StateDir, target: StateDir, sink_paths: dic
     return dataclasses.replace(entry, path=str(destination), version=int(delta_tables.delta(destination).version()))
 
 
-def _moved(path: Location, source: StateDir, target: StateDir) -> Location:
+def relocated(path: Location, source: StateDir, target: StateDir) -> Location:
     """The branch's copy of a table that lives in the parent's state directory (on the same storage or not)."""
     try:
         return target.root / path.resolve().relative_to(source.root)  # type: ignore[arg-type]

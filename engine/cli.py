@@ -31,6 +31,7 @@ from engine.cli_types import (
 )
 from engine.cli_versions import cmd_branch, cmd_checkpoint, cmd_retention, cmd_rollback, cmd_savepoint, load_udfs
 from engine.progress import Progress, render_summary
+from engine.storage import location
 from sql import durations
 
 EXIT_INTERNAL, EXIT_USER, EXIT_BUSY, EXIT_STORAGE = 1, 2, 3, 5
@@ -61,11 +62,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         configured = [p for p in os.environ.get(ROOTS_VARIABLE, "").split(os.pathsep) if p]
         os.environ[ROOTS_VARIABLE] = os.pathsep.join(configured + args.allowed_root)
     options = storage_options(args)
+    from engine import savepoint_export
+
+    savepoint_export.refuse_run_on_export(args.state, bool(args.from_savepoint))  # an export is only read
     if args.metrics_port is not None:
         from engine.console.metrics import serve_metrics  # the ui extra; refused with one line without it
 
         serve_metrics(args.state, args.metrics_port, args.metrics_host, options)
     pipeline = Pipeline.from_sql(Path(args.file), state=args.state, udfs=load_udfs(args.udf), storage_options=options)
+    if args.from_savepoint:  # the export's cut becomes the new directory's first checkpoint, checksums checked
+        savepoint_export.start_pipeline(pipeline, location(args.from_savepoint, options or None))
     progress = Progress(enabled=not args.quiet)
     summary = pipeline.run(
         once=args.once,
@@ -227,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-non-restored-state",
         action="store_true",
         help="run changed SQL even if some operators' state cannot be restored (they start empty)",
+    )
+    run.add_argument(
+        "--from-savepoint",
+        metavar="EXPORT",
+        help="start from a savepoint export (`timelapse savepoint export`); --state must be new or empty",
     )
     run.add_argument("--udf", action="append", help="a Python file defining @udf functions (repeatable)")
     run.add_argument(

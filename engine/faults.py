@@ -72,6 +72,12 @@ BUDGET_POINTS: dict[str, str] = {
     "spill.written": "a part of an operator's state was written to the spill directory mid-epoch",
 }
 
+#: points reached only when a savepoint export is written or a pipeline starts from one (engine/savepoint_export.py)
+EXPORT_POINTS: dict[str, str] = {
+    "export.copied": "a savepoint export's tables and manifest are written; export.json not yet",
+    "from-savepoint.copied": "an export's tables are copied into a new state directory; its manifest row not yet",
+}
+
 Action = Callable[[str, Location | None], None]
 Where = Location | str | None  # a table's path or URI
 
@@ -92,8 +98,8 @@ _action: Action = kill
 
 
 def arm(point: str, hits: int = 1, action: Action = kill) -> None:
-    if not any(point in points for points in (POINTS, KAFKA_POINTS, WORKER_POINTS, BUDGET_POINTS)):
-        known = ", ".join([*POINTS, *KAFKA_POINTS, *WORKER_POINTS, *BUDGET_POINTS])
+    if not any(point in points for points in (POINTS, KAFKA_POINTS, WORKER_POINTS, BUDGET_POINTS, EXPORT_POINTS)):
+        known = ", ".join([*POINTS, *KAFKA_POINTS, *WORKER_POINTS, *BUDGET_POINTS, *EXPORT_POINTS])
         raise ValueError(f"unknown fault point '{point}'; known: {known}")
     global _armed, _hits, _action
     _armed, _hits, _action = point, hits, action

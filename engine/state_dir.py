@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from engine import lease
+from engine.errors import UserError
 from engine.lease import LEASE_FILE, LEASE_TIMEOUT_S, RENEW_EVERY_S, Lease, LeaseLost, StateDirBusy, read_lease
 from engine.storage import Location, ObjectPath, is_uri, location, move, write_atomic
 
@@ -210,5 +211,8 @@ class StateDir:
         return sorted(roots, key=lambda p: len(p.parts), reverse=True)
 
     def lock(self) -> Lease:
-        """Take the directory for this process (a run, a rollback, a savepoint) until `close()`."""
+        """Take the directory for this process (a run, a rollback, a savepoint) until `close()`. A savepoint export
+        (engine.savepoint_export) is never taken: it is only read, so that it stays what its checksums say."""
+        if (self.root / "export.json").exists():
+            raise UserError(f"{self.root} is a savepoint export and is only read; start from it in a new directory")
         return lease.acquire(self.root)

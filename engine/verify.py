@@ -40,6 +40,11 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
         raise FileNotFoundError(f"{state} is not a timelapse state directory")
     problems: list[Problem] = []
     notes: list[str] = []
+    from engine.savepoint_export import EXPORT_FILE, export_problems, is_export
+
+    if is_export(directory):  # a savepoint export: every file against its checksums
+        listing = str(directory.root / EXPORT_FILE)
+        problems += [Problem(0, "export", listing, 0, f"export: {what}") for what in export_problems(directory.root)]
     found = damage.manifest_damage(directory.manifest)
     version = None
     if found is not None:
@@ -161,7 +166,7 @@ def render(report: dict[str, Any]) -> str:
     for p in report["problems"]:
         if p["table"] == "offset log":
             lines.append(f"PROBLEM epoch {p['epoch']}: {p['what']}" if p["epoch"] else f"PROBLEM {p['what']}")
-        elif p["table"] in ("rollback intent", "pipeline id"):
+        elif p["table"] in ("rollback intent", "pipeline id", "export"):
             lines.append(f"PROBLEM {p['what']}")
         elif p["table"] == "manifest":
             lines.append(f"PROBLEM manifest log entry {p['path']}: {p['what']}")

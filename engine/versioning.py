@@ -405,6 +405,9 @@ def history(state: str | Path) -> list[dict[str, Any]]:
         if "bootstrap" in info and row["kind"] == "epoch":
             events.append({"kind": "bootstrap", "at": when, "epoch": row["epoch"], **info["bootstrap"]})
             continue
+        if "export" in info and row["kind"] == "epoch":  # a savepoint export (engine.savepoint_export)
+            events.append({"kind": "exported_from", "at": when, **info["export"]})
+            continue
         if row["kind"] == "epoch":
             last = events[-1] if events else None
             if last is not None and last["kind"] == "epochs" and last["last"] == row["epoch"] - 1:
@@ -484,6 +487,11 @@ def render_history(events: list[dict[str, Any]]) -> str:
         elif event["kind"] == "branched_from":
             origin = f"savepoint '{event['savepoint']}' = " if event.get("savepoint") else ""
             lines.append(f"branched from {event['parent']} at {origin}epoch {event['epoch']}  {event['at'][:19]}")
+        elif event["kind"] == "exported_from":
+            lines.append(
+                f"export of {event['origin']} at savepoint '{event['savepoint']}' = epoch {event['epoch']}  "
+                f"(exported {event['created_at'][:19]} by {event['user']})"
+            )
         elif event["kind"] == "branch":
             origin = f"savepoint '{event['savepoint']}' = " if event.get("savepoint") else ""
             lines.append(f"   ├─ branch {event['path']} from {origin}epoch {event['epoch']}  {event['at'][:19]}")
