@@ -43,6 +43,7 @@ from engine.manifest import (
     Manifest,
     TableEntry,
     checkpoint_from_row,
+    cut_row,
     entries,
     epoch_row,
     live_savepoints,
@@ -80,7 +81,7 @@ def export_savepoint(
     if target.root.exists() and any(target.root.iterdir()):
         raise VersioningError(f"{to} already exists and is not empty; an export needs a new directory")
     epoch = int(saved["epoch"])
-    row = epoch_row(rows, epoch)
+    row = cut_row(rows, epoch, name)  # an edited savepoint's own tables (engine.state_edit)
     created = dt.datetime.now(dt.UTC)
     origin = {"origin": str(source.root), "savepoint": name, "epoch": epoch, "user": user}
 

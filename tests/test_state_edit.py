@@ -92,6 +92,10 @@ def test_deleting_a_key_at_a_savepoint_equals_a_run_that_never_saw_its_rows(tmp_
     at_fixed = engine.open(edited / "state").state("totals", at="fixed")
     assert sorted(at_fixed.get_column("customer").to_list()) == ["bob", "cy"]
     assert engine.open(edited / "state").sql("SELECT count(*) AS n FROM totals AS OF SAVEPOINT 'fixed'").item() == 2
+    # An export of the edited savepoint holds the edited state, not its epoch's.
+    engine.export_savepoint(edited / "state", "fixed", tmp_path / "exported")
+    exported = engine.open(tmp_path / "exported").state("totals", at="fixed")
+    assert_frame_equal(exported.sort("customer"), at_fixed.sort("customer"))
     log = timelapse(edited, "log", "state")
     assert "savepoint 'fixed'" in log.stdout and "edited" in log.stdout, log.stdout
 
