@@ -162,7 +162,7 @@ def sink_path_for(state: Path, name: str, declared: Path) -> Path:
     if name in info["sinks"]:
         return location(info["sinks"][name])
     if info.get("export"):  # its SQL's paths may be the exported pipeline's own tables: the branch keeps its own
-        return StateDir(state).root / "tables" / name
+        return StateDir(state).foreign_table(name)
     if str(declared.resolve()) in {str(location(p).resolve()) for p in info["parent_sinks"].values()}:
         return location(f"{declared}-{state.name}")  # a new sink of the branch's SQL that points at a parent table
     return declared

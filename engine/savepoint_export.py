@@ -55,9 +55,8 @@ from engine.state_dir import StateDir, write_atomic
 from engine.state_store import resolve
 from engine.storage import Location, ObjectPath, location, read_if_exists, remove_tree
 
-EXPORT_FILE = "export.json"
+EXPORT_FILE = "export.json"  # StateDir.export_file; its name in messages and listings
 #: in a state directory being materialised from an export, until its manifest row commits
-STARTING = "from-savepoint-in-progress.json"
 FORMAT = 1
 
 
@@ -87,7 +86,7 @@ def export_savepoint(
 
     def place(entry: TableEntry) -> Location | None:
         if entry.role == SINK:
-            return target.root / "tables" / entry.name if with_sinks else None
+            return target.foreign_table(entry.name) if with_sinks else None
         return relocated(location(entry.path), source, target)
 
     target.root.mkdir(parents=True, exist_ok=True)
@@ -126,7 +125,7 @@ def export_savepoint(
             "sinks": sorted(t.name for t in tables if t.role == SINK),
             "files": files,
         }
-        write_atomic(target.root / EXPORT_FILE, json.dumps(info, indent=1, sort_keys=True).encode())  # last
+        write_atomic(target.export_file, json.dumps(info, indent=1, sort_keys=True).encode())  # last
     except BaseException:
         remove_tree(target.root)  # half an export is no export
         raise
@@ -201,7 +200,7 @@ def _digest(path: Location) -> str:
 
 def export_problems(root: Location) -> list[str]:
     """What differs between an export and its checksums: files missing, unlisted or changed (empty: none)."""
-    data = read_if_exists(root / EXPORT_FILE)
+    data = read_if_exists(StateDir(root).export_file)
     if data is None:
         return [f"{EXPORT_FILE} is missing: the export is incomplete (it is written last)"]
     try:
@@ -219,7 +218,7 @@ def export_problems(root: Location) -> list[str]:
 
 def export_info(root: Location) -> dict[str, Any] | None:
     """export.json of an export (None: not an export, or an incomplete one)."""
-    data = read_if_exists(root / EXPORT_FILE)
+    data = read_if_exists(StateDir(root).export_file)
     return None if data is None else dict(json.loads(data))
 
 
@@ -237,7 +236,7 @@ def checked_export(directory: StateDir) -> dict[str, Any] | None:
 def is_export(directory: StateDir) -> bool:
     """Whether `directory` is a savepoint export: it has export.json, or its manifest says so (export.json is
     written last, so an export cut short has none)."""
-    if (directory.root / EXPORT_FILE).exists():
+    if directory.export_file.exists():
         return True
     try:
         return directory.manifest.exists() and _marked(read_checkpoints(directory.manifest))
@@ -259,12 +258,12 @@ def refuse_run_on_export(state: str | Location, from_savepoint: bool = False) ->
     """A run never writes into an export: it starts from it in a new directory. Nor does it run, without
     --from-savepoint, on a directory whose start from an export was cut short (it holds part of the export)."""
     directory = StateDir(location(state))
-    if (directory.root / EXPORT_FILE).exists():
+    if directory.export_file.exists():
         raise UserError(
             f"{state} is a savepoint export and is only read: start a pipeline from it with "
             f"`timelapse run PIPELINE.sql --state NEW_DIR --from-savepoint {state}`"
         )
-    if not from_savepoint and (directory.root / STARTING).exists() and not _committed(directory):
+    if not from_savepoint and directory.export_start.exists() and not _committed(directory):
         raise UserError(
             f"{state}: a start from a savepoint export was cut short here; run again with --from-savepoint "
             "(it starts over), or delete the directory"
@@ -299,7 +298,7 @@ def start_from_export(
     empty) starts as the export's copy if the export has one, else empty. Returns what was copied."""
     user = user or getpass.getuser()
     source, target = StateDir(location(export).resolve()), StateDir(location(state).resolve())
-    intent = target.root / STARTING
+    intent = target.export_start
     if (started := read_if_exists(intent)) is not None and not _committed(target):
         # A start cut short (a kill): what it copied is removed, the directory and the sinks it had found empty.
         for stored in json.loads(started)["sinks"]:

@@ -77,8 +77,19 @@ class StateDir:
         return self.operators / (state_id if since is None else f"{state_id}@{since}")
 
     def foreign_table(self, name: str) -> Path:
-        """Where a branch keeps its copy of a non-sink table that lived outside its parent's directory."""
+        """Where a branch keeps its copy of a table that lived outside its parent's directory, and where an export
+        (and a branch of one) keeps its sinks."""
         return self.root / "tables" / name
+
+    @property
+    def export_file(self) -> Path:
+        """In a savepoint export: what it holds and every file's checksum, written last (engine.savepoint_export)."""
+        return self.root / "export.json"
+
+    @property
+    def export_start(self) -> Path:
+        """`run --from-savepoint`'s intent while it copies an export here (removed with what it copied if cut short)."""
+        return self.root / "from-savepoint-in-progress.json"
 
     @property
     def pipeline_file(self) -> Path:
@@ -213,6 +224,6 @@ class StateDir:
     def lock(self) -> Lease:
         """Take the directory for this process (a run, a rollback, a savepoint) until `close()`. A savepoint export
         (engine.savepoint_export) is never taken: it is only read, so that it stays what its checksums say."""
-        if (self.root / "export.json").exists():
+        if self.export_file.exists():
             raise UserError(f"{self.root} is a savepoint export and is only read; start from it in a new directory")
         return lease.acquire(self.root)

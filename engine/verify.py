@@ -40,10 +40,10 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
         raise FileNotFoundError(f"{state} is not a timelapse state directory")
     problems: list[Problem] = []
     notes: list[str] = []
-    from engine.savepoint_export import EXPORT_FILE, export_problems, is_export
+    from engine.savepoint_export import export_problems, is_export
 
     if is_export(directory):  # a savepoint export: every file against its checksums
-        listing = str(directory.root / EXPORT_FILE)
+        listing = str(directory.export_file)
         problems += [Problem(0, "export", listing, 0, f"export: {what}") for what in export_problems(directory.root)]
     found = damage.manifest_damage(directory.manifest)
     version = None
