@@ -1,5 +1,6 @@
 """Benchmark smoke runs: the object-storage benchmark at CI size, with its request-count bounds; the console's
-API latency benchmark at CI size; the scale-out benchmark with 1 and 2 Ray workers on a tiny input.
+API latency benchmark at CI size; the scale-out benchmark with 1 and 2 Ray workers on a tiny input; the version-control
+benchmark (state edit, export, compare, blame) on 500 keys.
 
 The full benchmark (`python -m benchmarks.object_storage`) measures; this runs the same code for a few epochs
 against the session's moto server and checks what must hold at any size: every configuration ran, and an epoch
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import console, object_storage
+from benchmarks import console, object_storage, version_control
 from tests.s3_server import S3Server
 
 # Requests per steady-state epoch (every epoch a checkpoint), as measured on 2026-12-02 with a margin: a change
@@ -89,3 +90,10 @@ def test_the_scaleout_benchmark_runs_one_and_two_ray_workers_beside_the_single_p
         if row["executor"] == "ray":  # the workers' phases are reported (RayRunner.timings)
             assert row["evaluate_s"] > 0 and row["shuffle_s"] >= 0 and row["operators_s"] > 0, row
     assert set(scaleout.ratios(scaleout.summarise(rows))["barrier"]) == {"ray2/ray1", "ray1/local"}
+
+
+def test_the_version_control_benchmark_measures_every_operation() -> None:
+    row = version_control.measure(500, repeat=1)
+    assert row["edit_1_percent_rows"] > 0 and row["blame_changes"] >= 1
+    assert row["compare_sink_epochs"] == 6  # the branch point and the 5 epochs both ran after it
+    assert row["export_mb"] <= row["original_mb"]
