@@ -24,6 +24,7 @@ from engine.cli_types import (
     UsageError,
     checked,
     epoch,
+    output_flags,
     register_storage_options,
     storage_option_flag,
     storage_options,
@@ -302,12 +303,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--udf", action="append")
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=cmd_upgrade_check)
-
-    def output_flags(command: argparse.ArgumentParser, limit: int = 50) -> None:
-        formats = command.add_mutually_exclusive_group()
-        formats.add_argument("--json", action="store_true", help="rows as a JSON list")
-        formats.add_argument("--csv", action="store_true", help="rows as CSV")
-        command.add_argument("--limit", type=whole(1), default=limit, help=f"rows to show (default {limit})")
 
     state = commands.add_parser("state", help="an operator's state as of an epoch, savepoint or time")
     state.add_argument("dir", help="the state directory")

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from engine.cli_types import EXIT_OK, UsageError, whole
+from engine.cli_types import EXIT_OK, UsageError, output_flags
 
 
 def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
@@ -28,16 +28,18 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     blame.add_argument("--rows", action="store_true", help="also print the input rows of the key in those slices")
     blame.add_argument("--sql", help="the pipeline's SQL file (needed by --rows: it defines the sources)")
     blame.add_argument("--at", help="blame up to this epoch, savepoint or ISO time (default: the current cut)")
-    formats = blame.add_mutually_exclusive_group()
-    formats.add_argument("--json", action="store_true", help="one JSON object: changes (and rows)")
-    formats.add_argument("--csv", action="store_true", help="the changes as CSV")
-    blame.add_argument("--limit", type=whole(1), default=50, help="the most recent changes shown (default 50)")
+    output_flags(
+        blame,
+        json_help="one JSON object: changes (and rows)",
+        csv_help="the changes as CSV",
+        limit_help="the most recent changes shown",
+    )
     blame.set_defaults(handler=cmd_blame)
     return [blame]
 
 
 def cmd_blame(args: argparse.Namespace) -> int:
-    from engine.cli_history import _point
+    from engine.cli_history import parse_point
     from engine.cli_types import storage_options
     from engine.history import History
     from engine.key_blame import find_changes, key_filter, parse_key
@@ -45,7 +47,7 @@ def cmd_blame(args: argparse.Namespace) -> int:
     if args.rows and not args.sql:
         raise UsageError("--rows needs --sql FILE: the pipeline's SQL defines where its sources' files are")
     key = parse_key(args.key)
-    at = _point(args.at)
+    at = parse_point(args.at)
     history = History(args.dir, storage_options(args) or None)
     found = find_changes(history, args.operator, key, at)
     changes = found.changes

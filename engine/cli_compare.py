@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from engine.cli_types import EXIT_OK, UsageError, storage_options, whole
+from engine.cli_types import EXIT_OK, UsageError, output_flags, storage_options
 
 
 def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
@@ -25,16 +25,18 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     compare.add_argument(
         "--key", help="COL,...: the columns that identify a row (default: the sink's PRIMARY KEY, the state's key)"
     )
-    formats = compare.add_mutually_exclusive_group()
-    formats.add_argument("--json", action="store_true", help="one JSON object")
-    formats.add_argument("--csv", action="store_true", help="the differing rows as CSV, with a first column `diff`")
-    compare.add_argument("--limit", type=whole(1), default=50, help="rows to show of each table (default 50)")
+    output_flags(
+        compare,
+        json_help="one JSON object",
+        csv_help="the differing rows as CSV, with a first column `diff`",
+        limit_help="rows to show of each table",
+    )
     compare.set_defaults(handler=cmd_compare)
     return [compare]
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from engine.cli_history import _point
+    from engine.cli_history import parse_point
     from engine.comparison import compare
     from engine.storage import location
 
@@ -47,7 +49,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         location(args.dir_b, options),
         sink=args.sink,
         operator=args.operator,
-        at=_point(args.at),
+        at=parse_point(args.at),
         key=key,
         storage_options=options,
     )

@@ -20,7 +20,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _point(text: str | None) -> int | str | None:
+def parse_point(text: str | None) -> int | str | None:
     """`--at` values: an epoch number, a savepoint name or an ISO time."""
     if text is None:
         return None
@@ -51,7 +51,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     from engine.history import History
 
     h = History(args.dir)
-    frame = h.scan_state(args.operator, _point(args.at)).head(args.limit).collect()
+    frame = h.scan_state(args.operator, parse_point(args.at)).head(args.limit).collect()
     _show(frame.drop("_kg", strict=False) if not args.all_columns else frame, args)
     return EXIT_OK
 
@@ -59,7 +59,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from engine.history import History
 
-    frame = History(args.dir).diff(args.operator, _point(args.a), _point(args.b))
+    frame = History(args.dir).diff(args.operator, parse_point(args.a), parse_point(args.b))
     _show(frame, args, args.limit)
     return EXIT_OK
 

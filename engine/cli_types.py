@@ -96,3 +96,17 @@ def register_storage_options(args: argparse.Namespace, options: dict[str, str]) 
     for path in named:
         if options and isinstance(path, str) and is_uri(path):
             location(path, options)
+
+
+def output_flags(
+    command: argparse.ArgumentParser,
+    limit: int = 50,
+    json_help: str = "rows as a JSON list",
+    csv_help: str = "rows as CSV",
+    limit_help: str = "rows to show",
+) -> None:
+    """`--json | --csv` and `--limit N`: how a command that prints rows prints them."""
+    formats = command.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help=json_help)
+    formats.add_argument("--csv", action="store_true", help=csv_help)
+    command.add_argument("--limit", type=whole(1), default=limit, help=f"{limit_help} (default {limit})")

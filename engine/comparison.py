@@ -30,7 +30,7 @@ import polars as pl
 
 from engine.branching import branch_info
 from engine.errors import UserError
-from engine.history import At, History, HistoryError, _keys
+from engine.history import At, History, HistoryError, state_keys
 from engine.manifest import SINK, STATE, TableEntry, entries, live_savepoints
 from engine.storage import Location, location
 
@@ -254,8 +254,8 @@ def _read(history: History, row: dict[str, Any], entry: TableEntry) -> pl.LazyFr
     from engine import delta_tables
 
     if entry.role == STATE:
-        return history._scan_state(row, entry.name)
-    return history._unless_expired(row, lambda: delta_tables.read(entry.path, version=entry.version)).lazy()
+        return history.scan_state_of(row, entry.name)
+    return history.unless_expired(row, lambda: delta_tables.read(entry.path, version=entry.version)).lazy()
 
 
 def _entry(history: History, row: dict[str, Any], role: str, name: str, side: str) -> TableEntry:
@@ -290,7 +290,7 @@ def _key(entry_a: TableEntry, entry_b: TableEntry, key: Sequence[str] | None) ->
 
 def _recorded_keys(entry: TableEntry) -> list[str]:
     if entry.role == STATE:
-        return _keys(entry)
+        return state_keys(entry)
     return list(json.loads(entry.schema or "{}").get("keys") or [])  # a sink's PRIMARY KEY, when declared
 
 
@@ -300,7 +300,7 @@ def _points(ha: History, hb: History, at: At) -> tuple[At, At]:
     if not isinstance(at, str):
         return at, at
     for history in (ha, hb):
-        found = live_savepoints(history._rows()).get(at)
+        found = live_savepoints(history.manifest_rows()).get(at)
         if found is not None:
             epoch = int(found["epoch"])
             return (at if history is ha else epoch), (at if history is hb else epoch)

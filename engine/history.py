@@ -79,7 +79,7 @@ class History:
         self._read: tuple[frozenset[str], pl.DataFrame] | None = None
 
     # -- the manifest --------------------------------------------------------------------------
-    def _rows(self) -> pl.DataFrame:
+    def manifest_rows(self) -> pl.DataFrame:
         """The manifest's rows, read again only when its log changed: one listing tells (Delta log entries are
         never rewritten in place), where reading the rows costs several requests in an object store."""
         log = self.dir.manifest / "_delta_log"
@@ -96,7 +96,7 @@ class History:
     def row(self, at: At = None, rows: pl.DataFrame | None = None) -> dict[str, Any]:
         """The manifest row of a point: None (the current cut), an epoch, a savepoint name, or a time (the last
         checkpoint committed at or before it; naive times are UTC)."""
-        rows = self._rows() if rows is None else rows
+        rows = self.manifest_rows() if rows is None else rows
         if at is None:
             current = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))
             if current.is_empty():
@@ -133,7 +133,7 @@ class History:
     def checkpoints(self) -> pl.DataFrame:
         """One row per checkpoint and rollback: epoch, time, watermark, rows in and out, state sizes,
         savepoints naming it, and for a rollback the epoch it returned to."""
-        rows = self._rows()
+        rows = self.manifest_rows()
         names: dict[int, list[str]] = {}
         for sp in live_savepoints(rows).values():
             names.setdefault(int(sp["epoch"]), []).append(sp["name"])
@@ -209,7 +209,7 @@ class History:
         )
 
     # -- tables as of a point --------------------------------------------------------------------
-    def _entry(self, row: dict[str, Any], name: str, roles: tuple[str, ...]) -> TableEntry:
+    def table_entry(self, row: dict[str, Any], name: str, roles: tuple[str, ...]) -> TableEntry:
         """The table called `name` among those of `roles`, trying the roles in order."""
         tables = [t for t in entries(row) if t.role in roles]
         for role in roles:
@@ -222,26 +222,26 @@ class History:
 
     def scan_state(self, op: str, at: At = None) -> pl.LazyFrame:
         """An operator's live state as a lazy frame (one row per key), as of `at`."""
-        return self._scan_state(self.row(at), op)
+        return self.scan_state_of(self.row(at), op)
 
-    def _scan_state(self, row: dict[str, Any], op: str) -> pl.LazyFrame:
-        entry = self._entry(row, op, ("state",))
-        log = self._unless_expired(row, lambda: delta_tables.scan(entry.path, version=entry.version))
-        return resolve(log, _keys(entry)).drop(*BOOKKEEPING)
+    def scan_state_of(self, row: dict[str, Any], op: str) -> pl.LazyFrame:
+        entry = self.table_entry(row, op, ("state",))
+        log = self.unless_expired(row, lambda: delta_tables.scan(entry.path, version=entry.version))
+        return resolve(log, state_keys(entry)).drop(*BOOKKEEPING)
 
     def state(self, op: str, at: At = None) -> pl.DataFrame:
         """An operator's state table (by operator id, e.g. `totals` or `totals/distinct_0`) as of `at`."""
         row = self.row(at)
         # a row, not its epoch number: after a rollback the current row's number is also an older epoch's
-        return self._unless_expired(row, lambda: self._scan_state(row, op).collect())
+        return self.unless_expired(row, lambda: self.scan_state_of(row, op).collect())
 
     def sink(self, name: str, at: At = None) -> pl.DataFrame:
         """A Delta sink table as it was at `at`."""
         row = self.row(at)
-        entry = self._entry(row, name, ("sink",))
-        return self._unless_expired(row, lambda: delta_tables.read(entry.path, version=entry.version))
+        entry = self.table_entry(row, name, ("sink",))
+        return self.unless_expired(row, lambda: delta_tables.read(entry.path, version=entry.version))
 
-    def _unless_expired(self, row: dict[str, Any], read: Callable[[], T]) -> T:
+    def unless_expired(self, row: dict[str, Any], read: Callable[[], T]) -> T:
         """`read()`; when it fails because retention, in a running pipeline, freed the epoch meanwhile, the
         HistoryError saying so (a reader beside a pipeline that keeps few checkpoints can lose that race)."""
         try:
@@ -249,7 +249,7 @@ class History:
         except HistoryError:
             raise
         except Exception:
-            rows = self._rows()
+            rows = self.manifest_rows()
             if expired(rows, int(row["epoch"])) or not readable(rows, row):
                 raise HistoryError(expired_message(rows, int(row["epoch"]))) from None
             raise
@@ -265,7 +265,7 @@ class History:
         if not frames:
             # An unknown operator is an error, a punctual one is empty (a join's state tables are op/left, op/right).
             if not any(t.role == STATE and t.name.split("/")[0] == op for t in entries(row)):
-                self._entry(row, op, ("state",))
+                self.table_entry(row, op, ("state",))
             return pl.DataFrame()
         return pl.concat(frames, how="diagonal_relaxed")
 
@@ -280,8 +280,8 @@ class History:
     def diff(self, op: str, a: At, b: At) -> pl.DataFrame:
         """Keys inserted, deleted and changed in an operator's state between `a` and `b`: `change`, the key
         columns, then `<column>_before` and `<column>_after` for every other column."""
-        entry = self._entry(self.row(b), op, ("state",))
-        keys = _keys(entry)
+        entry = self.table_entry(self.row(b), op, ("state",))
+        keys = state_keys(entry)
         before = self.scan_state(op, a).drop("_kg", strict=False)
         after = self.scan_state(op, b).drop("_kg", strict=False)
         values = [c for c in after.collect_schema().names() if c not in keys]
@@ -357,12 +357,12 @@ class History:
         """The columns `sql()` sees in table `name` (qualified by `kind`, or looked up like an unqualified name)
         as of `at` (what `DESCRIBE` answers): `column_name`, `column_type` (DuckDB's), and `key` (a state
         table's key columns)."""
-        entry = self._entry(self.row(at), name, (kind,) if kind else time_travel.KINDS)
+        entry = self.table_entry(self.row(at), name, (kind,) if kind else time_travel.KINDS)
         con = duckdb.connect()
         _register(con, entry, "described")  # the same view a query reads, so the columns are the ones it sees
         confine(con)
         columns = con.sql('DESCRIBE "described"').pl().select("column_name", "column_type")
-        keys = set(_keys(entry)) if entry.role == STATE else set()
+        keys = set(state_keys(entry)) if entry.role == STATE else set()
         return columns.with_columns(pl.col("column_name").is_in(list(keys)).alias("key"))
 
     # -- SQL -----------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ class History:
                 return self.tables(at, listing.kind)
             return self.describe(point.name, at, point.kind)
         tree, explain = time_travel.parse_query(query)
-        rows = self._rows()
+        rows = self.manifest_rows()
         con = duckdb.connect()
         views: dict[time_travel.TableAt, str] = {}
         for _, point in time_travel.references(tree):
@@ -392,7 +392,7 @@ class History:
             row = self.row(None if point.at == "latest" else point.value, rows)
             roles = (point.kind,) if point.kind else time_travel.KINDS
             name = f"{point.kind or ''}.{point.name}@{point.at}:{point.value}"
-            _register(con, self._entry(row, point.name, roles), name)
+            _register(con, self.table_entry(row, point.name, roles), name)
             views[point] = name
         confine(con)
         return con.sql(explain + time_travel.rewrite(tree, views.__getitem__)).pl()
@@ -454,7 +454,7 @@ def _about(entry: TableEntry, operators: dict[str, Any]) -> str:
     return f"{kind} state" + (f" ({part})" if part else "") + feeds
 
 
-def _keys(entry: TableEntry) -> list[str]:
+def state_keys(entry: TableEntry) -> list[str]:
     described = json.loads(entry.schema or "{}")
     if "keys" in described:
         return list(described["keys"])
@@ -493,7 +493,7 @@ def _register(con: duckdb.DuckDBPyConnection, entry: TableEntry, name: str, sche
     if entry.role != STATE:
         con.execute(f"CREATE VIEW {target} AS SELECT * FROM {source}")
         return
-    keys = ", ".join(_quote(k) for k in _keys(entry))
+    keys = ", ".join(_quote(k) for k in state_keys(entry))
     con.execute(
         f"CREATE VIEW {target} AS SELECT * EXCLUDE (_epoch, _deleted, __newest) FROM "
         f"(SELECT *, max(_epoch) OVER ({'PARTITION BY ' + keys if keys else ''}) AS __newest FROM {source}) "

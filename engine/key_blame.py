@@ -30,7 +30,7 @@ import polars as pl
 from engine import delta_tables
 from engine.delta_tables import MAINTENANCE_OPERATIONS
 from engine.errors import UserError
-from engine.history import BOOKKEEPING, At, History, _keys
+from engine.history import BOOKKEEPING, At, History, state_keys
 from engine.offset_log import OffsetLog
 from engine.storage import Location
 from sql import types
@@ -122,10 +122,10 @@ def typed_key(
 
 
 def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At = None) -> Blamed:
-    rows = history._rows()
+    rows = history.manifest_rows()
     cut = history.row(at, rows)
-    entry = history._entry(cut, operator, ("state",))
-    keys = _keys(entry)
+    entry = history.table_entry(cut, operator, ("state",))
+    keys = state_keys(entry)
     head = delta_tables.delta(entry.path)
     schema = dict(delta_tables.scan(entry.path, version=entry.version).collect_schema())
     typed = typed_key(key, schema, keys, operator)

@@ -36,7 +36,7 @@ from engine.branching import copy_cut, copy_table, relocated, write_copy
 from engine.cli_types import EXIT_PROBLEMS
 from engine.delta_tables import to_arrow
 from engine.errors import EngineError, UserError, VersioningError
-from engine.history import _keys
+from engine.history import state_keys
 from engine.manifest import (
     SINK,
     STATE,
@@ -146,7 +146,7 @@ def _compacted(entry: TableEntry, destination: Location) -> TableEntry:
     unless a key column is encrypted: then the key must be at hand to resolve, and the copy is sealed again."""
     table = delta_tables.delta(entry.path, version=entry.version)
     sealed = encryption.sealed_columns(table.schema())
-    keys = _keys(entry) if entry.role == STATE else []
+    keys = state_keys(entry) if entry.role == STATE else []
     opened: set[str] = set()
     if set(keys) & set(sealed):
         frame = delta_tables.scan(entry.path, version=entry.version)

@@ -210,9 +210,9 @@ def _named_tables(parsed: list[exp.Expression], state_tables: dict[str, TableEnt
 
 
 def state_keys(entry: TableEntry) -> list[str]:
-    from engine.history import _keys
+    from engine.history import state_keys
 
-    return _keys(entry)
+    return state_keys(entry)
 
 
 def _load(entry: TableEntry) -> Edited:

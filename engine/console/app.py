@@ -114,7 +114,7 @@ class Console:
         """404 for a savepoint pipeline `name` does not have (before any request reaches a running pipeline)."""
         from engine.manifest import live_savepoints
 
-        if savepoint is not None and savepoint not in live_savepoints(self.history(name)._rows()):
+        if savepoint is not None and savepoint not in live_savepoints(self.history(name).manifest_rows()):
             raise HTTPException(404, f"no savepoint named '{savepoint}'")
 
     def name_of(self, path: str | Location) -> str | None:

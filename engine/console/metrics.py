@@ -87,7 +87,7 @@ class ManifestCollector(Collector):
         for name, path, history in self.pipelines():
             up.add_metric([name], 1.0 if holder(path) is not None else 0.0)
             try:
-                rows = history()._rows()
+                rows = history().manifest_rows()
             except FileNotFoundError:  # not created yet (a run just starting)
                 continue
             resumable = rows.filter(pl.col("kind").is_in(list(RESUMABLE)))

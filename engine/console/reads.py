@@ -22,7 +22,7 @@ from engine.console import views
 from engine.console.app import Console, bearer, viewer
 from engine.console.tokens import Grant
 from engine.errors import UserError
-from engine.history import _keys
+from engine.history import state_keys
 from engine.manifest import DEAD_LETTERS, entries
 
 router = APIRouter(tags=["reads"])
@@ -102,10 +102,10 @@ def state(
     console = _console(request)
     history = console.history(name)
     row = history.row(views.parse_at(at))
-    keys = _keys(history._entry(row, op, ("state",)))
+    keys = state_keys(history.table_entry(row, op, ("state",)))
 
     def read() -> pl.DataFrame:
-        frame = history._unless_expired(row, lambda: history._scan_state(row, op).collect())
+        frame = history.unless_expired(row, lambda: history.scan_state_of(row, op).collect())
         return frame.sort(keys, nulls_last=True) if keys else frame
 
     frame = console.frame((name, "state", op, row["kind"], row["committed_at"]), read)

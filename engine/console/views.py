@@ -142,7 +142,7 @@ def pipeline_summary(name: str, path: Location, history: History | None = None) 
         summary["branch_of"] = info.get("parent")
     if history is None:
         return summary
-    resumable = history._rows().filter(pl.col("kind").is_in(list(RESUMABLE)))
+    resumable = history.manifest_rows().filter(pl.col("kind").is_in(list(RESUMABLE)))
     if resumable.is_empty():
         return summary
     last = resumable.row(-1, named=True)
@@ -213,7 +213,7 @@ def pipeline_detail(name: str, path: Location, history: History) -> dict[str, An
 
 
 def savepoints(history: History) -> list[dict[str, Any]]:
-    live = live_savepoints(history._rows())
+    live = live_savepoints(history.manifest_rows())
     return [{**sp, "created_at": iso(sp["created_at"])} for sp in sorted(live.values(), key=lambda s: s["epoch"])]
 
 
@@ -223,7 +223,7 @@ def checkpoints(history: History) -> list[dict[str, Any]]:
 
 def series(history: History, limit: int = 200) -> list[dict[str, Any]]:
     """Per checkpoint row (the last `limit`), what the charts plot."""
-    rows = history._rows().filter(pl.col("kind") == "epoch")
+    rows = history.manifest_rows().filter(pl.col("kind") == "epoch")
     limit = max(1, min(limit, MAX_LIMIT))
     tail = rows.tail(limit + 1).select("epoch", "committed_at", "watermark", "metrics").to_dicts()
     out = []
