@@ -255,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true")
     explain.set_defaults(handler=cmd_explain)
 
-    savepoint = commands.add_parser("savepoint", help="name an epoch so that you can roll back to it")
+    savepoint = commands.add_parser(
+        "savepoint",
+        help="name an epoch so that you can roll back to it",
+        epilog="To write a savepoint as a portable snapshot: `timelapse savepoint export --help`.",
+    )
     savepoint.add_argument("action", choices=["create", "list", "delete"])
     savepoint.add_argument("dir", help="the state directory")
     savepoint.add_argument("--name")
@@ -304,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true")
     check.set_defaults(handler=cmd_upgrade_check)
 
-    state = commands.add_parser("state", help="an operator's state as of an epoch, savepoint or time")
+    state = commands.add_parser(
+        "state",
+        help="an operator's state as of an epoch, savepoint or time",
+        epilog="To change state: `timelapse state edit --help` and `timelapse state bootstrap --help`.",
+    )
     state.add_argument("dir", help="the state directory")
     state.add_argument("operator", help="the operator id (see `timelapse sql DIR 'SHOW TABLES'` or h.operators())")
     state.add_argument("--at", help="an epoch number, a savepoint name or an ISO time (default: now)")
@@ -366,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
         for module in (cli_console, cli_state_edit, cli_export, cli_compare, cli_blame)
         for parser in module.add_commands(commands)
     ]
+    for first, second in TWO_WORD_COMMANDS:  # usage lines and errors name them as they are typed
+        commands.choices[f"{first}-{second}"].prog = f"{parser.prog} {first} {second}"
     for command in (
         run,
         savepoint,
