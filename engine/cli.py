@@ -435,6 +435,9 @@ def guarded(action: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `timelapse ... | head`: the reader has what it wanted; no error, nothing more to print
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit does not fail again
+        return EXIT_OK
     except BaseException as err:  # Exception, and the panics of Rust libraries (pyo3's PanicException)
         if isinstance(err, SystemExit | GeneratorExit):
             raise

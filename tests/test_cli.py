@@ -90,6 +90,14 @@ def test_run_json_summary_and_explain(tmp_path: Path) -> None:
     plan = timelapse("explain", "pipeline.sql", cwd=tmp_path)
     assert plan.returncode == 0
     assert "Scan SensorData" in plan.stdout and "stateless" in plan.stdout and "Sink hot_readings" in plan.stdout
+    # `timelapse ... | head`: the reader stops reading; no error and no traceback, exit 0.
+    query = "SELECT range AS n FROM range(200000)"
+    command = [sys.executable, "-m", "engine.cli", "sql", "state", query, "--json", "--limit", "200000"]
+    reader = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert reader.stdout.read(10)
+    reader.stdout.close()
+    assert reader.wait(timeout=300) == 0 and reader.stderr.read() == b""
 
 
 def test_bad_sql_is_one_line_with_its_position(tmp_path: Path) -> None:
