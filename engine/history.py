@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import duckdb
 import polars as pl
-from pyarrow.fs import LocalFileSystem, SubTreeFileSystem
 from sqlglot import exp
 
 from engine import delta_tables
@@ -45,7 +44,7 @@ from engine.manifest import (
 )
 from engine.state_dir import StateDir
 from engine.state_store import resolve
-from engine.storage import Location, ObjectPath, location
+from engine.storage import Location, location
 from sql import time_travel
 from sql.errors import did_you_mean
 
@@ -474,19 +473,15 @@ def _quote(name: str) -> str:
 def _register(con: duckdb.DuckDBPyConnection, entry: TableEntry, name: str, schema: str = "main") -> None:
     """A view `name` over the table as of the entry's version; state tables resolved to their live rows.
 
-    The Delta files are read lazily, so filters and projections reach them: through deltalake's Arrow dataset on
-    a local disk, through a Polars scan (with the location's storage options) in an object store, where DuckDB
-    would need its httpfs and delta extensions and deltalake's own Arrow filesystem can abort the process at
-    exit (delta-facts §11)."""
+    The Delta files are read lazily, so filters and projections reach them, through a Polars scan (with the
+    location's storage options): in an object store DuckDB would need its httpfs and delta extensions, and
+    deltalake's own Arrow filesystem can abort the process at exit (delta-facts §11)."""
     where = location(entry.path).resolve()
     path = str(where)
-    dataset: Any
-    if isinstance(where, ObjectPath):
-        dataset = delta_tables.scan(where, version=entry.version)
-    else:
-        table = delta_tables.delta(path, version=entry.version)
-        # A sub-tree filesystem, not the default one: see delta-facts §11 (exits with code 134 otherwise).
-        dataset = table.to_pyarrow_dataset(filesystem=SubTreeFileSystem(path, LocalFileSystem()))
+    # A Polars scan on a local disk too, not deltalake's Arrow dataset: a table written by delta-rs' MERGE (an
+    # upsert sink) stores strings as string views, and the dataset then fails every filter DuckDB pushes into it
+    # on a string column (`no kernel matching input types (string, string_view)`).
+    dataset = delta_tables.scan(where, version=entry.version)
     source = f"__{schema}_{abs(hash((name, path, entry.version)))}"
     con.register(source, dataset)
     target = f"{schema}.{_quote(name)}"
