@@ -423,7 +423,7 @@ class History:
 def confine(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """Harden `con` once its views are registered: no file access (COPY, ATTACH, read_csv, `FROM 'file'`,
     INSTALL, EXPORT all fail), no extension loading, no Python variables as tables, and the configuration
-    locked so that no statement can undo it. Views over registered Arrow datasets still read: deltalake reads
+    locked so that no statement can undo it. Views over registered Polars scans still read: Polars reads
     those files, not DuckDB."""
     for setting in (
         "autoinstall_known_extensions = false",
