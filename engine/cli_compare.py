@@ -28,8 +28,8 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     output_flags(
         compare,
         json_help="one JSON object",
-        csv_help="the differing rows as CSV, with a first column `diff`",
-        limit_help="rows to show of each table",
+        csv_help="the differing rows as CSV, with a first column `diff` (--limit rows of each kind)",
+        limit_help="rows to show of each table (--json: `more` says how many were left out)",
     )
     compare.set_defaults(handler=cmd_compare)
     return [compare]
@@ -56,19 +56,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.to_dict(args.limit), default=str))
     elif args.csv:
-        _csv(found)
+        _csv(found, args.limit)
     else:
         print(render(found, args.limit))
     return EXIT_OK
 
 
-def _csv(found: Any) -> None:
+def _csv(found: Any, limit: int) -> None:
+    """The rows as CSV, the first `limit` of each kind (as blame's --csv honours --limit)."""
     import polars as pl
 
-    frame = found.summary
+    frame = None if found.summary is None else found.summary.head(limit)
     if frame is None:
         parts = [
-            f.with_columns(pl.lit(label).alias("diff")).select("diff", *f.columns)
+            f.head(limit).with_columns(pl.lit(label).alias("diff")).select("diff", *f.columns)
             for label, f in (("only_a", found.only_a), ("only_b", found.only_b), ("changed", found.changed))
         ]
         frame = pl.concat(parts, how="diagonal_relaxed")
