@@ -21,7 +21,10 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     what = compare.add_mutually_exclusive_group()
     what.add_argument("--sink", help="compare this Delta sink (default: counts for every sink and operator)")
     what.add_argument("--operator", help="compare this operator's state (its id, e.g. totals or join/left)")
-    compare.add_argument("--at", help="an epoch number, a savepoint name or an ISO time, on both sides (default: now)")
+    compare.add_argument(
+        "--at",
+        help="an epoch, a savepoint name (each side's own, else the other's epoch) or an ISO time (default: now)",
+    )
     compare.add_argument(
         "--key", help="COL,...: the columns that identify a row (default: the sink's PRIMARY KEY, the state's key)"
     )
@@ -84,7 +87,8 @@ def render(found: Any, limit: int) -> str:
 
     lines = [f"A: {found.a} (epoch {found.epoch_a})", f"B: {found.b} (epoch {found.epoch_b})"]
     if found.origin is not None:
-        parent = {"a": "B branched from A", "b": "A branched from B", "common": "both branched from one parent"}
+        common = f"both branched from {found.origin.get('ancestor') or 'one ancestor'}"
+        parent = {"a": "B branched from A", "b": "A branched from B", "common": common}
         saved = f" (savepoint '{found.origin['savepoint']}')" if found.origin.get("savepoint") else ""
         lines.append(f"{parent[found.origin['parent']]} at epoch {found.origin['epoch']}{saved}")
     width = shutil.get_terminal_size((160, 40)).columns

@@ -59,7 +59,8 @@ def compare_pipelines(
         "key": result.key,
         "epoch_a": result.epoch_a,
         "epoch_b": result.epoch_b,
-        "origin": result.origin,
+        # the common ancestor's path is the server's to know: the console names only what it serves
+        "origin": None if result.origin is None else {k: v for k, v in result.origin.items() if k != "ancestor"},
         "note": result.note,
     }
     if result.summary is not None:

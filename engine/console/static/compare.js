@@ -52,7 +52,7 @@ function origin(res) {
   const o = res.origin;
   const where = `A at epoch ${fmtInt(res.epoch_a)}, B at epoch ${fmtInt(res.epoch_b)}`;
   if (!o) return where;
-  const who = { a: "B branched from A", b: "A branched from B", common: "both branched from one parent" }[o.parent];
+  const who = { a: "B branched from A", b: "A branched from B", common: `both branched from ${o.ancestor || "one ancestor"}` }[o.parent];
   return `${where}; ${who} at epoch ${o.epoch}${o.savepoint ? ` (savepoint '${o.savepoint}')` : ""}`;
 }
 
