@@ -120,8 +120,8 @@ def start(runner: Runner, taken: Taken, lease_guard: threading.Lock) -> Future[W
     return _WRITER.submit(write, runner, taken, lease_guard)
 
 
-def _sink_keys(sink: Any) -> str | None:
+def _sink_keys(sink: Any) -> str:
     """A sink's declared PRIMARY KEY as `{"keys": [...]}` (the form state tables' entries use), so readers such as
-    `engine.compare` can match its rows by key."""
-    keys = list(getattr(sink.table, "primary_key", None) or [])
-    return json.dumps({"keys": keys}) if keys else None
+    `engine.compare` can match its rows by key; `[]` when it declares none (no entry: written before keys were
+    recorded)."""
+    return json.dumps({"keys": list(getattr(sink.table, "primary_key", None) or [])})

@@ -21,15 +21,18 @@ def add_commands(commands: Any) -> list[argparse.ArgumentParser]:
     what = compare.add_mutually_exclusive_group()
     what.add_argument("--sink", help="compare this Delta sink (default: counts for every sink and operator)")
     what.add_argument("--operator", help="compare this operator's state (its id, e.g. totals or join/left)")
-    compare.add_argument("--at", help="an epoch number, a savepoint name or an ISO time, on both sides (default: now)")
+    compare.add_argument(
+        "--at",
+        help="an epoch, a savepoint name (each side's own, else the other's epoch) or an ISO time (default: now)",
+    )
     compare.add_argument(
         "--key", help="COL,...: the columns that identify a row (default: the sink's PRIMARY KEY, the state's key)"
     )
     output_flags(
         compare,
         json_help="one JSON object",
-        csv_help="the differing rows as CSV, with a first column `diff`",
-        limit_help="rows to show of each table",
+        csv_help="the differing rows as CSV, with a first column `diff` (--limit rows of each kind)",
+        limit_help="rows to show of each table (--json: `more` says how many were left out)",
     )
     compare.set_defaults(handler=cmd_compare)
     return [compare]
@@ -56,19 +59,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(found.to_dict(args.limit), default=str))
     elif args.csv:
-        _csv(found)
+        _csv(found, args.limit)
     else:
         print(render(found, args.limit))
     return EXIT_OK
 
 
-def _csv(found: Any) -> None:
+def _csv(found: Any, limit: int) -> None:
+    """The rows as CSV, the first `limit` of each kind (as blame's --csv honours --limit)."""
     import polars as pl
 
-    frame = found.summary
+    frame = None if found.summary is None else found.summary.head(limit)
     if frame is None:
         parts = [
-            f.with_columns(pl.lit(label).alias("diff")).select("diff", *f.columns)
+            f.head(limit).with_columns(pl.lit(label).alias("diff")).select("diff", *f.columns)
             for label, f in (("only_a", found.only_a), ("only_b", found.only_b), ("changed", found.changed))
         ]
         frame = pl.concat(parts, how="diagonal_relaxed")
@@ -83,7 +87,8 @@ def render(found: Any, limit: int) -> str:
 
     lines = [f"A: {found.a} (epoch {found.epoch_a})", f"B: {found.b} (epoch {found.epoch_b})"]
     if found.origin is not None:
-        parent = {"a": "B branched from A", "b": "A branched from B", "common": "both branched from one parent"}
+        common = f"both branched from {found.origin.get('ancestor') or 'one ancestor'}"
+        parent = {"a": "B branched from A", "b": "A branched from B", "common": common}
         saved = f" (savepoint '{found.origin['savepoint']}')" if found.origin.get("savepoint") else ""
         lines.append(f"{parent[found.origin['parent']]} at epoch {found.origin['epoch']}{saved}")
     width = shutil.get_terminal_size((160, 40)).columns

@@ -31,6 +31,7 @@ from engine import delta_tables
 from engine.delta_tables import MAINTENANCE_OPERATIONS
 from engine.errors import UserError
 from engine.history import BOOKKEEPING, At, History, state_keys
+from engine.manifest import checkpoint_line, cut_epoch
 from engine.offset_log import OffsetLog
 from engine.storage import Location
 from sql import types
@@ -182,48 +183,11 @@ def _branched(rows: pl.DataFrame) -> dict[str, Any] | None:
     return dict(branch) if isinstance(branch, dict) else None
 
 
-def checkpoint_line(rows: pl.DataFrame, cut: dict[str, Any]) -> dict[int, list[int]]:
-    """The checkpoints on the line leading to `cut` (epoch -> the epochs it covers, oldest first).
-
-    Walking the manifest in commit order: a checkpoint descends from the resumable row current when it was
-    committed, and covers the epochs numbered after that row's (a rollback row carries the latest epoch number,
-    so the epochs after it are numbered past every abandoned one)."""
-    parent: dict[int, int | None] = {}
-    covers: dict[int, list[int]] = {}
-    current: int | None = None  # the checkpoint the current state is
-    number = 0  # the epoch number of the current resumable row
-    for row in rows.iter_rows(named=True):
-        if row["kind"] == "epoch":
-            epoch = int(row["epoch"])
-            if epoch in parent:
-                continue  # a row repeated: its first commit decides
-            # A branch's first row copies its parent's checkpoint: the epochs before it ran in the parent.
-            branched = "branch" in json.loads(row["metrics"] or "{}")
-            parent[epoch], covers[epoch] = current, [epoch] if branched else list(range(number + 1, epoch + 1))
-            current, number = epoch, epoch
-        elif row["kind"] == "rollback":
-            current = int(json.loads(row["metrics"] or "{}").get("rollback", {}).get("to_epoch", row["epoch"]))
-            number = int(row["epoch"])
-    start: int | None = _cut_epoch(cut)
-    line: dict[int, list[int]] = {}
-    while start is not None and start in covers and start not in line:
-        line[start] = covers[start]
-        start = parent[start]
-    return dict(sorted(line.items()))
-
-
-def _cut_epoch(cut: dict[str, Any]) -> int:
-    """The checkpoint whose state a cut is: its epoch, or for a rollback row the epoch it returned to."""
-    if cut["kind"] == "epoch":
-        return int(cut["epoch"])
-    return int(json.loads(cut["metrics"] or "{}").get("rollback", {}).get("to_epoch", cut["epoch"]))
-
-
 def _on_line(rows: pl.DataFrame, cut: dict[str, Any], line: dict[int, list[int]], epochs: list[int]) -> list[int]:
     """Of the epochs the log names, those on the line. An epoch older than the line's oldest checkpoint whose
     manifest row retention deleted is taken as on the line unless a rollback abandoned it (an epoch after the
     rollback's target, up to the rollback's number)."""
-    oldest = min(line) if line else _cut_epoch(cut) + 1  # no row left on the line: the cut's own was deleted
+    oldest = min(line) if line else cut_epoch(cut) + 1  # no row left on the line: the cut's own was deleted
     known = set(rows.filter(pl.col("kind") == "epoch").get_column("epoch").to_list())
     abandoned: list[tuple[int, int]] = []
     for row in rows.filter(pl.col("kind") == "rollback").iter_rows(named=True):

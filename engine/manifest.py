@@ -326,6 +326,44 @@ def expired_message(rows: pl.DataFrame, epoch: int) -> str:
     )
 
 
+def checkpoint_line(rows: pl.DataFrame, cut: dict[str, Any]) -> dict[int, list[int]]:
+    """The checkpoints on the line leading to `cut` (epoch -> the epochs it covers, oldest first): what blame
+    and compare count, leaving out the epochs a rollback abandoned.
+
+    Walking the manifest in commit order: a checkpoint descends from the resumable row current when it was
+    committed, and covers the epochs numbered after that row's (a rollback row carries the latest epoch number,
+    so the epochs after it are numbered past every abandoned one)."""
+    parent: dict[int, int | None] = {}
+    covers: dict[int, list[int]] = {}
+    current: int | None = None  # the checkpoint the current state is
+    number = 0  # the epoch number of the current resumable row
+    for row in rows.iter_rows(named=True):
+        if row["kind"] == "epoch":
+            epoch = int(row["epoch"])
+            if epoch in parent:
+                continue  # a row repeated: its first commit decides
+            # A branch's first row copies its parent's checkpoint: the epochs before it ran in the parent.
+            branched = "branch" in json.loads(row["metrics"] or "{}")
+            parent[epoch], covers[epoch] = current, [epoch] if branched else list(range(number + 1, epoch + 1))
+            current, number = epoch, epoch
+        elif row["kind"] == "rollback":
+            current = int(json.loads(row["metrics"] or "{}").get("rollback", {}).get("to_epoch", row["epoch"]))
+            number = int(row["epoch"])
+    start: int | None = cut_epoch(cut)
+    line: dict[int, list[int]] = {}
+    while start is not None and start in covers and start not in line:
+        line[start] = covers[start]
+        start = parent[start]
+    return dict(sorted(line.items()))
+
+
+def cut_epoch(cut: dict[str, Any]) -> int:
+    """The checkpoint whose state a cut is: its epoch, or for a rollback row the epoch it returned to."""
+    if cut["kind"] == "epoch":
+        return int(cut["epoch"])
+    return int(json.loads(cut["metrics"] or "{}").get("rollback", {}).get("to_epoch", cut["epoch"]))
+
+
 def live_savepoints(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:
     """The savepoints created and not deleted, by name: name, epoch, created_at, user, reason."""
     live: dict[str, dict[str, Any]] = {}

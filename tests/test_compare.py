@@ -63,7 +63,9 @@ def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
 
 
 def _epochs(frame: pl.DataFrame) -> list[tuple[int, ...]]:
-    return [tuple(r) for r in frame.select("epoch", "only_a", "only_b", "changed").iter_rows()]
+    """(epoch, only_a, only_b, changed) per pair of checkpoints, whose numbers agree here (no rollback)."""
+    assert frame["epoch_a"].to_list() == frame["epoch_b"].to_list()
+    return [tuple(r) for r in frame.select("epoch_a", "only_a", "only_b", "changed").iter_rows()]
 
 
 def test_a_keyed_sink_and_an_operator_against_hand_computed_answers(ab: Path) -> None:
@@ -156,7 +158,7 @@ def test_the_cli(ab: Path) -> None:
     assert out["only_a"] == [{"cust": 5, "n": 1, "amount": 3}]
     assert out["only_b"] == [{"cust": 4, "n": 2, "amount": 120}]
     assert out["changed"] == [{"cust": 2, "n_a": 2, "n_b": 1, "amount_a": 25, "amount_b": 20}]
-    assert [(r["epoch"], r["only_a"], r["only_b"], r["changed"]) for r in out["per_epoch"]] == [
+    assert [(r["epoch_a"], r["only_a"], r["only_b"], r["changed"]) for r in out["per_epoch"]] == [
         (2, 0, 0, 0),
         (3, 0, 1, 1),
         (4, 1, 1, 1),
@@ -181,3 +183,102 @@ def test_on_s3(ab: Path, s3: Any) -> None:
     assert _epochs(c.per_epoch) == [(2, 0, 0, 0), (3, 0, 1, 1), (4, 1, 1, 1)]
     multiset = engine.compare(f"{remote}/state", f"{remote}/whatif", sink="kept", at=4)
     assert multiset.counts() == {"only_a": 2, "only_b": 2, "changed": 0}
+
+
+@pytest.fixture(scope="module")
+def rolled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rolled back to the savepoint its branch B started from, then run with B's SQL: A's line is 1, 2, 5, 6
+    (3 and 4 abandoned), B's is 2, 3, 4, so the two agree at every pair of checkpoints. Also `b3`, a branch of A
+    at epoch 3 (before the rollback), and `grand`, a branch of B at its epoch 3."""
+    root = tmp_path_factory.mktemp("rolled")
+    write_jsonl(root / "orders" / "1.json", [{"cust": c, "amount": a} for c, a in ORDERS])
+    run(root, SQL_A, max_epoch_rows=2, max_epochs=2)
+    versioning.create_savepoint(root / "state", "sp", epoch=2)
+    create_branch(root / "state", root / "whatif", savepoint="sp")
+    run(root, SQL_A, max_epoch_rows=2)
+    versioning.create_savepoint(root / "state", "sp3", epoch=3)
+    create_branch(root / "state", root / "b3", savepoint="sp3")
+    versioning.rollback(root / "state", savepoint="sp")
+    assert run(root, SQL_B, max_epoch_rows=2)["last_epoch"] == 6
+    assert run(root, SQL_B, state="whatif", max_epoch_rows=2)["last_epoch"] == 4
+    versioning.create_savepoint(root / "state", "both", epoch=5)
+    versioning.create_savepoint(root / "whatif", "both", epoch=3)
+    create_branch(root / "whatif", root / "grand", savepoint="both")
+    assert run(root, SQL_B, state="grand", max_epoch_rows=2)["last_epoch"] == 4
+    return root
+
+
+def _pairs(frame: pl.DataFrame) -> list[tuple[int, ...]]:
+    return [tuple(r) for r in frame.select("epoch_a", "epoch_b", "only_a", "only_b", "changed").iter_rows()]
+
+
+def test_abandoned_epochs_are_left_out_and_lines_are_paired_by_position(rolled: Path) -> None:
+    c = engine.compare(rolled / "state", rolled / "whatif", sink="totals")
+    assert c.counts() == {"only_a": 0, "only_b": 0, "changed": 0} and (c.epoch_a, c.epoch_b) == (6, 4)
+    # A's epochs 3 and 4 (its old SQL, abandoned by the rollback) are not compared with B's 3 and 4
+    assert _pairs(c.per_epoch) == [(2, 2, 0, 0, 0), (5, 3, 0, 0, 0), (6, 4, 0, 0, 0)]
+    # a branch of a branch: the grandparent is found, and the line runs through B's checkpoints
+    g = engine.compare(rolled / "state", rolled / "grand", sink="totals")
+    assert g.origin == {"parent": "a", "epoch": 2, "savepoint": "sp"}
+    assert _pairs(g.per_epoch) == [(5, 3, 0, 0, 0), (6, 4, 0, 0, 0)]
+    # two branches of A taken at epochs 2 and 3 part at 2
+    s = engine.compare(rolled / "whatif", rolled / "b3")
+    assert s.origin is not None and (s.origin["parent"], s.origin["epoch"]) == ("common", 2)
+    # a summary's totals, not a Polars error: B (epoch 4) against b3's copy of A's epoch 3: sink and operator
+    # totals differ in cust 4 (B only) and cust 2 (changed); kept: (4, 60) twice in B only, (2, 5) in b3 only
+    assert s.counts() == {"only_a": 4, "only_b": 1, "changed": 2}
+
+
+def test_points_per_side_and_errors_naming_the_side(rolled: Path) -> None:
+    both = engine.compare(rolled / "state", rolled / "whatif", sink="totals", at="both")
+    assert (both.epoch_a, both.epoch_b) == (5, 3) and _pairs(both.per_epoch) == [(5, 3, 0, 0, 0)]
+    with pytest.raises(CompareError, match=r"^B \(.*whatif\): epoch 1 .*the oldest readable epoch there is 2$"):
+        engine.compare(rolled / "state", rolled / "whatif", sink="totals", at=1)
+    with pytest.raises(CompareError, match=r"at=3.5: an epoch is a whole number"):
+        engine.compare(rolled / "state", rolled / "whatif", sink="totals", at=3.5)
+    with pytest.raises(CompareError, match="key takes column names"):
+        engine.compare(rolled / "state", rolled / "whatif", sink="totals", key=[])
+    assert engine.compare(rolled / "state", rolled / "whatif", sink="totals", key="cust, n", at=2).key == ["cust", "n"]
+    assert engine.compare(rolled / "state", rolled / "whatif", sink="totals", key="cust").key == ["cust"]
+
+
+def test_columns_of_different_types() -> None:
+    """B's column cast to A's type only when every value casts back unchanged; else both compared as text."""
+    from engine.comparison import diff
+
+    left = pl.LazyFrame({"k": [1, 2, 3], "v": [1, 2, 3], "w": [1, 2, 3]})
+    right = pl.LazyFrame({"k": [1, 2, 3], "v": ["1", "x", "3"], "w": pl.Series([1, 2, 3], dtype=pl.Int32)})
+    notes: list[str] = []
+    only_a, only_b, changed = diff(left, right, ["k"], notes)
+    assert only_a.is_empty() and only_b.is_empty()
+    assert changed.to_dicts() == [{"k": 2, "v_a": "2", "v_b": "x", "w_a": 2, "w_b": 2}]  # not null == null
+    assert notes == ["compared as text, their types differ and their values do not all cast to one type: v"]
+    floats = pl.LazyFrame({"k": [1, 2, 3], "v": [1.0, 2.5, 3.0], "w": [1, 2, 3]})
+    widened = diff(left, floats, ["k"])[2]  # A's integers cast to B's floats; 2.5 is not truncated to 2
+    assert widened.select("k", "v_a", "v_b").to_dicts() == [{"k": 2, "v_a": 2.0, "v_b": 2.5}]
+
+
+def test_notes_limits_and_the_csv(rolled: Path) -> None:
+    from engine.comparison import _key
+    from engine.manifest import SINK, TableEntry
+
+    kept = engine.compare(rolled / "state", rolled / "whatif", sink="kept", at=2)
+    assert kept.note == "the sink 'kept' declares no PRIMARY KEY: compared as multisets of rows"
+    old = TableEntry("kept", SINK, "kept", 1, None)  # written before sinks' keys were recorded
+    assert _key(old, old, None) == ([], "no key recorded: compared as multisets of rows")
+
+    summary = engine.compare(rolled / "whatif", rolled / "b3").to_dict(limit=1)
+    assert len(summary["summary"]) == 1 and summary["more"] == {"summary": 3}
+    detail = engine.compare(rolled / "whatif", rolled / "b3", sink="kept").to_dict(limit=1)
+    assert detail["only_a"] == [{"cust": 4, "amount": 60, "count": 2}] and detail["more"]["only_a"] == 0
+
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "compare", "state", "b3", "--sink", "kept", "--csv", "--limit", "1"],
+        capture_output=True,
+        text=True,
+        cwd=rolled,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    # A (epoch 6, SQL B after the rollback) against b3 (A's epoch 3): one row of each kind shown
+    assert done.stdout.splitlines()[0] == "diff,cust,amount,count" and len(done.stdout.splitlines()) == 3

@@ -42,7 +42,7 @@ def test_the_compare_endpoint(served: tuple[TestClient, str, str]) -> None:
     assert body["only_a"]["rows"] == [[5, 1, 3]] and body["only_b"]["rows"] == [[4, 2, 120]]
     assert [c["name"] for c in body["changed"]["columns"]] == ["cust", "n_a", "n_b", "amount_a", "amount_b"]
     assert body["changed"]["rows"] == [[2, 2, 1, 25, 20]] and body["changed"]["total"] == 1
-    assert [(r["epoch"], r["only_a"], r["only_b"], r["changed"]) for r in body["per_epoch"]] == [
+    assert [(r["epoch_a"], r["only_a"], r["only_b"], r["changed"]) for r in body["per_epoch"]] == [
         (2, 0, 0, 0),
         (3, 0, 1, 1),
         (4, 1, 1, 1),
@@ -61,3 +61,25 @@ def test_the_compare_endpoint(served: tuple[TestClient, str, str]) -> None:
     status, body = get("a=state&b=whatif&sink=totals", a_only)
     assert status == 403 and "whatif" in body["detail"]
     assert get("a=state&b=whatif", None)[0] == 401
+
+
+def test_what_cannot_be_done_is_400_and_what_is_missing_404(served: tuple[TestClient, str, str]) -> None:
+    client, both, _ = served
+
+    def get(query: str) -> tuple[int, str]:
+        res = client.get(f"/api/compare?{query}", headers={"Authorization": f"Bearer {both}"})
+        return res.status_code, res.json().get("detail", "")
+
+    for query, status, text in [
+        ("a=state&b=whatif&sink=kept&key=cust", 400, "not unique in A's 'kept'"),
+        ("a=state&b=whatif&sink=totals&operator=totals", 400, "not both"),
+        ("a=state&b=whatif&sink=totals&key=nope", 400, "no column nope"),
+        ("a=state&b=whatif&operator=nope", 404, "no operator 'nope' in A"),
+        ("a=state&b=whatif&sink=totals&at=nosuch", 404, "no savepoint named 'nosuch'"),
+        ("a=state&b=whatif&sink=totals&at=1", 404, "B ("),
+    ]:
+        assert get(query)[0] == status, query
+        assert text in get(query)[1] and "--" not in get(query)[1], query
+    summary = client.get("/api/compare?a=state&b=whatif", headers={"Authorization": f"Bearer {both}"}).json()
+    # the summary's totals (tests/test_compare.py: kept 2, 2, 0; the totals sink and operator 1, 1, 1 each)
+    assert summary["counts"] == {"only_a": 4, "only_b": 4, "changed": 2}

@@ -2,7 +2,10 @@
 
 The token must be a viewer on both pipelines. The answer is `engine.compare`'s result with the pipelines' console
 names: `counts`, `only_a` / `only_b` / `changed` as tables (`{columns, rows, total}`, the first `limit` rows),
-`per_epoch` as records; with neither `sink` nor `operator`, `summary` instead (every sink and operator, counts).
+`per_epoch` as records (`epoch_a`, `epoch_b`: the pair of checkpoints compared); with neither `sink` nor
+`operator`, `summary` instead (every sink and operator, counts). 404 for a pipeline, sink, operator or point that
+does not exist; 400 for a comparison that cannot be done as asked (both `sink` and `operator`, an unknown or
+non-unique key column, a number that is not an epoch).
 Nothing is cached: each call reads both sides once per common checkpoint epoch (`at` reads one point only).
 """
 
@@ -40,14 +43,13 @@ def compare_pipelines(
         found = console.grant(name, token)
         if found is None or not found.allows("viewer"):
             raise _deny(request, 403, f"this token has no access to pipeline '{name}'")
-    columns = [k.strip() for k in key.split(",") if k.strip()] if key else None
     result = compare(
         console.history(a),
         console.history(b),
         sink=sink or None,
         operator=operator or None,
         at=views.parse_at(at),
-        key=columns,
+        key=key if key and key.strip(",").strip() else None,
     )
     answer: dict[str, Any] = {
         "a": a,
@@ -57,11 +59,12 @@ def compare_pipelines(
         "key": result.key,
         "epoch_a": result.epoch_a,
         "epoch_b": result.epoch_b,
-        "origin": result.origin,
+        # the common ancestor's path is the server's to know: the console names only what it serves
+        "origin": None if result.origin is None else {k: v for k, v in result.origin.items() if k != "ancestor"},
         "note": result.note,
     }
     if result.summary is not None:
-        return {**answer, "summary": views.records(result.summary)}
+        return {**answer, "counts": result.counts(), "summary": views.records(result.summary)}
 
     def shown(frame: pl.DataFrame) -> dict[str, Any]:
         return {**views.table(frame.head(limit)), "total": frame.height}

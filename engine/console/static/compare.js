@@ -18,21 +18,23 @@ export async function pageCompare(app, params) {
   const branch = list.find((p) => p.name !== a && p.branch_of);
   const b = params.get("b") || (branch ? branch.name : names.find((n) => n !== a)) || "";
   const at = params.get("at") || "";
+  const key = params.get("key") || "";
   const pick = (id, chosen) => h("select", { id }, names.map((n) => h("option", { value: n, selected: n === chosen }, n)));
   const selA = pick("compare-a", a);
   const selB = pick("compare-b", b);
   const atBox = h("input", { id: "compare-at", value: at, placeholder: "epoch, savepoint or time (default: now)" });
-  const go = () => { location.hash = "#/compare?" + query({ a: selA.value, b: selB.value, at: atBox.value.trim() }); };
+  const go = () => { location.hash = "#/compare?" + query({ a: selA.value, b: selB.value, at: atBox.value.trim(), key }); };
   const result = h("div", { id: "compare-result" });
   app.replaceChildren(h("h1", {}, "Compare pipelines"),
     h("p", { class: "muted" }, "Two pipelines side by side, typically a pipeline and its branch: rows only in A, only in B, and changed, per checkpoint epoch since they diverged."),
     h("div", { class: "row" }, h("label", {}, "A ", selA), h("label", {}, "B ", selB), h("label", {}, "at ", atBox),
       h("button", { type: "button", class: "primary", id: "compare-go", onclick: go }, "Compare")),
     result);
-  if (!params.get("a") || !params.get("b")) return;
+  // Both chosen (B preselected from A when the URL names only A): compare at once, not only on a click.
+  if (!params.get("a") || !b) return;
   const sink = params.get("sink");
   const operator = params.get("operator");
-  const base = { a, b, at };
+  const base = { a, b, at, key };
   result.replaceChildren(h("p", { class: "muted" }, "comparing…"));
   try {
     const res = await api("/api/compare?" + query({ ...base, sink, operator, limit: LIMIT }));
@@ -50,7 +52,7 @@ function origin(res) {
   const o = res.origin;
   const where = `A at epoch ${fmtInt(res.epoch_a)}, B at epoch ${fmtInt(res.epoch_b)}`;
   if (!o) return where;
-  const who = { a: "B branched from A", b: "A branched from B", common: "both branched from one parent" }[o.parent];
+  const who = { a: "B branched from A", b: "A branched from B", common: `both branched from ${o.ancestor || "one ancestor"}` }[o.parent];
   return `${where}; ${who} at epoch ${o.epoch}${o.savepoint ? ` (savepoint '${o.savepoint}')` : ""}`;
 }
 
@@ -85,7 +87,7 @@ function detail(res, base) {
     res.note ? h("p", { class: "muted" }, res.note) : null,
     h("p", { id: "compare-counts", dataset: c }, `${fmtNum(c.only_a)} only in A, ${fmtNum(c.only_b)} only in B, ${fmtNum(c.changed)} changed`),
     h("h3", {}, "Per checkpoint epoch"),
-    dataTable(["epoch", "only_a", "only_b", "changed"], res.per_epoch, { id: "compare-epochs",
+    dataTable(["epoch_a", "epoch_b", "only_a", "only_b", "changed"], res.per_epoch, { id: "compare-epochs",
       rowClass: (r) => (r.only_a || r.only_b || r.changed ? "differs" : "") }),
     ...part("Only in A", "compare-only-a", res.only_a),
     ...part("Only in B", "compare-only-b", res.only_b),
