@@ -34,15 +34,21 @@ def position(node: exp.Expr | None) -> tuple[int | None, int | None]:
     if node is None:
         return None, None
     for candidate in node.walk(bfs=False):
-        if _own(candidate)[0] is not None:
+        if _own(candidate)[0] is not None and not _in_hint(candidate):
             return _own(candidate)
     before: tuple[int | None, int | None] = (None, None)
     for candidate in node.root().walk(bfs=False):
         if candidate is node:
             break
-        if _own(candidate)[0] is not None:
+        if _own(candidate)[0] is not None and not _in_hint(candidate):
             before = _own(candidate)
     return before
+
+
+def _in_hint(node: exp.Expr) -> bool:
+    """Whether `node` is inside a `/*+ ... */` hint: its text is parsed on its own, so its positions count from the
+    hint's start, not the statement's."""
+    return node.find_ancestor(exp.Hint) is not None
 
 
 def _own(node: exp.Expr) -> tuple[int | None, int | None]:

@@ -51,6 +51,11 @@ CASES: list[tuple[str, str, str]] = [
     ("group-without-by", "INSERT INTO out SELECT k, COUNT(*) FROM src GROUP k;", "syntax error"),
     # unknown names
     ("unknown-column", "INSERT INTO out SELECT k, vv FROM src;", "unknown column 'vv' (did you mean 'v'?)"),
+    (
+        "updating-into-append-with-a-hint",  # the hint's text is parsed alone: its positions are not the statement's
+        "INSERT INTO files SELECT /*+ STATE_ID('agg') */ k, CAST(COUNT(*) AS INT), MAX(ts) FROM src GROUP BY k;",
+        "gives an updating result",
+    ),
     ("unknown-table", "INSERT INTO out SELECT k, v FROM srcc;", "unknown table 'srcc' (did you mean 'src'?)"),
     ("unknown-sink", "INSERT INTO outt SELECT k, v FROM src;", "unknown table 'outt'"),
     ("unknown-function", "INSERT INTO out SELECT k, FOO(v) FROM src;", "function FOO is not supported"),
