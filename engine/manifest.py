@@ -272,11 +272,27 @@ def epoch_row(rows: pl.DataFrame, epoch: int) -> dict[str, Any]:
     if found.is_empty() and expired(rows, epoch):
         raise VersioningError(expired_message(rows, epoch))
     if found.is_empty():
-        raise VersioningError(f"epoch {epoch} is not a committed epoch")
+        raise VersioningError(_not_committed(rows, epoch))
     row = found.row(-1, named=True)
     if not readable(rows, row):
         raise VersioningError(expired_message(rows, epoch))
     return row
+
+
+def _not_committed(rows: pl.DataFrame, epoch: int) -> str:
+    """Why an epoch has no row: it is past the last checkpoint, or it ran but was not a checkpoint
+    (`checkpoint.interval`); then the checkpoints around it, so the user can pick one."""
+    epochs = rows.filter(pl.col("kind") == "epoch").get_column("epoch")
+    if epochs.is_empty():
+        return f"epoch {epoch} is not a committed epoch (none has been committed yet)"
+    before, after = epochs.filter(epochs < epoch), epochs.filter(epochs > epoch)
+    if after.is_empty():
+        return f"epoch {epoch} is not a committed epoch (the last checkpoint is epoch {epochs.max()})"
+    around = f"epochs {before.max()} and {after.min()}" if not before.is_empty() else f"epoch {after.min()}"
+    return (
+        f"epoch {epoch} is not a checkpoint (state is kept at checkpoints only, 'checkpoint.interval'); "
+        f"the nearest: {around}"
+    )
 
 
 def savepoint_rows(rows: pl.DataFrame) -> dict[str, dict[str, Any]]:

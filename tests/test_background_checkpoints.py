@@ -50,6 +50,13 @@ def test_background_and_inline_checkpoints_commit_the_same_epochs_and_tables(tmp
         runs[written] = stream
     background, inline = manifest(runs["background"]), manifest(runs["inline"])
     assert background.get_column("epoch").to_list() == inline.get_column("epoch").to_list()
+    # An epoch that ran but was not a checkpoint is named as such, with the checkpoints around it.
+    kept = sorted(inline.get_column("epoch").to_list())[-2:]  # two retained checkpoints, 3 epochs apart
+    between = kept[0] + 1
+    refused = cli(runs["inline"].root, "savepoint", "create", "state", "--name", "x", "--epoch", str(between))
+    message = refused.stderr.decode()
+    assert refused.returncode == 2 and f"epoch {between} is not a checkpoint" in message
+    assert f"the nearest: epochs {kept[0]} and {kept[1]}" in message
     first, second = (harness.final_state(s.at(s.state)) for s in (runs["background"], runs["inline"]))
     assert sorted(first) == sorted(second)
     for name, frame in second.items():
