@@ -456,13 +456,13 @@ def check_state(
         deleted = before.join(after.select(ROW_ID), on=ROW_ID, how="anti")
         calls = _calls(entry, record)
         _check_shape(entry, table, record, inserted, updated)
-        after = check_partials(after, calls, keys, entry.name)
         _check_aggregate(entry, table, calls, derived_tables, inserted, updated.filter(rekeyed) if keys else None)
         if ROWS in after.columns and calls and (bad := after.filter(pl.col(ROWS).fill_null(0) <= 0)).height:
             raise EditRefused(
                 f"{entry.name}: {ROWS} counts a group's input rows and must stay above 0 "
                 f"({bad.height} rows would not); delete the group instead"
             )
+        after = check_partials(after, calls, keys, entry.name)
         # _kg for new and re-keyed rows; the others keep theirs and the epoch that wrote them
         kg = _key_group(entry, record, before) if inserted.height or (keys and updated.filter(rekeyed).height) else None
         fresh = pl.col(ROW_ID).is_in(pl.concat([inserted.get_column(ROW_ID), updated.get_column(ROW_ID)]).implode())
