@@ -97,6 +97,7 @@ def test_deleting_a_key_at_a_savepoint_equals_a_run_that_never_saw_its_rows(tmp_
     engine.export_savepoint(edited / "state", "fixed", tmp_path / "exported")
     exported = engine.open(tmp_path / "exported").state("totals", at="fixed")
     assert_frame_equal(exported.sort("customer"), at_fixed.sort("customer"))
+    assert "(edited from savepoint 's1'" in timelapse(edited, "log", str(tmp_path / "exported")).stdout
     log = timelapse(edited, "log", "state")
     assert "savepoint 'fixed'" in log.stdout and "edited" in log.stdout, log.stdout
 
