@@ -150,3 +150,48 @@ def window_bounds(keys: list[str], record: dict[str, Any]) -> list[str]:
     if not record.get("window") and "window" not in str(record.get("kind", "")):
         return []
     return [k for k in keys if k in WINDOW_BOUNDS]
+
+
+def cast_back(after: pl.DataFrame, before: pl.DataFrame, keys: list[str], name: str) -> pl.DataFrame:
+    """The edited rows typed as the table is; a value that does not fit is refused naming column and key."""
+    casts = []
+    for column in after.columns:
+        if column not in before.schema or after.schema[column] == before.schema[column]:
+            continue
+        dtype, given = before.schema[column], after.get_column(column)
+        lost = after.filter(given.is_not_null() & given.cast(dtype, strict=False).is_null())
+        if lost.height:
+            from sql.types import sql_name
+
+            row = lost.row(0, named=True)
+            raise StateInconsistent(
+                f"{name}: type error: column {column} ({sql_name(dtype)}) cannot hold {row[column]!r} "
+                f"(at {describe_key(row, keys)})"
+            )
+        casts.append(pl.col(column).cast(dtype, strict=True))
+    try:
+        return after.with_columns(casts) if casts else after
+    except pl.exceptions.PolarsError as err:
+        raise EditRefused(f"{name}: type error: {str(err).splitlines()[0]}") from None
+
+
+def check_shape(entry: Any, table: Any, record: dict[str, Any], inserted: pl.DataFrame, updated: pl.DataFrame) -> None:
+    """Rows only the operator can make: a join's (derived join keys, multiplicities) and a window's bounds.
+    `entry` and `table` are state_edit's TableEntry and Edited."""
+    hidden = derived_columns(list(table.before.columns))
+    if hidden and (inserted.height or updated.height):
+        raise EditRefused(
+            f"{entry.name}: a join's rows carry derived join keys and multiplicities ({', '.join(hidden)}); "
+            "delete rows, or let the input change them"
+        )
+    bounds = window_bounds(table.keys, record)
+    if bounds and inserted.height:
+        raise EditRefused(
+            f"{entry.name}: an edit may change a window's values or delete it, not create windows "
+            "(only the window function makes bounds that match its size and alignment)"
+        )
+    if bounds and updated.height and (moved := [b for b in bounds if b in table.set_columns]):
+        raise EditRefused(
+            f"{entry.name}: an edit may change a window's values or delete it, not move it "
+            f"(it sets {', '.join(moved)}: a window bound)"
+        )

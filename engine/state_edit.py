@@ -45,13 +45,11 @@ from engine.manifest import STATE, Manifest, TableEntry, checkpoint_from_row, cu
 from engine.operators.aggregates import ROWS, state_prefixes
 from engine.state_checks import (
     EditRefused,
-    StateInconsistent,
+    cast_back,
     check_duplicates,
     check_partials,
-    derived_columns,
-    describe_key,
+    check_shape,
     valid_savepoint_name,
-    window_bounds,
 )
 from engine.state_dir import StateDir
 from engine.state_store import key_group, resolve
@@ -444,7 +442,7 @@ def check_state(
                 f"it is derived from the input, edit or delete the group in {operator} instead"
             )
         before, after = table.before, table.after
-        after = _cast_back(after, before, keys, entry.name)
+        after = cast_back(after, before, keys, entry.name)
         check_duplicates(after, keys, entry.name, edited=True)
         if not keys and after.height > 1:
             raise EditRefused(f"{entry.name} holds one row (a global aggregate), not {after.height}")
@@ -455,7 +453,7 @@ def check_state(
         inserted = after.join(before.select(ROW_ID), on=ROW_ID, how="anti")
         deleted = before.join(after.select(ROW_ID), on=ROW_ID, how="anti")
         calls = _calls(entry, record)
-        _check_shape(entry, table, record, inserted, updated)
+        check_shape(entry, table, record, inserted, updated)
         _check_aggregate(entry, table, calls, derived_tables, inserted, updated.filter(rekeyed) if keys else None)
         if ROWS in after.columns and calls and (bad := after.filter(pl.col(ROWS).fill_null(0) <= 0)).height:
             raise EditRefused(
@@ -484,52 +482,6 @@ def check_state(
                     changes[derived] = {"inserted": 0, "updated": 0, "deleted": removed}
                     written[derived] = kept.drop(ROW_ID)
     return changes, written
-
-
-def _cast_back(after: pl.DataFrame, before: pl.DataFrame, keys: list[str], name: str) -> pl.DataFrame:
-    """The edited rows typed as the table is; a value that does not fit is refused naming column and key."""
-    casts = []
-    for column in after.columns:
-        if column not in before.schema or after.schema[column] == before.schema[column]:
-            continue
-        dtype, given = before.schema[column], after.get_column(column)
-        lost = after.filter(given.is_not_null() & given.cast(dtype, strict=False).is_null())
-        if lost.height:
-            from sql.types import sql_name
-
-            row = lost.row(0, named=True)
-            raise StateInconsistent(
-                f"{name}: type error: column {column} ({sql_name(dtype)}) cannot hold {row[column]!r} "
-                f"(at {describe_key(row, keys)})"
-            )
-        casts.append(pl.col(column).cast(dtype, strict=True))
-    try:
-        return after.with_columns(casts) if casts else after
-    except pl.exceptions.PolarsError as err:
-        raise EditRefused(f"{name}: type error: {str(err).splitlines()[0]}") from None
-
-
-def _check_shape(
-    entry: TableEntry, table: Edited, record: dict[str, Any], inserted: pl.DataFrame, updated: pl.DataFrame
-) -> None:
-    """Rows only the operator can make: a join's (derived join keys, multiplicities) and a window's bounds."""
-    hidden = derived_columns(list(table.before.columns))
-    if hidden and (inserted.height or updated.height):
-        raise EditRefused(
-            f"{entry.name}: a join's rows carry derived join keys and multiplicities ({', '.join(hidden)}); "
-            "delete rows, or let the input change them"
-        )
-    bounds = window_bounds(table.keys, record)
-    if bounds and inserted.height:
-        raise EditRefused(
-            f"{entry.name}: an edit may change a window's values or delete it, not create windows "
-            "(only the window function makes bounds that match its size and alignment)"
-        )
-    if bounds and updated.height and (moved := [b for b in bounds if b in table.set_columns]):
-        raise EditRefused(
-            f"{entry.name}: an edit may change a window's values or delete it, not move it ({', '.join(moved)} "
-            "are the window's bounds)"
-        )
 
 
 def _check_aggregate(

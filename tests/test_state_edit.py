@@ -373,7 +373,7 @@ def test_join_and_window_state_only_lose_rows_and_bootstrap_refuses_what_a_run_c
     for statement, message in [
         (f"INSERT INTO \"{join}\" (cid0, name, __count) VALUES ('dee', 'Dee', 1)", "derived join keys"),
         (f'UPDATE "{join}" SET __count = 3', "a join's rows carry derived join keys and multiplicities"),
-        ("UPDATE w SET window_end = window_end + INTERVAL 1 HOUR", "not move it (window_end"),
+        ("UPDATE w SET window_end = window_end + INTERVAL 1 HOUR", "not move it (it sets window_end"),
         ("INSERT INTO w SELECT * REPLACE (window_end + INTERVAL 15 SECOND AS window_end) FROM w", "not create windows"),
     ]:
         with pytest.raises(EditRefused, match=re.escape(message)):
