@@ -169,7 +169,7 @@ REFUSED = [
     ("UPDATE totals SET count__count = -5 WHERE customer = 'bob'", "count__count = -5 at customer='bob'; COUNT(*)"),
     ("UPDATE totals SET count__count = __rows + 1", "counts values of the group's __rows input rows"),
     ("UPDATE totals SET sum_amount__sum = NULL", "SUM(amount) counted values (sum_amount__count > 0), so its sum"),
-    ("UPDATE totals SET avg_amount__count = 0, avg_amount__sum = 5", "(avg_amount__count = 0), so its sum is 0"),
+    ("UPDATE totals SET sum_amount__count = 0, sum_amount__sum = 5", "(sum_amount__count = 0), so its sum is 0"),
     ("UPDATE totals SET count__count = 99999999999999999999", "column count__count (BIGINT) cannot hold '9999"),
     ("COPY totals TO 'x.csv'", "not COPY: COPY totals TO 'x.csv'"),
     ("DELETE FROM join-ab/left", "at line 1, column 16: Expected table name but got 'join'; double-quote"),
