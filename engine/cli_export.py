@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from shlex import quote
 from typing import Any
 
 from engine.cli_types import EXIT_OK, storage_options
@@ -43,6 +44,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"savepoint '{result['savepoint']}' (epoch {result['epoch']}) exported to {result['export']}: "
         f"{result['tables']} tables{sinks}; {result['files']} files, {result['bytes']} bytes, checksums in export.json"
     )
-    print(f"start from it with: timelapse branch {args.to} NEW_DIR --from savepoint {result['savepoint']}")
-    print(f"                or: timelapse run PIPELINE.sql --state NEW_DIR --from-savepoint {args.to}")
+    to, name = quote(args.to), quote(result["savepoint"])
+    print(f"start from it with: timelapse branch {to} NEW_DIR --from savepoint {name}")
+    print(f"                or: timelapse run PIPELINE.sql --state NEW_DIR --from-savepoint {to}")
     return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from shlex import quote
 from typing import Any
 
 from engine.cli_types import EXIT_OK, UsageError
@@ -59,11 +60,11 @@ def cmd_state_edit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return EXIT_OK
-    origin = f"savepoint '{value}'" if kind == "savepoint" else f"epoch {value}"
-    print(f"savepoint '{result['savepoint']}' = {origin} (epoch {result['epoch']}) edited:")
+    origin = f"savepoint '{value}' (epoch {result['epoch']})" if kind == "savepoint" else f"epoch {result['epoch']}"
+    print(f"savepoint '{result['savepoint']}' = {origin} edited:")
     for table, counts in result["tables"].items():
         print(f"  {table}: {counts['inserted']} inserted, {counts['updated']} updated, {counts['deleted']} deleted")
-    print(f"continue from it with: timelapse rollback {args.dir} --savepoint {result['savepoint']}")
+    print(f"continue from it with: timelapse rollback {quote(args.dir)} --savepoint {quote(result['savepoint'])}")
     return EXIT_OK
 
 
@@ -77,5 +78,5 @@ def cmd_state_bootstrap(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return EXIT_OK
     print(f"savepoint '{result['savepoint']}': {result['rows']} rows of {result['operator']} state from {args.source}")
-    print(f"run the pipeline from it with: timelapse run {args.sql} --state {args.dir}")
+    print(f"run the pipeline from it with: timelapse run {quote(args.sql)} --state {quote(args.dir)}")
     return EXIT_OK

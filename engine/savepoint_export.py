@@ -49,6 +49,7 @@ from engine.manifest import (
     live_savepoints,
     read_checkpoints,
     rows_of,
+    savepoint_rows,
 )
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
@@ -77,6 +78,8 @@ def export_savepoint(
     saved = live_savepoints(rows).get(name)
     if saved is None:
         raise VersioningError(f"no savepoint named '{name}'")
+    if target.root.exists() and not target.root.is_dir():
+        raise VersioningError(f"{to} is a file; an export needs a new directory")
     if target.root.exists() and any(target.root.iterdir()):
         raise VersioningError(f"{to} already exists and is not empty; an export needs a new directory")
     epoch = int(saved["epoch"])
@@ -99,6 +102,7 @@ def export_savepoint(
         if (content := read_if_exists(plan)) is not None:
             write_atomic(target.plan_file(row["plan_fingerprint"]), content)
         checkpoint = checkpoint_from_row(row)
+        audit = json.loads(savepoint_rows(rows)[name]["metrics"] or "{}")
         manifest = Manifest(target.manifest)
         metrics = {**checkpoint.metrics, "export": {**origin, "created_at": created.isoformat()}}
         metrics.pop("branch", None)  # the export's history starts at the cut
@@ -112,7 +116,8 @@ def export_savepoint(
                 committed_at=saved["created_at"],
                 tables=tables,
                 operators=operators,
-                metrics={"savepoint": name, "user": saved["user"], "reason": saved["reason"]},
+                # the savepoint row's audit as it was (an edit's or a bootstrap's: `timelapse log` shows it)
+                metrics={**audit, "savepoint": name, "user": saved["user"], "reason": saved["reason"]},
             )
         )
         faults.point("export.copied")

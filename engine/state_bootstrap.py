@@ -31,11 +31,13 @@ from engine.manifest import read_checkpoints as read_rows
 from engine.operators import stateful, stateful_operators
 from engine.operators.aggregates import ROWS
 from engine.operators.base import StateStore
+from engine.state_checks import EditRefused, check_duplicates, check_partials, lossless_cast, valid_savepoint_name
 from engine.state_dir import StateDir
-from engine.state_edit import BOOKKEEPING, EditRefused
+from engine.state_edit import BOOKKEEPING
 from engine.state_store import discard_uncommitted, key_group
-from engine.storage import location
+from engine.storage import location, remove_tree
 from sql.plan import Aggregate
+from sql.state_descriptors import state_descriptor
 
 
 def bootstrap_state(
@@ -53,6 +55,11 @@ def bootstrap_state(
     for the pipeline `sql`; returns `{savepoint, operator, rows, tables}`."""
     from engine.pipeline import Pipeline
 
+    valid_savepoint_name(as_savepoint)
+    text = str(sql)
+    looks_like_file = "\n" not in text and ";" not in text and text.strip().lower().endswith(".sql")
+    if (isinstance(sql, Path) or looks_like_file) and not Path(sql).is_file():
+        raise VersioningError(f"{sql}: no such SQL file")
     directory = StateDir(location(state))
     plan = Pipeline.from_sql(sql, state, udfs).plan
     nodes = {n.state_id: n for n in plan.nodes if n.stateful}  # type: ignore[attr-defined]
@@ -60,7 +67,28 @@ def bootstrap_state(
         raise VersioningError(f"the pipeline has no stateful operator '{operator}'; operators: {', '.join(nodes)}")
     node = nodes[operator]
     frame = _read(source)
+    created = not directory.root.exists()
     directory.root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _bootstrap_locked(directory, plan, node, operator, frame, source, state, as_savepoint, reason, user)
+    except BaseException:
+        if created:  # a refused bootstrap into a new directory leaves nothing behind
+            remove_tree(directory.root)
+        raise
+
+
+def _bootstrap_locked(
+    directory: StateDir,
+    plan: Any,
+    node: Any,
+    operator: str,
+    frame: pl.DataFrame,
+    source: str | Path,
+    state: str | Path,
+    as_savepoint: str,
+    reason: str | None,
+    user: str | None,
+) -> dict[str, Any]:
     with directory.lock():
         rows = read_rows(directory.manifest) if directory.manifest.exists() else None
         previous = _previous_bootstrap(rows)
@@ -70,6 +98,12 @@ def bootstrap_state(
         if not isinstance(node, Aggregate) or "" not in op.specs:
             raise EditRefused(
                 f"'{operator}' is a {descriptor_kind(node)}: bootstrap loads the state of GROUP BY aggregations"
+            )
+        window = state_descriptor(node).get("window")
+        if window:
+            raise EditRefused(
+                f"'{operator}' aggregates per window ({window}): its windows' bounds come from the window function "
+                "alone, so a windowed aggregate cannot be bootstrapped; bootstrap a GROUP BY without a window"
             )
         main = op.specs[""]
         others = [s for name, s in op.specs.items() if name and s.role != "late"]
@@ -81,6 +115,8 @@ def bootstrap_state(
             )
         expected = {**main.key_types, **main.values}
         loaded = _conform(frame, expected, main.keys, operator)
+        calls = [(a.call.sql, a.call.function, a.call.distinct, [c.name for c in a.columns]) for a in op.states]
+        loaded = check_partials(loaded, calls, main.keys, operator)
         keys_hashed = getattr(op, "keys", main.keys)  # an aggregate hashes its GROUP BY keys, not window bounds
         loaded = loaded.with_columns(key_group(keys_hashed).alias("_kg"))
         store = StateStore(directory.operator(operator), directory.pipeline_id())
@@ -124,8 +160,6 @@ def bootstrap_state(
 
 
 def descriptor_kind(node: Any) -> str:
-    from sql.state_descriptors import state_descriptor
-
     return str(state_descriptor(node).get("kind", type(node).__name__))
 
 
@@ -188,13 +222,8 @@ def _conform(frame: pl.DataFrame, expected: dict[str, pl.DataType], keys: list[s
                 f"column {name} is {_sql_type(frame.schema[name])}, expected {_sql_type(dtype)}; "
                 f"{operator}'s state has the columns {listing}"
             )
-    try:
-        typed = frame.select(list(expected)).cast(expected, strict=True)  # type: ignore[arg-type]
-    except pl.exceptions.PolarsError as err:
-        raise EditRefused(f"{operator}: a value does not fit its column: {str(err).splitlines()[0]}") from None
-    if keys and (repeated := typed.filter(typed.select(keys).is_duplicated())).height:
-        key = ", ".join(f"{k}={repeated.item(0, k)!r}" for k in keys)
-        raise EditRefused(f"{operator}: keys must be unique, but {key} is in {repeated.height} rows")
+    typed = lossless_cast(frame, expected, operator)
+    check_duplicates(typed, keys, operator, edited=False)
     if ROWS in typed.columns and (bad := typed.filter(pl.col(ROWS).fill_null(0) <= 0)).height:
         raise EditRefused(f"{operator}: {ROWS} counts each group's input rows and must be above 0 ({bad.height} rows)")
     return typed

@@ -43,6 +43,14 @@ from engine.errors import VersioningError
 from engine.history import confine
 from engine.manifest import STATE, Manifest, TableEntry, checkpoint_from_row, cut_row, live_savepoints, rows_of
 from engine.operators.aggregates import ROWS, state_prefixes
+from engine.state_checks import (
+    EditRefused,
+    cast_back,
+    check_duplicates,
+    check_partials,
+    check_shape,
+    valid_savepoint_name,
+)
 from engine.state_dir import StateDir
 from engine.state_store import key_group, resolve
 from engine.storage import location
@@ -51,10 +59,6 @@ BOOKKEEPING = ("_kg", "_epoch", "_deleted")
 ROW_ID = "__rowid"
 #: functions whose result is their first partial column alone: SUM's count only says whether a value was seen
 ALONE = {"SUM": "sum"}
-
-
-class EditRefused(VersioningError):
-    """A state edit that would leave the state inconsistent, or that reaches beyond the state tables."""
 
 
 @dataclasses.dataclass
@@ -82,8 +86,15 @@ def edit_state(
 ) -> dict[str, Any]:
     """Apply `statements` to the state of the cut at `savepoint` (or `epoch`) and record the result as the new
     savepoint `as_savepoint`. Returns `{savepoint, epoch, from, tables: {name: {inserted, updated, deleted}}}`."""
-    if (savepoint is None) == (epoch is None):
+    if savepoint is not None and epoch is not None:
+        raise VersioningError("give savepoint or epoch, not both")
+    if savepoint is None and epoch is None:
         raise VersioningError("say which cut to edit: a savepoint or an epoch")
+    if savepoint is not None and not isinstance(savepoint, str):
+        raise VersioningError(f"savepoint must be a name (str), not {type(savepoint).__name__} {savepoint!r}")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
+        raise VersioningError(f"epoch must be an int, not {type(epoch).__name__} {epoch!r}")
+    valid_savepoint_name(as_savepoint)
     directory = StateDir(location(state))
     with directory.lock():  # refused beside a running pipeline
         return _edit_locked(directory, statements, savepoint, epoch, as_savepoint, reason, user)
@@ -150,20 +161,54 @@ def parse_statements(statements: str | Sequence[str]) -> list[exp.Expression]:
     parsed: list[exp.Expression] = []
     for number, text in enumerate(texts, 1):
         try:
-            trees = [t for t in sqlglot.parse(text, dialect="duckdb") if t is not None]
+            found = sqlglot.parse(text, dialect="duckdb")
         except sqlglot.errors.ParseError as err:
             first = err.errors[0] if err.errors else {}
             where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
             what = str(first.get("description") or err).splitlines()[0]
-            raise EditRefused(f"cannot parse statement {number}{where}: {what}") from None
-        for tree in trees:
+            what = re.sub(r"<Token token_type: [\w.]+, text: ([^,]*),.*?>", r"'\1'", what)  # not its internals
+            raise EditRefused(f"cannot parse statement {number}{where}: {what}{_name_hint(text)}") from None
+        except sqlglot.errors.SqlglotError as err:  # the tokenizer's errors dump its tokens: say where instead
+            place = re.search(r"[Ll]ine (\d+), [Cc]ol(?:umn)?:? (\d+)", str(err))
+            where = f" at line {place.group(1)}, column {place.group(2)}" if place else ""
+            raise EditRefused(f"cannot parse statement {number}{where}{_name_hint(text)}") from None
+        texts_of = _statement_texts(text, len(found))
+        for index, tree in enumerate(found):
+            if tree is None:
+                continue
             if not isinstance(tree, exp.Update | exp.Delete | exp.Insert):
                 kind = tree.key.upper()
-                raise EditRefused(f"only UPDATE, DELETE and INSERT edit state, not {kind}: {tree.sql()[:80]}")
+                quoted = (texts_of[index] if texts_of else tree.sql())[:80]
+                raise EditRefused(f"only UPDATE, DELETE and INSERT edit state, not {kind}: {quoted}")
             parsed.append(tree)
     if not parsed:
         raise EditRefused("no statement to apply")
     return parsed
+
+
+def _name_hint(text: str) -> str:
+    """Names with `-` or `/` (`join-3f2a/left`) must be double-quoted; say so when one is written bare."""
+    if re.search(r'(?<!["\w-])[A-Za-z_][\w]*(?:-[\w]+)*/\w+', text) or re.search(r"(?<![\"'\w])\w+-\w+", text):
+        return '; double-quote table names with - or / in them: "join-3f2a/left"'
+    return ""
+
+
+def _statement_texts(text: str, count: int) -> list[str] | None:
+    """The user's text of each statement (split at the tokenizer's semicolons), to quote it as written."""
+    try:
+        tokens = sqlglot.tokenize(text, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return None
+    cuts = [t.start for t in tokens if t.token_type == sqlglot.tokens.TokenType.SEMICOLON]
+    pieces, start = [], 0
+    for cut in cuts:
+        pieces.append(text[start:cut])
+        start = cut + 1
+    pieces.append(text[start:])
+    pieces = [p.strip() for p in pieces]
+    if pieces and not pieces[-1] and len(pieces) > count:
+        pieces.pop()
+    return pieces if len(pieces) == count else None
 
 
 def _target(tree: exp.Expression) -> exp.Table:
@@ -255,6 +300,8 @@ def _run(
             con.execute(text)
         except duckdb.ConversionException as err:
             raise EditRefused(f"statement {number}: {_type_error(err, tree, target)}") from None
+        except duckdb.InvalidInputException as err:  # error() of a rewritten average: our own message
+            raise EditRefused(f"statement {number}: {str(err).splitlines()[0].split('Error: ', 1)[-1]}") from None
         except duckdb.Error as err:
             raise EditRefused(f"statement {number} failed: {str(err).splitlines()[0]}") from None
     for table in tables.values():
@@ -291,20 +338,37 @@ def _rewrite_averages(
             total, count = virtual[eq.this.name]
             if {total, count} & targets:
                 raise EditRefused(f"set {eq.this.name} (the average) or {total} and {count}, not both")
+            average = eq.this.name
             eq.set("this", exp.column(total))
-            eq.set("expression", exp.Mul(this=exp.Paren(this=eq.expression), expression=exp.column(count)))
+            # A group that counted no value has no average to set: its count would keep the sum at 0.
+            refusal = exp.Anonymous(
+                this="error",
+                expressions=[
+                    exp.Literal.string(
+                        f"{average} is NULL where {count} = 0 (no value counted): it cannot be set; "
+                        f"set {total} and {count} together"
+                    )
+                ],
+            )
+            scaled = exp.Mul(this=exp.Paren(this=eq.expression), expression=exp.column(count))
+            eq.set(
+                "expression",
+                exp.Case(ifs=[exp.If(this=exp.column(count).eq(0), true=refusal)], default=scaled),
+            )
             assigned |= {total, count}
     for column in list(tree.find_all(exp.Column)):
         if column.name in virtual:
             total, count = virtual[column.name]
-            column.replace(exp.Paren(this=exp.Div(this=exp.column(total), expression=exp.column(count))))
+            # NULL, as AVG is, for a group that counted no value (not NaN from 0/0)
+            nullif = exp.Nullif(this=exp.column(count), expression=exp.Literal.number(0))
+            column.replace(exp.Paren(this=exp.Div(this=exp.column(total), expression=nullif)))
     return tree, assigned
 
 
 def _type_error(err: duckdb.Error, tree: exp.Expression, table: Edited) -> str:
     """DuckDB's conversion error, with the column whose type the value does not fit."""
     text = str(err).splitlines()[0].removeprefix("Conversion Error: ")
-    value = re.search(r"'([^']*)'", text)
+    value = re.search(r"'([^']*)'", text) or re.search(r"[Vv]alue (\S+?)(?: to | can't|$)", text)
     needle = value.group(1) if value else None
     column = None
     if needle is not None and isinstance(tree, exp.Update):
@@ -316,6 +380,20 @@ def _type_error(err: duckdb.Error, tree: exp.Expression, table: Edited) -> str:
             for index, item in enumerate(row.expressions):
                 if needle in item.sql() and index < len(names):
                     column = names[index]
+    if column is None and isinstance(tree, exp.Update):  # the value as DuckDB computed it: match by type
+        wanted = re.search(r" to ([A-Z0-9(), ]+?)$", text)
+        from sql.types import sql_name
+
+        fits = [
+            eq.this.name
+            for eq in tree.expressions
+            if eq.this.name in table.before.schema
+            and (
+                wanted is None
+                or sql_name(table.before.schema[eq.this.name]).replace(" ", "") == wanted.group(1).replace(" ", "")
+            )
+        ]
+        column = fits[0] if len(fits) == 1 else None
     if column is None:
         return f"type error: {text}"
     from sql.types import sql_name
@@ -364,14 +442,8 @@ def check_state(
                 f"it is derived from the input, edit or delete the group in {operator} instead"
             )
         before, after = table.before, table.after
-        try:
-            after = after.cast({c: before.schema[c] for c in after.columns if c in before.schema}, strict=True)
-        except pl.exceptions.PolarsError as err:
-            raise EditRefused(f"{entry.name}: type error: {str(err).splitlines()[0]}") from None
-        duplicated = after.filter(after.select(keys).is_duplicated()) if keys else after.head(0)
-        if keys and duplicated.height:
-            key = ", ".join(f"{k}={duplicated.item(0, k)!r}" for k in keys)
-            raise EditRefused(f"{entry.name}: keys must stay unique, but {key} would be in {duplicated.height} rows")
+        after = cast_back(after, before, keys, entry.name)
+        check_duplicates(after, keys, entry.name, edited=True)
         if not keys and after.height > 1:
             raise EditRefused(f"{entry.name} holds one row (a global aggregate), not {after.height}")
         joined = after.join(before, on=ROW_ID, how="inner", suffix="__before")
@@ -381,12 +453,14 @@ def check_state(
         inserted = after.join(before.select(ROW_ID), on=ROW_ID, how="anti")
         deleted = before.join(after.select(ROW_ID), on=ROW_ID, how="anti")
         calls = _calls(entry, record)
+        check_shape(entry, table, record, inserted, updated)
         _check_aggregate(entry, table, calls, derived_tables, inserted, updated.filter(rekeyed) if keys else None)
         if ROWS in after.columns and calls and (bad := after.filter(pl.col(ROWS).fill_null(0) <= 0)).height:
             raise EditRefused(
                 f"{entry.name}: {ROWS} counts a group's input rows and must stay above 0 "
                 f"({bad.height} rows would not); delete the group instead"
             )
+        after = check_partials(after, calls, keys, entry.name)
         # _kg for new and re-keyed rows; the others keep theirs and the epoch that wrote them
         kg = _key_group(entry, record, before) if inserted.height or (keys and updated.filter(rekeyed).height) else None
         fresh = pl.col(ROW_ID).is_in(pl.concat([inserted.get_column(ROW_ID), updated.get_column(ROW_ID)]).implode())

@@ -65,6 +65,8 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
     current = resumable.row(-1, named=True)
     committed = int(current["epoch"])
     offsets = damage.offset_damage(directory.offsets, committed)
+    if problems and is_export(directory):  # its checksums already name a missing file: not the epochs before it
+        offsets = [d for d in offsets if d.epoch >= committed or d.path.exists()]
     if offsets:
         held = damage.held_epoch(damage.manifest_marker_tables(directory, entries(current)))
         for d in offsets:

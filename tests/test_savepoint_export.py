@@ -167,6 +167,10 @@ def test_a_damaged_export_is_refused_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(ExportDamaged, match=re.escape("export.json is missing")):
         create_branch(export, tmp_path / "b", savepoint="sp")
     assert "export.json is missing" in verify(export)["problems"][0]["what"]
+    # Without its folded offsets: verify names base.json alone, not the epochs the export never held.
+    (export / "export.json").write_text(json.dumps(listed))
+    (export / "offsets" / "base.json").unlink()
+    assert [p["what"] for p in verify(export)["problems"]] == ["export: offsets/base.json is missing"]
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
@@ -178,6 +182,9 @@ def test_refusals_of_export_and_run_from_it(tmp_path: Path) -> None:
     export_savepoint(root / "state", "sp", tmp_path / "exp")
     with pytest.raises(versioning.VersioningError, match="not empty"):
         export_savepoint(root / "state", "sp", tmp_path / "exp")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(versioning.VersioningError, match="afile is a file; an export needs a new directory"):
+        export_savepoint(root / "state", "sp", tmp_path / "afile")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
     with pytest.raises(Exception, match="not empty: --from-savepoint"):

@@ -4,6 +4,7 @@ a run continued from the new savepoint equals a straight run over input whose ef
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,7 @@ def test_deleting_a_key_at_a_savepoint_equals_a_run_that_never_saw_its_rows(tmp_
     engine.export_savepoint(edited / "state", "fixed", tmp_path / "exported")
     exported = engine.open(tmp_path / "exported").state("totals", at="fixed")
     assert_frame_equal(exported.sort("customer"), at_fixed.sort("customer"))
+    assert "(edited from savepoint 's1'" in timelapse(edited, "log", str(tmp_path / "exported")).stdout
     log = timelapse(edited, "log", "state")
     assert "savepoint 'fixed'" in log.stdout and "edited" in log.stdout, log.stdout
 
@@ -163,6 +165,14 @@ def test_a_counter_set_right_at_an_epoch_equals_a_run_over_the_rows_it_missed(tm
 
 REFUSED = [
     ("UPDATE totals SET customer = 'ann'", "keys must stay unique, but customer='ann' would be in 3 rows"),
+    ("UPDATE totals SET customer = 'ann' WHERE customer = 'bob'", "customer='ann' would be in 2 rows"),
+    ("UPDATE totals SET count__count = -5 WHERE customer = 'bob'", "count__count = -5 at customer='bob'; COUNT(*)"),
+    ("UPDATE totals SET count__count = __rows + 1", "counts values of the group's __rows input rows"),
+    ("UPDATE totals SET sum_amount__sum = NULL", "SUM(amount) counted values (sum_amount__count > 0), so its sum"),
+    ("UPDATE totals SET sum_amount__count = 0, sum_amount__sum = 5", "(sum_amount__count = 0), so its sum is 0"),
+    ("UPDATE totals SET count__count = 99999999999999999999", "column count__count (BIGINT) cannot hold '9999"),
+    ("COPY totals TO 'x.csv'", "not COPY: COPY totals TO 'x.csv'"),
+    ("DELETE FROM join-ab/left", "at line 1, column 16: Expected table name but got 'join'; double-quote"),
     ("INSERT INTO totals SELECT * FROM totals", "keys must stay unique"),
     ("UPDATE totals SET count__count = 'many'", "column count__count (BIGINT) cannot hold 'many'"),
     ("UPDATE totals SET avg_amount__sum = 0", "set them together (also avg_amount__count)"),
@@ -223,6 +233,27 @@ def test_edits_that_break_the_state_are_refused_and_write_nothing(tmp_path: Path
     assert changed.select((pl.col("avg_amount__count") == pl.col("avg_amount__count_right")).all()).item()
     with pytest.raises(EditRefused, match="not both"):
         edit_state(state, "UPDATE totals SET avg_amount = 1, avg_amount__count = 1", savepoint="s1", as_savepoint="y")
+    # A group that counted no amount has a NULL average (as AVG has): matched by IS NULL, never by a comparison,
+    # and it cannot be set (its count keeps the sum at 0).
+    edit_state(
+        state,
+        "UPDATE totals SET avg_amount__sum = 0, avg_amount__count = 0 WHERE customer = 'ann'",
+        epoch=1,
+        as_savepoint="none",
+    )
+    with pytest.raises(EditRefused, match="change no row"):
+        edit_state(state, "DELETE FROM totals WHERE avg_amount > 1000000", savepoint="none", as_savepoint="y")
+    with pytest.raises(EditRefused, match="avg_amount is NULL where avg_amount__count = 0"):
+        edit_state(state, "UPDATE totals SET avg_amount = avg_amount * 2", savepoint="none", as_savepoint="y")
+    gone = edit_state(state, "DELETE FROM totals WHERE avg_amount IS NULL", savepoint="none", as_savepoint="y")
+    assert gone["tables"]["totals"] == {"inserted": 0, "updated": 0, "deleted": 1}
+    for wrong, message in (
+        ({"epoch": "3"}, "epoch must be an int, not str '3'"),
+        ({"epoch": 1, "savepoint": "s1"}, "give savepoint or epoch, not both"),
+        ({"epoch": 1, "as_savepoint": ""}, "a savepoint needs a name, not ''"),
+    ):
+        with pytest.raises(versioning.VersioningError, match=message):
+            edit_state(state, "DELETE FROM totals", **{"as_savepoint": "z", **wrong})  # type: ignore[arg-type]
 
 
 BOOTSTRAP_SQL = """
@@ -309,3 +340,81 @@ def test_bootstrap_from_a_batch_group_by_then_the_rest_equals_a_straight_run(tmp
 
     with pytest.raises(versioning.VersioningError, match=r"has run epochs.*state edit"):
         engine.bootstrap_state(booted / "state", "overall", booted / "overall.parquet", booted / "pipeline.sql")
+
+
+SHAPES_SQL = """
+CREATE TABLE orders (customer STRING, amount BIGINT, price DECIMAL(10, 2), ts TIMESTAMP(3),
+  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'filesystem', 'path' = 'in', 'format' = 'json');
+CREATE TABLE names (customer STRING, name STRING)
+WITH ('connector' = 'filesystem', 'path' = 'names', 'format' = 'json');
+CREATE TABLE perwin (customer STRING, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT)
+WITH ('connector' = 'delta', 'path' = 'perwin');
+INSERT INTO perwin SELECT /*+ STATE_ID('w') */ customer, window_start, window_end, COUNT(*)
+FROM TABLE(TUMBLE(TABLE orders, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY customer, window_start, window_end;
+CREATE TABLE joined (customer STRING, name STRING, amount BIGINT) WITH ('connector' = 'delta', 'path' = 'joined');
+INSERT INTO joined SELECT o.customer, n.name, o.amount FROM orders o JOIN names n ON o.customer = n.customer;
+CREATE TABLE prices (customer STRING, total DECIMAL(10, 2), mean DECIMAL(10, 2), PRIMARY KEY (customer) NOT ENFORCED)
+WITH ('connector' = 'delta', 'path' = 'prices');
+INSERT INTO prices SELECT /*+ STATE_ID('pr') */ customer, SUM(price), AVG(price) FROM orders GROUP BY customer;
+"""
+
+
+def test_join_and_window_state_only_lose_rows_and_bootstrap_refuses_what_a_run_cannot_make(tmp_path: Path) -> None:
+    rows = [
+        {"customer": c, "amount": i, "price": None if c == "cy" else f"{i}.25", "ts": f"2026-01-01 00:00:{i:02d}"}
+        for i, c in enumerate(["ann", "bob", "cy", "ann"])
+    ]
+    write_jsonl(tmp_path / "in" / "a.json", rows)
+    write_jsonl(tmp_path / "names" / "a.json", [{"customer": "ann", "name": "Ann"}, {"customer": "bob", "name": "Bob"}])
+    (tmp_path / "pipeline.sql").write_text(SHAPES_SQL)
+    run(tmp_path, SHAPES_SQL)
+    state = tmp_path / "state"
+    join = next(t for t in engine.open(state).operators().get_column("tables").explode() if t.endswith("/right"))
+    for statement, message in [
+        (f"INSERT INTO \"{join}\" (cid0, name, __count) VALUES ('dee', 'Dee', 1)", "derived join keys"),
+        (f'UPDATE "{join}" SET __count = 3', "a join's rows carry derived join keys and multiplicities"),
+        ("UPDATE w SET window_end = window_end + INTERVAL 1 HOUR", "not move it (it sets window_end"),
+        ("INSERT INTO w SELECT * REPLACE (window_end + INTERVAL 15 SECOND AS window_end) FROM w", "not create windows"),
+    ]:
+        with pytest.raises(EditRefused, match=re.escape(message)):
+            edit_state(state, statement.replace("cid0", "customer0"), epoch=1, as_savepoint="x")
+    # Deleting rows is what join and window state take; the CLI's hint quotes the new name for a shell.
+    done = timelapse(
+        tmp_path,
+        "state",
+        "edit",
+        "state",
+        "--from",
+        "epoch",
+        "1",
+        "--as",
+        "no bob",
+        f"DELETE FROM \"{join}\" WHERE name = 'Bob'; DELETE FROM w WHERE customer = 'bob'",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("savepoint 'no bob' = epoch 1 edited:\n"), done.stdout
+    assert "timelapse rollback state --savepoint 'no bob'" in done.stdout
+    cy = engine.open(state).state("pr").filter(pl.col("customer") == "cy")
+    assert cy.select("avg_price__sum", "avg_price__count").rows() == [(0, 0)]  # what a run stores with no price
+
+    boot = tmp_path / "boot"
+    backfill = pl.DataFrame(
+        {"customer": ["ann", "cy"], "__rows": [2, 1], "sum_price__sum": ["1.005", None], "sum_price__count": [1, 0]}
+    ).with_columns(pl.col("sum_price__sum").cast(pl.Decimal(10, 3)))
+    backfill = backfill.with_columns(
+        avg_price__sum=pl.col("sum_price__sum"), avg_price__count=pl.col("sum_price__count")
+    )
+    backfill.write_parquet(tmp_path / "lossy.parquet")
+    for operator, path, sql, message in [
+        ("w", "lossy.parquet", "pipeline.sql", "'w' aggregates per window (TUMBLE"),
+        ("pr", "lossy.parquet", "pipeline.sql", "column sum_price__sum cannot hold Decimal('1.005') as DECIMAL(38, 2)"),
+        ("pr", "lossy.parquet", "nosuch.sql", "nosuch.sql: no such SQL file"),
+    ]:
+        with pytest.raises(versioning.VersioningError, match=re.escape(message)):
+            engine.bootstrap_state(boot, operator, tmp_path / path, tmp_path / sql)
+        assert not boot.exists()  # a refused bootstrap leaves no directory behind
+    # A NULL sum of a group that counted no value is stored as a run stores it (0), so both compare equal.
+    backfill.with_columns(pl.col("^.*__sum$").round(2)).write_parquet(tmp_path / "backfill.parquet")
+    engine.bootstrap_state(boot, "pr", tmp_path / "backfill.parquet", tmp_path / "pipeline.sql")
+    booted = engine.open(boot).state("pr").filter(pl.col("customer") == "cy")
+    assert booted.select("sum_price__sum", "avg_price__sum").rows() == [(0, 0)]
