@@ -92,6 +92,13 @@ def export_savepoint(
             return target.foreign_table(entry.name) if with_sinks else None
         return relocated(location(entry.path), source, target)
 
+    # A table the cut names but that is not where it says (a state directory copied without the sinks beside it):
+    # refused before anything is written, naming it.
+    missing = [t for t in entries(row) if place(t) is not None and not (location(t.path) / "_delta_log").exists()]
+    if missing:
+        listing = ", ".join(f"{t.role} '{t.name}' ({t.path})" for t in missing)
+        hint = "; export without --with-sinks, or" if any(t.role == SINK for t in missing) else ";"
+        raise VersioningError(f"cannot export savepoint '{name}': {listing} not found{hint} move the tables along")
     target.root.mkdir(parents=True, exist_ok=True)
     try:
         tables, operators = copy_cut(source, target, row, place, _compacted)

@@ -185,6 +185,11 @@ def test_refusals_of_export_and_run_from_it(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(versioning.VersioningError, match="afile is a file; an export needs a new directory"):
         export_savepoint(root / "state", "sp", tmp_path / "afile")
+    # The state directory copied alone: its sinks (recorded beside it) are not there.
+    shutil.copytree(root / "state", tmp_path / "alone" / "state")
+    with pytest.raises(versioning.VersioningError, match=r"\(.*\) not found; export without --with-sinks"):
+        export_savepoint(tmp_path / "alone" / "state", "sp", tmp_path / "y", with_sinks=True)
+    assert not (tmp_path / "y").exists()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
     with pytest.raises(Exception, match="not empty: --from-savepoint"):
