@@ -282,13 +282,14 @@ def _cut_epoch(cut: dict[str, Any]) -> int:
 
 
 def _on_line(rows: pl.DataFrame, cut: dict[str, Any], line: dict[int, list[int]], epochs: list[int]) -> list[int]:
-    """Of the epochs the log names, those on the line. An epoch older than the line's oldest checkpoint (or
-    than the oldest epoch retention kept, up to the cut) whose manifest row retention deleted is taken as on the
-    line unless a rollback abandoned it (an epoch after the rollback's target, up to the rollback's number)."""
+    """Of the epochs the log names, those on the line. An epoch older than the line's oldest checkpoint whose
+    manifest row retention deleted is taken as on the line unless a rollback abandoned it (an epoch after the
+    rollback's target, up to the rollback's number)."""
     oldest = min(line) if line else _cut_epoch(cut) + 1  # no row left on the line: the cut's own was deleted
-    # Retention deletes the rows below its oldest epoch but a savepoint's: also those after a savepoint.
-    oldest = max(oldest, min(_freed_before(rows), _cut_epoch(cut) + 1))
     known = set(rows.filter(pl.col("kind") == "epoch").get_column("epoch").to_list())
+    # Retention deletes the rows below its oldest epoch but a savepoint's: so also older than that epoch (up to
+    # the cut; a rollback cut's number is past its target, the epochs between are abandoned, left out below).
+    oldest = max(oldest, min(_freed_before(rows), int(cut["epoch"]) + 1))
     abandoned: list[tuple[int, int]] = []
     for row in rows.filter(pl.col("kind") == "rollback").iter_rows(named=True):
         target = json.loads(row["metrics"] or "{}").get("rollback", {}).get("to_epoch")
