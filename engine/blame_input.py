@@ -51,7 +51,8 @@ def input_rows(history: History, operator: str, found: Any, match: dict[str, Any
     registered = offsets.history(max(max(c) for c in covered.values()))
     sources: dict[str, Source] = {}
     frames: list[pl.DataFrame] = []
-    unmatched: set[str] = set()
+    used: set[str] = set()  # key columns some source's rows were filtered by
+    unfiltered: set[str] = set()  # key columns a source whose rows are listed was not filtered by
     try:
         for checkpoint, epochs in sorted(covered.items()):
             for epoch in epochs:
@@ -67,13 +68,19 @@ def input_rows(history: History, operator: str, found: Any, match: dict[str, Any
                         sources[name].restore(None, registered.get(name, []))
                     for file, rows in _read(sources[name], piece, epoch):
                         kept, missed = _keep(rows, keys[checkpoint], match.get("window"))
-                        unmatched |= missed
+                        used |= set(keys[checkpoint].columns) - missed
+                        if kept is not None:
+                            unfiltered |= missed
                         if kept is not None and kept.height:
                             frames.append(_labelled(kept, checkpoint, epoch, name, file))
     finally:
         for source in sources.values():
             source.close()
     out = pl.concat(frames, how="diagonal_relaxed") if frames else _empty()
+    # Not matched: a key column no source could be filtered by, or one that rows listed were not filtered by
+    # (a source without any key column lists no rows, so it leaves nothing unmatched).
+    every = {k for k in found.keys if k != GLOBAL_KEY}
+    unmatched = (every - used) | unfiltered
     return out.with_columns(pl.lit(sorted(unmatched), pl.List(pl.String)).alias("unmatched"))
 
 
@@ -137,6 +144,20 @@ def _keep(rows: pl.DataFrame, keys: pl.DataFrame, window: str | None) -> tuple[p
     return joined.drop("__row"), missed
 
 
+def _changed_since(source: FileSource, entry: Any, lo: int, hi: int, epoch: int) -> UserError:
+    """A file that no longer holds what the epoch read: the records cannot be read again as they were."""
+    _, problem = source._load(source.base / entry.path, entry, None)
+    what = {
+        "was deleted after it was registered": "was deleted",
+        "changed after it was registered": "was rewritten",
+    }.get(problem or "", problem or "changed")
+    return UserError(
+        f"the input epoch {epoch} read cannot be read again: {entry.path} {what} since epoch {epoch} read its "
+        f"records {entry.first + lo} to {entry.first + hi - 1}, so they are no longer there as they were read "
+        "(blame without --rows still shows the slice)"
+    )
+
+
 def _time_attribute(window: str | None) -> str | None:
     """The time column of an operator's window as the manifest records it: `TUMBLE(ts, 0:00:10)` -> `ts`."""
     found = re.match(r"\s*\w+\(\s*([^,)\s]+)", window or "")
@@ -145,10 +166,16 @@ def _time_attribute(window: str | None) -> str | None:
 
 def _read(source: Source, piece: dict[str, Any], epoch: int) -> list[tuple[str | None, pl.DataFrame]]:
     """A slice's rows; a filesystem slice file by file (its records ranges as logged), so each row has its file."""
+    if isinstance(source, FileSource):
+        files, spans = source._spans(piece)
+        out = []
+        for i, lo, hi in spans:
+            try:
+                out.append((files[i].path, source._read_segment(files[i], lo, hi).rows))
+            except UserError:
+                raise _changed_since(source, files[i], lo, hi, epoch) from None
+        return out
     try:
-        if isinstance(source, FileSource):
-            files, spans = source._spans(piece)
-            return [(files[i].path, source._read_segment(files[i], lo, hi).rows) for i, lo, hi in spans]
         return [(None, source.read(piece).rows)]
     except UserError as err:  # a file changed or gone since, a topic compacted: say which epoch's input
         raise UserError(f"the input epoch {epoch} read cannot be read again: {err}") from None

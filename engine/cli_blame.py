@@ -81,9 +81,9 @@ def cmd_blame(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def render(operator: str, key: dict[str, str], found: Any, shown: Any, rows: Any, more: int) -> str:
+def render(operator: str, key: dict[str, str | None], found: Any, shown: Any, rows: Any, more: int) -> str:
     """The changes as people read them: per epoch the change, before -> after, and the slice of every source."""
-    named = ", ".join(f"{k}={v}" for k, v in key.items())
+    named = ", ".join(f"{k}={'NULL' if v is None else v}" for k, v in key.items())
     if shown.is_empty():
         return f"no epoch changed {operator} for {named}: the key was never in its state (at the cut blamed)"
     lines = []

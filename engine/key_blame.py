@@ -60,7 +60,7 @@ class Blamed:
 def blame(
     state: str | Location,
     operator: str,
-    key: Mapping[str, Any],
+    key: Mapping[str, Any] | str,
     rows: bool = False,
     storage_options: Mapping[str, str] | None = None,
     at: At = None,
@@ -72,9 +72,14 @@ def blame(
     covers) and `input` (JSON: per covered epoch, each source's slice from the offset log).
 
     `key` names key columns (a subset: every key that matches is blamed); values may be text, converted to the
-    column's type. `at`: blame up to that point instead of the current cut. With `rows=True`, also the input
+    column's type, None is SQL NULL; or a string as `--key` takes it (`"cust=a,day=2026-01-01"`). `at`: blame
+    up to that point instead of the current cut. With `rows=True`, also the input
     rows of the key that those slices held (needs `sql`, the pipeline's SQL file, which defines the sources):
     returns `(changes, rows)`."""
+    if isinstance(key, str):  # "col=value[,col=value]", as --key takes it
+        key = parse_key([key])
+    elif not isinstance(key, Mapping):
+        raise BlameError(f"key= takes a dict of key columns to values, or 'COLUMN=VALUE[,COLUMN=VALUE]', not {key!r}")
     history = History(state, storage_options)
     found = find_changes(history, operator, key, at)
     if not rows:
@@ -155,7 +160,64 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
     line = checkpoint_line(rows, cut)
     kept = _on_line(rows, cut, line, log.get_column("_epoch").unique().to_list())
     log = log.filter(pl.col("_epoch").is_in(kept))
-    return Blamed(_changes(log, keys, values, line, history), keys, values, complete, line, why)
+    changed = sorted(kept)
+    ranges, guessed = _ranges(line, changed, _freed_before(rows), _recorded_starts(rows))
+    if branch is not None:  # the epochs before the branch's first checkpoint ran in the parent: its to tell
+        ranges |= {e: [e] for e in changed if e not in line}
+        guessed = [e for e in guessed if e in line]
+    if guessed:
+        complete = False
+        bounded = (
+            f"retention deleted the manifest rows of the checkpoints before epoch {_freed_before(rows)}: the epochs "
+            f"of checkpoint{'s' if len(guessed) > 1 else ''} {', '.join(map(str, guessed))} are bounded by the "
+            f"latest change or checkpoint still known before {'each' if len(guessed) > 1 else 'it'}, and may span "
+            "checkpoints that did not change the key"
+        )
+        why = f"{why}; {bounded}" if why else bounded
+    return Blamed(_changes(log, keys, values, ranges, history), keys, values, complete, line, why)
+
+
+def _recorded_starts(rows: pl.DataFrame) -> dict[int, int]:
+    """Where the epochs of a checkpoint retention kept start, as the pass recorded it (`retention.covered_from`):
+    the row of the checkpoint before it is gone."""
+    starts: dict[int, int] = {}
+    for metrics in rows.filter(pl.col("kind") == "retention").get_column("metrics").to_list():
+        for epoch, start in json.loads(metrics or "{}").get("covered_from", {}).items():
+            starts[int(epoch)] = max(int(start), starts.get(int(epoch), 0))
+    return starts
+
+
+def _freed_before(rows: pl.DataFrame) -> int:
+    """Retention deleted the manifest rows of the epochs below this (savepoints' excepted); 0: none."""
+    passes = rows.filter(pl.col("kind") == "retention").get_column("metrics").to_list()
+    return max((int(json.loads(m or "{}").get("oldest_epoch", 0)) for m in passes), default=0)
+
+
+def _ranges(
+    line: dict[int, list[int]], changed: list[int], freed_before: int, recorded: dict[int, int]
+) -> tuple[dict[int, list[int]], list[int]]:
+    """The epochs each changing checkpoint covers, and the checkpoints whose range is bounded, not known.
+
+    A checkpoint covers the epochs after the checkpoint before it. When retention deleted the manifest row of
+    that one (or of checkpoints between them), the line's range reaches too far back, and a change whose own
+    row went has none: the range then starts after the latest checkpoint still known before it (on the line,
+    or a change in the log), so no two ranges overlap, and it is reported as bounded; unless the retention pass
+    that deleted the row recorded where the range starts (the oldest checkpoint it kept, and savepoints)."""
+    ranges: dict[int, list[int]] = {}
+    guessed: list[int] = []
+    known = sorted(set(line) | set(changed))
+    for epoch in changed:
+        covers = line.get(epoch)
+        if epoch in recorded:  # the pass saw the row before it (`changed` holds no abandoned epoch)
+            ranges[epoch] = list(range(max(recorded[epoch], covers[0] if covers else 0), epoch + 1))
+            continue
+        if covers is not None and not covers[0] < min(epoch, freed_before):
+            ranges[epoch] = covers  # no checkpoint before it was deleted: the manifest's range is exact
+            continue
+        lower = max([covers[0] - 1 if covers else 0, *(e for e in known if e < epoch)])
+        ranges[epoch] = list(range(lower + 1, epoch + 1))
+        guessed.append(epoch)
+    return ranges, guessed
 
 
 def _versions_holding_every_change(table: Any, cut_version: int) -> tuple[set[int], bool]:
@@ -189,6 +251,9 @@ def _on_line(rows: pl.DataFrame, cut: dict[str, Any], line: dict[int, list[int]]
     rollback's target, up to the rollback's number)."""
     oldest = min(line) if line else cut_epoch(cut) + 1  # no row left on the line: the cut's own was deleted
     known = set(rows.filter(pl.col("kind") == "epoch").get_column("epoch").to_list())
+    # Retention deletes the rows below its oldest epoch but a savepoint's: so also older than that epoch (up to
+    # the cut; a rollback cut's number is past its target, the epochs between are abandoned, left out below).
+    oldest = max(oldest, min(_freed_before(rows), int(cut["epoch"]) + 1))
     abandoned: list[tuple[int, int]] = []
     for row in rows.filter(pl.col("kind") == "rollback").iter_rows(named=True):
         target = json.loads(row["metrics"] or "{}").get("rollback", {}).get("to_epoch")
@@ -309,14 +374,19 @@ def describe_slice(piece: dict[str, Any], files: list[dict[str, Any]]) -> dict[s
     return {"start": piece["start"], "end": piece["end"], "files": read}
 
 
-def parse_key(items: list[str]) -> dict[str, str]:
+def parse_key(items: list[str]) -> dict[str, str | None]:
     """`--key` values: `k=v`, repeated or comma-separated (`k=a,ws=2026-01-01 00:00:10`); a comma inside a
-    value is kept when what follows it is not `name=`."""
-    key: dict[str, str] = {}
+    value is kept when what follows it is not `name=`. The value is kept exactly as typed after `=` (spaces
+    are part of a string key); an unquoted `NULL` (any case) is SQL NULL, the string 'NULL' is blamed from
+    Python (`key={"k": "NULL"}`). A column named twice is refused: which value was meant is not known."""
+    key: dict[str, str | None] = {}
     for item in items:
         for part in re.split(r",(?=\s*[A-Za-z_][A-Za-z0-9_]*\s*=)", item):
             name, sep, value = part.partition("=")
-            if not sep or not name.strip():
+            name = name.strip()
+            if not sep or not name:
                 raise BlameError(f"--key takes COLUMN=VALUE, not '{part}'")
-            key[name.strip()] = value.strip()
+            if any(k.lower() == name.lower() for k in key):
+                raise BlameError(f"--key names {name} twice: give each key column once")
+            key[name] = None if value.upper() == "NULL" else value
     return key

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,23 +90,32 @@ class OffsetLog:
                 pieces.setdefault(name, []).append(piece)
         return pieces
 
-    def fold(self, until_epoch: int) -> None:
+    def fold(self, until_epoch: int, keep: Collection[int] = ()) -> None:
         """Replace the files of epochs before `until_epoch` by one summary, so the log stays small.
 
         A source's history is only ever used for what accumulates: the first slice (when the source started)
-        and the `files_added` lists. The summary keeps exactly that, written before the files go.
+        and the `files_added` lists. The summary keeps exactly that, written before the files go. The files of
+        epochs in `keep` stay beside it (retention keeps the slices a retained checkpoint read, for blame):
+        `history()` takes them from the summary, so they count once.
         """
         older = [e for e in self.epochs() if e < until_epoch]
         if not older:
             return
-        history = self.history(older[-1])
-        folded = {}
-        for name, pieces in history.items():
-            first = {k: v for k, v in pieces[0].items() if k != "files_added"}
-            files = [f for piece in pieces for f in piece.get("files_added", [])]
-            folded[name] = [{**first, "files_added": files}]
-        write_atomic(self.base, json.dumps({"until_epoch": older[-1], "sources": folded}, sort_keys=True).encode())
-        delete_files(self._path(epoch) for epoch in older)
+        folded_until = 0
+        if (data := read_if_exists(self.base)) is not None:
+            folded_until = int(json.loads(data)["until_epoch"])
+        fresh = [e for e in older if e > folded_until]  # files kept by an earlier fold are in its summary
+        if fresh:
+            history = self.history(fresh[-1])
+            folded = {}
+            for name, pieces in history.items():
+                first = {k: v for k, v in pieces[0].items() if k != "files_added"}
+                files = [f for piece in pieces for f in piece.get("files_added", [])]
+                folded[name] = [{**first, "files_added": files}]
+            summary = {"until_epoch": fresh[-1], "sources": folded}
+            write_atomic(self.base, json.dumps(summary, sort_keys=True).encode())
+        kept = set(keep)
+        delete_files(self._path(epoch) for epoch in older if epoch not in kept)
 
     def discard_after(self, epoch: int) -> None:
         """Forget planned-but-uncommitted epochs beyond `epoch` (their slices will be planned again)."""

@@ -12,8 +12,10 @@ For every table the retained rows name, the Delta versions they name are kept an
 last Delta checkpoint at or before the oldest kept version are deleted. Delta's `cleanup_metadata()` cannot
 be used for that last step: it judges log files by their modification time against a table property, so it
 cannot spare one chosen version (delta-facts §4-5); the engine deletes exactly the entries it no longer
-needs instead. The offset log is folded up to the oldest retained epoch. Every pass is a manifest row
-(kind `retention`) that says which epochs went, so readers can explain why an epoch cannot be opened.
+needs instead. The offset log is folded up to the oldest retained epoch, except the files of the epochs the
+oldest retained checkpoint and every live savepoint committed (from the checkpoint before each, plus one).
+Every pass is a manifest row (kind `retention`) that says which epochs went, so readers can explain why an
+epoch cannot be opened, and where the epochs of those checkpoints start (their previous rows go).
 """
 
 from __future__ import annotations
@@ -172,7 +174,16 @@ def apply(
         faults.point("retention.vacuum.during")
     expired_rows = _forget_expired_epochs(directory.manifest, oldest_epoch, saved_epochs)
     _trim_manifest(directory.manifest, horizon)
-    OffsetLog(directory.offsets).fold(until_epoch=oldest_epoch)
+    # The slices the oldest retained checkpoint and each savepoint committed stay readable (blame shows them),
+    # and where each one's epochs start is recorded: the row of the checkpoint before it goes.
+    # (A retained rollback's state is its target's, a checkpoint whose own row may be below the oldest epoch.)
+    targets = [
+        int(json.loads(m or "{}").get("rollback", {}).get("to_epoch", oldest_epoch))
+        for m in retained.filter(pl.col("kind") == "rollback").get_column("metrics").to_list()
+    ]
+    starts = {cp: covered_from(rows, cp) for cp in {oldest_epoch, *saved_epochs, *targets}}
+    read_by_kept = {e for cp, start in starts.items() for e in range(start, cp + 1)}
+    OffsetLog(directory.offsets).fold(until_epoch=oldest_epoch, keep=read_by_kept)
 
     before = rows.filter(pl.col("kind") == "retention")
     previous_policy = json.loads(before.row(-1, named=True)["metrics"]).get("policy") if before.height else None
@@ -184,6 +195,7 @@ def apply(
         "data_files_removed": files_removed,
         "log_entries_removed": log_entries_removed,
         "manifest_rows_removed": expired_rows,
+        "covered_from": {str(cp): start for cp, start in sorted(starts.items())},
         "user": user or getpass.getuser(),
         "reason": reason,
         # a changed policy is what frees many epochs at once: say so
@@ -195,6 +207,17 @@ def apply(
     faults.point("retention.before-manifest")
     Manifest(directory.manifest).commit(dataclasses.replace(last, kind="retention", committed_at=None, metrics=report))
     return report
+
+
+def covered_from(rows: pl.DataFrame, epoch: int) -> int:
+    """The first epoch checkpoint `epoch` committed: the one after the resumable row before it (epoch numbers
+    only grow, a rollback row carrying the latest), or as an earlier pass recorded it once that row went."""
+    before = rows.filter(pl.col("kind").is_in(list(RESUMABLE)) & (pl.col("epoch") < epoch)).get_column("epoch")
+    recorded = [
+        int(json.loads(m or "{}").get("covered_from", {}).get(str(epoch), 0))
+        for m in rows.filter(pl.col("kind") == "retention").get_column("metrics").to_list()
+    ]
+    return max([int(before.max() or 0) + 1, *recorded])  # type: ignore[arg-type]
 
 
 TOMBSTONES = "delta.deletedFileRetentionDuration"
