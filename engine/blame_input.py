@@ -42,7 +42,8 @@ def input_rows(history: History, operator: str, found: Any, match: dict[str, Any
     pipeline = Pipeline.from_sql(script, state=history.dir.root)
     scans = _scans_of(pipeline.plan, operator)
     offsets = OffsetLog(history.dir.offsets)
-    covered = {int(e): list(c) for e, c in zip(found.changes["epoch"], found.changes["epochs"], strict=True)}
+    # (an edit's change covers no epoch: engine.blame_edits)
+    covered = {int(e): list(c) for e, c in zip(found.changes["epoch"], found.changes["epochs"], strict=True) if len(c)}
     if not covered:
         return _empty()
     # The full keys each checkpoint changed (a part of the key given blames every key it matches): a row is

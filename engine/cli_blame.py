@@ -118,6 +118,10 @@ def _text(value: Any) -> str:
 
 
 def _slice_lines(read: dict[str, Any]) -> list[str]:
+    if (edit := read.get("edit")) is not None:
+        why = f' "{edit["reason"]}"' if edit.get("reason") else ""
+        who = f"savepoint '{edit['savepoint']}' by {edit.get('user') or '?'}{why}"
+        return [f"    edited at epoch {read['epoch']}: {who}", *(f"      {s}" for s in edit.get("statements", []))]
     if read.get("freed"):
         return [f"    read in epoch {read['epoch']}: freed by retention (the offset log no longer has its slice)"]
     if not read["sources"]:

@@ -28,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from engine import delta_tables
+from engine.blame_edits import EDIT, edits_on_line, with_edits
 from engine.delta_tables import MAINTENANCE_OPERATIONS
 from engine.errors import UserError
 from engine.history import BOOKKEEPING, At, History, state_keys
@@ -154,10 +155,12 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
                 raise  # the cut itself is readable (History.row checked): this is another failure
             complete, why = False, "retention freed older versions of the state: earlier changes may be missing"
     log = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=schema)
-    # The newest version's row of a (key, epoch) wins: a restart may have discarded a crashed run's commit of it.
-    log = log.unique([*keys, "_epoch"], keep="last", maintain_order=True).sort("_epoch")
-
     line = checkpoint_line(rows, cut)
+    edits = edits_on_line(rows, cut, line)
+    log = with_edits(log, edits, history, operator, match, keys)
+    # The newest version's row of a (key, epoch) wins: a restart may have discarded a crashed run's commit of it.
+    log = log.unique([*keys, "_epoch", "__order"], keep="last", maintain_order=True).sort("_epoch", "__order")
+
     kept = _on_line(rows, cut, line, log.get_column("_epoch").unique().to_list())
     log = log.filter(pl.col("_epoch").is_in(kept))
     changed = sorted(kept)
@@ -174,7 +177,8 @@ def find_changes(history: History, operator: str, key: Mapping[str, Any], at: At
             "checkpoints that did not change the key"
         )
         why = f"{why}; {bounded}" if why else bounded
-    return Blamed(_changes(log, keys, values, ranges, history), keys, values, complete, line, why)
+    audits = {e.epoch: json.dumps([{"epoch": e.epoch, "edit": e.audit}]) for e in edits}  # as `input` lists reads
+    return Blamed(_changes(log, keys, values, ranges, history, audits), keys, values, complete, line, why)
 
 
 def _recorded_starts(rows: pl.DataFrame) -> dict[int, int]:
@@ -267,19 +271,27 @@ def _on_line(rows: pl.DataFrame, cut: dict[str, Any], line: dict[int, list[int]]
 
 
 def _changes(
-    log: pl.DataFrame, keys: list[str], values: list[str], line: dict[int, list[int]], history: History
+    log: pl.DataFrame,
+    keys: list[str],
+    values: list[str],
+    line: dict[int, list[int]],
+    history: History,
+    edits: dict[int, str],
 ) -> pl.DataFrame:
     """One row per (checkpoint, key) from the key's change-log rows: before (the previous row's values unless
-    it was a tombstone), after, the kind of change, the epochs covered and the input they read."""
+    it was a tombstone), after, the kind of change, the epochs covered and the input they read. A state edit's
+    change (engine.blame_edits) is `edited`, after its epoch's own, with the edit as its input."""
 
     def before(expr: pl.Expr) -> pl.Expr:  # the key's previous change-log row (the log is sorted by epoch)
         return expr.shift(1).over(keys) if keys else expr.shift(1)
 
     was_absent = before(pl.col("_deleted")).fill_null(True)  # no earlier row, or a tombstone
-    frame = log.sort("_epoch").with_columns(
+    frame = log.sort("_epoch", "__order").with_columns(
         *(pl.when(was_absent).then(None).otherwise(before(pl.col(v))).alias(f"{v}_before") for v in values),
         *(pl.when(pl.col("_deleted")).then(None).otherwise(pl.col(v)).alias(f"{v}_after") for v in values),
-        pl.when(pl.col("_deleted"))
+        pl.when(pl.col("__order") == EDIT)
+        .then(pl.lit("edited"))
+        .when(pl.col("_deleted"))
         .then(pl.lit("deleted"))
         .when(was_absent)
         .then(pl.lit("inserted"))
@@ -303,11 +315,16 @@ def _changes(
         schema={"epoch": pl.Int64, "epochs": pl.List(pl.Int64), "input": pl.String},
     )
     columns = [c for v in values for c in (f"{v}_before", f"{v}_after")]
+    edited = pl.col("__order") == EDIT
     return (
         frame.rename({"_epoch": "epoch"})
         .join(per_epoch, on="epoch", how="left")
+        .with_columns(
+            pl.when(edited).then(pl.lit([], pl.List(pl.Int64))).otherwise(pl.col("epochs")).alias("epochs"),
+            pl.when(edited).then(pl.col("epoch").replace_strict(edits, default=None)).otherwise("input").alias("input"),
+        )
+        .sort("epoch", "__order", *keys, nulls_last=True)
         .select("epoch", "change", *keys, *columns, "epochs", "input")
-        .sort("epoch", *keys, nulls_last=True)
     )
 
 

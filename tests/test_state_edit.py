@@ -115,6 +115,21 @@ def test_deleting_a_key_at_a_savepoint_equals_a_run_that_never_saw_its_rows(tmp_
     rolled = timelapse(edited, "rollback", "state", "--savepoint", "fixed", "--reason", "continue without ann")
     assert rolled.returncode == 0, rolled.stderr
     run(edited, SQL, max_epoch_rows=4)
+    # Blame tells the edit apart from its epoch's input: ann's state ends at the savepoint by the edit, who and
+    # why, and the line's next input brings it back; bob was not edited.
+    s1 = versioning.savepoints(edited / "state").filter(pl.col("name") == "s1").item(0, "epoch")
+    ann = engine.blame(edited / "state", "totals", key={"customer": "ann"})
+    edit = ann.filter(pl.col("change") == "edited")
+    assert edit.height == 1 and edit.item(0, "epoch") == s1 and edit.item(0, "count__count_after") is None
+    assert edit.item(0, "count__count_before") is not None
+    assert json.loads(edit.item(0, "input"))[0]["edit"]["statements"] == ["DELETE FROM totals WHERE customer = 'ann'"]
+    shown = timelapse(edited, "blame", "state", "totals", "--key", "customer=ann")
+    assert shown.returncode == 0 and f"epoch {s1}  edited" in shown.stdout, shown.stdout + shown.stderr
+    assert "savepoint 'fixed' by" in shown.stdout and "ann was a test" in shown.stdout
+    after = ann.filter(pl.col("epoch") > s1)
+    assert after.item(0, "change") == "inserted" and after.item(0, "count__count_before") is None
+    bob = engine.blame(edited / "state", "totals", key={"customer": "bob"})
+    assert "edited" not in bob.get_column("change").to_list()
 
     kept = [r for r in first if r["customer"] != "ann"]
     write_jsonl(straight / "in" / "a.json", kept)
