@@ -433,3 +433,22 @@ def test_join_and_window_state_only_lose_rows_and_bootstrap_refuses_what_a_run_c
     engine.bootstrap_state(boot, "pr", tmp_path / "backfill.parquet", tmp_path / "pipeline.sql")
     booted = engine.open(boot).state("pr").filter(pl.col("customer") == "cy")
     assert booted.select("sum_price__sum", "avg_price__sum").rows() == [(0, 0)]
+
+
+def test_an_edit_and_a_rollback_to_it_in_a_bucket(tmp_path: Path, s3: Any) -> None:
+    """A state directory uploaded to an object store is edited there, and rolled back to the edit, as on a disk."""
+    from engine.storage import ObjectPath, copy_tree
+
+    write_jsonl(tmp_path / "in" / "a.json", orders(0, 12))
+    run(tmp_path, SQL, max_epoch_rows=4)
+    versioning.create_savepoint(tmp_path / "state", "s1")
+    project = ObjectPath("s3", s3.bucket(), "edit")
+    remote = project / "state"
+    copy_tree(tmp_path / "state", remote)
+    copy_tree(tmp_path / "totals", project / "totals")  # the sink beside it: a rollback restores it too
+    done = edit_state(str(remote), "DELETE FROM totals WHERE customer = 'ann'", savepoint="s1", as_savepoint="fixed")
+    assert done["tables"]["totals"]["deleted"] == 1
+    versioning.rollback(str(remote), savepoint="fixed", reason="without ann")
+    there = engine.open(str(remote)).state("totals").sort("customer")
+    expected = state_of(tmp_path / "state", "totals").filter(pl.col("customer") != "ann").sort("customer")
+    assert_frame_equal(there.drop("_kg"), expected.drop("_kg"), check_column_order=False)
