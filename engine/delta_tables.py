@@ -14,7 +14,7 @@ from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties, Tr
 from deltalake.exceptions import TableNotFoundError
 
 from engine import encryption, faults
-from engine.storage import Location, storage_options, table_uri
+from engine.storage import Location, location, storage_options, table_uri
 
 KEEP_HISTORY = {
     "delta.logRetentionDuration": "interval 36500 days",
@@ -25,6 +25,31 @@ KEEP_HISTORY = {
 # Commit operations that change neither rows nor files: the engine's own maintenance (retention's vacuum and its
 # tombstone-horizon property). Whoever reasons about "what changed since version v" skips them.
 MAINTENANCE_OPERATIONS = frozenset({"VACUUM START", "VACUUM END", "SET TBLPROPERTIES"})
+
+#: commits that remove no file (what "the version before each commit that removed files" skips)
+APPEND_ONLY = MAINTENANCE_OPERATIONS | {"CREATE TABLE"}
+
+
+def before_removals(commits: list[dict[str, Any]], oldest: int, newest: int) -> set[int]:
+    """Of a table's commits (`DeltaTable.history()`), the version before each one in (oldest, newest] that may
+    have removed files (an overwrite, a restore; appends and maintenance remove none). A file readable at some
+    version in [oldest, newest] is live at `newest` or at one of these: with them, every row any of those
+    versions held can still be read (retention keeps them, blame reads them)."""
+    found: set[int] = set()
+    for commit in commits:
+        version = int(commit["version"])
+        operation = str(commit.get("operation", ""))
+        mode = str((commit.get("operationParameters") or {}).get("mode", "")).lower()
+        appended = operation == "WRITE" and mode == "append"
+        if oldest < version <= newest and not appended and operation not in APPEND_ONLY:
+            found.add(version - 1)
+    return found
+
+
+def is_table(path: str | Location) -> bool:
+    """Whether a Delta table is at `path` (its log folder exists)."""
+    return (location(path) / "_delta_log").is_dir()
+
 
 # Log clean-up after each commit only lists files to delete nothing (retention is the engine's job); skip it.
 NO_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)

@@ -29,7 +29,7 @@ import polars as pl
 
 from engine import delta_tables
 from engine.blame_edits import EDIT, edits_on_line, with_edits
-from engine.delta_tables import MAINTENANCE_OPERATIONS
+from engine.delta_tables import before_removals
 from engine.errors import UserError
 from engine.history import BOOKKEEPING, At, History, state_keys
 from engine.manifest import checkpoint_line, cut_epoch
@@ -39,7 +39,6 @@ from sql import types
 from sql.values import parse_text
 
 #: commits that remove no rows: the version before them need not be read
-APPEND_ONLY = MAINTENANCE_OPERATIONS | {"CREATE TABLE"}
 
 
 class BlameError(UserError, LookupError):
@@ -228,17 +227,9 @@ def _versions_holding_every_change(table: Any, cut_version: int) -> tuple[set[in
     """The cut's version, and the version before each commit up to it that may have removed rows (an overwrite
     by compaction, a restore): together they hold every row the log ever had up to the cut. And whether the
     log still lists every commit (retention deletes the entries of freed versions)."""
-    versions = {cut_version}
     commits = table.history()
     listed = {int(c["version"]) for c in commits}
-    for commit in commits:
-        version = int(commit["version"])
-        operation = str(commit.get("operation", ""))
-        mode = str((commit.get("operationParameters") or {}).get("mode", "")).lower()
-        appended = operation == "WRITE" and mode == "append"
-        if 0 < version <= cut_version and not appended and operation not in APPEND_ONLY:
-            versions.add(version - 1)
-    return versions, 0 in listed
+    return {cut_version} | before_removals(commits, 0, cut_version), 0 in listed
 
 
 def _branched(rows: pl.DataFrame) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable
 
 from engine import delta_tables, faults
-from engine.delta_tables import MAINTENANCE_OPERATIONS, NO_CLEANUP, open_table
+from engine.delta_tables import NO_CLEANUP, before_removals, open_table
 from engine.errors import UserError
 from engine.manifest import (
     RESUMABLE,
@@ -248,27 +248,12 @@ def _versions_by_table(rows: pl.DataFrame) -> dict[str, set[int]]:
     return versions
 
 
-APPEND_ONLY = MAINTENANCE_OPERATIONS | {"CREATE TABLE"}
-
-
 def _protecting(table: DeltaTable, oldest: int) -> set[int]:
-    """Versions whose files together cover every version from `oldest` to the head.
-
-    A file readable at some version v >= oldest is either still live at the head (vacuum never removes those) or
-    was removed by a later commit t, and so is live at t - 1. Keeping `oldest` and the version before each commit
-    that removed files is therefore enough, and far cheaper than loading every kept version: appends remove
-    nothing, and compactions are rare.
-    """
-    keep = {oldest}
+    """Versions whose files together cover every version from `oldest` to the head: `oldest` and the version
+    before each later commit that removed files (`delta_tables.before_removals`), far cheaper than loading every
+    kept version: appends remove nothing, and compactions are rare."""
     head = int(table.version())
-    for commit in table.history(limit=max(1, head - oldest)):
-        version = int(commit["version"])
-        operation = str(commit.get("operation", ""))
-        mode = str((commit.get("operationParameters") or {}).get("mode", "")).lower()
-        appended = operation == "WRITE" and mode == "append"
-        if version > oldest and not appended and operation not in APPEND_ONLY:
-            keep.add(version - 1)
-    return keep
+    return {oldest} | before_removals(table.history(limit=max(1, head - oldest)), oldest, head)
 
 
 def prune_log(path: Path, oldest_kept: int) -> int:

@@ -24,7 +24,6 @@ import datetime as dt
 import getpass
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +53,7 @@ from engine.manifest import (
 from engine.offset_log import OffsetLog
 from engine.state_dir import StateDir, write_atomic
 from engine.state_store import resolve
-from engine.storage import Location, ObjectPath, location, read_if_exists, remove_tree
+from engine.storage import Location, ObjectPath, file_sizes, location, read_if_exists, remove_tree
 
 EXPORT_FILE = "export.json"  # StateDir.export_file; its name in messages and listings
 #: in a state directory being materialised from an export, until its manifest row commits
@@ -94,7 +93,7 @@ def export_savepoint(
 
     # A table the cut names but that is not where it says (a state directory copied without the sinks beside it):
     # refused before anything is written, naming it.
-    missing = [t for t in entries(row) if place(t) is not None and not (location(t.path) / "_delta_log").exists()]
+    missing = [t for t in entries(row) if place(t) is not None and not delta_tables.is_table(t.path)]
     if missing:
         listing = ", ".join(f"{t.role} '{t.name}' ({t.path})" for t in missing)
         hint = "; export without --with-sinks, or" if any(t.role == SINK for t in missing) else ";"
@@ -186,16 +185,7 @@ def _compacted(entry: TableEntry, destination: Location) -> TableEntry:
 
 def _listing(root: Location, with_digests: bool = False) -> dict[str, dict[str, Any]]:
     """Every file under `root` but export.json, by relative POSIX path: its size (and sha256)."""
-    found: dict[str, dict[str, Any]] = {}
-    if isinstance(root, ObjectPath):
-        prefix = f"{root.key}/" if root.key else ""
-        for meta in root.list_files():  # one paged LIST gives the sizes
-            found[meta["path"][len(prefix) :]] = {"size": int(meta["size"])}
-    else:
-        for folder, _dirs, names in os.walk(root):
-            for name in names:
-                path = Path(folder) / name
-                found[path.relative_to(root).as_posix()] = {"size": path.stat().st_size}
+    found: dict[str, dict[str, Any]] = {path: {"size": size} for path, size in file_sizes(root).items()}
     found.pop(EXPORT_FILE, None)
     if with_digests:
         for relative, entry in found.items():

@@ -443,6 +443,14 @@ def copy_tree(source: Location, target: Location) -> int:
     return count
 
 
+def file_sizes(root: Location) -> dict[str, int]:
+    """The size of every file under `root`, by relative POSIX path (an object store's in one paged LIST)."""
+    if isinstance(root, ObjectPath):
+        prefix = root._prefix()
+        return {meta["path"][len(prefix) :]: int(meta["size"]) for meta in root.list_files()}
+    return {relative: (root / relative).stat().st_size for relative in files_under(root)}
+
+
 def files_under(root: Location) -> Iterator[str]:
     """The relative POSIX paths of every file under `root` (symlinks to files included, not followed into
     directories)."""

@@ -113,7 +113,7 @@ def verify(state: str | Path, deep: bool = False) -> dict[str, Any]:
 
 def check_table(path: str, version: int | None, read_rows: bool) -> str | None:
     """What is wrong with a table at `version` (None: its latest), or None. `read_rows` reads every data file."""
-    if not (location(path) / "_delta_log").is_dir():
+    if not delta_tables.is_table(path):
         return "the table is missing"
     label = "the latest version" if version is None else f"version {version}"
     try:

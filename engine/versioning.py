@@ -233,7 +233,7 @@ def plan_rollback(
         )
     # A table the manifest names but that is not where it says (a state directory moved away from the sinks
     # beside it) would be left as it is: refuse before anything changes, naming it.
-    missing = [t for t in entries(current) if not (location(t.path) / "_delta_log").is_dir()]
+    missing = [t for t in entries(current) if not delta_tables.is_table(t.path)]
     missing_message = None
     if missing:
         listing = ", ".join(f"{t.role} '{t.name}' ({t.path})" for t in missing)
